@@ -1,0 +1,1 @@
+//! Confined OCI layer application (whiteouts, hardlinks, xattrs, devices) and layer creation.

@@ -1,0 +1,78 @@
+//! `berth`: a daemonless container tool built on the berth crates.
+//!
+//! This file only parses arguments and dispatches; each group of subcommands
+//! lives in its own module, and all logic lives in the library crates.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Options every subcommand sees.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Data root: content store, image records, snapshots, containers.
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value_os_t = default_root())]
+    pub root: PathBuf,
+    /// Log more (repeat for more detail).
+    #[arg(long, short = 'D', global = true)]
+    pub debug: bool,
+}
+
+/// The data root when none is given: /var/lib/berth for root, else the
+/// user's data directory.
+fn default_root() -> PathBuf {
+    if nix_euid_is_root() {
+        return PathBuf::from("/var/lib/berth");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(dir) => PathBuf::from(dir).join("berth"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".local/share/berth"),
+    }
+}
+
+fn nix_euid_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "A daemonless OCI container tool")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the version.
+    Version,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(if cli.global.debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::WARN
+        })
+        .init();
+    let result: anyhow::Result<i32> = match cli.command {
+        Command::Version => {
+            println!("berth {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("berth: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Content-addressable blob store and OCI image-layout reading and writing.

@@ -1,0 +1,1 @@
+//! Registry client: token auth, pull, push, cross-repo mount, referrers, retries, progress.

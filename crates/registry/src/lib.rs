@@ -1,0 +1,1 @@
+//! Distribution-spec v1.1 registry server with filesystem and S3 storage, auth and online GC.

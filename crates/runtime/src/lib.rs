@@ -1,0 +1,1 @@
+//! OCI runtime library: container lifecycle, init process, namespaces, mounts, devices, caps, rlimits, seccomp, hooks, console.

@@ -1,0 +1,1 @@
+//! Snapshotters keyed by chain IDs: overlay and a plain-copy fallback.

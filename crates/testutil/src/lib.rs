@@ -1,0 +1,180 @@
+//! Helpers shared by berth's integration tests: busybox root filesystems,
+//! OCI bundles, and loud checks for the peers (runc, skopeo, containerd, ...)
+//! a test needs. A missing peer is a test failure with a clear message, never
+//! a silent skip.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian's busybox-static installs its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Panics with a clear message unless `program` is found on PATH (or is an
+/// existing absolute path). Returns its full path.
+pub fn require_peer(program: &str) -> PathBuf {
+    let candidate = Path::new(program);
+    if candidate.is_absolute() && candidate.exists() {
+        return candidate.to_path_buf();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]) {
+        let full = dir.join(program);
+        if full.is_file() {
+            return full;
+        }
+    }
+    panic!("this test needs `{program}`, which is not installed: run scripts/install-deps as root");
+}
+
+/// Panics with a clear message unless the test runs as root.
+pub fn require_root() {
+    if !nix_is_root() {
+        panic!("this test needs root (namespaces, mounts, cgroups): run the suite as root");
+    }
+}
+
+fn nix_is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Fills `rootfs` with a minimal busybox-static userland: /bin/busybox, one
+/// symlink per applet in /bin, and the usual empty directories and /etc files.
+pub fn busybox_rootfs(rootfs: &Path) {
+    let busybox = require_peer(BUSYBOX);
+    for dir in [
+        "bin", "dev", "etc", "proc", "sys", "tmp", "root", "home", "var", "run",
+    ] {
+        fs::create_dir_all(rootfs.join(dir)).expect("create rootfs directory");
+    }
+    fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox into rootfs");
+    let listing = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("run busybox --list");
+    for applet in String::from_utf8_lossy(&listing.stdout).lines() {
+        if applet != "busybox" {
+            let _ = symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+    fs::create_dir_all(rootfs.join("usr")).expect("create usr");
+    let _ = symlink("../bin", rootfs.join("usr/bin"));
+    let _ = symlink("../bin", rootfs.join("sbin"));
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .expect("write passwd");
+    fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\ndaemon:x:1:\nusers:x:100:\nnogroup:x:65534:\n",
+    )
+    .expect("write group");
+    fs::set_permissions(
+        rootfs.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod tmp");
+}
+
+/// A temporary OCI bundle: `dir/rootfs` holds busybox and `dir/config.json`
+/// is the runtime spec. Dropping it removes the directory.
+pub struct Bundle {
+    /// The temporary directory holding the bundle.
+    pub dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    /// Creates a busybox bundle whose config.json is `config` (a runtime spec
+    /// as JSON, usually from [`default_spec`] adjusted by the test).
+    pub fn new(config: &serde_json::Value) -> Bundle {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-bundle-")
+            .tempdir()
+            .expect("tempdir");
+        busybox_rootfs(&dir.path().join("rootfs"));
+        let bundle = Bundle { dir };
+        bundle.write_config(config);
+        bundle
+    }
+
+    /// The bundle directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The bundle's root filesystem.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// Replaces config.json.
+    pub fn write_config(&self, config: &serde_json::Value) {
+        fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(config).expect("serialize config"),
+        )
+        .expect("write config.json");
+    }
+}
+
+/// A runtime spec like `runc spec` writes, running `args` without a terminal.
+pub fn default_spec(args: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "berth",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
+            ],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// A fresh, unique container id for a test.
+pub fn unique_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
