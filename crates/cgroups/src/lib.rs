@@ -1,1 +1,72 @@
 //! cgroup v1, v2 and hybrid managers behind one trait.
+//!
+//! [`manager`] reads /proc/self/mountinfo, finds every mounted hierarchy
+//! (v1 controllers, the cgroup2 mount, or both on a hybrid machine) and
+//! returns a [`Manager`] for one container's cgroup in each of them. The
+//! cgroupsPath is interpreted like runc's cgroupfs driver: absolute paths are
+//! relative to each hierarchy's root, relative paths to the caller's own
+//! cgroup, and an empty path is the container id relative to the caller's own
+//! cgroup. The systemd driver ("slice:prefix:name") is not supported.
+
+mod error;
+mod fs;
+mod mounts;
+mod resources;
+mod stats;
+
+use std::path::PathBuf;
+
+pub use error::Error;
+pub use mounts::Hierarchy;
+pub use resources::DEFAULT_DEVICE_RULES;
+pub use stats::{
+    BlkioEntry, BlkioStats, CpuStats, CpuUsage, HugetlbStats, MemoryEntry, MemoryStats, PidsStats,
+    Stats, Throttling,
+};
+
+/// One container's cgroup, in every hierarchy the machine mounts.
+pub trait Manager: Send + Sync {
+    /// Creates the cgroup directories (copying cpuset.cpus/mems from the
+    /// parent in v1, enabling controllers in v2) and moves `pid` into them.
+    fn apply(&self, pid: i32) -> Result<(), Error>;
+    /// Writes the resource limits of the runtime spec to the cgroup files.
+    /// Also used for `update`. Fields left unset are not touched.
+    fn set(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error>;
+    /// Every process in the cgroup, including those in child cgroups.
+    /// Empty when the cgroup does not exist.
+    fn pids(&self) -> Result<Vec<i32>, Error>;
+    /// Freezes every process of the cgroup and waits until they are frozen.
+    fn freeze(&self) -> Result<(), Error>;
+    /// Thaws a frozen cgroup and waits until it runs again.
+    fn thaw(&self) -> Result<(), Error>;
+    /// Reads the usage counters (shaped like runc's `events --stats` data).
+    fn stats(&self) -> Result<Stats, Error>;
+    /// Removes the cgroup directories (and any child cgroups) in every
+    /// hierarchy, retrying while the kernel still reports them busy. Kills
+    /// nothing; a missing cgroup is not an error.
+    fn destroy(&self) -> Result<(), Error>;
+    /// The cgroup's directory in each hierarchy (v1 ones first, then the v2 one).
+    fn paths(&self) -> Vec<PathBuf>;
+
+    /// Moves `pid` into the existing cgroup (e.g. for `exec`).
+    fn join(&self, pid: i32) -> Result<(), Error>;
+    /// Sends `signal` to every process of the cgroup, freezing it meanwhile
+    /// (when a freezer is available) so none can fork away.
+    fn kill_all(&self, signal: i32) -> Result<(), Error>;
+    /// Whether the cgroup is currently frozen.
+    fn is_frozen(&self) -> Result<bool, Error>;
+    /// Which layout the machine uses.
+    fn hierarchy(&self) -> Hierarchy;
+}
+
+/// The manager for `cgroups_path` (the spec's `linux.cgroupsPath`, possibly
+/// empty) of container `container_id`, on whatever hierarchy this machine
+/// mounts. Nothing is created until [`Manager::apply`].
+pub fn manager(cgroups_path: &str, container_id: &str) -> Result<Box<dyn Manager>, Error> {
+    Ok(Box::new(fs::FsManager::new(cgroups_path, container_id)?))
+}
+
+/// The layout of this machine's cgroup hierarchies.
+pub fn detect_hierarchy() -> Result<Hierarchy, Error> {
+    Ok(mounts::Mounts::detect()?.hierarchy())
+}

@@ -1,0 +1,476 @@
+//! The cgroupfs manager: one directory per mounted hierarchy.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::mounts::{self, Hierarchy, Mounts};
+use crate::{Error, Manager, Stats};
+
+/// The container's directory in one v1 hierarchy.
+#[derive(Debug, Clone)]
+pub(crate) struct Dir1 {
+    pub controllers: Vec<String>,
+    pub mountpoint: PathBuf,
+    pub path: PathBuf,
+}
+
+/// The container's directory in the cgroup2 hierarchy.
+#[derive(Debug, Clone)]
+pub(crate) struct Dir2 {
+    pub mountpoint: PathBuf,
+    pub path: PathBuf,
+    /// Controllers available at the root of the cgroup2 mount.
+    pub controllers: Vec<String>,
+}
+
+/// Where a controller's files live for this container.
+pub(crate) enum Loc<'a> {
+    V1(&'a Path),
+    V2(&'a Path),
+}
+
+/// A [`Manager`] over cgroupfs (v1, v2 or hybrid).
+#[derive(Debug)]
+pub(crate) struct FsManager {
+    pub hierarchy: Hierarchy,
+    pub v1: Vec<Dir1>,
+    pub v2: Option<Dir2>,
+}
+
+impl FsManager {
+    /// Resolves `cgroups_path` in every mounted hierarchy.
+    pub fn new(cgroups_path: &str, container_id: &str) -> Result<FsManager, Error> {
+        let inner = mounts::inner_path(cgroups_path, container_id)?;
+        let mounts = Mounts::detect()?;
+        let own = match inner {
+            mounts::Inner::Relative(_) => mounts::own_cgroups()?,
+            mounts::Inner::Absolute(_) => Default::default(),
+        };
+        let v1 = mounts
+            .v1
+            .iter()
+            .map(|m| Dir1 {
+                controllers: m.controllers.clone(),
+                mountpoint: m.mountpoint.clone(),
+                path: mounts::v1_dir(m, &inner, &own),
+            })
+            .collect();
+        let v2 = match &mounts.v2 {
+            Some(m) => {
+                let file = m.mountpoint.join("cgroup.controllers");
+                let controllers = read(&file)?
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                Some(Dir2 {
+                    mountpoint: m.mountpoint.clone(),
+                    path: mounts::v2_dir(m, &inner, &own),
+                    controllers,
+                })
+            }
+            None => None,
+        };
+        Ok(FsManager {
+            hierarchy: mounts.hierarchy(),
+            v1,
+            v2,
+        })
+    }
+
+    /// The directory holding `controller`'s files: its v1 hierarchy if it has
+    /// one, else the cgroup2 hierarchy if that offers it.
+    pub fn locate(&self, controller: &str) -> Option<Loc<'_>> {
+        if let Some(d) = self
+            .v1
+            .iter()
+            .find(|d| d.controllers.iter().any(|c| c == controller))
+        {
+            return Some(Loc::V1(&d.path));
+        }
+        match &self.v2 {
+            Some(d) if d.controllers.iter().any(|c| c == controller) => Some(Loc::V2(&d.path)),
+            _ => None,
+        }
+    }
+
+    /// The directory whose cgroup.procs lists the container's processes.
+    fn procs_dir(&self) -> Option<&Path> {
+        for c in ["pids", "freezer", "memory", "devices", "cpu"] {
+            if let Some(Loc::V1(p)) = self.locate(c) {
+                return Some(p);
+            }
+        }
+        if let Some(d) = self.v1.first() {
+            return Some(&d.path);
+        }
+        self.v2.as_ref().map(|d| d.path.as_path())
+    }
+
+    fn create(&self) -> Result<(), Error> {
+        for d in &self.v1 {
+            mkdir_all(&d.path)?;
+            if d.controllers.iter().any(|c| c == "cpuset") {
+                fill_cpuset(&d.mountpoint, &d.path)?;
+            }
+        }
+        if let Some(d) = &self.v2 {
+            mkdir_all(&d.path)?;
+            enable_controllers(&d.mountpoint, &d.path);
+        }
+        Ok(())
+    }
+
+    fn freezer(&self) -> Result<Loc<'_>, Error> {
+        if let Some(Loc::V1(p)) = self.locate("freezer") {
+            return Ok(Loc::V1(p));
+        }
+        if self.hierarchy == Hierarchy::V2 {
+            if let Some(d) = &self.v2 {
+                return Ok(Loc::V2(&d.path));
+            }
+        }
+        Err(Error::Unsupported {
+            resource: "freezer".into(),
+            reason: "the v1 freezer controller is not mounted: mount it on /sys/fs/cgroup/freezer"
+                .into(),
+        })
+    }
+}
+
+impl Manager for FsManager {
+    fn apply(&self, pid: i32) -> Result<(), Error> {
+        self.create()?;
+        self.join(pid)
+    }
+
+    fn set(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
+        self.create()?;
+        crate::resources::set(self, resources)
+    }
+
+    fn pids(&self) -> Result<Vec<i32>, Error> {
+        let Some(dir) = self.procs_dir() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        collect_pids(dir, &mut out)?;
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn freeze(&self) -> Result<(), Error> {
+        match self.freezer()? {
+            Loc::V1(dir) => {
+                let file = dir.join("freezer.state");
+                let mut state = String::new();
+                for attempt in 0..2000u32 {
+                    if attempt % 50 == 0 {
+                        write(&file, "FROZEN")?;
+                    }
+                    state = read(&file)?.trim().to_string();
+                    if state == "FROZEN" {
+                        return Ok(());
+                    }
+                    sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
+                }
+                let _ = write(&file, "THAWED");
+                Err(Error::Freeze {
+                    what: "freezing",
+                    path: dir.to_path_buf(),
+                    state,
+                })
+            }
+            Loc::V2(dir) => {
+                write(&dir.join("cgroup.freeze"), "1")?;
+                wait_v2_frozen(dir, true, "freezing")
+            }
+        }
+    }
+
+    fn thaw(&self) -> Result<(), Error> {
+        match self.freezer()? {
+            Loc::V1(dir) => {
+                let file = dir.join("freezer.state");
+                let mut state = String::new();
+                for attempt in 0..2000u32 {
+                    if attempt % 50 == 0 {
+                        write(&file, "THAWED")?;
+                    }
+                    state = read(&file)?.trim().to_string();
+                    if state == "THAWED" {
+                        return Ok(());
+                    }
+                    sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
+                }
+                Err(Error::Freeze {
+                    what: "thawing",
+                    path: dir.to_path_buf(),
+                    state,
+                })
+            }
+            Loc::V2(dir) => {
+                write(&dir.join("cgroup.freeze"), "0")?;
+                wait_v2_frozen(dir, false, "thawing")
+            }
+        }
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        crate::stats::collect(self)
+    }
+
+    fn destroy(&self) -> Result<(), Error> {
+        for p in self.paths() {
+            remove_tree(&p)?;
+        }
+        Ok(())
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.v1.iter().map(|d| d.path.clone()).collect();
+        out.extend(self.v2.iter().map(|d| d.path.clone()));
+        out
+    }
+
+    fn join(&self, pid: i32) -> Result<(), Error> {
+        if pid <= 0 {
+            return Err(Error::InvalidPath {
+                path: self
+                    .paths()
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                reason: format!("cannot move pid {pid} into it: give a real process id"),
+            });
+        }
+        for p in self.paths() {
+            write(&p.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn kill_all(&self, signal: i32) -> Result<(), Error> {
+        let sig = Signal::try_from(signal).map_err(|source| Error::Kill {
+            pid: 0,
+            signal,
+            source,
+        })?;
+        let frozen = self.procs_dir().is_some_and(Path::exists) && self.freeze().is_ok();
+        let mut result = Ok(());
+        for pid in self.pids()? {
+            match kill(Pid::from_raw(pid), sig) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(source) => {
+                    result = Err(Error::Kill {
+                        pid,
+                        signal,
+                        source,
+                    })
+                }
+            }
+        }
+        if frozen {
+            self.thaw()?;
+        }
+        result
+    }
+
+    fn is_frozen(&self) -> Result<bool, Error> {
+        match self.freezer()? {
+            Loc::V1(dir) => Ok(read(&dir.join("freezer.state"))?.trim() == "FROZEN"),
+            Loc::V2(dir) => Ok(read(&dir.join("cgroup.freeze"))?.trim() == "1"),
+        }
+    }
+
+    fn hierarchy(&self) -> Hierarchy {
+        self.hierarchy
+    }
+}
+
+/// Reads a whole cgroup or proc file.
+pub(crate) fn read(path: &Path) -> Result<String, Error> {
+    fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `value` to an existing cgroup file in one write(2).
+pub(crate) fn write(path: &Path, value: &str) -> Result<(), Error> {
+    let result = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()));
+    result.map_err(|source| {
+        let hint = match source.kind() {
+            ErrorKind::NotFound => {
+                "; this kernel or hierarchy does not provide that file (controller not mounted or not enabled)".to_string()
+            }
+            _ if source.raw_os_error() == Some(libc::EINVAL)
+                || source.raw_os_error() == Some(libc::EBUSY) =>
+            {
+                "; the kernel refused the value: check the limit is valid and not below current usage".to_string()
+            }
+            _ => String::new(),
+        };
+        Error::Write {
+            path: path.to_path_buf(),
+            value: value.to_string(),
+            source,
+            hint,
+        }
+    })
+}
+
+fn mkdir_all(path: &Path) -> Result<(), Error> {
+    fs::create_dir_all(path).map_err(|source| Error::Create {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// In v1 cpuset a new cgroup starts with empty cpus/mems and refuses tasks:
+/// copy them from the parent at every level below the mount point.
+fn fill_cpuset(mountpoint: &Path, path: &Path) -> Result<(), Error> {
+    let Ok(rel) = path.strip_prefix(mountpoint) else {
+        return Ok(());
+    };
+    let mut cur = mountpoint.to_path_buf();
+    for comp in rel.components() {
+        let parent = cur.clone();
+        cur.push(comp);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if read(&cur.join(file))?.trim().is_empty() {
+                let value = read(&parent.join(file))?;
+                write(&cur.join(file), value.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Enables, best effort (like runc), every available controller in
+/// cgroup.subtree_control from the mount point down to `path`'s parent.
+/// A controller that cannot be enabled shows up later as a missing file
+/// when a resource needs it.
+fn enable_controllers(mountpoint: &Path, path: &Path) {
+    let Ok(rel) = path.strip_prefix(mountpoint) else {
+        return;
+    };
+    let mut cur = mountpoint.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for comp in comps {
+        let Ok(available) = read(&cur.join("cgroup.controllers")) else {
+            return;
+        };
+        let enabled = read(&cur.join("cgroup.subtree_control")).unwrap_or_default();
+        let wanted: Vec<String> = available
+            .split_whitespace()
+            .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if !wanted.is_empty() {
+            let ctl = cur.join("cgroup.subtree_control");
+            if write(&ctl, &wanted.join(" ")).is_err() {
+                for w in &wanted {
+                    let _ = write(&ctl, w);
+                }
+            }
+        }
+        cur.push(comp);
+    }
+}
+
+fn wait_v2_frozen(dir: &Path, frozen: bool, what: &'static str) -> Result<(), Error> {
+    let events = dir.join("cgroup.events");
+    let want = if frozen { "frozen 1" } else { "frozen 0" };
+    let mut state = String::new();
+    for attempt in 0..2000u32 {
+        let text = read(&events)?;
+        if text.lines().any(|l| l.trim() == want) {
+            return Ok(());
+        }
+        state = text
+            .lines()
+            .find(|l| l.starts_with("frozen"))
+            .unwrap_or_default()
+            .to_string();
+        sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
+    }
+    Err(Error::Freeze {
+        what,
+        path: dir.to_path_buf(),
+        state,
+    })
+}
+
+fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<(), Error> {
+    let file = dir.join("cgroup.procs");
+    let text = match fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(Error::Read { path: file, source }),
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let pid = line.trim().parse().map_err(|_| Error::Parse {
+            path: file.clone(),
+            content: line.to_string(),
+        })?;
+        out.push(pid);
+    }
+    for sub in subdirs(dir)? {
+        collect_pids(&sub, out)?;
+    }
+    Ok(())
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect())
+}
+
+/// Removes `dir` and its child cgroups, deepest first, retrying on EBUSY
+/// (the kernel keeps a cgroup busy briefly after its last process exits).
+fn remove_tree(dir: &Path) -> Result<(), Error> {
+    for sub in subdirs(dir)? {
+        remove_tree(&sub)?;
+    }
+    let mut delay = Duration::from_millis(2);
+    for attempt in 0.. {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 30 => {
+                sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(Error::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
