@@ -1,0 +1,183 @@
+//! `berth-runtime features`: the runtime-spec "features" document
+//! (runtime-spec `features.md`, runc's `types/features`), which tells engines
+//! such as containerd what this runtime recognizes.
+//!
+//! THE LISTS BELOW MUST FOLLOW THE CODE. A feature goes in only when the
+//! runtime actually implements it; anything berth cannot vouch for is left
+//! out, which the spec reads as "unknown" (not "unsupported"). When you add or
+//! remove support for a namespace, a mount option, a hook stage, seccomp or a
+//! cgroup mode, change this file in the same commit. The unit tests tie what
+//! they can to the code (capabilities to the `caps` crate the runtime uses,
+//! hook stages to oci-spec's `Hooks`).
+
+use serde_json::{json, Value};
+
+/// Lowest runtime-spec version berth accepts in `config.json`.
+pub const OCI_VERSION_MIN: &str = "1.0.0";
+/// Highest runtime-spec version berth recognizes (the one it writes, see
+/// [`crate::spec_template::OCI_VERSION`]).
+pub const OCI_VERSION_MAX: &str = crate::spec_template::OCI_VERSION;
+
+/// The hook stages [`crate::hooks::run_hooks`] is called for, in lifecycle
+/// order.
+pub const HOOKS: &[&str] = &[
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+/// Mount options recognized in `mounts[].options`: the mount(2) flags and
+/// propagation types (runc's `specconv` list without the recursive-`r*`
+/// attribute forms such as `rro`, `rnosuid`, which need mount_setattr and
+/// are not implemented). Other options are passed to the filesystem as data.
+pub const MOUNT_OPTIONS: &[&str] = &[
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "iversion",
+    "lazytime",
+    "loud",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "noiversion",
+    "nolazytime",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "nosymfollow",
+    "private",
+    "rbind",
+    "relatime",
+    "remount",
+    "ro",
+    "rprivate",
+    "rshared",
+    "rslave",
+    "runbindable",
+    "rw",
+    "shared",
+    "silent",
+    "slave",
+    "strictatime",
+    "suid",
+    "sync",
+    "unbindable",
+];
+
+/// Namespace types berth can create or join.
+pub const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "user", "uts"];
+
+/// Annotation under which berth reports its version.
+pub const VERSION_ANNOTATION: &str = "org.berth.runtime.version";
+
+/// The features document as `berth-runtime features` prints it.
+pub fn features() -> Value {
+    let mut capabilities: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    capabilities.sort();
+    json!({
+        "ociVersionMin": OCI_VERSION_MIN,
+        "ociVersionMax": OCI_VERSION_MAX,
+        "hooks": HOOKS,
+        "mountOptions": MOUNT_OPTIONS,
+        "linux": {
+            "namespaces": NAMESPACES,
+            "capabilities": capabilities,
+            "cgroup": {
+                // berth-cgroups drives cgroupfs directly (v1, v2 and hybrid);
+                // there is no systemd cgroup driver.
+                "v1": true,
+                "v2": true,
+                "systemd": false,
+                "systemdUser": false
+            },
+            // No AppArmor or SELinux support: process.apparmorProfile and
+            // selinuxLabel are not applied.
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {
+            VERSION_ANNOTATION: env!("CARGO_PKG_VERSION")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_is_runcs_and_parses_as_oci_features() {
+        let f = features();
+        for key in [
+            "ociVersionMin",
+            "ociVersionMax",
+            "hooks",
+            "mountOptions",
+            "linux",
+            "annotations",
+        ] {
+            assert!(f.get(key).is_some(), "missing {key}");
+        }
+        // oci-spec's Features type (the same shape runc prints) accepts it.
+        let parsed: oci_spec::runtime::Features = serde_json::from_value(f.clone()).unwrap();
+        assert_eq!(parsed.oci_version_max(), OCI_VERSION_MAX);
+        let ns = parsed
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap();
+        assert_eq!(ns.len(), NAMESPACES.len());
+    }
+
+    #[test]
+    fn capabilities_follow_the_caps_crate() {
+        let f = features();
+        let listed = f["linux"]["capabilities"].as_array().unwrap();
+        assert_eq!(listed.len(), caps::all().len());
+        assert!(listed.iter().any(|c| c == "CAP_SYS_ADMIN"));
+        assert!(listed
+            .iter()
+            .all(|c| c.as_str().unwrap().starts_with("CAP_")));
+    }
+
+    #[test]
+    fn hook_stages_are_the_specs() {
+        // Every stage listed must be a field of the spec's hooks object.
+        let mut all = serde_json::Map::new();
+        for stage in HOOKS {
+            all.insert(stage.to_string(), json!([{"path": "/bin/true"}]));
+        }
+        let hooks: oci_spec::runtime::Hooks = serde_json::from_value(Value::Object(all)).unwrap();
+        let back = serde_json::to_value(hooks).unwrap();
+        for stage in HOOKS {
+            assert!(
+                back.get(*stage).is_some(),
+                "{stage} is not a runtime-spec hook stage"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_are_sorted_and_unique() {
+        for list in [MOUNT_OPTIONS, NAMESPACES] {
+            let mut sorted = list.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted, list);
+        }
+    }
+}
