@@ -252,8 +252,7 @@ fn open_dir_rw(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
 fn set_meta_fd(fd: BorrowedFd<'_>, m: &Meta, entry: &str, times: bool) -> Result<(), ApplyError> {
     fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
         .map_err(|e| ApplyError::io(entry, "chown", e))?;
-    fchmod(fd, Mode::from_bits_truncate(m.mode))
-        .map_err(|e| ApplyError::io(entry, "chmod", e))?;
+    fchmod(fd, Mode::from_bits_truncate(m.mode)).map_err(|e| ApplyError::io(entry, "chmod", e))?;
     for (k, v) in &m.xattrs {
         fsops::fset_xattr(fd, k, v).map_err(|e| ApplyError::io(entry, "setxattr", e))?;
     }
@@ -307,11 +306,8 @@ fn clear_slot(parent: BorrowedFd<'_>, name: &[u8], entry: &str) -> Result<(), Ap
 
 /// Creates a regular file (replacing what is there) and returns it open for writing.
 fn create_file(parent: BorrowedFd<'_>, name: &[u8], entry: &str) -> Result<File, ApplyError> {
-    let flags = OFlag::O_WRONLY
-        | OFlag::O_CREAT
-        | OFlag::O_EXCL
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_CLOEXEC;
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mode = Mode::from_bits_truncate(0o600);
     let fd = match openat(parent, os(name), flags, mode) {
         Ok(fd) => fd,
@@ -445,13 +441,11 @@ impl Applier<'_> {
             if e.kind != Kind::Dir {
                 return Err(ApplyError::Refused {
                     entry,
-                    reason: format!(
-                        "a {:?} entry would replace the layer root itself",
-                        e.kind
-                    ),
+                    reason: format!("a {:?} entry would replace the layer root itself", e.kind),
                 });
             }
-            let fd = open_dir_rw(self.root(), b"").map_err(|x| ApplyError::io(&entry, "open root", x))?;
+            let fd = open_dir_rw(self.root(), b"")
+                .map_err(|x| ApplyError::io(&entry, "open root", x))?;
             let m = Meta::from_entry(e);
             set_meta_fd(fd.as_fd(), &m, &entry, false)?;
             self.dir_times.push((path, entry, m));
@@ -504,7 +498,11 @@ impl Applier<'_> {
                     if let Some(tx) = &self.tx {
                         if let Err(mpsc::SendError(job)) = tx.send(job) {
                             self.shared.done_pending(&job.path);
-                            return Err(ApplyError::io(&job.display, "hand to writer", io::Error::other("writer pool stopped")));
+                            return Err(ApplyError::io(
+                                &job.display,
+                                "hand to writer",
+                                io::Error::other("writer pool stopped"),
+                            ));
                         }
                     }
                     return Ok(());
@@ -513,9 +511,11 @@ impl Applier<'_> {
                 let mut f = create_file(parent.as_fd(), &name, &entry)?;
                 let mut buf = std::io::BufWriter::with_capacity(256 << 10, &mut f);
                 stream.read_data(e.size, &entry, &mut |b| {
-                    buf.write_all(b).map_err(|x| ApplyError::io(&entry, "write", x))
+                    buf.write_all(b)
+                        .map_err(|x| ApplyError::io(&entry, "write", x))
                 })?;
-                buf.flush().map_err(|x| ApplyError::io(&entry, "write", x))?;
+                buf.flush()
+                    .map_err(|x| ApplyError::io(&entry, "write", x))?;
                 drop(buf);
                 set_meta_fd(f.as_fd(), &meta, &entry, true)
             }
@@ -669,7 +669,13 @@ impl Applier<'_> {
             WhiteoutMode::Overlay => {
                 let parent = self.ensure_dir(parent_rel, entry)?;
                 let dev = nix::sys::stat::makedev(0, 0);
-                match mknodat(parent.as_fd(), os(target), SFlag::S_IFCHR, Mode::empty(), dev) {
+                match mknodat(
+                    parent.as_fd(),
+                    os(target),
+                    SFlag::S_IFCHR,
+                    Mode::empty(),
+                    dev,
+                ) {
                     Ok(()) | Err(Errno::EEXIST) => Ok(()),
                     Err(x) => Err(ApplyError::io(entry, "create overlay whiteout", x)),
                 }
@@ -866,9 +872,7 @@ pub fn apply_layer<R: Read>(
         shared.drain();
         run
     });
-    if let Err(e) = result {
-        return Err(e);
-    }
+    result?;
 
     // Hash whatever follows the end-of-archive marker too: the diff_id covers the whole stream.
     let mut rest = stream.into_inner();

@@ -133,12 +133,7 @@ pub fn fset_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<(
 }
 
 /// Sets an extended attribute on `name` in `dir` without following a final symlink.
-pub fn lset_xattr_at(
-    dir: BorrowedFd<'_>,
-    name: &[u8],
-    key: &[u8],
-    value: &[u8],
-) -> io::Result<()> {
+pub fn lset_xattr_at(dir: BorrowedFd<'_>, name: &[u8], key: &[u8], value: &[u8]) -> io::Result<()> {
     let p = proc_path(dir, name)?;
     let k = cstr(key)?;
     // SAFETY: both strings are NUL-terminated and live across the call; the
@@ -192,9 +187,8 @@ pub fn lget_xattr(path: &std::path::Path, key: &[u8]) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: strings are NUL-terminated; `buf` is valid for its length.
-        let r = unsafe {
-            libc::lgetxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let r =
+            unsafe { libc::lgetxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ERANGE) {

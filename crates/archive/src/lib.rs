@@ -45,9 +45,7 @@ impl Compression {
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Compression::Gzip,
             "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-                Compression::Zstd
-            }
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Compression::Zstd,
             other => {
                 return Err(ApplyError::UnsupportedMediaType {
                     media_type: other.to_string(),

@@ -224,9 +224,9 @@ impl<R: Read> TarStream<R> {
                 ));
             }
             let raw_name = String::from_utf8_lossy(&header.path_bytes()).into_owned();
-            let hsize = header
-                .size()
-                .map_err(|e| malformed(start, format!("entry {raw_name:?}: bad size field: {e}")))?;
+            let hsize = header.size().map_err(|e| {
+                malformed(start, format!("entry {raw_name:?}: bad size field: {e}"))
+            })?;
             let et = header.entry_type().as_byte();
             match et {
                 b'x' => {
@@ -286,9 +286,18 @@ impl<R: Read> TarStream<R> {
                     "path" => path = v,
                     "linkpath" => link = v,
                     "size" => pax_size = Some(v),
-                    "uid" => uid = parse_num(&v).ok_or_else(|| bad("PAX uid", io::Error::other("not a number")))?,
-                    "gid" => gid = parse_num(&v).ok_or_else(|| bad("PAX gid", io::Error::other("not a number")))?,
-                    "mtime" => mtime = parse_time(&v).ok_or_else(|| bad("PAX mtime", io::Error::other("not a time")))?,
+                    "uid" => {
+                        uid = parse_num(&v)
+                            .ok_or_else(|| bad("PAX uid", io::Error::other("not a number")))?
+                    }
+                    "gid" => {
+                        gid = parse_num(&v)
+                            .ok_or_else(|| bad("PAX gid", io::Error::other("not a number")))?
+                    }
+                    "mtime" => {
+                        mtime = parse_time(&v)
+                            .ok_or_else(|| bad("PAX mtime", io::Error::other("not a time")))?
+                    }
                     "atime" => atime = parse_time(&v),
                     _ => {
                         if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
@@ -342,9 +351,29 @@ impl<R: Read> TarStream<R> {
                 });
             }
             let (major, minor) = if matches!(kind, Kind::Char | Kind::Block) {
+                // Some writers leave the fields blank for 0/0 (overlay-style whiteouts).
+                let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
+                let (bmaj, bmin) = header
+                    .as_ustar()
+                    .map(|u| (blank(&u.dev_major), blank(&u.dev_minor)))
+                    .unwrap_or((false, false));
                 (
-                    header.device_major().map_err(|e| bad("devmajor", e))?.unwrap_or(0),
-                    header.device_minor().map_err(|e| bad("devminor", e))?.unwrap_or(0),
+                    if bmaj {
+                        0
+                    } else {
+                        header
+                            .device_major()
+                            .map_err(|e| bad("devmajor", e))?
+                            .unwrap_or(0)
+                    },
+                    if bmin {
+                        0
+                    } else {
+                        header
+                            .device_minor()
+                            .map_err(|e| bad("devminor", e))?
+                            .unwrap_or(0)
+                    },
                 )
             } else {
                 (0, 0)
@@ -353,7 +382,8 @@ impl<R: Read> TarStream<R> {
                 return Err(malformed(start, "entry with an empty name"));
             }
             let to_u32 = |v: u64, f: &str| {
-                u32::try_from(v).map_err(|_| malformed(start, format!("entry {name:?}: {f} {v} out of range")))
+                u32::try_from(v)
+                    .map_err(|_| malformed(start, format!("entry {name:?}: {f} {v} out of range")))
             };
             return Ok(Some(Entry {
                 uid: to_u32(uid, "uid")?,

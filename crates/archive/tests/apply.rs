@@ -1,0 +1,550 @@
+//! Behaviour of `apply_layer` on real directories: entry kinds, metadata,
+//! whiteouts in both modes, digests, and a hostile-archive suite.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use berth_archive::{
+    apply_layer, fsops, Applied, ApplyError, ApplyOptions, Compression, WhiteoutMode,
+};
+use sha2::{Digest, Sha256};
+
+/// Builds tar streams entry by entry, including malformed ones.
+struct Tar {
+    buf: Vec<u8>,
+}
+
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body_len = key.len() + value.len() + 3; // ' ' '=' '\n'
+    let mut len = body_len + 1;
+    while len != body_len + len.to_string().len() {
+        len = body_len + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+impl Tar {
+    fn new() -> Tar {
+        Tar { buf: Vec::new() }
+    }
+
+    fn raw(
+        &mut self,
+        name: &[u8],
+        kind: u8,
+        data: &[u8],
+        link: &[u8],
+        mode: u32,
+        size_field: Option<u64>,
+    ) {
+        let mut h = tar::Header::new_ustar();
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name);
+            old.linkname[..link.len()].copy_from_slice(link);
+        }
+        h.set_entry_type(tar::EntryType::new(kind));
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h.set_size(size_field.unwrap_or(data.len() as u64));
+        h.set_cksum();
+        self.buf.extend_from_slice(h.as_bytes());
+        self.buf.extend_from_slice(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.buf.extend(std::iter::repeat_n(0u8, pad));
+    }
+
+    fn pax(&mut self, records: &[(&str, &[u8])]) {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            data.extend(pax_record(k, v));
+        }
+        self.raw(b"PaxHeader", b'x', &data, b"", 0o644, None);
+    }
+
+    fn file(&mut self, name: &str, data: &[u8], mode: u32) -> &mut Tar {
+        self.raw(name.as_bytes(), b'0', data, b"", mode, None);
+        self
+    }
+
+    fn file_owned(&mut self, name: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> &mut Tar {
+        self.pax(&[
+            ("uid", uid.to_string().as_bytes()),
+            ("gid", gid.to_string().as_bytes()),
+        ]);
+        self.file(name, data, mode)
+    }
+
+    fn dir(&mut self, name: &str, mode: u32) -> &mut Tar {
+        self.raw(name.as_bytes(), b'5', b"", b"", mode, None);
+        self
+    }
+
+    fn symlink(&mut self, name: &str, target: &str) -> &mut Tar {
+        self.raw(name.as_bytes(), b'2', b"", target.as_bytes(), 0o777, None);
+        self
+    }
+
+    fn hardlink(&mut self, name: &str, target: &str) -> &mut Tar {
+        self.raw(name.as_bytes(), b'1', b"", target.as_bytes(), 0o644, None);
+        self
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.buf);
+        b.extend(std::iter::repeat_n(0u8, 1024));
+        b
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A sandbox: `root` is the layer target, `outside` a sibling that must stay empty.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        berth_testutil::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-archive-")
+            .tempdir()
+            .unwrap();
+        fs::create_dir(dir.path().join("root")).unwrap();
+        fs::create_dir(dir.path().join("outside")).unwrap();
+        Sandbox { dir }
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    fn outside(&self) -> PathBuf {
+        self.dir.path().join("outside")
+    }
+    fn apply(&self, tar: &[u8], opts: &ApplyOptions) -> Result<Applied, ApplyError> {
+        apply_layer(tar, Compression::None, &self.root(), opts)
+    }
+    fn assert_outside_untouched(&self) {
+        let n = fs::read_dir(self.outside()).unwrap().count();
+        assert_eq!(n, 0, "something was written outside the layer root");
+        let names: Vec<_> = fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "unexpected files next to the root: {names:?}"
+        );
+    }
+}
+
+fn opts() -> ApplyOptions {
+    ApplyOptions {
+        skip_devices: false,
+        ..ApplyOptions::default()
+    }
+}
+
+#[test]
+fn applies_every_entry_kind_with_metadata() {
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.dir("etc/", 0o755);
+    t.file_owned("etc/conf", b"hello", 0o640, 1000, 1001);
+    t.file_owned("bin/su", b"#!suid", 0o4755, 0, 0);
+    t.symlink("etc/link", "/etc/conf");
+    t.hardlink("etc/hard", "etc/conf");
+    t.pax(&[
+        ("SCHILY.xattr.user.color", b"blue"),
+        ("mtime", b"1500000000.25"),
+    ]);
+    t.file("etc/xattr", b"x", 0o600);
+    t.raw(b"dev/null", b'3', b"", b"", 0o666, None);
+    t.raw(b"run/fifo", b'6', b"", b"", 0o644, None);
+    t.dir("ro/", 0o555);
+    let tar = t.finish();
+    let applied = apply_layer(&gzip(&tar)[..], Compression::Gzip, &sb.root(), &opts()).unwrap();
+    assert_eq!(applied.diff_id, sha(&tar));
+    assert_eq!(applied.size, tar.len() as u64);
+    let r = sb.root();
+    assert_eq!(fs::read(r.join("etc/conf")).unwrap(), b"hello");
+    let m = fs::symlink_metadata(r.join("etc/conf")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o640));
+    assert_eq!(m.nlink(), 2, "hardlink shares the inode");
+    assert_eq!(
+        fs::symlink_metadata(r.join("etc/hard")).unwrap().ino(),
+        m.ino()
+    );
+    let su = fs::metadata(r.join("bin/su")).unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o4755, "setuid survives chown");
+    assert_eq!(
+        fs::read_link(r.join("etc/link")).unwrap(),
+        Path::new("/etc/conf")
+    );
+    assert_eq!(
+        fsops::lget_xattr(&r.join("etc/xattr"), b"user.color").unwrap(),
+        b"blue"
+    );
+    let x = fs::metadata(r.join("etc/xattr")).unwrap();
+    assert_eq!((x.mtime(), x.mtime_nsec()), (1_500_000_000, 250_000_000));
+    assert!(fs::symlink_metadata(r.join("dev/null"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert!(fs::symlink_metadata(r.join("run/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let ro = fs::metadata(r.join("ro")).unwrap();
+    assert_eq!(ro.mode() & 0o7777, 0o555);
+    assert_eq!(ro.mtime(), 1_600_000_000, "directory times are set last");
+    assert_eq!(fs::metadata(r.join("etc")).unwrap().mtime(), 1_600_000_000);
+    sb.assert_outside_untouched();
+}
+
+#[test]
+fn devices_are_skipped_when_asked() {
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.raw(b"dev/null", b'3', b"", b"", 0o666, None);
+    t.raw(b"fifo", b'6', b"", b"", 0o644, None);
+    t.file("dev/keep", b"k", 0o644);
+    let o = ApplyOptions {
+        skip_devices: true,
+        ..opts()
+    };
+    sb.apply(&t.finish(), &o).unwrap();
+    assert!(!sb.root().join("dev/null").exists());
+    assert!(fs::symlink_metadata(sb.root().join("fifo")).is_err());
+    assert!(sb.root().join("dev/keep").exists());
+}
+
+#[test]
+fn zstd_gzip_and_plain_give_the_same_tree_and_diff_id() {
+    let mut t = Tar::new();
+    t.dir("a/", 0o755).file("a/b", b"bee", 0o644);
+    let tar = t.finish();
+    let z = zstd::encode_all(&tar[..], 3).unwrap();
+    for (blob, c) in [
+        (tar.clone(), Compression::None),
+        (gzip(&tar), Compression::Gzip),
+        (z, Compression::Zstd),
+    ] {
+        let sb = Sandbox::new();
+        let a = apply_layer(&blob[..], c, &sb.root(), &opts()).unwrap();
+        assert_eq!(a.diff_id, sha(&tar), "{c:?}");
+        assert_eq!(fs::read(sb.root().join("a/b")).unwrap(), b"bee");
+    }
+}
+
+#[test]
+fn whiteouts_remove_lower_files_but_not_this_layers() {
+    let sb = Sandbox::new();
+    let mut l1 = Tar::new();
+    l1.dir("d/", 0o755)
+        .file("d/old", b"1", 0o644)
+        .file("d/keep", b"k", 0o644)
+        .dir("gone/", 0o755)
+        .file("gone/x", b"x", 0o644);
+    sb.apply(&l1.finish(), &opts()).unwrap();
+    let mut l2 = Tar::new();
+    l2.file("d/new", b"n", 0o644);
+    l2.file("d/.wh.old", b"", 0o644);
+    l2.file("d/.wh.new", b"", 0o644); // same layer: must not delete d/new
+    l2.file(".wh.gone", b"", 0o644);
+    sb.apply(&l2.finish(), &opts()).unwrap();
+    let r = sb.root();
+    assert!(!r.join("d/old").exists());
+    assert!(r.join("d/keep").exists());
+    assert_eq!(fs::read(r.join("d/new")).unwrap(), b"n");
+    assert!(!r.join("gone").exists());
+    assert!(
+        !r.join("d/.wh.old").exists(),
+        "whiteout markers are not files"
+    );
+}
+
+#[test]
+fn opaque_marker_clears_lower_content_wherever_it_appears() {
+    let sb = Sandbox::new();
+    let mut l1 = Tar::new();
+    l1.dir("o/", 0o755)
+        .file("o/lower", b"l", 0o644)
+        .dir("o/sub/", 0o755)
+        .file("o/sub/deep", b"d", 0o644);
+    sb.apply(&l1.finish(), &opts()).unwrap();
+    let mut l2 = Tar::new();
+    l2.dir("o/", 0o750).file("o/upper", b"u", 0o644);
+    l2.file("o/.wh..wh..opq", b"", 0o644); // after this layer's own file
+    sb.apply(&l2.finish(), &opts()).unwrap();
+    let names: Vec<_> = fs::read_dir(sb.root().join("o"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("upper")]);
+    assert_eq!(
+        fs::metadata(sb.root().join("o")).unwrap().mode() & 0o777,
+        0o750
+    );
+}
+
+#[test]
+fn overlay_mode_writes_overlay_whiteouts_and_opaque_xattr() {
+    let sb = Sandbox::new();
+    let lower = sb.dir.path().join("lower");
+    fs::create_dir_all(lower.join("usr/share")).unwrap();
+    fs::set_permissions(lower.join("usr"), fs::Permissions::from_mode(0o711)).unwrap();
+    let mut t = Tar::new();
+    t.file("usr/share/.wh.doc", b"", 0o644);
+    t.file("opq/.wh..wh..opq", b"", 0o644);
+    t.file("opq/f", b"f", 0o644);
+    t.pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")]);
+    t.dir("forged/", 0o755);
+    let o = ApplyOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        lowers: vec![lower.clone()],
+        ..opts()
+    };
+    sb.apply(&t.finish(), &o).unwrap();
+    let r = sb.root();
+    let wh = fs::symlink_metadata(r.join("usr/share/doc")).unwrap();
+    assert!(wh.file_type().is_char_device());
+    assert_eq!(wh.rdev(), 0);
+    assert_eq!(
+        fs::metadata(r.join("usr")).unwrap().mode() & 0o777,
+        0o711,
+        "implied parent copies the lower's mode"
+    );
+    assert_eq!(
+        fsops::lget_xattr(&r.join("opq"), b"trusted.overlay.opaque").unwrap(),
+        b"y"
+    );
+    assert_eq!(fs::read(r.join("opq/f")).unwrap(), b"f");
+    assert!(
+        fsops::lget_xattr(&r.join("forged"), b"trusted.overlay.opaque").is_err(),
+        "overlay xattrs from the archive are dropped"
+    );
+}
+
+#[test]
+fn parallel_and_inline_writers_agree_on_overwrites_and_links() {
+    let mut t = Tar::new();
+    t.dir("p/", 0o755);
+    for i in 0..300 {
+        t.file(&format!("p/f{i}"), format!("v1-{i}").as_bytes(), 0o644);
+    }
+    for i in (0..300).step_by(7) {
+        t.file(&format!("p/f{i}"), format!("v2-{i}").as_bytes(), 0o600);
+        t.hardlink(&format!("p/h{i}"), &format!("p/f{i}"));
+    }
+    t.symlink("p/f3", "f4");
+    let big = vec![7u8; 3 << 20];
+    t.file("p/big", &big, 0o644);
+    let tar = t.finish();
+    for threads in [0, 4] {
+        let sb = Sandbox::new();
+        sb.apply(&tar, &ApplyOptions { threads, ..opts() }).unwrap();
+        let r = sb.root().join("p");
+        for i in 0..300 {
+            let f = r.join(format!("f{i}"));
+            if i == 3 {
+                assert_eq!(fs::read_link(&f).unwrap(), Path::new("f4"));
+            } else if i % 7 == 0 {
+                assert_eq!(
+                    fs::read(&f).unwrap(),
+                    format!("v2-{i}").as_bytes(),
+                    "threads={threads}"
+                );
+                let h = fs::metadata(r.join(format!("h{i}"))).unwrap();
+                assert_eq!(h.ino(), fs::metadata(&f).unwrap().ino());
+                assert_eq!(h.mode() & 0o777, 0o600);
+            } else {
+                assert_eq!(
+                    fs::read(&f).unwrap(),
+                    format!("v1-{i}").as_bytes(),
+                    "threads={threads}"
+                );
+            }
+        }
+        assert_eq!(fs::read(r.join("big")).unwrap(), big);
+    }
+}
+
+// ---- errors a user sees ----
+
+#[test]
+fn wrong_diff_id_is_a_clear_error() {
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.file("a", b"a", 0o644);
+    let want = format!("sha256:{}", "0".repeat(64));
+    let o = ApplyOptions {
+        expected_diff_id: Some(want.clone()),
+        ..opts()
+    };
+    let e = sb.apply(&t.finish(), &o).unwrap_err();
+    assert!(matches!(e, ApplyError::DiffIdMismatch { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&want) && msg.contains("diff_id"), "{msg}");
+}
+
+#[test]
+fn truncated_blobs_are_clear_errors() {
+    let mut t = Tar::new();
+    t.file("big", &vec![1u8; 100_000], 0o644);
+    let tar = t.finish();
+    let sb = Sandbox::new();
+    let e = sb.apply(&tar[..50_000], &opts()).unwrap_err();
+    assert!(matches!(e, ApplyError::Truncated { .. }), "{e}");
+    assert!(e.to_string().contains("\"big\""), "{e}");
+    let gz = gzip(&tar);
+    let sb = Sandbox::new();
+    let e = apply_layer(&gz[..gz.len() / 2], Compression::Gzip, &sb.root(), &opts()).unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+}
+
+// ---- hostile archives: one per class; nothing may land outside the root ----
+
+fn assert_refused(sb: &Sandbox, tar: &[u8], entry: &str, what: &str) {
+    let e = sb.apply(tar, &opts()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(entry), "error should name {entry:?}: {msg}");
+    assert!(msg.contains(what), "error should say {what:?}: {msg}");
+    sb.assert_outside_untouched();
+}
+
+#[test]
+fn hostile_dotdot_name_is_refused() {
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.file("../outside/pwned", b"x", 0o644);
+    assert_refused(&sb, &t.finish(), "../outside/pwned", "'..'");
+}
+
+#[test]
+fn hostile_absolute_name_is_refused() {
+    let sb = Sandbox::new();
+    let target = format!("{}/pwned", sb.outside().display());
+    let mut t = Tar::new();
+    t.file(&target, b"x", 0o644);
+    assert_refused(&sb, &t.finish(), &target, "absolute");
+}
+
+#[test]
+fn hostile_root_symlink_is_refused() {
+    // "." or "/." as a symlink would turn the root itself into a link out.
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.symlink("./", "/.");
+    assert_refused(&sb, &t.finish(), "./", "layer root");
+}
+
+#[test]
+fn hostile_symlink_parent_is_resolved_inside_the_root() {
+    let sb = Sandbox::new();
+    let out = sb.outside();
+    let mut t = Tar::new();
+    t.symlink("up", "/.");
+    t.symlink("esc", &out.display().to_string());
+    t.symlink("rel", "../../../../../../../..");
+    t.file("up/etc-file", b"in", 0o644);
+    t.dir("esc/", 0o755); // replaces the symlink, is not followed
+    t.file("esc/f", b"in", 0o644);
+    t.file("rel/g", b"in", 0o644);
+    sb.apply(&t.finish(), &opts()).unwrap();
+    let r = sb.root();
+    assert_eq!(fs::read(r.join("etc-file")).unwrap(), b"in");
+    assert!(fs::symlink_metadata(r.join("esc")).unwrap().is_dir());
+    assert_eq!(fs::read(r.join("g")).unwrap(), b"in");
+    sb.assert_outside_untouched();
+}
+
+#[test]
+fn hostile_hardlink_out_of_root_is_refused() {
+    let host_file = tempfile::NamedTempFile::new().unwrap();
+    for target in [
+        "../outside/x".to_string(),
+        host_file.path().display().to_string(),
+    ] {
+        let sb = Sandbox::new();
+        let mut t = Tar::new();
+        t.hardlink("h", &target);
+        assert_refused(&sb, &t.finish(), "\"h\"", "hardlink target");
+    }
+    // Through a symlink: resolved inside the root, where it does not exist.
+    let sb = Sandbox::new();
+    fs::write(sb.outside().join("secret"), b"s").unwrap();
+    let mut t = Tar::new();
+    t.symlink("l", &sb.outside().display().to_string());
+    t.hardlink("h", "l/secret");
+    let e = sb.apply(&t.finish(), &opts()).unwrap_err();
+    assert!(
+        e.to_string().contains("hardlink target \"l/secret\"")
+            && e.to_string().contains("layer root"),
+        "{e}"
+    );
+    assert_eq!(
+        fs::metadata(sb.outside().join("secret")).unwrap().nlink(),
+        1
+    );
+}
+
+#[test]
+fn hostile_pax_size_desync_is_refused() {
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.pax(&[("size", b"0")]);
+    // The header says 1024 bytes of data, which hide a second header.
+    let mut inner = Tar::new();
+    inner.file("smuggled", b"x", 0o644);
+    let hidden = inner.finish();
+    t.raw(b"innocent", b'0', &hidden[..1024], b"", 0o644, None);
+    assert_refused(&sb, &t.finish(), "innocent", "PAX size");
+    assert!(!sb.root().join("smuggled").exists());
+}
+
+#[test]
+fn hostile_data_on_a_symlink_is_refused() {
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.raw(b"s", b'2', &[0u8; 512], b"t", 0o777, None);
+    assert_refused(&sb, &t.finish(), "\"s\"", "non-zero size");
+}
+
+#[test]
+fn hostile_decompression_bomb_is_refused() {
+    let sb = Sandbox::new();
+    let mut t = Tar::new();
+    t.file("zeros", &vec![0u8; 64 << 20], 0o644);
+    let gz = gzip(&t.finish());
+    let o = ApplyOptions {
+        max_ratio: 100,
+        ..opts()
+    };
+    let e = apply_layer(&gz[..], Compression::Gzip, &sb.root(), &o).unwrap_err();
+    assert!(matches!(e, ApplyError::Bomb { .. }), "{e}");
+    assert!(e.to_string().contains("zeros"), "{e}");
+    let o = ApplyOptions {
+        max_size: 1 << 20,
+        ..opts()
+    };
+    let e = apply_layer(&gz[..], Compression::Gzip, &sb.root(), &o).unwrap_err();
+    assert!(e.to_string().contains("size limit"), "{e}");
+    sb.assert_outside_untouched();
+}
