@@ -1,1 +1,19 @@
-//! Image references, media types, platform selection, image records and image config to runtime spec.
+//! Image references, media types, platform selection, image records, and
+//! the operations on them: load (OCI layout / OCI archive / docker save),
+//! save (OCI archive), import (rootfs tarball), garbage collection, and the
+//! image config → runtime spec conversion.
+
+mod error;
+pub mod gc;
+pub mod import;
+pub mod load;
+pub mod media;
+mod records;
+pub mod reference;
+pub mod save;
+mod sniff;
+
+pub use error::{Error, Result};
+pub use media::PlatformSpec;
+pub use records::{Image, Images, Record};
+pub use reference::Reference;

@@ -1,0 +1,268 @@
+//! Image records (name → descriptor), kept in the content store's own
+//! `index.json` with `org.opencontainers.image.ref.name` annotations holding
+//! the full normalised reference, so the store stays a valid OCI layout.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use berth_content::layout::{self, REF_NAME};
+use berth_content::{FileLock, LockMode, Store};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest};
+
+use crate::error::{Error, Result};
+use crate::media::{self, kind, Kind, PlatformSpec, MAX_JSON};
+use crate::reference::Reference;
+
+/// One image record: a name and the manifest or index it points at.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The full normalised name.
+    pub name: Reference,
+    /// The manifest or index descriptor.
+    pub target: Descriptor,
+}
+
+/// A resolved image: record, the platform's manifest and its config.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The record the image was found through.
+    pub record: Record,
+    /// The manifest chosen (for an index: the platform's).
+    pub manifest_descriptor: Descriptor,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The image config.
+    pub config: ImageConfiguration,
+}
+
+impl Image {
+    /// The image ID docker shows: the config digest.
+    pub fn id(&self) -> &Digest {
+        self.manifest.config().digest()
+    }
+
+    /// Config plus layers, compressed, in bytes.
+    pub fn size(&self) -> u64 {
+        self.manifest.config().size() + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+    }
+}
+
+/// The image store: a content [`Store`] under `<root>/content` plus the
+/// image records in its index.json.
+#[derive(Debug, Clone)]
+pub struct Images {
+    root: PathBuf,
+    content: Store,
+}
+
+impl Images {
+    /// Opens (creating if needed) the image store under the data root.
+    pub fn open(root: &Path) -> Result<Images> {
+        let content = Store::open(root.join("content"))?;
+        Ok(Images {
+            root: root.to_path_buf(),
+            content,
+        })
+    }
+
+    /// The data root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &Store {
+        &self.content
+    }
+
+    fn records_lock(&self) -> Result<FileLock> {
+        Ok(FileLock::acquire(
+            &self.content.dir().join("records.lock"),
+            LockMode::Exclusive,
+        )?)
+    }
+
+    /// Every record, sorted by name.
+    pub fn list(&self) -> Result<Vec<Record>> {
+        let index = layout::read_index(self.content.dir())?;
+        let mut out = Vec::new();
+        for desc in index.manifests() {
+            let Some(name) = desc.annotations().as_ref().and_then(|a| a.get(REF_NAME)) else {
+                continue;
+            };
+            let name = Reference::parse(name).map_err(|e| {
+                Error::invalid(
+                    format!("{}/index.json", self.content.dir().display()),
+                    format!("record with an invalid name: {e}"),
+                )
+            })?;
+            out.push(Record {
+                name,
+                target: desc.clone(),
+            });
+        }
+        out.sort_by(|a, b| a.name.to_string().cmp(&b.name.to_string()));
+        Ok(out)
+    }
+
+    /// Finds a record by name (`busybox`, `docker.io/library/busybox:latest`)
+    /// or by a prefix (at least 4 hex digits) of its image ID or manifest digest.
+    pub fn get(&self, name: &str) -> Result<Record> {
+        let records = self.list()?;
+        if let Ok(reference) = Reference::parse(name) {
+            if let Some(r) = records.iter().find(|r| r.name == reference) {
+                return Ok(r.clone());
+            }
+        }
+        let hex = name
+            .strip_prefix("sha256:")
+            .or_else(|| name.strip_prefix("sha512:"))
+            .unwrap_or(name);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            for r in &records {
+                if r.target.digest().digest().starts_with(hex) {
+                    return Ok(r.clone());
+                }
+                if let Ok(image) = self.resolve(r, &PlatformSpec::host()) {
+                    if image.id().digest().starts_with(hex) {
+                        return Ok(r.clone());
+                    }
+                }
+            }
+        }
+        Err(Error::NotFound(name.to_string()))
+    }
+
+    /// Adds or replaces records (one atomic index.json update).
+    pub fn put(&self, entries: &[(Reference, Descriptor)]) -> Result<()> {
+        let _lock = self.records_lock()?;
+        let dir = self.content.dir();
+        let mut index = layout::read_index(dir)?;
+        let mut manifests = index.manifests().clone();
+        for (name, target) in entries {
+            let text = name.to_string();
+            manifests.retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&text));
+            let mut desc = target.clone();
+            let mut annotations = desc.annotations().clone().unwrap_or_default();
+            annotations.retain(|k, _| k != layout::CONTAINERD_IMAGE_NAME);
+            annotations.insert(REF_NAME.to_string(), text);
+            desc.set_annotations(Some(annotations));
+            manifests.push(desc);
+        }
+        index.set_manifests(manifests);
+        Ok(layout::write_index(dir, &index)?)
+    }
+
+    /// Gives the image `source` the extra name `target`.
+    pub fn tag(&self, source: &str, target: &str) -> Result<Reference> {
+        let record = self.get(source)?;
+        let name = Reference::parse(target)?;
+        self.put(&[(name.clone(), record.target)])?;
+        Ok(name)
+    }
+
+    /// Removes the record `name` (content stays until `berth gc`).
+    pub fn remove(&self, name: &str) -> Result<Record> {
+        let record = self.get(name)?;
+        let _lock = self.records_lock()?;
+        let dir = self.content.dir();
+        let mut index = layout::read_index(dir)?;
+        let text = record.name.to_string();
+        let mut manifests = index.manifests().clone();
+        manifests.retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&text));
+        index.set_manifests(manifests);
+        layout::write_index(dir, &index)?;
+        Ok(record)
+    }
+
+    /// Reads a manifest blob.
+    pub fn read_manifest(&self, desc: &Descriptor) -> Result<ImageManifest> {
+        let data = self.content.read_blob(desc.digest(), MAX_JSON)?;
+        media::parse_manifest(&data, &format!("manifest {}", desc.digest()))
+    }
+
+    /// Reads an index blob.
+    pub fn read_index(&self, desc: &Descriptor) -> Result<oci_spec::image::ImageIndex> {
+        let data = self.content.read_blob(desc.digest(), MAX_JSON)?;
+        media::parse_index(&data, &format!("index {}", desc.digest()))
+    }
+
+    /// Reads a config blob.
+    pub fn read_config(&self, desc: &Descriptor) -> Result<ImageConfiguration> {
+        let data = self.content.read_blob(desc.digest(), MAX_JSON)?;
+        media::parse_config(&data, &format!("config {}", desc.digest()))
+    }
+
+    /// Resolves a record to the manifest for `platform` and its config.
+    pub fn resolve(&self, record: &Record, platform: &PlatformSpec) -> Result<Image> {
+        let mut desc = record.target.clone();
+        for _ in 0..4 {
+            match kind(desc.media_type()) {
+                Kind::Manifest => {
+                    let manifest = self.read_manifest(&desc)?;
+                    let config = self.read_config(manifest.config())?;
+                    return Ok(Image {
+                        record: record.clone(),
+                        manifest_descriptor: desc,
+                        manifest,
+                        config,
+                    });
+                }
+                Kind::Index => {
+                    let index = self.read_index(&desc)?;
+                    let what = format!("index {} of {}", desc.digest(), record.name);
+                    desc = media::select_platform(&index, platform, &what)?.clone();
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        format!("image {}", record.name),
+                        format!("points at {} ({}), which is not a manifest or index", desc.digest(), desc.media_type()),
+                    ))
+                }
+            }
+        }
+        Err(Error::invalid(format!("image {}", record.name), "indexes nested too deeply"))
+    }
+
+    /// Looks up `name` and resolves it for `platform`.
+    pub fn image(&self, name: &str, platform: &PlatformSpec) -> Result<Image> {
+        let record = self.get(name)?;
+        self.resolve(&record, platform)
+    }
+
+    /// Every blob reachable from `desc` that is present in the store
+    /// (children of an index that were never fetched are skipped), with
+    /// problems (missing or unreadable blobs of present manifests) reported.
+    pub fn reachable(&self, desc: &Descriptor, out: &mut HashMap<Digest, Descriptor>, problems: &mut Vec<String>) {
+        if out.contains_key(desc.digest()) {
+            return;
+        }
+        if !self.content.exists(desc.digest()) {
+            problems.push(format!("blob {} ({}) is missing", desc.digest(), desc.media_type()));
+            return;
+        }
+        out.insert(desc.digest().clone(), desc.clone());
+        match kind(desc.media_type()) {
+            Kind::Index => match self.read_index(desc) {
+                Ok(index) => {
+                    for child in index.manifests() {
+                        if self.content.exists(child.digest()) {
+                            self.reachable(child, out, problems);
+                        }
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            },
+            Kind::Manifest => match self.read_manifest(desc) {
+                Ok(m) => {
+                    self.reachable(m.config(), out, problems);
+                    for layer in m.layers() {
+                        self.reachable(layer, out, problems);
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            },
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! A writer adapter that, while a blob streams into the content store,
+//! recognises layer compression and hashes the uncompressed stream (the
+//! layer's diff_id) in the same pass.
+
+use std::io::Write;
+
+use berth_content::Hasher;
+use oci_spec::image::Digest;
+
+use crate::media::Compression;
+
+/// What was learned about a blob while it was written.
+#[derive(Debug, Clone)]
+pub struct Sniffed {
+    /// The compression its first bytes show.
+    pub compression: Compression,
+    /// The digest of the uncompressed stream (for an uncompressed blob:
+    /// `None`, meaning the diff_id is the blob digest), or why the stream
+    /// could not be decompressed.
+    pub diff_id: std::result::Result<Option<Digest>, String>,
+}
+
+enum Decoder {
+    Undecided,
+    Plain,
+    Gzip(Box<flate2::write::MultiGzDecoder<Hasher>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Hasher>>),
+    Failed(String),
+}
+
+/// Forwards every byte to `inner` and feeds a decompressor + hasher on the
+/// side. Decompression failures never fail the write (the blob may not be a
+/// layer at all); they are reported by [`Sniffer::finish`].
+pub struct Sniffer<W: Write> {
+    inner: W,
+    decoder: Decoder,
+    compression: Compression,
+}
+
+impl<W: Write> Sniffer<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Sniffer<W> {
+        Sniffer {
+            inner,
+            decoder: Decoder::Undecided,
+            compression: Compression::None,
+        }
+    }
+
+    fn feed(&mut self, buf: &[u8]) {
+        if let Decoder::Undecided = self.decoder {
+            self.compression = Compression::sniff(buf);
+            self.decoder = match self.compression {
+                Compression::None => Decoder::Plain,
+                Compression::Gzip => Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
+                    Hasher::sha256(),
+                ))),
+                Compression::Zstd => match zstd::stream::write::Decoder::new(Hasher::sha256()) {
+                    Ok(d) => Decoder::Zstd(Box::new(d)),
+                    Err(e) => Decoder::Failed(e.to_string()),
+                },
+            };
+        }
+        let result = match &mut self.decoder {
+            Decoder::Gzip(d) => d.write_all(buf),
+            Decoder::Zstd(d) => d.write_all(buf),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            self.decoder = Decoder::Failed(e.to_string());
+        }
+    }
+
+    /// Ends the stream: returns the inner writer and what was learned.
+    pub fn finish(self) -> (W, Sniffed) {
+        let diff_id = match self.decoder {
+            Decoder::Undecided | Decoder::Plain => Ok(None),
+            Decoder::Gzip(d) => d.finish().map(|h| Some(h.digest())).map_err(|e| e.to_string()),
+            Decoder::Zstd(mut d) => d
+                .flush()
+                .map(|_| Some(d.into_inner().digest()))
+                .map_err(|e| e.to_string()),
+            Decoder::Failed(e) => Err(e),
+        };
+        (
+            self.inner,
+            Sniffed {
+                compression: self.compression,
+                diff_id,
+            },
+        )
+    }
+}
+
+impl<W: Write> Write for Sniffer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if n > 0 {
+            self.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_diff_id_is_the_uncompressed_digest() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"layer bytes").unwrap();
+        let gz = enc.finish().unwrap();
+        let mut s = Sniffer::new(Vec::new());
+        for chunk in gz.chunks(3) {
+            s.write_all(chunk).unwrap();
+        }
+        let (out, sniffed) = s.finish();
+        assert_eq!(out, gz);
+        assert_eq!(sniffed.compression, Compression::Gzip);
+        assert_eq!(
+            sniffed.diff_id.unwrap(),
+            Some(berth_content::digest_of(b"layer bytes"))
+        );
+    }
+
+    #[test]
+    fn zstd_and_plain_and_broken_streams() {
+        let z = zstd::encode_all(&b"zz"[..], 1).unwrap();
+        let mut s = Sniffer::new(Vec::new());
+        s.write_all(&z).unwrap();
+        assert_eq!(s.finish().1.diff_id.unwrap(), Some(berth_content::digest_of(b"zz")));
+        let mut s = Sniffer::new(Vec::new());
+        s.write_all(b"plain tar").unwrap();
+        assert_eq!(s.finish().1.diff_id.unwrap(), None);
+        let mut s = Sniffer::new(Vec::new());
+        s.write_all(&[0x1f, 0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]).unwrap();
+        assert!(s.finish().1.diff_id.is_err());
+    }
+}
