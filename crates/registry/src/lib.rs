@@ -1,1 +1,19 @@
-//! Distribution-spec v1.1 registry server with filesystem and S3 storage, auth and online GC.
+//! Distribution-spec v1.1 registry server with filesystem storage, auth
+//! (htpasswd Basic, Docker token flow), online GC, metrics and TLS.
+//!
+//! Start one with [`server::start`] on a tokio runtime; `berth registry
+//! serve` is a thin wrapper around it.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod gc;
+pub mod metrics;
+pub mod server;
+pub mod storage;
+pub mod store;
+
+pub use config::Config;
+pub use server::{start, Server, StartError};

@@ -1,0 +1,254 @@
+//! The registry's configuration: command-line basics plus an optional YAML
+//! or TOML file for everything else.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::AuthConfig;
+
+/// Error reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML/TOML for this schema.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message (names the field).
+        message: String,
+    },
+}
+
+/// Full registry configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen address (`HOST:PORT`).
+    #[serde(default = "default_addr")]
+    pub addr: String,
+    /// Storage settings.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Refuse every write and delete (405 UNSUPPORTED).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Serve HTTPS with these PEM files.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Online garbage collection.
+    #[serde(default)]
+    pub gc: GcConfig,
+    /// Limits against huge or slow clients.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_addr() -> String {
+    "127.0.0.1:5000".into()
+}
+
+/// Where content lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Filesystem root directory.
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from("/var/lib/berth/registry")
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            root: default_root(),
+        }
+    }
+}
+
+/// TLS certificate and key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
+}
+
+/// Online GC settings (zot's model: runs while serving).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// Run GC periodically.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds between runs.
+    #[serde(default = "hour")]
+    pub interval_secs: u64,
+    /// Unreferenced blobs younger than this (seconds since last reference or
+    /// upload) are kept, so pushes in progress never lose a blob.
+    #[serde(default = "day")]
+    pub grace_secs: u64,
+    /// Upload sessions idle for longer than this are removed.
+    #[serde(default = "day")]
+    pub upload_grace_secs: u64,
+    /// Also delete manifests that no tag, index or subject reaches (after the grace period).
+    #[serde(default)]
+    pub delete_untagged: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn hour() -> u64 {
+    3600
+}
+fn day() -> u64 {
+    86400
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            interval_secs: hour(),
+            grace_secs: day(),
+            upload_grace_secs: day(),
+            delete_untagged: false,
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest blob accepted, in bytes (none by default).
+    #[serde(default)]
+    pub max_blob_size: Option<u64>,
+    /// Seconds a client may take to send its request headers.
+    #[serde(default = "thirty")]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may stall before the request is aborted.
+    #[serde(default = "sixty")]
+    pub body_idle_timeout_secs: u64,
+    /// Seconds any non-streaming request may take in total.
+    #[serde(default = "sixty")]
+    pub request_timeout_secs: u64,
+}
+
+fn thirty() -> u64 {
+    30
+}
+fn sixty() -> u64 {
+    60
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_blob_size: None,
+            header_timeout_secs: thirty(),
+            body_idle_timeout_secs: sixty(),
+            request_timeout_secs: sixty(),
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Emit one structured `access` event per request (tracing target `berth_registry::access`).
+    #[serde(default = "yes")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { access: true }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: default_addr(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            read_only: false,
+            tls: None,
+            gc: GcConfig::default(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a YAML file, or TOML when the name ends in `.toml`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let parsed = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_toml_configs_parse_and_unknown_fields_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("c.yml");
+        std::fs::write(
+            &y,
+            "addr: 0.0.0.0:6000\nread_only: true\ngc:\n  grace_secs: 5\n",
+        )
+        .unwrap();
+        let c = Config::load(&y).unwrap();
+        assert_eq!(c.addr, "0.0.0.0:6000");
+        assert!(c.read_only && c.gc.grace_secs == 5 && c.gc.enabled);
+        let t = dir.path().join("c.toml");
+        std::fs::write(
+            &t,
+            "[storage]\nroot = \"/x\"\n[limits]\nmax_blob_size = 10\n",
+        )
+        .unwrap();
+        let c = Config::load(&t).unwrap();
+        assert_eq!(c.storage.root, PathBuf::from("/x"));
+        assert_eq!(c.limits.max_blob_size, Some(10));
+        std::fs::write(&y, "bogus: 1\n").unwrap();
+        let e = Config::load(&y).unwrap_err().to_string();
+        assert!(e.contains("bogus") && e.contains("c.yml"), "{e}");
+    }
+}

@@ -1,0 +1,238 @@
+//! Starting, serving and stopping the registry: TCP or TLS accept loop,
+//! header timeouts, graceful shutdown, and the GC task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{router, App};
+use crate::auth::{Auth, AuthError};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::FsDriver;
+use crate::store::Store;
+
+/// Error starting the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The storage root could not be created.
+    #[error("storage root {path}: {source}")]
+    Storage {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another registry running there?)")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Auth configuration is wrong.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// TLS files are wrong.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A running registry.
+pub struct Server {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (store, metrics).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to `grace`), and returns.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.task).await;
+    }
+
+    /// Waits until the server stops by itself (it only does on shutdown).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn tls_acceptor(cfg: &crate::config::TlsConfig) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
+        .map_err(|e| StartError::Tls(format!("certificate file {}: {e}", cfg.cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Tls(format!("certificate file {}: {e}", cfg.cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key)
+        .map_err(|e| StartError::Tls(format!("key file {}: {e}", cfg.key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut sc = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            StartError::Tls(format!(
+                "{} / {}: {e}",
+                cfg.cert.display(),
+                cfg.key.display()
+            ))
+        })?;
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(sc)))
+}
+
+/// Starts a registry for `config` on the current tokio runtime.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let driver = FsDriver::new(&config.storage.root).map_err(|source| StartError::Storage {
+        path: config.storage.root.display().to_string(),
+        source,
+    })?;
+    let mut store = Store::new(Arc::new(driver));
+    store.max_blob_size = config.limits.max_blob_size;
+    let auth = if config.auth.htpasswd.is_some() || config.auth.token.is_some() {
+        Auth::from_config(&config.auth)?
+    } else {
+        Auth::open()
+    };
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let app = Arc::new(App {
+        store,
+        auth,
+        metrics: Metrics::default(),
+        read_only: config.read_only,
+        tls: tls.is_some(),
+        body_idle_timeout: Duration::from_secs(config.limits.body_idle_timeout_secs.max(1)),
+        request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
+        access_log: config.log.access,
+    });
+    let listener = TcpListener::bind(&config.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.addr.clone(),
+        source,
+    })?;
+    let (stop, mut stopped) = watch::channel(false);
+
+    if config.gc.enabled && !config.read_only {
+        let app = app.clone();
+        let gc = config.gc.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(gc.interval_secs.max(1));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped.changed() => return,
+                }
+                match crate::gc::collect(&app.store, &gc, &app.metrics).await {
+                    Ok(r) => tracing::info!(
+                        blobs = r.blobs,
+                        manifests = r.manifests,
+                        uploads = r.uploads,
+                        "gc run finished"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "gc run failed"),
+                }
+            }
+        });
+    }
+
+    let header_timeout = Duration::from_secs(config.limits.header_timeout_secs.max(1));
+    let service = TowerToHyperService::new(router(app.clone()));
+    let task = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = service.clone();
+            match &tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let tls_stream =
+                            match tokio::time::timeout(header_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
+                            };
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after 30s; closing them");
+        }
+    });
+    Ok(Server {
+        addr,
+        app,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,281 @@
+//! The storage driver interface every handler goes through, and its
+//! filesystem implementation.
+//!
+//! Paths are `/`-separated keys relative to the driver's root (for example
+//! `blobs/sha256/ab…`). A driver never interprets them; the layout lives in
+//! [`crate::store`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// A stream of byte chunks read from storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What [`Driver::stat`] reports about a stored object.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification (or last [`Driver::touch`]).
+    pub modified: SystemTime,
+}
+
+/// An open writer that appends to an object (an upload in progress).
+#[async_trait]
+pub trait Appender: Send {
+    /// Appends `data` at the end of the object.
+    async fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Makes everything written so far durable.
+    async fn sync(&mut self) -> io::Result<()>;
+}
+
+/// The operations the registry needs from a storage backend.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Size and modification time of `path`, or `None` if it does not exist.
+    async fn stat(&self, path: &str) -> io::Result<Option<Meta>>;
+    /// The whole content of `path`, or `None` if it does not exist.
+    async fn get(&self, path: &str) -> io::Result<Option<Bytes>>;
+    /// Atomically stores `data` under `path`: readers see the old content or
+    /// the new one, never a part.
+    async fn put(&self, path: &str, data: Bytes) -> io::Result<()>;
+    /// A stream of `len` bytes of `path` starting at `offset`.
+    async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
+    /// Opens `path` for appending, creating it if needed.
+    async fn appender(&self, path: &str) -> io::Result<Box<dyn Appender>>;
+    /// Atomically moves `from` to `to`, replacing `to`.
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Names of the direct children of the directory `path` (empty if absent).
+    async fn list(&self, path: &str) -> io::Result<Vec<String>>;
+    /// Removes `path` and, for a directory, everything under it. Absent is fine.
+    async fn delete(&self, path: &str) -> io::Result<()>;
+    /// Sets the modification time of `path` to now (used by GC's grace period).
+    async fn touch(&self, path: &str) -> io::Result<()>;
+}
+
+/// Stores objects as files under a root directory.
+#[derive(Debug, Clone)]
+pub struct FsDriver {
+    root: PathBuf,
+}
+
+impl FsDriver {
+    /// A driver rooted at `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<FsDriver> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(FsDriver { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A random hex string of `bytes` random bytes.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // getrandom only fails when the OS has no entropy source at all.
+    if getrandom::getrandom(&mut buf).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (nanos >> (i % 16 * 8)) as u8 ^ i as u8);
+    }
+    hex::encode(buf)
+}
+
+struct FsAppender {
+    file: tokio::fs::File,
+}
+
+#[async_trait]
+impl Appender for FsAppender {
+    async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data).await
+    }
+    async fn sync(&mut self) -> io::Result<()> {
+        self.file.flush().await?;
+        self.file.sync_data().await
+    }
+}
+
+async fn fsync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
+}
+
+#[async_trait]
+impl Driver for FsDriver {
+    async fn stat(&self, path: &str) -> io::Result<Option<Meta>> {
+        Ok(
+            not_found_is_none(tokio::fs::metadata(self.full(path)).await)?.map(|m| Meta {
+                size: m.len(),
+                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            }),
+        )
+    }
+
+    async fn get(&self, path: &str) -> io::Result<Option<Bytes>> {
+        Ok(not_found_is_none(tokio::fs::read(self.full(path)).await)?.map(Bytes::from))
+    }
+
+    async fn put(&self, path: &str, data: Bytes) -> io::Result<()> {
+        let full = self.full(path);
+        let dir = full
+            .parent()
+            .ok_or_else(|| io::Error::other(format!("storage path {path:?} has no parent")))?
+            .to_path_buf();
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".tmp-{}", random_hex(8)));
+        let result = async {
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(&data).await?;
+            f.flush().await?;
+            f.sync_data().await?;
+            drop(f);
+            tokio::fs::rename(&tmp, &full).await?;
+            fsync_dir(&dir).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
+        let mut file = tokio::fs::File::open(self.full(path)).await?;
+        if offset > 0 {
+            file.seek(io::SeekFrom::Start(offset)).await?;
+        }
+        let limited = file.take(len);
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            limited,
+            256 * 1024,
+        )))
+    }
+
+    async fn appender(&self, path: &str) -> io::Result<Box<dyn Appender>> {
+        let full = self.full(path);
+        if let Some(dir) = full.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(full)
+            .await?;
+        Ok(Box::new(FsAppender { file }))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let dest = self.full(to);
+        let dir = dest
+            .parent()
+            .ok_or_else(|| io::Error::other(format!("storage path {to:?} has no parent")))?
+            .to_path_buf();
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(self.full(from), &dest).await?;
+        fsync_dir(&dir).await
+    }
+
+    async fn list(&self, path: &str) -> io::Result<Vec<String>> {
+        let Some(mut rd) = not_found_is_none(tokio::fs::read_dir(self.full(path)).await)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = rd.next_entry().await? {
+            if let Some(name) = entry.file_name().to_str() {
+                if !name.starts_with(".tmp-") {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete(&self, path: &str) -> io::Result<()> {
+        let full = self.full(path);
+        match tokio::fs::symlink_metadata(&full).await {
+            Ok(m) if m.is_dir() => {
+                not_found_is_none(tokio::fs::remove_dir_all(&full).await).map(|_| ())
+            }
+            Ok(_) => not_found_is_none(tokio::fs::remove_file(&full).await).map(|_| ()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn touch(&self, path: &str) -> io::Result<()> {
+        let full = self.full(path);
+        tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::options().append(true).open(full)?;
+            f.set_modified(SystemTime::now())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    #[tokio::test]
+    async fn fs_driver_put_get_list_delete_and_ranged_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FsDriver::new(dir.path()).unwrap();
+        d.put("a/b/c", Bytes::from_static(b"hello world"))
+            .await
+            .unwrap();
+        assert_eq!(d.get("a/b/c").await.unwrap().unwrap(), "hello world");
+        assert_eq!(d.stat("a/b/c").await.unwrap().unwrap().size, 11);
+        assert!(d.stat("a/b/x").await.unwrap().is_none());
+        assert_eq!(d.list("a/b").await.unwrap(), vec!["c".to_string()]);
+        let part: Vec<Bytes> = d
+            .reader("a/b/c", 6, 3)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(part.concat(), b"wor");
+        let mut w = d.appender("u/data").await.unwrap();
+        w.write(b"ab").await.unwrap();
+        w.write(b"cd").await.unwrap();
+        w.sync().await.unwrap();
+        d.rename("u/data", "z/data").await.unwrap();
+        assert_eq!(d.get("z/data").await.unwrap().unwrap(), "abcd");
+        d.delete("a").await.unwrap();
+        assert!(d.get("a/b/c").await.unwrap().is_none());
+        d.delete("a").await.unwrap();
+    }
+}

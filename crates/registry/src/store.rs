@@ -1,0 +1,804 @@
+//! The registry's data model on top of a [`Driver`]: blobs shared across
+//! repositories, per-repository links, manifests, tags, referrers and
+//! upload sessions.
+//!
+//! Layout (keys relative to the driver root):
+//!
+//! ```text
+//! blobs/<alg>/<hex>                                  content (layers, configs, manifests), stored once
+//! repos/<name>/_layers/<alg>/<hex>                   empty link: the repository holds this blob
+//! repos/<name>/_manifests/revisions/<alg>/<hex>      link to a manifest; content is its media type
+//! repos/<name>/_manifests/tags/<tag>                 the tagged manifest's digest
+//! repos/<name>/_referrers/<alg>/<hex>/<alg>-<hex>    descriptor JSON of a manifest whose subject is <alg>:<hex>
+//! uploads/<id>/info                                  JSON: repository, algorithm
+//! uploads/<id>/data                                  bytes received so far
+//! ```
+//!
+//! Repository components cannot start with `_`, so link directories never
+//! collide with nested repository names.
+//!
+//! Upload hash state: the running hasher of an upload lives in memory while
+//! the server runs, so no chunk is ever read back. After a restart the first
+//! request that touches an old session re-hashes its data file once (sha2's
+//! internal state has no portable serialisation).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use oci_spec::image::{ImageIndex, ImageManifest};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{is_tag, Algorithm, Digest, Hasher};
+use crate::error::{Code, Error, Result};
+use crate::storage::{Appender, ByteStream, Driver};
+
+/// Largest manifest accepted (4 MiB, as the spec suggests).
+pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+/// Media types of image manifests whose blobs are validated.
+const MANIFEST_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+/// Media types of indexes whose child manifests are validated.
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Blob key.
+pub fn blob_key(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}
+fn layer_key(repo: &str, d: &Digest) -> String {
+    format!(
+        "repos/{repo}/_layers/{}/{}",
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+fn revision_key(repo: &str, d: &Digest) -> String {
+    format!(
+        "repos/{repo}/_manifests/revisions/{}/{}",
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+fn tag_key(repo: &str, tag: &str) -> String {
+    format!("repos/{repo}/_manifests/tags/{tag}")
+}
+fn referrers_dir(repo: &str, subject: &Digest) -> String {
+    format!(
+        "repos/{repo}/_referrers/{}/{}",
+        subject.algorithm().as_str(),
+        subject.hex()
+    )
+}
+
+/// Persisted description of an upload session.
+#[derive(Debug, Serialize, Deserialize)]
+struct UploadInfo {
+    repo: String,
+}
+
+/// An upload in progress: its running hash and size.
+pub struct Session {
+    /// Repository the upload belongs to.
+    pub repo: String,
+    /// Session id.
+    pub id: String,
+    hasher: Hasher,
+    /// Bytes received.
+    pub offset: u64,
+    writer: Option<Box<dyn Appender>>,
+}
+
+impl Session {
+    /// Appends a chunk, hashing it on the way.
+    pub async fn append(&mut self, store: &Store, data: &[u8]) -> Result<()> {
+        if let Some(max) = store.max_blob_size {
+            if self.offset + data.len() as u64 > max {
+                return Err(Error::with_status(
+                    Code::SizeInvalid,
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "upload {} exceeds the registry's blob size limit of {max} bytes",
+                        self.id
+                    ),
+                ));
+            }
+        }
+        if self.writer.is_none() {
+            self.writer = Some(
+                store
+                    .driver
+                    .appender(&format!("uploads/{}/data", self.id))
+                    .await?,
+            );
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.write(data).await?;
+        }
+        self.hasher.update(data);
+        self.offset += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// The repository store shared by all handlers.
+pub struct Store {
+    /// The storage backend.
+    pub driver: Arc<dyn Driver>,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    /// Held shared by operations that make a blob referenced, exclusively by
+    /// GC while it deletes: a blob GC sees as old cannot gain a reference
+    /// between GC's check and its delete.
+    pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    /// Largest blob accepted, if limited.
+    pub max_blob_size: Option<u64>,
+}
+
+/// A manifest read from the store.
+pub struct Manifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its bytes.
+    pub body: Bytes,
+}
+
+/// The outcome of a manifest PUT.
+pub struct PutManifest {
+    /// Digest of the stored manifest.
+    pub digest: Digest,
+    /// The subject's digest when the manifest has one.
+    pub subject: Option<String>,
+}
+
+impl Store {
+    /// A store over `driver`.
+    pub fn new(driver: Arc<dyn Driver>) -> Store {
+        Store {
+            driver,
+            sessions: Mutex::new(HashMap::new()),
+            gc_lock: tokio::sync::RwLock::new(()),
+            max_blob_size: None,
+        }
+    }
+
+    async fn touch_if_stale(&self, key: &str, modified: SystemTime) -> Result<()> {
+        let stale = SystemTime::now()
+            .duration_since(modified)
+            .map(|age| age > Duration::from_secs(10))
+            .unwrap_or(false);
+        if stale {
+            self.driver.touch(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Size of blob `d` in `repo`, or BLOB_UNKNOWN. Refreshes the blob's
+    /// GC clock, since a client that sees it will reference it.
+    pub async fn blob_size(&self, repo: &str, d: &Digest) -> Result<u64> {
+        let unknown = || {
+            Error::new(
+                Code::BlobUnknown,
+                format!("blob {d} is not in repository {repo}: push it first"),
+            )
+        };
+        if self.driver.stat(&layer_key(repo, d)).await?.is_none() {
+            return Err(unknown());
+        }
+        let key = blob_key(d);
+        let meta = self.driver.stat(&key).await?.ok_or_else(unknown)?;
+        self.touch_if_stale(&key, meta.modified).await?;
+        Ok(meta.size)
+    }
+
+    /// A stream of `len` bytes of blob `d` from `offset`.
+    pub async fn blob_reader(&self, d: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
+        Ok(self.driver.reader(&blob_key(d), offset, len).await?)
+    }
+
+    /// Removes blob `d` from `repo` (the content goes when GC finds it unused).
+    pub async fn blob_delete(&self, repo: &str, d: &Digest) -> Result<()> {
+        let key = layer_key(repo, d);
+        if self.driver.stat(&key).await?.is_none() {
+            return Err(Error::new(
+                Code::BlobUnknown,
+                format!("blob {d} is not in repository {repo}"),
+            ));
+        }
+        self.driver.delete(&key).await?;
+        Ok(())
+    }
+
+    /// Links existing blob `d` into `repo`. Caller holds `gc_lock` shared.
+    async fn link(&self, repo: &str, d: &Digest) -> Result<()> {
+        self.driver.touch(&blob_key(d)).await?;
+        let key = layer_key(repo, d);
+        if self.driver.stat(&key).await?.is_none() {
+            self.driver.put(&key, Bytes::new()).await?;
+        } else {
+            self.driver.touch(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Cross-repository mount: links `d` into `repo` if `from` has it (or,
+    /// with no `from`, if the registry has it at all). Returns false when
+    /// the blob is not available, so the caller starts a normal upload.
+    pub async fn mount(&self, repo: &str, d: &Digest, from: Option<&str>) -> Result<bool> {
+        let _g = self.gc_lock.read().await;
+        if let Some(from) = from {
+            if self.driver.stat(&layer_key(from, d)).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        if self.driver.stat(&blob_key(d)).await?.is_none() {
+            return Ok(false);
+        }
+        self.link(repo, d).await?;
+        Ok(true)
+    }
+
+    /// Starts an upload session in `repo` and returns it.
+    pub async fn upload_start(&self, repo: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+        let id = crate::storage::random_hex(16);
+        let info = serde_json::to_vec(&UploadInfo {
+            repo: repo.to_string(),
+        })
+        .map_err(std::io::Error::other)?;
+        self.driver
+            .put(&format!("uploads/{id}/info"), Bytes::from(info))
+            .await?;
+        self.driver
+            .put(&format!("uploads/{id}/data"), Bytes::new())
+            .await?;
+        let session = Arc::new(tokio::sync::Mutex::new(Session {
+            repo: repo.to_string(),
+            id: id.clone(),
+            hasher: Hasher::new(Algorithm::Sha256),
+            offset: 0,
+            writer: None,
+        }));
+        self.lock_sessions().insert(id, session.clone());
+        Ok(session)
+    }
+
+    fn lock_sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Session>>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session `id` of `repo`, reloading it from storage after a restart.
+    pub async fn upload_get(
+        &self,
+        repo: &str,
+        id: &str,
+    ) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+        let unknown = || {
+            Error::new(
+                Code::BlobUploadUnknown,
+                format!("upload {id} in repository {repo} does not exist (finished, cancelled or expired): start a new one"),
+            )
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        if let Some(s) = self.lock_sessions().get(id) {
+            return Ok(s.clone());
+        }
+        let info = self
+            .driver
+            .get(&format!("uploads/{id}/info"))
+            .await?
+            .ok_or_else(unknown)?;
+        let info: UploadInfo = serde_json::from_slice(&info).map_err(|_| unknown())?;
+        if info.repo != repo {
+            return Err(unknown());
+        }
+        // Restart recovery: hash what was received before the restart, once.
+        let data_key = format!("uploads/{id}/data");
+        let size = self.driver.stat(&data_key).await?.ok_or_else(unknown)?.size;
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut stream = self.driver.reader(&data_key, 0, size).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(&chunk);
+        }
+        let session = Arc::new(tokio::sync::Mutex::new(Session {
+            repo: repo.to_string(),
+            id: id.to_string(),
+            hasher,
+            offset: size,
+            writer: None,
+        }));
+        let mut sessions = self.lock_sessions();
+        Ok(sessions.entry(id.to_string()).or_insert(session).clone())
+    }
+
+    /// Cancels and removes an upload session.
+    pub async fn upload_cancel(&self, session: &mut Session) -> Result<()> {
+        session.writer = None;
+        self.lock_sessions().remove(&session.id);
+        self.driver
+            .delete(&format!("uploads/{}", session.id))
+            .await?;
+        Ok(())
+    }
+
+    /// Verifies the upload against `expected` and commits it as a blob of
+    /// its repository. On a digest mismatch the session is discarded.
+    pub async fn upload_finish(&self, session: &mut Session, expected: &Digest) -> Result<()> {
+        let data_key = format!("uploads/{}/data", session.id);
+        if let Some(w) = session.writer.as_mut() {
+            w.sync().await?;
+        }
+        session.writer = None;
+        let actual = if expected.algorithm() == Algorithm::Sha256 {
+            session.hasher.finish()
+        } else {
+            // Uploads are hashed with sha256 as they stream; another
+            // algorithm, known only now, needs one pass over the data.
+            let mut h = Hasher::new(expected.algorithm());
+            let mut stream = self.driver.reader(&data_key, 0, session.offset).await?;
+            while let Some(chunk) = stream.try_next().await? {
+                h.update(&chunk);
+            }
+            h.finish()
+        };
+        if &actual != expected {
+            self.upload_cancel(session).await?;
+            return Err(Error::new(
+                Code::DigestInvalid,
+                format!(
+                    "upload {}: content digest is {actual} but the client said {expected}; the upload was discarded, push the blob again",
+                    session.id
+                ),
+            ));
+        }
+        let _g = self.gc_lock.read().await;
+        let key = blob_key(expected);
+        if self.driver.stat(&key).await?.is_some() {
+            // Already stored (by another repository or a concurrent push).
+            self.driver.delete(&data_key).await?;
+        } else {
+            self.driver.rename(&data_key, &key).await?;
+        }
+        self.link(&session.repo, expected).await?;
+        self.lock_sessions().remove(&session.id);
+        self.driver
+            .delete(&format!("uploads/{}", session.id))
+            .await?;
+        Ok(())
+    }
+
+    /// Ids of the upload sessions known in memory (GC keeps them).
+    pub(crate) fn active_sessions(&self) -> BTreeSet<String> {
+        self.lock_sessions().keys().cloned().collect()
+    }
+
+    /// Drops a session from memory (GC expiry).
+    pub(crate) fn forget_session(&self, id: &str) {
+        self.lock_sessions().remove(id);
+    }
+
+    /// Resolves `reference` (tag or digest) in `repo` to a digest.
+    pub async fn resolve(&self, repo: &str, reference: &str) -> Result<Digest> {
+        if reference.contains(':') {
+            return Digest::parse(reference);
+        }
+        if !is_tag(reference) {
+            return Err(Error::new(
+                Code::ManifestInvalid,
+                format!("reference {reference:?} is neither a tag nor a digest"),
+            ));
+        }
+        let raw = self
+            .driver
+            .get(&tag_key(repo, reference))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    Code::ManifestUnknown,
+                    format!("tag {reference:?} does not exist in repository {repo}"),
+                )
+            })?;
+        Digest::parse(String::from_utf8_lossy(&raw).trim())
+    }
+
+    /// The media type of manifest `d` in `repo`, or MANIFEST_UNKNOWN.
+    pub async fn manifest_media_type(&self, repo: &str, d: &Digest) -> Result<String> {
+        let raw = self
+            .driver
+            .get(&revision_key(repo, d))
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    Code::ManifestUnknown,
+                    format!("manifest {d} is not in repository {repo}"),
+                )
+            })?;
+        Ok(String::from_utf8_lossy(&raw).into_owned())
+    }
+
+    /// Reads the manifest `reference` of `repo`.
+    pub async fn manifest_get(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        let digest = self.resolve(repo, reference).await?;
+        let media_type = self.manifest_media_type(repo, &digest).await?;
+        let body = self.driver.get(&blob_key(&digest)).await?.ok_or_else(|| {
+            Error::new(
+                Code::ManifestUnknown,
+                format!(
+                    "manifest {digest} of repository {repo} has no content (garbage-collected?)"
+                ),
+            )
+        })?;
+        Ok(Manifest {
+            digest,
+            media_type,
+            body,
+        })
+    }
+
+    async fn require_blob(&self, repo: &str, d: &str, what: &str) -> Result<Digest> {
+        let digest = Digest::parse(d).map_err(|_| {
+            Error::new(
+                Code::ManifestInvalid,
+                format!("{what} has an invalid digest {d:?}"),
+            )
+        })?;
+        let missing = || {
+            Error::new(
+                Code::ManifestBlobUnknown,
+                format!("{what} {digest} is not in repository {repo}: push the blob before the manifest"),
+            )
+        };
+        if self.driver.stat(&layer_key(repo, &digest)).await?.is_none() {
+            return Err(missing());
+        }
+        let key = blob_key(&digest);
+        let meta = self.driver.stat(&key).await?.ok_or_else(missing)?;
+        self.touch_if_stale(&key, meta.modified).await?;
+        Ok(digest)
+    }
+
+    /// Validates and stores a manifest under `reference` (a tag or its
+    /// digest) and the extra `tags`.
+    pub async fn manifest_put(
+        &self,
+        repo: &str,
+        reference: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        tags: &[String],
+    ) -> Result<PutManifest> {
+        if body.len() > MAX_MANIFEST {
+            return Err(Error::with_status(
+                Code::SizeInvalid,
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "manifest is {} bytes; the limit is {MAX_MANIFEST} bytes (4 MiB)",
+                    body.len()
+                ),
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            Error::new(
+                Code::ManifestInvalid,
+                format!("manifest is not valid JSON: {e}"),
+            )
+        })?;
+        let body_type = value.get("mediaType").and_then(|v| v.as_str());
+        let content_type = content_type
+            .map(|c| c.split(';').next().unwrap_or(c).trim())
+            .filter(|c| !c.is_empty());
+        if let (Some(b), Some(c)) = (body_type, content_type) {
+            if b != c {
+                return Err(Error::new(
+                    Code::ManifestInvalid,
+                    format!("manifest mediaType {b:?} differs from the Content-Type header {c:?}"),
+                ));
+            }
+        }
+        let media_type = body_type
+            .or(content_type)
+            .ok_or_else(|| {
+                Error::new(
+                    Code::ManifestInvalid,
+                    "manifest has no mediaType field and the request no Content-Type header",
+                )
+            })?
+            .to_string();
+        let mut digest = Digest::of(Algorithm::Sha256, &body);
+        if reference.contains(':') {
+            let given = Digest::parse(reference)?;
+            let actual = Digest::of(given.algorithm(), &body);
+            if actual != given {
+                return Err(Error::new(
+                    Code::DigestInvalid,
+                    format!("manifest content has digest {actual}, not {given} as in the URL"),
+                ));
+            }
+            digest = actual;
+        } else if !is_tag(reference) {
+            return Err(Error::new(
+                Code::ManifestInvalid,
+                format!("tag {reference:?} is invalid: use [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}"),
+            ));
+        }
+        for t in tags {
+            if !is_tag(t) {
+                return Err(Error::new(
+                    Code::ManifestInvalid,
+                    format!(
+                        "tag parameter {t:?} is invalid: use [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}"
+                    ),
+                ));
+            }
+        }
+        let _g = self.gc_lock.read().await;
+        let mut subject = None;
+        let mut artifact_type = None;
+        let annotations = value.get("annotations").cloned();
+        if MANIFEST_TYPES.contains(&media_type.as_str()) {
+            let m: ImageManifest = serde_json::from_value(value.clone()).map_err(|e| {
+                Error::new(
+                    Code::ManifestInvalid,
+                    format!("image manifest is invalid: {e}"),
+                )
+            })?;
+            self.require_blob(repo, &m.config().digest().to_string(), "config blob")
+                .await?;
+            for layer in m.layers() {
+                if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) {
+                    continue; // foreign layer, fetched from its URLs
+                }
+                self.require_blob(repo, &layer.digest().to_string(), "layer")
+                    .await?;
+            }
+            subject = m.subject().as_ref().map(|s| s.digest().to_string());
+            artifact_type = Some(
+                m.artifact_type()
+                    .as_ref()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| m.config().media_type().to_string()),
+            );
+        } else if INDEX_TYPES.contains(&media_type.as_str()) {
+            let idx: ImageIndex = serde_json::from_value(value.clone()).map_err(|e| {
+                Error::new(
+                    Code::ManifestInvalid,
+                    format!("image index is invalid: {e}"),
+                )
+            })?;
+            for child in idx.manifests() {
+                let cd = Digest::parse(&child.digest().to_string())?;
+                if self.driver.stat(&revision_key(repo, &cd)).await?.is_none() {
+                    return Err(Error::new(
+                        Code::ManifestBlobUnknown,
+                        format!("index references manifest {cd}, which is not in repository {repo}: push it first"),
+                    ));
+                }
+            }
+            subject = idx.subject().as_ref().map(|s| s.digest().to_string());
+            artifact_type = idx.artifact_type().as_ref().map(|a| a.to_string());
+        } else if media_type.starts_with("application/vnd.docker.distribution.manifest.v1") {
+            return Err(Error::new(
+                Code::ManifestInvalid,
+                format!("manifest type {media_type} (Docker schema 1) is not supported: push an OCI or Docker schema 2 manifest"),
+            ));
+        }
+        let key = blob_key(&digest);
+        if self.driver.stat(&key).await?.is_none() {
+            self.driver.put(&key, body.clone()).await?;
+        } else {
+            self.driver.touch(&key).await?;
+        }
+        self.driver
+            .put(
+                &revision_key(repo, &digest),
+                Bytes::from(media_type.clone()),
+            )
+            .await?;
+        if let Some(s) = &subject {
+            let sd = Digest::parse(s)?;
+            let mut desc = serde_json::json!({
+                "mediaType": media_type,
+                "digest": digest.to_string(),
+                "size": body.len(),
+            });
+            if let Some(a) = &artifact_type {
+                desc["artifactType"] = a.clone().into();
+            }
+            if let Some(a) = annotations {
+                desc["annotations"] = a;
+            }
+            self.driver
+                .put(
+                    &format!(
+                        "{}/{}-{}",
+                        referrers_dir(repo, &sd),
+                        digest.algorithm().as_str(),
+                        digest.hex()
+                    ),
+                    Bytes::from(desc.to_string()),
+                )
+                .await?;
+        }
+        let mut all_tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        if !reference.contains(':') {
+            all_tags.push(reference);
+        }
+        for t in all_tags {
+            self.driver
+                .put(&tag_key(repo, t), Bytes::from(digest.to_string()))
+                .await?;
+        }
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Deletes a tag, or a manifest by digest (with its tags and its entry
+    /// in its subject's referrers).
+    pub async fn manifest_delete(&self, repo: &str, reference: &str) -> Result<()> {
+        if !reference.contains(':') {
+            let key = tag_key(repo, reference);
+            if !is_tag(reference) || self.driver.stat(&key).await?.is_none() {
+                return Err(Error::new(
+                    Code::ManifestUnknown,
+                    format!("tag {reference:?} does not exist in repository {repo}"),
+                ));
+            }
+            self.driver.delete(&key).await?;
+            return Ok(());
+        }
+        let d = Digest::parse(reference)?;
+        let manifest = self.manifest_get(repo, reference).await?;
+        for t in self.tags(repo).await.unwrap_or_default() {
+            if let Ok(td) = self.resolve(repo, &t).await {
+                if td == d {
+                    self.driver.delete(&tag_key(repo, &t)).await?;
+                }
+            }
+        }
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&manifest.body) {
+            if let Some(s) = v
+                .pointer("/subject/digest")
+                .and_then(|s| s.as_str())
+                .and_then(|s| Digest::parse(s).ok())
+            {
+                self.driver
+                    .delete(&format!(
+                        "{}/{}-{}",
+                        referrers_dir(repo, &s),
+                        d.algorithm().as_str(),
+                        d.hex()
+                    ))
+                    .await?;
+            }
+        }
+        self.driver.delete(&revision_key(repo, &d)).await?;
+        Ok(())
+    }
+
+    /// True if the repository exists.
+    pub async fn repo_exists(&self, repo: &str) -> Result<bool> {
+        Ok(self.driver.stat(&format!("repos/{repo}")).await?.is_some())
+    }
+
+    /// Tags of `repo` in lexical order, or NAME_UNKNOWN.
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        if !self.repo_exists(repo).await? {
+            return Err(Error::new(
+                Code::NameUnknown,
+                format!("repository {repo} does not exist"),
+            ));
+        }
+        let mut tags = self
+            .driver
+            .list(&format!("repos/{repo}/_manifests/tags"))
+            .await?;
+        tags.sort();
+        Ok(tags)
+    }
+
+    /// Every repository that has manifests, in lexical order.
+    pub async fn catalog(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(prefix) = stack.pop() {
+            let dir = if prefix.is_empty() {
+                "repos".to_string()
+            } else {
+                format!("repos/{prefix}")
+            };
+            for child in self.driver.list(&dir).await? {
+                if child == "_manifests" {
+                    out.push(prefix.clone());
+                } else if !child.starts_with('_') {
+                    stack.push(if prefix.is_empty() {
+                        child
+                    } else {
+                        format!("{prefix}/{child}")
+                    });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`,
+    /// optionally only those of `artifact_type`.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>> {
+        let dir = referrers_dir(repo, subject);
+        let mut out = Vec::new();
+        for name in self.driver.list(&dir).await? {
+            let Some(raw) = self.driver.get(&format!("{dir}/{name}")).await? else {
+                continue;
+            };
+            let Ok(desc) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+                continue;
+            };
+            if let Some(want) = artifact_type {
+                if desc.get("artifactType").and_then(|a| a.as_str()) != Some(want) {
+                    continue;
+                }
+            }
+            out.push(desc);
+        }
+        Ok(out)
+    }
+
+    /// Every repository name (for GC).
+    pub(crate) async fn repos(&self) -> Result<Vec<String>> {
+        self.catalog().await
+    }
+
+    /// Digests of the manifests stored in `repo` (for GC).
+    pub(crate) async fn revisions(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.list_digests(&format!("repos/{repo}/_manifests/revisions"))
+            .await
+    }
+
+    /// Digests of the blobs linked into `repo` (for GC).
+    pub(crate) async fn layer_links(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.list_digests(&format!("repos/{repo}/_layers")).await
+    }
+
+    /// Digests of every stored blob (for GC).
+    pub(crate) async fn all_blobs(&self) -> Result<Vec<Digest>> {
+        self.list_digests("blobs").await
+    }
+
+    async fn list_digests(&self, dir: &str) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in self.driver.list(dir).await? {
+            for hex in self.driver.list(&format!("{dir}/{alg}")).await? {
+                if let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Key of the link of blob `d` in `repo` (for GC).
+    pub(crate) fn layer_link_key(repo: &str, d: &Digest) -> String {
+        layer_key(repo, d)
+    }
+
+    /// Key of manifest `d`'s revision link in `repo` (for GC).
+    pub(crate) fn revision_link_key(repo: &str, d: &Digest) -> String {
+        revision_key(repo, d)
+    }
+}
