@@ -1,5 +1,27 @@
-//! OCI runtime library: container lifecycle, init process, namespaces, mounts, devices, caps, rlimits, seccomp, hooks, console.
+//! OCI runtime library: container lifecycle, init process, namespaces,
+//! mounts, devices, caps, rlimits, hooks, console.
+//!
+//! Library first: [`Runtime`] is a state root (runc's `--root`);
+//! [`Runtime::create`] builds a container from a bundle, [`Container`]
+//! starts, signals, execs into and deletes it. The `berth-runtime` binary is
+//! a thin CLI over this API and `berth run` calls it in-process.
+
 pub mod console;
-pub mod hooks;
 pub mod features;
+pub mod hooks;
 pub mod spec_template;
+
+mod channel;
+mod container;
+mod error;
+pub mod mounts;
+mod process;
+pub mod signal;
+pub mod spec;
+pub mod state;
+mod sys;
+
+pub use container::{wait_exit, Container, CreateOptions, ExecOptions, Runtime};
+pub use error::{Error, Result};
+pub use state::{State, Status};
+pub use sys::forward_signals;

@@ -1,0 +1,171 @@
+//! Loading and checking a bundle's config.json.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::error::{Error, Result};
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Parses JSON into `T`, naming the field path of any error.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if field == "." || field.is_empty() {
+            bad(path, format!("malformed JSON: {inner}"))
+        } else {
+            bad(path, format!("field `{field}`: {inner}"))
+        }
+    })
+}
+
+/// Reads `bundle/config.json` and checks it (see [`validate`]).
+pub fn load(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| {
+        bad(
+            &path,
+            format!("cannot read the bundle's config: {e} (create one with `berth-runtime spec --bundle {}`)", bundle.display()),
+        )
+    })?;
+    let spec: Spec = parse_json(&path, &data)?;
+    validate(&spec, bundle, &path)?;
+    Ok(spec)
+}
+
+/// The absolute path of the root filesystem of `spec` in `bundle`.
+pub fn rootfs_path(spec: &Spec, bundle: &Path) -> PathBuf {
+    let rel = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    if rel.is_absolute() {
+        rel
+    } else {
+        bundle.join(rel)
+    }
+}
+
+/// Whether `spec` asks for a new or joined namespace of type `t`.
+pub fn has_namespace(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
+}
+
+/// Checks the parts of a process the kernel would otherwise reject late
+/// with a vaguer error. `field` prefixes field names in messages.
+pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<()> {
+    match process.args() {
+        Some(args) if !args.is_empty() && !args[0].is_empty() => {}
+        _ => return Err(bad(path, format!("field `{field}.args`: must name the program to run (a non-empty list)"))),
+    }
+    if !process.cwd().is_absolute() {
+        return Err(bad(
+            path,
+            format!("field `{field}.cwd`: {:?} must be an absolute path", process.cwd()),
+        ));
+    }
+    if let Some(env) = process.env() {
+        for (i, e) in env.iter().enumerate() {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(bad(path, format!("field `{field}.env[{i}]`: {e:?} is not of the form KEY=value")));
+            }
+        }
+    }
+    if let Some(rl) = process.rlimits() {
+        let mut seen = HashSet::new();
+        for (i, r) in rl.iter().enumerate() {
+            if !seen.insert(format!("{:?}", r.typ())) {
+                return Err(bad(path, format!("field `{field}.rlimits[{i}]`: duplicate {:?}", r.typ())));
+            }
+            if r.soft() > r.hard() {
+                return Err(bad(path, format!("field `{field}.rlimits[{i}]`: soft limit {} is above the hard limit {}", r.soft(), r.hard())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a parsed spec: the things runc refuses before it starts anything.
+pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| bad(path, "field `root`: missing; set root.path to the root filesystem directory"))?;
+    let rootfs = rootfs_path(spec, bundle);
+    if !rootfs.is_dir() {
+        return Err(bad(
+            path,
+            format!("field `root.path`: rootfs {:?} does not exist or is not a directory", rootfs),
+        ));
+    }
+    let _ = root;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| bad(path, "field `process`: missing; the container needs a process to run"))?;
+    validate_process(process, path, "process")?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| bad(path, "field `linux`: missing; berth runs Linux containers only"))?;
+    let mut seen = HashSet::new();
+    for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+        if !seen.insert(ns.typ()) {
+            return Err(bad(path, format!("field `linux.namespaces[{i}]`: duplicate namespace type {}", ns.typ())));
+        }
+        if let Some(p) = ns.path() {
+            if !p.exists() {
+                return Err(bad(path, format!("field `linux.namespaces[{i}].path`: {} namespace path {:?} does not exist", ns.typ(), p)));
+            }
+        }
+    }
+    let userns = seen.contains(&LinuxNamespaceType::User);
+    let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    if maps && !userns {
+        return Err(bad(path, "field `linux.uidMappings`: user namespace mappings given, but linux.namespaces has no user namespace"));
+    }
+    let new_userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    if new_userns && linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
+        return Err(bad(path, "field `linux.uidMappings`: a new user namespace needs uid and gid mappings"));
+    }
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !seen.contains(&LinuxNamespaceType::Uts) {
+        return Err(bad(path, "field `hostname`: unable to set hostname without a private UTS namespace"));
+    }
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !seen.contains(&LinuxNamespaceType::Uts) {
+        return Err(bad(path, "field `domainname`: unable to set domainname without a private UTS namespace"));
+    }
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if !m.destination().is_absolute() {
+            return Err(bad(path, format!("field `mounts[{i}].destination`: {:?} must be an absolute path", m.destination())));
+        }
+    }
+    if let Some(p) = linux.rootfs_propagation() {
+        if crate::mounts::propagation_flag(p).is_none() {
+            return Err(bad(path, format!("field `linux.rootfsPropagation`: unknown propagation {p:?} (use shared, slave, private, unbindable or their r- forms)")));
+        }
+    }
+    for (i, d) in linux.devices().iter().flatten().enumerate() {
+        if !d.path().is_absolute() || !d.path().starts_with("/dev") {
+            return Err(bad(path, format!("field `linux.devices[{i}].path`: {:?} must be an absolute path under /dev", d.path())));
+        }
+    }
+    Ok(())
+}

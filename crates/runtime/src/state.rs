@@ -1,0 +1,189 @@
+//! What the runtime remembers about a container (`<root>/<id>/state.json`)
+//! and the state JSON it prints (runc's shape).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_err, Result};
+
+/// The life-cycle status of a container, as runc reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The init is set up and waits for `start`.
+    Created,
+    /// The user process runs.
+    Running,
+    /// The container's cgroup is frozen.
+    Paused,
+    /// The init process has exited.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// The record kept in `<root>/<id>/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Container id.
+    pub id: String,
+    /// Host pid of the init (later: the user process).
+    pub init_pid: i32,
+    /// The init's start time (field 22 of /proc/<pid>/stat), to tell it from
+    /// a later process that reuses the pid.
+    pub init_start_time: u64,
+    /// Absolute bundle directory.
+    pub bundle: PathBuf,
+    /// Absolute root filesystem.
+    pub rootfs: PathBuf,
+    /// When `create` finished.
+    pub created: DateTime<Utc>,
+    /// The cgroupsPath the container was created with.
+    pub cgroups_path: String,
+    /// The whole runtime spec (hooks for delete, namespaces for exec, ...).
+    pub config: Spec,
+}
+
+/// The container state printed by `state` and `list --format json`: runc's
+/// `containerState` (the OCI state plus `rootfs`, `created`, `owner`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// The OCI version of the config.
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Init pid, 0 once stopped.
+    pub pid: i32,
+    /// created | running | paused | stopped.
+    pub status: Status,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Root filesystem.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339 with nanoseconds.
+    pub created: String,
+    /// The config's annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Owner of the container (user name; empty in `state`, as runc).
+    pub owner: String,
+}
+
+/// Formats like Go's time.RFC3339Nano (trailing zeros of the fraction dropped).
+pub fn rfc3339_nano(t: &DateTime<Utc>) -> String {
+    let s = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    match s.split_once('.') {
+        Some((head, frac)) => {
+            let digits = frac.trim_end_matches('Z').trim_end_matches('0');
+            if digits.is_empty() {
+                format!("{head}Z")
+            } else {
+                format!("{head}.{digits}Z")
+            }
+        }
+        None => s,
+    }
+}
+
+/// The start time of `pid` and whether it is a zombie, from /proc/<pid>/stat.
+pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let zombie = matches!(fields.first(), Some(&"Z") | Some(&"X"));
+    Some((fields.get(19)?.parse().ok()?, zombie))
+}
+
+/// Writes `data` to `path` atomically: temp file in the same directory,
+/// fsync, rename. Nothing half-written is visible under `path`.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(format!("cannot write {}", path.display()))(e)
+    })
+}
+
+/// Reads `state.json` from a container's state directory.
+pub fn read_record(dir: &Path) -> Result<Record> {
+    let path = dir.join("state.json");
+    let data = std::fs::read(&path).map_err(io_err(format!("cannot read {}", path.display())))?;
+    crate::spec::parse_json(&path, &data)
+}
+
+/// The user name of `uid` from the host's /etc/passwd (runc's `owner`).
+pub fn user_name(uid: u32) -> String {
+    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
+        for line in passwd.lines() {
+            let mut f = line.split(':');
+            let (name, _, id) = (f.next(), f.next(), f.next());
+            if id.and_then(|i| i.parse::<u32>().ok()) == Some(uid) {
+                if let Some(name) = name {
+                    return name.to_string();
+                }
+            }
+        }
+    }
+    format!("#{uid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nano_time_drops_trailing_zeros_like_go() {
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.120000000Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rfc3339_nano(&t), "2024-01-02T03:04:05.12Z");
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rfc3339_nano(&t), "2024-01-02T03:04:05Z");
+    }
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let (t, zombie) = proc_start_time(std::process::id() as i32).expect("own stat");
+        assert!(t > 0);
+        assert!(!zombie);
+        assert!(proc_start_time(0).is_none());
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pid");
+        write_atomic(&p, b"123").unwrap();
+        write_atomic(&p, b"45").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"45");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,151 @@
+//! Small safe wrappers around the few system calls that need `unsafe`.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::unistd::ForkResult;
+
+/// `fork(2)`.
+///
+/// The child only runs the runtime's own setup code and then execs or
+/// `_exit`s. berth-runtime is single-threaded when it forks; a library
+/// caller with more threads gets glibc's fork, which keeps malloc usable in
+/// the child, but must not hold other locks the child needs.
+pub(crate) fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: see above: the child never relies on state another thread
+    // could have left locked, other than malloc which glibc's fork resets.
+    unsafe { nix::unistd::fork() }
+}
+
+/// `_exit(2)`: leaves the process at once, without running destructors or
+/// atexit handlers (which belong to the parent's copy of the state).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks every descriptor from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`), so nothing of the runtime leaks into the
+/// container process (CVE-2024-21626 class).
+pub(crate) fn cloexec_from(first: u32) -> nix::Result<()> {
+    // SAFETY: close_range only changes descriptor flags of this process.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: walk /proc/self/fd.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|_| Errno::last())?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd >= first as i32 {
+            // SAFETY: F_SETFD only changes the flags of a descriptor number;
+            // a number that was the directory iterator's is already closed.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+/// Clears close-on-exec on `fd` (for --preserve-fds).
+pub(crate) fn clear_cloexec(fd: i32) -> nix::Result<()> {
+    // SAFETY: F_SETFD only changes the flags of the descriptor number.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    Errno::result(ret).map(drop)
+}
+
+/// `setdomainname(2)`.
+pub(crate) fn setdomainname(name: &str) -> nix::Result<()> {
+    let c = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the pointer and length describe a live buffer.
+    let ret = unsafe { libc::setdomainname(c.as_ptr(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// `/proc/self/fd/N` for a descriptor: the path to hand to calls (mount)
+/// that take a path, so they act on exactly the object the fd refers to.
+pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// `pidfd_open(2)`, or None on kernels without it.
+pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this descriptor to us; we own it.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ret as i32) })
+}
+
+/// Sends `sig` through a pidfd (immune to pid reuse).
+pub(crate) fn pidfd_send_signal(pidfd: impl AsFd, sig: i32) -> nix::Result<()> {
+    // SAFETY: the pidfd is a live descriptor; no siginfo is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_fd().as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+static FORWARD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_handler(sig: libc::c_int) {
+    let pid = FORWARD_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Forwards the usual terminating and job-control signals this process gets
+/// to `pid` (what `runc run` does for its container).
+pub fn forward_signals(pid: i32) -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    FORWARD_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    let action = SigAction::new(
+        SigHandler::Handler(forward_handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        // SAFETY: the handler only calls the async-signal-safe kill().
+        unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(())
+}
+
+/// Gives the process a new anonymous session keyring (what runc does unless
+/// --no-new-keyring), so containers do not share the host's keys. Errors
+/// (no keyring support, quota) are ignored like runc does.
+pub(crate) fn join_session_keyring() {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a null name asks for a new anonymous keyring; no memory of
+    // ours is passed.
+    unsafe {
+        libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>());
+    }
+}
