@@ -274,11 +274,21 @@ impl<R: Read> TarStream<R> {
                 )
             };
             let mut size = hsize;
-            let mut uid = header.uid().map_err(|e| bad("uid", e))?;
-            let mut gid = header.gid().map_err(|e| bad("gid", e))?;
-            let mut mtime = (header.mtime().map_err(|e| bad("mtime", e))? as i64, 0);
+            // Blank numeric fields (all NUL or space) read as 0, as Go's reader does.
+            let old = header.as_old();
+            let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
+            let num = |f: &[u8], v: io::Result<u64>, name: &str| {
+                if blank(f) {
+                    Ok(0)
+                } else {
+                    v.map_err(|e| bad(name, e))
+                }
+            };
+            let mut uid = num(&old.uid, header.uid(), "uid")?;
+            let mut gid = num(&old.gid, header.gid(), "gid")?;
+            let mut mtime = (num(&old.mtime, header.mtime(), "mtime")? as i64, 0);
             let mut atime = None;
-            let mode = header.mode().map_err(|e| bad("mode", e))?;
+            let mode = num(&old.mode, header.mode().map(u64::from), "mode")? as u32;
             let mut xattrs = Vec::new();
             let mut pax_size = None;
             for (k, v) in pax {
@@ -351,8 +361,6 @@ impl<R: Read> TarStream<R> {
                 });
             }
             let (major, minor) = if matches!(kind, Kind::Char | Kind::Block) {
-                // Some writers leave the fields blank for 0/0 (overlay-style whiteouts).
-                let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
                 let (bmaj, bmin) = header
                     .as_ustar()
                     .map(|u| (blank(&u.dev_major), blank(&u.dev_minor)))
