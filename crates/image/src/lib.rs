@@ -12,8 +12,11 @@ mod records;
 pub mod reference;
 pub mod save;
 mod sniff;
+pub mod spec;
+pub mod user;
 
 pub use error::{Error, Result};
 pub use media::PlatformSpec;
 pub use records::{Image, Images, Record};
 pub use reference::Reference;
+pub use spec::{spec_from_config, BindMount, Overrides};

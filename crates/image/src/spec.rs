@@ -1,0 +1,335 @@
+//! Image config → OCI runtime spec: containerd's default Linux spec, the
+//! image's config (User, Env, Entrypoint/Cmd, WorkingDir, Volumes, Labels,
+//! StopSignal) and the user's overrides, in containerd's order.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::Spec;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::user::resolve_user;
+
+/// The PATH a container gets when the image sets none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The annotation carrying the image's StopSignal (OCI image-spec key).
+pub const STOP_SIGNAL_ANNOTATION: &str = "org.opencontainers.image.stopSignal";
+
+/// containerd's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// A bind mount the user asks for (`-v SRC:DST[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path in the container.
+    pub destination: String,
+    /// Mount read-only.
+    pub readonly: bool,
+}
+
+impl BindMount {
+    /// Parses `SRC:DST[:ro|rw]`.
+    pub fn parse(text: &str) -> Result<BindMount> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let bad = || Error::invalid(format!("volume {text:?}"), "expected /host/path:/container/path[:ro]");
+        let (src, dst, mode) = match parts.as_slice() {
+            [s, d] => (*s, *d, "rw"),
+            [s, d, m] => (*s, *d, *m),
+            _ => return Err(bad()),
+        };
+        if !src.starts_with('/') || !dst.starts_with('/') || !matches!(mode, "ro" | "rw") {
+            return Err(bad());
+        }
+        Ok(BindMount {
+            source: PathBuf::from(src),
+            destination: dst.to_string(),
+            readonly: mode == "ro",
+        })
+    }
+}
+
+/// What the user overrides on top of the image config.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces the image's Entrypoint (and drops its Cmd, as docker does).
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's Cmd.
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=value` entries added to (or replacing) the image's Env.
+    pub env: Vec<String>,
+    /// Replaces the image's User.
+    pub user: Option<String>,
+    /// Replaces the image's WorkingDir.
+    pub workdir: Option<String>,
+    /// The container's hostname.
+    pub hostname: Option<String>,
+    /// Mount the root filesystem read-only.
+    pub read_only: bool,
+    /// Extra bind mounts.
+    pub binds: Vec<BindMount>,
+    /// Directory under which each image Volume gets a host directory
+    /// (created here) bind-mounted at the volume's path. Without it the
+    /// image's Volumes stay part of the container's root filesystem.
+    pub volume_root: Option<PathBuf>,
+    /// Allocate a terminal.
+    pub terminal: bool,
+}
+
+fn merge_env(env: &mut Vec<String>, entries: &[String]) {
+    for entry in entries {
+        let key = entry.split('=').next().unwrap_or(entry);
+        match env.iter_mut().find(|e| e.split('=').next() == Some(key)) {
+            Some(existing) => *existing = entry.clone(),
+            None => env.push(entry.clone()),
+        }
+    }
+}
+
+/// containerd's default Linux spec (`oci.populateDefaultUnixSpec`) as JSON.
+fn default_spec(rootfs: &Path) -> serde_json::Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": rootfs, "readonly": false},
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "cwd": "/",
+            "args": [],
+            "env": [DEFAULT_PATH],
+            "capabilities": {
+                "bounding": DEFAULT_CAPS,
+                "permitted": DEFAULT_CAPS,
+                "effective": DEFAULT_CAPS,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": false
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// Builds the runtime spec for running `config` from `rootfs`: containerd's
+/// defaults, then the image config, then `overrides`. The user is resolved
+/// through the rootfs's /etc/passwd and /etc/group.
+pub fn spec_from_config(config: &ImageConfiguration, overrides: &Overrides, rootfs: &Path) -> Result<Spec> {
+    let mut spec = default_spec(rootfs);
+    let image = config.config().clone().unwrap_or_default();
+
+    // Env: defaults, replaced/extended by the image's, then the user's.
+    let mut env = vec![DEFAULT_PATH.to_string()];
+    merge_env(&mut env, image.env().as_deref().unwrap_or_default());
+    merge_env(&mut env, &overrides.env);
+
+    // Args: docker's rules for Entrypoint/Cmd overrides.
+    let (entrypoint, cmd) = match (&overrides.entrypoint, &overrides.cmd) {
+        (Some(ep), cmd) => (ep.clone(), cmd.clone().unwrap_or_default()),
+        (None, Some(cmd)) => (image.entrypoint().clone().unwrap_or_default(), cmd.clone()),
+        (None, None) => (
+            image.entrypoint().clone().unwrap_or_default(),
+            image.cmd().clone().unwrap_or_default(),
+        ),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(Error::invalid(
+            "image config",
+            "the image has neither Entrypoint nor Cmd; give a command to run",
+        ));
+    }
+
+    let cwd = overrides
+        .workdir
+        .clone()
+        .or_else(|| image.working_dir().clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".to_string());
+    if !cwd.starts_with('/') {
+        return Err(Error::invalid(format!("working directory {cwd:?}"), "must be an absolute path"));
+    }
+
+    let user_text = overrides
+        .user
+        .clone()
+        .or_else(|| image.user().clone())
+        .unwrap_or_default();
+    let user = resolve_user(rootfs, &user_text)?;
+
+    let process = &mut spec["process"];
+    process["env"] = json!(env);
+    process["args"] = json!(args);
+    process["cwd"] = json!(cwd);
+    process["terminal"] = json!(overrides.terminal);
+    process["user"] = json!({"uid": user.uid, "gid": user.gid});
+    if !user.additional_gids.is_empty() {
+        process["user"]["additionalGids"] = json!(user.additional_gids);
+    }
+    if let Some(h) = &overrides.hostname {
+        spec["hostname"] = json!(h);
+    }
+    spec["root"]["readonly"] = json!(overrides.read_only);
+
+    // Annotations: image labels and stop signal.
+    let mut annotations = serde_json::Map::new();
+    if let Some(labels) = image.labels() {
+        for (k, v) in labels {
+            annotations.insert(k.clone(), json!(v));
+        }
+    }
+    if let Some(sig) = image.stop_signal() {
+        annotations.insert(STOP_SIGNAL_ANNOTATION.into(), json!(sig));
+    }
+    if !annotations.is_empty() {
+        spec["annotations"] = serde_json::Value::Object(annotations);
+    }
+
+    // Volumes and bind mounts.
+    let mounts = spec["mounts"].as_array_mut().expect("the default spec has mounts");
+    let mut volumes: Vec<String> = image.volumes().clone().unwrap_or_default();
+    volumes.sort();
+    if let Some(root) = &overrides.volume_root {
+        for volume in volumes {
+            if overrides.binds.iter().any(|b| b.destination == volume) {
+                continue;
+            }
+            let name: String = volume
+                .trim_matches('/')
+                .chars()
+                .map(|c| if c == '/' { '_' } else { c })
+                .collect();
+            let source = root.join(if name.is_empty() { "root".into() } else { name });
+            std::fs::create_dir_all(&source).map_err(|e| Error::io(&source, e))?;
+            mounts.push(json!({"destination": volume, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
+        }
+    }
+    for bind in &overrides.binds {
+        let mut options = vec!["rbind", "rprivate"];
+        if bind.readonly {
+            options.push("ro");
+        }
+        mounts.push(json!({"destination": bind.destination, "type": "bind", "source": bind.source, "options": options}));
+    }
+
+    serde_json::from_value(spec).map_err(|e| Error::invalid("runtime spec", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> ImageConfiguration {
+        let mut full = json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []}
+        });
+        full["config"] = json;
+        serde_json::from_value(full).unwrap()
+    }
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:80:81::/:/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nweb:x:81:\nlog:x:90:web\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn image_config_becomes_the_process() {
+        let r = rootfs();
+        let cfg = config(json!({
+            "User": "web", "Env": ["PATH=/app/bin", "A=1"], "Entrypoint": ["/app/run"], "Cmd": ["--serve"],
+            "WorkingDir": "/app", "Labels": {"org.example": "yes"}, "StopSignal": "SIGQUIT",
+            "Volumes": {"/data": {}}
+        }));
+        let vols = tempfile::tempdir().unwrap();
+        let overrides = Overrides { volume_root: Some(vols.path().to_path_buf()), ..Default::default() };
+        let spec = spec_from_config(&cfg, &overrides, r.path()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &vec!["/app/run".to_string(), "--serve".into()]);
+        assert_eq!(p.env().as_ref().unwrap(), &vec!["PATH=/app/bin".to_string(), "A=1".into()]);
+        assert_eq!(p.cwd().to_str(), Some("/app"));
+        assert_eq!((p.user().uid(), p.user().gid()), (80, 81));
+        assert_eq!(p.user().additional_gids().as_ref().unwrap(), &vec![90]);
+        let ann = spec.annotations().as_ref().unwrap();
+        assert_eq!(ann["org.example"], "yes");
+        assert_eq!(ann[STOP_SIGNAL_ANNOTATION], "SIGQUIT");
+        let mounts = spec.mounts().as_ref().unwrap();
+        assert!(mounts.iter().any(|m| m.destination().to_str() == Some("/data")));
+        assert!(vols.path().join("data").is_dir());
+        let caps = p.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();
+        assert_eq!(caps.len(), DEFAULT_CAPS.len());
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+        assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn overrides_follow_docker_rules() {
+        let r = rootfs();
+        let cfg = config(json!({"Entrypoint": ["/ep"], "Cmd": ["a"], "Env": ["X=1"]}));
+        let o = Overrides { cmd: Some(vec!["b".into()]), env: vec!["X=2".into()], user: Some("0:81".into()),
+            workdir: Some("/w".into()), hostname: Some("h".into()), read_only: true,
+            binds: vec![BindMount::parse("/tmp:/mnt:ro").unwrap()], ..Default::default() };
+        let spec = spec_from_config(&cfg, &o, r.path()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &vec!["/ep".to_string(), "b".into()]);
+        assert!(p.env().as_ref().unwrap().contains(&"X=2".to_string()));
+        assert!(p.env().as_ref().unwrap().iter().any(|e| e.starts_with("PATH=/usr/local/sbin")));
+        assert_eq!((p.user().uid(), p.user().gid()), (0, 81));
+        assert_eq!(spec.hostname().as_deref(), Some("h"));
+        assert!(spec.root().as_ref().unwrap().readonly().unwrap());
+        let bind = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination().to_str() == Some("/mnt")).unwrap();
+        assert!(bind.options().as_ref().unwrap().contains(&"ro".to_string()));
+        // A new entrypoint drops the image's Cmd.
+        let o = Overrides { entrypoint: Some(vec!["/bin/sh".into()]), ..Default::default() };
+        let spec = spec_from_config(&cfg, &o, r.path()).unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().args().as_ref().unwrap(), &vec!["/bin/sh".to_string()]);
+    }
+
+    #[test]
+    fn unknown_user_and_missing_command_are_clear_errors() {
+        let r = rootfs();
+        let err = spec_from_config(&config(json!({"User": "ghost", "Cmd": ["x"]})), &Overrides::default(), r.path()).unwrap_err();
+        assert!(err.to_string().contains("\"ghost\""), "{err}");
+        let err = spec_from_config(&config(json!({})), &Overrides::default(), r.path()).unwrap_err();
+        assert!(err.to_string().contains("neither Entrypoint nor Cmd"), "{err}");
+        assert!(BindMount::parse("relative:/x").is_err());
+    }
+}
