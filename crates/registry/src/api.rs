@@ -38,8 +38,8 @@ pub struct App {
     pub body_idle_timeout: Duration,
     /// Total time limit for requests without a streamed body.
     pub request_timeout: Duration,
-    /// Log each request.
-    pub access_log: bool,
+    /// Where one JSON line per request goes, if access logging is on.
+    pub access_log: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// The axum router serving the whole API, `/token` and `/metrics`.
@@ -166,16 +166,19 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     app.metrics
         .record(method.as_str(), status, elapsed.as_secs_f64());
-    if app.access_log {
-        tracing::info!(
-            target: "berth_registry::access",
-            method = %method,
-            path = %path,
-            status,
-            bytes = sent,
-            micros = elapsed.as_micros() as u64,
-            "request"
-        );
+    if let Some(log) = &app.access_log {
+        let line = serde_json::json!({
+            "time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            "method": method.as_str(),
+            "path": path,
+            "status": status,
+            "bytes": sent,
+            "micros": elapsed.as_micros() as u64,
+        });
+        let _ = log.send(line.to_string());
     }
     resp
 }

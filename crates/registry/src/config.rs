@@ -177,7 +177,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// Emit one structured `access` event per request (tracing target `berth_registry::access`).
+    /// Write one JSON line per request (time, method, path, status, bytes, micros) to stdout.
     #[serde(default = "yes")]
     pub access: bool,
 }

@@ -46,17 +46,18 @@ impl Digest {
                 format!("digest {s:?} is not of the form algorithm:hex (e.g. sha256:…)"),
             )
         })?;
-        let alg =
-            match alg {
-                "sha256" => Algorithm::Sha256,
-                "sha512" => Algorithm::Sha512,
-                other => return Err(Error::new(
+        let alg = match alg {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            other => {
+                return Err(Error::new(
                     Code::DigestInvalid,
                     format!(
                         "digest {s:?}: algorithm {other:?} is not supported; use sha256 or sha512"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if hex.len() != alg.hex_len()
             || !hex
                 .bytes()

@@ -102,6 +102,29 @@ fn tls_acceptor(cfg: &crate::config::TlsConfig) -> Result<tokio_rustls::TlsAccep
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(sc)))
 }
 
+/// Starts the task writing access-log lines (JSON, one per request) to
+/// stdout, batching writes so logging never blocks a request.
+fn spawn_access_log() -> tokio::sync::mpsc::UnboundedSender<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
+        while let Some(line) = rx.recv().await {
+            let mut ok =
+                out.write_all(line.as_bytes()).await.is_ok() && out.write_all(b"\n").await.is_ok();
+            while let Ok(line) = rx.try_recv() {
+                ok = ok
+                    && out.write_all(line.as_bytes()).await.is_ok()
+                    && out.write_all(b"\n").await.is_ok();
+            }
+            if !ok || out.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
 /// Starts a registry for `config` on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let driver = FsDriver::new(&config.storage.root).map_err(|source| StartError::Storage {
@@ -124,7 +147,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tls: tls.is_some(),
         body_idle_timeout: Duration::from_secs(config.limits.body_idle_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
-        access_log: config.log.access,
+        access_log: config.log.access.then(spawn_access_log),
     });
     let listener = TcpListener::bind(&config.addr)
         .await
