@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod registry;
+
 /// Options every subcommand sees.
 #[derive(Debug, clap::Args)]
 pub struct Global {
@@ -50,6 +52,11 @@ struct Cli {
 enum Command {
     /// Print the version.
     Version,
+    /// Run a distribution-spec registry server.
+    Registry {
+        #[command(subcommand)]
+        command: registry::Command,
+    },
 }
 
 fn main() {
@@ -67,6 +74,7 @@ fn main() {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
+        Command::Registry { command } => registry::run(command, &cli.global),
     };
     match result {
         Ok(code) => std::process::exit(code),

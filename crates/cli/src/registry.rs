@@ -1,0 +1,86 @@
+//! `berth registry …`: run a distribution-spec registry server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::Global;
+
+/// Registry subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a registry (filesystem storage; everything else from --config).
+    Serve {
+        /// Listen address, HOST:PORT (port 0 picks a free one). Overrides the config file.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Storage directory. Overrides the config file; default: <root>/registry.
+        #[arg(long)]
+        storage: Option<PathBuf>,
+        /// YAML or TOML (by extension) config: auth, TLS, GC, limits, logging.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Refuse pushes and deletes.
+        #[arg(long)]
+        read_only: bool,
+    },
+}
+
+/// Runs a registry subcommand.
+pub fn run(cmd: Command, global: &Global) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Serve {
+            addr,
+            storage,
+            config,
+            read_only,
+        } => {
+            let mut cfg = match &config {
+                Some(path) => berth_registry::Config::load(path)?,
+                None => berth_registry::Config {
+                    storage: berth_registry::config::StorageConfig {
+                        root: global.root.join("registry"),
+                    },
+                    ..Default::default()
+                },
+            };
+            if let Some(a) = addr {
+                cfg.addr = a;
+            }
+            if let Some(s) = storage {
+                cfg.storage.root = s;
+            }
+            cfg.read_only |= read_only;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(serve(cfg))?;
+            Ok(0)
+        }
+    }
+}
+
+async fn serve(cfg: berth_registry::Config) -> anyhow::Result<()> {
+    let root = cfg.storage.root.clone();
+    let server = berth_registry::start(cfg)
+        .await
+        .context("starting the registry")?;
+    let scheme = if server.app().tls { "https" } else { "http" };
+    eprintln!(
+        "berth registry: listening on {scheme}://{} (storage {})",
+        server.addr(),
+        root.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+    }
+    eprintln!("berth registry: shutting down, finishing requests in flight");
+    server.shutdown(Duration::from_secs(30)).await;
+    Ok(())
+}
