@@ -302,6 +302,11 @@ fn multi_layer_image_matches_umoci_unpack() {
         theirs.contains_key("usr/bin/su") && !theirs.contains_key("old"),
         "{theirs:#?}"
     );
+    // The comparison only means something if umoci kept these properties.
+    assert!(theirs["var/log/f"].contains("user.level"), "{theirs:#?}");
+    assert!(theirs["bin2/b"].contains("inode-of=bin2/a"), "{theirs:#?}");
+    assert!(theirs["usr/bin/su"].contains("mode=4755"), "{theirs:#?}");
+    assert!(theirs["opt/data/new"].starts_with("file") && !theirs.contains_key("opt/data/a"));
 
     let diff_ids: Vec<String> = layers
         .iter()
