@@ -1,6 +1,494 @@
-//! `berth-runtime`: an OCI runtime with runc's command line.
+//! `berth-runtime`: an OCI runtime with runc's command line, a thin layer
+//! over the `berth-runtime` library.
+
+mod logging;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use berth_runtime::{CreateOptions, ExecOptions, Runtime, Status};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "berth-runtime", version, about = "An OCI runtime with runc's command line")]
+struct Cli {
+    /// Root directory for storage of container state.
+    #[arg(long, global = true, default_value = "/run/berth")]
+    root: PathBuf,
+    /// Append log lines to this file (default: stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
+    /// Enable debug logging.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Use systemd for cgroups (not supported yet: a clear error).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Ignore cgroup permission errors ('true', 'false', or 'auto').
+    #[arg(long = "rootless", id = "global_rootless", num_args = 0..=1, default_missing_value = "true")]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct CreateArgs {
+    /// Container id.
+    id: String,
+    /// Path to the bundle directory.
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// File to write the init's pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to (process.terminal).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Do not create a new session keyring.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass N additional fds (3 .. 3+N) to the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+}
+
+impl CreateArgs {
+    fn options(&self) -> CreateOptions {
+        CreateOptions {
+            pid_file: self.pid_file.clone(),
+            console_socket: self.console_socket.clone(),
+            no_pivot: self.no_pivot,
+            no_new_keyring: self.no_new_keyring,
+            preserve_fds: self.preserve_fds,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new config.json in the bundle.
+    Spec {
+        /// Bundle directory to write config.json to.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// A spec for a rootless container.
+        #[arg(long = "rootless", id = "spec_rootless")]
+        rootless: bool,
+    },
+    /// Create a container (its init waits for `start`).
+    Create(CreateArgs),
+    /// Start a created container.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Create, start and wait for a container, then delete it.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return after start instead of waiting.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container's state after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print the state of a container as JSON.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// List containers.
+    List {
+        /// Print ids only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Send a signal to the container's init (default SIGTERM).
+    Kill {
+        /// Container id.
+        id: String,
+        /// Signal name or number.
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+        /// Signal every process of the container.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Delete a container.
+    Delete {
+        /// Container id.
+        id: String,
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
+    /// List the processes of a container.
+    Ps {
+        /// Container id.
+        id: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+        /// Options for ps(1) (default -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of a container.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// Print the features this runtime supports (JSON).
+    Features,
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// Container id.
+    id: String,
+    /// Command and arguments (unless --process).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    /// A process.json to run instead of the command line.
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Environment variables KEY=value (repeatable).
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// Working directory in the container.
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    tty: bool,
+    /// uid[:gid] to run as.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Additional gids (repeatable).
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    /// Add a capability (repeatable).
+    #[arg(short, long)]
+    cap: Vec<String>,
+    /// Set no_new_privs.
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    /// Return once the process runs.
+    #[arg(short, long)]
+    detach: bool,
+    /// File to write the process's pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Pass N additional fds (3 .. 3+N) to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Accepted for runc compatibility; ignored.
+    #[arg(long = "process-label", hide = true)]
+    process_label: Option<String>,
+    /// Accepted for runc compatibility; ignored.
+    #[arg(long = "apparmor", hide = true)]
+    apparmor: Option<String>,
+}
 
 fn main() {
-    eprintln!("berth-runtime: no subcommands yet");
-    std::process::exit(1);
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+        eprintln!("{e:#}");
+        std::process::exit(1);
+    }
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => logging::fatal(&e),
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    if cli.systemd_cgroup {
+        bail!("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver (podman: --cgroup-manager=cgroupfs; containerd: SystemdCgroup = false)");
+    }
+    let rt = Runtime::new(&cli.root);
+    match cli.cmd {
+        Cmd::Spec { bundle, rootless } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("File {} exists. Remove it first", path.display());
+            }
+            let spec = berth_runtime::spec_template::default_spec_json(rootless);
+            let data = serde_json::to_vec_pretty(&spec)?;
+            std::fs::write(&path, data).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Cmd::Create(args) => {
+            rt.create(&args.id, &args.bundle, &args.options())?;
+        }
+        Cmd::Start { id } => rt.load(&id)?.start()?,
+        Cmd::Run { create, detach, keep } => {
+            if detach {
+                let c = rt.create(&create.id, &create.bundle, &create.options())?;
+                if let Err(e) = c.start() {
+                    let _ = c.delete(true);
+                    return Err(e.into());
+                }
+                return Ok(0);
+            }
+            if keep {
+                nix_subreaper()?;
+                let c = rt.create(&create.id, &create.bundle, &create.options())?;
+                berth_runtime::forward_signals(c.pid())?;
+                c.start()?;
+                return Ok(berth_runtime::wait_exit(c.pid())?);
+            }
+            return Ok(rt.run(&create.id, &create.bundle, &create.options())?);
+        }
+        Cmd::State { id } => {
+            let st = rt.load(&id)?.state();
+            let mut out = std::io::stdout().lock();
+            out.write_all(&serde_json::to_vec_pretty(&st)?)?;
+            out.flush()?;
+        }
+        Cmd::List { quiet, format } => list(&rt, quiet, format)?,
+        Cmd::Kill { id, signal, all } => {
+            let sig = berth_runtime::signal::parse_signal(&signal)?;
+            rt.load(&id)?.kill(sig, all)?;
+        }
+        Cmd::Delete { id, force } => match rt.load(&id) {
+            Ok(c) => c.delete(force)?,
+            Err(berth_runtime::Error::NotExist { .. }) if force => {
+                // A create that died before writing its state leaves a bare
+                // directory: --force removes it, as runc does.
+                let dir = cli.root.join(&id);
+                if !id.contains('/') && id != "." && id != ".." && dir.is_dir() {
+                    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Cmd::Exec(args) => return exec(&rt, args),
+        Cmd::Ps { id, format, ps_args } => ps(&rt, &id, format, ps_args)?,
+        Cmd::Pause { id } => rt.load(&id)?.pause()?,
+        Cmd::Resume { id } => rt.load(&id)?.resume()?,
+        Cmd::Features => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&serde_json::to_vec_pretty(&berth_runtime::features::features())?)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(0)
+}
+
+fn nix_subreaper() -> Result<()> {
+    berth_runtime::set_child_subreaper().context("PR_SET_CHILD_SUBREAPER")
+}
+
+fn list(rt: &Runtime, quiet: bool, format: Format) -> Result<()> {
+    let containers = rt.list()?;
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for c in &containers {
+            writeln!(out, "{}", c.id())?;
+        }
+        return Ok(());
+    }
+    let states: Vec<_> = containers
+        .iter()
+        .map(|c| {
+            let mut s = c.state();
+            s.owner = c.owner();
+            s
+        })
+        .collect();
+    if format == Format::Json {
+        if states.is_empty() {
+            writeln!(out, "null")?;
+        } else {
+            writeln!(out, "{}", serde_json::to_string(&states)?)?;
+        }
+        return Ok(());
+    }
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from).to_vec()];
+    for s in &states {
+        rows.push(vec![
+            s.id.clone(),
+            s.pid.to_string(),
+            s.status.to_string(),
+            s.bundle.display().to_string(),
+            s.created.clone(),
+            s.owner.clone(),
+        ]);
+    }
+    write!(out, "{}", table(&rows))?;
+    Ok(())
+}
+
+/// Go's tabwriter as runc configures it (minwidth 12, padding 3).
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut widths = vec![0; cols];
+    for r in rows {
+        for (i, cell) in r.iter().enumerate().take(cols.saturating_sub(1)) {
+            widths[i] = widths[i].max((cell.chars().count() + 3).max(12));
+        }
+    }
+    let mut s = String::new();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 < r.len() {
+                s.push_str(&format!("{cell:<w$}", w = widths[i]));
+            } else {
+                s.push_str(cell);
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn parse_user(u: &str) -> Result<(u32, Option<u32>)> {
+    let (uid, gid) = match u.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (u, None),
+    };
+    let num = |s: &str| -> Result<u32> {
+        s.parse()
+            .with_context(|| format!("--user {u:?}: {s:?} is not a numeric id (use uid[:gid])"))
+    };
+    Ok((num(uid)?, gid.map(num).transpose()?))
+}
+
+fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
+    let c = rt.load(&a.id)?;
+    let process = if let Some(path) = &a.process {
+        berth_runtime::spec::load_process(path)?
+    } else {
+        if a.command.is_empty() {
+            bail!("exec: no command given (pass the command after the container id, or --process FILE)");
+        }
+        let mut p = c.record().config.process().clone().unwrap_or_default();
+        p.set_args(Some(a.command.clone()));
+        let mut env = p.env().clone().unwrap_or_default();
+        env.extend(a.env.iter().cloned());
+        p.set_env(Some(env));
+        if let Some(cwd) = &a.cwd {
+            p.set_cwd(cwd.clone());
+        }
+        p.set_terminal(Some(a.tty));
+        if let Some(u) = &a.user {
+            let (uid, gid) = parse_user(u)?;
+            let mut user = p.user().clone();
+            user.set_uid(uid);
+            if let Some(g) = gid {
+                user.set_gid(g);
+            }
+            p.set_user(user);
+        }
+        if !a.additional_gids.is_empty() {
+            let mut user = p.user().clone();
+            user.set_additional_gids(Some(a.additional_gids.clone()));
+            p.set_user(user);
+        }
+        if a.no_new_privs {
+            p.set_no_new_privileges(Some(true));
+        }
+        if !a.cap.is_empty() {
+            berth_runtime::spec::add_capabilities(&mut p, &a.cap)?;
+        }
+        p
+    };
+    let opts = ExecOptions {
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        preserve_fds: a.preserve_fds,
+    };
+    if a.detach {
+        c.exec(&process, &opts)?;
+        return Ok(0);
+    }
+    nix_subreaper()?;
+    let pid = c.exec(&process, &opts)?;
+    berth_runtime::forward_signals(pid)?;
+    Ok(berth_runtime::wait_exit(pid)?)
+}
+
+fn ps(rt: &Runtime, id: &str, format: Format, ps_args: Vec<String>) -> Result<()> {
+    let c = rt.load(id)?;
+    if c.status() == Status::Stopped {
+        bail!("container not running");
+    }
+    let pids = c.pids()?;
+    let mut out = std::io::stdout().lock();
+    if format == Format::Json {
+        writeln!(out, "{}", serde_json::to_string(&pids)?)?;
+        return Ok(());
+    }
+    let args = if ps_args.is_empty() { vec!["-ef".to_string()] } else { ps_args };
+    let output = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("cannot run ps(1)")?;
+    if !output.status.success() {
+        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let pid_col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .context("ps output has no PID column; include it in the ps options")?;
+    writeln!(out, "{header}")?;
+    for line in lines {
+        if let Some(pid) = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok()) {
+            if pids.contains(&pid) {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_like_runc() {
+        let rows = vec![
+            vec!["ID".into(), "PID".into(), "OWNER".into()],
+            vec!["t1".into(), "18285".into(), "root".into()],
+        ];
+        assert_eq!(table(&rows), "ID          PID         OWNER\nt1          18285       root\n");
+    }
+
+    #[test]
+    fn user_flag_parses_uid_and_gid() {
+        assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
+        assert_eq!(parse_user("7").unwrap(), (7, None));
+        assert!(parse_user("bob").unwrap_err().to_string().contains("bob"));
+    }
 }

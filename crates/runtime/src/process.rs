@@ -154,9 +154,12 @@ pub(crate) fn apply(p: &Prepared) -> CResult<()> {
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", p.uid))?;
     if let Some(c) = &p.caps {
         caps::set(None, CapSet::Inheritable, &c.inheritable).map_err(|e| format!("cannot set the inheritable capabilities: {e}"))?;
-        caps::set(None, CapSet::Permitted, &c.permitted).map_err(|e| format!("cannot set the permitted capabilities: {e}"))?;
-        caps::set(None, CapSet::Effective, &c.effective)
-            .map_err(|e| format!("cannot set the effective capabilities (they must be a subset of the permitted ones): {e}"))?;
+        // Effective before permitted: the kernel wants effective ⊆ permitted
+        // after every capset.
+        caps::set(None, CapSet::Effective, &c.effective).map_err(|e| format!("cannot set the effective capabilities: {e}"))?;
+        caps::set(None, CapSet::Permitted, &c.permitted).map_err(|e| {
+            format!("cannot set the permitted capabilities (effective ones must also be permitted): {e}")
+        })?;
         let _ = caps::clear(None, CapSet::Ambient);
         for cap in &c.ambient {
             // Like runc: an ambient capability also needs to be permitted and

@@ -169,3 +169,41 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Reads a process.json (`exec --process`), naming the field of any error.
+pub fn load_process(path: &Path) -> Result<Process> {
+    let data = std::fs::read(path).map_err(|e| bad(path, format!("cannot read the process file: {e}")))?;
+    let p: Process = parse_json(path, &data)?;
+    validate_process(&p, path, "process")?;
+    Ok(p)
+}
+
+/// Adds capabilities given by name (`CAP_SYS_ADMIN` or `SYS_ADMIN`) to the
+/// bounding, effective and permitted sets of `p` (`exec --cap`).
+pub fn add_capabilities(p: &mut Process, names: &[String]) -> Result<()> {
+    use oci_spec::runtime::{Capability, LinuxCapabilities};
+    let mut caps = p.capabilities().clone().unwrap_or_else(|| {
+        let mut c = LinuxCapabilities::default();
+        c.set_bounding(None).set_effective(None).set_permitted(None).set_inheritable(None).set_ambient(None);
+        c
+    });
+    for name in names {
+        let upper = name.to_ascii_uppercase();
+        let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        let cap: Capability = bare.parse().map_err(|_| Error::Config {
+            path: PathBuf::from("--cap"),
+            msg: format!("unknown capability {name:?} (use names like CAP_NET_ADMIN)"),
+        })?;
+        let add = |set: Option<oci_spec::runtime::Capabilities>| {
+            let mut s = set.unwrap_or_default();
+            s.insert(cap);
+            Some(s)
+        };
+        let b = add(caps.bounding().clone());
+        let e = add(caps.effective().clone());
+        let pm = add(caps.permitted().clone());
+        caps.set_bounding(b).set_effective(e).set_permitted(pm);
+    }
+    p.set_capabilities(Some(caps));
+    Ok(())
+}

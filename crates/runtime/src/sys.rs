@@ -149,3 +149,10 @@ pub(crate) fn join_session_keyring() {
         libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>());
     }
 }
+
+/// Makes the calling process a child subreaper, so orphans it created (a
+/// container init whose intermediate parent exited) become its children and
+/// can be waited for.
+pub fn set_child_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
