@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod images;
 mod registry;
 
 /// Options every subcommand sees.
@@ -52,6 +53,8 @@ struct Cli {
 enum Command {
     /// Print the version.
     Version,
+    #[command(flatten)]
+    Image(images::Command),
     /// Run a distribution-spec registry server.
     Registry {
         #[command(subcommand)]
@@ -74,6 +77,7 @@ fn main() {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
+        Command::Image(cmd) => images::run(cmd, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
     match result {

@@ -52,7 +52,11 @@ pub fn fsck(images: &Images) -> Result<(FsckReport, Vec<String>)> {
         let mut seen = HashMap::new();
         let mut found = Vec::new();
         images.reachable(&record.target, &mut seen, &mut found);
-        problems.extend(found.into_iter().map(|p| format!("image {}: {p}", record.name)));
+        problems.extend(
+            found
+                .into_iter()
+                .map(|p| format!("image {}: {p}", record.name)),
+        );
     }
     Ok((report, problems))
 }

@@ -47,12 +47,21 @@ fn check_tar_header(block: &[u8], input: &Path) -> Result<()> {
     }
     let header = tar::Header::from_byte_slice(block);
     let stored = header.cksum().map_err(|e| {
-        Error::invalid(input.display().to_string(), format!("not a tar archive: {e}"))
+        Error::invalid(
+            input.display().to_string(),
+            format!("not a tar archive: {e}"),
+        )
     })?;
     let computed: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u32 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u32
+            }
+        })
         .sum();
     if stored != computed {
         return Err(Error::invalid(
@@ -85,7 +94,10 @@ pub fn import(
         Box::new(File::open(input).map_err(|e| Error::io(input, e))?)
     };
     let mut buffered = BufReader::with_capacity(1 << 16, raw);
-    let head = buffered.fill_buf().map_err(|e| Error::io(input, e))?.to_vec();
+    let head = buffered
+        .fill_buf()
+        .map_err(|e| Error::io(input, e))?
+        .to_vec();
     let mut reader: Box<dyn Read> = match Compression::sniff(&head) {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(
@@ -107,7 +119,9 @@ pub fn import(
                 // Fill the first header block before checking it.
                 let mut filled = n;
                 while filled < 512 && n > 0 {
-                    let m = reader.read(&mut buf[filled..]).map_err(|e| Error::io(input, e))?;
+                    let m = reader
+                        .read(&mut buf[filled..])
+                        .map_err(|e| Error::io(input, e))?;
                     if m == 0 {
                         break;
                     }
@@ -116,7 +130,8 @@ pub fn import(
                 check_tar_header(&buf[..filled], input)?;
                 first = false;
                 diff.update(&buf[..filled]);
-                gz.write_all(&buf[..filled]).map_err(|e| Error::io(input, e))?;
+                gz.write_all(&buf[..filled])
+                    .map_err(|e| Error::io(input, e))?;
                 total += filled as u64;
                 if n == 0 {
                     break;

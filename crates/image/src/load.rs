@@ -16,9 +16,7 @@ use std::path::{Component, Path, PathBuf};
 
 use berth_content::layout::{CONTAINERD_IMAGE_NAME, REF_NAME};
 use berth_content::{parse_digest, Expected, Info};
-use oci_spec::image::{
-    Descriptor, DescriptorBuilder, Digest, ImageManifestBuilder, MediaType,
-};
+use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, ImageManifestBuilder, MediaType};
 
 use crate::error::{Error, Result};
 use crate::media::{self, kind, Compression, Kind, MAX_JSON};
@@ -96,25 +94,38 @@ impl Loader<'_> {
                 if store.exists(desc.digest()) {
                     let info = store.info(desc.digest())?;
                     if info.size != desc.size() {
-                        return Err(Error::invalid(what, format!("descriptor says {} bytes but the blob has {}", desc.size(), info.size)));
+                        return Err(Error::invalid(
+                            what,
+                            format!(
+                                "descriptor says {} bytes but the blob has {}",
+                                desc.size(),
+                                info.size
+                            ),
+                        ));
                     }
                     return Ok(());
                 }
                 let file = File::open(&path).map_err(|e| {
                     Error::invalid(&what, format!("cannot open {}: {e}", path.display()))
                 })?;
-                let expected = Expected::from_descriptor(desc, format!("{what} ({})", path.display()));
+                let expected =
+                    Expected::from_descriptor(desc, format!("{what} ({})", path.display()));
                 self.ingest(expected, file)?;
                 Ok(())
             }
             Source::Streamed => {
-                let info = self.images.content().info(desc.digest()).map_err(|_| {
-                    Error::invalid(&what, "the blob is missing from the archive")
-                })?;
+                let info =
+                    self.images.content().info(desc.digest()).map_err(|_| {
+                        Error::invalid(&what, "the blob is missing from the archive")
+                    })?;
                 if info.size != desc.size() {
                     return Err(Error::invalid(
                         what,
-                        format!("descriptor says {} bytes but the blob has {}", desc.size(), info.size),
+                        format!(
+                            "descriptor says {} bytes but the blob has {}",
+                            desc.size(),
+                            info.size
+                        ),
                     ));
                 }
                 Ok(())
@@ -134,7 +145,10 @@ impl Loader<'_> {
     /// Checks and ingests the tree under an index.json entry.
     fn tree(&mut self, desc: &Descriptor, depth: usize) -> Result<()> {
         if depth > 4 {
-            return Err(Error::invalid(self.blob_what(desc.digest(), "index"), "indexes nested too deeply"));
+            return Err(Error::invalid(
+                self.blob_what(desc.digest(), "index"),
+                "indexes nested too deeply",
+            ));
         }
         match kind(desc.media_type()) {
             Kind::Index => {
@@ -144,13 +158,18 @@ impl Loader<'_> {
                 let index = media::parse_index(&data, &what)?;
                 let mut loaded = 0;
                 for child in index.manifests() {
-                    if matches!(kind(child.media_type()), Kind::Manifest | Kind::Index) && self.present(child) {
+                    if matches!(kind(child.media_type()), Kind::Manifest | Kind::Index)
+                        && self.present(child)
+                    {
                         self.tree(child, depth + 1)?;
                         loaded += 1;
                     }
                 }
                 if loaded == 0 {
-                    return Err(Error::invalid(what, "none of the index's manifests is in the input"));
+                    return Err(Error::invalid(
+                        what,
+                        "none of the index's manifests is in the input",
+                    ));
                 }
                 Ok(())
             }
@@ -161,14 +180,22 @@ impl Loader<'_> {
                 let manifest = media::parse_manifest(&data, &what)?;
                 self.fetch(manifest.config(), "config")?;
                 let config_what = self.blob_what(manifest.config().digest(), "config");
-                let data = self.images.content().read_blob(manifest.config().digest(), MAX_JSON)?;
+                let data = self
+                    .images
+                    .content()
+                    .read_blob(manifest.config().digest(), MAX_JSON)?;
                 let config = media::parse_config(&data, &config_what)?;
                 let diff_ids = config.rootfs().diff_ids();
                 let layers: Vec<&Descriptor> = manifest.layers().iter().collect();
                 if diff_ids.len() != layers.len() {
                     return Err(Error::invalid(
                         config_what,
-                        format!("rootfs.diff_ids lists {} layers but manifest {} has {}", diff_ids.len(), desc.digest(), layers.len()),
+                        format!(
+                            "rootfs.diff_ids lists {} layers but manifest {} has {}",
+                            diff_ids.len(),
+                            desc.digest(),
+                            layers.len()
+                        ),
                     ));
                 }
                 for (i, layer) in layers.into_iter().enumerate() {
@@ -180,7 +207,10 @@ impl Loader<'_> {
             }
             _ => Err(Error::invalid(
                 self.blob_what(desc.digest(), "entry"),
-                format!("index.json points at media type {} (expected a manifest or index)", desc.media_type()),
+                format!(
+                    "index.json points at media type {} (expected a manifest or index)",
+                    desc.media_type()
+                ),
             )),
         }
     }
@@ -198,14 +228,21 @@ impl Loader<'_> {
         if declared != sniffed.compression {
             return Err(Error::invalid(
                 what,
-                format!("declared as {} but its content is {:?}-compressed", layer.media_type(), sniffed.compression),
+                format!(
+                    "declared as {} but its content is {:?}-compressed",
+                    layer.media_type(),
+                    sniffed.compression
+                ),
             ));
         }
         let actual = match &sniffed.diff_id {
             Ok(Some(d)) => d.clone(),
             Ok(None) => layer.digest().clone(),
             Err(e) => {
-                return Err(Error::invalid(what, format!("cannot decompress ({:?}): {e}", sniffed.compression)))
+                return Err(Error::invalid(
+                    what,
+                    format!("cannot decompress ({:?}): {e}", sniffed.compression),
+                ))
             }
         };
         if actual.to_string() != diff_id {
@@ -219,7 +256,12 @@ impl Loader<'_> {
 }
 
 /// The name(s) an index.json entry is recorded under.
-fn entry_names(desc: &Descriptor, position: usize, opts: &LoadOptions, input: &Path) -> Result<Vec<Reference>> {
+fn entry_names(
+    desc: &Descriptor,
+    position: usize,
+    opts: &LoadOptions,
+    input: &Path,
+) -> Result<Vec<Reference>> {
     let annotations = desc.annotations().clone().unwrap_or_default();
     let what = format!("{}: index.json entry {position}", input.display());
     if let Some(full) = annotations.get(CONTAINERD_IMAGE_NAME) {
@@ -287,7 +329,11 @@ pub fn load(images: &Images, input: &Path, opts: &LoadOptions) -> Result<Vec<Ref
     }
 }
 
-fn load_index(loader: &mut Loader<'_>, index: &oci_spec::image::ImageIndex, opts: &LoadOptions) -> Result<Vec<Reference>> {
+fn load_index(
+    loader: &mut Loader<'_>,
+    index: &oci_spec::image::ImageIndex,
+    opts: &LoadOptions,
+) -> Result<Vec<Reference>> {
     let mut records = Vec::new();
     for (position, desc) in index.manifests().iter().enumerate() {
         let names = entry_names(desc, position, opts, &loader.input)?;
@@ -325,7 +371,10 @@ fn entry_name(raw: &Path, input: &Path) -> Result<String> {
             _ => {
                 return Err(Error::invalid(
                     input.display().to_string(),
-                    format!("archive entry {:?} escapes the archive (absolute or ..)", raw),
+                    format!(
+                        "archive entry {:?} escapes the archive (absolute or ..)",
+                        raw
+                    ),
                 ))
             }
         }
@@ -341,7 +390,12 @@ fn stream_tar(loader: &mut Loader<'_>, reader: Box<dyn Read>) -> Result<Streamed
         files: HashMap::new(),
         links: HashMap::new(),
     };
-    let tar_err = |e: std::io::Error| Error::invalid(input.display().to_string(), format!("not a readable tar archive: {e}"));
+    let tar_err = |e: std::io::Error| {
+        Error::invalid(
+            input.display().to_string(),
+            format!("not a readable tar archive: {e}"),
+        )
+    };
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
         let raw = entry.path().map_err(tar_err)?.into_owned();
@@ -377,7 +431,10 @@ fn stream_tar(loader: &mut Loader<'_>, reader: Box<dyn Read>) -> Result<Streamed
             loader.ingest(expected, &mut entry)?;
         } else if name.ends_with(".json") || name == "oci-layout" {
             if size > MAX_JSON {
-                return Err(Error::invalid(at, format!("{size} bytes is too large for a JSON document")));
+                return Err(Error::invalid(
+                    at,
+                    format!("{size} bytes is too large for a JSON document"),
+                ));
             }
             let mut data = Vec::with_capacity(size as usize);
             entry.read_to_end(&mut data).map_err(tar_err)?;
@@ -413,11 +470,17 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-fn load_docker(loader: &mut Loader<'_>, streamed: &Streamed, opts: &LoadOptions) -> Result<Vec<Reference>> {
+fn load_docker(
+    loader: &mut Loader<'_>,
+    streamed: &Streamed,
+    opts: &LoadOptions,
+) -> Result<Vec<Reference>> {
     let input = loader.input.display().to_string();
     let manifest_what = format!("{input}:manifest.json");
     let entries: Vec<DockerEntry> = serde_json::from_slice(&streamed.json["manifest.json"])
-        .map_err(|e| Error::invalid(&manifest_what, format!("invalid docker save manifest: {e}")))?;
+        .map_err(|e| {
+            Error::invalid(&manifest_what, format!("invalid docker save manifest: {e}"))
+        })?;
     let store = loader.images.content().clone();
     let resolve = |path: &str| -> String {
         let mut p = path.to_string();
@@ -436,8 +499,15 @@ fn load_docker(loader: &mut Loader<'_>, streamed: &Streamed, opts: &LoadOptions)
         let config_at = format!("{input}:{config_path}");
         let config_bytes = if let Some(data) = streamed.json.get(&config_path) {
             let computed = berth_content::digest_of(data);
-            let stem = config_path.trim_end_matches(".json").rsplit('/').next().unwrap_or("");
-            if stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()) && stem != computed.digest() {
+            let stem = config_path
+                .trim_end_matches(".json")
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            if stem.len() == 64
+                && stem.bytes().all(|b| b.is_ascii_hexdigit())
+                && stem != computed.digest()
+            {
                 return Err(Error::invalid(
                     format!("config {config_at}"),
                     format!("digest mismatch: the file is named sha256:{stem} but its content is {computed}"),
@@ -448,7 +518,10 @@ fn load_docker(loader: &mut Loader<'_>, streamed: &Streamed, opts: &LoadOptions)
             let digest = parse_digest(&rest.replacen('/', ":", 1))?;
             store.read_blob(&digest, MAX_JSON)?
         } else {
-            return Err(Error::invalid(&manifest_what, format!("entry {i}: config {:?} is not in the archive", entry.config)));
+            return Err(Error::invalid(
+                &manifest_what,
+                format!("entry {i}: config {:?} is not in the archive", entry.config),
+            ));
         };
         let config = media::parse_config(&config_bytes, &format!("config {config_at}"))?;
         let config_info = store.put_bytes(&config_bytes, &format!("config {config_at}"))?;
@@ -456,7 +529,11 @@ fn load_docker(loader: &mut Loader<'_>, streamed: &Streamed, opts: &LoadOptions)
         if diff_ids.len() != entry.layers.len() {
             return Err(Error::invalid(
                 format!("config {config_at}"),
-                format!("rootfs.diff_ids lists {} layers but manifest.json entry {i} has {}", diff_ids.len(), entry.layers.len()),
+                format!(
+                    "rootfs.diff_ids lists {} layers but manifest.json entry {i} has {}",
+                    diff_ids.len(),
+                    entry.layers.len()
+                ),
             ));
         }
         let mut layers = Vec::new();
@@ -468,10 +545,16 @@ fn load_docker(loader: &mut Loader<'_>, streamed: &Streamed, opts: &LoadOptions)
             } else if let Some(rest) = path.strip_prefix("blobs/") {
                 let digest = parse_digest(&rest.replacen('/', ":", 1))?;
                 store.info(&digest).map_err(|_| {
-                    Error::invalid(format!("{role} {input}:{path}"), "the layer is missing from the archive")
+                    Error::invalid(
+                        format!("{role} {input}:{path}"),
+                        "the layer is missing from the archive",
+                    )
                 })?
             } else {
-                return Err(Error::invalid(format!("{role} {input}:{layer_path}"), "the layer is missing from the archive"));
+                return Err(Error::invalid(
+                    format!("{role} {input}:{layer_path}"),
+                    "the layer is missing from the archive",
+                ));
             };
             let compression = loader
                 .sniffed
@@ -500,7 +583,8 @@ fn load_docker(loader: &mut Loader<'_>, streamed: &Streamed, opts: &LoadOptions)
             .layers(layers)
             .build()
             .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
-        let body = serde_json::to_vec(&manifest).map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
+        let body = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
         let info = store.put_bytes(&body, "manifest")?;
         let target = DescriptorBuilder::default()
             .media_type(MediaType::ImageManifest)
@@ -509,9 +593,10 @@ fn load_docker(loader: &mut Loader<'_>, streamed: &Streamed, opts: &LoadOptions)
             .build()
             .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
         let names: Vec<Reference> = match (&entry.repo_tags, &opts.name) {
-            (Some(tags), _) if !tags.is_empty() => {
-                tags.iter().map(|t| Reference::parse(t)).collect::<Result<_>>()?
-            }
+            (Some(tags), _) if !tags.is_empty() => tags
+                .iter()
+                .map(|t| Reference::parse(t))
+                .collect::<Result<_>>()?,
             (_, Some(name)) => vec![Reference::parse(name)?],
             _ => {
                 return Err(Error::invalid(

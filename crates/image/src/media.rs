@@ -123,7 +123,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(data: &[u8], what: &str, doc: &str
     if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
         check_schema1(Some(DOCKER_SCHEMA1[0]), what)?;
     }
-    serde_json::from_value(value).map_err(|e| Error::invalid(what, format!("not a valid {doc}: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| Error::invalid(what, format!("not a valid {doc}: {e}")))
 }
 
 /// Parses an OCI or Docker schema2 manifest; `what` names it in errors.
@@ -299,14 +300,22 @@ mod tests {
         let err = parse_manifest(br#"{"schemaVersion":1,"name":"x"}"#, "blob X").unwrap_err();
         assert!(err.to_string().contains("schema1"), "{err}");
         let err = parse_manifest(b"{oops", "blob Y in a.tar").unwrap_err();
-        assert!(err.to_string().contains("blob Y in a.tar") && err.to_string().contains("invalid JSON"));
+        assert!(
+            err.to_string().contains("blob Y in a.tar") && err.to_string().contains("invalid JSON")
+        );
     }
 
     #[test]
     fn docker_media_types_are_classified() {
-        assert_eq!(kind(&MediaType::from(DOCKER_LAYER_GZIP)), Kind::Layer(Compression::Gzip));
+        assert_eq!(
+            kind(&MediaType::from(DOCKER_LAYER_GZIP)),
+            Kind::Layer(Compression::Gzip)
+        );
         assert_eq!(kind(&MediaType::from(DOCKER_CONFIG)), Kind::Config);
-        assert_eq!(kind(&MediaType::ImageLayerZstd), Kind::Layer(Compression::Zstd));
+        assert_eq!(
+            kind(&MediaType::ImageLayerZstd),
+            Kind::Layer(Compression::Zstd)
+        );
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
     }
 }

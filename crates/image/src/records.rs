@@ -101,7 +101,7 @@ impl Images {
                 target: desc.clone(),
             });
         }
-        out.sort_by(|a, b| a.name.to_string().cmp(&b.name.to_string()));
+        out.sort_by_key(|r| r.name.to_string());
         Ok(out)
     }
 
@@ -141,7 +141,8 @@ impl Images {
         let mut manifests = index.manifests().clone();
         for (name, target) in entries {
             let text = name.to_string();
-            manifests.retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&text));
+            manifests
+                .retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&text));
             let mut desc = target.clone();
             let mut annotations = desc.annotations().clone().unwrap_or_default();
             annotations.retain(|k, _| k != layout::CONTAINERD_IMAGE_NAME);
@@ -216,12 +217,19 @@ impl Images {
                 _ => {
                     return Err(Error::invalid(
                         format!("image {}", record.name),
-                        format!("points at {} ({}), which is not a manifest or index", desc.digest(), desc.media_type()),
+                        format!(
+                            "points at {} ({}), which is not a manifest or index",
+                            desc.digest(),
+                            desc.media_type()
+                        ),
                     ))
                 }
             }
         }
-        Err(Error::invalid(format!("image {}", record.name), "indexes nested too deeply"))
+        Err(Error::invalid(
+            format!("image {}", record.name),
+            "indexes nested too deeply",
+        ))
     }
 
     /// Looks up `name` and resolves it for `platform`.
@@ -233,12 +241,21 @@ impl Images {
     /// Every blob reachable from `desc` that is present in the store
     /// (children of an index that were never fetched are skipped), with
     /// problems (missing or unreadable blobs of present manifests) reported.
-    pub fn reachable(&self, desc: &Descriptor, out: &mut HashMap<Digest, Descriptor>, problems: &mut Vec<String>) {
+    pub fn reachable(
+        &self,
+        desc: &Descriptor,
+        out: &mut HashMap<Digest, Descriptor>,
+        problems: &mut Vec<String>,
+    ) {
         if out.contains_key(desc.digest()) {
             return;
         }
         if !self.content.exists(desc.digest()) {
-            problems.push(format!("blob {} ({}) is missing", desc.digest(), desc.media_type()));
+            problems.push(format!(
+                "blob {} ({}) is missing",
+                desc.digest(),
+                desc.media_type()
+            ));
             return;
         }
         out.insert(desc.digest().clone(), desc.clone());

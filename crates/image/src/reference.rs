@@ -65,8 +65,7 @@ pub fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
@@ -105,7 +104,8 @@ impl Reference {
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
-                let digest = berth_content::parse_digest(d).map_err(|e| bad(input, e.to_string()))?;
+                let digest =
+                    berth_content::parse_digest(d).map_err(|e| bad(input, e.to_string()))?;
                 (r, Some(digest))
             }
             None => (input, None),
@@ -117,7 +117,9 @@ impl Reference {
                 if !valid_tag(tag) {
                     return Err(bad(
                         input,
-                        format!("invalid tag {tag:?} (allowed: letters, digits, _ . -; at most 128)"),
+                        format!(
+                            "invalid tag {tag:?} (allowed: letters, digits, _ . -; at most 128)"
+                        ),
                     ));
                 }
                 (&rest[..last_slash + i], Some(tag.to_string()))
@@ -260,12 +262,18 @@ mod tests {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(norm("index.docker.io/library/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/library/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("localhost:5000/a/b:v1"), "localhost:5000/a/b:v1");
         assert_eq!(norm("quay.io/x/y_z__w-1"), "quay.io/x/y_z__w-1:latest");
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
         assert_eq!(
             norm(&format!("reg.io:443/busybox:t@{d}")),
             format!("reg.io:443/busybox:t@{d}")
@@ -292,7 +300,7 @@ mod tests {
             "busybox@sha256:123",
             "-lead",
             "host:port/x",
-            "busybox:" ,
+            "busybox:",
         ] {
             let err = Reference::parse(bad);
             assert!(err.is_err(), "{bad:?} should be refused");

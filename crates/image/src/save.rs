@@ -7,13 +7,19 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use berth_content::layout::{empty_index, CONTAINERD_IMAGE_NAME, REF_NAME, LAYOUT_VERSION};
+use berth_content::layout::{empty_index, CONTAINERD_IMAGE_NAME, LAYOUT_VERSION, REF_NAME};
 use oci_spec::image::{Descriptor, Digest};
 
 use crate::error::{Error, Result};
 use crate::records::Images;
 
-fn append(builder: &mut tar::Builder<impl Write>, path: &str, size: u64, data: impl std::io::Read, out: &Path) -> Result<()> {
+fn append(
+    builder: &mut tar::Builder<impl Write>,
+    path: &str,
+    size: u64,
+    data: impl std::io::Read,
+    out: &Path,
+) -> Result<()> {
     let mut header = tar::Header::new_ustar();
     header.set_size(size);
     header.set_mode(0o644);
@@ -44,7 +50,10 @@ fn append_dir(builder: &mut tar::Builder<impl Write>, path: &str, out: &Path) ->
 /// write them.
 pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
     if names.is_empty() {
-        return Err(Error::invalid("berth save", "name at least one image to save"));
+        return Err(Error::invalid(
+            "berth save",
+            "name at least one image to save",
+        ));
     }
     let mut blobs: HashMap<Digest, Descriptor> = HashMap::new();
     let mut entries = Vec::new();
@@ -53,7 +62,10 @@ pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
         let mut problems = Vec::new();
         images.reachable(&record.target, &mut blobs, &mut problems);
         if let Some(p) = problems.first() {
-            return Err(Error::invalid(format!("image {}", record.name), format!("{p}; run `berth fsck`")));
+            return Err(Error::invalid(
+                format!("image {}", record.name),
+                format!("{p}; run `berth fsck`"),
+            ));
         }
         let mut desc = record.target.clone();
         let mut annotations = std::collections::HashMap::new();
@@ -66,11 +78,18 @@ pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
     }
     let mut index = empty_index();
     index.set_manifests(entries);
-    let index_json = serde_json::to_vec(&index).map_err(|e| Error::invalid("index.json", e.to_string()))?;
+    let index_json =
+        serde_json::to_vec(&index).map_err(|e| Error::invalid("index.json", e.to_string()))?;
     let layout_json = serde_json::json!({ "imageLayoutVersion": LAYOUT_VERSION }).to_string();
 
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.berth-tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let file = OpenOptions::new()
@@ -80,12 +99,27 @@ pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, e))?;
         let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
-        append(&mut builder, "oci-layout", layout_json.len() as u64, layout_json.as_bytes(), out)?;
-        append(&mut builder, "index.json", index_json.len() as u64, &index_json[..], out)?;
+        append(
+            &mut builder,
+            "oci-layout",
+            layout_json.len() as u64,
+            layout_json.as_bytes(),
+            out,
+        )?;
+        append(
+            &mut builder,
+            "index.json",
+            index_json.len() as u64,
+            &index_json[..],
+            out,
+        )?;
         append_dir(&mut builder, "blobs/", out)?;
         let mut by_alg: BTreeMap<String, Vec<&Digest>> = BTreeMap::new();
         for digest in blobs.keys() {
-            by_alg.entry(digest.algorithm().to_string()).or_default().push(digest);
+            by_alg
+                .entry(digest.algorithm().to_string())
+                .or_default()
+                .push(digest);
         }
         for (alg, mut digests) in by_alg {
             append_dir(&mut builder, &format!("blobs/{alg}/"), out)?;
@@ -93,11 +127,19 @@ pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
             for digest in digests {
                 let info = images.content().info(digest)?;
                 let reader = images.content().reader(digest)?;
-                append(&mut builder, &format!("blobs/{alg}/{}", digest.digest()), info.size, reader, out)?;
+                append(
+                    &mut builder,
+                    &format!("blobs/{alg}/{}", digest.digest()),
+                    info.size,
+                    reader,
+                    out,
+                )?;
             }
         }
         let writer = builder.into_inner().map_err(|e| Error::io(&tmp, e))?;
-        let file = writer.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
         Ok(())

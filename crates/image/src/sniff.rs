@@ -75,7 +75,10 @@ impl<W: Write> Sniffer<W> {
     pub fn finish(self) -> (W, Sniffed) {
         let diff_id = match self.decoder {
             Decoder::Undecided | Decoder::Plain => Ok(None),
-            Decoder::Gzip(d) => d.finish().map(|h| Some(h.digest())).map_err(|e| e.to_string()),
+            Decoder::Gzip(d) => d
+                .finish()
+                .map(|h| Some(h.digest()))
+                .map_err(|e| e.to_string()),
             Decoder::Zstd(mut d) => d
                 .flush()
                 .map(|_| Some(d.into_inner().digest()))
@@ -133,12 +136,16 @@ mod tests {
         let z = zstd::encode_all(&b"zz"[..], 1).unwrap();
         let mut s = Sniffer::new(Vec::new());
         s.write_all(&z).unwrap();
-        assert_eq!(s.finish().1.diff_id.unwrap(), Some(berth_content::digest_of(b"zz")));
+        assert_eq!(
+            s.finish().1.diff_id.unwrap(),
+            Some(berth_content::digest_of(b"zz"))
+        );
         let mut s = Sniffer::new(Vec::new());
         s.write_all(b"plain tar").unwrap();
         assert_eq!(s.finish().1.diff_id.unwrap(), None);
         let mut s = Sniffer::new(Vec::new());
-        s.write_all(&[0x1f, 0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]).unwrap();
+        s.write_all(&[0x1f, 0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3])
+            .unwrap();
         assert!(s.finish().1.diff_id.is_err());
     }
 }

@@ -50,7 +50,12 @@ impl BindMount {
     /// Parses `SRC:DST[:ro|rw]`.
     pub fn parse(text: &str) -> Result<BindMount> {
         let parts: Vec<&str> = text.split(':').collect();
-        let bad = || Error::invalid(format!("volume {text:?}"), "expected /host/path:/container/path[:ro]");
+        let bad = || {
+            Error::invalid(
+                format!("volume {text:?}"),
+                "expected /host/path:/container/path[:ro]",
+            )
+        };
         let (src, dst, mode) = match parts.as_slice() {
             [s, d] => (*s, *d, "rw"),
             [s, d, m] => (*s, *d, *m),
@@ -149,7 +154,11 @@ fn default_spec(rootfs: &Path) -> serde_json::Value {
 /// Builds the runtime spec for running `config` from `rootfs`: containerd's
 /// defaults, then the image config, then `overrides`. The user is resolved
 /// through the rootfs's /etc/passwd and /etc/group.
-pub fn spec_from_config(config: &ImageConfiguration, overrides: &Overrides, rootfs: &Path) -> Result<Spec> {
+pub fn spec_from_config(
+    config: &ImageConfiguration,
+    overrides: &Overrides,
+    rootfs: &Path,
+) -> Result<Spec> {
     let mut spec = default_spec(rootfs);
     let image = config.config().clone().unwrap_or_default();
 
@@ -181,7 +190,10 @@ pub fn spec_from_config(config: &ImageConfiguration, overrides: &Overrides, root
         .or_else(|| image.working_dir().clone().filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".to_string());
     if !cwd.starts_with('/') {
-        return Err(Error::invalid(format!("working directory {cwd:?}"), "must be an absolute path"));
+        return Err(Error::invalid(
+            format!("working directory {cwd:?}"),
+            "must be an absolute path",
+        ));
     }
 
     let user_text = overrides
@@ -220,7 +232,9 @@ pub fn spec_from_config(config: &ImageConfiguration, overrides: &Overrides, root
     }
 
     // Volumes and bind mounts.
-    let mounts = spec["mounts"].as_array_mut().expect("the default spec has mounts");
+    let mounts = spec["mounts"]
+        .as_array_mut()
+        .expect("the default spec has mounts");
     let mut volumes: Vec<String> = image.volumes().clone().unwrap_or_default();
     volumes.sort();
     if let Some(root) = &overrides.volume_root {
@@ -265,8 +279,16 @@ mod tests {
     fn rootfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:80:81::/:/bin/sh\n").unwrap();
-        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nweb:x:81:\nlog:x:90:web\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:80:81::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nweb:x:81:\nlog:x:90:web\n",
+        )
+        .unwrap();
         dir
     }
 
@@ -279,11 +301,20 @@ mod tests {
             "Volumes": {"/data": {}}
         }));
         let vols = tempfile::tempdir().unwrap();
-        let overrides = Overrides { volume_root: Some(vols.path().to_path_buf()), ..Default::default() };
+        let overrides = Overrides {
+            volume_root: Some(vols.path().to_path_buf()),
+            ..Default::default()
+        };
         let spec = spec_from_config(&cfg, &overrides, r.path()).unwrap();
         let p = spec.process().as_ref().unwrap();
-        assert_eq!(p.args().as_ref().unwrap(), &vec!["/app/run".to_string(), "--serve".into()]);
-        assert_eq!(p.env().as_ref().unwrap(), &vec!["PATH=/app/bin".to_string(), "A=1".into()]);
+        assert_eq!(
+            p.args().as_ref().unwrap(),
+            &vec!["/app/run".to_string(), "--serve".into()]
+        );
+        assert_eq!(
+            p.env().as_ref().unwrap(),
+            &vec!["PATH=/app/bin".to_string(), "A=1".into()]
+        );
         assert_eq!(p.cwd().to_str(), Some("/app"));
         assert_eq!((p.user().uid(), p.user().gid()), (80, 81));
         assert_eq!(p.user().additional_gids().as_ref().unwrap(), &vec![90]);
@@ -291,12 +322,24 @@ mod tests {
         assert_eq!(ann["org.example"], "yes");
         assert_eq!(ann[STOP_SIGNAL_ANNOTATION], "SIGQUIT");
         let mounts = spec.mounts().as_ref().unwrap();
-        assert!(mounts.iter().any(|m| m.destination().to_str() == Some("/data")));
+        assert!(mounts
+            .iter()
+            .any(|m| m.destination().to_str() == Some("/data")));
         assert!(vols.path().join("data").is_dir());
-        let caps = p.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();
+        let caps = p
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .as_ref()
+            .unwrap();
         assert_eq!(caps.len(), DEFAULT_CAPS.len());
         let linux = spec.linux().as_ref().unwrap();
-        assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+        assert!(linux
+            .masked_paths()
+            .as_ref()
+            .unwrap()
+            .contains(&"/proc/kcore".to_string()));
         assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
     }
 
@@ -304,32 +347,68 @@ mod tests {
     fn overrides_follow_docker_rules() {
         let r = rootfs();
         let cfg = config(json!({"Entrypoint": ["/ep"], "Cmd": ["a"], "Env": ["X=1"]}));
-        let o = Overrides { cmd: Some(vec!["b".into()]), env: vec!["X=2".into()], user: Some("0:81".into()),
-            workdir: Some("/w".into()), hostname: Some("h".into()), read_only: true,
-            binds: vec![BindMount::parse("/tmp:/mnt:ro").unwrap()], ..Default::default() };
+        let o = Overrides {
+            cmd: Some(vec!["b".into()]),
+            env: vec!["X=2".into()],
+            user: Some("0:81".into()),
+            workdir: Some("/w".into()),
+            hostname: Some("h".into()),
+            read_only: true,
+            binds: vec![BindMount::parse("/tmp:/mnt:ro").unwrap()],
+            ..Default::default()
+        };
         let spec = spec_from_config(&cfg, &o, r.path()).unwrap();
         let p = spec.process().as_ref().unwrap();
-        assert_eq!(p.args().as_ref().unwrap(), &vec!["/ep".to_string(), "b".into()]);
+        assert_eq!(
+            p.args().as_ref().unwrap(),
+            &vec!["/ep".to_string(), "b".into()]
+        );
         assert!(p.env().as_ref().unwrap().contains(&"X=2".to_string()));
-        assert!(p.env().as_ref().unwrap().iter().any(|e| e.starts_with("PATH=/usr/local/sbin")));
+        assert!(p
+            .env()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("PATH=/usr/local/sbin")));
         assert_eq!((p.user().uid(), p.user().gid()), (0, 81));
         assert_eq!(spec.hostname().as_deref(), Some("h"));
         assert!(spec.root().as_ref().unwrap().readonly().unwrap());
-        let bind = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination().to_str() == Some("/mnt")).unwrap();
+        let bind = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination().to_str() == Some("/mnt"))
+            .unwrap();
         assert!(bind.options().as_ref().unwrap().contains(&"ro".to_string()));
         // A new entrypoint drops the image's Cmd.
-        let o = Overrides { entrypoint: Some(vec!["/bin/sh".into()]), ..Default::default() };
+        let o = Overrides {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            ..Default::default()
+        };
         let spec = spec_from_config(&cfg, &o, r.path()).unwrap();
-        assert_eq!(spec.process().as_ref().unwrap().args().as_ref().unwrap(), &vec!["/bin/sh".to_string()]);
+        assert_eq!(
+            spec.process().as_ref().unwrap().args().as_ref().unwrap(),
+            &vec!["/bin/sh".to_string()]
+        );
     }
 
     #[test]
     fn unknown_user_and_missing_command_are_clear_errors() {
         let r = rootfs();
-        let err = spec_from_config(&config(json!({"User": "ghost", "Cmd": ["x"]})), &Overrides::default(), r.path()).unwrap_err();
+        let err = spec_from_config(
+            &config(json!({"User": "ghost", "Cmd": ["x"]})),
+            &Overrides::default(),
+            r.path(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("\"ghost\""), "{err}");
-        let err = spec_from_config(&config(json!({})), &Overrides::default(), r.path()).unwrap_err();
-        assert!(err.to_string().contains("neither Entrypoint nor Cmd"), "{err}");
+        let err =
+            spec_from_config(&config(json!({})), &Overrides::default(), r.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("neither Entrypoint nor Cmd"),
+            "{err}"
+        );
         assert!(BindMount::parse("relative:/x").is_err());
     }
 }

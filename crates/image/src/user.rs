@@ -79,7 +79,12 @@ fn parse_group(text: &str) -> Vec<Group> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -131,7 +136,10 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
     if group_part.is_none() {
         if let Some(name) = &name {
             for g in &groups {
-                if g.members.iter().any(|m| m == name) && g.gid != gid && !additional_gids.contains(&g.gid) {
+                if g.members.iter().any(|m| m == name)
+                    && g.gid != gid
+                    && !additional_gids.contains(&g.gid)
+                {
                     additional_gids.push(g.gid);
                 }
             }
@@ -171,14 +179,42 @@ mod tests {
         assert_eq!(resolve_user(p, "").unwrap(), ResolvedUser::default());
         assert_eq!(
             resolve_user(p, "alice").unwrap(),
-            ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![29, 44] }
+            ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![29, 44]
+            }
         );
         assert_eq!(resolve_user(p, "33").unwrap().gid, 33);
-        assert_eq!(resolve_user(p, "4242").unwrap(), ResolvedUser { uid: 4242, gid: 0, additional_gids: vec![] });
-        assert_eq!(resolve_user(p, "1000:44").unwrap(), ResolvedUser { uid: 1000, gid: 44, additional_gids: vec![] });
-        assert_eq!(resolve_user(p, "www:audio").unwrap(), ResolvedUser { uid: 33, gid: 29, additional_gids: vec![] });
+        assert_eq!(
+            resolve_user(p, "4242").unwrap(),
+            ResolvedUser {
+                uid: 4242,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            resolve_user(p, "1000:44").unwrap(),
+            ResolvedUser {
+                uid: 1000,
+                gid: 44,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            resolve_user(p, "www:audio").unwrap(),
+            ResolvedUser {
+                uid: 33,
+                gid: 29,
+                additional_gids: vec![]
+            }
+        );
         let err = resolve_user(p, "bob").unwrap_err().to_string();
-        assert!(err.contains("\"bob\"") && err.contains("/etc/passwd"), "{err}");
+        assert!(
+            err.contains("\"bob\"") && err.contains("/etc/passwd"),
+            "{err}"
+        );
         let err = resolve_user(p, "alice:nogroup").unwrap_err().to_string();
         assert!(err.contains("\"nogroup\""), "{err}");
     }
@@ -191,6 +227,9 @@ mod tests {
         std::os::unix::fs::symlink("/../../../../etc/passwd", r.path().join("etc/passwd")).unwrap();
         // Inside the root the link resolves to <rootfs>/etc/passwd itself: a loop, or missing.
         let result = resolve_user(r.path(), "root");
-        assert!(result.is_err(), "the host's root entry must not be found through the link");
+        assert!(
+            result.is_err(),
+            "the host's root entry must not be found through the link"
+        );
     }
 }

@@ -1,0 +1,642 @@
+//! End-to-end tests of berth's image commands (import, images, tag, rmi,
+//! inspect, load, save, fsck, gc) against real peers: skopeo, umoci, podman.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth_testutil::{busybox_rootfs, require_peer};
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("berth-images-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path("root")
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .expect("run berth")
+    }
+
+    /// Runs berth and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs berth and asserts failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            !out.status.success(),
+            "berth {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A busybox rootfs tarball (with optional extra file contents).
+    fn rootfs_tar(&self, name: &str, extra: Option<(&str, &[u8])>) -> PathBuf {
+        let rootfs = self.path(&format!("{name}-rootfs"));
+        busybox_rootfs(&rootfs);
+        if let Some((rel, data)) = extra {
+            std::fs::write(rootfs.join(rel), data).expect("write extra file");
+        }
+        let tar = self.path(&format!("{name}.tar"));
+        run(Command::new(require_peer("tar"))
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."));
+        tar
+    }
+
+    fn import_busybox(&self, name: &str) {
+        let tar = self.rootfs_tar("bb", None);
+        self.ok(&[
+            "import",
+            "--change",
+            r#"CMD ["/bin/sh","-c","echo hi"]"#,
+            tar.to_str().unwrap(),
+            name,
+        ]);
+    }
+
+    fn images_json(&self) -> Vec<Value> {
+        serde_json::from_str::<Vec<Value>>(&self.ok(&["images", "--format", "json"]))
+            .expect("images JSON")
+    }
+
+    fn assert_fsck_clean(&self) {
+        let out = self.berth(&["fsck"]);
+        assert!(
+            out.status.success(),
+            "fsck should be clean: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    berth_content::digest_of(data).digest().to_string()
+}
+
+/// A skopeo-written OCI layout of a berth-imported busybox, for tampering.
+fn skopeo_layout(env: &Env, name: &str) -> PathBuf {
+    env.import_busybox(name);
+    let archive = env.path("saved.tar");
+    env.ok(&["save", name, "-o", archive.to_str().unwrap()]);
+    let layout = env.path("layout");
+    run(Command::new(require_peer("skopeo"))
+        .arg("copy")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:v1", layout.display())));
+    layout
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("parse json")
+}
+
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// (manifest digest, manifest JSON) of the only image in a layout.
+fn layout_manifest(layout: &Path) -> (String, Value) {
+    let index = read_json(&layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (digest.clone(), read_json(&blob(layout, &digest)))
+}
+
+/// Writes `data` as a blob and returns its digest.
+fn put_blob(layout: &Path, data: &[u8]) -> String {
+    let hex = sha256_hex(data);
+    std::fs::write(layout.join("blobs/sha256").join(&hex), data).unwrap();
+    format!("sha256:{hex}")
+}
+
+/// Points the layout's index.json at a new manifest.
+fn set_manifest(layout: &Path, manifest: &Value) {
+    let data = serde_json::to_vec(manifest).unwrap();
+    let digest = put_blob(layout, &data);
+    let mut index = read_json(&layout.join("index.json"));
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = data.len().into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn import_images_tag_inspect_rmi() {
+    let env = Env::new();
+    env.import_busybox("busybox");
+    let table = env.ok(&["images"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("REPOSITORY")
+            && lines[0].contains("IMAGE ID")
+            && lines[0].contains("SIZE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("busybox") && lines[1].contains("latest"),
+        "{table}"
+    );
+
+    let images = env.images_json();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0]["name"], "docker.io/library/busybox:latest");
+    let id = images[0]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("sha256:") && images[0]["size"].as_u64().unwrap() > 100_000);
+
+    env.ok(&["tag", "busybox", "localhost:5000/team/bb:v1"]);
+    let table = env.ok(&["images"]);
+    assert!(
+        table.contains("localhost:5000/team/bb") && table.contains("v1"),
+        "{table}"
+    );
+
+    let inspect: Vec<Value> =
+        serde_json::from_str(&env.ok(&["inspect", "localhost:5000/team/bb:v1"])).unwrap();
+    assert_eq!(inspect[0]["Id"], id.as_str());
+    assert_eq!(inspect[0]["Config"]["Cmd"][2], "echo hi");
+    assert_eq!(inspect[0]["RepoTags"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        inspect[0]["RootFS"]["diff_ids"].as_array().unwrap().len(),
+        1
+    );
+    // Lookup by a short image ID prefix.
+    env.ok(&["inspect", &id["sha256:".len().."sha256:".len() + 12]]);
+
+    assert!(env
+        .ok(&["rmi", "docker.io/library/busybox"])
+        .contains("Untagged: docker.io/library/busybox:latest"));
+    assert_eq!(env.images_json().len(), 1);
+    let err = env.fails(&["rmi", "nosuch"]);
+    assert!(err.contains("\"nosuch\" not found"), "{err}");
+    let err = env.fails(&["tag", "localhost:5000/team/bb:v1", "Bad:Name"]);
+    assert!(
+        err.contains("Bad:Name") && err.contains("lowercase"),
+        "{err}"
+    );
+    env.assert_fsck_clean();
+}
+
+#[test]
+fn import_refuses_a_file_that_is_not_a_tarball() {
+    let env = Env::new();
+    let junk = env.path("junk.tar");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let err = env.fails(&["import", junk.to_str().unwrap(), "junk"]);
+    assert!(
+        err.contains("junk.tar") && err.contains("not a tar archive"),
+        "{err}"
+    );
+    assert!(env.images_json().is_empty());
+    env.assert_fsck_clean();
+}
+
+#[test]
+fn skopeo_round_trip_through_oci_layout_and_archive() {
+    let env = Env::new();
+    env.import_busybox("busybox");
+    let id = env.images_json()[0]["id"].as_str().unwrap().to_string();
+    let archive = env.path("busybox.tar");
+    env.ok(&["save", "busybox", "-o", archive.to_str().unwrap()]);
+    // skopeo reads berth's archive ...
+    let skopeo = require_peer("skopeo");
+    let config = run(Command::new(&skopeo)
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", archive.display())));
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["config"]["Cmd"][2], "echo hi");
+    let layout = env.path("layout");
+    run(Command::new(&skopeo)
+        .arg("copy")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:v2", layout.display())));
+    let back = env.path("back.tar");
+    run(Command::new(&skopeo)
+        .arg("copy")
+        .arg(format!("oci:{}:v2", layout.display()))
+        .arg(format!("oci-archive:{}:v3", back.display())));
+
+    // ... and berth reads what skopeo wrote, as a directory and as an archive.
+    let other = Env::new();
+    let err = other.fails(&["load", layout.to_str().unwrap()]);
+    assert!(
+        err.contains("--name"),
+        "a tag-only name needs --name: {err}"
+    );
+    assert!(other
+        .ok(&["load", layout.to_str().unwrap(), "--name", "example.com/rt"])
+        .contains("Loaded image: example.com/rt:v2"));
+    assert!(other
+        .ok(&[
+            "load",
+            "-i",
+            back.to_str().unwrap(),
+            "--name",
+            "example.com/rt"
+        ])
+        .contains("Loaded image: example.com/rt:v3"));
+    for image in other.images_json() {
+        assert_eq!(
+            image["id"],
+            id.as_str(),
+            "the config survives the round trip byte for byte"
+        );
+    }
+    other.assert_fsck_clean();
+}
+
+#[test]
+fn umoci_layouts_load_and_berth_archives_unpack_with_umoci() {
+    let env = Env::new();
+    let umoci = require_peer("umoci");
+    // umoci builds an image: empty base, unpack, add busybox, repack.
+    let layout = env.path("umoci-layout");
+    run(Command::new(&umoci).args(["init", "--layout"]).arg(&layout));
+    run(Command::new(&umoci)
+        .args(["new", "--image"])
+        .arg(format!("{}:base", layout.display())));
+    let bundle = env.path("bundle");
+    run(Command::new(&umoci)
+        .args(["unpack", "--image"])
+        .arg(format!("{}:base", layout.display()))
+        .arg(&bundle));
+    busybox_rootfs(&bundle.join("rootfs"));
+    std::fs::write(bundle.join("rootfs/etc/umoci-made"), "yes\n").unwrap();
+    run(Command::new(&umoci)
+        .args(["repack", "--image"])
+        .arg(format!("{}:built", layout.display()))
+        .arg(&bundle));
+    run(Command::new(&umoci)
+        .args(["config", "--image"])
+        .arg(format!("{}:built", layout.display()))
+        .args(["--config.cmd", "/bin/sh"]));
+
+    let out = env.ok(&["load", layout.to_str().unwrap(), "--name", "umoci/test"]);
+    assert!(
+        out.contains("umoci/test:base") && out.contains("umoci/test:built"),
+        "{out}"
+    );
+    let inspect: Vec<Value> =
+        serde_json::from_str(&env.ok(&["inspect", "umoci/test:built"])).unwrap();
+    assert_eq!(
+        inspect[0]["RootFS"]["diff_ids"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(inspect[0]["Config"]["Cmd"][0], "/bin/sh");
+    env.assert_fsck_clean();
+
+    // umoci unpacks what berth saves.
+    let archive = env.path("out.tar");
+    env.ok(&["save", "umoci/test:built", "-o", archive.to_str().unwrap()]);
+    let extracted = env.path("extracted");
+    std::fs::create_dir(&extracted).unwrap();
+    run(Command::new(require_peer("tar"))
+        .arg("-C")
+        .arg(&extracted)
+        .arg("-xf")
+        .arg(&archive));
+    let unpacked = env.path("unpacked");
+    run(Command::new(&umoci)
+        .args(["unpack", "--image"])
+        .arg(format!("{}:built", extracted.display()))
+        .arg(&unpacked));
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("rootfs/etc/umoci-made")).unwrap(),
+        "yes\n"
+    );
+    assert!(unpacked.join("rootfs/bin/busybox").is_file());
+}
+
+#[test]
+fn docker_save_archives_load() {
+    let env = Env::new();
+    let tar = env.rootfs_tar("p", None);
+    let podman = require_peer("podman");
+    let podman = |args: &[&str]| {
+        run(Command::new(&podman)
+            .arg("--root")
+            .arg(env.path("podman-root"))
+            .arg("--runroot")
+            .arg(env.path("podman-run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .args(args))
+    };
+    podman(&["import", tar.to_str().unwrap(), "localhost/pbox:1"]);
+    let archive = env.path("docker.tar");
+    podman(&[
+        "save",
+        "--format",
+        "docker-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        "localhost/pbox:1",
+    ]);
+    assert!(env
+        .ok(&["load", archive.to_str().unwrap()])
+        .contains("Loaded image: localhost/pbox:1"));
+    let inspect: Vec<Value> =
+        serde_json::from_str(&env.ok(&["inspect", "localhost/pbox:1"])).unwrap();
+    assert_eq!(
+        inspect[0]["Manifest"]["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    env.assert_fsck_clean();
+    // And a gzip-compressed docker save archive.
+    let gz = env.path("docker.tar.gz");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "gzip -c {} > {}",
+        archive.display(),
+        gz.display()
+    )));
+    let other = Env::new();
+    assert!(other
+        .ok(&["load", gz.to_str().unwrap()])
+        .contains("localhost/pbox:1"));
+}
+
+#[test]
+fn fsck_names_a_corrupted_blob() {
+    let env = Env::new();
+    env.import_busybox("busybox");
+    env.assert_fsck_clean();
+    let inspect: Vec<Value> = serde_json::from_str(&env.ok(&["inspect", "busybox"])).unwrap();
+    let layer = inspect[0]["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = blob(&env.root().join("content"), &layer);
+    let mut data = std::fs::read(&path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&path, data).unwrap();
+    let out = env.berth(&["fsck"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("corrupt blob {layer}"))
+            && stdout.contains(&path.display().to_string()),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn load_refuses_a_blob_with_the_wrong_digest() {
+    let env = Env::new();
+    let layout = skopeo_layout(&env, "src");
+    let (_, manifest) = layout_manifest(&layout);
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = blob(&layout, &layer);
+    let mut data = std::fs::read(&path).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&path, data).unwrap();
+    let other = Env::new();
+    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
+    assert!(
+        err.contains("digest mismatch")
+            && err.contains(&layer)
+            && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(other.images_json().is_empty());
+    other.assert_fsck_clean();
+}
+
+#[test]
+fn load_refuses_a_truncated_blob() {
+    let env = Env::new();
+    let layout = skopeo_layout(&env, "src");
+    let (_, manifest) = layout_manifest(&layout);
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = blob(&layout, &layer);
+    let data = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &data[..data.len() / 2]).unwrap();
+    // As a directory and as an archive.
+    let other = Env::new();
+    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
+    assert!(err.contains("truncated") && err.contains(&layer), "{err}");
+    // In an archive the tar header gives the (short) size, so the digest fails.
+    let archive = env.path("short-blob.tar");
+    run(Command::new(require_peer("tar"))
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg("."));
+    let err = other.fails(&["load", archive.to_str().unwrap(), "--name", "x"]);
+    assert!(
+        err.contains("digest mismatch")
+            && err.contains(&layer)
+            && err.contains("short-blob.tar:blobs/sha256/"),
+        "{err}"
+    );
+    // An archive cut short in the middle of a blob (an interrupted copy).
+    let saved = std::fs::read(env.path("saved.tar")).unwrap();
+    let cut = env.path("cut.tar");
+    std::fs::write(&cut, &saved[..saved.len() * 2 / 3]).unwrap();
+    let err = other.fails(&["load", cut.to_str().unwrap(), "--name", "x"]);
+    assert!(err.contains("cut.tar"), "{err}");
+    assert!(other.images_json().is_empty());
+    other.assert_fsck_clean();
+}
+
+#[test]
+fn load_refuses_bad_json() {
+    let env = Env::new();
+    let layout = skopeo_layout(&env, "src");
+    // A manifest blob whose digest is right but whose content is not JSON.
+    let bad = put_blob(&layout, b"{\"schemaVersion\": 2, oops");
+    let mut index = read_json(&layout.join("index.json"));
+    index["manifests"][0]["digest"] = bad.clone().into();
+    index["manifests"][0]["size"] = 25.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let other = Env::new();
+    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
+    assert!(
+        err.contains("invalid JSON") && err.contains(&bad) && err.contains("manifest"),
+        "{err}"
+    );
+    // A broken index.json itself.
+    std::fs::write(layout.join("index.json"), b"[").unwrap();
+    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
+    assert!(
+        err.contains("index.json") && err.contains("invalid JSON"),
+        "{err}"
+    );
+    assert!(other.images_json().is_empty());
+    other.assert_fsck_clean();
+}
+
+#[test]
+fn load_refuses_a_wrong_diff_id() {
+    let env = Env::new();
+    let layout = skopeo_layout(&env, "src");
+    let (_, mut manifest) = layout_manifest(&layout);
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config = read_json(&blob(&layout, &config_digest));
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    config["rootfs"]["diff_ids"][0] = wrong.clone().into();
+    let data = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put_blob(&layout, &data).into();
+    manifest["config"]["size"] = data.len().into();
+    set_manifest(&layout, &manifest);
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = Env::new();
+    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
+    assert!(
+        err.contains("diff_id mismatch") && err.contains(&wrong) && err.contains(&layer),
+        "{err}"
+    );
+    assert!(other.images_json().is_empty());
+    other.assert_fsck_clean();
+}
+
+#[test]
+fn kill_during_load_leaves_a_clean_store_and_a_rerun_succeeds() {
+    let env = Env::new();
+    // A large, incompressible layer so the load is still running when killed.
+    let mut noise = vec![0u8; 48 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for chunk in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let tar = env.rootfs_tar("big", Some(("noise", &noise)));
+    drop(noise);
+    env.ok(&["import", tar.to_str().unwrap(), "big"]);
+    let archive = env.path("big-oci.tar");
+    env.ok(&["save", "big", "-o", archive.to_str().unwrap()]);
+
+    let other = Env::new();
+    let ingest = other.root().join("content/ingest");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(other.root())
+        .args(["load", archive.to_str().unwrap()])
+        .spawn()
+        .expect("spawn berth load");
+    // Wait until the layer is being ingested, then kill -9.
+    let mut seen = false;
+    while child.try_wait().expect("wait").is_none() {
+        let partial = std::fs::read_dir(&ingest)
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    std::fs::metadata(e.path().join("data"))
+                        .map(|m| m.len() > 0)
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false);
+        if partial {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        seen,
+        "the load finished before any partial ingest was seen; make the layer bigger"
+    );
+    child.kill().expect("kill -9 berth load");
+    child.wait().unwrap();
+
+    assert!(
+        other.images_json().is_empty(),
+        "no record for a half-loaded image"
+    );
+    other.assert_fsck_clean();
+    assert!(other
+        .ok(&["load", archive.to_str().unwrap()])
+        .contains("Loaded image: docker.io/library/big:latest"));
+    other.assert_fsck_clean();
+    assert!(other.ok(&["gc"]).contains("removed 0 blobs"));
+    assert!(
+        std::fs::read_dir(&ingest).unwrap().next().is_none(),
+        "no ingest left after gc"
+    );
+}
+
+#[test]
+fn gc_removes_only_unreferenced_blobs() {
+    let env = Env::new();
+    env.import_busybox("keep");
+    let tar = env.rootfs_tar("other", Some(("marker", b"other")));
+    env.ok(&["import", tar.to_str().unwrap(), "drop"]);
+    env.ok(&["rmi", "drop"]);
+    let out = env.ok(&["gc"]);
+    assert!(
+        out.contains("removed 3 blobs"),
+        "layer, config and manifest of the removed image: {out}"
+    );
+    env.assert_fsck_clean();
+    // The kept image is whole: it still saves.
+    env.ok(&["save", "keep", "-o", env.path("keep.tar").to_str().unwrap()]);
+    assert!(env.ok(&["gc"]).contains("removed 0 blobs"));
+}
