@@ -70,9 +70,16 @@ pub async fn collect(store: &Store, cfg: &GcConfig, metrics: &Metrics) -> Result
     // Stale uploads.
     let active = store.active_sessions();
     for id in store.driver.list("uploads").await? {
+        // The directory's own time covers a session being created right now
+        // (its files may still be temporary names).
+        let dir = store.driver.stat(&format!("uploads/{id}")).await?;
         let data = store.driver.stat(&format!("uploads/{id}/data")).await?;
         let info = store.driver.stat(&format!("uploads/{id}/info")).await?;
-        let newest = [data, info].into_iter().flatten().map(|m| m.modified).max();
+        let newest = [dir, data, info]
+            .into_iter()
+            .flatten()
+            .map(|m| m.modified)
+            .max();
         let stale =
             newest.is_none_or(|t| older_than(t, Duration::from_secs(cfg.upload_grace_secs)));
         if stale {

@@ -1,0 +1,369 @@
+//! Each auth mode allows and refuses what it should.
+
+mod common;
+
+use base64::Engine;
+use berth_registry::auth::{Action, AuthConfig, Rule, TokenConfig};
+use common::{error_code, sha256, TestRegistry};
+use reqwest::StatusCode;
+
+fn htpasswd(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("htpasswd");
+    let alice = bcrypt::hash("alice-pw", 4).unwrap();
+    let bob = bcrypt::hash("bob-pw", 4).unwrap();
+    std::fs::write(&path, format!("alice:{alice}\nbob:{bob}\n")).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn htpasswd_basic_auth_allows_users_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth.htpasswd = Some(htpasswd(dir.path()));
+    let reg = TestRegistry::start_in(dir, c).await;
+
+    let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic realm="));
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+
+    let r = reg
+        .client
+        .get(reg.url("/v2/"))
+        .basic_auth("alice", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = reg
+        .client
+        .get(reg.url("/v2/"))
+        .basic_auth("mallory", Some("alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Anonymous writes and reads are refused.
+    let d = sha256(b"secret");
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/x/blobs/uploads/?digest={d}")))
+        .body("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/x/blobs/uploads/?digest={d}")))
+        .basic_auth("alice", Some("alice-pw"))
+        .body("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/x/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/x/blobs/{d}")))
+        .basic_auth("bob", Some("bob-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), &b"secret"[..]);
+    let r = reg
+        .client
+        .delete(reg.url(&format!("/v2/x/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+fn token_config(dir: &std::path::Path) -> AuthConfig {
+    AuthConfig {
+        htpasswd: Some(htpasswd(dir)),
+        token: Some(TokenConfig {
+            realm: None,
+            service: "test-registry".into(),
+            secret: Some("a-test-secret-of-32-characters!!".into()),
+            expiry_secs: 300,
+            rules: vec![
+                Rule {
+                    account: "alice".into(),
+                    repos: "alice/*".into(),
+                    actions: vec![Action::Pull, Action::Push, Action::Delete],
+                },
+                Rule {
+                    account: "*".into(),
+                    repos: "public/*".into(),
+                    actions: vec![Action::Pull],
+                },
+                Rule {
+                    account: "anonymous".into(),
+                    repos: "public/*".into(),
+                    actions: vec![Action::Pull],
+                },
+                Rule {
+                    account: "alice".into(),
+                    repos: "public/*".into(),
+                    actions: vec![Action::Push],
+                },
+                Rule {
+                    account: "alice".into(),
+                    repos: "*".into(),
+                    actions: vec![Action::Catalog],
+                },
+            ],
+        }),
+    }
+}
+
+async fn token(reg: &TestRegistry, user: Option<(&str, &str)>, scope: &str) -> String {
+    let mut req = reg
+        .client
+        .get(reg.url("/token"))
+        .query(&[("service", "test-registry"), ("scope", scope)]);
+    if let Some((u, p)) = user {
+        req = req.basic_auth(u, Some(p));
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn granted(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["access"].clone()
+}
+
+#[tokio::test]
+async fn token_flow_grants_scopes_per_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = token_config(dir.path());
+    let reg = TestRegistry::start_in(dir, c).await;
+
+    // The challenge clients follow.
+    let d = sha256(b"layer");
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/alice/app/blobs/uploads/?digest={d}")))
+        .body("layer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer realm=\"{}/token\",service=\"test-registry\",scope=\"repository:alice/app:pull,push\"",
+            reg.base
+        )
+    );
+
+    // Wrong password at the token endpoint.
+    let r = reg
+        .client
+        .get(reg.url("/token?service=test-registry&scope=repository:alice/app:pull"))
+        .basic_auth("alice", Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let push = token(
+        &reg,
+        Some(("alice", "alice-pw")),
+        "repository:alice/app:pull,push",
+    )
+    .await;
+    assert_eq!(
+        granted(&push),
+        serde_json::json!([{"type": "repository", "name": "alice/app", "actions": ["pull", "push"]}])
+    );
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/alice/app/blobs/uploads/?digest={d}")))
+        .bearer_auth(&push)
+        .body("layer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // The pull/push token does not allow delete.
+    let r = reg
+        .client
+        .delete(reg.url(&format!("/v2/alice/app/blobs/{d}")))
+        .bearer_auth(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
+
+    // Bob asks for alice's repository and gets a token without rights.
+    let bobs = token(
+        &reg,
+        Some(("bob", "bob-pw")),
+        "repository:alice/app:pull,push",
+    )
+    .await;
+    assert_eq!(granted(&bobs), serde_json::json!([]));
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/alice/app/blobs/{d}")))
+        .bearer_auth(&bobs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // A token for one repository does not open another.
+    let r = reg
+        .client
+        .get(reg.url(&format!("/v2/alice/other/blobs/{d}")))
+        .bearer_auth(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Anonymous pull of public repositories, but no anonymous push.
+    let anon = token(&reg, None, "repository:public/x:pull,push").await;
+    assert_eq!(
+        granted(&anon),
+        serde_json::json!([{"type": "repository", "name": "public/x", "actions": ["pull"]}])
+    );
+    let r = reg
+        .client
+        .get(reg.url("/v2/public/x/tags/list"))
+        .bearer_auth(&anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "authorised, the repository just does not exist"
+    );
+    let r = reg
+        .client
+        .post(reg.url("/v2/public/x/blobs/uploads/"))
+        .bearer_auth(&anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // A forged token is rejected.
+    let mut forged = push.clone();
+    forged.pop();
+    forged.push(if push.ends_with('A') { 'B' } else { 'A' });
+    let r = reg
+        .client
+        .get(reg.url("/v2/"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+
+    // Catalog needs registry:catalog:*.
+    let r = reg
+        .client
+        .get(reg.url("/v2/_catalog"))
+        .bearer_auth(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let cat = token(&reg, Some(("alice", "alice-pw")), "registry:catalog:*").await;
+    let r = reg
+        .client
+        .get(reg.url("/v2/_catalog"))
+        .bearer_auth(&cat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let bob_cat = token(&reg, Some(("bob", "bob-pw")), "registry:catalog:*").await;
+    let r = reg
+        .client
+        .get(reg.url("/v2/_catalog"))
+        .bearer_auth(&bob_cat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn read_only_mode_refuses_writes_and_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::config_for(dir.path());
+    let mut reg = TestRegistry::start_in(dir, c.clone()).await;
+    let (md, _, _) = reg.push_image("ro", "v1", "ro").await;
+    reg.stop().await;
+    let mut c = c;
+    c.read_only = true;
+    let dir = std::mem::replace(&mut reg.dir, tempfile::tempdir().unwrap());
+    let reg = TestRegistry::start_in(dir, c).await;
+    let r = reg
+        .client
+        .get(reg.url("/v2/ro/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["docker-content-digest"], md.as_str());
+    let r = reg
+        .client
+        .post(reg.url("/v2/ro/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+    let r = reg
+        .client
+        .delete(reg.url(&format!("/v2/ro/manifests/{md}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let r = reg
+        .client
+        .put(reg.url("/v2/ro/manifests/v2"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
