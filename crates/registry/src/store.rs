@@ -193,6 +193,8 @@ impl Store {
         if self.driver.stat(&layer_key(repo, d)).await?.is_none() {
             return Err(unknown());
         }
+        // GC must not delete the blob between our check and the touch.
+        let _g = self.gc_lock.read().await;
         let key = blob_key(d);
         let meta = self.driver.stat(&key).await?.ok_or_else(unknown)?;
         self.touch_if_stale(&key, meta.modified).await?;
