@@ -44,7 +44,7 @@ pub enum Command {
         #[arg(long)]
         platform: Option<String>,
     },
-    /// Load images from an OCI archive, an OCI layout directory or a `docker save` archive.
+    /// Load images from an OCI archive, an OCI layout directory or a `docker save` archive (`-` for stdin).
     Load {
         /// The archive or directory (or use -i).
         path: Option<PathBuf>,
@@ -144,11 +144,15 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             for d in &report.removed {
                 println!("deleted: {d}");
             }
+            for s in &report.snapshots {
+                println!("deleted snapshot: {s}");
+            }
             println!(
-                "removed {} blobs ({} bytes) and {} abandoned ingests",
+                "removed {} blobs ({} bytes), {} abandoned ingests and {} snapshots",
                 report.removed.len(),
                 report.freed,
-                report.ingests
+                report.ingests,
+                report.snapshots.len()
             );
             Ok(0)
         }

@@ -400,10 +400,22 @@ fn docker_save_archives_load() {
         archive.display(),
         gz.display()
     )));
+    // And a gzip-compressed docker save archive, piped on stdin.
     let other = Env::new();
-    assert!(other
-        .ok(&["load", gz.to_str().unwrap()])
-        .contains("localhost/pbox:1"));
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(other.root())
+        .args(["load", "-"])
+        .stdin(std::fs::File::open(&gz).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Loaded image: localhost/pbox:1"));
+    other.assert_fsck_clean();
 }
 
 #[test]
@@ -639,4 +651,64 @@ fn gc_removes_only_unreferenced_blobs() {
     // The kept image is whole: it still saves.
     env.ok(&["save", "keep", "-o", env.path("keep.tar").to_str().unwrap()]);
     assert!(env.ok(&["gc"]).contains("removed 0 blobs"));
+}
+
+/// Unpacks `name`'s layers into the data root's snapshotter, as `berth run`
+/// will; returns the top chain ID.
+fn unpack(env: &Env, name: &str) -> String {
+    let images = berth_image::Images::open(&env.root()).expect("open images");
+    let image = images
+        .image(name, &berth_image::PlatformSpec::host())
+        .expect("resolve image");
+    let snapshotter =
+        berth_snapshot::Snapshotter::open(&env.root().join(berth_image::gc::SNAPSHOTTER_DIR), None)
+            .expect("open snapshotter");
+    let layers = image.manifest.layers().clone();
+    let store = images.content().clone();
+    let mut open =
+        |i: usize| -> Result<(Box<dyn std::io::Read>, berth_archive::Compression), String> {
+            let layer = &layers[i];
+            let reader = store.reader(layer.digest()).map_err(|e| e.to_string())?;
+            let compression =
+                berth_archive::Compression::from_media_type(layer.media_type().as_ref())
+                    .map_err(|e| e.to_string())?;
+            Ok((Box::new(reader), compression))
+        };
+    berth_snapshot::unpack_chain(
+        &snapshotter,
+        image.config.rootfs().diff_ids(),
+        &mut open,
+        &Default::default(),
+    )
+    .expect("unpack")
+    .expect("the image has layers")
+}
+
+#[test]
+fn gc_removes_snapshots_of_removed_images_only() {
+    let env = Env::new();
+    env.import_busybox("keep");
+    let tar = env.rootfs_tar("other", Some(("marker", b"other")));
+    env.ok(&["import", tar.to_str().unwrap(), "drop"]);
+    let kept = unpack(&env, "keep");
+    let dropped = unpack(&env, "drop");
+    assert_ne!(kept, dropped);
+    assert!(
+        env.ok(&["gc"]).contains("0 snapshots"),
+        "nothing to collect while both images exist"
+    );
+    env.ok(&["rmi", "drop"]);
+    let out = env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!("deleted snapshot: {dropped}")) && out.contains("1 snapshots"),
+        "{out}"
+    );
+    let snapshotter =
+        berth_snapshot::Snapshotter::open(&env.root().join(berth_image::gc::SNAPSHOTTER_DIR), None)
+            .unwrap();
+    assert!(
+        snapshotter.stat(&kept).is_ok(),
+        "the kept image's snapshot survives"
+    );
+    assert!(snapshotter.stat(&dropped).is_err());
 }

@@ -441,7 +441,10 @@ impl Writer {
             .set_len(0)
             .and_then(|_| self.file.seek(SeekFrom::Start(0)).map(|_| ()))
             .map_err(|e| Error::io(&self.data_path, e))?;
-        self.hasher = Hasher::new(self.hasher.digest().algorithm())?;
+        self.hasher = match self.hasher {
+            Hasher::Sha256(_) => Hasher::sha256(),
+            Hasher::Sha512(_) => Hasher::new(&DigestAlgorithm::Sha512)?,
+        };
         self.written = 0;
         Ok(())
     }

@@ -11,6 +11,9 @@ pub enum Error {
     /// From the content store.
     #[error(transparent)]
     Content(#[from] berth_content::Error),
+    /// From the snapshotter.
+    #[error(transparent)]
+    Snapshot(#[from] berth_snapshot::SnapshotError),
     /// A reference that does not parse.
     #[error("invalid image reference {input:?}: {reason}")]
     Reference {

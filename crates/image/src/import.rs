@@ -98,7 +98,7 @@ pub fn import(
         .fill_buf()
         .map_err(|e| Error::io(input, e))?
         .to_vec();
-    let mut reader: Box<dyn Read> = match Compression::sniff(&head) {
+    let mut reader: Box<dyn Read> = match Compression::detect(&head) {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered).map_err(|e| Error::io(input, e))?,
@@ -111,7 +111,6 @@ pub fn import(
     let mut diff = Hasher::sha256();
     let mut buf = vec![0u8; 1 << 17];
     let mut first = true;
-    let mut total = 0u64;
     let copy = (|| -> Result<()> {
         loop {
             let n = reader.read(&mut buf).map_err(|e| Error::io(input, e))?;
@@ -132,7 +131,6 @@ pub fn import(
                 diff.update(&buf[..filled]);
                 gz.write_all(&buf[..filled])
                     .map_err(|e| Error::io(input, e))?;
-                total += filled as u64;
                 if n == 0 {
                     break;
                 }
@@ -143,7 +141,6 @@ pub fn import(
             }
             diff.update(&buf[..n]);
             gz.write_all(&buf[..n]).map_err(|e| Error::io(input, e))?;
-            total += n as u64;
         }
         Ok(())
     })();
@@ -155,7 +152,6 @@ pub fn import(
         writer.abort();
         return Err(e);
     }
-    let _ = total;
     let layer = writer.commit()?;
     let diff_id = diff.digest();
 

@@ -283,8 +283,8 @@ fn entry_names(
 }
 
 /// Loads an OCI layout directory, an OCI archive or a `docker save`
-/// archive (optionally gzip- or zstd-compressed). Returns the names
-/// recorded.
+/// archive (optionally gzip- or zstd-compressed; `-` reads the archive
+/// from stdin). Returns the names recorded.
 pub fn load(images: &Images, input: &Path, opts: &LoadOptions) -> Result<Vec<Reference>> {
     let _lease = images.content().lease()?;
     if input.is_dir() {
@@ -297,10 +297,14 @@ pub fn load(images: &Images, input: &Path, opts: &LoadOptions) -> Result<Vec<Ref
         };
         return load_index(&mut loader, &index, opts);
     }
-    let file = File::open(input).map_err(|e| Error::io(input, e))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let raw: Box<dyn Read> = if input == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(input).map_err(|e| Error::io(input, e))?)
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, raw);
     let head = reader.fill_buf().map_err(|e| Error::io(input, e))?.to_vec();
-    let reader: Box<dyn Read> = match Compression::sniff(&head) {
+    let reader: Box<dyn Read> = match Compression::detect(&head) {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(reader).map_err(|e| Error::io(input, e))?,
@@ -562,7 +566,7 @@ fn load_docker(
                 .map(|s| s.compression)
                 .unwrap_or(Compression::None);
             let desc = DescriptorBuilder::default()
-                .media_type(compression.oci_layer_type())
+                .media_type(media::oci_layer_type(compression))
                 .digest(info.digest.clone())
                 .size(info.size)
                 .build()

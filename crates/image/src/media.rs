@@ -44,36 +44,15 @@ pub enum Kind {
     Other,
 }
 
-/// How a layer is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar.
-    None,
-    /// gzip.
-    Gzip,
-    /// zstd.
-    Zstd,
-}
+/// How a layer is compressed (berth-archive's type, shared with the unpacker).
+pub use berth_archive::Compression;
 
-impl Compression {
-    /// Guesses compression from a blob's first bytes.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    /// The OCI layer media type for this compression.
-    pub fn oci_layer_type(self) -> MediaType {
-        match self {
-            Compression::None => MediaType::ImageLayer,
-            Compression::Gzip => MediaType::ImageLayerGzip,
-            Compression::Zstd => MediaType::ImageLayerZstd,
-        }
+/// The OCI layer media type for a compression.
+pub fn oci_layer_type(compression: Compression) -> MediaType {
+    match compression {
+        Compression::None => MediaType::ImageLayer,
+        Compression::Gzip => MediaType::ImageLayerGzip,
+        Compression::Zstd => MediaType::ImageLayerZstd,
     }
 }
 
@@ -316,6 +295,6 @@ mod tests {
             kind(&MediaType::ImageLayerZstd),
             Kind::Layer(Compression::Zstd)
         );
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
     }
 }

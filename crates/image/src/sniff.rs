@@ -49,7 +49,7 @@ impl<W: Write> Sniffer<W> {
 
     fn feed(&mut self, buf: &[u8]) {
         if let Decoder::Undecided = self.decoder {
-            self.compression = Compression::sniff(buf);
+            self.compression = Compression::detect(buf);
             self.decoder = match self.compression {
                 Compression::None => Decoder::Plain,
                 Compression::Gzip => Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
