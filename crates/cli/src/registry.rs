@@ -26,11 +26,31 @@ pub enum Command {
         #[arg(long)]
         read_only: bool,
     },
+    /// Print an htpasswd line (bcrypt) for USER; the password is read from stdin.
+    Htpasswd {
+        /// User name.
+        user: String,
+    },
 }
 
 /// Runs a registry subcommand.
 pub fn run(cmd: Command, global: &Global) -> anyhow::Result<i32> {
     match cmd {
+        Command::Htpasswd { user } => {
+            if user.is_empty() || user.contains(':') {
+                anyhow::bail!("user name {user:?} must be non-empty and contain no ':'");
+            }
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("empty password on stdin: pipe the password in, e.g. `echo PW | berth registry htpasswd {user}`");
+            }
+            println!("{user}:{}", berth_registry::auth::hash_password(password)?);
+            Ok(0)
+        }
         Command::Serve {
             addr,
             storage,

@@ -213,6 +213,12 @@ pub struct Auth {
     mode: Mode,
 }
 
+/// A bcrypt hash of `password` for an htpasswd line (cost 10).
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    bcrypt::hash(password, bcrypt::DEFAULT_COST)
+        .map_err(|e| AuthError::Config(format!("cannot hash the password: {e}")))
+}
+
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let v = headers.get("authorization")?.to_str().ok()?;
     let b64 = v
@@ -516,9 +522,31 @@ impl Auth {
             "token": token,
             "access_token": token,
             "expires_in": cfg.expiry_secs,
-            "issued_at": iat,
+            "issued_at": rfc3339(iat),
         }))
     }
+}
+
+/// `secs` since the epoch as an RFC 3339 UTC timestamp (days-to-civil
+/// conversion from Howard Hinnant's calendar algorithms).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn sign_jwt(key: &[u8], claims: &Claims) -> String {
@@ -582,6 +610,13 @@ mod tests {
             hex::encode(mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_814_973), "2026-11-27T21:29:33Z");
     }
 
     #[test]

@@ -1,0 +1,568 @@
+//! `berth registry serve` against real clients: skopeo, podman, containerd's
+//! ctr; auth modes through skopeo; kill -9 during an upload; SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_testutil::{busybox_rootfs, require_peer, require_root};
+
+/// A `berth registry serve` child process.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(storage: &Path, extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["registry", "serve", "--addr", "127.0.0.1:0", "--storage"])
+            .arg(storage)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth registry serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.expect("read stderr");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                addr = rest.split_whitespace().next().map(str::to_string);
+                break;
+            }
+            eprintln!("registry: {line}");
+        }
+        let addr = addr.expect("berth registry serve exited before listening");
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("registry: {line}");
+            }
+        });
+        Serve { child, addr }
+    }
+
+    fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.1 exchange (Connection: close): status, headers, body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect to registry");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, raw[end + 4..].to_vec())
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    // Hash with the system's sha256sum to stay independent of the server's code.
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An OCI layout at `dir/layout` holding `busybox:latest`, built with umoci
+/// from the host's busybox-static.
+fn busybox_layout(dir: &Path) -> PathBuf {
+    require_peer("umoci");
+    let rootfs = dir.join("rootfs");
+    busybox_rootfs(&rootfs);
+    let layout = dir.join("layout");
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
+    run(Command::new("umoci")
+        .args(["new", "--image"])
+        .arg(format!("{}:latest", layout.display())));
+    run(Command::new("umoci")
+        .args(["insert", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&rootfs)
+        .arg("/"));
+    layout
+}
+
+#[test]
+fn skopeo_copies_in_and_out() {
+    require_root();
+    require_peer("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = busybox_layout(dir.path());
+    let reg = Serve::start(&dir.path().join("storage"), &[]);
+    let dest = format!("docker://{}/test/busybox:latest", reg.addr);
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(&dest));
+    // Copy within the registry (exercises HEAD and cross-repository mounts).
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(&dest)
+        .arg(format!("docker://{}/other/busybox:v2", reg.addr)));
+    let out = dir.path().join("out");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/other/busybox:v2", reg.addr))
+        .arg(format!("oci:{}:copied", out.display())));
+    let a = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:latest", layout.display())));
+    let b = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:copied", out.display())));
+    assert_eq!(a, b, "the manifest survives the round trip byte for byte");
+    let tags = run(Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{}/other/busybox", reg.addr)));
+    assert!(tags.contains("\"v2\""), "{tags}");
+}
+
+#[test]
+fn podman_pushes_and_pulls() {
+    require_root();
+    require_peer("podman");
+    require_peer("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = busybox_layout(dir.path());
+    let reg = Serve::start(&dir.path().join("storage"), &[]);
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/seed/busybox:latest", reg.addr)));
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(dir.path().join("podman-root"))
+            .arg("--runroot")
+            .arg(dir.path().join("podman-run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(args);
+        run(&mut c)
+    };
+    let src = format!("{}/seed/busybox:latest", reg.addr);
+    podman(&["pull", "--tls-verify=false", &src]);
+    let dst = format!("{}/podman/busybox:pushed", reg.addr);
+    podman(&["push", "--tls-verify=false", &src, &dst]);
+    podman(&["rmi", "--all", "--force"]);
+    podman(&["pull", "--tls-verify=false", &dst]);
+    let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.contains("podman/busybox:pushed"), "{images}");
+}
+
+/// A private containerd for one test, on its own socket and directories.
+struct Containerd {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn containerd(dir: &Path) -> Containerd {
+    let root = dir.join("containerd-root");
+    let state = dir.join("containerd-state");
+    let socket = dir.join("containerd.sock");
+    let config = dir.join("containerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+            root.display(),
+            state.display(),
+            socket.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start containerd");
+    let d = Containerd { child, socket };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d.socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd did not create {}",
+            d.socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+#[test]
+fn containerd_ctr_pushes_and_pulls() {
+    require_root();
+    require_peer("containerd");
+    require_peer("ctr");
+    require_peer("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = busybox_layout(dir.path());
+    let reg = Serve::start(&dir.path().join("storage"), &[]);
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/seed/busybox:latest", reg.addr)));
+    let cd = containerd(dir.path());
+    let ctr = |args: &[&str]| {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(&cd.socket)
+            .args(["--namespace", "berth-test"])
+            .args(args);
+        run(&mut c)
+    };
+    let src = format!("{}/seed/busybox:latest", reg.addr);
+    ctr(&["images", "pull", "--plain-http", &src]);
+    let dst = format!("{}/ctr/busybox:pushed", reg.addr);
+    ctr(&["images", "tag", &src, &dst]);
+    ctr(&["images", "push", "--plain-http", &dst]);
+    ctr(&["images", "rm", &src, &dst]);
+    ctr(&["content", "prune", "references"]);
+    ctr(&["images", "pull", "--plain-http", &dst]);
+    let list = ctr(&["images", "ls", "-q"]);
+    assert!(list.contains(&dst), "{list}");
+    let a = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{src}")));
+    let b = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{dst}")));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn skopeo_against_htpasswd_and_token_auth() {
+    require_root();
+    require_peer("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = busybox_layout(dir.path());
+    let hash = bcrypt_hash("s3cret");
+    std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let src = format!("oci:{}:latest", layout.display());
+
+    // htpasswd Basic.
+    let cfg = dir.path().join("basic.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "auth:\n  htpasswd: {}\n",
+            dir.path().join("htpasswd").display()
+        ),
+    )
+    .unwrap();
+    let reg = Serve::start(&dir.path().join("s1"), &["--config", cfg.to_str().unwrap()]);
+    let dest = format!("docker://{}/b/busybox:1", reg.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(&src)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "anonymous push must be refused");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:wrong",
+        ])
+        .arg(&src)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a wrong password must be refused");
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:s3cret",
+        ])
+        .arg(&src)
+        .arg(&dest));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "anonymous pull must be refused");
+    run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--creds", "alice:s3cret"])
+        .arg(&dest));
+    drop(reg);
+
+    // Token flow: alice pushes to alice/*, anyone pulls public/*.
+    let cfg = dir.path().join("token.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nhtpasswd = \"{}\"\n[auth.token]\nservice = \"berth-test\"\n\
+             [[auth.token.rules]]\naccount = \"alice\"\nrepos = \"alice/*\"\nactions = [\"pull\", \"push\"]\n\
+             [[auth.token.rules]]\naccount = \"alice\"\nrepos = \"public/*\"\nactions = [\"pull\", \"push\"]\n\
+             [[auth.token.rules]]\naccount = \"anonymous\"\nrepos = \"public/*\"\nactions = [\"pull\"]\n",
+            dir.path().join("htpasswd").display()
+        ),
+    )
+    .unwrap();
+    let reg = Serve::start(&dir.path().join("s2"), &["--config", cfg.to_str().unwrap()]);
+    let mine = format!("docker://{}/alice/busybox:1", reg.addr);
+    let public = format!("docker://{}/public/busybox:1", reg.addr);
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:s3cret",
+        ])
+        .arg(&src)
+        .arg(&mine));
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:s3cret",
+        ])
+        .arg(&src)
+        .arg(&public));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(&mine)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "anonymous pull of alice/* must be refused"
+    );
+    run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(&public));
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(&src)
+        .arg(format!("docker://{}/public/busybox:anon", reg.addr))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "anonymous push to public/* must be refused"
+    );
+    run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--creds", "alice:s3cret"])
+        .arg(&mine));
+}
+
+/// A bcrypt hash from `berth registry htpasswd` (password on stdin).
+fn bcrypt_hash(password: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["registry", "htpasswd", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    line.strip_prefix("alice:")
+        .expect("user:hash line")
+        .to_string()
+}
+
+#[test]
+fn kill_9_during_an_upload_keeps_committed_blobs_and_the_upload_resumes() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let mut reg = Serve::start(&storage, &[]);
+
+    let committed: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let cd = format!("sha256:{}", sha256_hex(&committed));
+    let (status, _, _) = http(
+        &reg.addr,
+        "POST",
+        &format!("/v2/k/blobs/uploads/?digest={cd}"),
+        &[],
+        &committed,
+    );
+    assert_eq!(status, 201);
+
+    let (status, h, _) = http(&reg.addr, "POST", "/v2/k/blobs/uploads/", &[], b"");
+    assert_eq!(status, 202);
+    let loc = header(&h, "location").to_string();
+    let id = loc.rsplit('/').next().unwrap().to_string();
+    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i % 241) as u8).collect();
+
+    // Stream the first 5 MB of an 8 MB PATCH, then kill -9 mid-request.
+    let mut s = TcpStream::connect(&reg.addr).unwrap();
+    write!(s, "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n", reg.addr, data.len()).unwrap();
+    s.write_all(&data[..5_000_000]).unwrap();
+    let part = storage.join("uploads").join(&id).join("data");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 1_000_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the server never wrote the upload's data"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reg.kill9();
+    drop(s);
+
+    let reg = Serve::start(&storage, &[]);
+    let (status, h, body) = http(&reg.addr, "GET", &format!("/v2/k/blobs/{cd}"), &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "docker-content-digest"), cd);
+    assert_eq!(body, committed, "the committed blob survives kill -9");
+
+    let (status, h, _) = http(&reg.addr, "GET", &loc, &[], b"");
+    assert_eq!(status, 204, "the upload session survives kill -9");
+    let range = header(&h, "range").to_string();
+    let have: usize = range.split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
+    assert!((1_000_000..=5_000_000).contains(&have), "{range}");
+    let rest = &data[have..];
+    let cr = format!("{have}-{}", data.len() - 1);
+    let (status, _, body) = http(&reg.addr, "PATCH", &loc, &[("Content-Range", &cr)], rest);
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    let d = format!("sha256:{}", sha256_hex(&data));
+    let (status, _, body) = http(&reg.addr, "PUT", &format!("{loc}?digest={d}"), &[], b"");
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = http(&reg.addr, "GET", &format!("/v2/k/blobs/{d}"), &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        body == data,
+        "the resumed upload has exactly the original bytes"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = Serve::start(&dir.path().join("storage"), &[]);
+    let (status, h, _) = http(&reg.addr, "GET", "/v2/", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&h, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    run(Command::new("kill").args(["-TERM", &reg.child.id().to_string()]));
+    let status = reg.child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+#[test]
+fn serve_refuses_a_bad_config_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.yml");
+    std::fs::write(&cfg, "gc:\n  grace: 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["registry", "serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yml") && err.contains("grace"), "{err}");
+}
