@@ -750,7 +750,7 @@ impl Applier<'_> {
 /// layers already. If `options.expected_diff_id` is set and differs, the call
 /// fails with [`ApplyError::DiffIdMismatch`] after applying: the caller must
 /// then discard `target`, as after any other error.
-pub fn apply_layer<R: Read>(
+pub fn apply_layer<R: Read + Send>(
     reader: R,
     compression: Compression,
     target: &Path,
@@ -789,7 +789,7 @@ pub fn apply_layer<R: Read>(
             count: count.clone(),
         },
     );
-    let (decoded, compressed): (Box<dyn Read>, _) = match compression {
+    let (decoded, compressed): (Box<dyn Read + Send>, _) = match compression {
         Compression::None => (Box::new(counting), None),
         Compression::Gzip => (
             Box::new(flate2::bufread::MultiGzDecoder::new(counting)),
@@ -815,7 +815,6 @@ pub fn apply_layer<R: Read>(
         max_size: options.max_size,
         max_ratio: options.max_ratio,
     };
-    let mut stream = TarStream::new(BufReader::with_capacity(256 << 10, hashing));
 
     let shared = Shared {
         root,
@@ -825,7 +824,15 @@ pub fn apply_layer<R: Read>(
         failed: AtomicBool::new(false),
     };
 
-    let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
+    std::thread::scope(|scope| -> Result<Applied, ApplyError> {
+        // One thread inflates and hashes while this one parses and applies.
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+        let inflater = scope.spawn(move || inflate(hashing, chunk_tx));
+        let mut stream = TarStream::new(Chunks {
+            rx: chunk_rx,
+            cur: Vec::new(),
+            pos: 0,
+        });
         let tx = if options.threads > 0 {
             let (tx, rx) = mpsc::sync_channel::<Job>(64);
             let rx = Arc::new(Mutex::new(rx));
@@ -870,28 +877,84 @@ pub fn apply_layer<R: Read>(
         })();
         applier.tx = None;
         shared.drain();
-        run
-    });
-    result?;
+        // Hash whatever follows the end-of-archive marker too: the diff_id covers the whole stream.
+        let run = run.and_then(|()| {
+            io::copy(&mut stream.into_inner(), &mut io::sink())
+                .map(|_| ())
+                .map_err(|e| ApplyError::from_stream(e, "end of archive"))
+        });
+        // On error the receiver is gone, so the inflater stops at its next send.
+        let hashing = inflater.join().map_err(|_| {
+            ApplyError::io("", "inflate", io::Error::other("inflate thread panicked"))
+        })?;
+        run?;
+        let diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+        if let Some(expected) = &options.expected_diff_id {
+            if !expected.eq_ignore_ascii_case(&diff_id) {
+                return Err(ApplyError::DiffIdMismatch {
+                    expected: expected.clone(),
+                    actual: diff_id,
+                });
+            }
+        }
+        Ok(Applied {
+            diff_id,
+            size: hashing.total,
+        })
+    })
+}
 
-    // Hash whatever follows the end-of-archive marker too: the diff_id covers the whole stream.
-    let mut rest = stream.into_inner();
-    io::copy(&mut rest, &mut io::sink())
-        .map_err(|e| ApplyError::from_stream(e, "end of archive"))?;
-    let hashing = rest.into_inner();
-    let diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
-    if let Some(expected) = &options.expected_diff_id {
-        if !expected.eq_ignore_ascii_case(&diff_id) {
-            return Err(ApplyError::DiffIdMismatch {
-                expected: expected.clone(),
-                actual: diff_id,
-            });
+/// Reads the decompressed stream in large chunks and sends them on.
+fn inflate<R: Read>(mut r: Hashing<R>, tx: mpsc::SyncSender<io::Result<Vec<u8>>>) -> Hashing<R> {
+    loop {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0;
+        // Fill the chunk (decoders return small reads) to keep channel traffic low.
+        while got < buf.len() {
+            match r.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return r;
+                }
+            }
+        }
+        if got == 0 {
+            return r;
+        }
+        buf.truncate(got);
+        if tx.send(Ok(buf)).is_err() {
+            return r;
         }
     }
-    Ok(Applied {
-        diff_id,
-        size: hashing.total,
-    })
+}
+
+/// `Read` over the inflater's chunks.
+struct Chunks {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! entries under a target directory. Every parent directory is resolved with
 //! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` against the target and
 //! final components are never followed, so no entry can write outside it.
-//! Regular files are written by a small pool of threads while the calling
-//! thread inflates and parses.
+//! A second thread inflates and hashes while the calling thread parses and
+//! creates files; an optional pool ([`ApplyOptions::threads`]) can write
+//! small regular files in parallel.
 //!
 //! On any error (including [`ApplyError::DiffIdMismatch`]) the target holds a
 //! partially applied layer: the caller must discard it (the snapshot crate
@@ -93,7 +94,8 @@ pub struct ApplyOptions {
     /// Refuse compressed layers that inflate more than this many times
     /// (checked once 16 MiB have been inflated; 0 disables).
     pub max_ratio: u64,
-    /// Threads writing regular files besides the parsing thread (0: write inline).
+    /// Extra threads writing small regular files (0, the default: the parsing
+    /// thread writes them; measured faster on ext4, see bench/README.md).
     pub threads: usize,
     /// Overlay mode only: the parent layers' directories, topmost first. A
     /// directory the layer implies but does not list is created in the upper
@@ -109,7 +111,7 @@ impl Default for ApplyOptions {
             expected_diff_id: None,
             max_size: 64 << 30,
             max_ratio: 1000,
-            threads: 3,
+            threads: 0,
             lowers: Vec::new(),
         }
     }

@@ -13,7 +13,7 @@ pub const EXTRACT_PREFIX: &str = "extract-";
 
 /// Opens layer `index` of the image: the (compressed) blob and its compression.
 pub type LayerOpener<'a> =
-    dyn FnMut(usize) -> Result<(Box<dyn Read + 'a>, Compression), String> + 'a;
+    dyn FnMut(usize) -> Result<(Box<dyn Read + Send + 'a>, Compression), String> + 'a;
 
 /// Chain IDs of a layer stack: `chain[0] = diff_ids[0]`,
 /// `chain[n] = sha256(chain[n-1] + " " + diff_ids[n])`.

@@ -157,7 +157,7 @@ fn shared_layers_are_unpacked_once() {
         let opened = RefCell::new(Vec::new());
         let unpack = |layers: Vec<&Vec<u8>>| {
             let ids: Vec<String> = layers.iter().map(|l| diff_id(l)).collect();
-            let mut open = |i: usize| -> Result<(Box<dyn Read + '_>, Compression), String> {
+            let mut open = |i: usize| -> Result<(Box<dyn Read + Send + '_>, Compression), String> {
                 opened.borrow_mut().push(ids[i].clone());
                 Ok((Box::new(&layers[i][..]), Compression::None))
             };
@@ -189,7 +189,7 @@ fn wrong_diff_id_leaves_no_snapshot_behind() {
     let (_tmp, s) = store(Driver::Overlay);
     let layer = tar_of(&[("f", b"x")]);
     let wrong = format!("sha256:{}", "1".repeat(64));
-    let mut open = |_i: usize| -> Result<(Box<dyn Read + '_>, Compression), String> {
+    let mut open = |_i: usize| -> Result<(Box<dyn Read + Send + '_>, Compression), String> {
         Ok((Box::new(&layer[..]), Compression::None))
     };
     let e = unpack_chain(&s, std::slice::from_ref(&wrong), &mut open, &opts()).unwrap_err();
@@ -211,7 +211,7 @@ fn long_lower_chains_mount_beyond_one_page_of_options() {
         .map(|i| tar_of(&[(&format!("l{i}"), b"x")]))
         .collect();
     let ids: Vec<String> = layers.iter().map(|l| diff_id(l)).collect();
-    let mut open = |i: usize| -> Result<(Box<dyn Read + '_>, Compression), String> {
+    let mut open = |i: usize| -> Result<(Box<dyn Read + Send + '_>, Compression), String> {
         Ok((Box::new(&layers[i][..]), Compression::None))
     };
     let top = unpack_chain(&s, &ids, &mut open, &opts()).unwrap().unwrap();
@@ -238,7 +238,7 @@ fn kill9_child_unpacks_from_stdin() {
     };
     let id = std::env::var("BERTH_SNAP_KILL9_DIFF").unwrap();
     let s = Snapshotter::open(Path::new(&root), Some(Driver::Overlay)).unwrap();
-    let mut open = |_i: usize| -> Result<(Box<dyn Read>, Compression), String> {
+    let mut open = |_i: usize| -> Result<(Box<dyn Read + Send>, Compression), String> {
         Ok((Box::new(std::io::stdin()), Compression::None))
     };
     let _ = unpack_chain(
@@ -308,7 +308,7 @@ fn kill_9_during_unpack_leaves_a_clean_store() {
         0,
         "leftover directories"
     );
-    let mut open = |_i: usize| -> Result<(Box<dyn Read + '_>, Compression), String> {
+    let mut open = |_i: usize| -> Result<(Box<dyn Read + Send + '_>, Compression), String> {
         Ok((Box::new(&layer[..]), Compression::None))
     };
     let top = unpack_chain(&s, std::slice::from_ref(&id), &mut open, &opts())

@@ -315,7 +315,7 @@ fn multi_layer_image_matches_umoci_unpack() {
     for driver in [Driver::Copy, Driver::Overlay] {
         let s =
             Snapshotter::open(&tmp.path().join(format!("store-{driver:?}")), Some(driver)).unwrap();
-        let mut open = |i: usize| -> Result<(Box<dyn Read + '_>, Compression), String> {
+        let mut open = |i: usize| -> Result<(Box<dyn Read + Send + '_>, Compression), String> {
             Ok((Box::new(&gz[i][..]), Compression::Gzip))
         };
         let opts = ApplyOptions {
