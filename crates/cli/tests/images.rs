@@ -568,10 +568,9 @@ fn load_refuses_a_wrong_diff_id() {
     other.assert_fsck_clean();
 }
 
-#[test]
-fn kill_during_load_leaves_a_clean_store_and_a_rerun_succeeds() {
-    let env = Env::new();
-    // A large, incompressible layer so the load is still running when killed.
+/// Saves a busybox image with a large, incompressible file as an OCI
+/// archive, so that loading it takes long enough to be interrupted.
+fn big_archive(env: &Env) -> PathBuf {
     let mut noise = vec![0u8; 48 << 20];
     let mut x: u64 = 0x9e3779b97f4a7c15;
     for chunk in noise.chunks_mut(8) {
@@ -585,17 +584,21 @@ fn kill_during_load_leaves_a_clean_store_and_a_rerun_succeeds() {
     env.ok(&["import", tar.to_str().unwrap(), "big"]);
     let archive = env.path("big-oci.tar");
     env.ok(&["save", "big", "-o", archive.to_str().unwrap()]);
+    archive
+}
 
-    let other = Env::new();
-    let ingest = other.root().join("content/ingest");
+/// Starts `berth load ARCHIVE` into `env` and returns once part of a blob
+/// has been written to the ingest area (and, if `committed` is set, at
+/// least that many blobs have been committed).
+fn start_load(env: &Env, archive: &Path, committed: usize) -> std::process::Child {
+    let ingest = env.root().join("content/ingest");
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .arg("--root")
-        .arg(other.root())
+        .arg(env.root())
         .args(["load", archive.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn berth load");
-    // Wait until the layer is being ingested, then kill -9.
-    let mut seen = false;
     while child.try_wait().expect("wait").is_none() {
         let partial = std::fs::read_dir(&ingest)
             .map(|entries| {
@@ -606,16 +609,77 @@ fn kill_during_load_leaves_a_clean_store_and_a_rerun_succeeds() {
                 })
             })
             .unwrap_or(false);
-        if partial {
-            seen = true;
-            break;
+        let blobs = std::fs::read_dir(env.root().join("content/blobs/sha256"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        if partial && blobs >= committed {
+            return child;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    panic!("the load finished before any partial ingest was seen; make the layer bigger");
+}
+
+#[test]
+fn gc_during_a_load_waits_and_keeps_the_new_image() {
+    let env = Env::new();
+    let archive = big_archive(&env);
+    // Re-pack it so the small blobs come first: they are committed (but
+    // not yet referenced by a record) while the big layer still streams.
+    let layout = env.path("big-layout");
+    std::fs::create_dir(&layout).unwrap();
+    run(Command::new(require_peer("tar"))
+        .arg("-C")
+        .arg(&layout)
+        .arg("-xf")
+        .arg(&archive));
+    let mut blobs: Vec<(u64, String)> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.metadata().unwrap().len(),
+                format!("blobs/sha256/{}", e.file_name().to_string_lossy()),
+            )
+        })
+        .collect();
+    blobs.sort();
+    let ordered = env.path("small-first.tar");
+    run(Command::new(require_peer("tar"))
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&ordered)
+        .args(["oci-layout", "index.json"])
+        .args(blobs.iter().map(|(_, name)| name)));
+    let other = Env::new();
+    let load = start_load(&other, &ordered, blobs.len() - 1);
+    // GC runs while the load holds its lease: it must wait, then find
+    // nothing to delete.
+    let gc = other.ok(&["gc"]);
+    let out = load.wait_with_output().unwrap();
     assert!(
-        seen,
-        "the load finished before any partial ingest was seen; make the layer bigger"
+        out.status.success(),
+        "the load must survive a concurrent gc"
     );
+    assert!(gc.contains("removed 0 blobs"), "{gc}");
+    assert_eq!(other.images_json().len(), 1);
+    other.assert_fsck_clean();
+    other.ok(&[
+        "save",
+        "big",
+        "-o",
+        other.path("again.tar").to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn kill_during_load_leaves_a_clean_store_and_a_rerun_succeeds() {
+    let env = Env::new();
+    let archive = big_archive(&env);
+    let other = Env::new();
+    let ingest = other.root().join("content/ingest");
+    let mut child = start_load(&other, &archive, 0);
     child.kill().expect("kill -9 berth load");
     child.wait().unwrap();
 
@@ -666,7 +730,7 @@ fn unpack(env: &Env, name: &str) -> String {
     let layers = image.manifest.layers().clone();
     let store = images.content().clone();
     let mut open =
-        |i: usize| -> Result<(Box<dyn std::io::Read>, berth_archive::Compression), String> {
+        |i: usize| -> Result<(Box<dyn std::io::Read + Send>, berth_archive::Compression), String> {
             let layer = &layers[i];
             let reader = store.reader(layer.digest()).map_err(|e| e.to_string())?;
             let compression =
