@@ -190,7 +190,7 @@ fn needs(repo: &str, action: Action) -> Vec<Access> {
     }]
 }
 
-fn check_auth(app: &App, headers: &HeaderMap, needed: &[Access]) -> Result<(), Response> {
+fn check_auth(app: &App, headers: &HeaderMap, needed: &[Access]) -> Result<(), Box<Response>> {
     let scheme = if app.tls { "https" } else { "http" };
     let host = headers
         .get(header::HOST)
@@ -208,7 +208,7 @@ fn check_auth(app: &App, headers: &HeaderMap, needed: &[Access]) -> Result<(), R
             if let Some(c) = d.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
             }
-            r
+            Box::new(r)
         })
 }
 
@@ -250,7 +250,7 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
     };
     if let Some(needed) = needed {
         if let Err(resp) = check_auth(app, req.headers(), &needed) {
-            return Ok(resp);
+            return Ok(*resp);
         }
         if app.read_only && writes {
             return Err(Error::new(

@@ -555,13 +555,13 @@ impl Store {
                     format!("image manifest is invalid: {e}"),
                 )
             })?;
-            self.require_blob(repo, &m.config().digest().to_string(), "config blob")
+            self.require_blob(repo, m.config().digest().as_ref(), "config blob")
                 .await?;
             for layer in m.layers() {
                 if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) {
                     continue; // foreign layer, fetched from its URLs
                 }
-                self.require_blob(repo, &layer.digest().to_string(), "layer")
+                self.require_blob(repo, layer.digest().as_ref(), "layer")
                     .await?;
             }
             subject = m.subject().as_ref().map(|s| s.digest().to_string());
@@ -579,7 +579,7 @@ impl Store {
                 )
             })?;
             for child in idx.manifests() {
-                let cd = Digest::parse(&child.digest().to_string())?;
+                let cd = Digest::parse(child.digest().as_ref())?;
                 if self.driver.stat(&revision_key(repo, &cd)).await?.is_none() {
                     return Err(Error::new(
                         Code::ManifestBlobUnknown,

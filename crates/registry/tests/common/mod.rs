@@ -18,8 +18,10 @@ pub fn sha256(data: &[u8]) -> String {
 }
 
 pub fn config_for(dir: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.addr = "127.0.0.1:0".into();
+    let mut c = Config {
+        addr: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
     c.storage.root = dir.join("storage");
     c.log.access = false;
     c.gc.enabled = false;
