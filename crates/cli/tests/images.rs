@@ -776,3 +776,116 @@ fn gc_removes_snapshots_of_removed_images_only() {
     );
     assert!(snapshotter.stat(&dropped).is_err());
 }
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[test]
+fn multi_platform_index_loads_and_resolves_by_platform() {
+    let env = Env::new();
+    let layout = skopeo_layout(&env, "src");
+    let index = read_json(&layout.join("index.json"));
+    let mut host = index["manifests"][0].clone();
+    host.as_object_mut().unwrap().remove("annotations");
+    host["platform"] = serde_json::json!({"os": "linux", "architecture": host_arch()});
+    // A second platform whose manifest is not in the layout (a partial copy).
+    let absent = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{}", "e".repeat(64)),
+        "size": 500,
+        "platform": {"os": "linux", "architecture": "riscv64"}
+    });
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [absent, host]
+    });
+    let data = serde_json::to_vec(&list).unwrap();
+    let digest = put_blob(&layout, &data);
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest, "size": data.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}
+        }]
+    });
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+
+    let other = Env::new();
+    other.ok(&[
+        "load",
+        layout.to_str().unwrap(),
+        "--name",
+        "example.com/multi",
+    ]);
+    let images = other.images_json();
+    assert_eq!(
+        images[0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(images[0]["digest"], digest.as_str());
+    let inspect: Vec<Value> =
+        serde_json::from_str(&other.ok(&["inspect", "example.com/multi:multi"])).unwrap();
+    assert_eq!(inspect[0]["Architecture"], host_arch());
+    let err = other.fails(&[
+        "inspect",
+        "--platform",
+        "linux/s390x",
+        "example.com/multi:multi",
+    ]);
+    assert!(
+        err.contains("linux/s390x")
+            && err.contains("linux/riscv64")
+            && err.contains(&format!("linux/{}", host_arch())),
+        "{err}"
+    );
+    other.assert_fsck_clean();
+    // The saved archive carries the index and the platform that is present.
+    let archive = other.path("multi.tar");
+    other.ok(&[
+        "save",
+        "example.com/multi:multi",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    let third = Env::new();
+    third.ok(&["load", archive.to_str().unwrap()]);
+    assert_eq!(third.images_json()[0]["digest"], digest.as_str());
+}
+
+#[test]
+fn import_reads_stdin() {
+    let env = Env::new();
+    let tar = env.rootfs_tar("bb", None);
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args([
+            "import",
+            "-",
+            "piped",
+            "--change",
+            "ENV A=b",
+            "--change",
+            "WORKDIR /tmp",
+        ])
+        .stdin(std::fs::File::open(&tar).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect: Vec<Value> = serde_json::from_str(&env.ok(&["inspect", "piped"])).unwrap();
+    assert_eq!(inspect[0]["Config"]["Env"][0], "A=b");
+    assert_eq!(inspect[0]["Config"]["WorkingDir"], "/tmp");
+    let err = env.fails(&["import", tar.to_str().unwrap(), "x", "--change", "RUN make"]);
+    assert!(err.contains("RUN") && err.contains("unsupported"), "{err}");
+}
