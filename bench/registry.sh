@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Registry benchmark: `berth registry serve` against Debian's docker-registry
+# (CNCF distribution) on the same machine, same loopback, same disk.
+#
+#   1. manifest GET req/s (wrk)               target: berth >= 5x
+#   2. blob GET throughput, 64 MiB blob (wrk) target: berth >= 1x
+#   3. peak resident memory under that load   target: berth <= 0.25x
+#   4. `skopeo copy` push of a Debian minbase image (hyperfine, fresh
+#      storage before every run)              target: berth <= 0.7x the time
+#
+# Access logs are off in both servers. Prints each number and the ratio.
+#
+#   bench/registry.sh                      # WORK=/var/tmp/berth-bench-registry
+#   DURATION=10 CONNS=32 RUNS=5 bench/registry.sh
+#   MINBASE=/path/to/rootfs bench/registry.sh   # reuse an existing rootfs
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${WORK:-/var/tmp/berth-bench-registry}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+RUNS=${RUNS:-5}
+BERTH=${BERTH:-$ROOT/target/release/berth}
+PORT_B=${PORT_B:-15701}
+PORT_D=${PORT_D:-15702}
+for tool in wrk hyperfine skopeo umoci docker-registry python3; do
+    command -v "$tool" >/dev/null || { echo "bench/registry.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
+done
+[ -x "$BERTH" ] || (cd "$ROOT" && cargo build --release -p berth-cli)
+mkdir -p "$WORK"
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+start_servers() {
+    rm -rf "$WORK/berth-storage" "$WORK/dist-storage"
+    mkdir -p "$WORK/berth-storage" "$WORK/dist-storage"
+    cat > "$WORK/berth.yml" <<EOF
+addr: 127.0.0.1:$PORT_B
+storage:
+  root: $WORK/berth-storage
+log:
+  access: false
+gc:
+  enabled: false
+EOF
+    cat > "$WORK/dist.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/dist-storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$PORT_D
+EOF
+    "$BERTH" registry serve --config "$WORK/berth.yml" 2>"$WORK/berth.log" &
+    BERTH_PID=$!
+    /usr/bin/docker-registry serve "$WORK/dist.yml" >"$WORK/dist.log" 2>&1 &
+    DIST_PID=$!
+    PIDS+=("$BERTH_PID" "$DIST_PID")
+    for port in $PORT_B $PORT_D; do
+        for _ in $(seq 100); do
+            python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null && break
+            sleep 0.1
+        done
+    done
+}
+
+# --- images --------------------------------------------------------------
+SMALL=$WORK/busybox-layout
+if [ ! -f "$SMALL/index.json" ]; then
+    rm -rf "$SMALL" "$WORK/busybox-rootfs"
+    mkdir -p "$WORK/busybox-rootfs/bin"
+    cp /bin/busybox "$WORK/busybox-rootfs/bin/busybox"
+    umoci init --layout "$SMALL" && umoci new --image "$SMALL:latest"
+    umoci insert --image "$SMALL:latest" "$WORK/busybox-rootfs" /
+fi
+BIG=$WORK/minbase-layout
+if [ ! -f "$BIG/index.json" ]; then
+    SRC=${MINBASE:-$WORK/minbase}
+    if [ ! -d "$SRC/usr" ]; then
+        if ! debootstrap --variant=minbase bookworm "$SRC" http://deb.debian.org/debian; then
+            echo "debootstrap failed; using a subset of the host's /usr instead" >&2
+            rm -rf "$SRC" && mkdir -p "$SRC"
+            tar -C / -cf - usr/lib/x86_64-linux-gnu usr/share/perl usr/bin 2>/dev/null | tar -C "$SRC" -xf -
+        fi
+        rm -rf "$SRC"/var/cache/apt/archives/*.deb "$SRC"/var/lib/apt/lists/*
+    fi
+    rm -rf "$BIG"
+    umoci init --layout "$BIG" && umoci new --image "$BIG:latest"
+    umoci insert --image "$BIG:latest" "$SRC" /
+fi
+head -c $((64 * 1024 * 1024)) /dev/urandom > "$WORK/blob.bin"
+BLOB_DIGEST=sha256:$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)
+
+start_servers
+for port in $PORT_B $PORT_D; do
+    skopeo copy -q --dest-tls-verify=false "oci:$SMALL:latest" "docker://127.0.0.1:$port/bench/busybox:latest" >/dev/null
+    python3 - "$port" "$WORK/blob.bin" "$BLOB_DIGEST" <<'EOF'
+import http.client, sys
+port, path, digest = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+data = open(path, "rb").read()
+c = http.client.HTTPConnection("127.0.0.1", port)
+c.request("POST", "/v2/bench/busybox/blobs/uploads/")
+r = c.getresponse(); r.read()
+loc = r.getheader("Location")
+if loc.startswith("http"):
+    loc = "/" + loc.split("/", 3)[3]
+sep = "&" if "?" in loc else "?"
+c.request("PUT", f"{loc}{sep}digest={digest}", body=data, headers={"Content-Type": "application/octet-stream"})
+r = c.getresponse(); r.read()
+assert r.status == 201, r.status
+EOF
+done
+
+ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json'
+rps() { wrk -t2 -c"$CONNS" -d"${DURATION}s" -H "$ACCEPT" "$1" | awk '/Requests\/sec/ {print $2}'; }
+mbps() {
+    wrk -t2 -c4 -d"${DURATION}s" "$1" | awk '/Transfer\/sec/ {v=$2; u=substr(v, length(v)-1); n=substr(v, 1, length(v)-2);
+        if (u=="GB") n*=1024; else if (u=="KB") n/=1024; print n}'
+}
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+echo "== manifest GET, wrk -t2 -c$CONNS -d${DURATION}s"
+B_RPS=$(rps "http://127.0.0.1:$PORT_B/v2/bench/busybox/manifests/latest")
+D_RPS=$(rps "http://127.0.0.1:$PORT_D/v2/bench/busybox/manifests/latest")
+echo "berth           $B_RPS req/s"
+echo "docker-registry $D_RPS req/s"
+echo "ratio           $(python3 -c "print(round($B_RPS/$D_RPS, 2))")x (target >= 5x)"
+
+echo "== blob GET (64 MiB), wrk -t2 -c4 -d${DURATION}s"
+B_MB=$(mbps "http://127.0.0.1:$PORT_B/v2/bench/busybox/blobs/$BLOB_DIGEST")
+D_MB=$(mbps "http://127.0.0.1:$PORT_D/v2/bench/busybox/blobs/$BLOB_DIGEST")
+echo "berth           $B_MB MB/s"
+echo "docker-registry $D_MB MB/s"
+echo "ratio           $(python3 -c "print(round($B_MB/$D_MB, 2))")x (target >= 1x)"
+
+echo "== peak resident memory (VmHWM) after both loads"
+B_KB=$(hwm "$BERTH_PID")
+D_KB=$(hwm "$DIST_PID")
+echo "berth           $B_KB kB"
+echo "docker-registry $D_KB kB"
+echo "ratio           $(python3 -c "print(round($B_KB/$D_KB, 3))")x (target <= 0.25x)"
+
+echo "== skopeo copy push of Debian minbase ($(du -sh "$BIG" | cut -f1) layout), hyperfine --runs $RUNS"
+hyperfine --runs "$RUNS" --export-json "$WORK/push.json" \
+    --prepare "rm -rf $WORK/berth-storage/* $WORK/dist-storage/docker/registry/v2/repositories/minbase $WORK/dist-storage/docker/registry/v2/blobs; sync" \
+    -n berth "skopeo copy -q --dest-tls-verify=false oci:$BIG:latest docker://127.0.0.1:$PORT_B/minbase:latest" \
+    -n docker-registry "skopeo copy -q --dest-tls-verify=false oci:$BIG:latest docker://127.0.0.1:$PORT_D/minbase:latest"
+python3 - "$WORK/push.json" <<'EOF'
+import json, sys
+r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
+print(f"ratio           {r['berth'] / r['docker-registry']:.2f}x the time (target <= 0.7x)")
+EOF
