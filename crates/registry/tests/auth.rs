@@ -367,3 +367,75 @@ async fn read_only_mode_refuses_writes_and_serves_reads() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn tls_serves_https_with_the_configured_certificate() {
+    let openssl = berth_testutil::require_peer("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = std::process::Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = common::config_for(dir.path());
+    c.tls = Some(berth_registry::config::TlsConfig {
+        cert: cert.clone(),
+        key,
+    });
+    let server = berth_registry::start(c).await.unwrap();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://localhost:{}/v2/", server.addr().port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
+    // Plain HTTP on the TLS port does not get an API answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/v2/", server.addr().port()))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != StatusCode::OK);
+
+    // A broken key file is a clear start-up error naming the file.
+    let mut c = common::config_for(dir.path());
+    c.tls = Some(berth_registry::config::TlsConfig {
+        cert: cert.clone(),
+        key: cert.clone(),
+    });
+    let err = berth_registry::start(c)
+        .await
+        .err()
+        .expect("bad key must fail")
+        .to_string();
+    assert!(err.contains("cert.pem"), "{err}");
+    server.shutdown(std::time::Duration::from_secs(1)).await;
+}
