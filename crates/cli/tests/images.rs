@@ -94,6 +94,12 @@ impl Env {
             .expect("images JSON")
     }
 
+    /// No image record, and a store fsck finds clean.
+    fn assert_nothing_loaded(&self) {
+        assert!(self.images_json().is_empty(), "no image may be recorded");
+        self.assert_fsck_clean();
+    }
+
     fn assert_fsck_clean(&self) {
         let out = self.berth(&["fsck"]);
         assert!(
@@ -239,8 +245,7 @@ fn import_refuses_a_file_that_is_not_a_tarball() {
         err.contains("junk.tar") && err.contains("not a tar archive"),
         "{err}"
     );
-    assert!(env.images_json().is_empty());
-    env.assert_fsck_clean();
+    env.assert_nothing_loaded();
 }
 
 #[test]
@@ -465,8 +470,7 @@ fn load_refuses_a_blob_with_the_wrong_digest() {
             && err.contains(&path.display().to_string()),
         "{err}"
     );
-    assert!(other.images_json().is_empty());
-    other.assert_fsck_clean();
+    other.assert_nothing_loaded();
 }
 
 #[test]
@@ -506,8 +510,7 @@ fn load_refuses_a_truncated_blob() {
     std::fs::write(&cut, &saved[..saved.len() * 2 / 3]).unwrap();
     let err = other.fails(&["load", cut.to_str().unwrap(), "--name", "x"]);
     assert!(err.contains("cut.tar"), "{err}");
-    assert!(other.images_json().is_empty());
-    other.assert_fsck_clean();
+    other.assert_nothing_loaded();
 }
 
 #[test]
@@ -537,8 +540,7 @@ fn load_refuses_bad_json() {
         err.contains("index.json") && err.contains("invalid JSON"),
         "{err}"
     );
-    assert!(other.images_json().is_empty());
-    other.assert_fsck_clean();
+    other.assert_nothing_loaded();
 }
 
 #[test]
@@ -564,8 +566,7 @@ fn load_refuses_a_wrong_diff_id() {
         err.contains("diff_id mismatch") && err.contains(&wrong) && err.contains(&layer),
         "{err}"
     );
-    assert!(other.images_json().is_empty());
-    other.assert_fsck_clean();
+    other.assert_nothing_loaded();
 }
 
 /// Saves a busybox image with a large, incompressible file as an OCI

@@ -9,13 +9,12 @@ use std::path::Path;
 
 use berth_content::{Expected, Hasher};
 use oci_spec::image::{
-    Arch, ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
-    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, MediaType, Os, RootFsBuilder,
 };
 
 use crate::error::{Error, Result};
 use crate::media::{Compression, PlatformSpec};
-use crate::records::Images;
+use crate::records::{descriptor, Images};
 use crate::reference::Reference;
 
 /// What `berth import` puts in the new image's config.
@@ -198,33 +197,10 @@ pub fn import(
     }
     let config_bytes = serde_json::to_vec(&image_config).map_err(spec_err)?;
     let config_info = store.put_bytes(&config_bytes, "imported image config")?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(
-            DescriptorBuilder::default()
-                .media_type(MediaType::ImageConfig)
-                .digest(config_info.digest)
-                .size(config_info.size)
-                .build()
-                .map_err(spec_err)?,
-        )
-        .layers(vec![DescriptorBuilder::default()
-            .media_type(MediaType::ImageLayerGzip)
-            .digest(layer.digest)
-            .size(layer.size)
-            .build()
-            .map_err(spec_err)?])
-        .build()
-        .map_err(spec_err)?;
-    let body = serde_json::to_vec(&manifest).map_err(spec_err)?;
-    let info = store.put_bytes(&body, "imported image manifest")?;
-    let target = DescriptorBuilder::default()
-        .media_type(MediaType::ImageManifest)
-        .digest(info.digest)
-        .size(info.size)
-        .build()
-        .map_err(spec_err)?;
+    let target = images.put_manifest(
+        &config_info,
+        vec![descriptor(MediaType::ImageLayerGzip, &layer)],
+    )?;
     images.put(&[(reference.clone(), target.clone())])?;
     Ok((reference, target))
 }

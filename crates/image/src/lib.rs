@@ -17,6 +17,6 @@ pub mod user;
 
 pub use error::{Error, Result};
 pub use media::PlatformSpec;
-pub use records::{Image, Images, Record};
+pub use records::{descriptor, Image, Images, Record};
 pub use reference::Reference;
 pub use spec::{spec_from_config, BindMount, Overrides};

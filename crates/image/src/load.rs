@@ -16,11 +16,11 @@ use std::path::{Component, Path, PathBuf};
 
 use berth_content::layout::{CONTAINERD_IMAGE_NAME, REF_NAME};
 use berth_content::{parse_digest, Expected, Info};
-use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, Digest};
 
 use crate::error::{Error, Result};
 use crate::media::{self, kind, Compression, Kind, MAX_JSON};
-use crate::records::Images;
+use crate::records::{descriptor, Images};
 use crate::reference::{valid_tag, Reference};
 use crate::sniff::{Sniffed, Sniffer};
 
@@ -92,18 +92,7 @@ impl Loader<'_> {
                 let path = berth_content::layout::blob_path(dir, desc.digest())?;
                 let store = self.images.content();
                 if store.exists(desc.digest()) {
-                    let info = store.info(desc.digest())?;
-                    if info.size != desc.size() {
-                        return Err(Error::invalid(
-                            what,
-                            format!(
-                                "descriptor says {} bytes but the blob has {}",
-                                desc.size(),
-                                info.size
-                            ),
-                        ));
-                    }
-                    return Ok(());
+                    return check_size(desc, &store.info(desc.digest())?, &what);
                 }
                 let file = File::open(&path).map_err(|e| {
                     Error::invalid(&what, format!("cannot open {}: {e}", path.display()))
@@ -118,17 +107,7 @@ impl Loader<'_> {
                     self.images.content().info(desc.digest()).map_err(|_| {
                         Error::invalid(&what, "the blob is missing from the archive")
                     })?;
-                if info.size != desc.size() {
-                    return Err(Error::invalid(
-                        what,
-                        format!(
-                            "descriptor says {} bytes but the blob has {}",
-                            desc.size(),
-                            info.size
-                        ),
-                    ));
-                }
-                Ok(())
+                check_size(desc, &info, &what)
             }
         }
     }
@@ -253,6 +232,21 @@ impl Loader<'_> {
         }
         Ok(())
     }
+}
+
+/// Fails if a stored blob's size differs from its descriptor's.
+fn check_size(desc: &Descriptor, info: &Info, what: &str) -> Result<()> {
+    if info.size != desc.size() {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "descriptor says {} bytes but the blob has {}",
+                desc.size(),
+                info.size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The name(s) an index.json entry is recorded under.
@@ -565,37 +559,11 @@ fn load_docker(
                 .get(&info.digest)
                 .map(|s| s.compression)
                 .unwrap_or(Compression::None);
-            let desc = DescriptorBuilder::default()
-                .media_type(media::oci_layer_type(compression))
-                .digest(info.digest.clone())
-                .size(info.size)
-                .build()
-                .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
+            let desc = descriptor(media::oci_layer_type(compression), &info);
             loader.check_layer(&desc, &diff_ids[n], &format!("{role} ({path})"))?;
             layers.push(desc);
         }
-        let config_desc = DescriptorBuilder::default()
-            .media_type(MediaType::ImageConfig)
-            .digest(config_info.digest.clone())
-            .size(config_info.size)
-            .build()
-            .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(config_desc)
-            .layers(layers)
-            .build()
-            .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
-        let body = serde_json::to_vec(&manifest)
-            .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
-        let info = store.put_bytes(&body, "manifest")?;
-        let target = DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(info.digest)
-            .size(info.size)
-            .build()
-            .map_err(|e| Error::invalid(&manifest_what, e.to_string()))?;
+        let target = loader.images.put_manifest(&config_info, layers)?;
         let names: Vec<Reference> = match (&entry.repo_tags, &opts.name) {
             (Some(tags), _) if !tags.is_empty() => tags
                 .iter()

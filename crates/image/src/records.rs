@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use berth_content::layout::{self, REF_NAME};
-use berth_content::{FileLock, LockMode, Store};
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest};
+use berth_content::{FileLock, Info, LockMode, Store};
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageManifest, ImageManifestBuilder,
+    MediaType,
+};
 
 use crate::error::{Error, Result};
 use crate::media::{self, kind, Kind, PlatformSpec, MAX_JSON};
@@ -45,6 +48,16 @@ impl Image {
     pub fn size(&self) -> u64 {
         self.manifest.config().size() + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
     }
+}
+
+/// A descriptor for a committed blob.
+pub fn descriptor(media_type: MediaType, info: &Info) -> Descriptor {
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(info.digest.clone())
+        .size(info.size)
+        .build()
+        .expect("a descriptor with media type, digest and size always builds")
 }
 
 /// The image store: a content [`Store`] under `<root>/content` plus the
@@ -174,6 +187,22 @@ impl Images {
         index.set_manifests(manifests);
         layout::write_index(dir, &index)?;
         Ok(record)
+    }
+
+    /// Stores an OCI manifest of `config` (an OCI image config blob) and
+    /// `layers`; returns the manifest's descriptor.
+    pub fn put_manifest(&self, config: &Info, layers: Vec<Descriptor>) -> Result<Descriptor> {
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(MediaType::ImageConfig, config))
+            .layers(layers)
+            .build()
+            .map_err(|e| Error::invalid("new manifest", e.to_string()))?;
+        let body = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::invalid("new manifest", e.to_string()))?;
+        let info = self.content.put_bytes(&body, "new manifest")?;
+        Ok(descriptor(MediaType::ImageManifest, &info))
     }
 
     /// Reads a manifest blob.
