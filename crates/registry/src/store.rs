@@ -190,15 +190,25 @@ impl Store {
                 format!("blob {d} is not in repository {repo}: push it first"),
             )
         };
-        if self.driver.stat(&layer_key(repo, d)).await?.is_none() {
-            return Err(unknown());
-        }
-        // GC must not delete the blob between our check and the touch.
+        // GC must not delete the blob or link between our check and the touch.
         let _g = self.gc_lock.read().await;
+        self.linked_size(repo, d).await?.ok_or_else(unknown)
+    }
+
+    /// Size of blob `d` if `repo` links it, refreshing the GC clock of both
+    /// the link and the blob. Caller holds `gc_lock` shared.
+    async fn linked_size(&self, repo: &str, d: &Digest) -> Result<Option<u64>> {
+        let link = layer_key(repo, d);
+        let Some(link_meta) = self.driver.stat(&link).await? else {
+            return Ok(None);
+        };
         let key = blob_key(d);
-        let meta = self.driver.stat(&key).await?.ok_or_else(unknown)?;
+        let Some(meta) = self.driver.stat(&key).await? else {
+            return Ok(None);
+        };
         self.touch_if_stale(&key, meta.modified).await?;
-        Ok(meta.size)
+        self.touch_if_stale(&link, link_meta.modified).await?;
+        Ok(Some(meta.size))
     }
 
     /// A stream of `len` bytes of blob `d` from `offset`.
@@ -461,12 +471,7 @@ impl Store {
                 format!("{what} {digest} is not in repository {repo}: push the blob before the manifest"),
             )
         };
-        if self.driver.stat(&layer_key(repo, &digest)).await?.is_none() {
-            return Err(missing());
-        }
-        let key = blob_key(&digest);
-        let meta = self.driver.stat(&key).await?.ok_or_else(missing)?;
-        self.touch_if_stale(&key, meta.modified).await?;
+        self.linked_size(repo, &digest).await?.ok_or_else(missing)?;
         Ok(digest)
     }
 

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn base_endpoint_and_spec_error_bodies() {
     let reg = TestRegistry::start().await;
-    let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
+    let r = reg.get("/v2/").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()["docker-distribution-api-version"],
@@ -16,57 +16,27 @@ async fn base_endpoint_and_spec_error_bodies() {
     );
 
     let d = sha256(b"nothing");
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/a/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/a/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
 
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/Bad/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/Bad/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "NAME_INVALID");
 
-    let r = reg
-        .client
-        .get(reg.url("/v2/a/blobs/sha256:xyz"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/a/blobs/sha256:xyz").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 
-    let r = reg
-        .client
-        .get(reg.url("/v2/nope/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/nope/tags/list").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "NAME_UNKNOWN");
 
-    let r = reg
-        .client
-        .get(reg.url("/v2/a/manifests/latest"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/a/manifests/latest").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
 
-    let r = reg
-        .client
-        .get(reg.url("/v2/a/blobs/uploads/00ff"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/a/blobs/uploads/00ff").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
 
@@ -86,22 +56,12 @@ async fn monolithic_upload_then_head_get_and_ranges() {
     let data = b"0123456789abcdef".to_vec();
     let d = reg.push_blob("lib/x", &data).await;
 
-    let r = reg
-        .client
-        .head(reg.url(&format!("/v2/lib/x/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.head(&format!("/v2/lib/x/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-length"], "16");
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
 
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/lib/x/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/lib/x/blobs/{d}")).await;
     assert_eq!(r.bytes().await.unwrap(), data);
 
     let r = reg
@@ -126,12 +86,7 @@ async fn monolithic_upload_then_head_get_and_ranges() {
     assert_eq!(r.headers()["content-range"], "bytes */16");
 
     // A blob is per repository: another repository does not see it.
-    let r = reg
-        .client
-        .head(reg.url(&format!("/v2/other/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.head(&format!("/v2/other/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // Wrong digest on a monolithic upload.
@@ -152,12 +107,7 @@ async fn monolithic_upload_then_head_get_and_ranges() {
 #[tokio::test]
 async fn chunked_upload_status_out_of_order_chunk_and_cancel() {
     let reg = TestRegistry::start().await;
-    let r = reg
-        .client
-        .post(reg.url("/v2/c/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.post("/v2/c/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     assert!(loc.starts_with("/v2/c/blobs/uploads/"), "{loc}");
@@ -196,7 +146,7 @@ async fn chunked_upload_status_out_of_order_chunk_and_cancel() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = reg.client.get(reg.url(&loc)).send().await.unwrap();
+    let r = reg.get(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["range"], "0-10");
     assert_eq!(r.headers()["location"], loc.as_str());
@@ -212,26 +162,16 @@ async fn chunked_upload_status_out_of_order_chunk_and_cancel() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["location"], format!("/v2/c/blobs/{d}").as_str());
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/c/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/c/blobs/{d}")).await;
     assert_eq!(r.bytes().await.unwrap(), &b"hello world!"[..]);
     // The session is gone.
-    let r = reg.client.get(reg.url(&loc)).send().await.unwrap();
+    let r = reg.get(&loc).await;
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
 
     // Cancel.
-    let r = reg
-        .client
-        .post(reg.url("/v2/c/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.post("/v2/c/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let r = reg.client.delete(reg.url(&loc)).send().await.unwrap();
+    let r = reg.delete(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = reg
         .client
@@ -248,24 +188,14 @@ async fn chunked_upload_status_out_of_order_chunk_and_cancel() {
 async fn empty_blob_sha512_and_blob_delete() {
     let reg = TestRegistry::start().await;
     let empty = reg.push_blob("e", b"").await;
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/e/blobs/{empty}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/e/blobs/{empty}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-length"], "0");
 
     use sha2::Digest as _;
     let data = b"sha512 content";
     let d512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)));
-    let r = reg
-        .client
-        .post(reg.url("/v2/e/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.post("/v2/e/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let r = reg
         .client
@@ -275,28 +205,13 @@ async fn empty_blob_sha512_and_blob_delete() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/e/blobs/{d512}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/e/blobs/{d512}")).await;
     assert_eq!(r.headers()["docker-content-digest"], d512.as_str());
     assert_eq!(r.bytes().await.unwrap(), &data[..]);
 
-    let r = reg
-        .client
-        .delete(reg.url(&format!("/v2/e/blobs/{d512}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.delete(&format!("/v2/e/blobs/{d512}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = reg
-        .client
-        .head(reg.url(&format!("/v2/e/blobs/{d512}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.head(&format!("/v2/e/blobs/{d512}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -305,41 +220,27 @@ async fn cross_repository_and_anonymous_mounts() {
     let reg = TestRegistry::start().await;
     let d = reg.push_blob("src", b"shared layer").await;
     let r = reg
-        .client
-        .post(reg.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src")))
-        .send()
-        .await
-        .unwrap();
+        .post(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src"))
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(
         r.headers()["location"],
         format!("/v2/dst/blobs/{d}").as_str()
     );
-    let r = reg
-        .client
-        .head(reg.url(&format!("/v2/dst/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.head(&format!("/v2/dst/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // Anonymous mount (no `from`).
     let r = reg
-        .client
-        .post(reg.url(&format!("/v2/anon/blobs/uploads/?mount={d}")))
-        .send()
-        .await
-        .unwrap();
+        .post(&format!("/v2/anon/blobs/uploads/?mount={d}"))
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Mount of a blob the source lacks falls back to an upload session.
     let missing = sha256(b"missing");
     let r = reg
-        .client
-        .post(reg.url(&format!("/v2/dst/blobs/uploads/?mount={missing}&from=src")))
-        .send()
-        .await
-        .unwrap();
+        .post(&format!("/v2/dst/blobs/uploads/?mount={missing}&from=src"))
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert!(r.headers()["location"]
         .to_str()
@@ -367,12 +268,7 @@ async fn manifests_content_negotiation_validation_and_limits() {
     assert_eq!(r.headers()["docker-content-digest"], md.as_str());
     assert_eq!(r.bytes().await.unwrap(), body);
 
-    let r = reg
-        .client
-        .head(reg.url(&format!("/v2/app/manifests/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.head(&format!("/v2/app/manifests/{md}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()["content-length"],
@@ -400,13 +296,12 @@ async fn manifests_content_negotiation_validation_and_limits() {
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(b"absent"), "size": 6}],
     });
     let r = reg
-        .client
-        .put(reg.url("/v2/app/manifests/bad"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(bad.to_string())
-        .send()
-        .await
-        .unwrap();
+        .put_manifest(
+            "/v2/app/manifests/bad",
+            common::OCI_MANIFEST,
+            bad.to_string(),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN");
@@ -416,89 +311,52 @@ async fn manifests_content_negotiation_validation_and_limits() {
         .contains(&sha256(b"absent")));
 
     let r = reg
-        .client
-        .put(reg.url("/v2/app/manifests/bad"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .put_manifest("/v2/app/manifests/bad", common::OCI_MANIFEST, "{not json")
+        .await;
     assert_eq!(error_code(r).await, "MANIFEST_INVALID");
 
     let huge = vec![b' '; 4 * 1024 * 1024 + 1];
     let r = reg
-        .client
-        .put(reg.url("/v2/app/manifests/huge"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+        .put_manifest("/v2/app/manifests/huge", common::OCI_MANIFEST, huge)
+        .await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(r).await, "SIZE_INVALID");
 
     // PUT by digest with tag parameters.
     let r = reg
-        .client
-        .put(reg.url(&format!("/v2/app/manifests/{md}?tag=t1&tag=t2")))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+        .put_manifest(
+            &format!("/v2/app/manifests/{md}?tag=t1&tag=t2"),
+            common::OCI_MANIFEST,
+            body.clone(),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(
         r.headers()["location"],
         format!("/v2/app/manifests/{md}").as_str()
     );
-    let r = reg
-        .client
-        .get(reg.url("/v2/app/manifests/t2"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/app/manifests/t2").await;
     assert_eq!(r.headers()["docker-content-digest"], md.as_str());
 
     // A digest in the URL that does not match the body.
     let r = reg
-        .client
-        .put(reg.url(&format!("/v2/app/manifests/{}", sha256(b"x"))))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+        .put_manifest(
+            &format!("/v2/app/manifests/{}", sha256(b"x")),
+            common::OCI_MANIFEST,
+            body.clone(),
+        )
+        .await;
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 
     // Delete a tag, then the manifest by digest (which drops its other tags).
-    let r = reg
-        .client
-        .delete(reg.url("/v2/app/manifests/t1"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.delete("/v2/app/manifests/t1").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = reg
-        .client
-        .get(reg.url("/v2/app/manifests/t1"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/app/manifests/t1").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = reg
-        .client
-        .delete(reg.url(&format!("/v2/app/manifests/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.delete(&format!("/v2/app/manifests/{md}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     for reference in ["v1".to_string(), "t2".to_string(), md.clone()] {
-        let r = reg
-            .client
-            .get(reg.url(&format!("/v2/app/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+        let r = reg.get(&format!("/v2/app/manifests/{reference}")).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{reference}");
     }
 }
@@ -509,79 +367,43 @@ async fn tags_pagination_and_catalog() {
     let (md, body, _) = reg.push_image("p/q", "b", "x").await;
     for t in ["c", "a", "e", "d"] {
         let r = reg
-            .client
-            .put(reg.url(&format!("/v2/p/q/manifests/{t}")))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+            .put_manifest(
+                &format!("/v2/p/q/manifests/{t}"),
+                common::OCI_MANIFEST,
+                body.clone(),
+            )
+            .await;
         assert_eq!(r.headers()["docker-content-digest"], md.as_str());
     }
-    let r = reg
-        .client
-        .get(reg.url("/v2/p/q/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/p/q/tags/list").await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["name"], "p/q");
     assert_eq!(v["tags"], serde_json::json!(["a", "b", "c", "d", "e"]));
 
-    let r = reg
-        .client
-        .get(reg.url("/v2/p/q/tags/list?n=2"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/p/q/tags/list?n=2").await;
     assert_eq!(
         r.headers()["link"],
         "</v2/p/q/tags/list?n=2&last=b>; rel=\"next\""
     );
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
-    let r = reg
-        .client
-        .get(reg.url("/v2/p/q/tags/list?n=2&last=b"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/p/q/tags/list?n=2&last=b").await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["c", "d"]));
-    let r = reg
-        .client
-        .get(reg.url("/v2/p/q/tags/list?n=2&last=d"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/p/q/tags/list?n=2&last=d").await;
     assert!(r.headers().get("link").is_none());
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["e"]));
-    let r = reg
-        .client
-        .get(reg.url("/v2/p/q/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/p/q/tags/list?n=0").await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!([]));
 
     reg.push_image("a", "1", "y").await;
     reg.push_image("p/q/r", "1", "z").await;
-    let r = reg
-        .client
-        .get(reg.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/_catalog").await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["a", "p/q", "p/q/r"]));
-    let r = reg
-        .client
-        .get(reg.url("/v2/_catalog?n=1&last=a"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/_catalog?n=1&last=a").await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["p/q"]));
 }
@@ -610,23 +432,13 @@ async fn referrers_subject_header_artifact_type_filter_and_unpushed_subject() {
         let body = m.to_string();
         let d = sha256(body.as_bytes());
         let r = reg
-            .client
-            .put(reg.url(&format!("/v2/r/manifests/{d}")))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .put_manifest(&format!("/v2/r/manifests/{d}"), common::OCI_MANIFEST, body)
+            .await;
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(r.headers()["oci-subject"], subject.as_str());
         referrer_digests.push(d);
     }
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/r/referrers/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/r/referrers/{md}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()["content-type"],
@@ -653,38 +465,20 @@ async fn referrers_subject_header_artifact_type_filter_and_unpushed_subject() {
         "application/vnd.example.sbom"
     );
 
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/r/referrers/{never_pushed}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/r/referrers/{never_pushed}")).await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["manifests"][0]["digest"], referrer_digests[2].as_str());
 
     // No referrers at all: an empty index, not a 404.
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/r/referrers/{}", sha256(b"z"))))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/r/referrers/{}", sha256(b"z"))).await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["manifests"], serde_json::json!([]));
 
     // Deleting a referrer removes it from the list.
-    reg.client
-        .delete(reg.url(&format!("/v2/r/manifests/{}", referrer_digests[0])))
-        .send()
-        .await
-        .unwrap();
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/r/referrers/{md}")))
-        .send()
-        .await
-        .unwrap();
+    reg.delete(&format!("/v2/r/manifests/{}", referrer_digests[0]))
+        .await;
+    let r = reg.get(&format!("/v2/r/referrers/{md}")).await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
 }
@@ -703,22 +497,20 @@ async fn index_requires_its_child_manifests() {
         .to_string()
     };
     let r = reg
-        .client
-        .put(reg.url("/v2/i/manifests/multi"))
-        .header("content-type", "application/vnd.oci.image.index.v1+json")
-        .body(index(&sha256(b"no such manifest")))
-        .send()
-        .await
-        .unwrap();
+        .put_manifest(
+            "/v2/i/manifests/multi",
+            "application/vnd.oci.image.index.v1+json",
+            index(&sha256(b"no such manifest")),
+        )
+        .await;
     assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
     let r = reg
-        .client
-        .put(reg.url("/v2/i/manifests/multi"))
-        .header("content-type", "application/vnd.oci.image.index.v1+json")
-        .body(index(&md))
-        .send()
-        .await
-        .unwrap();
+        .put_manifest(
+            "/v2/i/manifests/multi",
+            "application/vnd.oci.image.index.v1+json",
+            index(&md),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
@@ -744,16 +536,8 @@ async fn uploads_and_manifests_over_the_size_limit_are_refused() {
 async fn metrics_count_requests() {
     let reg = TestRegistry::start().await;
     reg.push_blob("m", b"data").await;
-    reg.client.get(reg.url("/v2/")).send().await.unwrap();
-    let text = reg
-        .client
-        .get(reg.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    reg.get("/v2/").await;
+    let text = reg.get("/metrics").await.text().await.unwrap();
     assert!(
         text.contains("berth_registry_requests_total{method=\"GET\",code=\"200\"} 1"),
         "{text}"

@@ -22,7 +22,7 @@ async fn htpasswd_basic_auth_allows_users_and_refuses_others() {
     c.auth.htpasswd = Some(htpasswd(dir.path()));
     let reg = TestRegistry::start_in(dir, c).await;
 
-    let r = reg.client.get(reg.url("/v2/")).send().await.unwrap();
+    let r = reg.get("/v2/").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers()["www-authenticate"]
         .to_str()
@@ -66,12 +66,7 @@ async fn htpasswd_basic_auth_allows_users_and_refuses_others() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/x/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/x/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = reg
         .client
@@ -81,12 +76,7 @@ async fn htpasswd_basic_auth_allows_users_and_refuses_others() {
         .await
         .unwrap();
     assert_eq!(r.bytes().await.unwrap(), &b"secret"[..]);
-    let r = reg
-        .client
-        .delete(reg.url(&format!("/v2/x/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.delete(&format!("/v2/x/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -335,36 +325,16 @@ async fn read_only_mode_refuses_writes_and_serves_reads() {
     c.read_only = true;
     let dir = std::mem::replace(&mut reg.dir, tempfile::tempdir().unwrap());
     let reg = TestRegistry::start_in(dir, c).await;
-    let r = reg
-        .client
-        .get(reg.url("/v2/ro/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/ro/manifests/v1").await;
     assert_eq!(r.headers()["docker-content-digest"], md.as_str());
-    let r = reg
-        .client
-        .post(reg.url("/v2/ro/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.post("/v2/ro/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(r).await, "UNSUPPORTED");
-    let r = reg
-        .client
-        .delete(reg.url(&format!("/v2/ro/manifests/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.delete(&format!("/v2/ro/manifests/{md}")).await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     let r = reg
-        .client
-        .put(reg.url("/v2/ro/manifests/v2"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .put_manifest("/v2/ro/manifests/v2", common::OCI_MANIFEST, "{}")
+        .await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 

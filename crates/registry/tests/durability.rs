@@ -14,12 +14,7 @@ async fn upload_session_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::config_for(dir.path());
     let mut reg = TestRegistry::start_in(dir, c.clone()).await;
-    let r = reg
-        .client
-        .post(reg.url("/v2/s/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.post("/v2/s/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let first = vec![1u8; 300_000];
     let r = reg
@@ -34,7 +29,7 @@ async fn upload_session_survives_a_restart() {
 
     let dir = std::mem::replace(&mut reg.dir, tempfile::tempdir().unwrap());
     let reg = TestRegistry::start_in(dir, c).await;
-    let r = reg.client.get(reg.url(&loc)).send().await.unwrap();
+    let r = reg.get(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["range"], "0-299999");
     let second = vec![2u8; 1000];
@@ -56,12 +51,7 @@ async fn upload_session_survives_a_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/s/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/s/blobs/{d}")).await;
     assert_eq!(r.bytes().await.unwrap(), all);
 }
 
@@ -77,12 +67,7 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
         let d = d.clone();
         tasks.push(tokio::spawn(async move {
             let repo = format!("same/r{}", i % 3);
-            let r = reg
-                .client
-                .post(reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-                .send()
-                .await
-                .unwrap();
+            let r = reg.post(&format!("/v2/{repo}/blobs/uploads/")).await;
             let loc = r.headers()["location"].to_str().unwrap().to_string();
             for (n, chunk) in data.chunks(500_000).enumerate() {
                 let start = n * 500_000;
@@ -111,12 +96,7 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
     }
     for t in tasks {
         let repo = t.await.unwrap();
-        let r = reg
-            .client
-            .get(reg.url(&format!("/v2/{repo}/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let r = reg.get(&format!("/v2/{repo}/blobs/{d}")).await;
         assert_eq!(sha256(&r.bytes().await.unwrap()), d);
     }
     // Stored once.
@@ -157,12 +137,7 @@ async fn gc_removes_old_orphans_and_stale_uploads_keeps_referenced_and_recent() 
     for b in &blobs {
         age(&storage_blob(&reg, b), 7200);
     }
-    let r = reg
-        .client
-        .post(reg.url("/v2/g/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.post("/v2/g/blobs/uploads/").await;
     let stale = r.headers()["location"].to_str().unwrap().to_string();
     let id = stale.rsplit('/').next().unwrap();
     for f in ["data", "info", ""] {
@@ -186,14 +161,7 @@ async fn gc_removes_old_orphans_and_stale_uploads_keeps_referenced_and_recent() 
     assert_eq!((report.blobs, report.uploads), (1, 1));
     let head = |d: String| {
         let reg = &reg;
-        async move {
-            reg.client
-                .head(reg.url(&format!("/v2/g/blobs/{d}")))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { reg.head(&format!("/v2/g/blobs/{d}")).await.status() }
     };
     assert_eq!(head(orphan_old.clone()).await, StatusCode::NOT_FOUND);
     assert_eq!(
@@ -204,17 +172,9 @@ async fn gc_removes_old_orphans_and_stale_uploads_keeps_referenced_and_recent() 
     for b in &blobs {
         assert_eq!(head(b.clone()).await, StatusCode::OK, "referenced by v1");
     }
-    let r = reg.client.get(reg.url(&stale)).send().await.unwrap();
+    let r = reg.get(&stale).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let metrics = reg
-        .client
-        .get(reg.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = reg.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("berth_registry_gc_blobs_deleted_total 1"),
         "{metrics}"
@@ -257,19 +217,9 @@ async fn gc_untagged_policy_deletes_untagged_manifests_and_their_blobs() {
         .unwrap();
     assert_eq!(report.manifests, 1);
     assert_eq!(report.blobs, 3, "old manifest, its config and its layer");
-    let r = reg
-        .client
-        .get(reg.url(&format!("/v2/u/manifests/{old}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get(&format!("/v2/u/manifests/{old}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = reg
-        .client
-        .get(reg.url("/v2/u/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.get("/v2/u/manifests/v1").await;
     assert_eq!(r.headers()["docker-content-digest"], new.as_str());
 }
 
@@ -319,7 +269,7 @@ async fn gc_running_during_pushes_keeps_every_referenced_blob() {
             // Like every client: HEAD, and upload only if missing. GC may
             // legitimately have removed the old orphan before the HEAD;
             // once a HEAD said 200, the blob must stay for the manifest.
-            let r = reg.client.head(reg.url(&format!("/v2/{repo}/blobs/{reused}"))).send().await.unwrap();
+            let r = reg.head(&format!("/v2/{repo}/blobs/{reused}")).await;
             if r.status() == StatusCode::NOT_FOUND {
                 assert_eq!(reg.push_blob(repo, b"reused layer").await, reused);
             } else {
@@ -333,14 +283,7 @@ async fn gc_running_during_pushes_keeps_every_referenced_blob() {
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
                 "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": reused, "size": 12}],
             });
-            let r = reg
-                .client
-                .put(reg.url(&format!("/v2/{repo}/manifests/t{i}")))
-                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-                .body(m.to_string())
-                .send()
-                .await
-                .unwrap();
+            let r = reg.put_manifest(&format!("/v2/{repo}/manifests/t{i}"), common::OCI_MANIFEST, m.to_string()).await;
             assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
             cd
         }));
@@ -352,12 +295,7 @@ async fn gc_running_during_pushes_keeps_every_referenced_blob() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(gc.await.unwrap() >= 1);
     for d in configs.iter().chain([&reused]) {
-        let r = reg
-            .client
-            .get(reg.url(&format!("/v2/busy/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let r = reg.get(&format!("/v2/busy/blobs/{d}")).await;
         assert_eq!(r.status(), StatusCode::OK, "{d} must survive GC");
     }
 }

@@ -6,6 +6,8 @@ use berth_registry::{config::Config, Server};
 use reqwest::{Client, StatusCode};
 use sha2::{Digest as _, Sha256};
 
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
 pub struct TestRegistry {
     pub server: Option<Server>,
     pub dir: tempfile::TempDir,
@@ -61,6 +63,38 @@ impl TestRegistry {
         }
     }
 
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn head(&self, path: &str) -> reqwest::Response {
+        self.client.head(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.client.post(self.url(path)).send().await.unwrap()
+    }
+
+    /// PUT of an OCI image manifest (or `media_type`) body.
+    pub async fn put_manifest(
+        &self,
+        path: &str,
+        media_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .header("content-type", media_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Monolithic push; returns the digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);
@@ -100,13 +134,12 @@ impl TestRegistry {
         });
         let body = serde_json::to_vec(&manifest).unwrap();
         let r = self
-            .client
-            .put(self.url(&format!("/v2/{repo}/manifests/{tag}")))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+            .put_manifest(
+                &format!("/v2/{repo}/manifests/{tag}"),
+                OCI_MANIFEST,
+                body.clone(),
+            )
+            .await;
         assert_eq!(
             r.status(),
             StatusCode::CREATED,
