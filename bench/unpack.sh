@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Unpack benchmark: berth's layer apply against GNU `tar -xzf` and
+# `umoci unpack` on one Debian bookworm minbase layer (gzip), with `sync`
+# and a fresh target before every run. Prints the ratios to GNU tar.
+#
+#   bench/unpack.sh              # WORK=/var/tmp/berth-bench-unpack RUNS=5
+#   MINBASE=/path/to/rootfs bench/unpack.sh   # reuse an existing rootfs
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${WORK:-/var/tmp/berth-bench-unpack}
+RUNS=${RUNS:-5}
+mkdir -p "$WORK"
+for tool in hyperfine umoci tar python3; do
+    command -v "$tool" >/dev/null || { echo "bench/unpack.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
+done
+
+LAYER=$WORK/layer.tar.gz
+if [ ! -f "$LAYER" ]; then
+    SRC=${MINBASE:-$WORK/minbase}
+    if [ ! -d "$SRC/usr" ]; then
+        if debootstrap --variant=minbase bookworm "$SRC" http://deb.debian.org/debian; then
+            echo "built $SRC with debootstrap"
+        else
+            # No mirror: a similar tree (~7k files) from the host's own /usr.
+            echo "debootstrap failed; using a subset of the host's /usr instead" >&2
+            rm -rf "$SRC" && mkdir -p "$SRC"
+            tar -C / -cf - usr/lib/x86_64-linux-gnu usr/share/perl usr/bin 2>/dev/null | tar -C "$SRC" -xf -
+        fi
+    fi
+    # Like the official images: no downloaded .debs or apt lists in the layer.
+    rm -rf "$SRC"/var/cache/apt/archives/*.deb "$SRC"/var/lib/apt/lists/*
+    tar --numeric-owner --xattrs -C "$SRC" -czf "$LAYER.tmp" . && mv "$LAYER.tmp" "$LAYER"
+fi
+
+# An OCI layout holding that layer, for umoci.
+LAYOUT=$WORK/layout
+if [ ! -f "$LAYOUT/index.json" ]; then
+    rm -rf "$LAYOUT" && mkdir -p "$LAYOUT/blobs/sha256"
+    put() { local d; d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$LAYOUT/blobs/sha256/$d"; echo "$d"; }
+    layer_digest=$(put "$LAYER")
+    layer_size=$(stat -c %s "$LAYER")
+    diff_id=$(zcat "$LAYER" | sha256sum | cut -d' ' -f1)
+    printf '{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "$diff_id" >"$WORK/config.json"
+    config_digest=$(put "$WORK/config.json")
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+        "$config_digest" "$(stat -c %s "$WORK/config.json")" "$layer_digest" "$layer_size" >"$WORK/manifest.json"
+    manifest_digest=$(put "$WORK/manifest.json")
+    printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
+        "$manifest_digest" "$(stat -c %s "$WORK/manifest.json")" >"$LAYOUT/index.json"
+    echo '{"imageLayoutVersion":"1.0.0"}' >"$LAYOUT/oci-layout"
+fi
+
+(cd "$ROOT" && cargo build --release -q -p berth-archive --example unpack)
+BERTH=$ROOT/target/release/examples/unpack
+OUT=$WORK/out
+echo "layer: $(stat -c %s "$LAYER") bytes gzip, $(zcat "$LAYER" | tar -tf - | wc -l) entries"
+
+hyperfine --warmup 1 --runs "$RUNS" --export-json "$WORK/unpack.json" \
+    --prepare "rm -rf $OUT; sync" \
+    -n "tar -xzf" "mkdir $OUT && tar -xzf $LAYER -C $OUT" \
+    -n "umoci unpack" "umoci unpack --image $LAYOUT:bench $OUT" \
+    -n "berth apply" "$BERTH $LAYER $OUT" \
+    -n "berth apply, 2 writer threads" "$BERTH $LAYER $OUT --threads 2"
+rm -rf "$OUT"
+
+python3 - "$WORK/unpack.json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+base = r["tar -xzf"]["mean"]
+for name, x in r.items():
+    print(f"{name:32s} mean {x['mean']:.3f} s  ±{x['stddev']:.3f}  ratio to tar {x['mean'] / base:.2f}x")
+PY
