@@ -20,12 +20,46 @@ pub struct Sniffed {
     pub diff_id: std::result::Result<Option<Digest>, String>,
 }
 
+type Worker = std::thread::JoinHandle<std::result::Result<Digest, String>>;
+
 enum Decoder {
     Undecided,
     Plain,
-    Gzip(Box<flate2::write::MultiGzDecoder<Hasher>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Hasher>>),
-    Failed(String),
+    /// Decompression and hashing run on their own thread, fed through a
+    /// bounded channel, so they overlap with hashing and writing the blob.
+    Worker(std::sync::mpsc::SyncSender<Vec<u8>>, Worker),
+    /// The worker stopped early (its error comes from joining it).
+    Stopped(Worker),
+}
+
+/// Decompresses chunks from `rx` into a sha256 hasher.
+fn decode(
+    compression: Compression,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> std::result::Result<Digest, String> {
+    fn run<D: Write>(
+        mut decoder: D,
+        rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> std::result::Result<D, String> {
+        for chunk in rx {
+            decoder.write_all(&chunk).map_err(|e| e.to_string())?;
+        }
+        Ok(decoder)
+    }
+    match compression {
+        Compression::Gzip => {
+            let d = run(flate2::write::MultiGzDecoder::new(Hasher::sha256()), rx)?;
+            d.finish().map(|h| h.digest()).map_err(|e| e.to_string())
+        }
+        Compression::Zstd => {
+            let d =
+                zstd::stream::write::Decoder::new(Hasher::sha256()).map_err(|e| e.to_string())?;
+            let mut d = run(d, rx)?;
+            d.flush().map_err(|e| e.to_string())?;
+            Ok(d.into_inner().digest())
+        }
+        Compression::None => Err("not compressed".into()),
+    }
 }
 
 /// Forwards every byte to `inner` and feeds a decompressor + hasher on the
@@ -52,38 +86,37 @@ impl<W: Write> Sniffer<W> {
             self.compression = Compression::detect(buf);
             self.decoder = match self.compression {
                 Compression::None => Decoder::Plain,
-                Compression::Gzip => Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
-                    Hasher::sha256(),
-                ))),
-                Compression::Zstd => match zstd::stream::write::Decoder::new(Hasher::sha256()) {
-                    Ok(d) => Decoder::Zstd(Box::new(d)),
-                    Err(e) => Decoder::Failed(e.to_string()),
-                },
+                c => {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+                    Decoder::Worker(tx, std::thread::spawn(move || decode(c, rx)))
+                }
             };
         }
-        let result = match &mut self.decoder {
-            Decoder::Gzip(d) => d.write_all(buf),
-            Decoder::Zstd(d) => d.write_all(buf),
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            self.decoder = Decoder::Failed(e.to_string());
+        if let Decoder::Worker(tx, _) = &self.decoder {
+            if tx.send(buf.to_vec()).is_err() {
+                let old = std::mem::replace(&mut self.decoder, Decoder::Plain);
+                if let Decoder::Worker(_, handle) = old {
+                    self.decoder = Decoder::Stopped(handle);
+                }
+            }
         }
     }
 
     /// Ends the stream: returns the inner writer and what was learned.
     pub fn finish(self) -> (W, Sniffed) {
+        let join = |handle: Worker| {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err("the decompressor panicked".into()))
+                .map(Some)
+        };
         let diff_id = match self.decoder {
             Decoder::Undecided | Decoder::Plain => Ok(None),
-            Decoder::Gzip(d) => d
-                .finish()
-                .map(|h| Some(h.digest()))
-                .map_err(|e| e.to_string()),
-            Decoder::Zstd(mut d) => d
-                .flush()
-                .map(|_| Some(d.into_inner().digest()))
-                .map_err(|e| e.to_string()),
-            Decoder::Failed(e) => Err(e),
+            Decoder::Worker(tx, handle) => {
+                drop(tx);
+                join(handle)
+            }
+            Decoder::Stopped(handle) => join(handle),
         };
         (
             self.inner,
