@@ -134,23 +134,7 @@ pub fn fset_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<(
 
 /// Sets an extended attribute on `name` in `dir` without following a final symlink.
 pub fn lset_xattr_at(dir: BorrowedFd<'_>, name: &[u8], key: &[u8], value: &[u8]) -> io::Result<()> {
-    let p = proc_path(dir, name)?;
-    let k = cstr(key)?;
-    // SAFETY: both strings are NUL-terminated and live across the call; the
-    // value pointer/length come from a valid slice.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            k.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    lset_xattr_c(&proc_path(dir, name)?, key, value)
 }
 
 /// Lists the extended attributes of `path` (not following a final symlink).
@@ -204,9 +188,13 @@ pub fn lget_xattr(path: &std::path::Path, key: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Sets extended attribute `key` on `path` (not following a final symlink).
 pub fn lset_xattr(path: &std::path::Path, key: &[u8], value: &[u8]) -> io::Result<()> {
-    let p = cstr(path.as_os_str().as_bytes())?;
+    lset_xattr_c(&cstr(path.as_os_str().as_bytes())?, key, value)
+}
+
+fn lset_xattr_c(p: &CString, key: &[u8], value: &[u8]) -> io::Result<()> {
     let k = cstr(key)?;
-    // SAFETY: strings are NUL-terminated and the value slice is valid.
+    // SAFETY: both strings are NUL-terminated and live across the call; the
+    // value pointer/length come from a valid slice.
     let r = unsafe {
         libc::lsetxattr(
             p.as_ptr(),
