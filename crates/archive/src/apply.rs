@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -188,6 +188,17 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (b"", path),
     }
+}
+
+/// `parent/name`, or `name` at the root.
+fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(parent.len() + name.len() + 1);
+    full.extend_from_slice(parent);
+    if !full.is_empty() {
+        full.push(b'/');
+    }
+    full.extend_from_slice(name);
+    full
 }
 
 /// Every proper ancestor of `path` plus `path` itself.
@@ -465,11 +476,7 @@ impl Applier<'_> {
                     reason: "whiteout names no file".to_string(),
                 });
             }
-            let mut full = parent_rel.clone();
-            if !full.is_empty() {
-                full.push(b'/');
-            }
-            full.extend_from_slice(target);
+            let full = join_rel(&parent_rel, target);
             return self.whiteout(&parent_rel, target, &full, &entry);
         }
 
@@ -568,6 +575,10 @@ impl Applier<'_> {
                 }
                 self.shared.wait_paths(&[&target]);
                 let (tp, tn) = split_parent(&target);
+                if self.opts.whiteouts == WhiteoutMode::Overlay && !self.in_root(tp, tn) {
+                    // A link to a lower layer's file: copy it up first, as overlayfs would.
+                    self.copy_up(tp, tn, &entry)?;
+                }
                 let tparent = open_dir_in(self.root(), tp).map_err(|x| ApplyError::Refused {
                     entry: entry.clone(),
                     reason: format!(
@@ -635,6 +646,67 @@ impl Applier<'_> {
                 set_meta_at(parent.as_fd(), &name, &meta, false, &entry)
             }
         }
+    }
+
+    fn in_root(&self, parent: &[u8], name: &[u8]) -> bool {
+        open_dir_in(self.root(), parent)
+            .ok()
+            .is_some_and(|d| lstat_at(d.as_fd(), name).is_ok())
+    }
+
+    /// Copies regular file `parent/name` from the topmost lower layer holding
+    /// it into the target (content, owner, mode, xattrs, times). Does nothing
+    /// if no lower has it or a higher lower whites it out.
+    fn copy_up(&mut self, parent: &[u8], name: &[u8], entry: &str) -> Result<(), ApplyError> {
+        let mut found = None;
+        for lower in &self.lowers {
+            let Ok(ld) = open_dir_in(lower.as_fd(), parent) else {
+                continue;
+            };
+            let Ok(st) = lstat_at(ld.as_fd(), name) else {
+                continue;
+            };
+            if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                found = Some((ld, st));
+            }
+            // A whiteout, or something that cannot be hardlinked into the upper.
+            break;
+        }
+        let Some((ld, st)) = found else {
+            return Ok(());
+        };
+        let src = openat(
+            ld.as_fd(),
+            os(name),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|x| ApplyError::io(entry, "open hardlink target in lower layer", x))?;
+        let lower_path = Path::new(&format!("/proc/self/fd/{}", ld.as_raw_fd())).join(os(name));
+        let mut xattrs = Vec::new();
+        for k in
+            fsops::llist_xattrs(&lower_path).map_err(|x| ApplyError::io(entry, "listxattr", x))?
+        {
+            if !k.starts_with(b"trusted.overlay.") {
+                let v = fsops::lget_xattr(&lower_path, &k)
+                    .map_err(|x| ApplyError::io(entry, "getxattr", x))?;
+                xattrs.push((k, v));
+            }
+        }
+        let dir = self.ensure_dir(parent, entry)?;
+        let mut f = create_file(dir.as_fd(), name, entry)?;
+        io::copy(&mut File::from(src), &mut f).map_err(|x| ApplyError::io(entry, "copy up", x))?;
+        let meta = Meta {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            atime: (st.st_atime, st.st_atime_nsec),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            xattrs,
+        };
+        set_meta_fd(f.as_fd(), &meta, entry, true)?;
+        self.record(&join_rel(parent, name));
+        Ok(())
     }
 
     /// Before replacing a directory, let the pool finish writing into it.
@@ -715,11 +787,7 @@ impl Applier<'_> {
             let children =
                 fsops::list_dir(d.as_fd()).map_err(|x| ApplyError::io(&entry, "list", x))?;
             for c in children {
-                let mut full = dir.clone();
-                if !full.is_empty() {
-                    full.push(b'/');
-                }
-                full.extend_from_slice(&c);
+                let full = join_rel(&dir, &c);
                 if !self.written.contains(&full) && !self.touched_dirs.contains(&full) {
                     remove_all_at(d.as_fd(), &c)
                         .map_err(|x| ApplyError::io(&entry, "clear opaque directory", x))?;

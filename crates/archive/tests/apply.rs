@@ -548,3 +548,45 @@ fn hostile_decompression_bomb_is_refused() {
     assert!(e.to_string().contains("size limit"), "{e}");
     sb.assert_outside_untouched();
 }
+
+#[test]
+fn overlay_hardlink_to_a_lower_file_copies_it_up() {
+    let sb = Sandbox::new();
+    let lower = sb.dir.path().join("lower");
+    let hidden = sb.dir.path().join("hidden");
+    fs::create_dir_all(lower.join("bin")).unwrap();
+    fs::create_dir_all(&hidden).unwrap();
+    fs::write(lower.join("bin/tool"), b"tool").unwrap();
+    fs::set_permissions(lower.join("bin/tool"), fs::Permissions::from_mode(0o4711)).unwrap();
+    fsops::lset_xattr(&lower.join("bin/tool"), b"user.k", b"v").unwrap();
+    // `gone` exists in a deeper lower but a higher one whites it out.
+    fs::write(hidden.join("gone"), b"x").unwrap();
+    nix::sys::stat::mknod(
+        &lower.join("gone"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let o = ApplyOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        lowers: vec![lower.clone(), hidden.clone()],
+        ..opts()
+    };
+    let mut t = Tar::new();
+    t.hardlink("bin/alias", "bin/tool");
+    sb.apply(&t.finish(), &o).unwrap();
+    let r = sb.root();
+    let tool = fs::metadata(r.join("bin/tool")).unwrap();
+    assert_eq!(fs::read(r.join("bin/tool")).unwrap(), b"tool");
+    assert_eq!(tool.mode() & 0o7777, 0o4711);
+    assert_eq!(fs::metadata(r.join("bin/alias")).unwrap().ino(), tool.ino());
+    assert_eq!(
+        fsops::lget_xattr(&r.join("bin/tool"), b"user.k").unwrap(),
+        b"v"
+    );
+    let mut t = Tar::new();
+    t.hardlink("again", "gone");
+    let e = sb.apply(&t.finish(), &o).unwrap_err();
+    assert!(e.to_string().contains("\"gone\" does not exist"), "{e}");
+}
