@@ -590,3 +590,54 @@ fn overlay_hardlink_to_a_lower_file_copies_it_up() {
     let e = sb.apply(&t.finish(), &o).unwrap_err();
     assert!(e.to_string().contains("\"gone\" does not exist"), "{e}");
 }
+
+/// Child half of `devices_and_fifos_are_skipped_in_a_user_namespace`: runs in
+/// a new user namespace and applies a layer with default options. Does
+/// nothing when run as a normal test.
+#[test]
+fn userns_child_applies_with_defaults() {
+    let Ok(root) = std::env::var("BERTH_ARCHIVE_USERNS_ROOT") else {
+        return;
+    };
+    assert!(
+        fsops::in_user_namespace(),
+        "the child should run in a user namespace"
+    );
+    let mut t = Tar::new();
+    t.raw(b"dev/null", b'3', b"", b"", 0o666, None);
+    t.raw(b"fifo", b'6', b"", b"", 0o644, None);
+    t.file("file", b"f", 0o644);
+    apply_layer(
+        &t.finish()[..],
+        Compression::None,
+        Path::new(&root),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn devices_and_fifos_are_skipped_in_a_user_namespace() {
+    let sb = Sandbox::new();
+    let unshare = berth_testutil::require_peer("unshare");
+    let out = std::process::Command::new(unshare)
+        .args(["--user", "--map-root-user"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "userns_child_applies_with_defaults",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env("BERTH_ARCHIVE_USERNS_ROOT", sb.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(sb.root().join("file")).unwrap(), b"f");
+    assert!(fs::symlink_metadata(sb.root().join("fifo")).is_err());
+    assert!(fs::symlink_metadata(sb.root().join("dev/null")).is_err());
+}
