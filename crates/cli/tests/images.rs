@@ -461,8 +461,17 @@ fn load_refuses_a_blob_with_the_wrong_digest() {
     let mut data = std::fs::read(&path).unwrap();
     let last = data.len() - 1;
     data[last] ^= 0xff;
-    std::fs::write(&path, data).unwrap();
     let other = Env::new();
+    // Longer than its descriptor says: refused as soon as it overflows.
+    let mut longer = data.clone();
+    longer.extend_from_slice(b"extra");
+    std::fs::write(&path, &longer).unwrap();
+    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
+    assert!(
+        err.contains("size mismatch") && err.contains(&layer) && err.matches(&layer).count() <= 3,
+        "{err}"
+    );
+    std::fs::write(&path, &data).unwrap();
     let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
     assert!(
         err.contains("digest mismatch")
@@ -801,10 +810,27 @@ fn multi_platform_index_loads_and_resolves_by_platform() {
         "size": 500,
         "platform": {"os": "linux", "architecture": "riscv64"}
     });
+    // An attestation-style artifact beside the image (not an image config).
+    let empty = put_blob(&layout, b"{}");
+    let statement = put_blob(&layout, b"{\"predicate\":{}}");
+    let artifact = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.attestation",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": statement, "size": 16}]
+    }))
+    .unwrap();
+    let artifact = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": put_blob(&layout, &artifact),
+        "size": artifact.len(),
+        "platform": {"os": "unknown", "architecture": "unknown"}
+    });
     let list = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [absent, host]
+        "manifests": [absent, artifact, host]
     });
     let data = serde_json::to_vec(&list).unwrap();
     let digest = put_blob(&layout, &data);
@@ -858,6 +884,14 @@ fn multi_platform_index_loads_and_resolves_by_platform() {
     let third = Env::new();
     third.ok(&["load", archive.to_str().unwrap()]);
     assert_eq!(third.images_json()[0]["digest"], digest.as_str());
+    let stored = third.root().join("content/blobs/sha256");
+    assert!(
+        stored
+            .join(statement.trim_start_matches("sha256:"))
+            .is_file(),
+        "the artifact travels with the index"
+    );
+    third.assert_fsck_clean();
 }
 
 #[test]

@@ -267,7 +267,7 @@ impl Store {
         }
         if let Err(e) = std::io::copy(&mut reader, &mut w) {
             // Keep the writer's own error (size overflow) if it has one.
-            let err = w.take_error().unwrap_or_else(|| Error::io(what, e));
+            let err = w.overflow_error().unwrap_or_else(|| Error::io(what, e));
             w.abort();
             return Err(err);
         }
@@ -449,8 +449,9 @@ impl Writer {
         Ok(())
     }
 
-    /// The error that made a write fail, when it was the writer's own check.
-    fn take_error(&self) -> Option<Error> {
+    /// The error that made a write fail when it was the writer's own size
+    /// check (more data than the descriptor declares), naming the blob.
+    pub fn overflow_error(&self) -> Option<Error> {
         let size = self.expected.size?;
         (self.written > size).then(|| Error::SizeMismatch {
             what: self.expected.what.clone(),
@@ -518,10 +519,7 @@ impl Write for Writer {
                 self.written += buf.len() as u64;
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: more data than the {size} bytes its descriptor declares",
-                        self.expected.what
-                    ),
+                    format!("more data than the {size} bytes its descriptor declares"),
                 ));
             }
         }

@@ -75,8 +75,12 @@ impl Loader<'_> {
         let copied = std::io::copy(&mut reader, &mut sniffer);
         let (writer, sniffed) = sniffer.finish();
         if let Err(e) = copied {
+            let err = match writer.overflow_error() {
+                Some(overflow) => overflow.into(),
+                None => Error::invalid(what, e.to_string()),
+            };
             writer.abort();
-            return Err(Error::invalid(what, e.to_string()));
+            return Err(err);
         }
         let info = writer.commit()?;
         self.sniffed.insert(info.digest.clone(), sniffed);
@@ -158,6 +162,14 @@ impl Loader<'_> {
                 let data = self.images.content().read_blob(desc.digest(), MAX_JSON)?;
                 let manifest = media::parse_manifest(&data, &what)?;
                 self.fetch(manifest.config(), "config")?;
+                if kind(manifest.config().media_type()) != Kind::Config {
+                    // An artifact (signature, SBOM, ...): its blobs are
+                    // verified and kept, but they are not image layers.
+                    for (i, blob) in manifest.layers().iter().enumerate() {
+                        self.fetch(blob, &format!("artifact blob {}", i + 1))?;
+                    }
+                    return Ok(());
+                }
                 let config_what = self.blob_what(manifest.config().digest(), "config");
                 let data = self
                     .images

@@ -89,6 +89,9 @@ fn root_gets_containerds_default_capabilities_and_masked_paths() {
     let lines: Vec<&str> = stdout.lines().collect();
     // The 14 default capabilities, as docker and containerd grant them.
     assert!(lines[0].ends_with("00000000a80425fb"), "{stdout}");
-    assert_eq!(lines[1], "1:3", "/proc/keys is masked by /dev/null: {stdout}");
+    assert_eq!(
+        lines[1], "1:3",
+        "/proc/keys is masked by /dev/null: {stdout}"
+    );
     assert_eq!(lines[2], "spec-test");
 }
