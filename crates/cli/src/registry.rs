@@ -73,8 +73,10 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<i32> {
                 cfg.storage.root = s;
             }
             cfg.read_only |= read_only;
+            berth_registry::server::limit_malloc_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .max_blocking_threads(32)
                 .build()
                 .context("starting the async runtime")?;
             rt.block_on(serve(cfg))?;

@@ -102,6 +102,18 @@ fn tls_acceptor(cfg: &crate::config::TlsConfig) -> Result<tokio_rustls::TlsAccep
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(sc)))
 }
 
+/// Caps glibc's malloc at two arenas. Without it every blocking-pool thread
+/// that touches a buffer gets its own arena, and resident memory grows with
+/// the thread count rather than with the work. Call before starting threads.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX with a
+    // positive value is always valid and is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Starts the task writing access-log lines (JSON, one per request) to
 /// stdout, batching writes so logging never blocks a request.
 fn spawn_access_log() -> tokio::sync::mpsc::UnboundedSender<String> {
