@@ -61,9 +61,9 @@ pub enum Command {
         /// Images to save.
         #[arg(required = true)]
         names: Vec<String>,
-        /// The archive to write.
+        /// The archive to write (stdout when omitted or `-`).
         #[arg(long, short)]
-        output: PathBuf,
+        output: Option<PathBuf>,
     },
     /// Create a one-layer image from a root filesystem tarball (`-` for stdin).
     Import {
@@ -122,8 +122,20 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             Ok(0)
         }
         Command::Save { names, output } => {
-            berth_image::save::save(&images, &names, &output)
-                .with_context(|| format!("saving to {}", output.display()))?;
+            match output.filter(|o| o != std::path::Path::new("-")) {
+                Some(output) => berth_image::save::save(&images, &names, &output)
+                    .with_context(|| format!("saving to {}", output.display()))?,
+                None => {
+                    use std::io::{IsTerminal, Write};
+                    let stdout = std::io::stdout();
+                    if stdout.is_terminal() {
+                        bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+                    }
+                    let out = std::path::Path::new("<stdout>");
+                    let mut lock = berth_image::save::save_to(&images, &names, stdout.lock(), out)?;
+                    lock.flush().context("writing the archive to stdout")?;
+                }
+            }
             Ok(0)
         }
         Command::Import {

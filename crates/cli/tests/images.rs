@@ -924,3 +924,35 @@ fn import_reads_stdin() {
     let err = env.fails(&["import", tar.to_str().unwrap(), "x", "--change", "RUN make"]);
     assert!(err.contains("RUN") && err.contains("unsupported"), "{err}");
 }
+
+#[test]
+fn save_to_stdout_pipes_into_load() {
+    let env = Env::new();
+    env.import_busybox("piped/one");
+    let other = Env::new();
+    let mut save = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(env.root())
+        .args(["save", "piped/one"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(other.root())
+        .args(["load", "-"])
+        .stdin(save.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(save.wait().unwrap().success());
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&load.stdout).contains("Loaded image: docker.io/piped/one:latest")
+    );
+    assert_eq!(other.images_json()[0]["id"], env.images_json()[0]["id"]);
+    other.assert_fsck_clean();
+}

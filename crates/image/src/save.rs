@@ -49,6 +49,39 @@ fn append_dir(builder: &mut tar::Builder<impl Write>, path: &str, out: &Path) ->
 /// `io.containerd.image.name` = its full name, as containerd and docker
 /// write them.
 pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.berth-tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        let writer = save_to(images, names, BufWriter::with_capacity(1 << 20, file), out)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Streams the OCI archive of `names` into `writer` (e.g. stdout); `out`
+/// names the destination in errors. Returns the writer.
+pub fn save_to<W: Write>(images: &Images, names: &[String], writer: W, out: &Path) -> Result<W> {
     if names.is_empty() {
         return Err(Error::invalid(
             "berth save",
@@ -82,70 +115,43 @@ pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
         serde_json::to_vec(&index).map_err(|e| Error::invalid("index.json", e.to_string()))?;
     let layout_json = serde_json::json!({ "imageLayoutVersion": LAYOUT_VERSION }).to_string();
 
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.berth-tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
-        append(
-            &mut builder,
-            "oci-layout",
-            layout_json.len() as u64,
-            layout_json.as_bytes(),
-            out,
-        )?;
-        append(
-            &mut builder,
-            "index.json",
-            index_json.len() as u64,
-            &index_json[..],
-            out,
-        )?;
-        append_dir(&mut builder, "blobs/", out)?;
-        let mut by_alg: BTreeMap<String, Vec<&Digest>> = BTreeMap::new();
-        for digest in blobs.keys() {
-            by_alg
-                .entry(digest.algorithm().to_string())
-                .or_default()
-                .push(digest);
-        }
-        for (alg, mut digests) in by_alg {
-            append_dir(&mut builder, &format!("blobs/{alg}/"), out)?;
-            digests.sort_by_key(|d| d.to_string());
-            for digest in digests {
-                let info = images.content().info(digest)?;
-                let reader = images.content().reader(digest)?;
-                append(
-                    &mut builder,
-                    &format!("blobs/{alg}/{}", digest.digest()),
-                    info.size,
-                    reader,
-                    out,
-                )?;
-            }
-        }
-        let writer = builder.into_inner().map_err(|e| Error::io(&tmp, e))?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut builder = tar::Builder::new(writer);
+    append(
+        &mut builder,
+        "oci-layout",
+        layout_json.len() as u64,
+        layout_json.as_bytes(),
+        out,
+    )?;
+    append(
+        &mut builder,
+        "index.json",
+        index_json.len() as u64,
+        &index_json[..],
+        out,
+    )?;
+    append_dir(&mut builder, "blobs/", out)?;
+    let mut by_alg: BTreeMap<String, Vec<&Digest>> = BTreeMap::new();
+    for digest in blobs.keys() {
+        by_alg
+            .entry(digest.algorithm().to_string())
+            .or_default()
+            .push(digest);
     }
-    result
+    for (alg, mut digests) in by_alg {
+        append_dir(&mut builder, &format!("blobs/{alg}/"), out)?;
+        digests.sort_by_key(|d| d.to_string());
+        for digest in digests {
+            let info = images.content().info(digest)?;
+            let reader = images.content().reader(digest)?;
+            append(
+                &mut builder,
+                &format!("blobs/{alg}/{}", digest.digest()),
+                info.size,
+                reader,
+                out,
+            )?;
+        }
+    }
+    builder.into_inner().map_err(|e| Error::io(out, e))
 }
