@@ -14,6 +14,7 @@
 //! does so by removing the active snapshot).
 
 mod apply;
+mod create;
 pub mod fsops;
 mod tarstream;
 
@@ -21,6 +22,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use apply::apply_layer;
+pub use create::{create_layer, CreateError, Created, LayerSource};
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
