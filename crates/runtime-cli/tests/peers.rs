@@ -431,7 +431,11 @@ impl Podman {
         }
         fs::write(
             s.path("containers.conf"),
-            "[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n",
+            // runtime_supports_json: podman then passes `--log-format=json
+            // --log FILE` to berth-runtime, as it does for runc, and reads
+            // the error message of a failed create from that JSON log.
+            "[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n\
+             runtime_supports_json = [\"berth-runtime\", \"runc\"]\n",
         )
         .expect("write containers.conf");
         fs::write(
@@ -586,6 +590,63 @@ fn podman_detached_exec_stop_and_rm() {
     run_ok(p.cmd().args(["rm", &name]));
     let left = run_ok(p.cmd().args(["ps", "-a", "-q"]));
     assert_eq!(text(&left.stdout).trim(), "");
+}
+
+#[test]
+fn podman_missing_command_exits_127_with_the_runtime_message() {
+    let s = Scratch::new("podman-enoent");
+    let layout = busybox_layout(&s);
+    let p = Podman::new(&s);
+    let out = p
+        .cmd()
+        .args(["run", "--rm"])
+        .args(Podman::run_args())
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg("nosuchcmd")
+        .output()
+        .expect("run podman");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "stderr: {err}");
+    assert!(
+        err.contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
+        "podman did not get the runtime's message: {err}"
+    );
+    assert!(
+        !err.contains("level=error"),
+        "podman showed a raw log line instead of the parsed JSON log: {err}"
+    );
+    let left = run_ok(p.cmd().args(["ps", "-a", "-q"]));
+    assert_eq!(text(&left.stdout).trim(), "", "--rm left a container");
+}
+
+#[test]
+fn containerd_reports_the_runtime_error_for_a_missing_command() {
+    let s = Scratch::new("ctrd-enoent");
+    let c = Containerd::start(&s);
+    let image = c.import_busybox(&s);
+    let id = unique_id("berth-enoent");
+    let out = c
+        .ctr()
+        .args(["run", "--rm", "--runc-binary", RUNTIME, "--runc-root"])
+        .arg(s.path("runc-root"))
+        .args([&image, &id, "nosuchcmd"])
+        .output()
+        .expect("run ctr");
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "ctr run of a missing command succeeded"
+    );
+    assert!(
+        err.contains("OCI runtime create failed")
+            && err.contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
+        "containerd did not relay the runtime's message: {err}\n{}",
+        c.problems()
+    );
+    assert!(
+        !s.path("runc-root").join(&c.ns).join(&id).exists(),
+        "a failed create left runtime state"
+    );
 }
 
 #[test]
