@@ -683,16 +683,9 @@ impl Applier<'_> {
         )
         .map_err(|x| ApplyError::io(entry, "open hardlink target in lower layer", x))?;
         let lower_path = Path::new(&format!("/proc/self/fd/{}", ld.as_raw_fd())).join(os(name));
-        let mut xattrs = Vec::new();
-        for k in
-            fsops::llist_xattrs(&lower_path).map_err(|x| ApplyError::io(entry, "listxattr", x))?
-        {
-            if !k.starts_with(b"trusted.overlay.") {
-                let v = fsops::lget_xattr(&lower_path, &k)
-                    .map_err(|x| ApplyError::io(entry, "getxattr", x))?;
-                xattrs.push((k, v));
-            }
-        }
+        let mut xattrs = fsops::read_xattrs(&lower_path)
+            .map_err(|x| ApplyError::io(entry, "read xattrs in lower layer", x))?;
+        xattrs.retain(|(k, _)| !k.starts_with(b"trusted.overlay."));
         let dir = self.ensure_dir(parent, entry)?;
         let mut f = create_file(dir.as_fd(), name, entry)?;
         io::copy(&mut File::from(src), &mut f).map_err(|x| ApplyError::io(entry, "copy up", x))?;

@@ -163,12 +163,10 @@ impl<W: Write> Writer<W> {
         let m = fs::symlink_metadata(abs).map_err(err(abs, "stat"))?;
         let ft = m.file_type();
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        for k in fsops::llist_xattrs(abs).map_err(err(abs, "listxattr"))? {
-            if k.starts_with(b"trusted.overlay.") {
-                continue;
+        for (k, v) in xattrs(abs)? {
+            if !k.starts_with(b"trusted.overlay.") {
+                pax.push((format!("SCHILY.xattr.{}", String::from_utf8_lossy(&k)), v));
             }
-            let v = fsops::lget_xattr(abs, &k).map_err(err(abs, "getxattr"))?;
-            pax.push((format!("SCHILY.xattr.{}", String::from_utf8_lossy(&k)), v));
         }
         if m.mtime_nsec() != 0 && m.mtime() >= 0 {
             let t = format!("{}.{:09}", m.mtime(), m.mtime_nsec());
@@ -295,15 +293,8 @@ fn same(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> Result<bool
     Ok(xa == xattrs(pb)?)
 }
 
-fn xattrs(p: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CreateError> {
-    let mut keys = fsops::llist_xattrs(p).map_err(err(p, "listxattr"))?;
-    keys.sort();
-    keys.into_iter()
-        .map(|k| {
-            let v = fsops::lget_xattr(p, &k).map_err(err(p, "getxattr"))?;
-            Ok((k, v))
-        })
-        .collect()
+fn xattrs(p: &Path) -> Result<fsops::Xattrs, CreateError> {
+    fsops::read_xattrs(p).map_err(err(p, "read xattrs"))
 }
 
 /// Collects what changed below `rel` between the trees; returns the items in

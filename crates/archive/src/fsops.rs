@@ -186,6 +186,21 @@ pub fn lget_xattr(path: &std::path::Path, key: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Name/value pairs of extended attributes.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// All extended attributes of `path` (not following a final symlink), sorted by name.
+pub fn read_xattrs(path: &std::path::Path) -> io::Result<Xattrs> {
+    let mut keys = llist_xattrs(path)?;
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let v = lget_xattr(path, &k)?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
 /// Sets extended attribute `key` on `path` (not following a final symlink).
 pub fn lset_xattr(path: &std::path::Path, key: &[u8], value: &[u8]) -> io::Result<()> {
     lset_xattr_c(&cstr(path.as_os_str().as_bytes())?, key, value)

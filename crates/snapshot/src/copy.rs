@@ -93,8 +93,7 @@ fn set_meta(src: &Path, dst: &Path, m: &fs::Metadata, symlink: bool) -> Result<(
         fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))
             .map_err(e(dst, "chmod"))?;
     }
-    for k in fsops::llist_xattrs(src).map_err(e(src, "listxattr"))? {
-        let v = fsops::lget_xattr(src, &k).map_err(e(src, "getxattr"))?;
+    for (k, v) in fsops::read_xattrs(src).map_err(e(src, "read xattrs"))? {
         fsops::lset_xattr(dst, &k, &v).map_err(e(dst, "setxattr"))?;
     }
     Ok(())
