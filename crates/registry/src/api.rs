@@ -596,7 +596,7 @@ async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
             Some(Err(e)) => {
                 // Keep what arrived, so the client can resume after it.
                 if !buf.is_empty() {
-                    session.append(&app.store, &buf).await?;
+                    session.append(&app.store, buf.split().freeze()).await?;
                 }
                 return Err(Error::new(
                     Code::BlobUploadInvalid,
@@ -608,19 +608,19 @@ async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
                     .bytes_received
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if buf.is_empty() && chunk.len() >= FLUSH {
-                    session.append(&app.store, &chunk).await?;
+                    session.append(&app.store, chunk).await?;
                 } else {
                     buf.extend_from_slice(&chunk);
                     if buf.len() >= FLUSH {
                         let full: Bytes = buf.split().freeze();
-                        session.append(&app.store, &full).await?;
+                        session.append(&app.store, full).await?;
                     }
                 }
             }
         }
     }
     if !buf.is_empty() {
-        session.append(&app.store, &buf).await?;
+        session.append(&app.store, buf.split().freeze()).await?;
     }
     Ok(())
 }

@@ -5,9 +5,11 @@
 //! `blobs/sha256/ab…`). A driver never interprets them; the layout lives in
 //! [`crate::store`].
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -31,7 +33,7 @@ pub struct Meta {
 #[async_trait]
 pub trait Appender: Send {
     /// Appends `data` at the end of the object.
-    async fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    async fn write(&mut self, data: Bytes) -> io::Result<()>;
     /// Makes everything written so far durable.
     async fn sync(&mut self) -> io::Result<()>;
 }
@@ -44,8 +46,13 @@ pub trait Driver: Send + Sync + 'static {
     /// The whole content of `path`, or `None` if it does not exist.
     async fn get(&self, path: &str) -> io::Result<Option<Bytes>>;
     /// Atomically stores `data` under `path`: readers see the old content or
-    /// the new one, never a part.
+    /// the new one, never a part. Durable once it returns.
     async fn put(&self, path: &str, data: Bytes) -> io::Result<()>;
+    /// Like [`Driver::put`] but need not be durable across a machine crash
+    /// (scratch state such as upload session descriptions).
+    async fn put_scratch(&self, path: &str, data: Bytes) -> io::Result<()> {
+        self.put(path, data).await
+    }
     /// A stream of `len` bytes of `path` starting at `offset`.
     async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
     /// Opens `path` for appending, creating it if needed.
@@ -108,18 +115,43 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// Appends with plain blocking writes on the blocking pool. Every
+/// [`WRITEBACK_EVERY`] bytes it starts a background `fdatasync`, so the
+/// final sync of a big upload has little left to flush.
 struct FsAppender {
-    file: tokio::fs::File,
+    file: Arc<std::fs::File>,
+    unsynced: u64,
+    syncing: Arc<AtomicBool>,
 }
+
+/// Bytes an upload may write before a background flush starts.
+const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
 
 #[async_trait]
 impl Appender for FsAppender {
-    async fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.write_all(data).await
+    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        let file = self.file.clone();
+        let len = data.len() as u64;
+        tokio::task::spawn_blocking(move || (&*file).write_all(&data))
+            .await
+            .map_err(io::Error::other)??;
+        self.unsynced += len;
+        if self.unsynced >= WRITEBACK_EVERY && !self.syncing.swap(true, Ordering::AcqRel) {
+            self.unsynced = 0;
+            let file = self.file.clone();
+            let syncing = self.syncing.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = file.sync_data();
+                syncing.store(false, Ordering::Release);
+            });
+        }
+        Ok(())
     }
     async fn sync(&mut self) -> io::Result<()> {
-        self.file.flush().await?;
-        self.file.sync_data().await
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(io::Error::other)?
     }
 }
 
@@ -169,6 +201,18 @@ impl Driver for FsDriver {
         result
     }
 
+    async fn put_scratch(&self, path: &str, data: Bytes) -> io::Result<()> {
+        let full = self.full(path);
+        let dir = full
+            .parent()
+            .ok_or_else(|| io::Error::other(format!("storage path {path:?} has no parent")))?
+            .to_path_buf();
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".tmp-{}", random_hex(8)));
+        tokio::fs::write(&tmp, &data).await?;
+        tokio::fs::rename(&tmp, &full).await
+    }
+
     async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
         let mut file = tokio::fs::File::open(self.full(path)).await?;
         if offset > 0 {
@@ -183,15 +227,22 @@ impl Driver for FsDriver {
 
     async fn appender(&self, path: &str) -> io::Result<Box<dyn Appender>> {
         let full = self.full(path);
-        if let Some(dir) = full.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(full)
-            .await?;
-        Ok(Box::new(FsAppender { file }))
+        let file = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = full.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(full)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Box::new(FsAppender {
+            file: Arc::new(file),
+            unsynced: 0,
+            syncing: Arc::new(AtomicBool::new(false)),
+        }))
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -269,8 +320,8 @@ mod tests {
             .unwrap();
         assert_eq!(part.concat(), b"wor");
         let mut w = d.appender("u/data").await.unwrap();
-        w.write(b"ab").await.unwrap();
-        w.write(b"cd").await.unwrap();
+        w.write(Bytes::from_static(b"ab")).await.unwrap();
+        w.write(Bytes::from_static(b"cd")).await.unwrap();
         w.sync().await.unwrap();
         d.rename("u/data", "z/data").await.unwrap();
         assert_eq!(d.get("z/data").await.unwrap().unwrap(), "abcd");

@@ -98,7 +98,7 @@ pub struct Session {
 
 impl Session {
     /// Appends a chunk, hashing it on the way.
-    pub async fn append(&mut self, store: &Store, data: &[u8]) -> Result<()> {
+    pub async fn append(&mut self, store: &Store, data: Bytes) -> Result<()> {
         if let Some(max) = store.max_blob_size {
             if self.offset + data.len() as u64 > max {
                 return Err(Error::with_status(
@@ -119,11 +119,12 @@ impl Session {
                     .await?,
             );
         }
+        self.hasher.update(&data);
+        let len = data.len() as u64;
         if let Some(w) = self.writer.as_mut() {
             w.write(data).await?;
         }
-        self.hasher.update(data);
-        self.offset += data.len() as u64;
+        self.offset += len;
         Ok(())
     }
 }
@@ -265,11 +266,10 @@ impl Store {
             repo: repo.to_string(),
         })
         .map_err(std::io::Error::other)?;
+        // Scratch: a session lost in a machine crash is simply started again.
+        // The data file appears with the first chunk.
         self.driver
-            .put(&format!("uploads/{id}/info"), Bytes::from(info))
-            .await?;
-        self.driver
-            .put(&format!("uploads/{id}/data"), Bytes::new())
+            .put_scratch(&format!("uploads/{id}/info"), Bytes::from(info))
             .await?;
         let session = Arc::new(tokio::sync::Mutex::new(Session {
             repo: repo.to_string(),
@@ -317,11 +317,13 @@ impl Store {
         }
         // Restart recovery: hash what was received before the restart, once.
         let data_key = format!("uploads/{id}/data");
-        let size = self.driver.stat(&data_key).await?.ok_or_else(unknown)?.size;
+        let size = self.driver.stat(&data_key).await?.map_or(0, |m| m.size);
         let mut hasher = Hasher::new(Algorithm::Sha256);
-        let mut stream = self.driver.reader(&data_key, 0, size).await?;
-        while let Some(chunk) = stream.try_next().await? {
-            hasher.update(&chunk);
+        if size > 0 {
+            let mut stream = self.driver.reader(&data_key, 0, size).await?;
+            while let Some(chunk) = stream.try_next().await? {
+                hasher.update(&chunk);
+            }
         }
         let session = Arc::new(tokio::sync::Mutex::new(Session {
             repo: repo.to_string(),
@@ -379,6 +381,8 @@ impl Store {
         if self.driver.stat(&key).await?.is_some() {
             // Already stored (by another repository or a concurrent push).
             self.driver.delete(&data_key).await?;
+        } else if session.offset == 0 {
+            self.driver.put(&key, Bytes::new()).await?;
         } else {
             self.driver.rename(&data_key, &key).await?;
         }

@@ -140,7 +140,7 @@ async fn gc_removes_old_orphans_and_stale_uploads_keeps_referenced_and_recent() 
     let r = reg.post("/v2/g/blobs/uploads/").await;
     let stale = r.headers()["location"].to_str().unwrap().to_string();
     let id = stale.rsplit('/').next().unwrap();
-    for f in ["data", "info", ""] {
+    for f in ["info", ""] {
         age(
             &reg.dir.path().join("storage/uploads").join(id).join(f),
             7200,
