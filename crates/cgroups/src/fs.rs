@@ -83,6 +83,70 @@ impl FsManager {
         })
     }
 
+    /// A manager for cgroup directories recorded earlier with
+    /// [`Manager::paths`], so a later call (delete, kill, exec) finds the
+    /// same cgroup even if the caller now lives in a different cgroup.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<FsManager, Error> {
+        let mounts = Mounts::detect()?;
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for path in paths {
+            let clean = path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+            let in_v1 = mounts
+                .v1
+                .iter()
+                .filter(|m| path.starts_with(&m.mountpoint) && path != &m.mountpoint)
+                .max_by_key(|m| m.mountpoint.as_os_str().len());
+            let in_v2 = mounts
+                .v2
+                .as_ref()
+                .filter(|m| path.starts_with(&m.mountpoint) && path != &m.mountpoint);
+            let longer_v2 = match (in_v1, in_v2) {
+                (Some(a), Some(b)) => {
+                    b.mountpoint.as_os_str().len() > a.mountpoint.as_os_str().len()
+                }
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            match (clean, in_v1, in_v2) {
+                (true, _, Some(m)) if longer_v2 => {
+                    let controllers = read(&m.mountpoint.join("cgroup.controllers"))?
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                    v2 = Some(Dir2 {
+                        mountpoint: m.mountpoint.clone(),
+                        path: path.clone(),
+                        controllers,
+                    });
+                }
+                (true, Some(m), _) => v1.push(Dir1 {
+                    controllers: m.controllers.clone(),
+                    mountpoint: m.mountpoint.clone(),
+                    path: path.clone(),
+                }),
+                _ => {
+                    return Err(Error::InvalidPath {
+                        path: path.display().to_string(),
+                        reason: "it is not a cgroup directory below a mounted cgroup hierarchy: \
+                                 pass the paths Manager::paths returned"
+                            .into(),
+                    })
+                }
+            }
+        }
+        Ok(FsManager {
+            hierarchy: mounts.hierarchy(),
+            v1,
+            v2,
+        })
+    }
+
     /// The directory holding `controller`'s files: its v1 hierarchy if it has
     /// one, else the cgroup2 hierarchy if that offers it.
     pub fn locate(&self, controller: &str) -> Option<Loc<'_>> {

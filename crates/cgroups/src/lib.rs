@@ -66,6 +66,13 @@ pub fn manager(cgroups_path: &str, container_id: &str) -> Result<Box<dyn Manager
     Ok(Box::new(fs::FsManager::new(cgroups_path, container_id)?))
 }
 
+/// The manager for cgroup directories recorded earlier from
+/// [`Manager::paths`] (e.g. in the container's state), independent of the
+/// caller's own cgroup. Each path must lie below a mounted hierarchy.
+pub fn manager_from_paths(paths: &[PathBuf]) -> Result<Box<dyn Manager>, Error> {
+    Ok(Box::new(fs::FsManager::from_paths(paths)?))
+}
+
 /// The layout of this machine's cgroup hierarchies.
 pub fn detect_hierarchy() -> Result<Hierarchy, Error> {
     Ok(mounts::Mounts::detect()?.hierarchy())

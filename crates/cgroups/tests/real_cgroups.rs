@@ -454,3 +454,24 @@ fn empty_and_relative_paths_are_under_our_own_cgroup() {
         "manager() must not create anything"
     );
 }
+
+#[test]
+fn manager_from_recorded_paths_controls_the_same_cgroup() {
+    let mut f = Fixture::new("frompaths");
+    let pid = f.spawn("sleep 1000");
+    let again = berth_cgroups::manager_from_paths(&f.cg.paths()).expect("from paths");
+    assert_eq!(again.paths(), f.cg.paths());
+    assert_eq!(again.hierarchy(), f.cg.hierarchy());
+    assert!(again.pids().unwrap().contains(&pid));
+    again.freeze().expect("freeze via recorded paths");
+    assert!(f.cg.is_frozen().unwrap());
+    again.thaw().expect("thaw");
+    let r = resources(r#"{"pids":{"limit":7}}"#);
+    again.set(&r).expect("set via recorded paths");
+    assert_eq!(f.read("pids.max"), "7");
+
+    let err = berth_cgroups::manager_from_paths(&["/tmp/not-a-cgroup".into()])
+        .err()
+        .expect("a non-cgroup path is refused");
+    assert!(err.to_string().contains("/tmp/not-a-cgroup"), "{err}");
+}
