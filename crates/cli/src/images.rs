@@ -61,9 +61,14 @@ pub enum Command {
         /// Images to save.
         #[arg(required = true)]
         names: Vec<String>,
-        /// The archive to write (stdout when omitted or `-`).
+        /// The archive to write (stdout when omitted or `-`), or the
+        /// directory for `--format oci-dir`.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// `oci-archive` (a tar of an OCI layout) or `oci-dir` (an OCI layout
+        /// directory, added to if it exists).
+        #[arg(long, default_value = "oci-archive")]
+        format: String,
     },
     /// Create a one-layer image from a root filesystem tarball (`-` for stdin).
     Import {
@@ -121,7 +126,21 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Save { names, output } => {
+        Command::Save {
+            names,
+            output,
+            format,
+        } => {
+            match format.as_str() {
+                "oci-archive" => {}
+                "oci-dir" => {
+                    let dir = output.context("--format oci-dir needs -o DIRECTORY")?;
+                    berth_image::save::save_layout(&images, &names, &dir)
+                        .with_context(|| format!("saving to {}", dir.display()))?;
+                    return Ok(0);
+                }
+                other => bail!("unknown --format {other:?} (use oci-archive or oci-dir)"),
+            }
             match output.filter(|o| o != std::path::Path::new("-")) {
                 Some(output) => berth_image::save::save(&images, &names, &output)
                     .with_context(|| format!("saving to {}", output.display()))?,

@@ -362,6 +362,32 @@ fn umoci_layouts_load_and_berth_archives_unpack_with_umoci() {
         "yes\n"
     );
     assert!(unpacked.join("rootfs/bin/busybox").is_file());
+    // berth writes OCI layout directories too, and adds to existing ones.
+    let copied = env.path("copied-layout");
+    std::fs::create_dir(&copied).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", layout.display()))
+        .arg(&copied));
+    env.ok(&["tag", "umoci/test:built", "umoci/test:again"]);
+    env.ok(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        copied.to_str().unwrap(),
+        "umoci/test:again",
+    ]);
+    let tags = run(Command::new(&umoci).args(["ls", "--layout"]).arg(&copied));
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort();
+    assert_eq!(tags, ["again", "base", "built"]);
+    let unpacked = env.path("unpacked-again");
+    run(Command::new(&umoci)
+        .args(["unpack", "--image"])
+        .arg(format!("{}:again", copied.display()))
+        .arg(&unpacked));
+    assert!(unpacked.join("rootfs/etc/umoci-made").is_file());
 }
 
 #[test]

@@ -43,6 +43,89 @@ fn append_dir(builder: &mut tar::Builder<impl Write>, path: &str, out: &Path) ->
         .map_err(|e| Error::io(out, e))
 }
 
+/// Every blob the images `names` reach, and their index.json entries.
+fn collect(
+    images: &Images,
+    names: &[String],
+) -> Result<(HashMap<Digest, Descriptor>, Vec<Descriptor>)> {
+    if names.is_empty() {
+        return Err(Error::invalid(
+            "berth save",
+            "name at least one image to save",
+        ));
+    }
+    let mut blobs: HashMap<Digest, Descriptor> = HashMap::new();
+    let mut entries = Vec::new();
+    for name in names {
+        let record = images.get(name)?;
+        let mut problems = Vec::new();
+        images.reachable(&record.target, &mut blobs, &mut problems);
+        if let Some(p) = problems.first() {
+            return Err(Error::invalid(
+                format!("image {}", record.name),
+                format!("{p}; run `berth fsck`"),
+            ));
+        }
+        let mut desc = record.target.clone();
+        let mut annotations = std::collections::HashMap::new();
+        annotations.insert(CONTAINERD_IMAGE_NAME.to_string(), record.name.to_string());
+        if let Some(tag) = record.name.tag() {
+            annotations.insert(REF_NAME.to_string(), tag.to_string());
+        }
+        desc.set_annotations(Some(annotations));
+        entries.push(desc);
+    }
+    Ok((blobs, entries))
+}
+
+/// Writes the images `names` into the OCI layout directory `dir` (created
+/// if needed; an existing layout keeps its other images, and entries with
+/// the same tag are replaced). Each blob is copied to a temporary file,
+/// fsynced and renamed; index.json is replaced atomically last.
+pub fn save_layout(images: &Images, names: &[String], dir: &Path) -> Result<()> {
+    let (blobs, entries) = collect(images, names)?;
+    berth_content::layout::init(dir)?;
+    for digest in blobs.keys() {
+        let path = berth_content::layout::blob_path(dir, digest)?;
+        if path.exists() {
+            continue;
+        }
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let tmp = parent.join(format!(".{}.tmp-{}", digest.digest(), std::process::id()));
+        let copy = || -> std::io::Result<()> {
+            let mut reader = images
+                .content()
+                .reader(digest)
+                .map_err(std::io::Error::other)?;
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::copy(&mut reader, &mut file)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = copy() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(&path, e));
+        }
+    }
+    berth_content::fsync_dir(dir)?;
+    let mut index = berth_content::layout::read_index(dir)?;
+    let mut manifests = index.manifests().clone();
+    for entry in entries {
+        let tag = entry
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned();
+        manifests.retain(|d| {
+            tag.is_none() || d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != tag.as_ref()
+        });
+        manifests.push(entry);
+    }
+    index.set_manifests(manifests);
+    Ok(berth_content::layout::write_index(dir, &index)?)
+}
+
 /// Writes the images `names` to the OCI archive `out` (atomically: a
 /// temporary file beside it, renamed when complete). Each image gets an
 /// index.json entry with `org.opencontainers.image.ref.name` = its tag and
@@ -82,33 +165,7 @@ pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
 /// Streams the OCI archive of `names` into `writer` (e.g. stdout); `out`
 /// names the destination in errors. Returns the writer.
 pub fn save_to<W: Write>(images: &Images, names: &[String], writer: W, out: &Path) -> Result<W> {
-    if names.is_empty() {
-        return Err(Error::invalid(
-            "berth save",
-            "name at least one image to save",
-        ));
-    }
-    let mut blobs: HashMap<Digest, Descriptor> = HashMap::new();
-    let mut entries = Vec::new();
-    for name in names {
-        let record = images.get(name)?;
-        let mut problems = Vec::new();
-        images.reachable(&record.target, &mut blobs, &mut problems);
-        if let Some(p) = problems.first() {
-            return Err(Error::invalid(
-                format!("image {}", record.name),
-                format!("{p}; run `berth fsck`"),
-            ));
-        }
-        let mut desc = record.target.clone();
-        let mut annotations = std::collections::HashMap::new();
-        annotations.insert(CONTAINERD_IMAGE_NAME.to_string(), record.name.to_string());
-        if let Some(tag) = record.name.tag() {
-            annotations.insert(REF_NAME.to_string(), tag.to_string());
-        }
-        desc.set_annotations(Some(annotations));
-        entries.push(desc);
-    }
+    let (blobs, entries) = collect(images, names)?;
     let mut index = empty_index();
     index.set_manifests(entries);
     let index_json =
