@@ -665,4 +665,23 @@ mod tests {
         std::fs::write(s.dir().join("blobs/sha256/junk"), b"x").unwrap();
         assert_eq!(s.fsck().unwrap().stray.len(), 1);
     }
+
+    #[test]
+    fn concurrent_writers_of_one_blob_both_succeed() {
+        let (_d, s) = store();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                let data = data.clone();
+                std::thread::spawn(move || s.ingest(expected(&data), &data[..]))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap().size, data.len() as u64);
+        }
+        assert_eq!(s.walk().unwrap().len(), 1);
+        assert!(s.fsck().unwrap().is_clean());
+        assert!(s.abandoned_ingests().unwrap().is_empty());
+    }
 }

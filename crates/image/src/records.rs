@@ -312,3 +312,36 @@ impl Images {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_tags_are_all_recorded() {
+        let root = tempfile::tempdir().unwrap();
+        let images = Images::open(root.path()).unwrap();
+        let info = images.content().put_bytes(b"{}", "test").unwrap();
+        let target = descriptor(MediaType::ImageManifest, &info);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let images = images.clone();
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    let name = Reference::parse(&format!("example.com/app:v{i}")).unwrap();
+                    images.put(&[(name, target)]).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(images.list().unwrap().len(), 8);
+        images.remove("example.com/app:v3").unwrap();
+        assert!(matches!(
+            images.get("example.com/app:v3"),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(images.list().unwrap().len(), 7);
+    }
+}
