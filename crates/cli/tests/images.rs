@@ -2,7 +2,7 @@
 //! inspect, load, save, fsck, gc) against real peers: skopeo, umoci, podman.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use berth_testutil::{busybox_rootfs, require_peer};
 use serde_json::Value;
@@ -59,6 +59,26 @@ impl Env {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs berth, asserts failure and that stderr contains every needle.
+    fn fails_with(&self, args: &[&str], needles: &[&str]) -> String {
+        let err = self.fails(args);
+        for needle in needles {
+            assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+        }
+        err
+    }
+
+    /// Runs berth with `stdin` as its standard input.
+    fn berth_with_stdin(&self, args: &[&str], stdin: impl Into<Stdio>) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .stdin(stdin)
+            .output()
+            .expect("run berth")
     }
 
     /// A busybox rootfs tarball (with optional extra file contents).
@@ -225,12 +245,10 @@ fn import_images_tag_inspect_rmi() {
         .ok(&["rmi", "docker.io/library/busybox"])
         .contains("Untagged: docker.io/library/busybox:latest"));
     assert_eq!(env.images_json().len(), 1);
-    let err = env.fails(&["rmi", "nosuch"]);
-    assert!(err.contains("\"nosuch\" not found"), "{err}");
-    let err = env.fails(&["tag", "localhost:5000/team/bb:v1", "Bad:Name"]);
-    assert!(
-        err.contains("Bad:Name") && err.contains("lowercase"),
-        "{err}"
+    env.fails_with(&["rmi", "nosuch"], &["\"nosuch\" not found"]);
+    env.fails_with(
+        &["tag", "localhost:5000/team/bb:v1", "Bad:Name"],
+        &["Bad:Name", "lowercase"],
     );
     env.assert_fsck_clean();
 }
@@ -240,10 +258,9 @@ fn import_refuses_a_file_that_is_not_a_tarball() {
     let env = Env::new();
     let junk = env.path("junk.tar");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
-    let err = env.fails(&["import", junk.to_str().unwrap(), "junk"]);
-    assert!(
-        err.contains("junk.tar") && err.contains("not a tar archive"),
-        "{err}"
+    env.fails_with(
+        &["import", junk.to_str().unwrap(), "junk"],
+        &["junk.tar", "not a tar archive"],
     );
     env.assert_nothing_loaded();
 }
@@ -433,13 +450,7 @@ fn docker_save_archives_load() {
     )));
     // And a gzip-compressed docker save archive, piped on stdin.
     let other = Env::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--root")
-        .arg(other.root())
-        .args(["load", "-"])
-        .stdin(std::fs::File::open(&gz).unwrap())
-        .output()
-        .unwrap();
+    let out = other.berth_with_stdin(&["load", "-"], std::fs::File::open(&gz).unwrap());
     assert!(
         out.status.success(),
         "{}",
@@ -498,12 +509,9 @@ fn load_refuses_a_blob_with_the_wrong_digest() {
         "{err}"
     );
     std::fs::write(&path, &data).unwrap();
-    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
-    assert!(
-        err.contains("digest mismatch")
-            && err.contains(&layer)
-            && err.contains(&path.display().to_string()),
-        "{err}"
+    other.fails_with(
+        &["load", layout.to_str().unwrap(), "--name", "x"],
+        &["digest mismatch", &layer, &path.display().to_string()],
     );
     other.assert_nothing_loaded();
 }
@@ -522,8 +530,10 @@ fn load_refuses_a_truncated_blob() {
     std::fs::write(&path, &data[..data.len() / 2]).unwrap();
     // As a directory and as an archive.
     let other = Env::new();
-    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
-    assert!(err.contains("truncated") && err.contains(&layer), "{err}");
+    other.fails_with(
+        &["load", layout.to_str().unwrap(), "--name", "x"],
+        &["truncated", &layer],
+    );
     // In an archive the tar header gives the (short) size, so the digest fails.
     let archive = env.path("short-blob.tar");
     run(Command::new(require_peer("tar"))
@@ -532,19 +542,18 @@ fn load_refuses_a_truncated_blob() {
         .arg("-cf")
         .arg(&archive)
         .arg("."));
-    let err = other.fails(&["load", archive.to_str().unwrap(), "--name", "x"]);
-    assert!(
-        err.contains("digest mismatch")
-            && err.contains(&layer)
-            && err.contains("short-blob.tar:blobs/sha256/"),
-        "{err}"
+    other.fails_with(
+        &["load", archive.to_str().unwrap(), "--name", "x"],
+        &["digest mismatch", &layer, "short-blob.tar:blobs/sha256/"],
     );
     // An archive cut short in the middle of a blob (an interrupted copy).
     let saved = std::fs::read(env.path("saved.tar")).unwrap();
     let cut = env.path("cut.tar");
     std::fs::write(&cut, &saved[..saved.len() * 2 / 3]).unwrap();
-    let err = other.fails(&["load", cut.to_str().unwrap(), "--name", "x"]);
-    assert!(err.contains("cut.tar"), "{err}");
+    other.fails_with(
+        &["load", cut.to_str().unwrap(), "--name", "x"],
+        &["cut.tar"],
+    );
     other.assert_nothing_loaded();
 }
 
@@ -563,17 +572,15 @@ fn load_refuses_bad_json() {
     )
     .unwrap();
     let other = Env::new();
-    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
-    assert!(
-        err.contains("invalid JSON") && err.contains(&bad) && err.contains("manifest"),
-        "{err}"
+    other.fails_with(
+        &["load", layout.to_str().unwrap(), "--name", "x"],
+        &["invalid JSON", &bad, "manifest"],
     );
     // A broken index.json itself.
     std::fs::write(layout.join("index.json"), b"[").unwrap();
-    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
-    assert!(
-        err.contains("index.json") && err.contains("invalid JSON"),
-        "{err}"
+    other.fails_with(
+        &["load", layout.to_str().unwrap(), "--name", "x"],
+        &["index.json", "invalid JSON"],
     );
     other.assert_nothing_loaded();
 }
@@ -596,10 +603,9 @@ fn load_refuses_a_wrong_diff_id() {
         .unwrap()
         .to_string();
     let other = Env::new();
-    let err = other.fails(&["load", layout.to_str().unwrap(), "--name", "x"]);
-    assert!(
-        err.contains("diff_id mismatch") && err.contains(&wrong) && err.contains(&layer),
-        "{err}"
+    other.fails_with(
+        &["load", layout.to_str().unwrap(), "--name", "x"],
+        &["diff_id mismatch", &wrong, &layer],
     );
     other.assert_nothing_loaded();
 }
@@ -632,7 +638,7 @@ fn start_load(env: &Env, archive: &Path, committed: usize) -> std::process::Chil
         .arg("--root")
         .arg(env.root())
         .args(["load", archive.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawn berth load");
     while child.try_wait().expect("wait").is_none() {
@@ -886,17 +892,18 @@ fn multi_platform_index_loads_and_resolves_by_platform() {
     let inspect: Vec<Value> =
         serde_json::from_str(&other.ok(&["inspect", "example.com/multi:multi"])).unwrap();
     assert_eq!(inspect[0]["Architecture"], host_arch());
-    let err = other.fails(&[
-        "inspect",
-        "--platform",
-        "linux/s390x",
-        "example.com/multi:multi",
-    ]);
-    assert!(
-        err.contains("linux/s390x")
-            && err.contains("linux/riscv64")
-            && err.contains(&format!("linux/{}", host_arch())),
-        "{err}"
+    other.fails_with(
+        &[
+            "inspect",
+            "--platform",
+            "linux/s390x",
+            "example.com/multi:multi",
+        ],
+        &[
+            "linux/s390x",
+            "linux/riscv64",
+            &format!("linux/{}", host_arch()),
+        ],
     );
     other.assert_fsck_clean();
     // The saved archive carries the index and the platform that is present.
@@ -924,10 +931,8 @@ fn multi_platform_index_loads_and_resolves_by_platform() {
 fn import_reads_stdin() {
     let env = Env::new();
     let tar = env.rootfs_tar("bb", None);
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--root")
-        .arg(env.root())
-        .args([
+    let out = env.berth_with_stdin(
+        &[
             "import",
             "-",
             "piped",
@@ -935,10 +940,9 @@ fn import_reads_stdin() {
             "ENV A=b",
             "--change",
             "WORKDIR /tmp",
-        ])
-        .stdin(std::fs::File::open(&tar).unwrap())
-        .output()
-        .unwrap();
+        ],
+        std::fs::File::open(&tar).unwrap(),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -947,8 +951,10 @@ fn import_reads_stdin() {
     let inspect: Vec<Value> = serde_json::from_str(&env.ok(&["inspect", "piped"])).unwrap();
     assert_eq!(inspect[0]["Config"]["Env"][0], "A=b");
     assert_eq!(inspect[0]["Config"]["WorkingDir"], "/tmp");
-    let err = env.fails(&["import", tar.to_str().unwrap(), "x", "--change", "RUN make"]);
-    assert!(err.contains("RUN") && err.contains("unsupported"), "{err}");
+    env.fails_with(
+        &["import", tar.to_str().unwrap(), "x", "--change", "RUN make"],
+        &["RUN", "unsupported"],
+    );
 }
 
 #[test]
@@ -960,16 +966,10 @@ fn save_to_stdout_pipes_into_load() {
         .arg("--root")
         .arg(env.root())
         .args(["save", "piped/one"])
-        .stdout(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let load = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--root")
-        .arg(other.root())
-        .args(["load", "-"])
-        .stdin(save.stdout.take().unwrap())
-        .output()
-        .unwrap();
+    let load = other.berth_with_stdin(&["load", "-"], save.stdout.take().unwrap());
     assert!(save.wait().unwrap().success());
     assert!(
         load.status.success(),
