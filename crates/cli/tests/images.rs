@@ -178,6 +178,17 @@ fn layout_manifest(layout: &Path) -> (String, Value) {
     (digest.clone(), read_json(&blob(layout, &digest)))
 }
 
+/// The digest and file of the first layer of a layout's only image.
+fn first_layer(layout: &Path) -> (String, PathBuf) {
+    let (_, manifest) = layout_manifest(layout);
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = blob(layout, &layer);
+    (layer, path)
+}
+
 /// Writes `data` as a blob and returns its digest.
 fn put_blob(layout: &Path, data: &[u8]) -> String {
     let hex = sha256_hex(data);
@@ -489,12 +500,7 @@ fn fsck_names_a_corrupted_blob() {
 fn load_refuses_a_blob_with_the_wrong_digest() {
     let env = Env::new();
     let layout = skopeo_layout(&env, "src");
-    let (_, manifest) = layout_manifest(&layout);
-    let layer = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let path = blob(&layout, &layer);
+    let (layer, path) = first_layer(&layout);
     let mut data = std::fs::read(&path).unwrap();
     let last = data.len() - 1;
     data[last] ^= 0xff;
@@ -520,12 +526,7 @@ fn load_refuses_a_blob_with_the_wrong_digest() {
 fn load_refuses_a_truncated_blob() {
     let env = Env::new();
     let layout = skopeo_layout(&env, "src");
-    let (_, manifest) = layout_manifest(&layout);
-    let layer = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let path = blob(&layout, &layer);
+    let (layer, path) = first_layer(&layout);
     let data = std::fs::read(&path).unwrap();
     std::fs::write(&path, &data[..data.len() / 2]).unwrap();
     // As a directory and as an archive.

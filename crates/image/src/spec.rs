@@ -277,19 +277,10 @@ mod tests {
     }
 
     fn rootfs() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(
-            dir.path().join("etc/passwd"),
+        crate::user::tests::rootfs_with(
             "root:x:0:0::/root:/bin/sh\nweb:x:80:81::/:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("etc/group"),
             "root:x:0:\nweb:x:81:\nlog:x:90:web\n",
         )
-        .unwrap();
-        dir
     }
 
     #[test]

@@ -153,23 +153,23 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rootfs() -> tempfile::TempDir {
+    /// A temporary root filesystem with just /etc/passwd and /etc/group.
+    pub(crate) fn rootfs_with(passwd: &str, group: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(
-            dir.path().join("etc/passwd"),
+        std::fs::write(dir.path().join("etc/passwd"), passwd).unwrap();
+        std::fs::write(dir.path().join("etc/group"), group).unwrap();
+        dir
+    }
+
+    fn rootfs() -> tempfile::TempDir {
+        rootfs_with(
             "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("etc/group"),
             "root:x:0:\nwww:x:33:\nalice:x:1000:\naudio:x:29:alice\nvideo:x:44:alice,www\n",
         )
-        .unwrap();
-        dir
     }
 
     #[test]
