@@ -418,9 +418,8 @@ fn umoci_layouts_load_and_berth_archives_unpack_with_umoci() {
     assert!(unpacked.join("rootfs/etc/umoci-made").is_file());
 }
 
-#[test]
-fn docker_save_archives_load() {
-    let env = Env::new();
+/// A `docker save` archive of a busybox image, written by podman.
+fn docker_archive(env: &Env) -> PathBuf {
     let tar = env.rootfs_tar("p", None);
     let podman = require_peer("podman");
     let podman = |args: &[&str]| {
@@ -442,6 +441,13 @@ fn docker_save_archives_load() {
         archive.to_str().unwrap(),
         "localhost/pbox:1",
     ]);
+    archive
+}
+
+#[test]
+fn docker_save_archives_load() {
+    let env = Env::new();
+    let archive = docker_archive(&env);
     assert!(env
         .ok(&["load", archive.to_str().unwrap()])
         .contains("Loaded image: localhost/pbox:1"));
@@ -982,4 +988,63 @@ fn save_to_stdout_pipes_into_load() {
     );
     assert_eq!(other.images_json()[0]["id"], env.images_json()[0]["id"]);
     other.assert_fsck_clean();
+}
+
+#[test]
+fn tampered_docker_save_archives_are_refused() {
+    let env = Env::new();
+    let archive = docker_archive(&env);
+    let dir = env.path("unpacked-docker");
+    std::fs::create_dir(&dir).unwrap();
+    let tar = require_peer("tar");
+    run(Command::new(&tar)
+        .arg("-C")
+        .arg(&dir)
+        .arg("-xf")
+        .arg(&archive));
+    let manifest: Value = read_json(&dir.join("manifest.json"));
+    let config = dir.join(manifest[0]["Config"].as_str().unwrap());
+    let layer = dir.join(manifest[0]["Layers"][0].as_str().unwrap());
+    let repack = |name: &str| {
+        let out = env.path(name);
+        run(Command::new(&tar)
+            .arg("-C")
+            .arg(&dir)
+            .arg("-cf")
+            .arg(&out)
+            .arg("."));
+        out
+    };
+    let other = Env::new();
+
+    // A config whose content no longer matches its <digest>.json name.
+    let original = std::fs::read(&config).unwrap();
+    let mut edited: Value = serde_json::from_slice(&original).unwrap();
+    edited["author"] = "someone else".into();
+    std::fs::write(&config, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let bad = repack("bad-config.tar");
+    other.fails_with(
+        &["load", bad.to_str().unwrap()],
+        &["digest mismatch", manifest[0]["Config"].as_str().unwrap()],
+    );
+    std::fs::write(&config, &original).unwrap();
+
+    // A layer whose content no longer matches the config's diff_id.
+    let mut data = std::fs::read(&layer).unwrap();
+    data.extend_from_slice(&[0u8; 1024]);
+    std::fs::write(&layer, &data).unwrap();
+    let bad = repack("bad-layer.tar");
+    other.fails_with(
+        &["load", bad.to_str().unwrap()],
+        &["diff_id mismatch", "layer 1 of 1"],
+    );
+
+    // manifest.json that is not JSON.
+    std::fs::write(dir.join("manifest.json"), b"[{").unwrap();
+    let bad = repack("bad-manifest.tar");
+    other.fails_with(
+        &["load", bad.to_str().unwrap()],
+        &["manifest.json", "invalid"],
+    );
+    other.assert_nothing_loaded();
 }
