@@ -269,6 +269,8 @@ mod tests {
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("localhost:5000/a/b:v1"), "localhost:5000/a/b:v1");
         assert_eq!(norm("quay.io/x/y_z__w-1"), "quay.io/x/y_z__w-1:latest");
+        assert_eq!(norm("[::1]:5000/app:v1"), "[::1]:5000/app:v1");
+        assert_eq!(norm("127.0.0.1:5000/a"), "127.0.0.1:5000/a:latest");
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
             norm(&format!("busybox@{d}")),
