@@ -129,6 +129,16 @@ fn sha256_hex(data: &[u8]) -> String {
         .to_string()
 }
 
+/// Runs skopeo with `args` then the `refs` (paths or references).
+fn skopeo(args: &[&str], refs: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    let mut c = Command::new("skopeo");
+    c.args(args);
+    for r in refs {
+        c.arg(r);
+    }
+    c.output().expect("run skopeo")
+}
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
@@ -336,6 +346,20 @@ fn skopeo_against_htpasswd_and_token_auth() {
     let hash = bcrypt_hash("s3cret");
     std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
     let src = format!("oci:{}:latest", layout.display());
+    let push = |creds: Option<&str>, dest: &str| {
+        let mut args = vec!["copy", "--dest-tls-verify=false"];
+        if let Some(c) = creds {
+            args.extend(["--dest-creds", c]);
+        }
+        skopeo(&args, &[&src, &dest]).status.success()
+    };
+    let pull = |creds: Option<&str>, image: &str| {
+        let mut args = vec!["inspect", "--tls-verify=false"];
+        if let Some(c) = creds {
+            args.extend(["--creds", c]);
+        }
+        skopeo(&args, &[&image]).status.success()
+    };
 
     // htpasswd Basic.
     let cfg = dir.path().join("basic.yml");
@@ -349,43 +373,14 @@ fn skopeo_against_htpasswd_and_token_auth() {
     .unwrap();
     let reg = Serve::start(&dir.path().join("s1"), &["--config", cfg.to_str().unwrap()]);
     let dest = format!("docker://{}/b/busybox:1", reg.addr);
-    let out = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(&src)
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "anonymous push must be refused");
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:wrong",
-        ])
-        .arg(&src)
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "a wrong password must be refused");
-    run(Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:s3cret",
-        ])
-        .arg(&src)
-        .arg(&dest));
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false"])
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "anonymous pull must be refused");
-    run(Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--creds", "alice:s3cret"])
-        .arg(&dest));
+    assert!(!push(None, &dest), "anonymous push must be refused");
+    assert!(
+        !push(Some("alice:wrong"), &dest),
+        "a wrong password must be refused"
+    );
+    assert!(push(Some("alice:s3cret"), &dest));
+    assert!(!pull(None, &dest), "anonymous pull must be refused");
+    assert!(pull(Some("alice:s3cret"), &dest));
     drop(reg);
 
     // Token flow: alice pushes to alice/*, anyone pulls public/*.
@@ -404,49 +399,19 @@ fn skopeo_against_htpasswd_and_token_auth() {
     let reg = Serve::start(&dir.path().join("s2"), &["--config", cfg.to_str().unwrap()]);
     let mine = format!("docker://{}/alice/busybox:1", reg.addr);
     let public = format!("docker://{}/public/busybox:1", reg.addr);
-    run(Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:s3cret",
-        ])
-        .arg(&src)
-        .arg(&mine));
-    run(Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:s3cret",
-        ])
-        .arg(&src)
-        .arg(&public));
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false"])
-        .arg(&mine)
-        .output()
-        .unwrap();
+    assert!(push(Some("alice:s3cret"), &mine));
+    assert!(push(Some("alice:s3cret"), &public));
     assert!(
-        !out.status.success(),
+        !pull(None, &mine),
         "anonymous pull of alice/* must be refused"
     );
-    run(Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false"])
-        .arg(&public));
-    let out = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(&src)
-        .arg(format!("docker://{}/public/busybox:anon", reg.addr))
-        .output()
-        .unwrap();
+    assert!(pull(None, &public), "anonymous pull of public/* is allowed");
+    let anon_dest = format!("docker://{}/public/busybox:anon", reg.addr);
     assert!(
-        !out.status.success(),
+        !push(None, &anon_dest),
         "anonymous push to public/* must be refused"
     );
-    run(Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--creds", "alice:s3cret"])
-        .arg(&mine));
+    assert!(pull(Some("alice:s3cret"), &mine));
 }
 
 /// A bcrypt hash from `berth registry htpasswd` (password on stdin).

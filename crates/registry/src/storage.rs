@@ -89,6 +89,40 @@ impl FsDriver {
     fn full(&self, path: &str) -> PathBuf {
         self.root.join(path)
     }
+
+    /// Writes `data` to a temporary file beside `path` and renames it into
+    /// place; with `durable`, fsyncs the file before and the directory after.
+    async fn write_atomic(&self, path: &str, data: Bytes, durable: bool) -> io::Result<()> {
+        let full = self.full(path);
+        let dir = parent_dir(&full, path)?;
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".tmp-{}", random_hex(8)));
+        let result = async {
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(&data).await?;
+            f.flush().await?;
+            if durable {
+                f.sync_data().await?;
+            }
+            drop(f);
+            tokio::fs::rename(&tmp, &full).await?;
+            if durable {
+                fsync_dir(&dir).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+fn parent_dir(full: &Path, key: &str) -> io::Result<PathBuf> {
+    full.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| io::Error::other(format!("storage path {key:?} has no parent")))
 }
 
 fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
@@ -178,39 +212,11 @@ impl Driver for FsDriver {
     }
 
     async fn put(&self, path: &str, data: Bytes) -> io::Result<()> {
-        let full = self.full(path);
-        let dir = full
-            .parent()
-            .ok_or_else(|| io::Error::other(format!("storage path {path:?} has no parent")))?
-            .to_path_buf();
-        tokio::fs::create_dir_all(&dir).await?;
-        let tmp = dir.join(format!(".tmp-{}", random_hex(8)));
-        let result = async {
-            let mut f = tokio::fs::File::create(&tmp).await?;
-            f.write_all(&data).await?;
-            f.flush().await?;
-            f.sync_data().await?;
-            drop(f);
-            tokio::fs::rename(&tmp, &full).await?;
-            fsync_dir(&dir).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+        self.write_atomic(path, data, true).await
     }
 
     async fn put_scratch(&self, path: &str, data: Bytes) -> io::Result<()> {
-        let full = self.full(path);
-        let dir = full
-            .parent()
-            .ok_or_else(|| io::Error::other(format!("storage path {path:?} has no parent")))?
-            .to_path_buf();
-        tokio::fs::create_dir_all(&dir).await?;
-        let tmp = dir.join(format!(".tmp-{}", random_hex(8)));
-        tokio::fs::write(&tmp, &data).await?;
-        tokio::fs::rename(&tmp, &full).await
+        self.write_atomic(path, data, false).await
     }
 
     async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
@@ -247,10 +253,7 @@ impl Driver for FsDriver {
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let dest = self.full(to);
-        let dir = dest
-            .parent()
-            .ok_or_else(|| io::Error::other(format!("storage path {to:?} has no parent")))?
-            .to_path_buf();
+        let dir = parent_dir(&dest, to)?;
         tokio::fs::create_dir_all(&dir).await?;
         tokio::fs::rename(self.full(from), &dest).await?;
         fsync_dir(&dir).await
