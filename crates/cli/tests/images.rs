@@ -1048,3 +1048,40 @@ fn tampered_docker_save_archives_are_refused() {
     );
     other.assert_nothing_loaded();
 }
+
+#[test]
+fn docker_schema2_manifests_load_resolve_and_save() {
+    let env = Env::new();
+    env.import_busybox("busybox");
+    let id = env.images_json()[0]["id"].as_str().unwrap().to_string();
+    let archive = env.path("busybox.tar");
+    env.ok(&["save", "busybox", "-o", archive.to_str().unwrap()]);
+    let skopeo = require_peer("skopeo");
+    let layout = env.path("v2s2");
+    run(Command::new(&skopeo)
+        .args(["copy", "--format", "v2s2"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:v2", layout.display())));
+
+    let other = Env::new();
+    other.ok(&["load", layout.to_str().unwrap(), "--name", "docker-types"]);
+    let inspect: Vec<Value> =
+        serde_json::from_str(&other.ok(&["inspect", "docker-types:v2"])).unwrap();
+    assert_eq!(
+        inspect[0]["MediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(inspect[0]["Id"], id.as_str());
+    assert_eq!(
+        inspect[0]["Manifest"]["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    other.assert_fsck_clean();
+    // Saved again, skopeo reads it and converts it back to OCI.
+    let again = other.path("again.tar");
+    other.ok(&["save", "docker-types:v2", "-o", again.to_str().unwrap()]);
+    let config = run(Command::new(&skopeo)
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", again.display())));
+    assert!(config.contains("echo hi"), "{config}");
+}
