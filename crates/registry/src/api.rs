@@ -578,23 +578,24 @@ async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     loop {
-        let next = tokio::time::timeout(app.body_idle_timeout, stream.next())
-            .await
-            .map_err(|_| {
-                Error::with_status(
-                    Code::BlobUploadInvalid,
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "upload {}: no data for {}s; resume from the offset GET on the upload reports",
-                        session.id,
-                        app.body_idle_timeout.as_secs()
-                    ),
-                )
-            })?;
+        let Ok(next) = tokio::time::timeout(app.body_idle_timeout, stream.next()).await else {
+            // Keep what arrived, so the client can resume after it.
+            if !buf.is_empty() {
+                session.append(&app.store, buf.split().freeze()).await?;
+            }
+            return Err(Error::with_status(
+                Code::BlobUploadInvalid,
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "upload {}: no data for {}s; resume from the offset GET on the upload reports",
+                    session.id,
+                    app.body_idle_timeout.as_secs()
+                ),
+            ));
+        };
         match next {
             None => break,
             Some(Err(e)) => {
-                // Keep what arrived, so the client can resume after it.
                 if !buf.is_empty() {
                     session.append(&app.store, buf.split().freeze()).await?;
                 }

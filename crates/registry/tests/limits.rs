@@ -1,0 +1,99 @@
+//! Limits against slow clients, and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestRegistry;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the server closes the connection (a 60 s safety net keeps a
+/// broken server from hanging the suite; no timing is asserted).
+async fn read_until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "the server never closed the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let reg = TestRegistry::start_with(|c| c.limits.header_timeout_secs = 1).await;
+    let mut s = TcpStream::connect(reg.server.as_ref().unwrap().addr())
+        .await
+        .unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut s).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_body_is_aborted_and_keeps_what_arrived() {
+    let reg = TestRegistry::start_with(|c| c.limits.body_idle_timeout_secs = 1).await;
+    let r = reg.post("/v2/slow/blobs/uploads/").await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let mut s = TcpStream::connect(reg.server.as_ref().unwrap().addr())
+        .await
+        .unwrap();
+    s.write_all(
+        format!("PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = read_until_closed(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("BLOB_UPLOAD_INVALID"), "{answer}");
+    let r = reg.get(&loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        r.headers()["range"],
+        "0-9",
+        "the 10 bytes that arrived are kept for a resume"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_request_in_flight_finish() {
+    let mut reg = TestRegistry::start().await;
+    let r = reg.post("/v2/g/blobs/uploads/").await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let mut s = TcpStream::connect(reg.server.as_ref().unwrap().addr())
+        .await
+        .unwrap();
+    s.write_all(format!("PATCH {loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n01234").as_bytes())
+        .await
+        .unwrap();
+    // Make sure the request is being served before shutting down.
+    let server = reg.server.take().unwrap();
+    while server
+        .app()
+        .metrics
+        .in_flight
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 1
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let addr = server.addr();
+    let stopping = tokio::spawn(server.shutdown(Duration::from_secs(30)));
+    // New connections are refused once the listener is closed...
+    let mut refused = false;
+    for _ in 0..1000 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the listener stays open during shutdown");
+    // ...while the request in flight completes.
+    s.write_all(b"56789").await.unwrap();
+    let answer = read_until_closed(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    stopping.await.unwrap();
+}
