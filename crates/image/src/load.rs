@@ -24,6 +24,9 @@ use crate::records::{descriptor, Images};
 use crate::reference::{valid_tag, Reference};
 use crate::sniff::{Sniffed, Sniffer};
 
+/// The most JSON (index.json, manifest.json, configs) an archive may hold.
+const MAX_JSON_TOTAL: u64 = 64 << 20;
+
 /// Options for [`load`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -400,6 +403,7 @@ fn stream_tar(loader: &mut Loader<'_>, reader: Box<dyn Read>) -> Result<Streamed
         files: HashMap::new(),
         links: HashMap::new(),
     };
+    let mut json_total = 0u64;
     let tar_err = |e: std::io::Error| {
         Error::invalid(
             input.display().to_string(),
@@ -439,11 +443,14 @@ fn stream_tar(loader: &mut Loader<'_>, reader: Box<dyn Read>) -> Result<Streamed
                 what: format!("blob {digest} ({at})"),
             };
             loader.ingest(expected, &mut entry)?;
-        } else if name.ends_with(".json") || name == "oci-layout" {
-            if size > MAX_JSON {
+        } else if (name.ends_with(".json") && !name.contains('/')) || name == "oci-layout" {
+            // Top-level documents only (index.json, manifest.json, docker's
+            // <id>.json configs), with a cap on their total size.
+            json_total += size;
+            if size > MAX_JSON || json_total > MAX_JSON_TOTAL {
                 return Err(Error::invalid(
                     at,
-                    format!("{size} bytes is too large for a JSON document"),
+                    format!("{size} bytes is too large for a JSON document (at most {MAX_JSON} each, {MAX_JSON_TOTAL} in all)"),
                 ));
             }
             let mut data = Vec::with_capacity(size as usize);
