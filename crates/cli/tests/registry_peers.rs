@@ -17,11 +17,16 @@ struct Serve {
 
 impl Serve {
     fn start(storage: &Path, extra: &[&str]) -> Serve {
+        Serve::start_with_stdout(storage, extra, Stdio::null())
+    }
+
+    /// Like [`Serve::start`], with the access log (stdout) going to `stdout`.
+    fn start_with_stdout(storage: &Path, extra: &[&str], stdout: Stdio) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["registry", "serve", "--addr", "127.0.0.1:0", "--storage"])
             .arg(storage)
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn berth registry serve");
@@ -515,6 +520,38 @@ fn sigterm_stops_the_server_cleanly() {
     run(Command::new("kill").args(["-TERM", &reg.child.id().to_string()]));
     let status = reg.child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+#[test]
+fn access_log_has_one_json_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut reg = Serve::start_with_stdout(&dir.path().join("storage"), &[], out.into());
+    let (status, _, _) = http(&reg.addr, "GET", "/v2/", &[], b"");
+    assert_eq!(status, 200);
+    let (status, _, _) = http(&reg.addr, "GET", "/v2/none/manifests/latest", &[], b"");
+    assert_eq!(status, 404);
+    // SIGTERM flushes the log on the way out.
+    run(Command::new("kill").args(["-TERM", &reg.child.id().to_string()]));
+    assert!(reg.child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("\"path\":\"/v2/\"") && lines[0].contains("\"status\":200"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("\"method\":\"GET\"") && lines[1].contains("\"status\":404"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with('{') && l.contains("\"micros\":")),
+        "{text}"
+    );
 }
 
 #[test]

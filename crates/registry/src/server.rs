@@ -51,6 +51,7 @@ pub struct Server {
     app: Arc<App>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    log_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -68,6 +69,12 @@ impl Server {
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.task).await;
+        // The access log ends when the last handle on the app is gone;
+        // wait for it so every line of a finished request is written.
+        drop(self.app);
+        if let Some(log) = self.log_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), log).await;
+        }
     }
 
     /// Waits until the server stops by itself (it only does on shutdown).
@@ -116,9 +123,12 @@ pub fn limit_malloc_arenas() {
 
 /// Starts the task writing access-log lines (JSON, one per request) to
 /// stdout, batching writes so logging never blocks a request.
-fn spawn_access_log() -> tokio::sync::mpsc::UnboundedSender<String> {
+fn spawn_access_log() -> (
+    tokio::sync::mpsc::UnboundedSender<String>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
         while let Some(line) = rx.recv().await {
@@ -134,7 +144,7 @@ fn spawn_access_log() -> tokio::sync::mpsc::UnboundedSender<String> {
             }
         }
     });
-    tx
+    (tx, task)
 }
 
 /// Starts a registry for `config` on the current tokio runtime.
@@ -151,6 +161,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         Auth::open()
     };
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let (access_log, log_task) = match config.log.access {
+        true => {
+            let (tx, task) = spawn_access_log();
+            (Some(tx), Some(task))
+        }
+        false => (None, None),
+    };
     let app = Arc::new(App {
         store,
         auth,
@@ -159,7 +176,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tls: tls.is_some(),
         body_idle_timeout: Duration::from_secs(config.limits.body_idle_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
-        access_log: config.log.access.then(spawn_access_log),
+        access_log,
     });
     let listener = TcpListener::bind(&config.addr)
         .await
@@ -269,5 +286,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         app,
         stop,
         task,
+        log_task,
     })
 }
