@@ -46,8 +46,17 @@ pub(crate) struct FsManager {
 impl FsManager {
     /// Resolves `cgroups_path` in every mounted hierarchy.
     pub fn new(cgroups_path: &str, container_id: &str) -> Result<FsManager, Error> {
+        Self::with_mounts(Mounts::detect()?, cgroups_path, container_id)
+    }
+
+    /// Like [`FsManager::new`] over the given hierarchies (tests use it to
+    /// drive the cgroup2 code on a hybrid machine's unified mount).
+    pub(crate) fn with_mounts(
+        mounts: Mounts,
+        cgroups_path: &str,
+        container_id: &str,
+    ) -> Result<FsManager, Error> {
         let inner = mounts::inner_path(cgroups_path, container_id)?;
-        let mounts = Mounts::detect()?;
         let own = match inner {
             mounts::Inner::Relative(_) => mounts::own_cgroups()?,
             mounts::Inner::Absolute(_) => Default::default(),
@@ -537,4 +546,99 @@ fn remove_tree(dir: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cgroup2 code paths on the real cgroup2 mount: on a hybrid machine
+    //! that is the unified mount with v1 hidden, on a pure v2 machine the
+    //! normal layout. Needs root.
+
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    fn v2_only(test: &str) -> FsManager {
+        let mut mounts = Mounts::detect().expect("mountinfo");
+        assert!(
+            mounts.v2.is_some(),
+            "this test needs a cgroup2 mount (hybrid or pure v2 machine)"
+        );
+        mounts.v1.clear();
+        let path = format!("/berth-unit-v2-{test}-{}", std::process::id());
+        FsManager::with_mounts(mounts, &path, test).expect("manager")
+    }
+
+    fn state(pid: u32) -> char {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .and_then(|s| s.trim().chars().next())
+            .expect("State line")
+    }
+
+    #[test]
+    fn cgroup2_apply_freeze_thaw_kill_destroy() {
+        let m = v2_only("freeze");
+        assert_eq!(m.hierarchy(), Hierarchy::V2);
+        let mut child = Command::new("sleep")
+            .arg("1000")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let result = (|| -> Result<(), Error> {
+            m.apply(pid as i32)?;
+            assert_eq!(m.pids()?, vec![pid as i32]);
+            m.freeze()?;
+            assert!(m.is_frozen()?);
+            assert_eq!(
+                state(pid),
+                'S',
+                "v2-frozen tasks sleep in the signal-delivery stop"
+            );
+            let events = read(&m.paths()[0].join("cgroup.events"))?;
+            assert!(events.contains("frozen 1"), "{events}");
+            m.thaw()?;
+            assert!(!m.is_frozen()?);
+            let stats = m.stats()?;
+            assert_eq!(
+                stats.pids.current, 0,
+                "no v2 pids controller here: {stats:?}"
+            );
+            m.kill_all(libc::SIGKILL)?;
+            Ok(())
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        let destroyed = m.destroy();
+        result.expect("cgroup2 operations");
+        destroyed.expect("destroy");
+        assert!(!m.paths()[0].exists());
+    }
+
+    #[test]
+    fn cgroup2_unified_keys_are_written_and_bad_keys_refused() {
+        let m = v2_only("unified");
+        m.create().expect("create");
+        let result = (|| {
+            let r: oci_spec::runtime::LinuxResources =
+                serde_json_like(r#"{"unified":{"cgroup.max.descendants":"3"}}"#);
+            m.set(&r)?;
+            let v = read(&m.paths()[0].join("cgroup.max.descendants"))?;
+            assert_eq!(v.trim(), "3");
+            let r: oci_spec::runtime::LinuxResources =
+                serde_json_like(r#"{"unified":{"../escape":"1"}}"#);
+            let err = m.set(&r).expect_err("path-like key refused");
+            assert!(err.to_string().contains("../escape"), "{err}");
+            Ok::<(), Error>(())
+        })();
+        let destroyed = m.destroy();
+        result.expect("unified");
+        destroyed.expect("destroy");
+    }
+
+    fn serde_json_like(json: &str) -> oci_spec::runtime::LinuxResources {
+        serde_json::from_str(json).expect("resources json")
+    }
 }
