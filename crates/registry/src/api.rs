@@ -38,6 +38,8 @@ pub struct App {
     pub body_idle_timeout: Duration,
     /// Total time limit for requests without a streamed body.
     pub request_timeout: Duration,
+    /// Requests served at once before new ones get 429 TOOMANYREQUESTS.
+    pub max_in_flight: Option<i64>,
     /// Where one JSON line per request goes, if access logging is on.
     pub access_log: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
@@ -139,8 +141,17 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let mut resp = match route(&app, req).await {
+    let busy = app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let over_limit = app.max_in_flight.is_some_and(|max| busy >= max) && path != "/metrics";
+    let result = if over_limit {
+        Err(Error::new(
+            Code::TooManyRequests,
+            format!("the registry is serving {busy} requests, its limit; retry shortly"),
+        ))
+    } else {
+        route(&app, req).await
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             if matches!(e, Error::Io(_)) {
@@ -149,6 +160,10 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
             error_response(&e)
         }
     };
+    if over_limit {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),

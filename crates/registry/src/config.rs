@@ -153,6 +153,9 @@ pub struct Limits {
     /// Seconds any non-streaming request may take in total.
     #[serde(default = "sixty")]
     pub request_timeout_secs: u64,
+    /// Requests served at once; more get 429 TOOMANYREQUESTS (no limit by default).
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
 }
 
 fn thirty() -> u64 {
@@ -169,6 +172,7 @@ impl Default for Limits {
             header_timeout_secs: thirty(),
             body_idle_timeout_secs: sixty(),
             request_timeout_secs: sixty(),
+            max_in_flight: None,
         }
     }
 }

@@ -176,6 +176,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tls: tls.is_some(),
         body_idle_timeout: Duration::from_secs(config.limits.body_idle_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
+        max_in_flight: config
+            .limits
+            .max_in_flight
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         access_log,
     });
     let listener = TcpListener::bind(&config.addr)

@@ -97,3 +97,39 @@ async fn graceful_shutdown_lets_a_request_in_flight_finish() {
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_get_429() {
+    let reg = TestRegistry::start_with(|c| c.limits.max_in_flight = Some(1)).await;
+    let r = reg.post("/v2/busy/blobs/uploads/").await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    // Hold one request open: a PATCH whose body has not all arrived.
+    let mut s = TcpStream::connect(reg.server.as_ref().unwrap().addr())
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let app = reg.server.as_ref().unwrap().app().clone();
+    while app
+        .metrics
+        .in_flight
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 1
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = reg.get("/v2/").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(common::error_code(r).await, "TOOMANYREQUESTS");
+    s.write_all(b"cd").await.unwrap();
+    assert!(read_until_closed(&mut s).await.starts_with("HTTP/1.1 202"));
+    let r = reg.get("/v2/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
