@@ -223,7 +223,14 @@ impl Manager for FsManager {
     }
 
     fn set(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
-        self.create()?;
+        if let Some(missing) = self.paths().into_iter().find(|p| !p.is_dir()) {
+            return Err(Error::InvalidPath {
+                path: missing.display().to_string(),
+                reason:
+                    "the cgroup does not exist: apply() it first (or the container was deleted)"
+                        .into(),
+            });
+        }
         crate::resources::set(self, resources)
     }
 
@@ -621,6 +628,7 @@ mod tests {
     fn cgroup2_unified_keys_are_written_and_bad_keys_refused() {
         let m = v2_only("unified");
         m.create().expect("create");
+        let m = FsManager::from_paths(&m.paths()).expect("reopen");
         let result = (|| {
             let r: oci_spec::runtime::LinuxResources =
                 serde_json_like(r#"{"unified":{"cgroup.max.descendants":"3"}}"#);

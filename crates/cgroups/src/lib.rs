@@ -30,7 +30,9 @@ pub trait Manager: Send + Sync {
     /// parent in v1, enabling controllers in v2) and moves `pid` into them.
     fn apply(&self, pid: i32) -> Result<(), Error>;
     /// Writes the resource limits of the runtime spec to the cgroup files.
-    /// Also used for `update`. Fields left unset are not touched.
+    /// Also used for `update`. Fields left unset are not touched. The
+    /// cgroup must exist (see [`Manager::apply`]). Device rules are written
+    /// in order, followed by runc's [`DEFAULT_DEVICE_RULES`].
     fn set(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error>;
     /// Every process in the cgroup, including those in child cgroups.
     /// Empty when the cgroup does not exist.

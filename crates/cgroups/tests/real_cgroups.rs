@@ -398,6 +398,18 @@ fn systemd_and_root_paths_are_refused_clearly() {
 }
 
 #[test]
+fn set_before_apply_is_a_clear_error() {
+    let f = Fixture::new("noapply");
+    let r = resources(r#"{"pids":{"limit":5}}"#);
+    let msg = f.cg.set(&r).expect_err("no cgroup yet").to_string();
+    assert!(
+        msg.contains("does not exist") && msg.contains("apply"),
+        "{msg}"
+    );
+    assert!(!f.cg.paths()[0].exists(), "set must not create the cgroup");
+}
+
+#[test]
 fn refused_limit_names_file_and_value() {
     let mut f = Fixture::new("refused");
     f.spawn("sleep 1000");
