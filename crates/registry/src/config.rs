@@ -150,7 +150,7 @@ pub struct Limits {
     /// Seconds a request body may stall before the request is aborted.
     #[serde(default = "sixty")]
     pub body_idle_timeout_secs: u64,
-    /// Seconds any non-streaming request may take in total.
+    /// Seconds a manifest PUT's body may take to arrive.
     #[serde(default = "sixty")]
     pub request_timeout_secs: u64,
     /// Requests served at once; more get 429 TOOMANYREQUESTS (no limit by default).

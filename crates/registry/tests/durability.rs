@@ -299,3 +299,39 @@ async fn gc_running_during_pushes_keeps_every_referenced_blob() {
         assert_eq!(r.status(), StatusCode::OK, "{d} must survive GC");
     }
 }
+
+#[tokio::test]
+async fn the_background_gc_task_runs_while_serving() {
+    let reg = TestRegistry::start_with(|c| {
+        c.gc = GcConfig {
+            enabled: true,
+            interval_secs: 1,
+            grace_secs: 3600,
+            upload_grace_secs: 3600,
+            delete_untagged: false,
+        }
+    })
+    .await;
+    let orphan = reg.push_blob("bg", b"background orphan").await;
+    age(&storage_blob(&reg, &orphan), 7200);
+    let link = reg
+        .dir
+        .path()
+        .join("storage/repos/bg/_layers/sha256")
+        .join(orphan.split_once(':').unwrap().1);
+    age(&link, 7200);
+    let app = reg.server.as_ref().unwrap().app().clone();
+    let runs =
+        |a: &berth_registry::api::App| a.metrics.gc_runs.load(std::sync::atomic::Ordering::Relaxed);
+    let seen = runs(&app);
+    // Two finished runs after the ageing: at least one started after it.
+    while runs(&app) < seen + 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reg.head(&format!("/v2/bg/blobs/{orphan}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // The registry kept serving meanwhile.
+    reg.push_image("bg", "v1", "still").await;
+}
