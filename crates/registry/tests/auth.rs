@@ -202,12 +202,12 @@ async fn token_flow_grants_scopes_per_repository() {
 
     // The pull/push token does not allow delete.
     let r = reg
-        .client
-        .delete(reg.url(&format!("/v2/alice/app/blobs/{d}")))
-        .bearer_auth(&push)
-        .send()
-        .await
-        .unwrap();
+        .bearer(
+            reqwest::Method::DELETE,
+            &format!("/v2/alice/app/blobs/{d}"),
+            &push,
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers()["www-authenticate"]
         .to_str()
@@ -223,22 +223,22 @@ async fn token_flow_grants_scopes_per_repository() {
     .await;
     assert_eq!(granted(&bobs), serde_json::json!([]));
     let r = reg
-        .client
-        .get(reg.url(&format!("/v2/alice/app/blobs/{d}")))
-        .bearer_auth(&bobs)
-        .send()
-        .await
-        .unwrap();
+        .bearer(
+            reqwest::Method::GET,
+            &format!("/v2/alice/app/blobs/{d}"),
+            &bobs,
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // A token for one repository does not open another.
     let r = reg
-        .client
-        .get(reg.url(&format!("/v2/alice/other/blobs/{d}")))
-        .bearer_auth(&push)
-        .send()
-        .await
-        .unwrap();
+        .bearer(
+            reqwest::Method::GET,
+            &format!("/v2/alice/other/blobs/{d}"),
+            &push,
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Anonymous pull of public repositories, but no anonymous push.
@@ -248,37 +248,23 @@ async fn token_flow_grants_scopes_per_repository() {
         serde_json::json!([{"type": "repository", "name": "public/x", "actions": ["pull"]}])
     );
     let r = reg
-        .client
-        .get(reg.url("/v2/public/x/tags/list"))
-        .bearer_auth(&anon)
-        .send()
-        .await
-        .unwrap();
+        .bearer(reqwest::Method::GET, "/v2/public/x/tags/list", &anon)
+        .await;
     assert_eq!(
         r.status(),
         StatusCode::NOT_FOUND,
         "authorised, the repository just does not exist"
     );
     let r = reg
-        .client
-        .post(reg.url("/v2/public/x/blobs/uploads/"))
-        .bearer_auth(&anon)
-        .send()
-        .await
-        .unwrap();
+        .bearer(reqwest::Method::POST, "/v2/public/x/blobs/uploads/", &anon)
+        .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // A forged token is rejected.
     let mut forged = push.clone();
     forged.pop();
     forged.push(if push.ends_with('A') { 'B' } else { 'A' });
-    let r = reg
-        .client
-        .get(reg.url("/v2/"))
-        .bearer_auth(&forged)
-        .send()
-        .await
-        .unwrap();
+    let r = reg.bearer(reqwest::Method::GET, "/v2/", &forged).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers()["www-authenticate"]
         .to_str()
@@ -287,30 +273,16 @@ async fn token_flow_grants_scopes_per_repository() {
 
     // Catalog needs registry:catalog:*.
     let r = reg
-        .client
-        .get(reg.url("/v2/_catalog"))
-        .bearer_auth(&push)
-        .send()
-        .await
-        .unwrap();
+        .bearer(reqwest::Method::GET, "/v2/_catalog", &push)
+        .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let cat = token(&reg, Some(("alice", "alice-pw")), "registry:catalog:*").await;
-    let r = reg
-        .client
-        .get(reg.url("/v2/_catalog"))
-        .bearer_auth(&cat)
-        .send()
-        .await
-        .unwrap();
+    let r = reg.bearer(reqwest::Method::GET, "/v2/_catalog", &cat).await;
     assert_eq!(r.status(), StatusCode::OK);
     let bob_cat = token(&reg, Some(("bob", "bob-pw")), "registry:catalog:*").await;
     let r = reg
-        .client
-        .get(reg.url("/v2/_catalog"))
-        .bearer_auth(&bob_cat)
-        .send()
-        .await
-        .unwrap();
+        .bearer(reqwest::Method::GET, "/v2/_catalog", &bob_cat)
+        .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 

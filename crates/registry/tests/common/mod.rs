@@ -79,6 +79,21 @@ impl TestRegistry {
         self.client.post(self.url(path)).send().await.unwrap()
     }
 
+    /// A body-less request with a bearer token.
+    pub async fn bearer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// PUT of an OCI image manifest (or `media_type`) body.
     pub async fn put_manifest(
         &self,
