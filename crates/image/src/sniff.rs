@@ -32,10 +32,53 @@ enum Decoder {
     Stopped(Worker),
 }
 
+/// The uncompressed side of a layer: hashes it and refuses bombs with
+/// berth-archive's limits (total size, and inflation ratio once 16 MiB
+/// have come out).
+struct Limited {
+    hasher: Hasher,
+    written: u64,
+    compressed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    max_size: u64,
+    max_ratio: u64,
+}
+
+impl Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written += buf.len() as u64;
+        let compressed = self
+            .compressed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        if self.written > self.max_size {
+            return Err(std::io::Error::other(format!(
+                "it inflates to more than {} bytes",
+                self.max_size
+            )));
+        }
+        if self.max_ratio > 0
+            && self.written > 16 << 20
+            && self.written / compressed > self.max_ratio
+        {
+            return Err(std::io::Error::other(format!(
+                "it inflates more than {}-fold (a decompression bomb?)",
+                self.max_ratio
+            )));
+        }
+        self.hasher.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decompresses chunks from `rx` into a sha256 hasher.
 fn decode(
     compression: Compression,
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    compressed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> std::result::Result<Digest, String> {
     fn run<D: Write>(
         mut decoder: D,
@@ -46,17 +89,26 @@ fn decode(
         }
         Ok(decoder)
     }
+    let limits = berth_archive::ApplyOptions::default();
+    let sink = Limited {
+        hasher: Hasher::sha256(),
+        written: 0,
+        compressed,
+        max_size: limits.max_size,
+        max_ratio: limits.max_ratio,
+    };
     match compression {
         Compression::Gzip => {
-            let d = run(flate2::write::MultiGzDecoder::new(Hasher::sha256()), rx)?;
-            d.finish().map(|h| h.digest()).map_err(|e| e.to_string())
+            let d = run(flate2::write::MultiGzDecoder::new(sink), rx)?;
+            d.finish()
+                .map(|l| l.hasher.digest())
+                .map_err(|e| e.to_string())
         }
         Compression::Zstd => {
-            let d =
-                zstd::stream::write::Decoder::new(Hasher::sha256()).map_err(|e| e.to_string())?;
+            let d = zstd::stream::write::Decoder::new(sink).map_err(|e| e.to_string())?;
             let mut d = run(d, rx)?;
             d.flush().map_err(|e| e.to_string())?;
-            Ok(d.into_inner().digest())
+            Ok(d.into_inner().hasher.digest())
         }
         Compression::None => Err("not compressed".into()),
     }
@@ -69,6 +121,7 @@ pub struct Sniffer<W: Write> {
     inner: W,
     decoder: Decoder,
     compression: Compression,
+    compressed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<W: Write> Sniffer<W> {
@@ -78,6 +131,7 @@ impl<W: Write> Sniffer<W> {
             inner,
             decoder: Decoder::Undecided,
             compression: Compression::None,
+            compressed: Default::default(),
         }
     }
 
@@ -88,10 +142,13 @@ impl<W: Write> Sniffer<W> {
                 Compression::None => Decoder::Plain,
                 c => {
                     let (tx, rx) = std::sync::mpsc::sync_channel(16);
-                    Decoder::Worker(tx, std::thread::spawn(move || decode(c, rx)))
+                    let compressed = self.compressed.clone();
+                    Decoder::Worker(tx, std::thread::spawn(move || decode(c, rx, compressed)))
                 }
             };
         }
+        self.compressed
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if let Decoder::Worker(tx, _) = &self.decoder {
             if tx.send(buf.to_vec()).is_err() {
                 let old = std::mem::replace(&mut self.decoder, Decoder::Plain);
@@ -180,5 +237,23 @@ mod tests {
         s.write_all(&[0x1f, 0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3])
             .unwrap();
         assert!(s.finish().1.diff_id.is_err());
+    }
+
+    #[test]
+    fn decompression_bombs_are_reported() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let gz = enc.finish().unwrap();
+        assert!(
+            gz.len() < (64 << 20) / 1000,
+            "the test needs a ratio above 1000"
+        );
+        let mut s = Sniffer::new(std::io::sink());
+        s.write_all(&gz).unwrap();
+        let err = s.finish().1.diff_id.unwrap_err();
+        assert!(err.contains("decompression bomb"), "{err}");
     }
 }
