@@ -127,26 +127,21 @@ mbps() {
 }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-echo "== manifest GET, wrk -t2 -c$CONNS -d${DURATION}s"
-B_RPS=$(rps "http://127.0.0.1:$PORT_B/v2/bench/busybox/manifests/latest")
-D_RPS=$(rps "http://127.0.0.1:$PORT_D/v2/bench/busybox/manifests/latest")
-echo "berth           $B_RPS req/s"
-echo "docker-registry $D_RPS req/s"
-echo "ratio           $(python3 -c "print(round($B_RPS/$D_RPS, 2))")x (target >= 5x)"
+# report TITLE UNIT TARGET BERTH DIST: both numbers and berth/dist.
+report() {
+    echo "== $1"
+    echo "berth           $4 $2"
+    echo "docker-registry $5 $2"
+    echo "ratio           $(python3 -c "print(round($4/$5, 3))")x (target $3)"
+}
 
-echo "== blob GET (64 MiB), wrk -t2 -c4 -d${DURATION}s"
-B_MB=$(mbps "http://127.0.0.1:$PORT_B/v2/bench/busybox/blobs/$BLOB_DIGEST")
-D_MB=$(mbps "http://127.0.0.1:$PORT_D/v2/bench/busybox/blobs/$BLOB_DIGEST")
-echo "berth           $B_MB MB/s"
-echo "docker-registry $D_MB MB/s"
-echo "ratio           $(python3 -c "print(round($B_MB/$D_MB, 2))")x (target >= 1x)"
-
-echo "== peak resident memory (VmHWM) after both loads"
-B_KB=$(hwm "$BERTH_PID")
-D_KB=$(hwm "$DIST_PID")
-echo "berth           $B_KB kB"
-echo "docker-registry $D_KB kB"
-echo "ratio           $(python3 -c "print(round($B_KB/$D_KB, 3))")x (target <= 0.25x)"
+M=v2/bench/busybox/manifests/latest
+report "manifest GET, wrk -t2 -c$CONNS -d${DURATION}s" req/s ">= 5x" \
+    "$(rps "http://127.0.0.1:$PORT_B/$M")" "$(rps "http://127.0.0.1:$PORT_D/$M")"
+B=v2/bench/busybox/blobs/$BLOB_DIGEST
+report "blob GET (64 MiB), wrk -t2 -c4 -d${DURATION}s" MB/s ">= 1x" \
+    "$(mbps "http://127.0.0.1:$PORT_B/$B")" "$(mbps "http://127.0.0.1:$PORT_D/$B")"
+report "peak resident memory (VmHWM) after both loads" kB "<= 0.25x" "$(hwm "$BERTH_PID")" "$(hwm "$DIST_PID")"
 
 echo "== skopeo copy push of Debian minbase ($(du -sh "$BIG" | cut -f1) layout), hyperfine --runs $RUNS"
 hyperfine --runs "$RUNS" --export-json "$WORK/push.json" \
