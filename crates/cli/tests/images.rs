@@ -229,6 +229,16 @@ fn import_images_tag_inspect_rmi() {
 
     let images = env.images_json();
     assert_eq!(images.len(), 1);
+    // BERTH_ROOT selects the same data root as --root.
+    let via_env = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_ROOT", env.root())
+        .args(["images", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&via_env.stdout).unwrap(),
+        Value::Array(images.clone())
+    );
     assert_eq!(images[0]["name"], "docker.io/library/busybox:latest");
     let id = images[0]["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("sha256:") && images[0]["size"].as_u64().unwrap() > 100_000);
