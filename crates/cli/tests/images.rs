@@ -428,8 +428,9 @@ fn umoci_layouts_load_and_berth_archives_unpack_with_umoci() {
     assert!(unpacked.join("rootfs/etc/umoci-made").is_file());
 }
 
-/// A `docker save` archive of a busybox image, written by podman.
-fn docker_archive(env: &Env) -> PathBuf {
+/// An archive of a busybox image written by `podman save --format FORMAT`
+/// (`docker-archive`: docker save's layout; `oci-archive`).
+fn podman_archive(env: &Env, format: &str) -> PathBuf {
     let tar = env.rootfs_tar("p", None);
     let podman = require_peer("podman");
     let podman = |args: &[&str]| {
@@ -442,11 +443,11 @@ fn docker_archive(env: &Env) -> PathBuf {
             .args(args))
     };
     podman(&["import", tar.to_str().unwrap(), "localhost/pbox:1"]);
-    let archive = env.path("docker.tar");
+    let archive = env.path(&format!("{format}.tar"));
     podman(&[
         "save",
         "--format",
-        "docker-archive",
+        format,
         "-o",
         archive.to_str().unwrap(),
         "localhost/pbox:1",
@@ -455,9 +456,19 @@ fn docker_archive(env: &Env) -> PathBuf {
 }
 
 #[test]
+fn podman_oci_archives_load() {
+    let env = Env::new();
+    let archive = podman_archive(&env, "oci-archive");
+    assert!(env
+        .ok(&["load", archive.to_str().unwrap()])
+        .contains("Loaded image: localhost/pbox:1"));
+    env.assert_fsck_clean();
+}
+
+#[test]
 fn docker_save_archives_load() {
     let env = Env::new();
-    let archive = docker_archive(&env);
+    let archive = podman_archive(&env, "docker-archive");
     assert!(env
         .ok(&["load", archive.to_str().unwrap()])
         .contains("Loaded image: localhost/pbox:1"));
@@ -1003,7 +1014,7 @@ fn save_to_stdout_pipes_into_load() {
 #[test]
 fn tampered_docker_save_archives_are_refused() {
     let env = Env::new();
-    let archive = docker_archive(&env);
+    let archive = podman_archive(&env, "docker-archive");
     let dir = env.path("unpacked-docker");
     std::fs::create_dir(&dir).unwrap();
     let tar = require_peer("tar");
