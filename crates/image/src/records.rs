@@ -118,13 +118,23 @@ impl Images {
         Ok(out)
     }
 
-    /// Finds a record by name (`busybox`, `docker.io/library/busybox:latest`)
-    /// or by a prefix (at least 4 hex digits) of its image ID or manifest digest.
+    /// Finds a record by name (`busybox`, `docker.io/library/busybox:latest`),
+    /// by `repository@digest`, or by a prefix (at least 4 hex digits) of its
+    /// image ID or manifest digest.
     pub fn get(&self, name: &str) -> Result<Record> {
         let records = self.list()?;
         if let Ok(reference) = Reference::parse(name) {
             if let Some(r) = records.iter().find(|r| r.name == reference) {
                 return Ok(r.clone());
+            }
+            // `repo@digest` names the record of that repository whose
+            // manifest or index has that digest.
+            if let Some(digest) = reference.digest() {
+                if let Some(r) = records.iter().find(|r| {
+                    r.name.repository() == reference.repository() && r.target.digest() == digest
+                }) {
+                    return Ok(r.clone());
+                }
             }
         }
         let hex = name
@@ -337,6 +347,14 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(images.list().unwrap().len(), 8);
+        let by_digest = format!("example.com/app@{}", info.digest);
+        assert_eq!(
+            images.get(&by_digest).unwrap().target.digest(),
+            &info.digest
+        );
+        assert!(images
+            .get(&format!("example.com/other@{}", info.digest))
+            .is_err());
         images.remove("example.com/app:v3").unwrap();
         assert!(matches!(
             images.get("example.com/app:v3"),
