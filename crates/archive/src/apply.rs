@@ -128,10 +128,21 @@ struct Job {
     meta: Meta,
 }
 
+/// Paths handed to the pool and not yet written, and who waits for them.
+#[derive(Default)]
+struct Pending {
+    paths: HashMap<Vec<u8>, usize>,
+    waiters: usize,
+}
+
+/// Files handed to a writer at once (fewer wakeups than one by one).
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: usize = 1 << 20;
+
 /// State shared between the parsing thread and the writers.
 struct Shared {
     root: OwnedFd,
-    pending: Mutex<HashMap<Vec<u8>, usize>>,
+    pending: Mutex<Pending>,
     cv: Condvar,
     error: Mutex<Option<ApplyError>>,
     failed: AtomicBool,
@@ -150,35 +161,45 @@ impl Shared {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    fn add_pending(&self, path: &[u8]) {
+    fn add_pending<'a>(&self, paths: impl Iterator<Item = &'a [u8]>) {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        *p.entry(path.to_vec()).or_insert(0) += 1;
+        for path in paths {
+            *p.paths.entry(path.to_vec()).or_insert(0) += 1;
+        }
     }
 
-    fn done_pending(&self, path: &[u8]) {
+    fn done_pending<'a>(&self, paths: impl Iterator<Item = &'a [u8]>) {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = p.get_mut(path) {
-            *n -= 1;
-            if *n == 0 {
-                p.remove(path);
+        for path in paths {
+            if let Some(n) = p.paths.get_mut(path) {
+                *n -= 1;
+                if *n == 0 {
+                    p.paths.remove(path);
+                }
             }
         }
-        self.cv.notify_all();
+        if p.waiters > 0 {
+            self.cv.notify_all();
+        }
     }
 
     /// Waits until none of `paths` is being written by the pool.
     fn wait_paths(&self, paths: &[&[u8]]) {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        while paths.iter().any(|x| p.contains_key(*x)) {
+        while paths.iter().any(|x| p.paths.contains_key(*x)) {
+            p.waiters += 1;
             p = self.cv.wait(p).unwrap_or_else(|p| p.into_inner());
+            p.waiters -= 1;
         }
     }
 
     /// Waits until the pool has written everything handed to it.
     fn drain(&self) {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        while !p.is_empty() {
+        while !p.paths.is_empty() {
+            p.waiters += 1;
             p = self.cv.wait(p).unwrap_or_else(|p| p.into_inner());
+            p.waiters -= 1;
         }
     }
 }
@@ -345,7 +366,10 @@ fn write_job(shared: &Shared, job: &Job) -> Result<(), ApplyError> {
 struct Applier<'a> {
     shared: &'a Shared,
     opts: &'a ApplyOptions,
-    tx: Option<mpsc::SyncSender<Job>>,
+    tx: Option<mpsc::SyncSender<Vec<Job>>>,
+    /// Files for the pool not handed over yet.
+    batch: Vec<Job>,
+    batch_bytes: usize,
     /// Paths created by this layer (whiteouts and opaque markers only hide lower layers).
     written: HashSet<Vec<u8>>,
     /// Ancestors of written paths.
@@ -431,8 +455,53 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn check_pool(&self) -> Result<(), ApplyError> {
+    /// Hands the batch to the pool.
+    fn flush_batch(&mut self) -> Result<(), ApplyError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.shared
+            .add_pending(batch.iter().map(|j| j.path.as_slice()));
+        if let Some(tx) = &self.tx {
+            if let Err(mpsc::SendError(batch)) = tx.send(batch) {
+                self.shared
+                    .done_pending(batch.iter().map(|j| j.path.as_slice()));
+                return Err(ApplyError::io(
+                    "",
+                    "hand files to the writer pool",
+                    io::Error::other("writer pool stopped"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the pool is done with `paths` (handing over the batch first
+    /// if it holds one of them).
+    fn wait_paths(&mut self, paths: &[&[u8]]) -> Result<(), ApplyError> {
+        if self
+            .batch
+            .iter()
+            .any(|j| paths.contains(&j.path.as_slice()))
+        {
+            self.flush_batch()?;
+        }
+        self.shared.wait_paths(paths);
+        Ok(())
+    }
+
+    /// Waits until the pool has written everything.
+    fn drain(&mut self) -> Result<(), ApplyError> {
+        self.flush_batch()?;
+        self.shared.drain();
+        Ok(())
+    }
+
+    fn check_pool(&mut self) -> Result<(), ApplyError> {
         if self.shared.failed.load(Ordering::SeqCst) {
+            self.batch.clear();
             self.shared.drain();
             if let Some(e) = self.shared.take_error() {
                 return Err(e);
@@ -481,7 +550,7 @@ impl Applier<'_> {
         }
 
         // Never race the pool on this path or a parent of it.
-        self.shared.wait_paths(&self_and_ancestors(&path));
+        self.wait_paths(&self_and_ancestors(&path))?;
 
         let meta = Meta::from_entry(e);
         match e.kind {
@@ -495,22 +564,15 @@ impl Applier<'_> {
                     })?;
                     // Make sure the parent exists before a writer needs it.
                     self.ensure_dir(&parent_rel, &entry)?;
-                    self.shared.add_pending(&path);
-                    let job = Job {
+                    self.batch_bytes += data.len();
+                    self.batch.push(Job {
                         path,
                         display: entry,
                         data,
                         meta,
-                    };
-                    if let Some(tx) = &self.tx {
-                        if let Err(mpsc::SendError(job)) = tx.send(job) {
-                            self.shared.done_pending(&job.path);
-                            return Err(ApplyError::io(
-                                &job.display,
-                                "hand to writer",
-                                io::Error::other("writer pool stopped"),
-                            ));
-                        }
+                    });
+                    if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+                        self.flush_batch()?;
                     }
                     return Ok(());
                 }
@@ -553,7 +615,7 @@ impl Applier<'_> {
                 match symlinkat(target, parent.as_fd(), os(&name)) {
                     Ok(()) => {}
                     Err(Errno::EEXIST) => {
-                        self.drain_if_dir(parent.as_fd(), &name);
+                        self.drain_if_dir(parent.as_fd(), &name)?;
                         clear_slot(parent.as_fd(), &name, &entry)?;
                         symlinkat(target, parent.as_fd(), os(&name))
                             .map_err(|x| ApplyError::io(&entry, "symlink", x))?;
@@ -573,7 +635,7 @@ impl Applier<'_> {
                 if target == path {
                     return Ok(());
                 }
-                self.shared.wait_paths(&[&target]);
+                self.wait_paths(&[&target])?;
                 let (tp, tn) = split_parent(&target);
                 if self.opts.whiteouts == WhiteoutMode::Overlay && !self.in_root(tp, tn) {
                     // A link to a lower layer's file: copy it up first, as overlayfs would.
@@ -613,7 +675,7 @@ impl Applier<'_> {
                 match link(parent.as_fd()) {
                     Ok(()) => Ok(()),
                     Err(Errno::EEXIST) => {
-                        self.drain_if_dir(parent.as_fd(), &name);
+                        self.drain_if_dir(parent.as_fd(), &name)?;
                         clear_slot(parent.as_fd(), &name, &entry)?;
                         link(parent.as_fd()).map_err(|x| ApplyError::io(&entry, "link", x))
                     }
@@ -636,7 +698,7 @@ impl Applier<'_> {
                 match mknodat(parent.as_fd(), os(&name), kind, perm, dev) {
                     Ok(()) => {}
                     Err(Errno::EEXIST) => {
-                        self.drain_if_dir(parent.as_fd(), &name);
+                        self.drain_if_dir(parent.as_fd(), &name)?;
                         clear_slot(parent.as_fd(), &name, &entry)?;
                         mknodat(parent.as_fd(), os(&name), kind, perm, dev)
                             .map_err(|x| ApplyError::io(&entry, "mknod", x))?;
@@ -703,10 +765,11 @@ impl Applier<'_> {
     }
 
     /// Before replacing a directory, let the pool finish writing into it.
-    fn drain_if_dir(&self, parent: BorrowedFd<'_>, name: &[u8]) {
+    fn drain_if_dir(&mut self, parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), ApplyError> {
         if matches!(lstat_at(parent, name), Ok(st) if is_dir(&st)) {
-            self.shared.drain();
+            self.drain()?;
         }
+        Ok(())
     }
 
     fn whiteout(
@@ -727,7 +790,7 @@ impl Applier<'_> {
                     Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(()),
                     Err(x) => return Err(ApplyError::io(entry, "open parent directory", x)),
                 };
-                self.shared.drain();
+                self.drain()?;
                 remove_all_at(parent.as_fd(), target)
                     .map_err(|x| ApplyError::io(entry, "remove whited-out file", x))
             }
@@ -767,7 +830,7 @@ impl Applier<'_> {
     /// After all entries: empty opaque directories of lower content, then set
     /// directory times (children no longer change them).
     fn finish(&mut self) -> Result<(), ApplyError> {
-        self.shared.drain();
+        self.drain()?;
         if let Some(e) = self.shared.take_error() {
             return Err(e);
         }
@@ -879,7 +942,7 @@ pub fn apply_layer<R: Read + Send>(
 
     let shared = Shared {
         root,
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(Pending::default()),
         cv: Condvar::new(),
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
@@ -895,7 +958,7 @@ pub fn apply_layer<R: Read + Send>(
             pos: 0,
         });
         let tx = if options.threads > 0 {
-            let (tx, rx) = mpsc::sync_channel::<Job>(64);
+            let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(4);
             let rx = Arc::new(Mutex::new(rx));
             for _ in 0..options.threads {
                 let rx = rx.clone();
@@ -905,13 +968,16 @@ pub fn apply_layer<R: Read + Send>(
                         let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
                         guard.recv()
                     };
-                    let Ok(job) = job else { break };
-                    if !shared.failed.load(Ordering::SeqCst) {
-                        if let Err(e) = write_job(shared, &job) {
+                    let Ok(batch) = job else { break };
+                    for job in &batch {
+                        if shared.failed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if let Err(e) = write_job(shared, job) {
                             shared.fail(e);
                         }
                     }
-                    shared.done_pending(&job.path);
+                    shared.done_pending(batch.iter().map(|j| j.path.as_slice()));
                 });
             }
             Some(tx)
@@ -922,6 +988,8 @@ pub fn apply_layer<R: Read + Send>(
             shared: &shared,
             opts: options,
             tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
             written: HashSet::new(),
             touched_dirs: HashSet::new(),
             dir_times: Vec::new(),
@@ -933,7 +1001,6 @@ pub fn apply_layer<R: Read + Send>(
                 applier.check_pool()?;
                 applier.apply_entry(&entry, &mut stream)?;
             }
-            applier.tx = None;
             applier.finish()
         })();
         applier.tx = None;
