@@ -35,6 +35,16 @@ pub enum SnapshotError {
     /// The key or name is taken.
     #[error("snapshot {0:?} already exists")]
     AlreadyExists(String),
+    /// The store was created with another driver.
+    #[error("snapshot store {root} uses the {stored:?} driver, not {asked:?}: open it without a driver or use another root")]
+    DriverMismatch {
+        /// The store.
+        root: PathBuf,
+        /// Driver recorded in its metadata.
+        stored: Driver,
+        /// Driver asked for.
+        asked: Driver,
+    },
     /// The operation needs a different kind of snapshot.
     #[error("snapshot {key:?} is {actual}, but this needs {expected}")]
     WrongKind {
@@ -171,6 +181,9 @@ pub struct Usage {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Db {
+    /// The driver the store was created with (a store never changes driver).
+    #[serde(default)]
+    driver: Option<Driver>,
     next_id: u64,
     snapshots: BTreeMap<String, Record>,
 }
@@ -201,20 +214,36 @@ impl Snapshotter {
     /// plain copy. Leftovers of crashed unpacks are removed.
     pub fn open(root: &Path, driver: Option<Driver>) -> Result<Snapshotter, SnapshotError> {
         fs::create_dir_all(root.join("snapshots")).map_err(io_err(root, "create"))?;
-        let driver = match driver {
-            Some(d) => d,
-            None => {
-                if overlay_works(root) {
-                    Driver::Overlay
-                } else {
-                    Driver::Copy
-                }
-            }
-        };
-        let s = Snapshotter {
+        let mut s = Snapshotter {
             root: root.to_path_buf(),
-            driver,
+            driver: driver.unwrap_or(Driver::Copy),
         };
+        {
+            let l = s.lock()?;
+            let mut db = s.load(&l)?;
+            s.driver = match (db.driver, driver) {
+                (Some(stored), Some(asked)) if stored != asked => {
+                    return Err(SnapshotError::DriverMismatch {
+                        root: root.to_path_buf(),
+                        stored,
+                        asked,
+                    })
+                }
+                (Some(stored), _) => stored,
+                (None, asked) => {
+                    let d = asked.unwrap_or_else(|| {
+                        if overlay_works(root) {
+                            Driver::Overlay
+                        } else {
+                            Driver::Copy
+                        }
+                    });
+                    db.driver = Some(d);
+                    s.store(&l, &db)?;
+                    d
+                }
+            };
+        }
         s.cleanup()?;
         Ok(s)
     }
