@@ -29,20 +29,20 @@ pub const HOOKS: &[&str] = &[
     "poststop",
 ];
 
-/// Mount options recognized in `mounts[].options`: the mount(2) flags and
-/// propagation types (runc's `specconv` list without the recursive-`r*`
-/// attribute forms such as `rro`, `rnosuid`, which need mount_setattr and
-/// are not implemented). Other options are passed to the filesystem as data.
+/// Mount options recognized in `mounts[].options` (by `mounts::parse_options`):
+/// the mount(2) flags and propagation types. Not listed: the recursive
+/// attribute forms (`rro`, `rnosuid`, ..., `idmap`), which need
+/// mount_setattr and are refused; `tmpcopyup`, which is accepted but gives
+/// an empty tmpfs; `defaults`, `iversion`, `nosymfollow`, which are not
+/// recognized. Anything else is passed to the filesystem as data.
 pub const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
     "bind",
-    "defaults",
     "dev",
     "diratime",
     "dirsync",
     "exec",
-    "iversion",
     "lazytime",
     "loud",
     "mand",
@@ -50,13 +50,11 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "nodev",
     "nodiratime",
     "noexec",
-    "noiversion",
     "nolazytime",
     "nomand",
     "norelatime",
     "nostrictatime",
     "nosuid",
-    "nosymfollow",
     "private",
     "rbind",
     "relatime",
@@ -77,7 +75,9 @@ pub const MOUNT_OPTIONS: &[&str] = &[
 ];
 
 /// Namespace types berth can create or join.
-pub const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "user", "uts"];
+pub const NAMESPACES: &[&str] = &[
+    "cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts",
+];
 
 /// Annotation under which berth reports its version.
 pub const VERSION_ANNOTATION: &str = "org.berth.runtime.version";
@@ -102,8 +102,9 @@ pub fn features() -> Value {
                 "systemd": false,
                 "systemdUser": false
             },
-            // No AppArmor or SELinux support: process.apparmorProfile and
-            // selinuxLabel are not applied.
+            // No seccomp (linux.seccomp is not applied), no AppArmor or
+            // SELinux (process.apparmorProfile, selinuxLabel).
+            "seccomp": {"enabled": false},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },
@@ -168,6 +169,22 @@ mod tests {
                 back.get(*stage).is_some(),
                 "{stage} is not a runtime-spec hook stage"
             );
+        }
+    }
+
+    #[test]
+    fn mount_options_are_the_ones_the_parser_knows() {
+        for opt in MOUNT_OPTIONS {
+            let parsed = crate::mounts::parse_options(&[opt.to_string()])
+                .unwrap_or_else(|e| panic!("listed mount option {opt} is refused: {e}"));
+            assert!(
+                parsed.data.is_empty(),
+                "listed mount option {opt} is not recognized (it would be passed as fs data)"
+            );
+        }
+        for opt in ["rro", "idmap", "rnosuid"] {
+            assert!(crate::mounts::parse_options(&[opt.to_string()]).is_err());
+            assert!(!MOUNT_OPTIONS.contains(&opt));
         }
     }
 
