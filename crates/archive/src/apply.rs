@@ -534,11 +534,18 @@ impl Applier<'_> {
         let (parent_rel, name) = split_parent(&path);
         let (parent_rel, name) = (parent_rel.to_vec(), name.to_vec());
 
-        // Whiteouts.
+        // Whiteouts (and aufs bookkeeping): markers whose content, if any, is ignored.
+        if name.starts_with(WHITEOUT_PREFIX) && e.size > 0 {
+            stream.read_data(e.size, &entry, &mut |_| Ok(()))?;
+        }
         if name == OPAQUE {
             return self.opaque_dir(&parent_rel, &entry);
         }
         if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
+            if target.starts_with(WHITEOUT_PREFIX) {
+                // Other `.wh..wh.` names are aufs bookkeeping (plnk, aufs): not content.
+                return Ok(());
+            }
             if target.is_empty() || target == b"." || target == b".." {
                 return Err(ApplyError::Refused {
                     entry,

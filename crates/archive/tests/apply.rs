@@ -268,11 +268,16 @@ fn whiteouts_remove_lower_files_but_not_this_layers() {
     l2.file("d/.wh.old", b"", 0o644);
     l2.file("d/.wh.new", b"", 0o644); // same layer: must not delete d/new
     l2.file(".wh.gone", b"", 0o644);
+    l2.dir(".wh..wh.plnk/", 0o700); // aufs bookkeeping: ignored
+    l2.file(".wh..wh.aufs", b"aufs xino data", 0o644);
+    l2.file("d/.wh.keep-not", b"marker with data", 0o644);
+    l2.file("d/after", b"a", 0o644); // parsed correctly after markers with data
     sb.apply(&l2.finish(), &opts()).unwrap();
     let r = sb.root();
     assert!(!r.join("d/old").exists());
     assert!(r.join("d/keep").exists());
     assert_eq!(fs::read(r.join("d/new")).unwrap(), b"n");
+    assert_eq!(fs::read(r.join("d/after")).unwrap(), b"a");
     assert!(!r.join("gone").exists());
     assert!(
         !r.join("d/.wh.old").exists(),
