@@ -20,7 +20,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, data: &[u8
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        if field == "." || field.is_empty() {
+        if field == "." || field.is_empty() || inner.is_syntax() || inner.is_eof() {
             bad(path, format!("malformed JSON: {inner}"))
         } else {
             bad(path, format!("field `{field}`: {inner}"))
