@@ -71,6 +71,84 @@ fn check_tar_header(block: &[u8], input: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads up to `len` bytes (fewer only at the end of the stream).
+fn read_full(reader: &mut dyn Read, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut chunk = Vec::with_capacity(len);
+    reader.take(len as u64).read_to_end(&mut chunk)?;
+    Ok(chunk)
+}
+
+/// One complete gzip member.
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 2),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+/// Reads the whole tar stream, checks its first header, hashes it (the
+/// diff_id) and writes it gzip-compressed to `out`: one gzip member per
+/// 4 MiB chunk, the chunks of a batch compressed on all cores at once while
+/// this thread hashes them. Gzip readers (flate2's MultiGzDecoder, Go's
+/// gzip.Reader used by containerd, skopeo and umoci) read such
+/// multi-member streams as one.
+fn compress_layer(
+    reader: &mut dyn Read,
+    out: &mut impl Write,
+    diff: &mut Hasher,
+    input: &Path,
+) -> Result<()> {
+    const CHUNK: usize = 4 << 20;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let mut first = true;
+    loop {
+        let mut batch = Vec::with_capacity(threads);
+        let mut at_end = false;
+        while batch.len() < threads {
+            let chunk = read_full(reader, CHUNK).map_err(|e| Error::io(input, e))?;
+            if first {
+                check_tar_header(&chunk, input)?;
+                first = false;
+            }
+            at_end = chunk.len() < CHUNK;
+            if !chunk.is_empty() {
+                batch.push(chunk);
+            }
+            if at_end {
+                break;
+            }
+        }
+        let compressed: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = batch
+                .iter()
+                .map(|chunk| scope.spawn(move || gzip(chunk)))
+                .collect();
+            for chunk in &batch {
+                diff.update(chunk);
+            }
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("a gzip worker panicked")))
+                })
+                .collect()
+        });
+        for member in compressed {
+            let member = member.map_err(|e| Error::io(input, e))?;
+            out.write_all(&member).map_err(|e| Error::io(input, e))?;
+        }
+        if at_end {
+            return Ok(());
+        }
+    }
+}
+
 fn spec_err(e: impl std::fmt::Display) -> Error {
     Error::invalid("import", e.to_string())
 }
@@ -105,49 +183,9 @@ pub fn import(
         Compression::None => Box::new(buffered),
     };
 
-    let writer = store.writer(Expected::unknown(format!("layer from {}", input.display())))?;
-    let mut gz = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+    let mut writer = store.writer(Expected::unknown(format!("layer from {}", input.display())))?;
     let mut diff = Hasher::sha256();
-    let mut buf = vec![0u8; 1 << 17];
-    let mut first = true;
-    let copy = (|| -> Result<()> {
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| Error::io(input, e))?;
-            if first {
-                // Fill the first header block before checking it.
-                let mut filled = n;
-                while filled < 512 && n > 0 {
-                    let m = reader
-                        .read(&mut buf[filled..])
-                        .map_err(|e| Error::io(input, e))?;
-                    if m == 0 {
-                        break;
-                    }
-                    filled += m;
-                }
-                check_tar_header(&buf[..filled], input)?;
-                first = false;
-                diff.update(&buf[..filled]);
-                gz.write_all(&buf[..filled])
-                    .map_err(|e| Error::io(input, e))?;
-                if n == 0 {
-                    break;
-                }
-                continue;
-            }
-            if n == 0 {
-                break;
-            }
-            diff.update(&buf[..n]);
-            gz.write_all(&buf[..n]).map_err(|e| Error::io(input, e))?;
-        }
-        Ok(())
-    })();
-    let writer = match gz.finish() {
-        Ok(w) => w,
-        Err(e) => return Err(Error::io(input, e)),
-    };
-    if let Err(e) = copy {
+    if let Err(e) = compress_layer(&mut reader, &mut writer, &mut diff, input) {
         writer.abort();
         return Err(e);
     }
@@ -203,4 +241,43 @@ pub fn import(
     )?;
     images.put(&[(reference.clone(), target.clone())])?;
     Ok((reference, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_gzip_members_decompress_to_the_input() {
+        // A tar stream spanning several batches of chunks.
+        let mut builder = tar::Builder::new(Vec::new());
+        let data: Vec<u8> = (0..(19u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, "big", &data[..]).unwrap();
+        let stream = builder.into_inner().unwrap();
+
+        let mut out = Vec::new();
+        let mut diff = Hasher::sha256();
+        compress_layer(&mut &stream[..], &mut out, &mut diff, Path::new("test.tar")).unwrap();
+        assert_eq!(diff.digest(), berth_content::digest_of(&stream));
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == stream, "the members concatenate to the input");
+
+        let err = compress_layer(
+            &mut &b"not a tarball"[..],
+            &mut Vec::new(),
+            &mut Hasher::sha256(),
+            Path::new("x.tar"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("x.tar"), "{err}");
+    }
 }
