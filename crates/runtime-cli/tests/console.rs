@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 
-use e2e_util::{wait_until, Rt};
+use e2e_util::Rt;
 
 /// Reads from the master until `want` shows up or the slave side is gone
 /// (EIO once every process holding it has exited).
@@ -84,9 +84,7 @@ fn console_socket_receives_a_working_pty_master() {
         rest.contains("got:hello-through-the-pty"),
         "container output: {rest:?}"
     );
-    wait_until("the container to stop", || {
-        rt.state(&id).is_some_and(|s| s["status"] == "stopped")
-    });
+    rt.wait_stopped(&id);
     rt.ok(&["delete", &id]);
 }
 

@@ -77,12 +77,7 @@ fn every_stage_runs_at_its_moment_with_the_state() {
     let bundle = bundle_with(&rt, &["sh", "-c", &cmd], hooks);
     let id = berth_testutil::unique_id("hooks-all");
 
-    let out = rt.create(&id, bundle.path(), &[]);
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rt.create_ok(&id, bundle.path());
     let state = rt.state(&id).expect("state after create");
     assert_eq!(state["status"], "created");
     let pid = state["pid"].as_i64().expect("pid");
@@ -132,9 +127,7 @@ fn every_stage_runs_at_its_moment_with_the_state() {
     assert!(!dir.join("poststop.json").exists());
 
     rt.ok(&["kill", &id, "KILL"]);
-    wait_until("the container to stop", || {
-        rt.state(&id).is_some_and(|s| s["status"] == "stopped")
-    });
+    rt.wait_stopped(&id);
     assert!(
         !dir.join("poststop.json").exists(),
         "poststop runs at delete, not at exit"
@@ -206,16 +199,8 @@ fn failing_poststop_is_only_a_warning() {
     script(&hook, "echo 'cleanup went wrong' >&2\nexit 3");
     let bundle = bundle_with(&rt, &["true"], json!({ "poststop": [{"path": hook}] }));
     let id = berth_testutil::unique_id("hooks-poststop");
-    let out = rt.create(&id, bundle.path(), &[]);
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    rt.ok(&["start", &id]);
-    wait_until("the container to stop", || {
-        rt.state(&id).is_some_and(|s| s["status"] == "stopped")
-    });
+    rt.start_new(&id, bundle.path());
+    rt.wait_stopped(&id);
     let log = dir.join("log.json");
     let out = rt
         .cmd()

@@ -168,13 +168,7 @@ fn cve_2019_5736_runtime_binary_not_reachable_from_container() {
     let before = fs::read(&bin).unwrap();
 
     let id = berth_testutil::unique_id("sec-5736");
-    let out = rt.create(&id, bundle.path(), &[]);
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    rt.ok(&["start", &id]);
+    rt.start_new(&id, bundle.path());
 
     let mut attacker = rt
         .cmd()
@@ -277,13 +271,7 @@ fn cve_2024_21626_no_runtime_fds_in_container() {
         .push(same_path_bind(&out_dir));
     let bundle = berth_testutil::Bundle::new(&spec);
     let id = berth_testutil::unique_id("sec-fds");
-    let out = rt.create(&id, bundle.path(), &[]);
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    rt.ok(&["start", &id]);
+    rt.start_new(&id, bundle.path());
     wait_until("the init to list its fds", || listing.exists());
     assert_no_leaked_fds(&fs::read_to_string(&listing).unwrap(), "container init");
 
@@ -324,9 +312,7 @@ fn cve_2024_21626_cwd_cannot_escape_through_a_leaked_fd() {
         if !rt.run(&["start", &id]).status.success() {
             continue;
         }
-        wait_until("the container to stop", || {
-            rt.state(&id).is_none_or(|s| s["status"] == "stopped")
-        });
+        rt.wait_stopped(&id);
         if let Ok(r) = fs::read_to_string(&result) {
             assert_eq!(
                 r.trim(),

@@ -93,6 +93,29 @@ impl Rt {
         self.run_detached(&args)
     }
 
+    /// [`Rt::create`] that must succeed.
+    pub fn create_ok(&self, id: &str, bundle: &Path) {
+        let out = self.create(id, bundle, &[]);
+        assert!(
+            out.status.success(),
+            "create {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Creates and starts `id`; both must succeed.
+    pub fn start_new(&self, id: &str, bundle: &Path) {
+        self.create_ok(id, bundle);
+        self.ok(&["start", id]);
+    }
+
+    /// Polls until `id` is stopped (or gone).
+    pub fn wait_stopped(&self, id: &str) {
+        wait_until(&format!("container {id} to stop"), || {
+            self.state(id).is_none_or(|s| s["status"] == "stopped")
+        });
+    }
+
     /// Runs a command whose children may outlive it (create, run -d,
     /// exec -d) with stdout/stderr in files, stdin from /dev/null.
     pub fn run_detached(&self, args: &[&str]) -> Output {
