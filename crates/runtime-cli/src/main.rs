@@ -219,6 +219,15 @@ struct ExecArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
+        // Processes forked into the container must not expose the host's
+        // binary writable through /proc/<pid>/exe (CVE-2019-5736 class).
+        if let Err(e) = berth_runtime::reexec_read_only() {
+            logging::fatal(&anyhow::anyhow!(
+                "cannot re-execute berth-runtime from a read-only mount of itself (needs open_tree and mount_setattr, Linux 5.12+): {e}"
+            ));
+        }
+    }
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("{e:#}");
         std::process::exit(1);

@@ -156,3 +156,91 @@ pub(crate) fn join_session_keyring() {
 pub fn set_child_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
+
+const SEALED_ENV: &str = "_BERTH_RUNTIME_EXE_RO";
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Re-executes the running program from a private, read-only bind mount of
+/// its own binary (CVE-2019-5736 class), unless that was already done.
+///
+/// Every process the runtime forks into a container then has a
+/// `/proc/self/exe` on a read-only mount: a container process that gets
+/// hold of it (e.g. by exec'ing a `#!/proc/self/exe` script) can never
+/// reopen the host's binary for writing. Callers that fork containers
+/// in-process (`berth run`) call this first thing in `main`. Returns only
+/// when the binary already runs read-only, or when the kernel lacks
+/// open_tree/mount_setattr (then the error says so).
+pub fn reexec_read_only() -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if std::env::var_os(SEALED_ENV).is_some() {
+        std::env::remove_var(SEALED_ENV);
+        return Ok(());
+    }
+    let path = c"/proc/self/exe";
+    // SAFETY: open_tree takes a dirfd, a NUL-terminated path and flags, and
+    // returns a new descriptor (a detached bind mount of the binary).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; we own it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: 0x1 | 0x2 | 0x4, // MOUNT_ATTR_RDONLY | NOSUID | NODEV
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (size given) and the empty path.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let cstrs = |it: Vec<std::ffi::OsString>| -> Vec<CString> {
+        it.into_iter()
+            .filter_map(|s| CString::new(s.as_bytes()).ok())
+            .collect()
+    };
+    let argv = cstrs(std::env::args_os().collect());
+    let mut env: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut s = k;
+            s.push("=");
+            s.push(v);
+            s
+        })
+        .collect();
+    env.push(format!("{SEALED_ENV}=1").into());
+    let envp = cstrs(env);
+    let err = nix::unistd::execveat(
+        fd.as_fd(),
+        c"",
+        &argv,
+        &envp,
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    );
+    Err(std::io::Error::from(err.unwrap_err()))
+}
