@@ -218,8 +218,12 @@ impl FsManager {
 
 impl Manager for FsManager {
     fn apply(&self, pid: i32) -> Result<(), Error> {
-        self.create()?;
+        FsManager::create(self)?;
         self.join(pid)
+    }
+
+    fn create(&self) -> Result<(), Error> {
+        FsManager::create(self)
     }
 
     fn set(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {

@@ -59,6 +59,12 @@ pub trait Manager: Send + Sync {
     fn is_frozen(&self) -> Result<bool, Error>;
     /// Which layout the machine uses.
     fn hierarchy(&self) -> Hierarchy;
+    /// Creates the cgroup directories (as [`Manager::apply`] does) without
+    /// moving any process: for callers that move a process themselves
+    /// (the runtime's init joins v1 hierarchies by writing "0" to `tasks`
+    /// and the v2 one through clone3's CLONE_INTO_CGROUP, which avoids the
+    /// global RCU-synchronised lock a cgroup.procs write takes).
+    fn create(&self) -> Result<(), Error>;
 }
 
 /// The manager for `cgroups_path` (the spec's `linux.cgroupsPath`, possibly
