@@ -406,9 +406,13 @@ impl Runtime {
     ) -> Result<Record> {
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
         let linux = plan.spec.linux().as_ref().ok_or_else(|| Error::Init("no linux section".into()))?;
-        let p1 = match crate::sys::fork().map_err(sys_err("fork"))? {
+        let join = CgroupJoin::prepare(cg, true)?;
+        let p1 = match join.fork()? {
             ForkResult::Child => {
                 drop(parent);
+                if let Err(e) = join.join_self() {
+                    child.fail(&e);
+                }
                 p1_main(&child, &mut plan)
             }
             ForkResult::Parent { child: p1 } => p1,
@@ -420,7 +424,6 @@ impl Runtime {
             let _ = waitpid(p1, None);
         };
         let setup = (|| -> Result<()> {
-            cg.apply(p1.as_raw())?;
             if let Some(r) = linux.resources() {
                 cg.set(r)?;
             }
@@ -960,10 +963,14 @@ impl Container {
             _ => None,
         };
         let cg = self.cgroup()?;
+        let join = CgroupJoin::prepare(cg.as_ref(), false)?;
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
-        let p1 = match crate::sys::fork().map_err(sys_err("fork"))? {
+        let p1 = match join.fork()? {
             ForkResult::Child => {
                 drop(parent);
+                if let Err(e) = join.join_self() {
+                    child.fail(&e);
+                }
                 exec_p1(&child, &joins, &prepared, console.as_ref())
             }
             ForkResult::Parent { child: p1 } => p1,
@@ -971,7 +978,6 @@ impl Container {
         drop(child);
         drop(console);
         let setup = (|| -> Result<()> {
-            cg.join(p1.as_raw())?;
             if let Some(adj) = process.oom_score_adj() {
                 std::fs::write(format!("/proc/{p1}/oom_score_adj"), adj.to_string())
                     .map_err(io_err(format!("cannot set oomScoreAdj {adj}")))?;
@@ -1063,4 +1069,57 @@ fn exec_p1(ch: &Channel, joins: &[(CloneFlags, OwnedFd)], p: &Prepared, console:
     // The sync socket is close-on-exec: the parent sees EOF once exec worked.
     let err = process::exec(p, &program);
     ch.fail(&err)
+}
+
+/// How a new process joins the container's cgroup without the global
+/// lock a `cgroup.procs` write takes: it is cloned straight into the v2
+/// cgroup and moves itself into each v1 one by writing "0" to `tasks`.
+struct CgroupJoin {
+    v1: Vec<PathBuf>,
+    v2: Option<(PathBuf, OwnedFd)>,
+}
+
+impl CgroupJoin {
+    /// Creates the cgroup (if `create`) and opens what the child needs.
+    fn prepare(cg: &dyn berth_cgroups::Manager, create: bool) -> Result<CgroupJoin> {
+        if create {
+            cg.create()?;
+        }
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for p in cg.paths() {
+            let is_v2 = nix::sys::statfs::statfs(&p)
+                .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+                .unwrap_or(false);
+            if is_v2 {
+                let fd = std::fs::File::open(&p).map_err(io_err(format!("cannot open cgroup {}", p.display())))?;
+                v2 = Some((p, OwnedFd::from(fd)));
+            } else {
+                v1.push(p);
+            }
+        }
+        Ok(CgroupJoin { v1, v2 })
+    }
+
+    /// Forks the child into the v2 cgroup; after a fallback plain fork the
+    /// parent moves it with a cgroup.procs write.
+    fn fork(&self) -> Result<ForkResult> {
+        let (r, into) = crate::sys::fork_into_cgroup(self.v2.as_ref().map(|(_, fd)| fd.as_fd()))
+            .map_err(sys_err("fork"))?;
+        if let (ForkResult::Parent { child }, false, Some((path, _))) = (&r, into, &self.v2) {
+            std::fs::write(path.join("cgroup.procs"), child.as_raw().to_string())
+                .map_err(io_err(format!("cannot move process {child} into {}", path.display())))?;
+        }
+        Ok(r)
+    }
+
+    /// In the child: moves the calling (single-threaded) process into every
+    /// v1 cgroup.
+    fn join_self(&self) -> std::result::Result<(), String> {
+        for p in &self.v1 {
+            let tasks = p.join("tasks");
+            std::fs::write(&tasks, "0").map_err(|e| format!("cannot join cgroup {}: {e}", tasks.display()))?;
+        }
+        Ok(())
+    }
 }

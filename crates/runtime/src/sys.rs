@@ -244,3 +244,59 @@ pub fn reexec_read_only() -> std::io::Result<()> {
     );
     Err(std::io::Error::from(err.unwrap_err()))
 }
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Like [`fork`], but the child starts in the cgroup2 directory `cgroup`
+/// (clone3 with CLONE_INTO_CGROUP): no migration, so none of the global
+/// lock and RCU grace period a cgroup.procs write costs. Falls back to a
+/// plain fork (returning `false`) on kernels without it.
+pub(crate) fn fork_into_cgroup(cgroup: Option<BorrowedFd<'_>>) -> nix::Result<(ForkResult, bool)> {
+    let Some(cg) = cgroup else {
+        return fork().map(|r| (r, false));
+    };
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cg.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without a new stack behaves like fork: the child gets a
+    // copy of this address space and returns here with 0; see `fork` for
+    // what the child may rely on.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        0 => Ok((ForkResult::Child, true)),
+        pid if pid > 0 => Ok((
+            ForkResult::Parent {
+                child: nix::unistd::Pid::from_raw(pid as i32),
+            },
+            true,
+        )),
+        _ => match Errno::last() {
+            Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL => fork().map(|r| (r, false)),
+            e => Err(e),
+        },
+    }
+}
