@@ -1,6 +1,6 @@
 //! Applies one layer blob to a directory: the tool bench/unpack.sh times.
 //!
-//! usage: unpack BLOB TARGET_DIR [--threads N] [--diff-id sha256:...]
+//! usage: unpack BLOB TARGET_DIR [--threads N] [--pool-above-ns NS] [--diff-id sha256:...]
 //! The compression is detected from the blob's first bytes.
 
 use std::fs::File;
@@ -23,6 +23,13 @@ fn main() -> Result<()> {
                     .parse()
                     .context("--threads needs a number")?
             }
+            "--pool-above-ns" => {
+                opts.pool_above_create_ns = args
+                    .next()
+                    .context("--pool-above-ns needs a number")?
+                    .parse()
+                    .context("--pool-above-ns needs a number")?
+            }
             "--diff-id" => {
                 opts.expected_diff_id = Some(args.next().context("--diff-id needs a digest")?)
             }
@@ -30,7 +37,7 @@ fn main() -> Result<()> {
         }
     }
     let [blob, target] = pos.as_slice() else {
-        bail!("usage: unpack BLOB TARGET_DIR [--threads N] [--diff-id sha256:...]");
+        bail!("usage: unpack BLOB TARGET_DIR [--threads N] [--pool-above-ns NS] [--diff-id sha256:...]");
     };
     let mut f =
         BufReader::new(File::open(blob).with_context(|| format!("open {}", blob.display()))?);

@@ -146,9 +146,31 @@ struct Shared {
     cv: Condvar,
     error: Mutex<Option<ApplyError>>,
     failed: AtomicBool,
+    /// Moving average of how long creating a file takes, in nanoseconds.
+    create_ns: AtomicU64,
 }
 
 impl Shared {
+    /// Creates a file, folding the time it took into the moving average.
+    fn timed_create(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        entry: &str,
+    ) -> Result<File, ApplyError> {
+        let t = std::time::Instant::now();
+        let f = create_file(parent, name, entry)?;
+        let ns = t.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        let avg = self.create_ns.load(Ordering::Relaxed);
+        let next = if avg == 0 {
+            ns
+        } else {
+            avg - avg / 16 + ns / 16
+        };
+        self.create_ns.store(next, Ordering::Relaxed);
+        Ok(f)
+    }
+
     fn fail(&self, e: ApplyError) {
         let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
@@ -356,7 +378,7 @@ fn write_job(shared: &Shared, job: &Job) -> Result<(), ApplyError> {
     let (parent_rel, name) = split_parent(&job.path);
     let parent = open_dir_in(shared.root.as_fd(), parent_rel)
         .map_err(|e| ApplyError::io(&job.display, "open parent directory", e))?;
-    let mut f = create_file(parent.as_fd(), name, &job.display)?;
+    let mut f = shared.timed_create(parent.as_fd(), name, &job.display)?;
     f.write_all(&job.data)
         .map_err(|e| ApplyError::io(&job.display, "write", e))?;
     set_meta_fd(f.as_fd(), &job.meta, &job.display, true)
@@ -563,7 +585,11 @@ impl Applier<'_> {
         match e.kind {
             Kind::File => {
                 self.record(&path);
-                if e.size <= POOL_FILE_MAX && self.tx.is_some() {
+                // The pool pays off only when creating a file blocks (a busy
+                // disk or journal); when creates are quick, one thread is faster.
+                let slow =
+                    self.shared.create_ns.load(Ordering::Relaxed) >= self.opts.pool_above_create_ns;
+                if e.size <= POOL_FILE_MAX && self.tx.is_some() && slow {
                     let mut data = Vec::with_capacity(e.size as usize);
                     stream.read_data(e.size, &entry, &mut |b| {
                         data.extend_from_slice(b);
@@ -584,7 +610,7 @@ impl Applier<'_> {
                     return Ok(());
                 }
                 let parent = self.ensure_dir(&parent_rel, &entry)?;
-                let mut f = create_file(parent.as_fd(), &name, &entry)?;
+                let mut f = self.shared.timed_create(parent.as_fd(), &name, &entry)?;
                 let mut buf = std::io::BufWriter::with_capacity(256 << 10, &mut f);
                 stream.read_data(e.size, &entry, &mut |b| {
                     buf.write_all(b)
@@ -953,6 +979,7 @@ pub fn apply_layer<R: Read + Send>(
         cv: Condvar::new(),
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
+        create_ns: AtomicU64::new(0),
     };
 
     std::thread::scope(|scope| -> Result<Applied, ApplyError> {

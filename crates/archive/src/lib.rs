@@ -96,9 +96,14 @@ pub struct ApplyOptions {
     /// Refuse compressed layers that inflate more than this many times
     /// (checked once 16 MiB have been inflated; 0 disables).
     pub max_ratio: u64,
-    /// Extra threads writing small regular files (0, the default: the parsing
-    /// thread writes them; measured faster on ext4, see bench/README.md).
+    /// Threads that write small regular files while the parsing thread goes
+    /// on (0: the parsing thread writes everything).
     pub threads: usize,
+    /// Hand files to those threads only while creating a file takes at least
+    /// this long on average (nanoseconds; 0: always). On a quiet disk creates
+    /// take microseconds and one thread is fastest; when the disk or journal
+    /// is busy they block for hundreds and parallel writers overlap the waits.
+    pub pool_above_create_ns: u64,
     /// Overlay mode only: the parent layers' directories, topmost first. A
     /// directory the layer implies but does not list is created in the upper
     /// directory with the owner and mode it has in these lowers.
@@ -113,7 +118,8 @@ impl Default for ApplyOptions {
             expected_diff_id: None,
             max_size: 64 << 30,
             max_ratio: 1000,
-            threads: 0,
+            threads: 2,
+            pool_above_create_ns: 50_000,
             lowers: Vec::new(),
         }
     }

@@ -364,7 +364,15 @@ fn parallel_and_inline_writers_agree_on_overwrites_and_links() {
     let tar = t.finish();
     for threads in [0, 4] {
         let sb = Sandbox::new();
-        sb.apply(&tar, &ApplyOptions { threads, ..opts() }).unwrap();
+        sb.apply(
+            &tar,
+            &ApplyOptions {
+                threads,
+                pool_above_create_ns: 0,
+                ..opts()
+            },
+        )
+        .unwrap();
         let r = sb.root().join("p");
         for i in 0..300 {
             let f = r.join(format!("f{i}"));
