@@ -199,6 +199,42 @@ impl FsManager {
         Ok(())
     }
 
+    /// Freezes or thaws and waits until the kernel reports it done (v1
+    /// passes through FREEZING; the request is repeated while it lingers).
+    /// A freeze that never completes is undone.
+    fn set_frozen(&self, frozen: bool) -> Result<(), Error> {
+        let what = if frozen { "freezing" } else { "thawing" };
+        match self.freezer()? {
+            Loc::V1(dir) => {
+                let file = dir.join("freezer.state");
+                let want = if frozen { "FROZEN" } else { "THAWED" };
+                let mut state = String::new();
+                for attempt in 0..2000u32 {
+                    if attempt % 50 == 0 {
+                        write(&file, want)?;
+                    }
+                    state = read(&file)?.trim().to_string();
+                    if state == want {
+                        return Ok(());
+                    }
+                    sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
+                }
+                if frozen {
+                    let _ = write(&file, "THAWED");
+                }
+                Err(Error::Freeze {
+                    what,
+                    path: dir.to_path_buf(),
+                    state,
+                })
+            }
+            Loc::V2(dir) => {
+                write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+                wait_v2_frozen(dir, frozen, what)
+            }
+        }
+    }
+
     fn freezer(&self) -> Result<Loc<'_>, Error> {
         if let Some(Loc::V1(p)) = self.locate("freezer") {
             return Ok(Loc::V1(p));
@@ -250,60 +286,11 @@ impl Manager for FsManager {
     }
 
     fn freeze(&self) -> Result<(), Error> {
-        match self.freezer()? {
-            Loc::V1(dir) => {
-                let file = dir.join("freezer.state");
-                let mut state = String::new();
-                for attempt in 0..2000u32 {
-                    if attempt % 50 == 0 {
-                        write(&file, "FROZEN")?;
-                    }
-                    state = read(&file)?.trim().to_string();
-                    if state == "FROZEN" {
-                        return Ok(());
-                    }
-                    sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
-                }
-                let _ = write(&file, "THAWED");
-                Err(Error::Freeze {
-                    what: "freezing",
-                    path: dir.to_path_buf(),
-                    state,
-                })
-            }
-            Loc::V2(dir) => {
-                write(&dir.join("cgroup.freeze"), "1")?;
-                wait_v2_frozen(dir, true, "freezing")
-            }
-        }
+        self.set_frozen(true)
     }
 
     fn thaw(&self) -> Result<(), Error> {
-        match self.freezer()? {
-            Loc::V1(dir) => {
-                let file = dir.join("freezer.state");
-                let mut state = String::new();
-                for attempt in 0..2000u32 {
-                    if attempt % 50 == 0 {
-                        write(&file, "THAWED")?;
-                    }
-                    state = read(&file)?.trim().to_string();
-                    if state == "THAWED" {
-                        return Ok(());
-                    }
-                    sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
-                }
-                Err(Error::Freeze {
-                    what: "thawing",
-                    path: dir.to_path_buf(),
-                    state,
-                })
-            }
-            Loc::V2(dir) => {
-                write(&dir.join("cgroup.freeze"), "0")?;
-                wait_v2_frozen(dir, false, "thawing")
-            }
-        }
+        self.set_frozen(false)
     }
 
     fn stats(&self) -> Result<Stats, Error> {

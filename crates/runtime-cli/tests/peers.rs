@@ -233,6 +233,26 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .join("\n")
     }
 
+    /// A scratch dir, a containerd on it and the busybox image imported.
+    fn with_busybox(name: &str) -> (Scratch, Containerd, String) {
+        let s = Scratch::new(name);
+        let c = Containerd::start(&s);
+        let image = c.import_busybox(&s);
+        (s, c, image)
+    }
+
+    /// `ctr run [extra] --runc-binary berth-runtime --runc-root SCRATCH IMAGE ID ARGS`.
+    fn run(&self, s: &Scratch, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Command {
+        let mut cmd = self.ctr();
+        cmd.arg("run")
+            .args(extra)
+            .args(["--runc-binary", RUNTIME, "--runc-root"])
+            .arg(s.path("runc-root"))
+            .args([image, id])
+            .args(args);
+        cmd
+    }
+
     /// Imports the umoci layout as `berth.test/busybox:latest`.
     fn import_busybox(&self, s: &Scratch) -> String {
         let layout = busybox_layout(s);
@@ -292,15 +312,16 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn containerd_ctr_run_prints_output_and_exits_with_container_code() {
-    let s = Scratch::new("ctrd-run");
-    let c = Containerd::start(&s);
-    let image = c.import_busybox(&s);
+    let (s, c, image) = Containerd::with_busybox("ctrd-run");
     let id = unique_id("berth-ctr");
     let out = c
-        .ctr()
-        .args(["run", "--rm", "--runc-binary", RUNTIME, "--runc-root"])
-        .arg(s.path("runc-root"))
-        .args([&image, &id, "sh", "-c", "echo hi from berth; exit 3"])
+        .run(
+            &s,
+            &["--rm"],
+            &image,
+            &id,
+            &["sh", "-c", "echo hi from berth; exit 3"],
+        )
         .output()
         .expect("run ctr");
     assert_eq!(
@@ -326,17 +347,10 @@ fn containerd_ctr_run_prints_output_and_exits_with_container_code() {
 
 #[test]
 fn containerd_detached_task_exec_kill_and_delete() {
-    let s = Scratch::new("ctrd-task");
-    let c = Containerd::start(&s);
-    let image = c.import_busybox(&s);
+    let (s, c, image) = Containerd::with_busybox("ctrd-task");
     let id = unique_id("berth-task");
     let root = s.path("runc-root");
-    run_ok(
-        c.ctr()
-            .args(["run", "-d", "--runc-binary", RUNTIME, "--runc-root"])
-            .arg(&root)
-            .args([&image, &id, "sleep", "1000"]),
-    );
+    run_ok(&mut c.run(&s, &["-d"], &image, &id, &["sleep", "1000"]));
     assert!(
         root.join(&c.ns).join(&id).is_dir(),
         "the shim did not pass --root {}/{} to the runtime",
@@ -483,6 +497,26 @@ impl Podman {
         cmd
     }
 
+    /// A scratch dir, a private podman on it and the busybox image as an
+    /// `oci:` reference to its umoci layout.
+    fn with_busybox(name: &str) -> (Scratch, Podman, String) {
+        let s = Scratch::new(name);
+        let layout = busybox_layout(&s);
+        let p = Podman::new(&s);
+        (s, p, format!("oci:{}:latest", layout.display()))
+    }
+
+    /// `podman run [extra] --net=none --ulimit... IMAGE ARGS`.
+    fn run(&self, extra: &[&str], image: &str, args: &[&str]) -> Command {
+        let mut cmd = self.cmd();
+        cmd.arg("run")
+            .args(extra)
+            .args(Podman::run_args())
+            .arg(image)
+            .args(args);
+        cmd
+    }
+
     /// `podman run` arguments every container here needs. The rlimits are
     /// explicit because podman's defaults (nofile/nproc 1048576/4194304)
     /// exceed what a process without CAP_SYS_RESOURCE (this sandbox) may
@@ -500,15 +534,13 @@ impl Podman {
 
 #[test]
 fn podman_run_rm_prints_output_and_exits_with_container_code() {
-    let s = Scratch::new("podman-run");
-    let layout = busybox_layout(&s);
-    let p = Podman::new(&s);
+    let (_s, p, image) = Podman::with_busybox("podman-run");
     let out = p
-        .cmd()
-        .args(["run", "--rm"])
-        .args(Podman::run_args())
-        .arg(format!("oci:{}:latest", layout.display()))
-        .args(["sh", "-c", "echo hi from berth; exit 3"])
+        .run(
+            &["--rm"],
+            &image,
+            &["sh", "-c", "echo hi from berth; exit 3"],
+        )
         .output()
         .expect("run podman");
     assert_eq!(
@@ -529,37 +561,25 @@ fn podman_run_rm_prints_output_and_exits_with_container_code() {
 
 #[test]
 fn podman_limits_reach_the_container_cgroup() {
-    let s = Scratch::new("podman-limits");
-    let layout = busybox_layout(&s);
-    let p = Podman::new(&s);
-    let out = run_ok(
-        p.cmd()
-            .args(["run", "--rm", "--memory", "64m", "--pids-limit", "50"])
-            .args(Podman::run_args())
-            .arg(format!("oci:{}:latest", layout.display()))
-            .args([
+    let (_s, p, image) = Podman::with_busybox("podman-limits");
+    let out = run_ok(&mut p.run(
+        &["--rm", "--memory", "64m", "--pids-limit", "50"],
+        &image,
+        &[
                 "sh",
                 "-c",
                 "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null \
                  || cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max",
-            ]),
-    );
+        ],
+    ));
     assert_eq!(text(&out.stdout), "50\n67108864\n", "{}", text(&out.stderr));
 }
 
 #[test]
 fn podman_detached_exec_stop_and_rm() {
-    let s = Scratch::new("podman-detached");
-    let layout = busybox_layout(&s);
-    let p = Podman::new(&s);
+    let (_s, p, image) = Podman::with_busybox("podman-detached");
     let name = unique_id("berth-pd");
-    run_ok(
-        p.cmd()
-            .args(["run", "-d", "--name", &name])
-            .args(Podman::run_args())
-            .arg(format!("oci:{}:latest", layout.display()))
-            .args(["sleep", "1000"]),
-    );
+    run_ok(&mut p.run(&["-d", "--name", &name], &image, &["sleep", "1000"]));
     let status = |p: &Podman| {
         let out = run_ok(
             p.cmd()
@@ -594,15 +614,9 @@ fn podman_detached_exec_stop_and_rm() {
 
 #[test]
 fn podman_missing_command_exits_127_with_the_runtime_message() {
-    let s = Scratch::new("podman-enoent");
-    let layout = busybox_layout(&s);
-    let p = Podman::new(&s);
+    let (_s, p, image) = Podman::with_busybox("podman-enoent");
     let out = p
-        .cmd()
-        .args(["run", "--rm"])
-        .args(Podman::run_args())
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg("nosuchcmd")
+        .run(&["--rm"], &image, &["nosuchcmd"])
         .output()
         .expect("run podman");
     let err = text(&out.stderr);
@@ -621,15 +635,10 @@ fn podman_missing_command_exits_127_with_the_runtime_message() {
 
 #[test]
 fn containerd_reports_the_runtime_error_for_a_missing_command() {
-    let s = Scratch::new("ctrd-enoent");
-    let c = Containerd::start(&s);
-    let image = c.import_busybox(&s);
+    let (s, c, image) = Containerd::with_busybox("ctrd-enoent");
     let id = unique_id("berth-enoent");
     let out = c
-        .ctr()
-        .args(["run", "--rm", "--runc-binary", RUNTIME, "--runc-root"])
-        .arg(s.path("runc-root"))
-        .args([&image, &id, "nosuchcmd"])
+        .run(&s, &["--rm"], &image, &id, &["nosuchcmd"])
         .output()
         .expect("run ctr");
     let err = text(&out.stderr);
