@@ -566,15 +566,6 @@ mod tests {
         FsManager::with_mounts(mounts, &path, test).expect("manager")
     }
 
-    fn state(pid: u32) -> char {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("State:"))
-            .and_then(|s| s.trim().chars().next())
-            .expect("State line")
-    }
-
     #[test]
     fn cgroup2_apply_freeze_thaw_kill_destroy() {
         let m = v2_only("freeze");
@@ -590,11 +581,6 @@ mod tests {
             assert_eq!(m.pids()?, vec![pid as i32]);
             m.freeze()?;
             assert!(m.is_frozen()?);
-            assert_eq!(
-                state(pid),
-                'S',
-                "v2-frozen tasks sleep in the signal-delivery stop"
-            );
             let events = read(&m.paths()[0].join("cgroup.events"))?;
             assert!(events.contains("frozen 1"), "{events}");
             m.thaw()?;
