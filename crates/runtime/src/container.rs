@@ -424,9 +424,6 @@ impl Runtime {
             let _ = waitpid(p1, None);
         };
         let setup = (|| -> Result<()> {
-            if let Some(r) = linux.resources() {
-                cg.set(r)?;
-            }
             if let Some(adj) = plan.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
                 std::fs::write(format!("/proc/{p1}/oom_score_adj"), adj.to_string())
                     .map_err(io_err(format!("cannot set oomScoreAdj {adj}")))?;
@@ -442,6 +439,15 @@ impl Runtime {
         let binds = mounts::cgroup_binds(&cg.paths());
         let binds_json = serde_json::to_vec(&binds).unwrap_or_default();
         parent.send(b'G', &binds_json).map_err(sys_err("cannot release the container's first child"))?;
+        // The limits are written while the child builds the namespaces and
+        // the rootfs; the user process only runs after `start`.
+        if let Some(r) = linux.resources() {
+            if let Err(e) = cg.set(r) {
+                let _ = nix::sys::signal::kill(p1, nix::sys::signal::Signal::SIGKILL);
+                reap_p1();
+                return Err(e.into());
+            }
+        }
         let created = Utc::now();
         loop {
             let msg = match parent.recv() {

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runtime benchmark: `berth-runtime run` against `runc run` of /bin/true in
+# the same busybox bundle (pid, net, ipc, uts, mount namespaces, cgroups,
+# read-only root: what `runc spec` writes), measured by hyperfine in one
+# run. Prints the ratio berth/runc (target: <= 0.25).
+#
+#   bench/runtime.sh                     # RUNS=50 WARMUP=5
+#   BERTH=target/release/berth-runtime RUNS=100 bench/runtime.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-50}
+WARMUP=${WARMUP:-5}
+BERTH=${BERTH:-$ROOT/target/release/berth-runtime}
+for tool in hyperfine runc busybox python3; do
+    command -v "$tool" >/dev/null || { echo "bench/runtime.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
+done
+if [ ! -x "$BERTH" ]; then
+    (cd "$ROOT" && cargo build --release -p berth-runtime-cli)
+fi
+[ "$(id -u)" = 0 ] || { echo "bench/runtime.sh needs root (namespaces, cgroups)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/berth-bench-runtime.XXXXXX)
+# Both state roots on a tmpfs, as /run (the default --root of both) is on a
+# normal Debian machine: state.json writes then cost no disk flush.
+STATE=$WORK/state
+mkdir -p "$STATE"
+mount -t tmpfs -o size=16m tmpfs "$STATE"
+cleanup() {
+    "$BERTH" --root "$STATE/berth-root" delete --force bench-berth >/dev/null 2>&1 || true
+    runc --root "$STATE/runc-root" delete --force bench-runc >/dev/null 2>&1 || true
+    umount "$STATE" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+BUNDLE=$WORK/bundle
+mkdir -p "$BUNDLE/rootfs/bin" "$BUNDLE/rootfs/proc" "$BUNDLE/rootfs/sys" "$BUNDLE/rootfs/dev"
+cp "$(command -v busybox)" "$BUNDLE/rootfs/bin/busybox"
+ln -s busybox "$BUNDLE/rootfs/bin/true"
+ln -s busybox "$BUNDLE/rootfs/bin/sh"
+(cd "$BUNDLE" && runc spec)
+python3 - "$BUNDLE/config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+spec = json.load(open(path))
+spec["process"]["terminal"] = False
+spec["process"]["args"] = ["/bin/true"]
+json.dump(spec, open(path, "w"), indent=2)
+PY
+
+# Sanity: both run the container successfully.
+"$BERTH" --root "$STATE/berth-root" run -b "$BUNDLE" bench-berth
+runc --root "$STATE/runc-root" run -b "$BUNDLE" bench-runc
+
+hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/result.json" \
+    -n berth-runtime "$BERTH --root $STATE/berth-root run -b $BUNDLE bench-berth" \
+    -n runc "runc --root $STATE/runc-root run -b $BUNDLE bench-runc"
+
+python3 - "$WORK/result.json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+b, c = r["berth-runtime"], r["runc"]
+print(f"berth-runtime run: {b['mean']*1000:.2f} ms ± {b['stddev']*1000:.2f} (user {b['user']*1000:.2f} ms, system {b['system']*1000:.2f} ms)")
+print(f"runc run:          {c['mean']*1000:.2f} ms ± {c['stddev']*1000:.2f} (user {c['user']*1000:.2f} ms, system {c['system']*1000:.2f} ms)")
+print(f"ratio berth/runc:  {b['mean']/c['mean']:.3f}  (target <= 0.25)")
+PY
