@@ -8,7 +8,11 @@ mod e2e_util;
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use berth_runtime::console::{recv_master, ConsoleError};
 
 use e2e_util::Rt;
 
@@ -29,6 +33,34 @@ fn read_until(master: &mut File, want: &str) -> String {
     String::from_utf8_lossy(&all).into_owned()
 }
 
+type Receiver = std::thread::JoinHandle<Result<(OwnedFd, String), ConsoleError>>;
+
+/// Listens on a fresh console socket in the background.
+fn listen(rt: &Rt) -> (PathBuf, Receiver) {
+    let sock = rt.path(&format!("console-{}.sock", berth_testutil::unique_id("s")));
+    let listener = UnixListener::bind(&sock).expect("bind console socket");
+    (
+        sock.clone(),
+        std::thread::spawn(move || recv_master(&listener)),
+    )
+}
+
+/// The master the runtime sent. It must have been sent by the time the
+/// runtime command returned; if nothing connected, connect ourselves so the
+/// receiver fails instead of hanging.
+fn received(sock: &Path, receiver: Receiver) -> (OwnedFd, String) {
+    if !receiver.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if !receiver.is_finished() {
+            let _ = std::os::unix::net::UnixStream::connect(sock);
+        }
+    }
+    receiver
+        .join()
+        .expect("receiver thread")
+        .expect("the runtime sends a pty master with SCM_RIGHTS")
+}
+
 fn terminal_bundle(script: &str) -> berth_testutil::Bundle {
     let mut spec = berth_testutil::default_spec(&["sh", "-c", script]);
     spec["process"]["terminal"] = serde_json::json!(true);
@@ -38,9 +70,7 @@ fn terminal_bundle(script: &str) -> berth_testutil::Bundle {
 #[test]
 fn console_socket_receives_a_working_pty_master() {
     let rt = Rt::new();
-    let sock = rt.path("console.sock");
-    let listener = UnixListener::bind(&sock).expect("bind console socket");
-    let receiver = std::thread::spawn(move || berth_runtime::console::recv_master(&listener));
+    let (sock, receiver) = listen(&rt);
 
     let bundle = terminal_bundle(
         "if [ -t 0 ] && [ -t 1 ]; then echo STDIN_IS_A_TTY; else echo NOT_A_TTY; fi; \
@@ -57,18 +87,7 @@ fn console_socket_receives_a_working_pty_master() {
         "create: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The master must have been sent by the time create returns; if nothing
-    // connected, connect ourselves so the receiver fails instead of hanging.
-    if !receiver.is_finished() {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        if !receiver.is_finished() {
-            let _ = std::os::unix::net::UnixStream::connect(&sock);
-        }
-    }
-    let (master, name) = receiver
-        .join()
-        .expect("receiver thread")
-        .expect("the runtime sends a pty master with SCM_RIGHTS");
+    let (master, name) = received(&sock, receiver);
     assert!(!name.is_empty(), "runc sends the master's name as payload");
     let mut master = File::from(master);
 
@@ -86,6 +105,41 @@ fn console_socket_receives_a_working_pty_master() {
     );
     rt.wait_stopped(&id);
     rt.ok(&["delete", &id]);
+}
+
+#[test]
+fn exec_tty_sends_its_own_pty_master() {
+    let rt = Rt::new();
+    let bundle = berth_testutil::Bundle::new(&berth_testutil::default_spec(&["sleep", "1000"]));
+    let id = berth_testutil::unique_id("console-exec");
+    rt.start_new(&id, bundle.path());
+    let (sock, receiver) = listen(&rt);
+    let out = rt.run_detached(&[
+        "exec",
+        "--tty",
+        "--detach",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+        "sh",
+        "-c",
+        "if [ -t 0 ]; then echo EXEC_HAS_A_TTY; else echo EXEC_NO_TTY; fi; read l; echo \"exec-got:$l\"",
+    ]);
+    assert!(
+        out.status.success(),
+        "exec --tty: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (master, _) = received(&sock, receiver);
+    let mut master = File::from(master);
+    let first = read_until(&mut master, "TTY");
+    assert!(first.contains("EXEC_HAS_A_TTY"), "exec output: {first:?}");
+    master.write_all(b"typed-into-exec\n").unwrap();
+    let rest = read_until(&mut master, "exec-got:typed-into-exec");
+    assert!(
+        rest.contains("exec-got:typed-into-exec"),
+        "exec output: {rest:?}"
+    );
 }
 
 #[test]

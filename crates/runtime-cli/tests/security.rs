@@ -30,6 +30,16 @@
 //! bind mount of /proc/self/exe before forking anything into a container,
 //! so /proc/self/exe of every runtime process inside is not the writable
 //! host file.
+//!
+//! ALSO FAILING (2026-11-27): `cve_2024_21626_exec_cwd_cannot_escape_through_a_leaked_fd`.
+//! `berth-runtime exec --cwd /proc/self/fd/8 <id> sh` lands in the host's
+//! `/sys/fs/cgroup/unified/<id>`: a cgroup directory fd is still open in the
+//! exec child when `process.rs` does `chdir(p.cwd)`, and `cd ../../..`
+//! then reaches the host's `/`. (create/start refuse the same cwd only by
+//! luck of which fds are open.) Fix like runc 1.1.12: close (not just
+//! CLOEXEC) every fd above the ones the process needs before the chdir,
+//! and after it check `getcwd()` is inside the root (the kernel reports
+//! "(unreachable)"/ENOENT when it is not) and fail otherwise.
 
 mod e2e_util;
 
@@ -321,6 +331,38 @@ fn cve_2024_21626_cwd_cannot_escape_through_a_leaked_fd() {
             );
         }
         let _ = rt.run(&["delete", "--force", &id]);
+    }
+}
+
+#[test]
+fn cve_2024_21626_exec_cwd_cannot_escape_through_a_leaked_fd() {
+    let rt = Rt::new();
+    assert!(
+        Path::new("/etc/debian_version").exists(),
+        "this test tells host from container by /etc/debian_version"
+    );
+    let bundle = berth_testutil::Bundle::new(&berth_testutil::default_spec(&["sleep", "1000"]));
+    let id = berth_testutil::unique_id("sec-execcwd");
+    rt.start_new(&id, bundle.path());
+    for n in 3..=9 {
+        let cwd = format!("/proc/self/fd/{n}");
+        let out = rt.run(&[
+            "exec",
+            "--cwd",
+            &cwd,
+            &id,
+            "sh",
+            "-c",
+            "cd ../../../../../../../../..; \
+             if [ -e etc/debian_version ]; then echo ESCAPED; else echo CONFINED; fi",
+        ]);
+        if out.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "CONFINED",
+                "exec --cwd {cwd} reached the host's root (CVE-2024-21626)"
+            );
+        }
     }
 }
 
