@@ -112,6 +112,28 @@ pub fn pty_slave_path(master: &OwnedFd) -> Result<PathBuf, ConsoleError> {
     Ok(PathBuf::from(format!("/dev/pts/{n}")))
 }
 
+/// Sets the terminal's window size (`process.consoleSize`: `rows` is its
+/// height, `cols` its width), as runc does on the new pty when both are
+/// non-zero. Works on the master or the slave.
+pub fn set_window_size(pty: &OwnedFd, rows: u16, cols: u16) -> Result<(), ConsoleError> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which points
+    // to a live local of that type.
+    let ret = unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if ret < 0 {
+        return Err(ConsoleError::Pty {
+            step: "TIOCSWINSZ",
+            source: Errno::last(),
+        });
+    }
+    Ok(())
+}
+
 /// Connects to the unix socket at `console_socket` (a `SOCK_STREAM`
 /// listener, as containerd and conmon create).
 pub fn connect_console_socket(console_socket: &Path) -> Result<UnixStream, ConsoleError> {
@@ -298,6 +320,22 @@ mod tests {
         let mut buf = [0u8; 16];
         let n = s.read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"typed\n");
+    }
+
+    #[test]
+    fn window_size_is_seen_on_the_slave() {
+        let (master, slave) = new_pty().unwrap();
+        set_window_size(&master, 40, 100).unwrap();
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one winsize into the local.
+        let ret = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+        assert_eq!(ret, 0);
+        assert_eq!((ws.ws_row, ws.ws_col), (40, 100));
     }
 
     #[test]
