@@ -253,6 +253,33 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         cmd
     }
 
+    /// SIGKILLs task `id`, waits for the shim to report it stopped, then
+    /// deletes the task (the runtime's `delete`) and the container.
+    fn kill_and_remove(&self, id: &str) {
+        run_ok(
+            self.ctr()
+                .args(["tasks", "kill", "--signal", "SIGKILL", id]),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ls = run_ok(self.ctr().args(["tasks", "ls"]));
+            let t = text(&ls.stdout);
+            if t.lines()
+                .any(|l| l.starts_with(id) && l.contains("STOPPED"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task never stopped: {t}\n{}",
+                self.problems()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run_ok(self.ctr().args(["tasks", "delete", id]));
+        run_ok(self.ctr().args(["containers", "rm", id]));
+    }
+
     /// Imports the umoci layout as `berth.test/busybox:latest`.
     fn import_busybox(&self, s: &Scratch) -> String {
         let layout = busybox_layout(s);
@@ -289,21 +316,56 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // containerd puts containers under a cgroup named after the
-        // namespace; the runtime removes the container's own cgroup, the
-        // (now empty) namespace parent is ours to remove.
+        // namespace. After a passing test only the empty namespace parent is
+        // left; after a failing one, containers may still run in it: kill
+        // them and remove the whole subtree.
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else {
-                continue;
-            };
-            if !(post.starts_with("cgroup ") || post.starts_with("cgroup2 ")) {
-                continue;
+        let dirs: Vec<PathBuf> = mountinfo
+            .lines()
+            .filter_map(|line| {
+                let (pre, post) = line.split_once(" - ")?;
+                let cgroupfs = post.starts_with("cgroup ") || post.starts_with("cgroup2 ");
+                let mnt = pre.split(' ').nth(4)?;
+                cgroupfs.then(|| Path::new(mnt).join(&self.ns))
+            })
+            .collect();
+        for dir in &dirs {
+            kill_cgroup_tree(dir);
+        }
+        for _ in 0..50 {
+            for dir in &dirs {
+                remove_cgroup_tree(dir);
             }
-            if let Some(mnt) = pre.split(' ').nth(4) {
-                let _ = fs::remove_dir(Path::new(mnt).join(&self.ns));
+            if dirs.iter().all(|d| !d.exists()) {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// SIGKILLs every process in the cgroup `dir` and its children.
+fn kill_cgroup_tree(dir: &Path) {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<&str> = procs.split_whitespace().collect();
+    if !pids.is_empty() {
+        let _ = Command::new("kill").arg("-KILL").args(&pids).status();
+    }
+    for sub in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if sub.file_type().is_ok_and(|t| t.is_dir()) {
+            kill_cgroup_tree(&sub.path());
+        }
+    }
+}
+
+/// Removes the cgroup `dir` and its (empty) children, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    for sub in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if sub.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&sub.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 fn text(b: &[u8]) -> String {
@@ -393,6 +455,17 @@ fn containerd_detached_task_exec_kill_and_delete() {
     );
     assert_eq!(exec.status.code(), Some(4), "{}", c.problems());
 
+    // `ctr tasks ps` is the shim calling the runtime's `ps --format json`.
+    let ps = run_ok(c.ctr().args(["tasks", "ps", &id]));
+    let pids: Vec<String> = text(&ps.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(pids.len(), 1, "one process expected: {}", text(&ps.stdout));
+    let comm = fs::read_to_string(format!("/proc/{}/comm", pids[0])).unwrap_or_default();
+    assert_eq!(comm.trim(), "sleep", "ctr tasks ps: {}", text(&ps.stdout));
+
     // pause/resume go through the runtime's pause and resume.
     run_ok(c.ctr().args(["tasks", "pause", &id]));
     let paused = run_ok(c.ctr().args(["tasks", "ls"]));
@@ -403,26 +476,7 @@ fn containerd_detached_task_exec_kill_and_delete() {
     );
     run_ok(c.ctr().args(["tasks", "resume", &id]));
 
-    run_ok(c.ctr().args(["tasks", "kill", "--signal", "SIGKILL", &id]));
-    // Wait for the task to stop (the shim reports the exit asynchronously).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ls = run_ok(c.ctr().args(["tasks", "ls"]));
-        let t = text(&ls.stdout);
-        if t.lines()
-            .any(|l| l.starts_with(&id) && l.contains("STOPPED"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task never stopped: {t}\n{}",
-            c.problems()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    run_ok(c.ctr().args(["tasks", "delete", &id]));
-    run_ok(c.ctr().args(["containers", "rm", &id]));
+    c.kill_and_remove(&id);
     assert!(
         !root.join(&c.ns).join(&id).exists(),
         "runtime state left after task delete"
@@ -434,6 +488,19 @@ fn containerd_detached_task_exec_kill_and_delete() {
 struct Podman {
     base: Vec<String>,
     env: Vec<(String, PathBuf)>,
+}
+
+impl Drop for Podman {
+    /// Removes whatever containers a failing test left (through conmon and
+    /// the runtime, like a user would).
+    fn drop(&mut self) {
+        let _ = self
+            .cmd()
+            .args(["rm", "--force", "--all", "--time", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Podman {
@@ -656,6 +723,84 @@ fn containerd_reports_the_runtime_error_for_a_missing_command() {
         !s.path("runc-root").join(&c.ns).join(&id).exists(),
         "a failed create left runtime state"
     );
+}
+
+/// Runs `argv` under `script` so it gets a terminal on stdin/stdout, as
+/// `-t` needs; returns the terminal's output and the exit code.
+fn on_a_terminal(argv: &[String]) -> (String, Option<i32>) {
+    let script = require_peer("script");
+    let line = argv
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new(script)
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    (text(&out.stdout) + &text(&out.stderr), out.status.code())
+}
+
+fn argv(cmd: &Command) -> Vec<String> {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn containerd_tty_run_and_exec_get_a_console_through_the_socket() {
+    let (s, c, image) = Containerd::with_busybox("ctrd-tty");
+    let id = unique_id("berth-tty");
+    let (out, code) = on_a_terminal(&argv(&c.run(
+        &s,
+        &["--rm", "-t"],
+        &image,
+        &id,
+        &["sh", "-c", "tty; exit 5"],
+    )));
+    assert!(
+        out.contains("/dev/pts/0"),
+        "no pty in the container: {out}\n{}",
+        c.problems()
+    );
+    assert_eq!(code, Some(5), "{out}");
+
+    let id = unique_id("berth-ttyexec");
+    run_ok(&mut c.run(&s, &["-d"], &image, &id, &["sleep", "1000"]));
+    let mut exec = c.ctr();
+    exec.args([
+        "tasks",
+        "exec",
+        "-t",
+        "--exec-id",
+        "t1",
+        &id,
+        "sh",
+        "-c",
+        "tty; exit 6",
+    ]);
+    let (out, code) = on_a_terminal(&argv(&exec));
+    assert!(
+        out.contains("/dev/pts/"),
+        "no pty for the exec: {out}\n{}",
+        c.problems()
+    );
+    assert_eq!(code, Some(6), "{out}");
+    c.kill_and_remove(&id);
+}
+
+#[test]
+fn podman_tty_run_gets_a_console_from_conmon() {
+    let (_s, p, image) = Podman::with_busybox("podman-tty");
+    let (out, code) = on_a_terminal(&argv(&p.run(
+        &["--rm", "-t"],
+        &image,
+        &["sh", "-c", "tty; exit 4"],
+    )));
+    assert!(out.contains("/dev/pts/0"), "no pty in the container: {out}");
+    assert_eq!(code, Some(4), "{out}");
 }
 
 #[test]
