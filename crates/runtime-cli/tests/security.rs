@@ -17,26 +17,20 @@
 //! Checked against runc 1.1.5 with `BERTH_TEST_RUNTIME=/usr/sbin/runc`: all
 //! pass (runc exposes its binary only through a read-only bind mount).
 //!
-//! NOTE FOR THE RUNTIME-CORE ENGINEER (2026-11-27): berth-runtime fails
-//! `cve_2019_5736_runtime_binary_not_reachable_from_container`. `exec`
-//! forks the runtime into the container's namespaces and execve()s the
-//! user's program from there; when that program is a `#!/proc/self/exe`
-//! script the kernel runs the host's berth-runtime binary *inside the
-//! container*, dumpable, and a container process can open it through
-//! `/proc/<pid>/exe` on a read-write mount (only ETXTBSY from concurrently
-//! running copies stands between it and overwriting the host binary). The
-//! init path (create/start) has the same shape. Fix like runc/youki: at
-//! start-up re-exec berth-runtime from a sealed memfd copy or a read-only
-//! bind mount of /proc/self/exe before forking anything into a container,
-//! so /proc/self/exe of every runtime process inside is not the writable
-//! host file.
+//! History: berth-runtime failed
+//! `cve_2019_5736_runtime_binary_not_reachable_from_container` (the attacker
+//! opened the host binary read-write through `/proc/<pid>/exe` of a
+//! `#!/proc/self/exe` exec) until 01447db re-executed the runtime from a
+//! read-only detached bind mount of itself.
 //!
-//! ALSO FAILING (2026-11-27): `cve_2024_21626_exec_cwd_cannot_escape_through_a_leaked_fd`.
+//! NOTE FOR THE RUNTIME-CORE ENGINEER — FAILING (2026-11-27):
+//! `cve_2024_21626_exec_cwd_cannot_escape_through_a_leaked_fd` and, since
+//! 217e014 (clone3 CLONE_INTO_CGROUP), `cve_2024_21626_cwd_cannot_escape_through_a_leaked_fd`.
 //! `berth-runtime exec --cwd /proc/self/fd/8 <id> sh` lands in the host's
-//! `/sys/fs/cgroup/unified/<id>`: a cgroup directory fd is still open in the
-//! exec child when `process.rs` does `chdir(p.cwd)`, and `cd ../../..`
-//! then reaches the host's `/`. (create/start refuse the same cwd only by
-//! luck of which fds are open.) Fix like runc 1.1.12: close (not just
+//! `/sys/fs/cgroup/unified/<id>` (and `process.cwd: /proc/self/fd/6` at
+//! create does the same): a cgroup directory fd is still open in the child
+//! when `process.rs` does `chdir(p.cwd)`, and `cd ../../..` then reaches
+//! the host's `/`. Fix like runc 1.1.12: close (not just
 //! CLOEXEC) every fd above the ones the process needs before the chdir,
 //! and after it check `getcwd()` is inside the root (the kernel reports
 //! "(unreachable)"/ENOENT when it is not) and fail otherwise.
