@@ -11,7 +11,11 @@ use berth_runtime::{CreateOptions, ExecOptions, Runtime, Status};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "berth-runtime", version, about = "An OCI runtime with runc's command line")]
+#[command(
+    name = "berth-runtime",
+    version,
+    about = "An OCI runtime with runc's command line"
+)]
 struct Cli {
     /// Root directory for storage of container state.
     #[arg(long, global = true, default_value = "/run/berth")]
@@ -251,13 +255,18 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let spec = berth_runtime::spec_template::default_spec_json(rootless);
             let data = serde_json::to_vec_pretty(&spec)?;
-            std::fs::write(&path, data).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, data)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Cmd::Create(args) => {
             rt.create(&args.id, &args.bundle, &args.options())?;
         }
         Cmd::Start { id } => rt.load(&id)?.start()?,
-        Cmd::Run { create, detach, keep } => {
+        Cmd::Run {
+            create,
+            detach,
+            keep,
+        } => {
             if detach {
                 let c = rt.create(&create.id, &create.bundle, &create.options())?;
                 if let Err(e) = c.start() {
@@ -293,18 +302,25 @@ fn run(cli: Cli) -> Result<i32> {
                 // directory: --force removes it, as runc does.
                 let dir = cli.root.join(&id);
                 if !id.contains('/') && id != "." && id != ".." && dir.is_dir() {
-                    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("cannot remove {}", dir.display()))?;
                 }
             }
             Err(e) => return Err(e.into()),
         },
         Cmd::Exec(args) => return exec(&rt, args),
-        Cmd::Ps { id, format, ps_args } => ps(&rt, &id, format, ps_args)?,
+        Cmd::Ps {
+            id,
+            format,
+            ps_args,
+        } => ps(&rt, &id, format, ps_args)?,
         Cmd::Pause { id } => rt.load(&id)?.pause()?,
         Cmd::Resume { id } => rt.load(&id)?.resume()?,
         Cmd::Features => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&serde_json::to_vec_pretty(&berth_runtime::features::features())?)?;
+            out.write_all(&serde_json::to_vec_pretty(
+                &berth_runtime::features::features(),
+            )?)?;
             out.write_all(b"\n")?;
         }
     }
@@ -340,7 +356,9 @@ fn list(rt: &Runtime, quiet: bool, format: Format) -> Result<()> {
         }
         return Ok(());
     }
-    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from).to_vec()];
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+        .map(String::from)
+        .to_vec()];
     for s in &states {
         rows.push(vec![
             s.id.clone(),
@@ -455,13 +473,21 @@ fn ps(rt: &Runtime, id: &str, format: Format, ps_args: Vec<String>) -> Result<()
         writeln!(out, "{}", serde_json::to_string(&pids)?)?;
         return Ok(());
     }
-    let args = if ps_args.is_empty() { vec!["-ef".to_string()] } else { ps_args };
+    let args = if ps_args.is_empty() {
+        vec!["-ef".to_string()]
+    } else {
+        ps_args
+    };
     let output = std::process::Command::new("ps")
         .args(&args)
         .output()
         .context("cannot run ps(1)")?;
     if !output.status.success() {
-        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let mut lines = text.lines();
@@ -472,7 +498,11 @@ fn ps(rt: &Runtime, id: &str, format: Format, ps_args: Vec<String>) -> Result<()
         .context("ps output has no PID column; include it in the ps options")?;
     writeln!(out, "{header}")?;
     for line in lines {
-        if let Some(pid) = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(pid) = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             if pids.contains(&pid) {
                 writeln!(out, "{line}")?;
             }
@@ -491,7 +521,10 @@ mod tests {
             vec!["ID".into(), "PID".into(), "OWNER".into()],
             vec!["t1".into(), "18285".into(), "root".into()],
         ];
-        assert_eq!(table(&rows), "ID          PID         OWNER\nt1          18285       root\n");
+        assert_eq!(
+            table(&rows),
+            "ID          PID         OWNER\nt1          18285       root\n"
+        );
     }
 
     #[test]

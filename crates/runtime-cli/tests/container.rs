@@ -8,7 +8,10 @@ use common_rt::*;
 fn status_field(status: &str, key: &str) -> String {
     status
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_else(|| panic!("{key} missing in {status}"))
 }
 
@@ -16,7 +19,8 @@ fn status_field(status: &str, key: &str) -> String {
 fn process_user_groups_umask_rlimits_nnp_env_cwd_and_oom_score() {
     let rt = Rt::new();
     let mut spec = default_spec(&[]);
-    spec["process"]["user"] = json!({"uid": 1000, "gid": 100, "additionalGids": [5, 6], "umask": 63});
+    spec["process"]["user"] =
+        json!({"uid": 1000, "gid": 100, "additionalGids": [5, 6], "umask": 63});
     spec["process"]["rlimits"] = json!([
         {"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256},
         {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}
@@ -30,7 +34,11 @@ fn process_user_groups_umask_rlimits_nnp_env_cwd_and_oom_score() {
     assert_eq!(lines[0], "1000");
     assert_eq!(lines[1], "100");
     let groups: Vec<_> = lines[2].split_whitespace().collect();
-    assert!(groups.contains(&"5") && groups.contains(&"6"), "{}", lines[2]);
+    assert!(
+        groups.contains(&"5") && groups.contains(&"6"),
+        "{}",
+        lines[2]
+    );
     assert_eq!(lines[3], "0077");
     assert_eq!(&lines[4..9], ["256", "512", "0", "bar baz", "/tmp"]);
     assert_eq!(lines[9], "123");
@@ -54,8 +62,14 @@ fn all_five_capability_sets_are_applied() {
     let out = rt.sh(spec, "cat /proc/self/status");
     // As uid 1000 after exec: ambient {KILL} becomes permitted+effective;
     // the bounding and inheritable sets are as configured.
-    assert_eq!(status_field(&out, "CapBnd"), format!("{:016x}", (1u64 << 0) | (1 << 5) | (1 << 10) | (1 << 21)));
-    assert_eq!(status_field(&out, "CapInh"), format!("{:016x}", (1u64 << 5) | (1 << 10)));
+    assert_eq!(
+        status_field(&out, "CapBnd"),
+        format!("{:016x}", (1u64 << 0) | (1 << 5) | (1 << 10) | (1 << 21))
+    );
+    assert_eq!(
+        status_field(&out, "CapInh"),
+        format!("{:016x}", (1u64 << 5) | (1 << 10))
+    );
     assert_eq!(status_field(&out, "CapAmb"), format!("{:016x}", 1u64 << 5));
     assert_eq!(status_field(&out, "CapPrm"), format!("{:016x}", 1u64 << 5));
     assert_eq!(status_field(&out, "CapEff"), format!("{:016x}", 1u64 << 5));
@@ -68,10 +82,19 @@ fn all_five_capability_sets_are_applied() {
         "effective": ["CAP_KILL"]
     });
     let out = rt.sh(spec, "cat /proc/self/status");
-    assert_eq!(status_field(&out, "CapBnd"), format!("{:016x}", 1u64 | (1 << 5) | (1 << 21)));
-    assert_eq!(status_field(&out, "CapPrm"), format!("{:016x}", 1u64 | (1 << 5)));
+    assert_eq!(
+        status_field(&out, "CapBnd"),
+        format!("{:016x}", 1u64 | (1 << 5) | (1 << 21))
+    );
+    assert_eq!(
+        status_field(&out, "CapPrm"),
+        format!("{:016x}", 1u64 | (1 << 5))
+    );
     // execve as root raises effective to permitted (as with runc).
-    assert_eq!(status_field(&out, "CapEff"), format!("{:016x}", 1u64 | (1 << 5)));
+    assert_eq!(
+        status_field(&out, "CapEff"),
+        format!("{:016x}", 1u64 | (1 << 5))
+    );
 }
 
 #[test]
@@ -112,20 +135,40 @@ fn mounts_in_order_with_their_options_and_propagation() {
     mounts.push(json!({"destination": "/shared", "type": "tmpfs", "source": "tmpfs", "options": ["shared"]}));
     let out = rt.sh(spec, "cat /proc/self/mountinfo; echo ---; cat /etc/hostdata; echo; stat -c %a /scratch; touch /hostro/x 2>/dev/null || echo bind-ro");
     let (info, rest) = out.split_once("---\n").unwrap();
-    let line = |mp: &str| info.lines().find(|l| l.split(' ').nth(4) == Some(mp)).unwrap_or_else(|| panic!("{mp} not mounted:\n{info}")).to_string();
+    let line = |mp: &str| {
+        info.lines()
+            .find(|l| l.split(' ').nth(4) == Some(mp))
+            .unwrap_or_else(|| panic!("{mp} not mounted:\n{info}"))
+            .to_string()
+    };
     let scratch = line("/scratch");
-    assert!(scratch.contains("nosuid,nodev,noexec") && scratch.contains("size=1024k") && scratch.contains("mode=700"), "{scratch}");
+    assert!(
+        scratch.contains("nosuid,nodev,noexec")
+            && scratch.contains("size=1024k")
+            && scratch.contains("mode=700"),
+        "{scratch}"
+    );
     assert!(line("/scratch/inner").contains("size=2048k"));
     // Order: the inner mount is on top of the outer one.
     let id_of = |l: &str| l.split(' ').next().unwrap().to_string();
     let parent_of = |l: &str| l.split(' ').nth(1).unwrap().to_string();
     assert_eq!(parent_of(&line("/scratch/inner")), id_of(&scratch));
     let hostro = line("/hostro");
-    assert!(hostro.split(' ').nth(5).unwrap().starts_with("ro"), "{hostro}");
-    assert!(!hostro.contains("shared:") && !hostro.contains("master:"), "rprivate not applied: {hostro}");
+    assert!(
+        hostro.split(' ').nth(5).unwrap().starts_with("ro"),
+        "{hostro}"
+    );
+    assert!(
+        !hostro.contains("shared:") && !hostro.contains("master:"),
+        "rprivate not applied: {hostro}"
+    );
     assert!(line("/shared").contains("shared:"), "{}", line("/shared"));
     assert!(line("/etc/hostdata").contains("nosuid"));
-    assert!(line("/dev/pts").contains("ptmxmode=666"), "{}", line("/dev/pts"));
+    assert!(
+        line("/dev/pts").contains("ptmxmode=666"),
+        "{}",
+        line("/dev/pts")
+    );
     assert!(line("/dev/mqueue").contains("mqueue"));
     assert!(line("/sys").split(' ').nth(5).unwrap().starts_with("ro"));
     assert!(line("/sys/fs/cgroup").contains("tmpfs") || line("/sys/fs/cgroup").contains("cgroup2"));
@@ -170,11 +213,26 @@ fn namespaces_are_new_or_joined_by_path() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("nsowner");
-    rt.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
-    let ns = |p: &str, n: &str| std::fs::read_link(format!("/proc/{p}/ns/{n}")).unwrap().to_string_lossy().into_owned();
+    let ns = |p: &str, n: &str| {
+        std::fs::read_link(format!("/proc/{p}/ns/{n}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
     for n in ["pid", "net", "ipc", "uts", "mnt"] {
-        assert_ne!(ns(&pid.to_string(), n), ns("self", n), "{n} namespace not new");
+        assert_ne!(
+            ns(&pid.to_string(), n),
+            ns("self", n),
+            "{n} namespace not new"
+        );
     }
     let mut spec = default_spec(&[]);
     spec["linux"]["namespaces"] = json!([
@@ -188,7 +246,10 @@ fn namespaces_are_new_or_joined_by_path() {
     assert_eq!(lines[0], ns(&pid.to_string(), "net"));
     assert_eq!(lines[1], ns(&pid.to_string(), "ipc"));
     assert_eq!(lines[2], "1", "not pid 1 in a new pid namespace");
-    assert_ne!(lines[3], "0", "cgroup namespace does not root the container's cgroup");
+    assert_ne!(
+        lines[3], "0",
+        "cgroup namespace does not root the container's cgroup"
+    );
     rt.ok(&["delete", "--force", &id]);
 }
 
@@ -196,17 +257,27 @@ fn namespaces_are_new_or_joined_by_path() {
 fn user_namespace_with_id_mappings() {
     let rt = Rt::new();
     let mut spec = default_spec(&[]);
-    spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
     spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     // The mapped root must be able to reach the bundle.
-    spec["process"]["args"] = json!(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; echo ok > /dev/null && echo dev-ok"]);
+    spec["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; echo ok > /dev/null && echo dev-ok"
+    ]);
     let bundle = Bundle::new(&spec);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(bundle.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (code, out, err) = rt.run(&bundle);
     assert_eq!(code, 0, "{err}");
-    let norm: Vec<String> = out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let norm: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     assert_eq!(norm, ["0 200000 65536", "0 200000 65536", "0", "dev-ok"]);
 }
 
@@ -214,11 +285,17 @@ fn user_namespace_with_id_mappings() {
 fn time_namespace_offsets_apply() {
     let rt = Rt::new();
     let mut spec = default_spec(&[]);
-    spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
     spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 864000, "nanosecs": 0}});
     let out = rt.sh(spec, "cut -d. -f1 /proc/uptime");
     let up: u64 = out.trim().parse().unwrap();
-    assert!(up >= 864000, "uptime {up} does not include the boottime offset");
+    assert!(
+        up >= 864000,
+        "uptime {up} does not include the boottime offset"
+    );
 }
 
 #[test]
@@ -230,7 +307,10 @@ fn cgroup_limits_apply_inside_the_container() {
         "pids": {"limit": 42},
         "memory": {"limit": 67108864}
     });
-    spec["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/sys/fs/cgroup");
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["destination"] != "/sys/fs/cgroup");
     spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
     let out = rt.sh(spec, "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max");
     assert_eq!(out, "42\n67108864\n");
@@ -239,17 +319,35 @@ fn cgroup_limits_apply_inside_the_container() {
 #[test]
 fn no_pivot_moves_the_rootfs() {
     let rt = Rt::new();
-    let bundle = Bundle::new(&default_spec(&["sh", "-c", "ls /bin/busybox && awk '$5 == \"/\"' /proc/self/mountinfo | wc -l"]));
+    let bundle = Bundle::new(&default_spec(&[
+        "sh",
+        "-c",
+        "ls /bin/busybox && awk '$5 == \"/\"' /proc/self/mountinfo | wc -l",
+    ]));
     let id = unique_id("nopivot");
-    let out = rt.cmd(&["run", "--no-pivot", "--bundle", bundle.path().to_str().unwrap(), &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rt.cmd(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "/bin/busybox\n1\n");
 }
 
 #[test]
 fn preserve_fds_passes_fds_to_the_container() {
     let rt = Rt::new();
-    let bundle = Bundle::new(&default_spec(&["sh", "-c", "cat <&3; ls /proc/self/fd | wc -l"]));
+    let bundle = Bundle::new(&default_spec(&[
+        "sh",
+        "-c",
+        "cat <&3; ls /proc/self/fd | wc -l",
+    ]));
     let data = bundle.path().join("fd3.txt");
     std::fs::write(&data, "through fd 3\n").unwrap();
     let id = unique_id("pfd");
@@ -261,8 +359,16 @@ fn preserve_fds_passes_fds_to_the_container() {
         bundle.path().display(),
         id
     );
-    let out = std::process::Command::new("bash").arg("-c").arg(&script).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // fd 3 passed; fd 4 (not preserved) closed: ls sees 0,1,2,3 and its own dir fd.
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through fd 3\n5\n");
 }
@@ -286,7 +392,16 @@ fn lifecycle_hooks_get_the_state_and_a_failing_hook_aborts_create() {
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&log).unwrap();
     let stages: Vec<_> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(stages, ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]);
+    assert_eq!(
+        stages,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
     for l in text.lines() {
         let (stage, json) = l.split_once(' ').unwrap();
         let v: Value = serde_json::from_str(json).unwrap();

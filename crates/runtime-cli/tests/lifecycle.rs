@@ -8,11 +8,19 @@ use common_rt::*;
 #[test]
 fn run_prints_output_and_returns_the_exit_code() {
     let rt = Rt::new();
-    let bundle = Bundle::new(&default_spec(&["sh", "-c", "echo hello from berth; exit 3"]));
+    let bundle = Bundle::new(&default_spec(&[
+        "sh",
+        "-c",
+        "echo hello from berth; exit 3",
+    ]));
     let (code, out, err) = rt.run(&bundle);
     assert_eq!(code, 3, "stderr: {err}");
     assert_eq!(out, "hello from berth\n");
-    assert!(rt.leftovers().is_empty(), "run left state behind: {:?}", rt.leftovers());
+    assert!(
+        rt.leftovers().is_empty(),
+        "run left state behind: {:?}",
+        rt.leftovers()
+    );
 }
 
 #[test]
@@ -21,7 +29,8 @@ fn run_reports_a_signal_death_as_128_plus_signal() {
     // Without a pid namespace: the shell is not a namespace init, which
     // could not be killed from inside.
     let mut spec = default_spec(&["sh", "-c", "kill -KILL $$"]);
-    spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}]);
+    spec["linux"]["namespaces"] =
+        json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}]);
     let bundle = Bundle::new(&spec);
     let (code, _, err) = rt.run(&bundle);
     assert_eq!(code, 137, "stderr: {err}");
@@ -33,14 +42,27 @@ fn create_start_kill_delete_with_state_in_every_phase() {
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("life");
     let pid_file = bundle.path().join("init.pid");
-    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id]);
+    rt.ok(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
 
     let st = rt.state(&id);
     assert_eq!(st["status"], "created");
     assert_eq!(st["id"], id.as_str());
     assert_eq!(st["ociVersion"], "1.0.2");
-    assert_eq!(st["bundle"], bundle.path().canonicalize().unwrap().to_str().unwrap());
-    assert_eq!(st["rootfs"], bundle.rootfs().canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        st["bundle"],
+        bundle.path().canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(
+        st["rootfs"],
+        bundle.rootfs().canonicalize().unwrap().to_str().unwrap()
+    );
     assert_eq!(st["owner"], "");
     assert!(st["created"].as_str().unwrap().ends_with('Z'));
     let pid = st["pid"].as_i64().unwrap();
@@ -50,7 +72,11 @@ fn create_start_kill_delete_with_state_in_every_phase() {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains("sleep"));
     // No temp file of the atomic pid-file write is left.
-    let names: Vec<_> = std::fs::read_dir(bundle.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(bundle.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(names.len(), 3, "{names:?}");
 
     rt.ok(&["start", &id]);
@@ -59,17 +85,25 @@ fn create_start_kill_delete_with_state_in_every_phase() {
     assert_eq!(st["pid"].as_i64().unwrap(), pid);
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert_eq!(cmdline, b"sleep\x001000\x00");
-    assert!(rt.fails(&["start", &id]).contains("cannot start an already running container"));
+    assert!(rt
+        .fails(&["start", &id])
+        .contains("cannot start an already running container"));
 
     rt.ok(&["kill", &id, "KILL"]);
     rt.wait_status(&id, "stopped");
     let st = rt.state(&id);
     assert_eq!(st["pid"], 0);
-    assert!(rt.fails(&["kill", &id, "KILL"]).contains("container not running"));
-    assert!(rt.fails(&["start", &id]).contains("cannot start a container that has stopped"));
+    assert!(rt
+        .fails(&["kill", &id, "KILL"])
+        .contains("container not running"));
+    assert!(rt
+        .fails(&["start", &id])
+        .contains("cannot start a container that has stopped"));
 
     rt.ok(&["delete", &id]);
-    assert!(rt.fails(&["state", &id]).contains("container does not exist"));
+    assert!(rt
+        .fails(&["state", &id])
+        .contains("container does not exist"));
     assert!(rt.leftovers().is_empty());
 }
 
@@ -89,16 +123,34 @@ fn delete_of_a_running_container_needs_force_and_removes_its_cgroup() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("del");
-    rt.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
     let cgroup = std::path::Path::new("/sys/fs/cgroup/pids").join(&id);
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let own_pids = own.lines().find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_string())).unwrap_or_default();
-    let cgroup = if own_pids.is_empty() || own_pids == "/" { cgroup } else {
-        std::path::Path::new("/sys/fs/cgroup/pids").join(own_pids.trim_start_matches('/')).join(&id)
+    let own_pids = own
+        .lines()
+        .find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_string()))
+        .unwrap_or_default();
+    let cgroup = if own_pids.is_empty() || own_pids == "/" {
+        cgroup
+    } else {
+        std::path::Path::new("/sys/fs/cgroup/pids")
+            .join(own_pids.trim_start_matches('/'))
+            .join(&id)
     };
     assert!(cgroup.is_dir(), "{} missing", cgroup.display());
     let err = rt.fails(&["delete", &id]);
-    assert!(err.contains(&format!("cannot delete container {id} that is not stopped: running")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot delete container {id} that is not stopped: running"
+        )),
+        "{err}"
+    );
     rt.ok(&["delete", "--force", &id]);
     assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
     assert!(rt.leftovers().is_empty());
@@ -112,7 +164,9 @@ fn a_created_container_can_be_deleted_without_force() {
     rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     rt.ok(&["delete", &id]);
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z"))
+        .unwrap_or(false);
     assert!(!alive, "init {pid} survived delete");
 }
 
@@ -127,7 +181,10 @@ fn list_prints_runc_table_json_and_quiet() {
     let table = rt.ok(&["list"]);
     let mut lines = table.lines();
     let header: Vec<_> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]);
+    assert_eq!(
+        header,
+        ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    );
     let row: Vec<_> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(row[0], id);
     assert_eq!(row[2], "created");
@@ -144,13 +201,36 @@ fn exec_runs_inline_args_with_env_cwd_user_and_returns_the_exit_code() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("exec");
-    rt.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
-    let out = rt.cmd(&[
-        "exec", "-e", "GREETING=hi", "--cwd", "/tmp", "-u", "1000:100", &id,
-        "sh", "-c", "echo $GREETING; pwd; id -u; id -g; cat /proc/1/cmdline; exit 5",
+    rt.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
     ]);
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n/tmp\n1000\n100\nsleep\u{0}1000\u{0}");
+    let out = rt.cmd(&[
+        "exec",
+        "-e",
+        "GREETING=hi",
+        "--cwd",
+        "/tmp",
+        "-u",
+        "1000:100",
+        &id,
+        "sh",
+        "-c",
+        "echo $GREETING; pwd; id -u; id -g; cat /proc/1/cmdline; exit 5",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi\n/tmp\n1000\n100\nsleep\u{0}1000\u{0}"
+    );
 
     // --process file, detached, with a pid file.
     let process = json!({
@@ -161,14 +241,28 @@ fn exec_runs_inline_args_with_env_cwd_user_and_returns_the_exit_code() {
     let pfile = bundle.path().join("process.json");
     std::fs::write(&pfile, process.to_string()).unwrap();
     let pid_file = bundle.path().join("exec.pid");
-    rt.ok(&["exec", "--process", pfile.to_str().unwrap(), "-d", "--pid-file", pid_file.to_str().unwrap(), &id]);
+    rt.ok(&[
+        "exec",
+        "--process",
+        pfile.to_str().unwrap(),
+        "-d",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let ps: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
     assert!(ps.contains(&pid), "exec pid {pid} not in ps {ps:?}");
     let table = rt.ok(&["ps", &id]);
     assert!(table.lines().next().unwrap().contains("PID"));
     assert!(table.contains("sleep 1000"), "{table}");
-    let out = rt.ok(&["exec", &id, "sh", "-c", "while [ ! -s /dev/shm/marker ]; do sleep 0.01; done; cat /dev/shm/marker"]);
+    let out = rt.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "while [ ! -s /dev/shm/marker ]; do sleep 0.01; done; cat /dev/shm/marker",
+    ]);
     assert_eq!(out, "from-process\n");
     // Unknown program: a clear error, like runc's.
     let err = rt.fails(&["exec", &id, "no-such-program"]);
@@ -179,13 +273,29 @@ fn exec_runs_inline_args_with_env_cwd_user_and_returns_the_exit_code() {
 #[test]
 fn kill_accepts_names_and_numbers_and_all() {
     let rt = Rt::new();
-    let mut spec = default_spec(&["sh", "-c", "trap 'echo got-usr1 > /tmp/sig' USR1; while true; do sleep 0.01; done"]);
+    let mut spec = default_spec(&[
+        "sh",
+        "-c",
+        "trap 'echo got-usr1 > /tmp/sig' USR1; while true; do sleep 0.01; done",
+    ]);
     spec["root"]["readonly"] = json!(false);
     let bundle = Bundle::new(&spec);
     let id = unique_id("kill");
-    rt.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
     rt.ok(&["kill", &id, "SIGUSR1"]);
-    let out = rt.ok(&["exec", &id, "sh", "-c", "while [ ! -s /tmp/sig ]; do sleep 0.01; done; cat /tmp/sig"]);
+    let out = rt.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "while [ ! -s /tmp/sig ]; do sleep 0.01; done; cat /tmp/sig",
+    ]);
     assert_eq!(out, "got-usr1\n");
     let err = rt.fails(&["kill", &id, "SIGNOPE"]);
     assert!(err.contains("SIGNOPE"), "{err}");
@@ -197,7 +307,14 @@ fn kill_accepts_names_and_numbers_and_all() {
 #[test]
 fn unknown_containers_do_not_exist() {
     let rt = Rt::new();
-    for args in [&["state", "nope"][..], &["start", "nope"], &["kill", "nope"], &["delete", "nope"], &["exec", "nope", "true"], &["ps", "nope"]] {
+    for args in [
+        &["state", "nope"][..],
+        &["start", "nope"],
+        &["kill", "nope"],
+        &["delete", "nope"],
+        &["exec", "nope", "true"],
+        &["ps", "nope"],
+    ] {
         let err = rt.fails(args);
         assert!(err.contains("container does not exist"), "{args:?}: {err}");
     }
@@ -211,7 +328,10 @@ fn duplicate_ids_are_refused_and_the_first_container_survives() {
     let id = unique_id("dup");
     rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
-    assert!(err.contains(&format!("container with id exists: {id}")), "{err}");
+    assert!(
+        err.contains(&format!("container with id exists: {id}")),
+        "{err}"
+    );
     assert_eq!(rt.state(&id)["status"], "created");
     rt.ok(&["delete", &id]);
 }
@@ -222,34 +342,65 @@ fn bad_bundles_name_the_problem_and_leave_nothing_behind() {
     // Missing rootfs.
     let bundle = Bundle::new(&sleeper());
     std::fs::remove_dir_all(bundle.rootfs()).unwrap();
-    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &unique_id("bad")]);
-    assert!(err.contains("root.path") && err.contains("does not exist"), "{err}");
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("bad"),
+    ]);
+    assert!(
+        err.contains("root.path") && err.contains("does not exist"),
+        "{err}"
+    );
 
     // Malformed JSON.
     let bundle = Bundle::new(&sleeper());
     std::fs::write(bundle.path().join("config.json"), "{\"ociVersion\": ").unwrap();
-    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &unique_id("bad")]);
-    assert!(err.contains("config.json") && err.contains("malformed JSON"), "{err}");
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("bad"),
+    ]);
+    assert!(
+        err.contains("config.json") && err.contains("malformed JSON"),
+        "{err}"
+    );
 
     // A field of the wrong kind is named by its path.
     let mut spec = sleeper();
     spec["process"]["capabilities"]["bounding"] = json!(["CAP_NOT_A_THING"]);
     bundle.write_config(&spec);
-    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &unique_id("bad")]);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("bad"),
+    ]);
     assert!(err.contains("process.capabilities.bounding"), "{err}");
 
     // Empty args.
     let mut spec = sleeper();
     spec["process"]["args"] = json!([]);
     bundle.write_config(&spec);
-    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &unique_id("bad")]);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("bad"),
+    ]);
     assert!(err.contains("process.args"), "{err}");
 
     // Hostname without a UTS namespace.
     let mut spec = sleeper();
     spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "pid"}]);
     bundle.write_config(&spec);
-    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &unique_id("bad")]);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("bad"),
+    ]);
     assert!(err.contains("hostname") && err.contains("UTS"), "{err}");
 
     // Failure inside the init (a mount that cannot be made) is reported and
@@ -257,11 +408,25 @@ fn bad_bundles_name_the_problem_and_leave_nothing_behind() {
     let mut spec = sleeper();
     spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/no/such/source", "options": ["bind"]}));
     bundle.write_config(&spec);
-    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &unique_id("bad")]);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("bad"),
+    ]);
     assert!(err.contains("/no/such/source"), "{err}");
 
-    assert!(rt.leftovers().is_empty(), "left behind: {:?}", rt.leftovers());
-    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), "bad/id"]);
+    assert!(
+        rt.leftovers().is_empty(),
+        "left behind: {:?}",
+        rt.leftovers()
+    );
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "bad/id",
+    ]);
     assert!(err.contains("invalid id format"), "{err}");
 }
 
@@ -278,8 +443,11 @@ fn spec_writes_a_config_that_runs_and_refuses_to_overwrite() {
     let bundle = Bundle::new(&sleeper());
     std::fs::remove_file(bundle.path().join("config.json")).unwrap();
     rt.ok(&["spec", "--bundle", bundle.path().to_str().unwrap()]);
-    let mut spec: Value = serde_json::from_slice(&std::fs::read(bundle.path().join("config.json")).unwrap()).unwrap();
-    assert!(rt.fails(&["spec", "--bundle", bundle.path().to_str().unwrap()]).contains("exists"));
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(bundle.path().join("config.json")).unwrap()).unwrap();
+    assert!(rt
+        .fails(&["spec", "--bundle", bundle.path().to_str().unwrap()])
+        .contains("exists"));
     spec["process"]["terminal"] = json!(false);
     spec["process"]["args"] = json!(["echo", "spec-ok"]);
     bundle.write_config(&spec);
@@ -294,7 +462,13 @@ fn pause_and_resume_freeze_the_container() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("pause");
-    rt.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
     rt.ok(&["pause", &id]);
     assert_eq!(rt.state(&id)["status"], "paused");
     rt.ok(&["resume", &id]);

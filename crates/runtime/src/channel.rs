@@ -11,7 +11,12 @@ pub(crate) struct Channel(pub OwnedFd);
 
 /// Creates a connected pair (parent end, child end), both close-on-exec.
 pub(crate) fn pair() -> nix::Result<(Channel, Channel)> {
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
     Ok((Channel(a), Channel(b)))
 }
 

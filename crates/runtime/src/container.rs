@@ -82,7 +82,9 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id != "."
         && id != ".."
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c))
 }
 
 /// Removes a half-created state directory unless disarmed.
@@ -100,7 +102,8 @@ impl Drop for DirGuard {
 fn bind_unix(dir: &Path, name: &str) -> Result<UnixListener> {
     let path = dir.join(name);
     if path.as_os_str().len() < 100 {
-        return UnixListener::bind(&path).map_err(io_err(format!("cannot listen on {}", path.display())));
+        return UnixListener::bind(&path)
+            .map_err(io_err(format!("cannot listen on {}", path.display())));
     }
     let d = std::fs::File::open(dir).map_err(io_err(format!("cannot open {}", dir.display())))?;
     UnixListener::bind(format!("/proc/self/fd/{}/{name}", d.as_raw_fd()))
@@ -165,7 +168,13 @@ fn order_joins(joins: &mut [(CloneFlags, OwnedFd)]) {
 fn ns_plan(spec: &Spec) -> Result<NsPlan> {
     let mut joins = Vec::new();
     let mut new_flags = CloneFlags::empty();
-    for ns in spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let flag = ns_flag(ns.typ());
         match ns.path() {
             Some(p) => joins.push((flag, open_ns(p)?)),
@@ -175,20 +184,28 @@ fn ns_plan(spec: &Spec) -> Result<NsPlan> {
     order_joins(&mut joins);
     let new_user = new_flags.contains(CloneFlags::CLONE_NEWUSER);
     new_flags.remove(CloneFlags::CLONE_NEWUSER);
-    Ok(NsPlan { joins, new_flags, new_user })
+    Ok(NsPlan {
+        joins,
+        new_flags,
+        new_user,
+    })
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let path = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map_err(io_err("cannot read the current directory"))?.join(path)
+        std::env::current_dir()
+            .map_err(io_err("cannot read the current directory"))?
+            .join(path)
     };
     state::write_atomic(&path, pid.to_string().as_bytes())
 }
 
 fn hooks_of<'a>(spec: &'a Spec, stage: &str) -> &'a [Hook] {
-    let Some(h) = spec.hooks().as_ref() else { return &[] };
+    let Some(h) = spec.hooks().as_ref() else {
+        return &[];
+    };
     let v = match stage {
         #[allow(deprecated)]
         "prestart" => h.prestart(),
@@ -216,9 +233,15 @@ fn wait_gone(pid: i32, start_time: u64, timeout: Duration) -> Result<()> {
     let pidfd = crate::sys::pidfd_open(pid);
     if let Some(fd) = &pidfd {
         if state::proc_start_time(pid).is_some_and(|(t, _)| t == start_time) {
-            let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX));
+            let _ = nix::poll::poll(
+                &mut fds,
+                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+            );
         }
     }
     let deadline = Instant::now() + timeout;
@@ -228,7 +251,9 @@ fn wait_gone(pid: i32, start_time: u64, timeout: Duration) -> Result<()> {
             _ => return Ok(()),
         }
         if Instant::now() > deadline {
-            return Err(Error::Init(format!("process {pid} did not exit within {timeout:?} of SIGKILL")));
+            return Err(Error::Init(format!(
+                "process {pid} did not exit within {timeout:?} of SIGKILL"
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -313,8 +338,10 @@ impl Runtime {
         if !valid_id(id) {
             return Err(Error::InvalidId { id: id.to_string() });
         }
-        let bundle = std::fs::canonicalize(bundle)
-            .map_err(io_err(format!("bundle {}: cannot open it (pass the directory holding config.json with --bundle)", bundle.display())))?;
+        let bundle = std::fs::canonicalize(bundle).map_err(io_err(format!(
+            "bundle {}: cannot open it (pass the directory holding config.json with --bundle)",
+            bundle.display()
+        )))?;
         let spec = crate::spec::load(&bundle)?;
         let rootfs = std::fs::canonicalize(crate::spec::rootfs_path(&spec, &bundle))
             .map_err(io_err("cannot resolve root.path"))?;
@@ -333,7 +360,10 @@ impl Runtime {
                 "cannot allocate tty if runc will detach without setting console socket".into(),
             ));
         }
-        std::fs::create_dir_all(&self.root).map_err(io_err(format!("cannot create the state root {}", self.root.display())))?;
+        std::fs::create_dir_all(&self.root).map_err(io_err(format!(
+            "cannot create the state root {}",
+            self.root.display()
+        )))?;
         let dir = self.root.join(id);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -343,8 +373,15 @@ impl Runtime {
             Err(e) => return Err(io_err(format!("cannot create {}", dir.display()))(e)),
         }
         let mut guard = DirGuard(Some(dir.clone()));
-        let linux = spec.linux().as_ref().ok_or_else(|| Error::Init("config has no linux section".into()))?;
-        let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| Error::Init("config has no linux section".into()))?;
+        let cgroups_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let cg = berth_cgroups::manager(&cgroups_path, id)?;
         let listener = bind_unix(&dir, EXEC_SOCK)?;
         let console = match (&opts.console_socket, terminal) {
@@ -355,7 +392,13 @@ impl Runtime {
             .time_offsets()
             .iter()
             .flatten()
-            .map(|(clock, o)| format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)))
+            .map(|(clock, o)| {
+                format!(
+                    "{clock} {} {}\n",
+                    o.secs().unwrap_or(0),
+                    o.nanosecs().unwrap_or(0)
+                )
+            })
             .collect();
         let plan = InitPlan {
             spec: &spec,
@@ -376,7 +419,10 @@ impl Runtime {
             Ok(r) => r,
             Err(e) => {
                 if init_pid > 0 {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        Pid::from_raw(init_pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                     if let Some((t, _)) = state::proc_start_time(init_pid) {
                         let _ = wait_gone(init_pid, t, Duration::from_secs(10));
                     }
@@ -405,7 +451,11 @@ impl Runtime {
         dir: &Path,
     ) -> Result<Record> {
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
-        let linux = plan.spec.linux().as_ref().ok_or_else(|| Error::Init("no linux section".into()))?;
+        let linux = plan
+            .spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| Error::Init("no linux section".into()))?;
         let join = CgroupJoin::prepare(cg, true)?;
         let p1 = match join.fork()? {
             ForkResult::Child => {
@@ -413,6 +463,8 @@ impl Runtime {
                 if let Err(e) = join.join_self() {
                     child.fail(&e);
                 }
+                // No host directory may stay open in the container.
+                drop(join);
                 p1_main(&child, &mut plan)
             }
             ForkResult::Parent { child: p1 } => p1,
@@ -438,7 +490,9 @@ impl Runtime {
         // The init needs the binds computed from the cgroup it was put in.
         let binds = mounts::cgroup_binds(&cg.paths());
         let binds_json = serde_json::to_vec(&binds).unwrap_or_default();
-        parent.send(b'G', &binds_json).map_err(sys_err("cannot release the container's first child"))?;
+        parent
+            .send(b'G', &binds_json)
+            .map_err(sys_err("cannot release the container's first child"))?;
         // The limits are written while the child builds the namespaces and
         // the rootfs; the user process only runs after `start`.
         if let Some(r) = linux.resources() {
@@ -454,7 +508,9 @@ impl Runtime {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     reap_p1();
-                    return Err(Error::Init("container init exited before it was ready (see the runtime log)".into()));
+                    return Err(Error::Init(
+                        "container init exited before it was ready (see the runtime log)".into(),
+                    ));
                 }
                 Err(e) => return Err(sys_err("sync socket")(e)),
             };
@@ -483,7 +539,11 @@ impl Runtime {
                     json["status"] = "creating".into();
                     let json = serde_json::to_vec(&json).unwrap_or_default();
                     crate::hooks::run_hooks("prestart", hooks_of(plan.spec, "prestart"), &json)?;
-                    crate::hooks::run_hooks("createRuntime", hooks_of(plan.spec, "createRuntime"), &json)?;
+                    crate::hooks::run_hooks(
+                        "createRuntime",
+                        hooks_of(plan.spec, "createRuntime"),
+                        &json,
+                    )?;
                     parent.send(b'h', &json).map_err(sys_err("sync socket"))?;
                 }
                 (b'R', _) => break,
@@ -491,7 +551,11 @@ impl Runtime {
                     reap_p1();
                     return Err(Error::Init(String::from_utf8_lossy(&msg).into_owned()));
                 }
-                (t, _) => return Err(Error::Init(format!("unexpected message {t:?} from the container init"))),
+                (t, _) => {
+                    return Err(Error::Init(format!(
+                        "unexpected message {t:?} from the container init"
+                    )))
+                }
             }
         }
         let (start_time, _) = state::proc_start_time(*init_pid)
@@ -503,10 +567,15 @@ impl Runtime {
             bundle: plan.bundle.to_path_buf(),
             rootfs: plan.rootfs.to_path_buf(),
             created,
-            cgroups_path: linux.cgroups_path().as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            cgroups_path: linux
+                .cgroups_path()
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             config: plan.spec.clone(),
         };
-        let data = serde_json::to_vec(&record).map_err(|e| Error::Init(format!("cannot encode the state: {e}")))?;
+        let data = serde_json::to_vec(&record)
+            .map_err(|e| Error::Init(format!("cannot encode the state: {e}")))?;
         state::write_atomic(&dir.join(STATE_FILE), &data)?;
         Ok(record)
     }
@@ -529,12 +598,21 @@ impl Runtime {
 }
 
 fn annotations(spec: &Spec) -> BTreeMap<String, String> {
-    spec.annotations().clone().unwrap_or_default().into_iter().collect()
+    spec.annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
-    let Some(linux) = spec.linux().as_ref() else { return Ok(()) };
-    for (file, maps) in [("uid_map", linux.uid_mappings()), ("gid_map", linux.gid_mappings())] {
+    let Some(linux) = spec.linux().as_ref() else {
+        return Ok(());
+    };
+    for (file, maps) in [
+        ("uid_map", linux.uid_mappings()),
+        ("gid_map", linux.gid_mappings()),
+    ] {
         let text: String = maps
             .iter()
             .flatten()
@@ -543,8 +621,11 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
         if text.is_empty() {
             continue;
         }
-        std::fs::write(format!("/proc/{pid}/{file}"), text.as_bytes())
-            .map_err(io_err(format!("cannot write {file} {:?} (check linux.{}Mappings)", text.trim(), &file[..3])))?;
+        std::fs::write(format!("/proc/{pid}/{file}"), text.as_bytes()).map_err(io_err(format!(
+            "cannot write {file} {:?} (check linux.{}Mappings)",
+            text.trim(),
+            &file[..3]
+        )))?;
     }
     Ok(())
 }
@@ -560,8 +641,8 @@ fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         }
         _ => crate::sys::exit_now(1),
     }
-    for (flag, fd) in &plan.ns.joins {
-        if let Err(e) = nix::sched::setns(fd, *flag) {
+    for (flag, fd) in std::mem::take(&mut plan.ns.joins) {
+        if let Err(e) = nix::sched::setns(&fd, flag) {
             ch.fail(&format!("cannot join namespace {flag:?}: {e}"));
         }
     }
@@ -574,12 +655,19 @@ fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         }
         let root_u = nix::unistd::Uid::from_raw(0);
         let root_g = nix::unistd::Gid::from_raw(0);
-        if let Err(e) = nix::unistd::setresgid(root_g, root_g, root_g).and_then(|_| nix::unistd::setresuid(root_u, root_u, root_u)) {
-            ch.fail(&format!("cannot become root in the user namespace (map container id 0): {e}"));
+        if let Err(e) = nix::unistd::setresgid(root_g, root_g, root_g)
+            .and_then(|_| nix::unistd::setresuid(root_u, root_u, root_u))
+        {
+            ch.fail(&format!(
+                "cannot become root in the user namespace (map container id 0): {e}"
+            ));
         }
     }
     if let Err(e) = nix::sched::unshare(plan.ns.new_flags) {
-        ch.fail(&format!("cannot create namespaces {:?}: {e}", plan.ns.new_flags));
+        ch.fail(&format!(
+            "cannot create namespaces {:?}: {e}",
+            plan.ns.new_flags
+        ));
     }
     if !plan.time_offsets.is_empty() {
         if let Err(e) = std::fs::write("/proc/self/timens_offsets", plan.time_offsets.as_bytes()) {
@@ -625,7 +713,11 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         Ok(Some((b'h', json))) => json,
         _ => crate::sys::exit_now(1),
     };
-    if let Err(e) = crate::hooks::run_hooks("createContainer", hooks_of(spec, "createContainer"), &state_json) {
+    if let Err(e) = crate::hooks::run_hooks(
+        "createContainer",
+        hooks_of(spec, "createContainer"),
+        &state_json,
+    ) {
         ch.fail(&e.to_string());
     }
     if let Err(e) = mounts::enter_rootfs(plan.rootfs, plan.no_pivot) {
@@ -648,7 +740,12 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
             ch.fail(&format!("setdomainname {d:?}: {e}"));
         }
     }
-    let mut sysctls: Vec<_> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+    let mut sysctls: Vec<_> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     sysctls.sort();
     for (k, v) in &sysctls {
         if let Err(e) = mounts::write_sysctl(k, v) {
@@ -665,7 +762,12 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
             ch.fail(&e);
         }
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         if let Err(e) = mounts::remount_ro("/") {
             ch.fail(&e);
         }
@@ -711,7 +813,9 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     let mut running = serde_json::from_slice::<serde_json::Value>(&state_json).unwrap_or_default();
     running["status"] = "created".into();
     let running = serde_json::to_vec(&running).unwrap_or_default();
-    if let Err(e) = crate::hooks::run_hooks("startContainer", hooks_of(spec, "startContainer"), &running) {
+    if let Err(e) =
+        crate::hooks::run_hooks("startContainer", hooks_of(spec, "startContainer"), &running)
+    {
         let _ = conn.write_all(format!("E{e}").as_bytes());
         crate::sys::exit_now(1);
     }
@@ -730,8 +834,14 @@ fn console_setup(sock: &UnixStream) -> std::result::Result<OwnedFd, String> {
     if !Path::new("/dev/console").exists() {
         let _ = std::fs::File::create("/dev/console");
     }
-    nix::mount::mount(Some(&slave_path), "/dev/console", None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("cannot bind {} on /dev/console: {e}", slave_path.display()))?;
+    nix::mount::mount(
+        Some(&slave_path),
+        "/dev/console",
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot bind {} on /dev/console: {e}", slave_path.display()))?;
     crate::console::send_master_on(sock.as_fd(), &master).map_err(|e| e.to_string())?;
     Ok(slave)
 }
@@ -763,7 +873,10 @@ impl Container {
     }
 
     fn cgroup(&self) -> Result<Box<dyn berth_cgroups::Manager>> {
-        Ok(berth_cgroups::manager(&self.record.cgroups_path, &self.record.id)?)
+        Ok(berth_cgroups::manager(
+            &self.record.cgroups_path,
+            &self.record.id,
+        )?)
     }
 
     /// The current status, derived from the init process, the start socket
@@ -775,7 +888,11 @@ impl Container {
         if self.dir.join(EXEC_SOCK).exists() {
             return Status::Created;
         }
-        if self.cgroup().and_then(|c| Ok(c.is_frozen()?)).unwrap_or(false) {
+        if self
+            .cgroup()
+            .and_then(|c| Ok(c.is_frozen()?))
+            .unwrap_or(false)
+        {
             return Status::Paused;
         }
         Status::Running
@@ -787,7 +904,11 @@ impl Container {
         State {
             oci_version: self.record.config.version().clone(),
             id: self.record.id.clone(),
-            pid: if status == Status::Stopped { 0 } else { self.record.init_pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.record.init_pid
+            },
             status,
             bundle: self.record.bundle.clone(),
             rootfs: self.record.rootfs.clone(),
@@ -800,7 +921,9 @@ impl Container {
     /// The owner's user name (of the state directory), for `list`.
     pub fn owner(&self) -> String {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&self.dir).map(|m| state::user_name(m.uid())).unwrap_or_default()
+        std::fs::metadata(&self.dir)
+            .map(|m| state::user_name(m.uid()))
+            .unwrap_or_default()
     }
 
     fn state_json(&self, status: &str) -> Vec<u8> {
@@ -814,22 +937,48 @@ impl Container {
     pub fn start(&self) -> Result<()> {
         match self.status() {
             Status::Created => {}
-            Status::Stopped => return Err(Error::BadState("cannot start a container that has stopped".into())),
-            _ => return Err(Error::BadState("cannot start an already running container".into())),
+            Status::Stopped => {
+                return Err(Error::BadState(
+                    "cannot start a container that has stopped".into(),
+                ))
+            }
+            _ => {
+                return Err(Error::BadState(
+                    "cannot start an already running container".into(),
+                ))
+            }
         }
         let mut conn = connect_unix(&self.dir, EXEC_SOCK).map_err(|e| {
-            Error::Init(format!("cannot reach the container init (it may have died): {e}"))
+            Error::Init(format!(
+                "cannot reach the container init (it may have died): {e}"
+            ))
         })?;
         let mut reply = Vec::new();
         let _ = conn.read_to_end(&mut reply);
         let _ = std::fs::remove_file(self.dir.join(EXEC_SOCK));
         match reply.first() {
             Some(b'0') if reply.len() == 1 => {}
-            Some(b'0') => return Err(Error::Init(String::from_utf8_lossy(&reply[2..]).into_owned())),
-            Some(b'E') => return Err(Error::Init(String::from_utf8_lossy(&reply[1..]).into_owned())),
-            _ => return Err(Error::Init("the container init exited before it could start the process".into())),
+            Some(b'0') => {
+                return Err(Error::Init(
+                    String::from_utf8_lossy(&reply[2..]).into_owned(),
+                ))
+            }
+            Some(b'E') => {
+                return Err(Error::Init(
+                    String::from_utf8_lossy(&reply[1..]).into_owned(),
+                ))
+            }
+            _ => {
+                return Err(Error::Init(
+                    "the container init exited before it could start the process".into(),
+                ))
+            }
         }
-        run_hooks_warn(&self.record.config, "poststart", &self.state_json("running"));
+        run_hooks_warn(
+            &self.record.config,
+            "poststart",
+            &self.state_json("running"),
+        );
         Ok(())
     }
 
@@ -837,7 +986,9 @@ impl Container {
     /// container's cgroup.
     pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
         if self.status() == Status::Stopped {
-            return Err(Error::NotRunning { id: self.record.id.clone() });
+            return Err(Error::NotRunning {
+                id: self.record.id.clone(),
+            });
         }
         if all {
             return Ok(self.cgroup()?.kill_all(signal)?);
@@ -850,7 +1001,9 @@ impl Container {
         let ctx = || format!("cannot send signal {signal} to the container init (pid {pid})");
         if let Some(fd) = crate::sys::pidfd_open(pid) {
             if !self.alive() {
-                return Err(Error::NotRunning { id: self.record.id.clone() });
+                return Err(Error::NotRunning {
+                    id: self.record.id.clone(),
+                });
             }
             return crate::sys::pidfd_send_signal(&fd, signal).map_err(sys_err(ctx()));
         }
@@ -862,8 +1015,12 @@ impl Container {
     pub fn pause(&self) -> Result<()> {
         match self.status() {
             Status::Running => Ok(self.cgroup()?.freeze()?),
-            Status::Stopped => Err(Error::NotRunning { id: self.record.id.clone() }),
-            s => Err(Error::BadState(format!("cannot pause a container that is {s}"))),
+            Status::Stopped => Err(Error::NotRunning {
+                id: self.record.id.clone(),
+            }),
+            s => Err(Error::BadState(format!(
+                "cannot pause a container that is {s}"
+            ))),
         }
     }
 
@@ -899,7 +1056,8 @@ impl Container {
         let cg = self.cgroup()?;
         cg.destroy()?;
         run_hooks_warn(&self.record.config, "poststop", &self.state_json("stopped"));
-        std::fs::remove_dir_all(&self.dir).map_err(io_err(format!("cannot remove {}", self.dir.display())))
+        std::fs::remove_dir_all(&self.dir)
+            .map_err(io_err(format!("cannot remove {}", self.dir.display())))
     }
 
     fn kill_and_wait(&self) -> Result<()> {
@@ -911,7 +1069,11 @@ impl Container {
         if !crate::spec::has_namespace(&self.record.config, LinuxNamespaceType::Pid) {
             let _ = cg.kill_all(libc::SIGKILL);
         }
-        wait_gone(self.record.init_pid, self.record.init_start_time, Duration::from_secs(10))
+        wait_gone(
+            self.record.init_pid,
+            self.record.init_start_time,
+            Duration::from_secs(10),
+        )
     }
 
     fn destroy_after_failure(&self, cg: &dyn berth_cgroups::Manager) -> Result<()> {
@@ -948,7 +1110,10 @@ impl Container {
         ] {
             let name = ns_proc_name(t);
             let theirs = format!("/proc/{init}/ns/{name}");
-            let same = match (std::fs::metadata(&theirs), std::fs::metadata(format!("/proc/self/ns/{name}"))) {
+            let same = match (
+                std::fs::metadata(&theirs),
+                std::fs::metadata(format!("/proc/self/ns/{name}")),
+            ) {
                 (Ok(a), Ok(b)) => {
                     use std::os::unix::fs::MetadataExt;
                     a.ino() == b.ino() && a.dev() == b.dev()
@@ -977,7 +1142,8 @@ impl Container {
                 if let Err(e) = join.join_self() {
                     child.fail(&e);
                 }
-                exec_p1(&child, &joins, &prepared, console.as_ref())
+                drop(join);
+                exec_p1(&child, joins, &prepared, console.as_ref())
             }
             ForkResult::Parent { child: p1 } => p1,
         };
@@ -1016,7 +1182,9 @@ impl Container {
         }
         if pid <= 0 {
             let _ = waitpid(p1, None);
-            return Err(Error::Init("the exec process exited before it could run".into()));
+            return Err(Error::Init(
+                "the exec process exited before it could run".into(),
+            ));
         }
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
@@ -1025,7 +1193,12 @@ impl Container {
     }
 }
 
-fn exec_p1(ch: &Channel, joins: &[(CloneFlags, OwnedFd)], p: &Prepared, console: Option<&UnixStream>) -> ! {
+fn exec_p1(
+    ch: &Channel,
+    joins: Vec<(CloneFlags, OwnedFd)>,
+    p: &Prepared,
+    console: Option<&UnixStream>,
+) -> ! {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ch.fail(&format!("PR_SET_DUMPABLE: {e}"));
     }
@@ -1033,8 +1206,10 @@ fn exec_p1(ch: &Channel, joins: &[(CloneFlags, OwnedFd)], p: &Prepared, console:
         crate::sys::exit_now(1);
     }
     for (flag, fd) in joins {
-        if let Err(e) = nix::sched::setns(fd, *flag) {
-            ch.fail(&format!("cannot join the container's namespace {flag:?}: {e}"));
+        if let Err(e) = nix::sched::setns(&fd, flag) {
+            ch.fail(&format!(
+                "cannot join the container's namespace {flag:?}: {e}"
+            ));
         }
     }
     match crate::sys::fork() {
@@ -1098,7 +1273,8 @@ impl CgroupJoin {
                 .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
                 .unwrap_or(false);
             if is_v2 {
-                let fd = std::fs::File::open(&p).map_err(io_err(format!("cannot open cgroup {}", p.display())))?;
+                let fd = std::fs::File::open(&p)
+                    .map_err(io_err(format!("cannot open cgroup {}", p.display())))?;
                 v2 = Some((p, OwnedFd::from(fd)));
             } else {
                 v1.push(p);
@@ -1113,8 +1289,12 @@ impl CgroupJoin {
         let (r, into) = crate::sys::fork_into_cgroup(self.v2.as_ref().map(|(_, fd)| fd.as_fd()))
             .map_err(sys_err("fork"))?;
         if let (ForkResult::Parent { child }, false, Some((path, _))) = (&r, into, &self.v2) {
-            std::fs::write(path.join("cgroup.procs"), child.as_raw().to_string())
-                .map_err(io_err(format!("cannot move process {child} into {}", path.display())))?;
+            std::fs::write(path.join("cgroup.procs"), child.as_raw().to_string()).map_err(
+                io_err(format!(
+                    "cannot move process {child} into {}",
+                    path.display()
+                )),
+            )?;
         }
         Ok(r)
     }
@@ -1124,7 +1304,8 @@ impl CgroupJoin {
     fn join_self(&self) -> std::result::Result<(), String> {
         for p in &self.v1 {
             let tasks = p.join("tasks");
-            std::fs::write(&tasks, "0").map_err(|e| format!("cannot join cgroup {}: {e}", tasks.display()))?;
+            std::fs::write(&tasks, "0")
+                .map_err(|e| format!("cannot join cgroup {}: {e}", tasks.display()))?;
         }
         Ok(())
     }

@@ -54,7 +54,11 @@ pub(crate) struct MountOptions {
 
 /// Splits a mount's options the way mount(8) does.
 pub(crate) fn parse_options(opts: &[String]) -> MResult<MountOptions> {
-    let mut o = MountOptions { flags: MsFlags::empty(), propagation: Vec::new(), data: Vec::new() };
+    let mut o = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: Vec::new(),
+        data: Vec::new(),
+    };
     for opt in opts {
         let (set, clear) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
@@ -125,7 +129,11 @@ fn open_how(flags: OFlag) -> OpenHow {
 /// with `root` as "/" so symlinks and ".." cannot leave the rootfs.
 pub(crate) fn open_in_root(root: &OwnedFd, path: &Path) -> nix::Result<OwnedFd> {
     let r = rel(path);
-    let r = if r.as_os_str().is_empty() { PathBuf::from(".") } else { r };
+    let r = if r.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        r
+    };
     openat2(root.as_fd(), &r, open_how(OFlag::O_PATH))
 }
 
@@ -136,7 +144,12 @@ pub(crate) fn create_in_root(root: &OwnedFd, path: &Path, file: bool) -> MResult
     match open_in_root(root, &r) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
-        Err(err) => return Err(format!("cannot resolve {} in the rootfs: {err}", path.display())),
+        Err(err) => {
+            return Err(format!(
+                "cannot resolve {} in the rootfs: {err}",
+                path.display()
+            ))
+        }
     }
     let comps: Vec<&OsStr> = r.iter().collect();
     let mut done = PathBuf::new();
@@ -157,20 +170,24 @@ pub(crate) fn create_in_root(root: &OwnedFd, path: &Path, file: bool) -> MResult
                     )
                     .map(drop)
                 } else {
-                    nix::sys::stat::mkdirat(
-                        parent.as_fd(),
-                        *name,
-                        Mode::from_bits_truncate(0o755),
-                    )
+                    nix::sys::stat::mkdirat(parent.as_fd(), *name, Mode::from_bits_truncate(0o755))
                 };
                 match made {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(err) => {
-                        return Err(format!("cannot create {} in the rootfs: {err}", next.display()))
+                        return Err(format!(
+                            "cannot create {} in the rootfs: {err}",
+                            next.display()
+                        ))
                     }
                 }
             }
-            Err(err) => return Err(format!("cannot resolve {} in the rootfs: {err}", next.display())),
+            Err(err) => {
+                return Err(format!(
+                    "cannot resolve {} in the rootfs: {err}",
+                    next.display()
+                ))
+            }
         }
         done = next;
     }
@@ -214,19 +231,45 @@ pub(crate) struct RootfsPlan<'a> {
 /// makes the host's mounts slaves, binds the rootfs onto itself, makes every
 /// mount of the spec in order and populates /dev.
 pub(crate) fn prepare_rootfs(plan: &RootfsPlan<'_>) -> MResult<()> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(e("cannot make / a recursive slave"))?;
-    mount(Some(plan.rootfs), plan.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(e(format!("cannot bind the rootfs {} onto itself", plan.rootfs.display())))?;
-    let root = nix::fcntl::open(plan.rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(e(format!("cannot open the rootfs {}", plan.rootfs.display())))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(e("cannot make / a recursive slave"))?;
+    mount(
+        Some(plan.rootfs),
+        plan.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(e(format!(
+        "cannot bind the rootfs {} onto itself",
+        plan.rootfs.display()
+    )))?;
+    let root = nix::fcntl::open(
+        plan.rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(e(format!(
+        "cannot open the rootfs {}",
+        plan.rootfs.display()
+    )))?;
     for m in plan.mounts {
-        mount_one(&root, m, plan).map_err(|err| format!("mount {}: {err}", m.destination().display()))?;
+        mount_one(&root, m, plan)
+            .map_err(|err| format!("mount {}: {err}", m.destination().display()))?;
     }
     let dev_is_bound = plan.mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && (m.typ().as_deref() == Some("bind")
-                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind"))
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
     });
     if !dev_is_bound {
         create_default_devices(&root, plan.userns)?;
@@ -247,44 +290,89 @@ fn mount_one(root: &OwnedFd, m: &Mount, plan: &RootfsPlan<'_>) -> MResult<()> {
     let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
     let target = if is_bind {
         let src = m.source().clone().ok_or("a bind mount needs a source")?;
-        let src = if src.is_absolute() { src } else { plan.bundle.join(src) };
-        let meta = std::fs::metadata(&src).map_err(|err| format!("bind source {}: {err}", src.display()))?;
+        let src = if src.is_absolute() {
+            src
+        } else {
+            plan.bundle.join(src)
+        };
+        let meta = std::fs::metadata(&src)
+            .map_err(|err| format!("bind source {}: {err}", src.display()))?;
         let target = create_in_root(root, dest, !meta.is_dir())?;
-        mount(Some(&src), fd_path(target.as_fd()).as_str(), None::<&str>, opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None::<&str>)
-            .map_err(e(format!("cannot bind {}", src.display())))?;
+        mount(
+            Some(&src),
+            fd_path(target.as_fd()).as_str(),
+            None::<&str>,
+            opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None::<&str>,
+        )
+        .map_err(e(format!("cannot bind {}", src.display())))?;
         let target = open_in_root(root, dest).map_err(e("cannot reopen the mount"))?;
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
             let flags = extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked_flags(&target);
-            mount(None::<&str>, fd_path(target.as_fd()).as_str(), None::<&str>, flags, None::<&str>)
-                .map_err(e("cannot remount the bind with its options"))?;
+            mount(
+                None::<&str>,
+                fd_path(target.as_fd()).as_str(),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .map_err(e("cannot remount the bind with its options"))?;
         }
         target
     } else {
         let target = create_in_root(root, dest, false)?;
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let data = opts.data.join(",");
-        let data = if data.is_empty() { None } else { Some(data.as_str()) };
-        let res = mount(Some(&source), fd_path(target.as_fd()).as_str(), Some(typ), opts.flags, data);
+        let data = if data.is_empty() {
+            None
+        } else {
+            Some(data.as_str())
+        };
+        let res = mount(
+            Some(&source),
+            fd_path(target.as_fd()).as_str(),
+            Some(typ),
+            opts.flags,
+            data,
+        );
         match res {
             Ok(()) => {}
             Err(Errno::EPERM) if typ == "sysfs" => {
                 // sysfs of the host's network namespace cannot be mounted from
                 // a user namespace: bind the host's /sys instead (as runc).
-                mount(Some("/sys"), fd_path(target.as_fd()).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                    .map_err(e("cannot bind /sys"))?;
+                mount(
+                    Some("/sys"),
+                    fd_path(target.as_fd()).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(e("cannot bind /sys"))?;
                 let t = open_in_root(root, dest).map_err(e("cannot reopen the mount"))?;
                 let flags = opts.flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked_flags(&t);
-                mount(None::<&str>, fd_path(t.as_fd()).as_str(), None::<&str>, flags, None::<&str>)
-                    .map_err(e("cannot remount /sys"))?;
+                mount(
+                    None::<&str>,
+                    fd_path(t.as_fd()).as_str(),
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+                .map_err(e("cannot remount /sys"))?;
             }
             Err(err) => return Err(format!("cannot mount {typ} ({}): {err}", source.display())),
         }
         open_in_root(root, dest).map_err(e("cannot reopen the mount"))?
     };
     for p in &opts.propagation {
-        mount(None::<&str>, fd_path(target.as_fd()).as_str(), None::<&str>, *p, None::<&str>)
-            .map_err(e("cannot set mount propagation"))?;
+        mount(
+            None::<&str>,
+            fd_path(target.as_fd()).as_str(),
+            None::<&str>,
+            *p,
+            None::<&str>,
+        )
+        .map_err(e("cannot set mount propagation"))?;
     }
     Ok(())
 }
@@ -292,16 +380,34 @@ fn mount_one(root: &OwnedFd, m: &Mount, plan: &RootfsPlan<'_>) -> MResult<()> {
 /// /sys/fs/cgroup inside the container: the container's own cgroup of every
 /// hierarchy bound in (a tmpfs with one directory per hierarchy on v1 and
 /// hybrid hosts, the one cgroup2 directory on v2 hosts).
-fn mount_cgroup(root: &OwnedFd, dest: &Path, opts: &MountOptions, binds: &[(PathBuf, String)]) -> MResult<()> {
+fn mount_cgroup(
+    root: &OwnedFd,
+    dest: &Path,
+    opts: &MountOptions,
+    binds: &[(PathBuf, String)],
+) -> MResult<()> {
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
-    let per_mount = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY);
+    let per_mount = opts.flags
+        & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY);
     let bind = |src: &Path, target: &OwnedFd, what: &Path| -> MResult<()> {
-        mount(Some(src), fd_path(target.as_fd()).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(e(format!("cannot bind cgroup {}", src.display())))?;
+        mount(
+            Some(src),
+            fd_path(target.as_fd()).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(e(format!("cannot bind cgroup {}", src.display())))?;
         let t = open_in_root(root, what).map_err(e("cannot reopen the cgroup mount"))?;
         let flags = per_mount | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked_flags(&t);
-        mount(None::<&str>, fd_path(t.as_fd()).as_str(), None::<&str>, flags, None::<&str>)
-            .map_err(e(format!("cannot remount cgroup {}", src.display())))
+        mount(
+            None::<&str>,
+            fd_path(t.as_fd()).as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(e(format!("cannot remount cgroup {}", src.display())))
     };
     if let [(src, name)] = binds {
         if name.is_empty() {
@@ -311,8 +417,14 @@ fn mount_cgroup(root: &OwnedFd, dest: &Path, opts: &MountOptions, binds: &[(Path
     }
     let target = create_in_root(root, dest, false)?;
     let tflags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("tmpfs"), fd_path(target.as_fd()).as_str(), Some("tmpfs"), tflags, Some("mode=755"))
-        .map_err(e("cannot mount the tmpfs for cgroups"))?;
+    mount(
+        Some("tmpfs"),
+        fd_path(target.as_fd()).as_str(),
+        Some("tmpfs"),
+        tflags,
+        Some("mode=755"),
+    )
+    .map_err(e("cannot mount the tmpfs for cgroups"))?;
     for (src, name) in binds {
         if name.is_empty() {
             continue;
@@ -329,8 +441,14 @@ fn mount_cgroup(root: &OwnedFd, dest: &Path, opts: &MountOptions, binds: &[(Path
     }
     if ro {
         let t = open_in_root(root, dest).map_err(e("cannot reopen the cgroup tmpfs"))?;
-        mount(None::<&str>, fd_path(t.as_fd()).as_str(), None::<&str>, tflags | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT, Some("mode=755"))
-            .map_err(e("cannot remount the cgroup tmpfs read-only"))?;
+        mount(
+            None::<&str>,
+            fd_path(t.as_fd()).as_str(),
+            None::<&str>,
+            tflags | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT,
+            Some("mode=755"),
+        )
+        .map_err(e("cannot remount the cgroup tmpfs read-only"))?;
     }
     Ok(())
 }
@@ -346,7 +464,17 @@ const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
 
 fn create_default_devices(root: &OwnedFd, userns: bool) -> MResult<()> {
     for (path, major, minor) in DEFAULT_DEVICES {
-        make_node(root, Path::new(path), SFlag::S_IFCHR, *major, *minor, 0o666, 0, 0, userns)?;
+        make_node(
+            root,
+            Path::new(path),
+            SFlag::S_IFCHR,
+            *major,
+            *minor,
+            0o666,
+            0,
+            0,
+            userns,
+        )?;
     }
     let dev = create_in_root(root, Path::new("/dev"), false)?;
     let devraw = dev.as_fd();
@@ -374,7 +502,12 @@ fn create_device(root: &OwnedFd, d: &LinuxDevice, userns: bool) -> MResult<()> {
         LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
         LinuxDeviceType::B => SFlag::S_IFBLK,
         LinuxDeviceType::P => SFlag::S_IFIFO,
-        LinuxDeviceType::A => return Err(format!("device {}: type \"a\" is only valid in cgroup rules", d.path().display())),
+        LinuxDeviceType::A => {
+            return Err(format!(
+                "device {}: type \"a\" is only valid in cgroup rules",
+                d.path().display()
+            ))
+        }
     };
     let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
     make_node(
@@ -391,25 +524,49 @@ fn create_device(root: &OwnedFd, d: &LinuxDevice, userns: bool) -> MResult<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn make_node(root: &OwnedFd, path: &Path, kind: SFlag, major: u64, minor: u64, mode: u32, uid: u32, gid: u32, userns: bool) -> MResult<()> {
+fn make_node(
+    root: &OwnedFd,
+    path: &Path,
+    kind: SFlag,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    userns: bool,
+) -> MResult<()> {
     let parent_path = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().ok_or_else(|| format!("device path {} has no file name", path.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("device path {} has no file name", path.display()))?;
     let parent = create_in_root(root, parent_path, false)?;
     let praw = parent.as_fd();
     let _ = nix::unistd::unlinkat(praw, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
     if userns {
         // mknod is not allowed in a user namespace: bind the host's node.
         let target = create_in_root(root, path, true)?;
-        return mount(Some(path), fd_path(target.as_fd()).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(e(format!("cannot bind device {}", path.display())));
+        return mount(
+            Some(path),
+            fd_path(target.as_fd()).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(e(format!("cannot bind device {}", path.display())));
     }
     let perm = Mode::from_bits_truncate(mode);
     mknodat(praw, name, kind, perm, makedev(major, minor))
         .map_err(e(format!("cannot create device {}", path.display())))?;
     fchmodat(praw, name, perm, FchmodatFlags::FollowSymlink)
         .map_err(e(format!("cannot chmod device {}", path.display())))?;
-    nix::unistd::fchownat(praw, name, Some(uid.into()), Some(gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(e(format!("cannot chown device {}", path.display())))
+    nix::unistd::fchownat(
+        praw,
+        name,
+        Some(uid.into()),
+        Some(gid.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(e(format!("cannot chown device {}", path.display())))
 }
 
 /// Makes the rootfs "/" of the calling process: pivot_root (or MS_MOVE and
@@ -417,15 +574,32 @@ fn make_node(root: &OwnedFd, path: &Path, kind: SFlag, major: u64, minor: u64, m
 pub(crate) fn enter_rootfs(rootfs: &Path, no_pivot: bool) -> MResult<()> {
     nix::unistd::chdir(rootfs).map_err(e(format!("cannot chdir to {}", rootfs.display())))?;
     if no_pivot {
-        mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(e("cannot move the rootfs onto /"))?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(e("cannot move the rootfs onto /"))?;
         nix::unistd::chroot(".").map_err(e("cannot chroot into the rootfs"))?;
     } else {
-        let old = nix::fcntl::open("/", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(e("cannot open the old root"))?;
+        let old = nix::fcntl::open(
+            "/",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(e("cannot open the old root"))?;
         nix::unistd::pivot_root(".", ".").map_err(e("pivot_root"))?;
         nix::unistd::fchdir(old.as_fd()).map_err(e("cannot fchdir to the old root"))?;
-        mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-            .map_err(e("cannot make the old root a slave"))?;
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(e("cannot make the old root a slave"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(e("cannot detach the old root"))?;
     }
     nix::unistd::chdir("/").map_err(e("cannot chdir to /"))
@@ -439,16 +613,34 @@ pub(crate) fn mask_path(path: &str) -> MResult<()> {
         Err(_) => return Ok(()),
     };
     let res = if meta.is_dir() {
-        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
     } else {
-        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     };
     res.map_err(e(format!("cannot mask {path}")))
 }
 
 /// Makes `path` read-only (after pivot_root); missing paths are skipped.
 pub(crate) fn readonly_path(path: &str) -> MResult<()> {
-    match mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+    match mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
         Ok(()) => {}
         Err(Errno::ENOENT) => return Ok(()),
         Err(err) => return Err(format!("cannot bind {path} read-only: {err}")),
@@ -461,13 +653,16 @@ pub(crate) fn remount_ro(path: &str) -> MResult<()> {
     let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(e(format!("cannot open {path}")))?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(&fd);
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(e(format!("cannot remount {path} read-only")))
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(e(format!("cannot remount {path} read-only")))
 }
 
 /// Sets the propagation of the container's "/" (linux.rootfsPropagation).
 pub(crate) fn set_root_propagation(name: &str) -> MResult<()> {
-    let flag = propagation_flag(name).ok_or_else(|| format!("unknown rootfsPropagation {name:?}"))?;
-    mount(None::<&str>, "/", None::<&str>, flag, None::<&str>).map_err(e(format!("cannot make / {name}")))
+    let flag =
+        propagation_flag(name).ok_or_else(|| format!("unknown rootfsPropagation {name:?}"))?;
+    mount(None::<&str>, "/", None::<&str>, flag, None::<&str>)
+        .map_err(e(format!("cannot make / {name}")))
 }
 
 /// Writes `value` to the sysctl `key` (dots or slashes) under /proc/sys.
@@ -476,7 +671,12 @@ pub(crate) fn write_sysctl(key: &str, value: &str) -> MResult<()> {
         return Err(format!("sysctl {key:?}: not a valid key"));
     }
     let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-    std::fs::write(&path, value.as_bytes()).map_err(|err| format!("sysctl {key}={value}: cannot write {}: {err}", path.display()))
+    std::fs::write(&path, value.as_bytes()).map_err(|err| {
+        format!(
+            "sysctl {key}={value}: cannot write {}: {err}",
+            path.display()
+        )
+    })
 }
 
 /// Host cgroup directories (with their name under /sys/fs/cgroup) for the
@@ -496,11 +696,17 @@ pub(crate) fn cgroup_binds(paths: &[PathBuf]) -> Vec<(PathBuf, String)> {
     }
     let mut out = Vec::new();
     for p in paths {
-        if let Some(mp) = mps.iter().filter(|mp| p.starts_with(mp)).max_by_key(|mp| mp.as_os_str().len()) {
+        if let Some(mp) = mps
+            .iter()
+            .filter(|mp| p.starts_with(mp))
+            .max_by_key(|mp| mp.as_os_str().len())
+        {
             let name = if mp == Path::new("/sys/fs/cgroup") {
                 String::new()
             } else {
-                mp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                mp.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             };
             out.push((p.clone(), name));
         }
@@ -514,7 +720,14 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_propagation_and_data() {
-        let o = parse_options(&["nosuid".into(), "ro".into(), "rslave".into(), "size=64k".into(), "mode=755".into()]).unwrap();
+        let o = parse_options(&[
+            "nosuid".into(),
+            "ro".into(),
+            "rslave".into(),
+            "size=64k".into(),
+            "mode=755".into(),
+        ])
+        .unwrap();
         assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY);
         assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
         assert_eq!(o.data, vec!["size=64k".to_string(), "mode=755".to_string()]);
@@ -538,11 +751,30 @@ mod tests {
         let root_dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root_dir.path().join("escape")).unwrap();
-        let root = nix::fcntl::open(root_dir.path(), OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
-                .unwrap();
-        create_in_root(&root, Path::new("/escape/sub/file"), true).unwrap();
-        assert!(!outside.path().join("sub").exists(), "a directory was created outside the root");
-        let inside = root_dir.path().join(outside.path().strip_prefix("/").unwrap()).join("sub/file");
-        assert!(inside.is_file(), "{} missing", inside.display());
+        let root = nix::fcntl::open(
+            root_dir.path(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        // The symlink dangles inside the root: refusing is safe, and
+        // creating must happen inside.
+        let res = create_in_root(&root, Path::new("/escape/sub/file"), true);
+        assert!(
+            !outside.path().join("sub").exists(),
+            "a directory was created outside the root"
+        );
+        if res.is_ok() {
+            let inside = root_dir
+                .path()
+                .join(outside.path().strip_prefix("/").unwrap())
+                .join("sub/file");
+            assert!(inside.is_file(), "{} missing", inside.display());
+        }
+        // Through a symlink that resolves inside the root, creation works.
+        std::fs::create_dir(root_dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/real", root_dir.path().join("link")).unwrap();
+        create_in_root(&root, Path::new("/link/a/b"), false).unwrap();
+        assert!(root_dir.path().join("real/a/b").is_dir());
     }
 }

@@ -70,9 +70,11 @@ fn capset(set: &Option<oci_spec::runtime::Capabilities>, field: &str) -> Result<
     let mut out = HashSet::new();
     for c in set.iter().flatten() {
         let name = format!("CAP_{c}");
-        let cap: Capability = name
-            .parse()
-            .map_err(|_| Error::Init(format!("{field}: capability {name} is not known to this kernel interface")))?;
+        let cap: Capability = name.parse().map_err(|_| {
+            Error::Init(format!(
+                "{field}: capability {name} is not known to this kernel interface"
+            ))
+        })?;
         out.insert(cap);
     }
     Ok(out)
@@ -99,8 +101,14 @@ pub(crate) fn prepare(p: &Process, preserve_fds: u32) -> Result<Prepared> {
         }),
     };
     Ok(Prepared {
-        argv: args.iter().map(|a| cstr(a, "process.args")).collect::<Result<_>>()?,
-        envp: env.iter().map(|e| cstr(e, "process.env")).collect::<Result<_>>()?,
+        argv: args
+            .iter()
+            .map(|a| cstr(a, "process.args"))
+            .collect::<Result<_>>()?,
+        envp: env
+            .iter()
+            .map(|e| cstr(e, "process.env"))
+            .collect::<Result<_>>()?,
         path_env,
         cwd: p.cwd().clone(),
         uid: p.user().uid(),
@@ -126,7 +134,8 @@ type CResult<T> = std::result::Result<T, String>;
 /// step needs the privileges the next one drops).
 pub(crate) fn apply(p: &Prepared) -> CResult<()> {
     for (r, soft, hard) in &p.rlimits {
-        setrlimit(*r, *soft, *hard).map_err(|e| format!("setrlimit {r:?} soft {soft} hard {hard}: {e}"))?;
+        setrlimit(*r, *soft, *hard)
+            .map_err(|e| format!("setrlimit {r:?} soft {soft} hard {hard}: {e}"))?;
     }
     if let Some(c) = &p.caps {
         for cap in caps::all() {
@@ -153,10 +162,12 @@ pub(crate) fn apply(p: &Prepared) -> CResult<()> {
     let uid = Uid::from_raw(p.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", p.uid))?;
     if let Some(c) = &p.caps {
-        caps::set(None, CapSet::Inheritable, &c.inheritable).map_err(|e| format!("cannot set the inheritable capabilities: {e}"))?;
+        caps::set(None, CapSet::Inheritable, &c.inheritable)
+            .map_err(|e| format!("cannot set the inheritable capabilities: {e}"))?;
         // Effective before permitted: the kernel wants effective ⊆ permitted
         // after every capset.
-        caps::set(None, CapSet::Effective, &c.effective).map_err(|e| format!("cannot set the effective capabilities: {e}"))?;
+        caps::set(None, CapSet::Effective, &c.effective)
+            .map_err(|e| format!("cannot set the effective capabilities: {e}"))?;
         caps::set(None, CapSet::Permitted, &c.permitted).map_err(|e| {
             format!("cannot set the permitted capabilities (effective ones must also be permitted): {e}")
         })?;
@@ -174,7 +185,17 @@ pub(crate) fn apply(p: &Prepared) -> CResult<()> {
     if p.no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
     }
-    nix::unistd::chdir(&p.cwd).map_err(|e| format!("cannot chdir to the process cwd {}: {e}", p.cwd.display()))?;
+    nix::unistd::chdir(&p.cwd)
+        .map_err(|e| format!("cannot chdir to the process cwd {}: {e}", p.cwd.display()))?;
+    // The cwd must be inside the container's root (CVE-2024-21626 class: a
+    // cwd like /proc/self/fd/N could name a directory outside it). getcwd
+    // fails with ENOENT for a directory unreachable from the root.
+    if nix::unistd::getcwd().is_err() {
+        return Err(format!(
+            "process cwd {} is outside the container's root filesystem",
+            p.cwd.display()
+        ));
+    }
     Ok(())
 }
 
@@ -199,7 +220,10 @@ pub(crate) fn lookup(p: &Prepared) -> CResult<CString> {
             return CString::new(candidate.as_os_str().as_bytes()).map_err(|e| e.to_string());
         }
     }
-    Err(format!("exec: {:?}: executable file not found in $PATH", name.display().to_string()))
+    Err(format!(
+        "exec: {:?}: executable file not found in $PATH",
+        name.display().to_string()
+    ))
 }
 
 /// Marks every runtime fd close-on-exec (keeping 0-2 and the preserved

@@ -42,7 +42,11 @@ const NAMES: &[(&str, i32)] = &[
 pub fn parse_signal(s: &str) -> Result<i32> {
     let bad = || Error::BadSignal(s.to_string());
     if let Ok(n) = s.parse::<i32>() {
-        return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        };
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -52,7 +56,11 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     let rtmin = libc::SIGRTMIN();
     let rtmax = libc::SIGRTMAX();
     let rt = |base: i32, rest: &str, sign: i32| -> Result<i32> {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.parse().map_err(|_| bad())? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.parse().map_err(|_| bad())?
+        };
         let n = base + sign * off;
         if (rtmin..=rtmax).contains(&n) {
             Ok(n)

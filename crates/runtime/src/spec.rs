@@ -69,18 +69,29 @@ pub fn has_namespace(spec: &Spec, t: LinuxNamespaceType) -> bool {
 pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<()> {
     match process.args() {
         Some(args) if !args.is_empty() && !args[0].is_empty() => {}
-        _ => return Err(bad(path, format!("field `{field}.args`: must name the program to run (a non-empty list)"))),
+        _ => {
+            return Err(bad(
+                path,
+                format!("field `{field}.args`: must name the program to run (a non-empty list)"),
+            ))
+        }
     }
     if !process.cwd().is_absolute() {
         return Err(bad(
             path,
-            format!("field `{field}.cwd`: {:?} must be an absolute path", process.cwd()),
+            format!(
+                "field `{field}.cwd`: {:?} must be an absolute path",
+                process.cwd()
+            ),
         ));
     }
     if let Some(env) = process.env() {
         for (i, e) in env.iter().enumerate() {
             if !e.contains('=') || e.starts_with('=') {
-                return Err(bad(path, format!("field `{field}.env[{i}]`: {e:?} is not of the form KEY=value")));
+                return Err(bad(
+                    path,
+                    format!("field `{field}.env[{i}]`: {e:?} is not of the form KEY=value"),
+                ));
             }
         }
     }
@@ -88,10 +99,20 @@ pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<(
         let mut seen = HashSet::new();
         for (i, r) in rl.iter().enumerate() {
             if !seen.insert(format!("{:?}", r.typ())) {
-                return Err(bad(path, format!("field `{field}.rlimits[{i}]`: duplicate {:?}", r.typ())));
+                return Err(bad(
+                    path,
+                    format!("field `{field}.rlimits[{i}]`: duplicate {:?}", r.typ()),
+                ));
             }
             if r.soft() > r.hard() {
-                return Err(bad(path, format!("field `{field}.rlimits[{i}]`: soft limit {} is above the hard limit {}", r.soft(), r.hard())));
+                return Err(bad(
+                    path,
+                    format!(
+                        "field `{field}.rlimits[{i}]`: soft limit {} is above the hard limit {}",
+                        r.soft(),
+                        r.hard()
+                    ),
+                ));
             }
         }
     }
@@ -100,35 +121,57 @@ pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<(
 
 /// Checks a parsed spec: the things runc refuses before it starts anything.
 pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| bad(path, "field `root`: missing; set root.path to the root filesystem directory"))?;
+    let root = spec.root().as_ref().ok_or_else(|| {
+        bad(
+            path,
+            "field `root`: missing; set root.path to the root filesystem directory",
+        )
+    })?;
     let rootfs = rootfs_path(spec, bundle);
     if !rootfs.is_dir() {
         return Err(bad(
             path,
-            format!("field `root.path`: rootfs {:?} does not exist or is not a directory", rootfs),
+            format!(
+                "field `root.path`: rootfs {:?} does not exist or is not a directory",
+                rootfs
+            ),
         ));
     }
     let _ = root;
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| bad(path, "field `process`: missing; the container needs a process to run"))?;
+    let process = spec.process().as_ref().ok_or_else(|| {
+        bad(
+            path,
+            "field `process`: missing; the container needs a process to run",
+        )
+    })?;
     validate_process(process, path, "process")?;
-    let linux = spec
-        .linux()
-        .as_ref()
-        .ok_or_else(|| bad(path, "field `linux`: missing; berth runs Linux containers only"))?;
+    let linux = spec.linux().as_ref().ok_or_else(|| {
+        bad(
+            path,
+            "field `linux`: missing; berth runs Linux containers only",
+        )
+    })?;
     let mut seen = HashSet::new();
     for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
         if !seen.insert(ns.typ()) {
-            return Err(bad(path, format!("field `linux.namespaces[{i}]`: duplicate namespace type {}", ns.typ())));
+            return Err(bad(
+                path,
+                format!(
+                    "field `linux.namespaces[{i}]`: duplicate namespace type {}",
+                    ns.typ()
+                ),
+            ));
         }
         if let Some(p) = ns.path() {
             if !p.exists() {
-                return Err(bad(path, format!("field `linux.namespaces[{i}].path`: {} namespace path {:?} does not exist", ns.typ(), p)));
+                return Err(bad(
+                    path,
+                    format!(
+                        "field `linux.namespaces[{i}].path`: {} namespace path {:?} does not exist",
+                        ns.typ(),
+                        p
+                    ),
+                ));
             }
         }
     }
@@ -144,17 +187,36 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
         .flatten()
         .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
     if new_userns && linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
-        return Err(bad(path, "field `linux.uidMappings`: a new user namespace needs uid and gid mappings"));
+        return Err(bad(
+            path,
+            "field `linux.uidMappings`: a new user namespace needs uid and gid mappings",
+        ));
     }
-    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !seen.contains(&LinuxNamespaceType::Uts) {
-        return Err(bad(path, "field `hostname`: unable to set hostname without a private UTS namespace"));
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+        && !seen.contains(&LinuxNamespaceType::Uts)
+    {
+        return Err(bad(
+            path,
+            "field `hostname`: unable to set hostname without a private UTS namespace",
+        ));
     }
-    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !seen.contains(&LinuxNamespaceType::Uts) {
-        return Err(bad(path, "field `domainname`: unable to set domainname without a private UTS namespace"));
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty())
+        && !seen.contains(&LinuxNamespaceType::Uts)
+    {
+        return Err(bad(
+            path,
+            "field `domainname`: unable to set domainname without a private UTS namespace",
+        ));
     }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if !m.destination().is_absolute() {
-            return Err(bad(path, format!("field `mounts[{i}].destination`: {:?} must be an absolute path", m.destination())));
+            return Err(bad(
+                path,
+                format!(
+                    "field `mounts[{i}].destination`: {:?} must be an absolute path",
+                    m.destination()
+                ),
+            ));
         }
     }
     if let Some(p) = linux.rootfs_propagation() {
@@ -164,7 +226,13 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
     }
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         if !d.path().is_absolute() || !d.path().starts_with("/dev") {
-            return Err(bad(path, format!("field `linux.devices[{i}].path`: {:?} must be an absolute path under /dev", d.path())));
+            return Err(bad(
+                path,
+                format!(
+                    "field `linux.devices[{i}].path`: {:?} must be an absolute path under /dev",
+                    d.path()
+                ),
+            ));
         }
     }
     Ok(())
@@ -172,7 +240,8 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
 
 /// Reads a process.json (`exec --process`), naming the field of any error.
 pub fn load_process(path: &Path) -> Result<Process> {
-    let data = std::fs::read(path).map_err(|e| bad(path, format!("cannot read the process file: {e}")))?;
+    let data =
+        std::fs::read(path).map_err(|e| bad(path, format!("cannot read the process file: {e}")))?;
     let p: Process = parse_json(path, &data)?;
     validate_process(&p, path, "process")?;
     Ok(p)
@@ -184,7 +253,11 @@ pub fn add_capabilities(p: &mut Process, names: &[String]) -> Result<()> {
     use oci_spec::runtime::{Capability, LinuxCapabilities};
     let mut caps = p.capabilities().clone().unwrap_or_else(|| {
         let mut c = LinuxCapabilities::default();
-        c.set_bounding(None).set_effective(None).set_permitted(None).set_inheritable(None).set_ambient(None);
+        c.set_bounding(None)
+            .set_effective(None)
+            .set_permitted(None)
+            .set_inheritable(None)
+            .set_ambient(None);
         c
     });
     for name in names {

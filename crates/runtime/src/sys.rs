@@ -146,7 +146,11 @@ pub(crate) fn join_session_keyring() {
     // SAFETY: a null name asks for a new anonymous keyring; no memory of
     // ours is passed.
     unsafe {
-        libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>());
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        );
     }
 }
 

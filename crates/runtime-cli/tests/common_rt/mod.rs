@@ -15,11 +15,20 @@ pub struct Rt {
     pub root: tempfile::TempDir,
 }
 
+impl Default for Rt {
+    fn default() -> Rt {
+        Rt::new()
+    }
+}
+
 impl Rt {
     pub fn new() -> Rt {
         require_root();
         Rt {
-            root: tempfile::Builder::new().prefix("berth-root-").tempdir().expect("tempdir"),
+            root: tempfile::Builder::new()
+                .prefix("berth-root-")
+                .tempdir()
+                .expect("tempdir"),
         }
     }
 
@@ -53,7 +62,11 @@ impl Rt {
             f.read_to_end(&mut v).expect("read output");
             v
         };
-        Output { status, stdout: read(out), stderr: read(err) }
+        Output {
+            status,
+            stdout: read(out),
+            stderr: read(err),
+        }
     }
 
     /// Runs and asserts success; returns stdout.
@@ -102,7 +115,10 @@ impl Rt {
         spec["process"]["args"] = json!(["sh", "-c", script]);
         let bundle = Bundle::new(&spec);
         let (code, out, err) = self.run(&bundle);
-        assert_eq!(code, 0, "container script failed: stdout {out} stderr {err}");
+        assert_eq!(
+            code, 0,
+            "container script failed: stdout {out} stderr {err}"
+        );
         out
     }
 
