@@ -487,3 +487,36 @@ fn manager_from_recorded_paths_controls_the_same_cgroup() {
         .expect("a non-cgroup path is refused");
     assert!(err.to_string().contains("/tmp/not-a-cgroup"), "{err}");
 }
+
+#[test]
+fn create_makes_every_directory_without_moving_a_process() {
+    let f = Fixture::new("create");
+    f.cg.create().expect("create");
+    for p in f.cg.paths() {
+        assert!(p.is_dir(), "{} not created", p.display());
+        let procs = fs::read_to_string(p.join("cgroup.procs")).unwrap();
+        assert_eq!(
+            procs.trim(),
+            "",
+            "create moved a process into {}",
+            p.display()
+        );
+    }
+    if f.cg.hierarchy() != Hierarchy::V2 {
+        assert_ne!(
+            f.read("cpuset.cpus"),
+            "",
+            "cpuset.cpus not copied from the parent"
+        );
+        assert_ne!(
+            f.read("cpuset.mems"),
+            "",
+            "cpuset.mems not copied from the parent"
+        );
+    }
+    f.cg.set(&resources(r#"{"pids":{"limit":9}}"#))
+        .expect("set after create");
+    assert_eq!(f.read("pids.max"), "9");
+    f.cg.destroy().expect("destroy");
+    assert!(f.cg.paths().iter().all(|p| !p.exists()));
+}
