@@ -213,13 +213,7 @@ fn namespaces_are_new_or_joined_by_path() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("nsowner");
-    rt.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.up(&bundle, &id, true);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     let ns = |p: &str, n: &str| {
         std::fs::read_link(format!("/proc/{p}/ns/{n}"))

@@ -112,7 +112,7 @@ fn exit_of_the_init_is_seen_as_stopped() {
     let rt = Rt::new();
     let bundle = Bundle::new(&default_spec(&["true"]));
     let id = unique_id("exit");
-    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.up(&bundle, &id, false);
     rt.ok(&["start", &id]);
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
@@ -123,13 +123,7 @@ fn delete_of_a_running_container_needs_force_and_removes_its_cgroup() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("del");
-    rt.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.up(&bundle, &id, true);
     let cgroup = std::path::Path::new("/sys/fs/cgroup/pids").join(&id);
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let own_pids = own
@@ -161,7 +155,7 @@ fn a_created_container_can_be_deleted_without_force() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("cdel");
-    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.up(&bundle, &id, false);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     rt.ok(&["delete", &id]);
     let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -176,7 +170,7 @@ fn list_prints_runc_table_json_and_quiet() {
     assert_eq!(rt.ok(&["list", "--format", "json"]), "null\n");
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("list");
-    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.up(&bundle, &id, false);
     assert_eq!(rt.ok(&["list", "-q"]), format!("{id}\n"));
     let table = rt.ok(&["list"]);
     let mut lines = table.lines();
@@ -201,13 +195,7 @@ fn exec_runs_inline_args_with_env_cwd_user_and_returns_the_exit_code() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("exec");
-    rt.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.up(&bundle, &id, true);
     let out = rt.cmd(&[
         "exec",
         "-e",
@@ -281,13 +269,7 @@ fn kill_accepts_names_and_numbers_and_all() {
     spec["root"]["readonly"] = json!(false);
     let bundle = Bundle::new(&spec);
     let id = unique_id("kill");
-    rt.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.up(&bundle, &id, true);
     rt.ok(&["kill", &id, "SIGUSR1"]);
     let out = rt.ok(&[
         "exec",
@@ -326,7 +308,7 @@ fn duplicate_ids_are_refused_and_the_first_container_survives() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("dup");
-    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.up(&bundle, &id, false);
     let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert!(
         err.contains(&format!("container with id exists: {id}")),
@@ -462,13 +444,7 @@ fn pause_and_resume_freeze_the_container() {
     let rt = Rt::new();
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("pause");
-    rt.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.up(&bundle, &id, true);
     rt.ok(&["pause", &id]);
     assert_eq!(rt.state(&id)["status"], "paused");
     rt.ok(&["resume", &id]);

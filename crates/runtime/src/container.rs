@@ -780,19 +780,7 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if !plan.no_new_keyring {
         crate::sys::join_session_keyring();
     }
-    if let Err(e) = process::apply(&plan.process) {
-        ch.fail(&e);
-    }
-    let program = match process::lookup(&plan.process) {
-        Ok(p) => p,
-        Err(e) => ch.fail(&e),
-    };
-    if let Some(s) = &slave {
-        if let Err(e) = crate::console::make_controlling_terminal(s) {
-            ch.fail(&e.to_string());
-        }
-    }
-    drop(slave);
+    let program = become_process(ch, &plan.process, slave);
     let listener = match plan.listener.take() {
         Some(l) => l,
         None => ch.fail("internal: no start socket"),
@@ -1234,19 +1222,7 @@ fn exec_p1(
             Err(e) => ch.fail(&e.to_string()),
         }
     }
-    if let Err(e) = process::apply(p) {
-        ch.fail(&e);
-    }
-    let program = match process::lookup(p) {
-        Ok(prog) => prog,
-        Err(e) => ch.fail(&e),
-    };
-    if let Some(s) = &slave {
-        if let Err(e) = crate::console::make_controlling_terminal(s) {
-            ch.fail(&e.to_string());
-        }
-    }
-    drop(slave);
+    let program = become_process(ch, p, slave);
     // The sync socket is close-on-exec: the parent sees EOF once exec worked.
     let err = process::exec(p, &program);
     ch.fail(&err)
@@ -1309,4 +1285,23 @@ impl CgroupJoin {
         }
         Ok(())
     }
+}
+
+/// In a child: applies the process's credentials and limits, finds its
+/// program and makes the pty slave (if any) the controlling terminal.
+/// Returns the program to exec; reports failures over `ch` and exits.
+fn become_process(ch: &Channel, p: &Prepared, slave: Option<OwnedFd>) -> std::ffi::CString {
+    if let Err(e) = process::apply(p) {
+        ch.fail(&e);
+    }
+    let program = match process::lookup(p) {
+        Ok(prog) => prog,
+        Err(e) => ch.fail(&e),
+    };
+    if let Some(s) = &slave {
+        if let Err(e) = crate::console::make_controlling_terminal(s) {
+            ch.fail(&e.to_string());
+        }
+    }
+    program
 }

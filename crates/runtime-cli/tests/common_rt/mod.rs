@@ -94,6 +94,16 @@ impl Rt {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// `create` (or `run -d` with `detach`) of `bundle` as `id`, asserting success.
+    pub fn up(&self, bundle: &Bundle, id: &str, detach: bool) {
+        let b = bundle.path().to_str().expect("utf-8 bundle path");
+        if detach {
+            self.ok(&["run", "-d", "--bundle", b, id]);
+        } else {
+            self.ok(&["create", "--bundle", b, id]);
+        }
+    }
+
     pub fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).expect("state is JSON")
     }
