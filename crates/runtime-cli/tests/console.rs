@@ -67,21 +67,16 @@ fn received(sock: &Path, receiver: Receiver) -> (OwnedFd, String) {
         .expect("the runtime sends a pty master with SCM_RIGHTS")
 }
 
-fn terminal_bundle(script: &str) -> berth_testutil::Bundle {
-    let mut spec = berth_testutil::default_spec(&["sh", "-c", script]);
+/// Creates a container running `spec` on a terminal with
+/// `--console-socket`: returns its id, the pty master it sent (and the name
+/// sent with it) and the bundle, which must outlive the container.
+fn create_on_console(
+    rt: &Rt,
+    mut spec: serde_json::Value,
+) -> (String, File, String, berth_testutil::Bundle) {
     spec["process"]["terminal"] = serde_json::json!(true);
-    berth_testutil::Bundle::new(&spec)
-}
-
-#[test]
-fn console_socket_receives_a_working_pty_master() {
-    let rt = Rt::new();
-    let (sock, receiver) = listen(&rt);
-
-    let bundle = terminal_bundle(
-        "if [ -t 0 ] && [ -t 1 ]; then echo STDIN_IS_A_TTY; else echo NOT_A_TTY; fi; \
-         read line; echo \"got:$line\"",
-    );
+    let bundle = berth_testutil::Bundle::new(&spec);
+    let (sock, receiver) = listen(rt);
     let id = berth_testutil::unique_id("console");
     let out = rt.create(
         &id,
@@ -94,8 +89,28 @@ fn console_socket_receives_a_working_pty_master() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (master, name) = received(&sock, receiver);
+    (id, File::from(master), name, bundle)
+}
+
+fn terminal_bundle(script: &str) -> berth_testutil::Bundle {
+    let mut spec = berth_testutil::default_spec(&["sh", "-c", script]);
+    spec["process"]["terminal"] = serde_json::json!(true);
+    berth_testutil::Bundle::new(&spec)
+}
+
+#[test]
+fn console_socket_receives_a_working_pty_master() {
+    let rt = Rt::new();
+    let (id, mut master, name, _bundle) = create_on_console(
+        &rt,
+        berth_testutil::default_spec(&[
+            "sh",
+            "-c",
+            "if [ -t 0 ] && [ -t 1 ]; then echo STDIN_IS_A_TTY; else echo NOT_A_TTY; fi; \
+             read line; echo \"got:$line\"",
+        ]),
+    );
     assert!(!name.is_empty(), "runc sends the master's name as payload");
-    let mut master = File::from(master);
 
     rt.ok(&["start", &id]);
     let first = read_until(&mut master, "TTY");
@@ -116,24 +131,9 @@ fn console_socket_receives_a_working_pty_master() {
 #[test]
 fn console_size_is_applied() {
     let rt = Rt::new();
-    let (sock, receiver) = listen(&rt);
     let mut spec = berth_testutil::default_spec(&["sh", "-c", "echo \"size=$(stty size)\""]);
-    spec["process"]["terminal"] = serde_json::json!(true);
     spec["process"]["consoleSize"] = serde_json::json!({"height": 40, "width": 100});
-    let bundle = berth_testutil::Bundle::new(&spec);
-    let id = berth_testutil::unique_id("console-size");
-    let out = rt.create(
-        &id,
-        bundle.path(),
-        &["--console-socket", sock.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (master, _) = received(&sock, receiver);
-    let mut master = File::from(master);
+    let (id, mut master, _, _bundle) = create_on_console(&rt, spec);
     rt.ok(&["start", &id]);
     let output = read_until(&mut master, "size=");
     let output = output + &read_until(&mut master, "\n");
