@@ -375,29 +375,54 @@ pub(crate) fn read(path: &Path) -> Result<String, Error> {
 
 /// Writes `value` to an existing cgroup file in one write(2).
 pub(crate) fn write(path: &Path, value: &str) -> Result<(), Error> {
-    let result = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(value.as_bytes()));
-    result.map_err(|source| {
-        let hint = match source.kind() {
-            ErrorKind::NotFound => {
-                "; this kernel or hierarchy does not provide that file (controller not mounted or not enabled)".to_string()
-            }
-            _ if source.raw_os_error() == Some(libc::EINVAL)
-                || source.raw_os_error() == Some(libc::EBUSY) =>
-            {
-                "; the kernel refused the value: check the limit is valid and not below current usage".to_string()
-            }
-            _ => String::new(),
-        };
-        Error::Write {
-            path: path.to_path_buf(),
-            value: value.to_string(),
-            source,
-            hint,
+    CgroupFile::open(path)?.write(value)
+}
+
+/// A cgroup file kept open for several writes (each write(2) is one
+/// request to the kernel, e.g. one device rule).
+pub(crate) struct CgroupFile {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl CgroupFile {
+    /// Opens an existing cgroup file for writing.
+    pub(crate) fn open(path: &Path) -> Result<CgroupFile, Error> {
+        match fs::OpenOptions::new().write(true).open(path) {
+            Ok(file) => Ok(CgroupFile {
+                path: path.to_path_buf(),
+                file,
+            }),
+            Err(source) => Err(write_error(path, "", source)),
         }
-    })
+    }
+
+    /// Writes `value` in one write(2).
+    pub(crate) fn write(&mut self, value: &str) -> Result<(), Error> {
+        self.file
+            .write_all(value.as_bytes())
+            .map_err(|source| write_error(&self.path, value, source))
+    }
+}
+
+fn write_error(path: &Path, value: &str, source: std::io::Error) -> Error {
+    let hint = match source.kind() {
+        ErrorKind::NotFound => {
+            "; this kernel or hierarchy does not provide that file (controller not mounted or not enabled)".to_string()
+        }
+        _ if source.raw_os_error() == Some(libc::EINVAL)
+            || source.raw_os_error() == Some(libc::EBUSY) =>
+        {
+            "; the kernel refused the value: check the limit is valid and not below current usage".to_string()
+        }
+        _ => String::new(),
+    };
+    Error::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+        hint,
+    }
 }
 
 fn mkdir_all(path: &Path) -> Result<(), Error> {

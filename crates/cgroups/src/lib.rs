@@ -32,7 +32,10 @@ pub trait Manager: Send + Sync {
     /// Writes the resource limits of the runtime spec to the cgroup files.
     /// Also used for `update`. Fields left unset are not touched. The
     /// cgroup must exist (see [`Manager::apply`]). Device rules are written
-    /// in order, followed by runc's [`DEFAULT_DEVICE_RULES`].
+    /// in order, followed by runc's [`DEFAULT_DEVICE_RULES`]. In cgroup v1 a
+    /// deny-all rule briefly denies every device until the allows follow:
+    /// like runc, write device rules while no container process is creating
+    /// or opening devices (before the init builds /dev, or after it is done).
     fn set(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error>;
     /// Every process in the cgroup, including those in child cgroups.
     /// Empty when the cgroup does not exist.

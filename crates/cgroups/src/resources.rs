@@ -4,7 +4,7 @@ use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
 };
 
-use crate::fs::{read, write, FsManager, Loc};
+use crate::fs::{read, write, CgroupFile, FsManager, Loc};
 use crate::{Error, Hierarchy};
 
 /// runc's default device rules, appended after the spec's own: mknod of
@@ -189,16 +189,28 @@ pub(crate) fn device_rule(d: &LinuxDeviceCgroup) -> String {
 fn set_devices(m: &FsManager, devices: &[LinuxDeviceCgroup]) -> Result<(), Error> {
     match m.locate("devices") {
         Some(Loc::V1(d)) => {
+            // v1 has no atomic replace: a deny-all ("a") empties the allow
+            // list until the allows are written. Keep that window as short
+            // as possible (files opened once, runc's defaults, which include
+            // mknod of any device, right after each deny-all; they are
+            // written again at the end, so the final list is the same).
+            let mut allow = CgroupFile::open(&d.join("devices.allow"))?;
+            let mut deny = CgroupFile::open(&d.join("devices.deny"))?;
             for rule in devices {
-                let file = if rule.allow() {
-                    "devices.allow"
+                let line = device_rule(rule);
+                if rule.allow() {
+                    allow.write(&line)?;
                 } else {
-                    "devices.deny"
-                };
-                write(&d.join(file), &device_rule(rule))?;
+                    deny.write(&line)?;
+                    if line == "a" {
+                        for r in DEFAULT_DEVICE_RULES {
+                            allow.write(r)?;
+                        }
+                    }
+                }
             }
-            for rule in DEFAULT_DEVICE_RULES {
-                write(&d.join("devices.allow"), rule)?;
+            for r in DEFAULT_DEVICE_RULES {
+                allow.write(r)?;
             }
             Ok(())
         }
