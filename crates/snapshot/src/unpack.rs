@@ -68,11 +68,9 @@ pub fn unpack_chain(
         } else {
             Some(chain[i - 1].as_str())
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let key = format!("{EXTRACT_PREFIX}{}-{nanos}-{id}", std::process::id());
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!("{EXTRACT_PREFIX}{}-{seq}-{id}", std::process::id());
         snapshotter.prepare(&key, parent)?;
         let result = (|| {
             let dir = snapshotter.fs_dir(&key)?;

@@ -322,3 +322,36 @@ fn kill_9_during_unpack_leaves_a_clean_store() {
         200
     );
 }
+
+#[test]
+fn concurrent_unpacks_of_one_image_share_the_layers() {
+    let (_tmp, s) = store(Driver::Overlay);
+    let layers: Vec<Vec<u8>> = (0..3)
+        .map(|i| tar_of(&[(&format!("l{i}"), b"x")]))
+        .collect();
+    let ids: Vec<String> = layers.iter().map(|l| diff_id(l)).collect();
+    let tops: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let s = Snapshotter::open(s.root(), None).unwrap();
+                let (layers, ids) = (&layers, &ids);
+                scope.spawn(move || {
+                    let mut open =
+                        |i: usize| -> Result<(Box<dyn Read + Send + '_>, Compression), String> {
+                            Ok((Box::new(&layers[i][..]), Compression::None))
+                        };
+                    unpack_chain(&s, ids, &mut open, &opts()).unwrap().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(tops.iter().all(|t| t == &tops[0]));
+    let mut all = Vec::new();
+    s.walk(|i| all.push((i.name.clone(), i.kind))).unwrap();
+    let chain = chain_ids(&ids);
+    let mut want: Vec<_> = chain.iter().map(|c| (c.clone(), Kind::Committed)).collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(all, want, "one committed snapshot per layer, no leftovers");
+    assert_eq!(fs::read_dir(s.root().join("snapshots")).unwrap().count(), 3);
+}
