@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 /// What went wrong, naming the file, value or path involved and, where there
-/// is one, the fix.
+/// is one, the fix. The OS error is part of the message (not a separate
+/// `source()`), so printing the chain does not repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A systemd-style `slice:prefix:name` cgroups path was given.
@@ -38,46 +39,40 @@ pub enum Error {
         reason: String,
     },
     /// Reading a cgroup or proc file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {err}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// The kernel refused a value written to a cgroup file.
-    #[error("writing {value:?} to {path}: {source}{hint}")]
+    #[error("writing {value:?} to {path}: {err}{hint}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The value written.
         value: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
         /// Extra advice (may be empty), starting with "; ".
         hint: String,
     },
     /// Creating a cgroup directory failed.
-    #[error("creating cgroup {path}: {source}")]
+    #[error("creating cgroup {path}: {err}")]
     Create {
         /// The directory.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Removing a cgroup directory failed.
-    #[error(
-        "removing cgroup {path}: {source} (processes still inside? check {path}/cgroup.procs)"
-    )]
+    #[error("removing cgroup {path}: {err} (processes still inside? check {path}/cgroup.procs)")]
     Remove {
         /// The directory.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// A cgroup or proc file did not have the expected format.
     #[error("unexpected content in {path}: {content:?}")]
@@ -98,14 +93,13 @@ pub enum Error {
         state: String,
     },
     /// Sending a signal to a process of the cgroup failed.
-    #[error("sending signal {signal} to pid {pid}: {source}")]
+    #[error("sending signal {signal} to pid {pid}: {err}")]
     Kill {
         /// The process.
         pid: i32,
         /// The signal number.
         signal: i32,
         /// The OS error.
-        #[source]
-        source: nix::Error,
+        err: nix::Error,
     },
 }

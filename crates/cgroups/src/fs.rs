@@ -328,23 +328,17 @@ impl Manager for FsManager {
     }
 
     fn kill_all(&self, signal: i32) -> Result<(), Error> {
-        let sig = Signal::try_from(signal).map_err(|source| Error::Kill {
+        let sig = Signal::try_from(signal).map_err(|err| Error::Kill {
             pid: 0,
             signal,
-            source,
+            err,
         })?;
         let frozen = self.procs_dir().is_some_and(Path::exists) && self.freeze().is_ok();
         let mut result = Ok(());
         for pid in self.pids()? {
             match kill(Pid::from_raw(pid), sig) {
                 Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(source) => {
-                    result = Err(Error::Kill {
-                        pid,
-                        signal,
-                        source,
-                    })
-                }
+                Err(err) => result = Err(Error::Kill { pid, signal, err }),
             }
         }
         if frozen {
@@ -367,9 +361,9 @@ impl Manager for FsManager {
 
 /// Reads a whole cgroup or proc file.
 pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    fs::read_to_string(path).map_err(|source| Error::Read {
+    fs::read_to_string(path).map_err(|err| Error::Read {
         path: path.to_path_buf(),
-        source,
+        err,
     })
 }
 
@@ -420,15 +414,15 @@ fn write_error(path: &Path, value: &str, source: std::io::Error) -> Error {
     Error::Write {
         path: path.to_path_buf(),
         value: value.to_string(),
-        source,
+        err: source,
         hint,
     }
 }
 
 fn mkdir_all(path: &Path) -> Result<(), Error> {
-    fs::create_dir_all(path).map_err(|source| Error::Create {
+    fs::create_dir_all(path).map_err(|err| Error::Create {
         path: path.to_path_buf(),
-        source,
+        err,
     })
 }
 
@@ -512,7 +506,7 @@ fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<(), Error> {
     let text = match fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(Error::Read { path: file, source }),
+        Err(err) => return Err(Error::Read { path: file, err }),
     };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let pid = line.trim().parse().map_err(|_| Error::Parse {
@@ -531,10 +525,10 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(err) => {
             return Err(Error::Read {
                 path: dir.to_path_buf(),
-                source,
+                err,
             })
         }
     };
@@ -560,10 +554,10 @@ fn remove_tree(dir: &Path) -> Result<(), Error> {
                 sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(100));
             }
-            Err(source) => {
+            Err(err) => {
                 return Err(Error::Remove {
                     path: dir.to_path_buf(),
-                    source,
+                    err,
                 })
             }
         }

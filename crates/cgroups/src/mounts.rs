@@ -70,9 +70,9 @@ impl Mounts {
     /// Reads /proc/self/mountinfo.
     pub fn detect() -> Result<Mounts, Error> {
         let path = Path::new("/proc/self/mountinfo");
-        let text = fs::read_to_string(path).map_err(|source| Error::Read {
+        let text = fs::read_to_string(path).map_err(|err| Error::Read {
             path: path.into(),
-            source,
+            err,
         })?;
         let mounts = Self::parse(&text);
         if mounts.v1.is_empty() && mounts.v2.is_none() {
@@ -159,9 +159,9 @@ fn unescape(field: &str) -> String {
 /// each controller name, the v2 entry keyed by "".
 pub(crate) fn own_cgroups() -> Result<BTreeMap<String, String>, Error> {
     let path = Path::new("/proc/self/cgroup");
-    let text = fs::read_to_string(path).map_err(|source| Error::Read {
+    let text = fs::read_to_string(path).map_err(|err| Error::Read {
         path: path.into(),
-        source,
+        err,
     })?;
     Ok(parse_proc_cgroup(&text))
 }
