@@ -451,3 +451,14 @@ fn pause_and_resume_freeze_the_container() {
     assert_eq!(rt.state(&id)["status"], "running");
     rt.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn a_created_container_dies_on_sigterm_like_runcs_init() {
+    let rt = Rt::new();
+    let bundle = Bundle::new(&sleeper());
+    let id = unique_id("term");
+    rt.up(&bundle, &id, false);
+    rt.ok(&["kill", &id, "TERM"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+}

@@ -788,6 +788,10 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if ch.send(b'R', b"").is_err() {
         crate::sys::exit_now(1);
     }
+    // Until `start` the init is this runtime: make the usual terminating
+    // signals end it (a namespace init ignores signals it has no handler
+    // for), as they end runc's init.
+    crate::sys::exit_on_terminating_signals();
     // Wait for `start`.
     let mut conn = loop {
         match listener.accept() {

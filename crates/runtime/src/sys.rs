@@ -304,3 +304,30 @@ pub(crate) fn fork_into_cgroup(cgroup: Option<BorrowedFd<'_>>) -> nix::Result<(F
         },
     }
 }
+
+extern "C" fn exit_handler(sig: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+/// Installs handlers that `_exit(128+sig)` on SIGTERM, SIGINT, SIGHUP,
+/// SIGQUIT, SIGUSR1 and SIGUSR2 (execve resets them to the default).
+pub(crate) fn exit_on_terminating_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(exit_handler),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: the handler only calls the async-signal-safe _exit.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+}
