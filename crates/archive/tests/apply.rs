@@ -654,3 +654,69 @@ fn devices_and_fifos_are_skipped_in_a_user_namespace() {
     assert!(fs::symlink_metadata(sb.root().join("fifo")).is_err());
     assert!(fs::symlink_metadata(sb.root().join("dev/null")).is_err());
 }
+
+#[test]
+fn mutated_archives_never_panic_or_escape() {
+    // A fixed-seed xorshift so failures reproduce.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut t = Tar::new();
+    t.dir("a/", 0o755)
+        .file("a/f", b"data", 0o644)
+        .symlink("a/s", "f")
+        .hardlink("a/h", "a/f");
+    t.pax(&[("SCHILY.xattr.user.x", b"y"), ("path", b"a/long")]);
+    t.file("ignored", b"pax named", 0o600);
+    t.file("a/.wh.gone", b"", 0o644);
+    let good = t.finish();
+    // Mutate header blocks and fix their checksums, so the mutations reach the
+    // header logic instead of stopping at the checksum test.
+    let headers: Vec<usize> = (0..good.len() / 512)
+        .map(|b| b * 512)
+        .filter(|&o| {
+            tar::Header::from_byte_slice(&good[o..o + 512])
+                .cksum()
+                .ok()
+                .is_some_and(|c| c != 0)
+        })
+        .collect();
+    assert!(headers.len() >= 6, "{headers:?}");
+    let (mut applied, mut refused) = (0, 0);
+    for round in 0..300 {
+        let mut bad = good.clone();
+        for _ in 0..1 + next() % 6 {
+            let h = headers[(next() as usize) % headers.len()];
+            let i = h + (next() as usize) % 512;
+            bad[i] = match next() % 4 {
+                0 => b'/',
+                1 => b'.',
+                2 => b'0' + (next() % 8) as u8,
+                _ => next() as u8,
+            };
+        }
+        for &h in &headers {
+            let mut hdr = tar::Header::new_old();
+            hdr.as_mut_bytes().copy_from_slice(&bad[h..h + 512]);
+            hdr.set_cksum();
+            bad[h..h + 512].copy_from_slice(hdr.as_bytes());
+        }
+        if round % 5 == 0 {
+            bad.truncate((next() as usize) % bad.len());
+        }
+        let sb = Sandbox::new();
+        match sb.apply(&bad, &opts()) {
+            Ok(_) => applied += 1,
+            Err(_) => refused += 1,
+        }
+        sb.assert_outside_untouched();
+    }
+    assert!(
+        applied > 0 && refused > 0,
+        "applied {applied}, refused {refused}"
+    );
+}
