@@ -584,6 +584,10 @@ impl Applier<'_> {
         let meta = Meta::from_entry(e);
         match e.kind {
             Kind::File => {
+                if self.touched_dirs.contains(&path) {
+                    // Replacing a directory this layer filled: let the pool finish in it first.
+                    self.drain()?;
+                }
                 self.record(&path);
                 // The pool pays off only when creating a file blocks (a busy
                 // disk or journal); when creates are quick, one thread is faster.
