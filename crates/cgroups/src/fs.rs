@@ -642,6 +642,62 @@ mod tests {
         destroyed.expect("destroy");
     }
 
+    /// Runs `sh -c 'read go; SCRIPT'` inside `m` and returns its output.
+    fn sh_in(m: &FsManager, script: &str) -> String {
+        use std::io::Write as _;
+        let busybox = berth_testutil::require_peer(berth_testutil::BUSYBOX);
+        let mut child = Command::new(busybox)
+            .args(["sh", "-c", &format!("read go; {script}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn busybox sh");
+        let joined = m.apply(child.id() as i32);
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"go\n");
+        }
+        let out = child.wait_with_output().expect("wait for sh");
+        joined.expect("apply");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn cgroup2_device_rules_are_enforced_by_an_ebpf_program() {
+        let m = v2_only("devices");
+        m.create().expect("create");
+        let probe =
+            "if (exec 3</dev/kmsg) 2>/dev/null; then echo kmsg-open; else echo kmsg-denied; fi; \
+                     echo x >/dev/null && echo null-ok";
+        let result = (|| {
+            assert_eq!(sh_in(&m, probe), "kmsg-open\nnull-ok\n", "before any rule");
+            let deny_all: oci_spec::runtime::LinuxResources =
+                serde_json_like(r#"{"devices":[{"allow":false,"access":"rwm"}]}"#);
+            m.set(&deny_all)?;
+            assert_eq!(crate::bpf::attached_count(&m.paths()[0]).unwrap(), 1);
+            assert_eq!(
+                sh_in(&m, probe),
+                "kmsg-denied\nnull-ok\n",
+                "deny-all + defaults"
+            );
+            let allow_kmsg: oci_spec::runtime::LinuxResources = serde_json_like(
+                r#"{"devices":[{"allow":false,"access":"rwm"},
+                    {"allow":true,"type":"c","major":1,"minor":11,"access":"r"}]}"#,
+            );
+            m.set(&allow_kmsg)?;
+            assert_eq!(
+                crate::bpf::attached_count(&m.paths()[0]).unwrap(),
+                1,
+                "the new program replaces the old one"
+            );
+            assert_eq!(sh_in(&m, probe), "kmsg-open\nnull-ok\n", "explicit allow");
+            Ok::<(), Error>(())
+        })();
+        let _ = m.kill_all(libc::SIGKILL);
+        let destroyed = m.destroy();
+        result.expect("device rules");
+        destroyed.expect("destroy");
+    }
+
     fn serde_json_like(json: &str) -> oci_spec::runtime::LinuxResources {
         serde_json::from_str(json).expect("resources json")
     }

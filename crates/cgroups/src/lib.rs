@@ -8,6 +8,7 @@
 //! cgroup, and an empty path is the container id relative to the caller's own
 //! cgroup. The systemd driver ("slice:prefix:name") is not supported.
 
+mod bpf;
 mod error;
 mod fs;
 mod mounts;

@@ -4,6 +4,7 @@ use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
 };
 
+use crate::bpf::{apply_device_rules, Rule};
 use crate::fs::{read, write, CgroupFile, FsManager, Loc};
 use crate::{Error, Hierarchy};
 
@@ -214,8 +215,26 @@ fn set_devices(m: &FsManager, devices: &[LinuxDeviceCgroup]) -> Result<(), Error
             }
             Ok(())
         }
-        // cgroup2 device control needs an eBPF program (not implemented; see README).
-        Some(Loc::V2(_)) | None if m.hierarchy == Hierarchy::V2 => Ok(()),
+        // cgroup2 has no devices files: the rules become an eBPF program.
+        Some(Loc::V2(_)) | None if m.hierarchy == Hierarchy::V2 => {
+            let Some(v2) = &m.v2 else {
+                return Err(need(m, "devices", "devices")
+                    .err()
+                    .unwrap_or(Error::NoCgroupFs));
+            };
+            let mut rules = Vec::new();
+            let lines = devices
+                .iter()
+                .map(|d| (d.allow(), device_rule(d)))
+                .chain(DEFAULT_DEVICE_RULES.iter().map(|r| (true, r.to_string())));
+            for (allow, line) in lines {
+                rules.push(Rule::parse(allow, &line).ok_or_else(|| Error::Unsupported {
+                    resource: "linux.resources.devices".into(),
+                    reason: format!("rule {line:?} cannot be compiled"),
+                })?);
+            }
+            apply_device_rules(&v2.path, &rules)
+        }
         _ => Err(need(m, "devices", "devices")
             .err()
             .unwrap_or(Error::Unsupported {
