@@ -462,3 +462,15 @@ fn a_created_container_dies_on_sigterm_like_runcs_init() {
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
 }
+
+#[test]
+fn run_with_a_terminal_and_no_console_socket_proxies_the_pty() {
+    let rt = Rt::new();
+    let mut spec = default_spec(&["sh", "-c", "tty; echo on-a-tty; exit 4"]);
+    spec["process"]["terminal"] = json!(true);
+    let bundle = Bundle::new(&spec);
+    let (code, out, err) = rt.run(&bundle);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(out, "/dev/pts/0\r\non-a-tty\r\n");
+    assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());
+}

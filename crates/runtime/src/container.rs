@@ -585,16 +585,56 @@ impl Runtime {
     /// becomes a child subreaper so the init is its child.
     pub fn run(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<i32> {
         nix::sys::prctl::set_child_subreaper(true).map_err(sys_err("PR_SET_CHILD_SUBREAPER"))?;
-        let c = self.create(id, bundle, opts)?;
+        let mut opts = opts.clone();
+        // A terminal without --console-socket: like runc, take the pty
+        // master ourselves and copy between it and our stdio.
+        let mut tty = None;
+        if opts.console_socket.is_none() && wants_terminal(bundle) {
+            std::fs::create_dir_all(&self.root).map_err(io_err(format!(
+                "cannot create the state root {}",
+                self.root.display()
+            )))?;
+            let name = format!(".tty-{}.sock", std::process::id());
+            let listener = bind_unix(&self.root, &name)?;
+            opts.console_socket = Some(self.root.join(&name));
+            tty = Some((listener, self.root.join(&name)));
+        }
+        let created = self.create(id, bundle, &opts);
+        if let Some((_, path)) = &tty {
+            let _ = std::fs::remove_file(path);
+        }
+        let c = created?;
+        let master = match &tty {
+            Some((listener, _)) => match crate::console::recv_master(listener) {
+                Ok((m, _)) => Some(m),
+                Err(e) => {
+                    let _ = c.delete(true);
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         crate::sys::forward_signals(c.pid()).map_err(sys_err("cannot forward signals"))?;
         if let Err(e) = c.start() {
             let _ = c.delete(true);
             return Err(e);
         }
+        if let Some(m) = &master {
+            crate::sys::proxy_tty(m);
+        }
         let code = wait_exit(c.pid())?;
         c.delete(true)?;
         Ok(code)
     }
+}
+
+/// Whether the bundle's process asks for a terminal (false if unreadable:
+/// create then reports the real problem).
+fn wants_terminal(bundle: &Path) -> bool {
+    crate::spec::load(bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
 }
 
 fn annotations(spec: &Spec) -> BTreeMap<String, String> {

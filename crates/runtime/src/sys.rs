@@ -331,3 +331,83 @@ pub(crate) fn exit_on_terminating_signals() {
         let _ = unsafe { sigaction(sig, &action) };
     }
 }
+
+/// Copies our stdin to the pty `master` and the master's output to our
+/// stdout until the container side closes (what `runc run` does for a
+/// terminal without --console-socket). Our stdin is put in raw mode while
+/// it is a terminal, and the pty gets our window size.
+pub(crate) fn proxy_tty(master: &OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::termios;
+    let stdin = std::io::stdin();
+    let saved = termios::tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        termios::cfmakeraw(&mut raw);
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw);
+        let mut ws: libc::winsize = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ fills the winsize we pass; TIOCSWINSZ reads it.
+        unsafe {
+            if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+            }
+        }
+    }
+    let mut stdin_open = true;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let master_ev = fds[0].revents().unwrap_or(PollFlags::empty());
+        let stdin_ev = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .unwrap_or(PollFlags::empty());
+        if master_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            match nix::unistd::read(master.as_fd(), &mut buf) {
+                Ok(0) | Err(Errno::EIO) => break,
+                Ok(n) => {
+                    if write_all(std::io::stdout().as_fd(), &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
+                Err(_) => break,
+            }
+        }
+        if stdin_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    let _ = write_all(master.as_fd(), &buf[..n]);
+                }
+            }
+        }
+    }
+    if let Some(t) = &saved {
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, t);
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
