@@ -415,3 +415,71 @@ fn lifecycle_hooks_get_the_state_and_a_failing_hook_aborts_create() {
     assert!(err.contains("createRuntime"), "{err}");
     assert!(rt.leftovers().is_empty());
 }
+
+#[test]
+fn rootfs_propagation_is_applied_to_the_root_mount() {
+    let rt = Rt::new();
+    let mut spec = default_spec(&[]);
+    spec["linux"]["rootfsPropagation"] = json!("shared");
+    let out = rt.sh(spec, "awk '$5 == \"/\"' /proc/self/mountinfo");
+    assert!(out.contains(" shared:"), "{out}");
+    let mut spec = default_spec(&[]);
+    spec["linux"]["rootfsPropagation"] = json!("private");
+    let out = rt.sh(spec, "awk '$5 == \"/\"' /proc/self/mountinfo");
+    assert!(
+        !out.contains("shared:") && !out.contains("master:"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cgroups_path_places_the_container_and_delete_removes_it() {
+    let rt = Rt::new();
+    let name = unique_id("berth-cgpath");
+    let mut spec = default_spec(&[]);
+    spec["linux"]["cgroupsPath"] = json!(format!("/{name}/ctr"));
+    let out = rt.sh(spec, "grep ':pids:' /proc/self/cgroup");
+    assert_eq!(
+        out.trim().rsplit(':').next().unwrap(),
+        format!("/{name}/ctr")
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/pids/{name}/ctr")).exists(),
+        "the container's cgroup was not removed"
+    );
+    // The parent the path named is not the runtime's to remove; clean up.
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(h.path().join(&name));
+    }
+}
+
+#[test]
+fn exec_adds_capabilities_and_no_new_privs() {
+    let rt = Rt::new();
+    let mut spec = sleeper();
+    spec["process"]["noNewPrivileges"] = json!(false);
+    let bundle = Bundle::new(&spec);
+    let id = unique_id("execcap");
+    rt.up(&bundle, &id, true);
+    let plain = rt.ok(&["exec", &id, "cat", "/proc/self/status"]);
+    assert_eq!(status_field(&plain, "NoNewPrivs"), "0");
+    let eff: u64 = u64::from_str_radix(&status_field(&plain, "CapEff"), 16).unwrap();
+    assert_eq!(eff & (1 << 21), 0, "CAP_SYS_ADMIN without --cap");
+    let more = rt.ok(&[
+        "exec",
+        "--cap",
+        "CAP_SYS_ADMIN",
+        "--no-new-privs",
+        &id,
+        "cat",
+        "/proc/self/status",
+    ]);
+    assert_eq!(status_field(&more, "NoNewPrivs"), "1");
+    let eff: u64 = u64::from_str_radix(&status_field(&more, "CapEff"), 16).unwrap();
+    assert_ne!(
+        eff & (1 << 21),
+        0,
+        "--cap CAP_SYS_ADMIN not in CapEff: {eff:x}"
+    );
+    rt.ok(&["delete", "--force", &id]);
+}

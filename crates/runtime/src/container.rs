@@ -958,9 +958,12 @@ impl Container {
             .unwrap_or_default()
     }
 
+    /// The state handed to hooks: `status` as the stage implies, and the
+    /// init's pid even if it has already exited.
     fn state_json(&self, status: &str) -> Vec<u8> {
         let mut v = serde_json::to_value(self.state()).unwrap_or_default();
         v["status"] = status.into();
+        v["pid"] = self.record.init_pid.into();
         serde_json::to_vec(&v).unwrap_or_default()
     }
 
