@@ -765,7 +765,7 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     }
     let mut slave = None;
     if let Some(sock) = &plan.console {
-        match console_setup(sock) {
+        match console_setup(sock, plan.process.console_size) {
             Ok(s) => slave = Some(s),
             Err(e) => ch.fail(&e),
         }
@@ -860,8 +860,14 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
 /// Allocates the container's pty (after pivot_root, so it belongs to the
 /// container's devpts), binds the slave on /dev/console and sends the master
 /// over the console socket.
-fn console_setup(sock: &UnixStream) -> std::result::Result<OwnedFd, String> {
+fn console_setup(
+    sock: &UnixStream,
+    size: Option<(u16, u16)>,
+) -> std::result::Result<OwnedFd, String> {
     let (master, slave) = crate::console::new_pty().map_err(|e| e.to_string())?;
+    if let Some((rows, cols)) = size {
+        crate::console::set_window_size(&master, rows, cols).map_err(|e| e.to_string())?;
+    }
     let slave_path = crate::console::pty_slave_path(&master).map_err(|e| e.to_string())?;
     if !Path::new("/dev/console").exists() {
         let _ = std::fs::File::create("/dev/console");
@@ -1261,6 +1267,9 @@ fn exec_p1(
     let mut slave = None;
     if let Some(sock) = console {
         let pty = crate::console::new_pty().and_then(|(m, s)| {
+            if let Some((rows, cols)) = p.console_size {
+                crate::console::set_window_size(&m, rows, cols)?;
+            }
             crate::console::send_master_on(sock.as_fd(), &m)?;
             Ok(s)
         });

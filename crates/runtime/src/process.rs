@@ -38,6 +38,8 @@ pub(crate) struct Prepared {
     pub rlimits: Vec<(Resource, u64, u64)>,
     pub caps: Option<CapSets>,
     pub no_new_privs: bool,
+    /// process.consoleSize as (rows, cols), when both are non-zero.
+    pub console_size: Option<(u16, u16)>,
     pub preserve_fds: u32,
 }
 
@@ -122,6 +124,16 @@ pub(crate) fn prepare(p: &Process, preserve_fds: u32) -> Result<Prepared> {
             .map(|r| (resource(r.typ()), r.soft(), r.hard()))
             .collect(),
         caps,
+        console_size: p
+            .console_size()
+            .as_ref()
+            .map(|b| {
+                (
+                    b.height().min(u16::MAX as u64) as u16,
+                    b.width().min(u16::MAX as u64) as u16,
+                )
+            })
+            .filter(|(r, c)| *r > 0 && *c > 0),
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         preserve_fds,
     })
