@@ -62,8 +62,8 @@ hyperfine --warmup 1 --runs "$RUNS" --export-json "$WORK/unpack.json" \
     -n "tar -xzf" "mkdir $OUT && tar -xzf $LAYER -C $OUT" \
     -n "umoci unpack" "umoci unpack --image $LAYOUT:bench $OUT" \
     -n "berth apply" "$BERTH $LAYER $OUT" \
-    -n "berth apply, one writer (--threads 0)" "$BERTH $LAYER $OUT --threads 0" \
-    -n "berth apply, pool always (--pool-above-ns 0)" "$BERTH $LAYER $OUT --pool-above-ns 0"
+    -n "berth apply, 2 writers when creates are slow" "$BERTH $LAYER $OUT --threads 2" \
+    -n "berth apply, 2 writers always" "$BERTH $LAYER $OUT --threads 2 --pool-above-ns 0"
 rm -rf "$OUT"
 
 python3 - "$WORK/unpack.json" <<'PY'

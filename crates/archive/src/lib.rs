@@ -97,7 +97,8 @@ pub struct ApplyOptions {
     /// (checked once 16 MiB have been inflated; 0 disables).
     pub max_ratio: u64,
     /// Threads that write small regular files while the parsing thread goes
-    /// on (0: the parsing thread writes everything).
+    /// on (0, the default: the parsing thread writes everything; measured
+    /// fastest here, see bench/README.md).
     pub threads: usize,
     /// Hand files to those threads only while creating a file takes at least
     /// this long on average (nanoseconds; 0: always). On a quiet disk creates
@@ -118,7 +119,7 @@ impl Default for ApplyOptions {
             expected_diff_id: None,
             max_size: 64 << 30,
             max_ratio: 1000,
-            threads: 2,
+            threads: 0,
             pool_above_create_ns: 50_000,
             lowers: Vec::new(),
         }
