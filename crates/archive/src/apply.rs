@@ -917,28 +917,22 @@ pub fn apply_layer<R: Read + Send>(
     target: &Path,
     options: &ApplyOptions,
 ) -> Result<Applied, ApplyError> {
-    let root = nix::fcntl::open(
-        target,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| ApplyError::Target {
-        path: target.to_path_buf(),
-        source: e.into(),
-    })?;
+    let open_dir = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ApplyError::Target {
+            path: p.to_path_buf(),
+            source: e.into(),
+        })
+    };
+    let root = open_dir(target)?;
     let mut lowers = Vec::new();
     if options.whiteouts == WhiteoutMode::Overlay {
         for l in &options.lowers {
-            let fd = nix::fcntl::open(
-                l.as_path(),
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| ApplyError::Target {
-                path: l.clone(),
-                source: e.into(),
-            })?;
-            lowers.push(fd);
+            lowers.push(open_dir(l)?);
         }
     }
 
