@@ -355,3 +355,43 @@ fn concurrent_unpacks_of_one_image_share_the_layers() {
     assert_eq!(all, want, "one committed snapshot per layer, no leftovers");
     assert_eq!(fs::read_dir(s.root().join("snapshots")).unwrap().count(), 3);
 }
+
+#[test]
+fn open_falls_back_to_copy_where_overlay_cannot_mount() {
+    berth_testutil::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let [l, u, w, m] = ["l", "u", "w", "m"].map(|d| tmp.path().join(d));
+    for d in [&l, &u, &w, &m] {
+        fs::create_dir_all(d).unwrap();
+    }
+    // An overlayfs cannot hold another overlay's upper directory.
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        u.display(),
+        w.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &m,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .unwrap();
+    let _unmount = Mounted(m.clone());
+    let s = Snapshotter::open(&m.join("store"), None).unwrap();
+    assert_eq!(s.driver(), Driver::Copy);
+    let layer = tar_of(&[("f", b"x")]);
+    let id = diff_id(&layer);
+    let mut open = |_i: usize| -> Result<(Box<dyn Read + Send + '_>, Compression), String> {
+        Ok((Box::new(&layer[..]), Compression::None))
+    };
+    let top = unpack_chain(&s, std::slice::from_ref(&id), &mut open, &opts())
+        .unwrap()
+        .unwrap();
+    s.prepare("ctr", Some(&top)).unwrap();
+    assert_eq!(fs::read(s.fs_dir("ctr").unwrap().join("f")).unwrap(), b"x");
+    s.remove("ctr").unwrap();
+    s.remove(&top).unwrap();
+}
