@@ -324,12 +324,7 @@ fn bad_bundles_name_the_problem_and_leave_nothing_behind() {
     // Missing rootfs.
     let bundle = Bundle::new(&sleeper());
     std::fs::remove_dir_all(bundle.rootfs()).unwrap();
-    let err = rt.fails(&[
-        "create",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &unique_id("bad"),
-    ]);
+    let err = create_fails(&rt, &bundle);
     assert!(
         err.contains("root.path") && err.contains("does not exist"),
         "{err}"
@@ -338,12 +333,7 @@ fn bad_bundles_name_the_problem_and_leave_nothing_behind() {
     // Malformed JSON.
     let bundle = Bundle::new(&sleeper());
     std::fs::write(bundle.path().join("config.json"), "{\"ociVersion\": ").unwrap();
-    let err = rt.fails(&[
-        "create",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &unique_id("bad"),
-    ]);
+    let err = create_fails(&rt, &bundle);
     assert!(
         err.contains("config.json") && err.contains("malformed JSON"),
         "{err}"
@@ -353,36 +343,21 @@ fn bad_bundles_name_the_problem_and_leave_nothing_behind() {
     let mut spec = sleeper();
     spec["process"]["capabilities"]["bounding"] = json!(["CAP_NOT_A_THING"]);
     bundle.write_config(&spec);
-    let err = rt.fails(&[
-        "create",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &unique_id("bad"),
-    ]);
+    let err = create_fails(&rt, &bundle);
     assert!(err.contains("process.capabilities.bounding"), "{err}");
 
     // Empty args.
     let mut spec = sleeper();
     spec["process"]["args"] = json!([]);
     bundle.write_config(&spec);
-    let err = rt.fails(&[
-        "create",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &unique_id("bad"),
-    ]);
+    let err = create_fails(&rt, &bundle);
     assert!(err.contains("process.args"), "{err}");
 
     // Hostname without a UTS namespace.
     let mut spec = sleeper();
     spec["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "pid"}]);
     bundle.write_config(&spec);
-    let err = rt.fails(&[
-        "create",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &unique_id("bad"),
-    ]);
+    let err = create_fails(&rt, &bundle);
     assert!(err.contains("hostname") && err.contains("UTS"), "{err}");
 
     // Failure inside the init (a mount that cannot be made) is reported and
@@ -390,12 +365,7 @@ fn bad_bundles_name_the_problem_and_leave_nothing_behind() {
     let mut spec = sleeper();
     spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/no/such/source", "options": ["bind"]}));
     bundle.write_config(&spec);
-    let err = rt.fails(&[
-        "create",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &unique_id("bad"),
-    ]);
+    let err = create_fails(&rt, &bundle);
     assert!(err.contains("/no/such/source"), "{err}");
 
     assert!(
@@ -473,4 +443,14 @@ fn run_with_a_terminal_and_no_console_socket_proxies_the_pty() {
     assert_eq!(code, 4, "{err}");
     assert_eq!(out, "/dev/pts/0\r\non-a-tty\r\n");
     assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());
+}
+
+/// `create` of `bundle` under a fresh id, which must fail; returns stderr.
+fn create_fails(rt: &Rt, bundle: &Bundle) -> String {
+    rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("bad"),
+    ])
 }

@@ -457,18 +457,8 @@ impl Runtime {
             .as_ref()
             .ok_or_else(|| Error::Init("no linux section".into()))?;
         let join = CgroupJoin::prepare(cg, true)?;
-        let p1 = match join.fork()? {
-            ForkResult::Child => {
-                drop(parent);
-                if let Err(e) = join.join_self() {
-                    child.fail(&e);
-                }
-                // No host directory may stay open in the container.
-                drop(join);
-                p1_main(&child, &mut plan)
-            }
-            ForkResult::Parent { child: p1 } => p1,
-        };
+        let p1 = join.spawn(&parent, &child, || p1_main(&child, &mut plan))?;
+        drop(join);
         drop(child);
         plan.listener = None;
         plan.console = None;
@@ -1177,17 +1167,10 @@ impl Container {
         let cg = self.cgroup()?;
         let join = CgroupJoin::prepare(cg.as_ref(), false)?;
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
-        let p1 = match join.fork()? {
-            ForkResult::Child => {
-                drop(parent);
-                if let Err(e) = join.join_self() {
-                    child.fail(&e);
-                }
-                drop(join);
-                exec_p1(&child, joins, &prepared, console.as_ref())
-            }
-            ForkResult::Parent { child: p1 } => p1,
-        };
+        let p1 = join.spawn(&parent, &child, || {
+            exec_p1(&child, joins, &prepared, console.as_ref())
+        })?;
+        drop(join);
         drop(child);
         drop(console);
         let setup = (|| -> Result<()> {
@@ -1329,6 +1312,28 @@ impl CgroupJoin {
             )?;
         }
         Ok(r)
+    }
+
+    /// Forks a child that joins the cgroup, closes the parent's end of the
+    /// sync socket and the cgroup descriptors (no host directory may stay
+    /// open in the container), then runs `body`, which never returns.
+    fn spawn(&self, parent_end: &Channel, child_end: &Channel, body: impl FnOnce()) -> Result<Pid> {
+        match self.fork()? {
+            ForkResult::Parent { child } => Ok(child),
+            ForkResult::Child => {
+                // The child execs or _exits and never runs destructors, so
+                // closing these descriptors by number cannot close twice.
+                let _ = nix::unistd::close(parent_end.0.as_raw_fd());
+                if let Err(e) = self.join_self() {
+                    child_end.fail(&e);
+                }
+                if let Some((_, fd)) = &self.v2 {
+                    let _ = nix::unistd::close(fd.as_raw_fd());
+                }
+                body();
+                crate::sys::exit_now(1)
+            }
+        }
     }
 
     /// In the child: moves the calling (single-threaded) process into every
