@@ -484,13 +484,32 @@ impl Snapshotter {
             source: s(src),
             options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()],
         };
-        let m = match (r.kind, self.driver) {
-            (Kind::Committed, _) => bind(&own.join("fs"), true),
-            (Kind::Active, Driver::Copy) => bind(&own.join("fs"), false),
-            (Kind::View, Driver::Copy) => match parents.first() {
-                Some(p) => bind(p, true),
-                None => bind(&own.join("fs"), true),
+        let read_only = |layers: &[PathBuf]| match layers {
+            [] => bind(&own.join("fs"), true),
+            [one] => bind(one, true),
+            many => Mount {
+                kind: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![
+                    "ro".into(),
+                    format!(
+                        "lowerdir={}",
+                        many.iter().map(|p| s(p)).collect::<Vec<_>>().join(":")
+                    ),
+                ],
             },
+        };
+        let m = match (r.kind, self.driver) {
+            // A copy-driver snapshot holds the whole tree.
+            (Kind::Committed, Driver::Copy) => bind(&own.join("fs"), true),
+            (Kind::Active, Driver::Copy) => bind(&own.join("fs"), false),
+            (Kind::View, Driver::Copy) => read_only(&parents[..parents.len().min(1)]),
+            // An overlay layer holds only its diff: stack it on its parents.
+            (Kind::Committed, Driver::Overlay) => {
+                let mut layers = vec![own.join("fs")];
+                layers.extend(parents);
+                read_only(&layers)
+            }
             (Kind::Active, Driver::Overlay) if parents.is_empty() => bind(&own.join("fs"), false),
             (Kind::Active, Driver::Overlay) => Mount {
                 kind: "overlay".into(),
@@ -505,21 +524,7 @@ impl Snapshotter {
                     ),
                 ],
             },
-            (Kind::View, Driver::Overlay) => match parents.len() {
-                0 => bind(&own.join("fs"), true),
-                1 => bind(&parents[0], true),
-                _ => Mount {
-                    kind: "overlay".into(),
-                    source: "overlay".into(),
-                    options: vec![
-                        "ro".into(),
-                        format!(
-                            "lowerdir={}",
-                            parents.iter().map(|p| s(p)).collect::<Vec<_>>().join(":")
-                        ),
-                    ],
-                },
-            },
+            (Kind::View, Driver::Overlay) => read_only(&parents),
         };
         Ok(vec![m])
     }

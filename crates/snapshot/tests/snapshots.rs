@@ -181,6 +181,11 @@ fn shared_layers_are_unpacked_once() {
             "{driver:?}: whiteout hides the base layer's dir"
         );
         assert!(!mnt.join("app/one").exists());
+        // A committed layer mounts with everything below it.
+        let top_mnt = tmp.path().join("top");
+        let _t = Mounted::new(&s, &top2, &top_mnt);
+        assert_eq!(fs::read(top_mnt.join("app/two")).unwrap(), b"2");
+        assert!(!top_mnt.join("etc").exists(), "{driver:?}");
     }
 }
 
