@@ -36,7 +36,22 @@ impl Channel {
 
     /// Receives one message; None when the other side closed its end.
     pub fn recv(&self) -> nix::Result<Option<(u8, Vec<u8>)>> {
-        let mut buf = vec![0u8; 1 << 20];
+        // Peek at the length first: most messages are a few bytes, and a
+        // large zeroed buffer per message costs page faults.
+        let mut probe = [0u8; 1];
+        let len = loop {
+            match recv(
+                self.0.as_raw_fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+                Ok(0) => return Ok(None),
+                Ok(n) => break n,
+            }
+        };
+        let mut buf = vec![0u8; len];
         loop {
             match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Err(Errno::EINTR) => continue,
@@ -56,5 +71,22 @@ impl Channel {
     pub fn fail(&self, msg: &str) -> ! {
         let _ = self.send(b'E', msg.as_bytes());
         crate::sys::exit_now(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_their_boundaries_and_size() {
+        let (a, b) = pair().unwrap();
+        let big = vec![7u8; 100_000];
+        a.send(b'X', b"small").unwrap();
+        a.send(b'Y', &big).unwrap();
+        assert_eq!(b.recv().unwrap(), Some((b'X', b"small".to_vec())));
+        assert_eq!(b.recv().unwrap(), Some((b'Y', big)));
+        drop(a);
+        assert_eq!(b.recv().unwrap(), None);
     }
 }
