@@ -1106,3 +1106,46 @@ fn docker_schema2_manifests_load_resolve_and_save() {
         .arg(format!("oci-archive:{}", again.display())));
     assert!(config.contains("echo hi"), "{config}");
 }
+
+#[test]
+fn zstd_layers_load_with_their_diff_ids_checked() {
+    let env = Env::new();
+    env.import_busybox("busybox");
+    let archive = env.path("busybox.tar");
+    env.ok(&["save", "busybox", "-o", archive.to_str().unwrap()]);
+    let layout = env.path("zstd");
+    run(Command::new(require_peer("skopeo"))
+        .args(["copy", "--dest-compress", "--dest-compress-format", "zstd"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:z", layout.display())));
+    let (layer, _) = first_layer(&layout);
+
+    let other = Env::new();
+    other.ok(&["load", layout.to_str().unwrap(), "--name", "zst"]);
+    let inspect: Vec<Value> = serde_json::from_str(&other.ok(&["inspect", "zst:z"])).unwrap();
+    assert_eq!(
+        inspect[0]["Manifest"]["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        inspect[0]["Manifest"]["layers"][0]["digest"],
+        layer.as_str()
+    );
+    other.assert_fsck_clean();
+
+    // Declared as gzip, but the content is zstd: refused by name.
+    let (digest, mut manifest) = layout_manifest(&layout);
+    manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
+    set_manifest(&layout, &manifest);
+    let third = Env::new();
+    third.fails_with(
+        &["load", layout.to_str().unwrap(), "--name", "zst"],
+        &[
+            "declared as application/vnd.oci.image.layer.v1.tar+gzip",
+            "Zstd",
+            &layer,
+        ],
+    );
+    third.assert_nothing_loaded();
+    assert_ne!(digest, layout_manifest(&layout).0);
+}
