@@ -168,6 +168,52 @@ enum Cmd {
     },
     /// Print the features this runtime supports (JSON).
     Features,
+    /// Change the resource limits of a running container.
+    Update(UpdateArgs),
+    /// Print the container's resource usage (JSON), once or every interval.
+    Events {
+        /// Container id.
+        id: String,
+        /// Print the stats once and exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often to print (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpdateArgs {
+    /// Container id.
+    id: String,
+    /// LinuxResources JSON file ("-" for stdin); the flags below override it.
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Memory limit in bytes (k, m, g suffixes allowed).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Memory plus swap limit in bytes (-1 for unlimited).
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// CPU CFS quota in microseconds.
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    /// CPUs to use (e.g. 0-1).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes to use.
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -316,6 +362,12 @@ fn run(cli: Cli) -> Result<i32> {
         } => ps(&rt, &id, format, ps_args)?,
         Cmd::Pause { id } => rt.load(&id)?.pause()?,
         Cmd::Resume { id } => rt.load(&id)?.resume()?,
+        Cmd::Update(args) => update(&rt, args)?,
+        Cmd::Events {
+            id,
+            stats,
+            interval,
+        } => events(&rt, &id, stats, &interval)?,
         Cmd::Features => {
             let mut out = std::io::stdout().lock();
             out.write_all(&serde_json::to_vec_pretty(
@@ -528,9 +580,127 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_intervals_parse_like_runc() {
+        assert_eq!(parse_bytes("--memory", "512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("--memory", "1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("--memory", "4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("--memory-swap", "-1").unwrap(), -1);
+        assert!(parse_bytes("--memory", "lots")
+            .unwrap_err()
+            .to_string()
+            .contains("lots"));
+        assert_eq!(
+            parse_interval("500ms").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_interval("5s").unwrap(),
+            std::time::Duration::from_secs(5)
+        );
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
     fn user_flag_parses_uid_and_gid() {
         assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
         assert_eq!(parse_user("7").unwrap(), (7, None));
         assert!(parse_user("bob").unwrap_err().to_string().contains("bob"));
+    }
+}
+
+/// "512m" → 536870912 (k, m, g: powers of 1024, optional trailing "b");
+/// negative values ("-1": unlimited) are kept as they are.
+fn parse_bytes(flag: &str, v: &str) -> Result<i64> {
+    let lower = v.to_ascii_lowercase();
+    let body = lower.strip_suffix('b').unwrap_or(&lower);
+    let (num, mult) = match body.char_indices().last() {
+        Some((i, 'k')) => (&body[..i], 1i64 << 10),
+        Some((i, 'm')) => (&body[..i], 1 << 20),
+        Some((i, 'g')) => (&body[..i], 1 << 30),
+        _ => (body, 1),
+    };
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("{flag} {v:?}: not a size (use bytes or a k/m/g suffix)"))?;
+    Ok(if n < 0 { n } else { n * mult })
+}
+
+fn update(rt: &Runtime, a: UpdateArgs) -> Result<()> {
+    let c = rt.load(&a.id)?;
+    let mut res = match &a.resources {
+        Some(p) => {
+            let data = if p.as_os_str() == "-" {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+                v
+            } else {
+                std::fs::read(p)
+                    .with_context(|| format!("cannot read --resources {}", p.display()))?
+            };
+            serde_json::to_value(berth_runtime::spec::parse_resources(p, &data)?)?
+        }
+        None => serde_json::json!({}),
+    };
+    if let Some(m) = &a.memory {
+        res["memory"]["limit"] = parse_bytes("--memory", m)?.into();
+    }
+    if let Some(m) = &a.memory_swap {
+        res["memory"]["swap"] = parse_bytes("--memory-swap", m)?.into();
+    }
+    if let Some(p) = a.pids_limit {
+        res["pids"]["limit"] = p.into();
+    }
+    if let Some(v) = a.cpu_shares {
+        res["cpu"]["shares"] = v.into();
+    }
+    if let Some(v) = a.cpu_quota {
+        res["cpu"]["quota"] = v.into();
+    }
+    if let Some(v) = a.cpu_period {
+        res["cpu"]["period"] = v.into();
+    }
+    if let Some(v) = &a.cpuset_cpus {
+        res["cpu"]["cpus"] = v.clone().into();
+    }
+    if let Some(v) = &a.cpuset_mems {
+        res["cpu"]["mems"] = v.clone().into();
+    }
+    let res = berth_runtime::spec::parse_resources(
+        std::path::Path::new("update flags"),
+        &serde_json::to_vec(&res)?,
+    )?;
+    c.update(&res)?;
+    Ok(())
+}
+
+/// Go-style duration: "5s", "500ms", "1m".
+fn parse_interval(v: &str) -> Result<std::time::Duration> {
+    let bad = || anyhow::anyhow!("--interval {v:?}: use a duration like 5s or 500ms");
+    let (num, unit) = v
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| v.split_at(i))
+        .ok_or_else(bad)?;
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        _ => return Err(bad()),
+    })
+}
+
+fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> {
+    let c = rt.load(id)?;
+    let every = parse_interval(interval)?;
+    loop {
+        let stats = c.stats()?;
+        let line = serde_json::json!({"type": "stats", "id": id, "data": stats});
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(every);
     }
 }

@@ -483,3 +483,38 @@ fn exec_adds_capabilities_and_no_new_privs() {
     );
     rt.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn update_changes_limits_and_events_reports_stats() {
+    let rt = Rt::new();
+    let mut spec = sleeper();
+    spec["linux"]["resources"] = json!({"pids": {"limit": 100}});
+    let bundle = Bundle::new(&spec);
+    let id = unique_id("update");
+    rt.up(&bundle, &id, true);
+    let pids_max = || rt.ok(&["exec", &id, "cat", "/sys/fs/cgroup/pids/pids.max"]);
+    assert_eq!(pids_max(), "100\n");
+    rt.ok(&["update", "--pids-limit", "7", "--memory", "64m", &id]);
+    assert_eq!(pids_max(), "7\n");
+    let mem = rt.ok(&[
+        "exec",
+        &id,
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    assert_eq!(mem, format!("{}\n", 64 << 20));
+    let res = bundle.path().join("res.json");
+    std::fs::write(&res, r#"{"pids": {"limit": 9}}"#).unwrap();
+    rt.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
+    assert_eq!(pids_max(), "9\n");
+    std::fs::write(&res, r#"{"pids": {"limit": "nine"}}"#).unwrap();
+    let err = rt.fails(&["update", "--resources", res.to_str().unwrap(), &id]);
+    assert!(err.contains("pids.limit"), "{err}");
+
+    let line = rt.ok(&["events", "--stats", &id]);
+    let ev: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["id"], id.as_str());
+    assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
+    rt.ok(&["delete", "--force", &id]);
+}

@@ -1063,6 +1063,26 @@ impl Container {
         }
     }
 
+    /// Writes new resource limits to the container's cgroup (`update`).
+    pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        if self.status() == Status::Stopped {
+            return Err(Error::NotRunning {
+                id: self.record.id.clone(),
+            });
+        }
+        Ok(self.cgroup()?.set(resources)?)
+    }
+
+    /// Usage counters of the container's cgroup (`events --stats`).
+    pub fn stats(&self) -> Result<berth_cgroups::Stats> {
+        if self.status() == Status::Stopped {
+            return Err(Error::NotRunning {
+                id: self.record.id.clone(),
+            });
+        }
+        Ok(self.cgroup()?.stats()?)
+    }
+
     /// Host pids of every process in the container's cgroup.
     pub fn pids(&self) -> Result<Vec<i32>> {
         Ok(self.cgroup()?.pids()?)

@@ -280,3 +280,9 @@ pub fn add_capabilities(p: &mut Process, names: &[String]) -> Result<()> {
     p.set_capabilities(Some(caps));
     Ok(())
 }
+
+/// Parses `LinuxResources` JSON (`update --resources`), naming the field of
+/// any error; `path` names the source in messages.
+pub fn parse_resources(path: &Path, data: &[u8]) -> Result<oci_spec::runtime::LinuxResources> {
+    parse_json(path, data)
+}
