@@ -563,51 +563,6 @@ fn ps(rt: &Runtime, id: &str, format: Format, ps_args: Vec<String>) -> Result<()
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_pads_like_runc() {
-        let rows = vec![
-            vec!["ID".into(), "PID".into(), "OWNER".into()],
-            vec!["t1".into(), "18285".into(), "root".into()],
-        ];
-        assert_eq!(
-            table(&rows),
-            "ID          PID         OWNER\nt1          18285       root\n"
-        );
-    }
-
-    #[test]
-    fn sizes_and_intervals_parse_like_runc() {
-        assert_eq!(parse_bytes("--memory", "512m").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("--memory", "1G").unwrap(), 1 << 30);
-        assert_eq!(parse_bytes("--memory", "4096").unwrap(), 4096);
-        assert_eq!(parse_bytes("--memory-swap", "-1").unwrap(), -1);
-        assert!(parse_bytes("--memory", "lots")
-            .unwrap_err()
-            .to_string()
-            .contains("lots"));
-        assert_eq!(
-            parse_interval("500ms").unwrap(),
-            std::time::Duration::from_millis(500)
-        );
-        assert_eq!(
-            parse_interval("5s").unwrap(),
-            std::time::Duration::from_secs(5)
-        );
-        assert!(parse_interval("soon").is_err());
-    }
-
-    #[test]
-    fn user_flag_parses_uid_and_gid() {
-        assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
-        assert_eq!(parse_user("7").unwrap(), (7, None));
-        assert!(parse_user("bob").unwrap_err().to_string().contains("bob"));
-    }
-}
-
 /// "512m" → 536870912 (k, m, g: powers of 1024, optional trailing "b");
 /// negative values ("-1": unlimited) are kept as they are.
 fn parse_bytes(flag: &str, v: &str) -> Result<i64> {
@@ -702,5 +657,50 @@ fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> {
             return Ok(());
         }
         std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_like_runc() {
+        let rows = vec![
+            vec!["ID".into(), "PID".into(), "OWNER".into()],
+            vec!["t1".into(), "18285".into(), "root".into()],
+        ];
+        assert_eq!(
+            table(&rows),
+            "ID          PID         OWNER\nt1          18285       root\n"
+        );
+    }
+
+    #[test]
+    fn sizes_and_intervals_parse_like_runc() {
+        assert_eq!(parse_bytes("--memory", "512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("--memory", "1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("--memory", "4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("--memory-swap", "-1").unwrap(), -1);
+        assert!(parse_bytes("--memory", "lots")
+            .unwrap_err()
+            .to_string()
+            .contains("lots"));
+        assert_eq!(
+            parse_interval("500ms").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_interval("5s").unwrap(),
+            std::time::Duration::from_secs(5)
+        );
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn user_flag_parses_uid_and_gid() {
+        assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
+        assert_eq!(parse_user("7").unwrap(), (7, None));
+        assert!(parse_user("bob").unwrap_err().to_string().contains("bob"));
     }
 }
