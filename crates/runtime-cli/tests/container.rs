@@ -518,3 +518,55 @@ fn update_changes_limits_and_events_reports_stats() {
     assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
     rt.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn a_user_namespace_can_be_joined_by_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = Rt::new();
+    let mut owner = sleeper();
+    owner["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    owner["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+    owner["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+    let bundle = Bundle::new(&owner);
+    std::fs::set_permissions(bundle.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = unique_id("userns-owner");
+    rt.up(&bundle, &id, true);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+
+    let mut joiner = default_spec(&[]);
+    joiner["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user", "path": format!("/proc/{pid}/ns/user")}));
+    joiner["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/user; cat /proc/self/uid_map"
+    ]);
+    let bundle2 = Bundle::new(&joiner);
+    std::fs::set_permissions(bundle2.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, out, err) = rt.run(&bundle2);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<_> = out.lines().collect();
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    assert_eq!(lines[0], theirs.to_str().unwrap());
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "300000", "65536"]
+    );
+    // exec joins the user namespace first and runs as its root.
+    assert_eq!(
+        rt.ok(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "id -u; touch /dev/shm/x && echo wrote"
+        ]),
+        "0\nwrote\n"
+    );
+    rt.ok(&["delete", "--force", &id]);
+}

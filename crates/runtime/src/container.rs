@@ -675,6 +675,9 @@ fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         if let Err(e) = nix::sched::setns(&fd, flag) {
             ch.fail(&format!("cannot join namespace {flag:?}: {e}"));
         }
+        if flag.contains(CloneFlags::CLONE_NEWUSER) {
+            become_ns_root(ch);
+        }
     }
     if plan.ns.new_user {
         if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
@@ -683,15 +686,7 @@ fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         if ch.send(b'U', b"").is_err() || !matches!(ch.recv(), Ok(Some((b'u', _)))) {
             crate::sys::exit_now(1);
         }
-        let root_u = nix::unistd::Uid::from_raw(0);
-        let root_g = nix::unistd::Gid::from_raw(0);
-        if let Err(e) = nix::unistd::setresgid(root_g, root_g, root_g)
-            .and_then(|_| nix::unistd::setresuid(root_u, root_u, root_u))
-        {
-            ch.fail(&format!(
-                "cannot become root in the user namespace (map container id 0): {e}"
-            ));
-        }
+        become_ns_root(ch);
     }
     if let Err(e) = nix::sched::unshare(plan.ns.new_flags) {
         ch.fail(&format!(
@@ -1255,6 +1250,9 @@ fn exec_p1(
                 "cannot join the container's namespace {flag:?}: {e}"
             ));
         }
+        if flag.contains(CloneFlags::CLONE_NEWUSER) {
+            become_ns_root(ch);
+        }
     }
     match crate::sys::fork() {
         Ok(ForkResult::Parent { child }) => {
@@ -1385,4 +1383,18 @@ fn become_process(ch: &Channel, p: &Prepared, slave: Option<OwnedFd>) -> std::ff
         }
     }
     program
+}
+
+/// After entering a user namespace: become its root (container uid/gid 0),
+/// so files the setup creates get a mapped owner.
+fn become_ns_root(ch: &Channel) {
+    let root_u = nix::unistd::Uid::from_raw(0);
+    let root_g = nix::unistd::Gid::from_raw(0);
+    if let Err(e) = nix::unistd::setresgid(root_g, root_g, root_g)
+        .and_then(|_| nix::unistd::setresuid(root_u, root_u, root_u))
+    {
+        ch.fail(&format!(
+            "cannot become root in the user namespace (map container id 0): {e}"
+        ));
+    }
 }
