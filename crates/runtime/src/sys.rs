@@ -179,13 +179,26 @@ struct MountAttr {
 /// hold of it (e.g. by exec'ing a `#!/proc/self/exe` script) can never
 /// reopen the host's binary for writing. Callers that fork containers
 /// in-process (`berth run`) call this first thing in `main`. Returns only
-/// when the binary already runs read-only, or when the kernel lacks
-/// open_tree/mount_setattr (then the error says so).
+/// when the binary already runs from a read-only mount (then nothing is
+/// re-executed), or with an error when the kernel lacks
+/// open_tree/mount_setattr.
 pub fn reexec_read_only() -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    if std::env::var_os(SEALED_ENV).is_some() {
+    let read_only = nix::sys::statvfs::statvfs("/proc/self/exe")
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false);
+    let reexecuted = std::env::var_os(SEALED_ENV).is_some();
+    if reexecuted {
         std::env::remove_var(SEALED_ENV);
+    }
+    if read_only {
+        // Already sealed (re-executed, or installed on a read-only mount).
         return Ok(());
+    }
+    if reexecuted {
+        return Err(std::io::Error::other(
+            "re-executed from a read-only bind mount, but /proc/self/exe is still writable",
+        ));
     }
     let path = c"/proc/self/exe";
     // SAFETY: open_tree takes a dirfd, a NUL-terminated path and flags, and
