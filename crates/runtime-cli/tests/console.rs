@@ -4,11 +4,8 @@
 //! through the master. Checked against runc 1.1.5 with
 //! `BERTH_TEST_RUNTIME=/usr/sbin/runc`.
 //!
-//! NOTE FOR THE RUNTIME-CORE ENGINEER (2026-11-27): `console_size_is_applied`
-//! fails until `console_setup` in container.rs applies `process.consoleSize`
-//! with `crate::console::set_window_size(&master, height, width)` when both
-//! are non-zero (as runc does), for init and for `exec --tty` (whose
-//! process.json may carry consoleSize too).
+//! `console_size_is_applied` failed until 30d8169 applied
+//! `process.consoleSize` with `console::set_window_size`.
 
 mod e2e_util;
 

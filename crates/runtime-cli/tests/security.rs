@@ -17,23 +17,15 @@
 //! Checked against runc 1.1.5 with `BERTH_TEST_RUNTIME=/usr/sbin/runc`: all
 //! pass (runc exposes its binary only through a read-only bind mount).
 //!
-//! History: berth-runtime failed
+//! History (all pass since): berth-runtime failed
 //! `cve_2019_5736_runtime_binary_not_reachable_from_container` (the attacker
 //! opened the host binary read-write through `/proc/<pid>/exe` of a
 //! `#!/proc/self/exe` exec) until 01447db re-executed the runtime from a
-//! read-only detached bind mount of itself.
-//!
-//! NOTE FOR THE RUNTIME-CORE ENGINEER — FAILING (2026-11-27):
-//! `cve_2024_21626_exec_cwd_cannot_escape_through_a_leaked_fd` and, since
-//! 217e014 (clone3 CLONE_INTO_CGROUP), `cve_2024_21626_cwd_cannot_escape_through_a_leaked_fd`.
-//! `berth-runtime exec --cwd /proc/self/fd/8 <id> sh` lands in the host's
-//! `/sys/fs/cgroup/unified/<id>` (and `process.cwd: /proc/self/fd/6` at
-//! create does the same): a cgroup directory fd is still open in the child
-//! when `process.rs` does `chdir(p.cwd)`, and `cd ../../..` then reaches
-//! the host's `/`. Fix like runc 1.1.12: close (not just
-//! CLOEXEC) every fd above the ones the process needs before the chdir,
-//! and after it check `getcwd()` is inside the root (the kernel reports
-//! "(unreachable)"/ENOENT when it is not) and fail otherwise.
+//! read-only detached bind mount of itself; and both `cve_2024_21626_*cwd*`
+//! tests (`exec --cwd /proc/self/fd/8` landed in the host's
+//! `/sys/fs/cgroup/unified/<id>` through a cgroup directory fd still open at
+//! chdir, and `cd ../..` reached the host's `/`) until 7e65475 closed host
+//! directory fds before the chdir and checked getcwd() afterwards.
 
 mod e2e_util;
 
