@@ -26,7 +26,12 @@ WORK=$(mktemp -d /tmp/berth-bench-runtime.XXXXXX)
 STATE=$WORK/state
 mkdir -p "$STATE"
 mount -t tmpfs -o size=16m tmpfs "$STATE"
+# A sealed install: the binary on a read-only bind mount needs no re-exec.
+SEALED=$WORK/sealed/berth-runtime
+mkdir -p "$WORK/sealed" && touch "$SEALED"
+mount --bind "$BERTH" "$SEALED" && mount -o remount,bind,ro "$SEALED"
 cleanup() {
+    umount "$SEALED" 2>/dev/null || true
     "$BERTH" --root "$STATE/berth-root" delete --force bench-berth >/dev/null 2>&1 || true
     runc --root "$STATE/runc-root" delete --force bench-runc >/dev/null 2>&1 || true
     umount "$STATE" 2>/dev/null || true
@@ -55,13 +60,16 @@ runc --root "$STATE/runc-root" run -b "$BUNDLE" bench-runc
 
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/result.json" \
     -n berth-runtime "$BERTH --root $STATE/berth-root run -b $BUNDLE bench-berth" \
-    -n runc "runc --root $STATE/runc-root run -b $BUNDLE bench-runc"
+    -n runc "runc --root $STATE/runc-root run -b $BUNDLE bench-runc" \
+    -n berth-runtime-sealed "$SEALED --root $STATE/berth-root run -b $BUNDLE bench-berth"
 
 python3 - "$WORK/result.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
-b, c = r["berth-runtime"], r["runc"]
+b, c, s = r["berth-runtime"], r["runc"], r["berth-runtime-sealed"]
 print(f"berth-runtime run: {b['mean']*1000:.2f} ms ± {b['stddev']*1000:.2f} (user {b['user']*1000:.2f} ms, system {b['system']*1000:.2f} ms)")
 print(f"runc run:          {c['mean']*1000:.2f} ms ± {c['stddev']*1000:.2f} (user {c['user']*1000:.2f} ms, system {c['system']*1000:.2f} ms)")
+print(f"sealed install:    {s['mean']*1000:.2f} ms ± {s['stddev']*1000:.2f} (binary on a read-only mount: no re-exec)")
 print(f"ratio berth/runc:  {b['mean']/c['mean']:.3f}  (target <= 0.25)")
+print(f"ratio sealed/runc: {s['mean']/c['mean']:.3f}")
 PY
