@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod images;
 mod registry;
+mod run;
 
 /// Options every subcommand sees.
 #[derive(Debug, clap::Args)]
@@ -55,6 +56,8 @@ enum Command {
     Version,
     #[command(flatten)]
     Image(images::Command),
+    /// Run a command in a new container from an image (foreground).
+    Run(run::RunArgs),
     /// Run a distribution-spec registry server.
     Registry {
         #[command(subcommand)]
@@ -78,6 +81,7 @@ fn main() {
             Ok(0)
         }
         Command::Image(cmd) => images::run(cmd, &cli.global),
+        Command::Run(args) => run::run(args, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
     match result {

@@ -62,6 +62,7 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<i32> {
                 None => berth_registry::Config {
                     storage: berth_registry::config::StorageConfig {
                         root: global.root.join("registry"),
+                        ..Default::default()
                     },
                     ..Default::default()
                 },

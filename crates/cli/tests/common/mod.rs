@@ -1,0 +1,207 @@
+//! Helpers shared by the `berth run` tests: a per-test data root (the
+//! runtime state lives under it too), busybox images made with
+//! `berth import`, and checks that nothing is left behind.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use berth_testutil::require_peer;
+use berth_testutil::{busybox_rootfs, require_root};
+use serde_json::Value;
+
+/// A temporary data root for one test.
+pub struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// A fresh data root (the test must run as root).
+    pub fn new() -> Env {
+        require_root();
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("berth-run-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    /// A path inside the test's directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The data root given to berth.
+    pub fn root(&self) -> PathBuf {
+        self.path("root")
+    }
+
+    /// `berth --root ROOT args...`, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd.env_remove("BERTH_STATE_ROOT");
+        cmd
+    }
+
+    /// Runs berth (stdin /dev/null) and returns its output.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
+    /// Runs berth, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            self.describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Exit status, stdout and stderr, for assertion messages.
+    pub fn describe(&self, out: &Output) -> String {
+        format!(
+            "status {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Asserts the exit code and returns stdout.
+    pub fn stdout_of(&self, out: &Output, code: i32) -> String {
+        assert_eq!(out.status.code(), Some(code), "{}", self.describe(out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Imports a busybox rootfs as image `name` with `--change` entries.
+    pub fn import_busybox(&self, name: &str, changes: &[&str]) {
+        let rootfs = self.path(&format!("{name}-rootfs"));
+        busybox_rootfs(&rootfs);
+        let tar = self.path(&format!("{name}.tar"));
+        tar_dir(&rootfs, &tar);
+        let mut args = vec!["import".to_string()];
+        for c in changes {
+            args.push("--change".into());
+            args.push(c.to_string());
+        }
+        args.push(tar.display().to_string());
+        args.push(name.to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ok(&args);
+    }
+
+    /// Names of every snapshot in the data root's snapshotter.
+    pub fn snapshots(&self) -> Vec<String> {
+        let dir = self.root().join("snapshotter");
+        let snap = berth_snapshot::Snapshotter::open(&dir, None).expect("open snapshotter");
+        let mut names = Vec::new();
+        snap.walk(|i| names.push(i.name.clone())).expect("walk");
+        names.sort();
+        names
+    }
+
+    /// Every `containers/<id>/container.json`.
+    pub fn container_records(&self) -> Vec<Value> {
+        let dir = self.root().join("containers");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry
+                .expect("read containers dir")
+                .path()
+                .join("container.json");
+            if let Ok(data) = std::fs::read(&path) {
+                out.push(serde_json::from_slice(&data).expect("container record JSON"));
+            }
+        }
+        out
+    }
+
+    /// No container directory, runtime state, active snapshot or mount stays.
+    pub fn assert_no_containers_left(&self) {
+        assert!(
+            self.container_records().is_empty(),
+            "container records left"
+        );
+        let dirs: Vec<_> = std::fs::read_dir(self.root().join("containers"))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != ".lock")
+            .collect();
+        assert!(dirs.is_empty(), "container directories left: {dirs:?}");
+        let state: Vec<_> = std::fs::read_dir(self.root().join("run"))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(state.is_empty(), "runtime state left: {state:?}");
+        let active: Vec<_> = self
+            .snapshots()
+            .into_iter()
+            .filter(|n| !n.starts_with("sha256:"))
+            .collect();
+        assert!(active.is_empty(), "active snapshots left: {active:?}");
+        self.assert_no_mounts();
+    }
+
+    /// Nothing is mounted under the test's directory.
+    pub fn assert_no_mounts(&self) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let dir = self.dir.path().display().to_string();
+        let left: Vec<&str> = info.lines().filter(|l| l.contains(&dir)).collect();
+        assert!(left.is_empty(), "mounts left: {left:#?}");
+    }
+
+    /// Runs `berth run --rm EXTRA bb CMD`, waits for it to print "ready",
+    /// sends SIGTERM to berth and returns berth's exit code.
+    pub fn run_then_signal(&self, cmd: &[&str], extra: &[&str]) -> Option<i32> {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.push("bb");
+        args.extend_from_slice(cmd);
+        let mut child = self
+            .command(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn berth run");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("kill berth");
+        child.wait().expect("wait berth").code()
+    }
+}
+
+/// `tar -C dir -cf tar .`
+pub fn tar_dir(dir: &Path, tar: &Path) {
+    let out = Command::new(require_peer("tar"))
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .output()
+        .expect("run tar");
+    assert!(
+        out.status.success(),
+        "tar of {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,348 @@
+//! End-to-end tests of `berth run`: a busybox image made with `berth import`,
+//! run in real namespaces with the runtime library in-process.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use common::Env;
+
+#[test]
+fn echo_prints_and_exit_codes_pass_through() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let out = env.berth(&["run", "--rm", "bb", "echo", "hi"]);
+    assert_eq!(env.stdout_of(&out, 0), "hi\n");
+    let out = env.berth(&["run", "--rm", "bb", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", env.describe(&out));
+    // Killed by a signal: 128 + signal, as docker and podman report.
+    let out = env.berth(&["run", "--rm", "bb", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(out.status.code(), Some(137), "{}", env.describe(&out));
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn rm_leaves_no_snapshot_state_or_mount() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let out = env.berth(&["run", "--rm", "bb", "touch", "/written"]);
+    env.stdout_of(&out, 0);
+    env.assert_no_containers_left();
+    // The committed layer stays (the image needs it); nothing else.
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1, "only the image's layer: {snaps:?}");
+    assert!(snaps[0].starts_with("sha256:"), "{snaps:?}");
+}
+
+#[test]
+fn env_user_workdir_hostname_entrypoint_overrides() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "bb",
+        "sh",
+        "-c",
+        "echo $FOO",
+    ]);
+    assert_eq!(env.stdout_of(&out, 0), "bar\n");
+    // -e KEY passes berth's own value.
+    let out = env
+        .command(&[
+            "run",
+            "--rm",
+            "-e",
+            "PASSED",
+            "bb",
+            "sh",
+            "-c",
+            "echo $PASSED",
+        ])
+        .env("PASSED", "from-host")
+        .output()
+        .expect("run berth");
+    assert_eq!(env.stdout_of(&out, 0), "from-host\n");
+    let out = env.berth(&["run", "--rm", "--user", "daemon", "bb", "id"]);
+    assert_eq!(
+        env.stdout_of(&out, 0),
+        "uid=1(daemon) gid=1(daemon) groups=1(daemon)\n"
+    );
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "-u",
+        "1234:4321",
+        "bb",
+        "sh",
+        "-c",
+        "id -u; id -g",
+    ]);
+    assert_eq!(env.stdout_of(&out, 0), "1234\n4321\n");
+    let out = env.berth(&["run", "--rm", "--user", "nosuchuser", "bb", "id"]);
+    assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuchuser"),
+        "the error names the user: {}",
+        env.describe(&out)
+    );
+    let out = env.berth(&["run", "--rm", "--workdir", "/tmp", "bb", "pwd"]);
+    assert_eq!(env.stdout_of(&out, 0), "/tmp\n");
+    let out = env.berth(&["run", "--rm", "--hostname", "boxy", "bb", "hostname"]);
+    assert_eq!(env.stdout_of(&out, 0), "boxy\n");
+    let out = env.berth(&["run", "--rm", "--entrypoint", "/bin/echo", "bb", "a", "b"]);
+    assert_eq!(env.stdout_of(&out, 0), "a b\n");
+}
+
+#[test]
+fn image_config_env_workdir_user_entrypoint_cmd() {
+    let env = Env::new();
+    env.import_busybox(
+        "conf",
+        &[
+            "ENV GREETING=hello",
+            "WORKDIR /tmp",
+            "USER daemon",
+            r#"ENTRYPOINT ["/bin/sh","-c"]"#,
+            r#"CMD ["echo $GREETING; pwd; id -un"]"#,
+        ],
+    );
+    let out = env.berth(&["run", "--rm", "conf"]);
+    assert_eq!(env.stdout_of(&out, 0), "hello\n/tmp\ndaemon\n");
+    // A command replaces Cmd and keeps the Entrypoint; -e overrides Env.
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hey",
+        "conf",
+        "echo $GREETING",
+    ]);
+    assert_eq!(env.stdout_of(&out, 0), "hey\n");
+    // --entrypoint drops the image's Cmd too (docker's rule).
+    let out = env.berth(&["run", "--rm", "--entrypoint", "pwd", "conf"]);
+    assert_eq!(env.stdout_of(&out, 0), "/tmp\n");
+}
+
+#[test]
+fn volumes_rw_and_ro_and_read_only_root() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let rw = env.path("rw");
+    let ro = env.path("ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("in"), "host data\n").unwrap();
+    let vrw = format!("{}:/data", rw.display());
+    let vro = format!("{}:/ro:ro", ro.display());
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "-v",
+        &vrw,
+        "-v",
+        &vro,
+        "bb",
+        "sh",
+        "-c",
+        "cat /ro/in; echo out > /data/out",
+    ]);
+    assert_eq!(env.stdout_of(&out, 0), "host data\n");
+    assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "out\n");
+    let out = env.berth(&["run", "--rm", "-v", &vro, "bb", "touch", "/ro/new"]);
+    assert_eq!(out.status.code(), Some(1), "{}", env.describe(&out));
+    assert!(!ro.join("new").exists(), "a :ro volume must not be written");
+    let out = env.berth(&["run", "--rm", "--read-only", "bb", "touch", "/new"]);
+    assert_eq!(out.status.code(), Some(1), "{}", env.describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        env.describe(&out)
+    );
+    let out = env.berth(&["run", "--rm", "-v", "relative:/x", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("relative:/x"));
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn without_rm_the_container_is_kept_and_names_are_unique() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let out = env.berth(&[
+        "run",
+        "--name",
+        "keeper",
+        "bb",
+        "sh",
+        "-c",
+        "echo kept > /f; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", env.describe(&out));
+    let records = env.container_records();
+    assert_eq!(records.len(), 1);
+    let rec = &records[0];
+    assert_eq!(rec["name"], "keeper");
+    assert_eq!(rec["status"], "exited");
+    assert_eq!(rec["exit_code"], 3);
+    let key = rec["snapshot"].as_str().unwrap().to_string();
+    assert!(env.snapshots().contains(&key), "snapshot {key} is kept");
+    // The container's changes are in its snapshot's upper directory.
+    let upper = env.root().join("snapshotter/snapshots");
+    let found = std::fs::read_dir(&upper).unwrap().any(|d| {
+        std::fs::read_to_string(d.unwrap().path().join("fs/f")).is_ok_and(|s| s == "kept\n")
+    });
+    assert!(found, "the kept container's write is in its snapshot");
+    let out = env.berth(&["run", "--name", "keeper", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"keeper\" is already in use") && err.contains(rec["id"].as_str().unwrap()),
+        "the conflict names the existing container: {err}"
+    );
+    env.assert_no_mounts();
+}
+
+#[test]
+fn sigterm_to_berth_stops_the_container() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    // A process that handles SIGTERM gets it.
+    let code = env.run_then_signal(
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(42));
+    // An init that ignores SIGTERM (pid 1 without a handler) is killed after
+    // --stop-timeout.
+    let code = env.run_then_signal(
+        &["sh", "-c", "echo ready; exec sleep 1000"],
+        &["--stop-timeout", "1"],
+    );
+    assert_eq!(code, Some(137));
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn gc_during_a_run_keeps_the_running_containers_snapshots() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let mut child = env
+        .command(&[
+            "run",
+            "--rm",
+            "-i",
+            "bb",
+            "sh",
+            "-c",
+            "echo ready; read x; ls /bin/busybox",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn berth run");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // Remove the image and collect: its blobs go, the container's layers stay.
+    env.ok(&["rmi", "bb"]);
+    let gc = env.ok(&["gc"]);
+    assert!(gc.contains("removed 3 blobs"), "gc output: {gc}");
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2, "layer + container snapshot kept: {snaps:?}");
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "/bin/busybox\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // With the container gone, the next gc removes the unneeded layer.
+    let gc = env.ok(&["gc"]);
+    assert!(gc.contains("1 snapshots"), "gc output: {gc}");
+    assert!(env.snapshots().is_empty());
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn gc_keeps_snapshots_of_kept_containers() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let out = env.berth(&["run", "--name", "k", "bb", "true"]);
+    env.stdout_of(&out, 0);
+    env.ok(&["rmi", "bb"]);
+    env.ok(&["gc"]);
+    assert_eq!(env.snapshots().len(), 2, "{:?}", env.snapshots());
+}
+
+#[test]
+fn tty_gives_the_container_a_terminal_with_the_hosts_size() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let script = common::require_peer("script");
+    let cmd = format!(
+        "stty rows 33 cols 77; {} --root {} run --rm -t bb sh -c 'test -t 0 && test -t 1 && echo tty-yes; stty size'",
+        env!("CARGO_BIN_EXE_berth"),
+        env.root().display()
+    );
+    let out = Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("tty-yes"),
+        "the container sees a tty: {text:?}"
+    );
+    assert!(text.contains("33 77"), "the host's window size: {text:?}");
+    // Without -t the container has no terminal, and stdin is /dev/null.
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "bb",
+        "sh",
+        "-c",
+        "test -t 1 || echo no-tty; cat",
+    ]);
+    assert_eq!(env.stdout_of(&out, 0), "no-tty\n");
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn stdin_reaches_the_container_with_i() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let mut child = env
+        .command(&["run", "--rm", "-i", "bb", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+}
+
+#[test]
+fn unknown_image_is_a_clear_error() {
+    let env = Env::new();
+    let out = env.berth(&["run", "--rm", "nosuchimage", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuchimage"),
+        "{}",
+        env.describe(&out)
+    );
+}
