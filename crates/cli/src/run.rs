@@ -428,6 +428,10 @@ fn start_and_wait(
             ),
             None => None,
         };
+        if let Some(m) = &master {
+            // Before start, so the process sees the size from its first ioctl.
+            copy_window_size(m);
+        }
         // Signals are blocked and read from a signalfd from here on (the
         // init was forked before, so it keeps berth's original mask).
         let mut mask = SigSet::empty();
@@ -449,9 +453,7 @@ fn start_and_wait(
         container.start().context("starting the container")?;
         prepared.record.status = "running".into();
         write_record(root, &prepared.record)?;
-        let terminal = master
-            .as_ref()
-            .map(|m| Terminal::enter(m, args.interactive));
+        let terminal = master.as_ref().map(|_| Terminal::enter(args.interactive));
         let code = supervise(
             container.pid(),
             &sfd,
@@ -478,9 +480,8 @@ struct Terminal {
 }
 
 impl Terminal {
-    fn enter(master: &OwnedFd, interactive: bool) -> Terminal {
+    fn enter(interactive: bool) -> Terminal {
         use nix::sys::termios;
-        copy_window_size(master);
         let stdin = std::io::stdin();
         let saved = if interactive {
             termios::tcgetattr(&stdin).ok()
