@@ -145,11 +145,19 @@ fn sha256_hex(data: &[u8]) -> String {
     berth_content::digest_of(data).digest().to_string()
 }
 
+/// Imports busybox as `name` and saves it to the OCI archive `<name>.tar`;
+/// returns the image ID and the archive.
+fn saved_busybox(env: &Env, name: &str) -> (String, PathBuf) {
+    env.import_busybox(name);
+    let id = env.images_json()[0]["id"].as_str().unwrap().to_string();
+    let archive = env.path(&format!("{}.tar", name.replace('/', "_")));
+    env.ok(&["save", name, "-o", archive.to_str().unwrap()]);
+    (id, archive)
+}
+
 /// A skopeo-written OCI layout of a berth-imported busybox, for tampering.
 fn skopeo_layout(env: &Env, name: &str) -> PathBuf {
-    env.import_busybox(name);
-    let archive = env.path("saved.tar");
-    env.ok(&["save", name, "-o", archive.to_str().unwrap()]);
+    let (_, archive) = saved_busybox(env, name);
     let layout = env.path("layout");
     run(Command::new(require_peer("skopeo"))
         .arg("copy")
@@ -289,10 +297,7 @@ fn import_refuses_a_file_that_is_not_a_tarball() {
 #[test]
 fn skopeo_round_trip_through_oci_layout_and_archive() {
     let env = Env::new();
-    env.import_busybox("busybox");
-    let id = env.images_json()[0]["id"].as_str().unwrap().to_string();
-    let archive = env.path("busybox.tar");
-    env.ok(&["save", "busybox", "-o", archive.to_str().unwrap()]);
+    let (id, archive) = saved_busybox(&env, "busybox");
     // skopeo reads berth's archive ...
     let skopeo = require_peer("skopeo");
     let config = run(Command::new(&skopeo)
@@ -575,7 +580,7 @@ fn load_refuses_a_truncated_blob() {
         &["digest mismatch", &layer, "short-blob.tar:blobs/sha256/"],
     );
     // An archive cut short in the middle of a blob (an interrupted copy).
-    let saved = std::fs::read(env.path("saved.tar")).unwrap();
+    let saved = std::fs::read(env.path("src.tar")).unwrap();
     let cut = env.path("cut.tar");
     std::fs::write(&cut, &saved[..saved.len() * 2 / 3]).unwrap();
     other.fails_with(
@@ -1073,10 +1078,7 @@ fn tampered_docker_save_archives_are_refused() {
 #[test]
 fn docker_schema2_manifests_load_resolve_and_save() {
     let env = Env::new();
-    env.import_busybox("busybox");
-    let id = env.images_json()[0]["id"].as_str().unwrap().to_string();
-    let archive = env.path("busybox.tar");
-    env.ok(&["save", "busybox", "-o", archive.to_str().unwrap()]);
+    let (id, archive) = saved_busybox(&env, "busybox");
     let skopeo = require_peer("skopeo");
     let layout = env.path("v2s2");
     run(Command::new(&skopeo)
@@ -1110,9 +1112,7 @@ fn docker_schema2_manifests_load_resolve_and_save() {
 #[test]
 fn zstd_layers_load_with_their_diff_ids_checked() {
     let env = Env::new();
-    env.import_busybox("busybox");
-    let archive = env.path("busybox.tar");
-    env.ok(&["save", "busybox", "-o", archive.to_str().unwrap()]);
+    let (_, archive) = saved_busybox(&env, "busybox");
     let layout = env.path("zstd");
     run(Command::new(require_peer("skopeo"))
         .args(["copy", "--dest-compress", "--dest-compress-format", "zstd"])
