@@ -291,8 +291,8 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
     let content = images.content();
     let mut open_layer = |i: usize| -> std::result::Result<_, String> {
         let layer = &layers[i];
-        let compression = Compression::from_media_type(&layer.media_type().to_string())
-            .map_err(|e| e.to_string())?;
+        let compression =
+            Compression::from_media_type(layer.media_type().as_ref()).map_err(|e| e.to_string())?;
         let reader = content
             .reader(layer.digest())
             .map_err(|e| format!("layer {}: {e}", layer.digest()))?;
