@@ -55,40 +55,41 @@ struct Group {
     members: Vec<String>,
 }
 
-fn parse_passwd(text: &str) -> Vec<Passwd> {
+/// The colon-separated fields of each non-comment line, parsed by `parse`
+/// (lines it rejects are skipped, as libc does).
+fn parse_lines<T>(text: &str, parse: impl Fn(&[&str]) -> Option<T>) -> Vec<T> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some(Passwd {
-                name: f.first()?.to_string(),
-                uid: f.get(2)?.parse().ok()?,
-                gid: f.get(3)?.parse().ok()?,
-            })
-        })
+        .filter_map(|l| parse(&l.split(':').collect::<Vec<_>>()))
         .collect()
 }
 
-fn parse_group(text: &str) -> Vec<Group> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some(Group {
-                name: f.first()?.to_string(),
-                gid: f.get(2)?.parse().ok()?,
-                members: f
-                    .get(3)
-                    .map(|m| {
-                        m.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(String::from)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
+fn parse_passwd(text: &str) -> Vec<Passwd> {
+    parse_lines(text, |f| {
+        Some(Passwd {
+            name: f.first()?.to_string(),
+            uid: f.get(2)?.parse().ok()?,
+            gid: f.get(3)?.parse().ok()?,
         })
-        .collect()
+    })
+}
+
+fn parse_group(text: &str) -> Vec<Group> {
+    parse_lines(text, |f| {
+        Some(Group {
+            name: f.first()?.to_string(),
+            gid: f.get(2)?.parse().ok()?,
+            members: f
+                .get(3)
+                .map(|m| {
+                    m.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    })
 }
 
 /// Resolves `user` (the image's or an override) against `rootfs`.
