@@ -56,7 +56,7 @@ pub enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Save images to an OCI archive.
+    /// Save images to an OCI archive (file or stdout) or an OCI layout directory.
     Save {
         /// Images to save.
         #[arg(required = true)]
@@ -82,7 +82,7 @@ pub enum Command {
     },
     /// Verify every blob and image record in the store.
     Fsck,
-    /// Remove blobs no image needs and abandoned partial downloads.
+    /// Remove blobs and layer snapshots no image needs, and abandoned partial writes.
     Gc,
 }
 
