@@ -100,7 +100,11 @@ impl Reference {
             return Err(bad(input, "empty reference"));
         }
         if input.len() > 4096 {
-            return Err(bad(&input[..64], "reference longer than 4096 bytes"));
+            let start: String = input.chars().take(64).collect();
+            return Err(bad(
+                &format!("{start}..."),
+                "reference longer than 4096 bytes",
+            ));
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
@@ -280,6 +284,26 @@ mod tests {
             norm(&format!("reg.io:443/busybox:t@{d}")),
             format!("reg.io:443/busybox:t@{d}")
         );
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let long = format!("a{}", "é".repeat(3000)); // byte 64 is inside a char
+        assert!(Reference::parse(&long).is_err());
+        let seeds = [
+            "docker.io/library/busybox:latest@sha256:",
+            "[::1]:5000/a/b:c",
+            "é/ü:ß@x",
+        ];
+        for seed in seeds {
+            for cut in 0..=seed.len() {
+                if let Some(prefix) = seed.get(..cut) {
+                    for extra in ["", ":", "/", "@", "é", "..", "__", "-"] {
+                        let _ = Reference::parse(&format!("{prefix}{extra}"));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
