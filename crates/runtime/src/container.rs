@@ -220,9 +220,15 @@ fn hooks_of<'a>(spec: &'a Spec, stage: &str) -> &'a [Hook] {
 }
 
 /// Runs every hook of a stage whose failure is only a warning.
-fn run_hooks_warn(spec: &Spec, stage: &str, state_json: &[u8]) {
-    for hook in hooks_of(spec, stage) {
-        if let Err(e) = crate::hooks::run_hooks(stage, std::slice::from_ref(hook), state_json) {
+/// The state is only computed when the stage has hooks.
+fn run_hooks_warn(spec: &Spec, stage: &str, state_json: impl FnOnce() -> Vec<u8>) {
+    let hooks = hooks_of(spec, stage);
+    if hooks.is_empty() {
+        return;
+    }
+    let state_json = state_json();
+    for hook in hooks {
+        if let Err(e) = crate::hooks::run_hooks(stage, std::slice::from_ref(hook), &state_json) {
             tracing::warn!("{e}");
         }
     }
@@ -1000,11 +1006,9 @@ impl Container {
                 ))
             }
         }
-        run_hooks_warn(
-            &self.record.config,
-            "poststart",
-            &self.state_json("running"),
-        );
+        run_hooks_warn(&self.record.config, "poststart", || {
+            self.state_json("running")
+        });
         Ok(())
     }
 
@@ -1101,7 +1105,9 @@ impl Container {
         }
         let cg = self.cgroup()?;
         cg.destroy()?;
-        run_hooks_warn(&self.record.config, "poststop", &self.state_json("stopped"));
+        run_hooks_warn(&self.record.config, "poststop", || {
+            self.state_json("stopped")
+        });
         std::fs::remove_dir_all(&self.dir)
             .map_err(io_err(format!("cannot remove {}", self.dir.display())))
     }
