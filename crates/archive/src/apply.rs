@@ -112,6 +112,18 @@ impl Meta {
         }
     }
 
+    /// Metadata as found on an existing file.
+    fn from_stat(st: &libc::stat, xattrs: fsops::Xattrs) -> Meta {
+        Meta {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            atime: (st.st_atime, st.st_atime_nsec),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            xattrs,
+        }
+    }
+
     fn times(&self) -> (TimeSpec, TimeSpec) {
         (
             TimeSpec::new(self.atime.0, self.atime.1),
@@ -460,14 +472,7 @@ impl Applier<'_> {
         for lower in &self.lowers {
             if let Ok(dfd) = open_dir_in(lower.as_fd(), rel) {
                 let st = fstat(dfd.as_fd()).map_err(|e| ApplyError::io(entry, "stat lower", e))?;
-                let m = Meta {
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                    mode: st.st_mode & 0o7777,
-                    atime: (st.st_atime, st.st_atime_nsec),
-                    mtime: (st.st_mtime, st.st_mtime_nsec),
-                    xattrs: Vec::new(),
-                };
+                let m = Meta::from_stat(&st, Vec::new());
                 let d = fsops::open_subdir(parent, name)
                     .map_err(|e| ApplyError::io(entry, "open created directory", e))?;
                 set_meta_fd(d.as_fd(), &m, entry, false)?;
@@ -788,14 +793,7 @@ impl Applier<'_> {
         let dir = self.ensure_dir(parent, entry)?;
         let mut f = create_file(dir.as_fd(), name, entry)?;
         io::copy(&mut File::from(src), &mut f).map_err(|x| ApplyError::io(entry, "copy up", x))?;
-        let meta = Meta {
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode & 0o7777,
-            atime: (st.st_atime, st.st_atime_nsec),
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            xattrs,
-        };
+        let meta = Meta::from_stat(&st, xattrs);
         set_meta_fd(f.as_fd(), &meta, entry, true)?;
         self.record(&join_rel(parent, name));
         Ok(())
