@@ -175,7 +175,7 @@ pub enum ApplyError {
         offset: u64,
     },
     /// The tar stream is not well formed.
-    #[error("layer tar stream is malformed at offset {offset}: {reason}")]
+    #[error("layer tar stream is malformed at offset {offset}: {reason}; the blob is corrupt or not an OCI layer (re-fetch it or rebuild the image)")]
     Malformed {
         /// Uncompressed offset of the bad header.
         offset: u64,
