@@ -136,7 +136,7 @@ fn copy_lifecycle_prepare_commit_view_remove() {
 }
 
 #[test]
-fn open_detects_overlay_here() {
+fn open_detects_overlay_here_and_a_store_keeps_its_driver() {
     berth_testutil::require_root();
     let dir = tempfile::tempdir().unwrap();
     let s = Snapshotter::open(dir.path(), None).unwrap();
@@ -145,6 +145,14 @@ fn open_detects_overlay_here() {
         Driver::Overlay,
         "this VM's filesystem supports overlay"
     );
+    let copy = tempfile::tempdir().unwrap();
+    Snapshotter::open(copy.path(), Some(Driver::Copy)).unwrap();
+    assert_eq!(
+        Snapshotter::open(copy.path(), None).unwrap().driver(),
+        Driver::Copy
+    );
+    let e = Snapshotter::open(copy.path(), Some(Driver::Overlay)).unwrap_err();
+    assert!(e.to_string().contains("Copy driver"), "{e}");
 }
 
 #[test]
