@@ -354,7 +354,12 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Err(e) => return Err(e.into()),
         },
-        Cmd::Exec(args) => return exec(&rt, args),
+        // runc: every exec failure is "exec failed: ..." with status 255, so
+        // callers can tell it from the process's own exit status.
+        Cmd::Exec(args) => match exec(&rt, args) {
+            Ok(code) => return Ok(code),
+            Err(e) => logging::fatal_with_code(&e.context("exec failed"), 255),
+        },
         Cmd::Ps {
             id,
             format,

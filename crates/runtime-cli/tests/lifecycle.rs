@@ -253,7 +253,9 @@ fn exec_runs_inline_args_with_env_cwd_user_and_returns_the_exit_code() {
     ]);
     assert_eq!(out, "from-process\n");
     // Unknown program: a clear error, like runc's.
-    let err = rt.fails(&["exec", &id, "no-such-program"]);
+    // runc's status for a failed exec: 255.
+    let err = rt.fails_with(&["exec", &id, "no-such-program"], 255);
+    assert!(err.contains("exec failed"), "{err}");
     assert!(err.contains("executable file not found"), "{err}");
     rt.ok(&["delete", "--force", &id]);
 }
@@ -294,12 +296,13 @@ fn unknown_containers_do_not_exist() {
         &["start", "nope"],
         &["kill", "nope"],
         &["delete", "nope"],
-        &["exec", "nope", "true"],
         &["ps", "nope"],
     ] {
         let err = rt.fails(args);
         assert!(err.contains("container does not exist"), "{args:?}: {err}");
     }
+    let err = rt.fails_with(&["exec", "nope", "true"], 255);
+    assert!(err.contains("container does not exist"), "{err}");
     rt.ok(&["delete", "--force", "nope"]);
 }
 

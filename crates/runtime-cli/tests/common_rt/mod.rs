@@ -83,11 +83,16 @@ impl Rt {
 
     /// Runs and asserts exit status 1; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
+        self.fails_with(args, 1)
+    }
+
+    /// Runs and asserts exit status `code`; returns stderr.
+    pub fn fails_with(&self, args: &[&str], code: i32) -> String {
         let out = self.cmd(args);
         assert_eq!(
             out.status.code(),
-            Some(1),
-            "berth-runtime {args:?} should fail with 1; stdout {} stderr {}",
+            Some(code),
+            "berth-runtime {args:?} should fail with {code}; stdout {} stderr {}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
