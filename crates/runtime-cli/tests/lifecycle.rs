@@ -314,7 +314,7 @@ fn duplicate_ids_are_refused_and_the_first_container_survives() {
     rt.up(&bundle, &id, false);
     let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert!(
-        err.contains(&format!("container with id exists: {id}")),
+        err.contains(&format!("container with given ID already exists: {id}")),
         "{err}"
     );
     assert_eq!(rt.state(&id)["status"], "created");
@@ -382,7 +382,7 @@ fn bad_bundles_name_the_problem_and_leave_nothing_behind() {
         bundle.path().to_str().unwrap(),
         "bad/id",
     ]);
-    assert!(err.contains("invalid id format"), "{err}");
+    assert!(err.contains("invalid container ID format"), "{err}");
 }
 
 #[test]

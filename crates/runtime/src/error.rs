@@ -15,13 +15,13 @@ pub enum Error {
         id: String,
     },
     /// A container with this id already exists.
-    #[error("container with id exists: {id}")]
+    #[error("container with given ID already exists: {id}")]
     Exists {
         /// The duplicate id.
         id: String,
     },
     /// The id contains characters runc refuses.
-    #[error("invalid id format: {id:?} (use letters, digits, '_', '+', '-' and '.')")]
+    #[error("invalid container ID format: {id:?} (use letters, digits, '_', '+', '-' and '.')")]
     InvalidId {
         /// The id given.
         id: String,
