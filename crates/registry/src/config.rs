@@ -66,9 +66,12 @@ fn default_addr() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Filesystem root directory.
+    /// Filesystem root directory (unused with `s3`).
     #[serde(default = "default_root")]
     pub root: PathBuf,
+    /// Store everything in an S3-compatible bucket instead.
+    #[serde(default)]
+    pub s3: Option<crate::s3::S3Config>,
 }
 
 fn default_root() -> PathBuf {
@@ -79,6 +82,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             root: default_root(),
+            s3: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod digest;
 pub mod error;
 pub mod gc;
 pub mod metrics;
+pub mod s3;
 pub mod server;
 pub mod storage;
 pub mod store;

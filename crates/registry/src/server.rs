@@ -149,12 +149,26 @@ fn spawn_access_log() -> (
 
 /// Starts a registry for `config` on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    let driver = FsDriver::new(&config.storage.root).map_err(|source| StartError::Storage {
-        path: config.storage.root.display().to_string(),
-        source,
-    })?;
-    let mut store = Store::new(Arc::new(driver));
+    let driver: Arc<dyn crate::storage::Driver> =
+        match &config.storage.s3 {
+            Some(s3) => {
+                Arc::new(
+                    crate::s3::S3Driver::new(s3).map_err(|source| StartError::Storage {
+                        path: format!("{}/{}", s3.endpoint, s3.bucket),
+                        source,
+                    })?,
+                )
+            }
+            None => Arc::new(FsDriver::new(&config.storage.root).map_err(|source| {
+                StartError::Storage {
+                    path: config.storage.root.display().to_string(),
+                    source,
+                }
+            })?),
+        };
+    let mut store = Store::new(driver);
     store.max_blob_size = config.limits.max_blob_size;
+    store.touch_after = Duration::from_secs(10).min(Duration::from_secs(config.gc.grace_secs) / 4);
     let auth = if config.auth.htpasswd.is_some() || config.auth.token.is_some() {
         Auth::from_config(&config.auth)?
     } else {

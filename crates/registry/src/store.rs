@@ -140,6 +140,9 @@ pub struct Store {
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
     /// Largest blob accepted, if limited.
     pub max_blob_size: Option<u64>,
+    /// A reference refreshes a blob's GC clock when it is older than this
+    /// (well under the GC grace period; saves a write per hot read).
+    pub touch_after: Duration,
 }
 
 /// A manifest read from the store.
@@ -168,13 +171,14 @@ impl Store {
             sessions: Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
             max_blob_size: None,
+            touch_after: Duration::from_secs(10),
         }
     }
 
     async fn touch_if_stale(&self, key: &str, modified: SystemTime) -> Result<()> {
         let stale = SystemTime::now()
             .duration_since(modified)
-            .map(|age| age > Duration::from_secs(10))
+            .map(|age| age > self.touch_after)
             .unwrap_or(false);
         if stale {
             self.driver.touch(key).await?;

@@ -25,6 +25,17 @@ pub fn config_for(dir: &std::path::Path) -> Config {
         ..Default::default()
     };
     c.storage.root = dir.join("storage");
+    if on_s3() {
+        c.storage.s3 = Some(berth_registry::s3::S3Config {
+            endpoint: seaweedfs().to_string(),
+            bucket: S3_BUCKET.into(),
+            region: "us-east-1".into(),
+            access_key_id: S3_KEY.into(),
+            secret_access_key: S3_SECRET.into(),
+            // Each registry gets its own corner of the shared bucket.
+            prefix: format!("t-{}", berth_registry::storage::random_hex(8)),
+        });
+    }
     c.log.access = false;
     c.gc.enabled = false;
     c
@@ -169,4 +180,147 @@ impl TestRegistry {
 pub async fn error_code(r: reqwest::Response) -> String {
     let v: serde_json::Value = r.json().await.expect("JSON error body");
     v["errors"][0]["code"].as_str().unwrap_or("").to_string()
+}
+
+const S3_BUCKET: &str = "registry";
+const S3_KEY: &str = "berthtest";
+const S3_SECRET: &str = "berthtest-secret-key";
+
+/// True in the `s3` test binary, which runs the same suites with S3 storage
+/// on a real SeaweedFS instead of the filesystem.
+pub fn on_s3() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("s3-"))
+        })
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("pick a free port")
+}
+
+/// The S3 endpoint of the SeaweedFS shared by this test binary, started on
+/// first use with its own data directory and ports. A watchdog shell stops
+/// it and removes its data when the test process exits.
+pub fn seaweedfs() -> &'static str {
+    static ENDPOINT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    let started = ENDPOINT.get_or_init(|| {
+        std::panic::catch_unwind(start_seaweedfs).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+    });
+    match started {
+        Ok(endpoint) => endpoint,
+        Err(why) => panic!("SeaweedFS for the S3 suite did not start: {why}"),
+    }
+}
+
+fn start_seaweedfs() -> String {
+    {
+        let weed =
+            std::env::var("BERTH_WEED").unwrap_or_else(|_| "/opt/berth-seaweedfs/bin/weed".into());
+        let weed = berth_testutil::require_peer(&weed);
+        let dir = std::env::temp_dir().join(format!("berth-seaweedfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("SeaweedFS data directory");
+        // The suites included by tests/s3.rs each have their own copy of this
+        // module: the first to create `starter` starts SeaweedFS, the others
+        // wait for its endpoint file.
+        let endpoint_file = dir.join("endpoint");
+        let starter = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join("starter"));
+        if starter.is_err() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+            loop {
+                if let Ok(e) = std::fs::read_to_string(&endpoint_file) {
+                    return e;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "SeaweedFS did not come up; see {}",
+                    dir.join("weed.log").display()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        let s3_json = dir.join("s3.json");
+        std::fs::write(
+            &s3_json,
+            format!(
+                r#"{{"identities":[{{"name":"berth","credentials":[{{"accessKey":"{S3_KEY}","secretKey":"{S3_SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let server = format!(
+            "{} server -dir={} -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+             -master.port={} -master.port.grpc={} -volume.port={} -volume.port.grpc={} \
+             -volume.max=50 -master.volumeSizeLimitMB=64 -filer -filer.port={} -filer.port.grpc={} \
+             -s3 -s3.port={} -s3.port.grpc={} -s3.config={} -s3.port.iceberg=0 -s3.port.lance=0 -iam=false",
+            weed.display(),
+            dir.display(),
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
+            s3_json.display()
+        );
+        let script = format!(
+            "{server} >{log} 2>&1 & w=$!; while kill -0 {me} 2>/dev/null; do sleep 1; done; kill $w; sleep 3; kill -9 $w; wait $w; rm -rf {dir}",
+            log = dir.join("weed.log").display(),
+            me = std::process::id(),
+            dir = dir.display()
+        );
+        // The watchdog runs in the background of a shell that exits at once.
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("({script}) </dev/null >/dev/null 2>&1 &")])
+            .status()
+            .expect("start SeaweedFS");
+        assert!(status.success(), "starting SeaweedFS failed: {status}");
+        // Wait for the S3 port, then create the bucket: a directory under the
+        // filer's /buckets (retried until the filer answers).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SeaweedFS did not come up; see {}",
+                dir.join("weed.log").display()
+            );
+            if std::net::TcpStream::connect(("127.0.0.1", p[6])).is_ok()
+                && filer_mkdir(p[4], S3_BUCKET)
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let endpoint = format!("http://127.0.0.1:{}", p[6]);
+        let tmp = dir.join("endpoint.tmp");
+        std::fs::write(&tmp, &endpoint).unwrap();
+        std::fs::rename(&tmp, &endpoint_file).unwrap();
+        endpoint
+    }
+}
+
+/// `POST /buckets/NAME/?op=mkdir` on the SeaweedFS filer: true once the
+/// directory (the bucket) exists.
+fn filer_mkdir(port: u16, name: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let req = format!(
+        "POST /buckets/{name}/?op=mkdir HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut answer).is_err() {
+        return false;
+    }
+    answer.starts_with("HTTP/1.1 201") || answer.contains("already exists")
 }
