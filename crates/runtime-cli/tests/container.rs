@@ -570,3 +570,41 @@ fn a_user_namespace_can_be_joined_by_path() {
     );
     rt.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn seccomp_filters_the_process_and_exec() {
+    let rt = Rt::new();
+    let mut spec = sleeper();
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat", "no_such_syscall_name"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+             "args": [{"index": 1, "value": 511, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    let bundle = Bundle::new(&spec);
+    let id = unique_id("seccomp");
+    rt.up(&bundle, &id, true);
+    let out = rt.ok(&[
+        "exec", &id, "sh", "-c",
+        "grep Seccomp: /proc/1/status /proc/self/status | awk '{print $2}'; \
+         mkdir /dev/shm/d 2>&1 | grep -c 'not permitted'; \
+         touch /dev/shm/f; chmod 777 /dev/shm/f 2>&1 | grep -c 'denied'; chmod 700 /dev/shm/f && echo chmod-700-ok",
+    ]);
+    assert_eq!(out, "2\n2\n1\n1\nchmod-700-ok\n");
+    rt.ok(&["delete", "--force", &id]);
+
+    let mut spec = sleeper();
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+    let bundle = Bundle::new(&spec);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("seccomp"),
+    ]);
+    assert!(err.contains("SCMP_ACT_NOTIFY"), "{err}");
+    assert!(rt.leftovers().is_empty());
+}

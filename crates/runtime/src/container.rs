@@ -292,6 +292,7 @@ struct InitPlan<'a> {
     no_pivot: bool,
     no_new_keyring: bool,
     time_offsets: String,
+    seccomp: Option<libseccomp::ScmpFilterContext>,
 }
 
 impl Runtime {
@@ -418,6 +419,11 @@ impl Runtime {
             no_pivot: opts.no_pivot,
             no_new_keyring: opts.no_new_keyring,
             time_offsets,
+            seccomp: linux
+                .seccomp()
+                .as_ref()
+                .map(crate::seccomp::compile)
+                .transpose()?,
         };
         let mut init_pid = 0;
         let res = self.spawn_init(id, plan, cg.as_ref(), &mut init_pid, &dir);
@@ -811,7 +817,7 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if !plan.no_new_keyring {
         crate::sys::join_session_keyring();
     }
-    let program = become_process(ch, &plan.process, slave);
+    let program = become_process(ch, &plan.process, plan.seccomp.as_ref(), slave);
     let listener = match plan.listener.take() {
         Some(l) => l,
         None => ch.fail("internal: no start socket"),
@@ -1188,8 +1194,16 @@ impl Container {
         let cg = self.cgroup()?;
         let join = CgroupJoin::prepare(cg.as_ref(), false)?;
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
+        let seccomp = self
+            .record
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(crate::seccomp::compile)
+            .transpose()?;
         let p1 = join.spawn(&parent, &child, || {
-            exec_p1(&child, joins, &prepared, console.as_ref())
+            exec_p1(&child, joins, &prepared, seccomp.as_ref(), console.as_ref())
         })?;
         drop(join);
         drop(child);
@@ -1242,6 +1256,7 @@ fn exec_p1(
     ch: &Channel,
     joins: Vec<(CloneFlags, OwnedFd)>,
     p: &Prepared,
+    seccomp: Option<&libseccomp::ScmpFilterContext>,
     console: Option<&UnixStream>,
 ) -> ! {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
@@ -1285,7 +1300,7 @@ fn exec_p1(
             Err(e) => ch.fail(&e.to_string()),
         }
     }
-    let program = become_process(ch, p, slave);
+    let program = become_process(ch, p, seccomp, slave);
     // The sync socket is close-on-exec: the parent sees EOF once exec worked.
     let err = process::exec(p, &program);
     ch.fail(&err)
@@ -1375,8 +1390,13 @@ impl CgroupJoin {
 /// In a child: applies the process's credentials and limits, finds its
 /// program and makes the pty slave (if any) the controlling terminal.
 /// Returns the program to exec; reports failures over `ch` and exits.
-fn become_process(ch: &Channel, p: &Prepared, slave: Option<OwnedFd>) -> std::ffi::CString {
-    if let Err(e) = process::apply(p) {
+fn become_process(
+    ch: &Channel,
+    p: &Prepared,
+    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    slave: Option<OwnedFd>,
+) -> std::ffi::CString {
+    if let Err(e) = process::apply(p, seccomp) {
         ch.fail(&e);
     }
     let program = match process::lookup(p) {

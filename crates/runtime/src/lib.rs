@@ -16,6 +16,7 @@ mod container;
 mod error;
 pub mod mounts;
 mod process;
+mod seccomp;
 pub mod signal;
 pub mod spec;
 pub mod state;

@@ -144,7 +144,16 @@ type CResult<T> = std::result::Result<T, String>;
 /// Applies rlimits, then the bounding set, groups, gid, uid, the other
 /// capability sets, umask, no_new_privs and the cwd (in that order: each
 /// step needs the privileges the next one drops).
-pub(crate) fn apply(p: &Prepared) -> CResult<()> {
+pub(crate) fn apply(p: &Prepared, seccomp: Option<&libseccomp::ScmpFilterContext>) -> CResult<()> {
+    let load = |f: &libseccomp::ScmpFilterContext| {
+        f.load()
+            .map_err(|e| format!("cannot load the seccomp filter (linux.seccomp): {e}"))
+    };
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it
+    // while the capabilities are still there (as runc does).
+    if let (Some(f), false) = (seccomp, p.no_new_privs) {
+        load(f)?;
+    }
     for (r, soft, hard) in &p.rlimits {
         setrlimit(*r, *soft, *hard)
             .map_err(|e| format!("setrlimit {r:?} soft {soft} hard {hard}: {e}"))?;
@@ -207,6 +216,11 @@ pub(crate) fn apply(p: &Prepared) -> CResult<()> {
             "process cwd {} is outside the container's root filesystem",
             p.cwd.display()
         ));
+    }
+    // With no_new_privs: as late as possible, so the profile needs to allow
+    // few of the runtime's own syscalls.
+    if let (Some(f), true) = (seccomp, p.no_new_privs) {
+        load(f)?;
     }
     Ok(())
 }
