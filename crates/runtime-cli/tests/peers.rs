@@ -725,6 +725,66 @@ fn containerd_reports_the_runtime_error_for_a_missing_command() {
     );
 }
 
+#[test]
+fn podman_stdin_reaches_the_container() {
+    let (_s, p, image) = Podman::with_busybox("podman-stdin");
+    let mut child = p
+        .run(&["--rm", "-i"], &image, &["tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run podman");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"hello from stdin\n").expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait podman");
+    assert_eq!(
+        text(&out.stdout),
+        "HELLO FROM STDIN\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn podman_kill_delivers_the_signal_to_the_container() {
+    let (_s, p, image) = Podman::with_busybox("podman-kill");
+    let name = unique_id("berth-pk");
+    run_ok(&mut p.run(
+        &["-d", "--name", &name],
+        &image,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-usr1; exit 7' USR1; echo ready; while true; do sleep 1; done",
+        ],
+    ));
+    // Wait until the trap is installed (a readiness wait, not a timing assertion).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = run_ok(p.cmd().args(["logs", &name]));
+        if text(&logs.stdout).contains("ready") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "container never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run_ok(p.cmd().args(["kill", "--signal", "USR1", &name]));
+    let wait = run_ok(p.cmd().args(["wait", &name]));
+    assert_eq!(text(&wait.stdout).trim(), "7", "exit code after SIGUSR1");
+    let logs = run_ok(p.cmd().args(["logs", &name]));
+    assert!(
+        text(&logs.stdout).contains("got-usr1"),
+        "{}",
+        text(&logs.stdout)
+    );
+    run_ok(p.cmd().args(["rm", &name]));
+}
+
 /// Runs `argv` under `script` so it gets a terminal on stdin/stdout, as
 /// `-t` needs; returns the terminal's output and the exit code.
 fn on_a_terminal(argv: &[String]) -> (String, Option<i32>) {
