@@ -102,9 +102,27 @@ pub fn features() -> Value {
                 "systemd": false,
                 "systemdUser": false
             },
-            // No seccomp (linux.seccomp is not applied), no AppArmor or
+            // linux.seccomp through libseccomp (seccomp.rs): every action but
+            // SCMP_ACT_NOTIFY, all operators, no filter flags. No AppArmor or
             // SELinux (process.apparmorProfile, selinuxLabel).
-            "seccomp": {"enabled": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": [
+                    "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+                    "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG",
+                    "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
+                ],
+                "operators": [
+                    "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
+                    "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
+                ],
+                "archs": [
+                    "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM", "SCMP_ARCH_X32",
+                    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"
+                ],
+                "knownFlags": [],
+                "supportedFlags": []
+            },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },
