@@ -162,6 +162,31 @@ impl Appender for S3Appender {
     }
 }
 
+impl S3Driver {
+    /// Writes the concatenation of `parts` to `to` with one multipart upload.
+    async fn concatenate(&self, parts: &[ObjectMeta], to: &str) -> io::Result<()> {
+        let upload = self
+            .store
+            .put_multipart(&self.key(to))
+            .await
+            .map_err(io_err)?;
+        let mut w = WriteMultipart::new(upload);
+        for p in parts {
+            let data = self
+                .store
+                .get(&p.location)
+                .await
+                .map_err(io_err)?
+                .bytes()
+                .await
+                .map_err(io_err)?;
+            w.wait_for_capacity(4).await.map_err(io_err)?;
+            w.put(data);
+        }
+        w.finish().await.map(|_| ()).map_err(io_err)
+    }
+}
+
 #[async_trait]
 impl Driver for S3Driver {
     async fn stat(&self, path: &str) -> io::Result<Option<Meta>> {
@@ -244,26 +269,13 @@ impl Driver for S3Driver {
                 .copy(&self.key(from), &self.key(to))
                 .await
                 .map_err(io_err)?;
-        } else {
-            let upload = self
-                .store
-                .put_multipart(&self.key(to))
-                .await
-                .map_err(io_err)?;
-            let mut w = WriteMultipart::new(upload);
-            for p in &parts {
-                let data = self
-                    .store
-                    .get(&p.location)
-                    .await
-                    .map_err(io_err)?
-                    .bytes()
-                    .await
-                    .map_err(io_err)?;
-                w.wait_for_capacity(4).await.map_err(io_err)?;
-                w.put(data);
+        } else if let Err(e) = self.concatenate(&parts, to).await {
+            // Some servers (Garage) cancel other multipart uploads of a key
+            // when one completes. If a concurrent writer stored `to`, that
+            // is the same as our rename followed by theirs.
+            if self.store.head(&self.key(to)).await.is_err() {
+                return Err(e);
             }
-            w.finish().await.map_err(io_err)?;
         }
         self.delete(from).await
     }

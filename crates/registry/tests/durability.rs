@@ -90,7 +90,12 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), StatusCode::CREATED);
+            assert_eq!(
+                r.status(),
+                StatusCode::CREATED,
+                "{}",
+                r.text().await.unwrap()
+            );
             repo
         }));
     }

@@ -27,9 +27,9 @@ pub fn config_for(dir: &std::path::Path) -> Config {
     c.storage.root = dir.join("storage");
     if on_s3() {
         c.storage.s3 = Some(berth_registry::s3::S3Config {
-            endpoint: seaweedfs().to_string(),
+            endpoint: s3_server().endpoint.clone(),
             bucket: S3_BUCKET.into(),
-            region: "us-east-1".into(),
+            region: s3_server().region.into(),
             access_key_id: S3_KEY.into(),
             secret_access_key: S3_SECRET.into(),
             // Each registry gets its own corner of the shared bucket.
@@ -183,11 +183,13 @@ pub async fn error_code(r: reqwest::Response) -> String {
 }
 
 const S3_BUCKET: &str = "registry";
-const S3_KEY: &str = "berthtest";
-const S3_SECRET: &str = "berthtest-secret-key";
+/// Credentials of the test S3 servers (Garage's key-id format; SeaweedFS
+/// takes anything).
+const S3_KEY: &str = "GK0123456789abcdef01234567";
+const S3_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// True in the `s3` test binary, which runs the same suites with S3 storage
-/// on a real SeaweedFS instead of the filesystem.
+/// on a real S3 server instead of the filesystem.
 pub fn on_s3() -> bool {
     std::env::current_exe()
         .ok()
@@ -198,20 +200,20 @@ pub fn on_s3() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("pick a free port")
+/// A running S3 server for the tests.
+pub struct S3Server {
+    pub endpoint: String,
+    pub region: &'static str,
 }
 
-/// The S3 endpoint of the SeaweedFS shared by this test binary, started on
-/// first use with its own data directory and ports. A watchdog shell stops
+/// The S3 server shared by this test binary: SeaweedFS, or Garage with
+/// `BERTH_S3_SERVER=garage` (`BERTH_GARAGE` names its binary). Started on
+/// first use with its own data directory and ports; a watchdog shell stops
 /// it and removes its data when the test process exits.
-pub fn seaweedfs() -> &'static str {
-    static ENDPOINT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
-    let started = ENDPOINT.get_or_init(|| {
-        std::panic::catch_unwind(start_seaweedfs).map_err(|e| {
+pub fn s3_server() -> &'static S3Server {
+    static SERVER: std::sync::OnceLock<Result<S3Server, String>> = std::sync::OnceLock::new();
+    let started = SERVER.get_or_init(|| {
+        std::panic::catch_unwind(start_s3_server).map_err(|e| {
             e.downcast_ref::<String>()
                 .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
@@ -219,50 +221,95 @@ pub fn seaweedfs() -> &'static str {
         })
     });
     match started {
-        Ok(endpoint) => endpoint,
-        Err(why) => panic!("SeaweedFS for the S3 suite did not start: {why}"),
+        Ok(server) => server,
+        Err(why) => panic!("the S3 server for the S3 suite did not start: {why}"),
     }
 }
 
-fn start_seaweedfs() -> String {
-    {
-        let weed =
-            std::env::var("BERTH_WEED").unwrap_or_else(|_| "/opt/berth-seaweedfs/bin/weed".into());
-        let weed = berth_testutil::require_peer(&weed);
-        let dir = std::env::temp_dir().join(format!("berth-seaweedfs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("SeaweedFS data directory");
-        // The suites included by tests/s3.rs each have their own copy of this
-        // module: the first to create `starter` starts SeaweedFS, the others
-        // wait for its endpoint file.
-        let endpoint_file = dir.join("endpoint");
-        let starter = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dir.join("starter"));
-        if starter.is_err() {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-            loop {
-                if let Ok(e) = std::fs::read_to_string(&endpoint_file) {
-                    return e;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "SeaweedFS did not come up; see {}",
-                    dir.join("weed.log").display()
-                );
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        }
-        let s3_json = dir.join("s3.json");
-        std::fs::write(
-            &s3_json,
-            format!(
-                r#"{{"identities":[{{"name":"berth","credentials":[{{"accessKey":"{S3_KEY}","secretKey":"{S3_SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
-            ),
-        )
-        .unwrap();
-        let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
-        let server = format!(
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("pick a free port")
+}
+
+fn wait_until(what: &str, log: &std::path::Path, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen; see {}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Runs `command` in the background under a watchdog that kills it and
+/// removes `dir` once this test process is gone.
+fn run_watched(command: &str, dir: &std::path::Path) {
+    let script = format!(
+        "{command} >{log} 2>&1 & w=$!; while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+         kill $w; sleep 3; kill -9 $w; wait $w; rm -rf {dir}",
+        log = dir.join("server.log").display(),
+        me = std::process::id(),
+        dir = dir.display()
+    );
+    // The watchdog runs in the background of a shell that exits at once.
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("({script}) </dev/null >/dev/null 2>&1 &")])
+        .status()
+        .expect("start the S3 server");
+    assert!(status.success(), "starting the S3 server failed: {status}");
+}
+
+fn start_s3_server() -> S3Server {
+    let garage = std::env::var("BERTH_S3_SERVER").is_ok_and(|v| v == "garage");
+    let kind = if garage { "garage" } else { "seaweedfs" };
+    let region = if garage { "garage" } else { "us-east-1" };
+    let dir = std::env::temp_dir().join(format!("berth-{kind}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("S3 server data directory");
+    // The suites included by tests/s3.rs each have their own copy of this
+    // module: the first to create `starter` starts the server, the others
+    // wait for its endpoint file.
+    let endpoint_file = dir.join("endpoint");
+    let starter = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join("starter"));
+    if starter.is_err() {
+        wait_until("the S3 server start", &dir.join("server.log"), || {
+            endpoint_file.exists()
+        });
+        let endpoint = std::fs::read_to_string(&endpoint_file).unwrap();
+        return S3Server { endpoint, region };
+    }
+    let endpoint = if garage {
+        start_garage(&dir)
+    } else {
+        start_seaweedfs(&dir)
+    };
+    let tmp = dir.join("endpoint.tmp");
+    std::fs::write(&tmp, &endpoint).unwrap();
+    std::fs::rename(&tmp, &endpoint_file).unwrap();
+    S3Server { endpoint, region }
+}
+
+fn start_seaweedfs(dir: &std::path::Path) -> String {
+    let weed =
+        std::env::var("BERTH_WEED").unwrap_or_else(|_| "/opt/berth-seaweedfs/bin/weed".into());
+    let weed = berth_testutil::require_peer(&weed);
+    let s3_json = dir.join("s3.json");
+    std::fs::write(
+        &s3_json,
+        format!(
+            r#"{{"identities":[{{"name":"berth","credentials":[{{"accessKey":"{S3_KEY}","secretKey":"{S3_SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    run_watched(
+        &format!(
             "{} server -dir={} -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
              -master.port={} -master.port.grpc={} -volume.port={} -volume.port.grpc={} \
              -volume.max=50 -master.volumeSizeLimitMB=64 -filer -filer.port={} -filer.port.grpc={} \
@@ -271,41 +318,19 @@ fn start_seaweedfs() -> String {
             dir.display(),
             p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
             s3_json.display()
-        );
-        let script = format!(
-            "{server} >{log} 2>&1 & w=$!; while kill -0 {me} 2>/dev/null; do sleep 1; done; kill $w; sleep 3; kill -9 $w; wait $w; rm -rf {dir}",
-            log = dir.join("weed.log").display(),
-            me = std::process::id(),
-            dir = dir.display()
-        );
-        // The watchdog runs in the background of a shell that exits at once.
-        let status = std::process::Command::new("sh")
-            .args(["-c", &format!("({script}) </dev/null >/dev/null 2>&1 &")])
-            .status()
-            .expect("start SeaweedFS");
-        assert!(status.success(), "starting SeaweedFS failed: {status}");
-        // Wait for the S3 port, then create the bucket: a directory under the
-        // filer's /buckets (retried until the filer answers).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "SeaweedFS did not come up; see {}",
-                dir.join("weed.log").display()
-            );
-            if std::net::TcpStream::connect(("127.0.0.1", p[6])).is_ok()
+        ),
+        dir,
+    );
+    // The bucket is a directory under the filer's /buckets.
+    wait_until(
+        "SeaweedFS start and bucket creation",
+        &dir.join("server.log"),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", p[6])).is_ok()
                 && filer_mkdir(p[4], S3_BUCKET)
-            {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        let endpoint = format!("http://127.0.0.1:{}", p[6]);
-        let tmp = dir.join("endpoint.tmp");
-        std::fs::write(&tmp, &endpoint).unwrap();
-        std::fs::rename(&tmp, &endpoint_file).unwrap();
-        endpoint
-    }
+        },
+    );
+    format!("http://127.0.0.1:{}", p[6])
 }
 
 /// `POST /buckets/NAME/?op=mkdir` on the SeaweedFS filer: true once the
@@ -323,4 +348,66 @@ fn filer_mkdir(port: u16, name: &str) -> bool {
         return false;
     }
     answer.starts_with("HTTP/1.1 201") || answer.contains("already exists")
+}
+
+fn start_garage(dir: &std::path::Path) -> String {
+    let garage = std::env::var("BERTH_GARAGE").unwrap_or_else(|_| "garage".into());
+    let garage = berth_testutil::require_peer(&garage);
+    let p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = dir.join("garage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{}\"\nrpc_public_addr = \"127.0.0.1:{}\"\n\
+             rpc_secret = \"{}\"\n[s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{}\"\n\
+             root_domain = \".s3.garage.localhost\"\n[admin]\napi_bind_addr = \"127.0.0.1:{}\"\n",
+            p[0],
+            p[0],
+            berth_registry::storage::random_hex(32),
+            p[1],
+            p[2],
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    run_watched(
+        &format!("{} -c {} server", garage.display(), config.display()),
+        dir,
+    );
+    let cli = |args: &[&str]| {
+        std::process::Command::new("timeout")
+            .arg("60")
+            .arg(&garage)
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let log = dir.join("server.log");
+    let mut node = String::new();
+    wait_until("Garage start", &log, || {
+        node = cli(&["node", "id", "-q"]).unwrap_or_default();
+        !node.is_empty()
+    });
+    let node = node.split('@').next().unwrap_or_default().to_string();
+    for step in [
+        vec!["layout", "assign", "-z", "dc1", "-c", "1G", node.as_str()],
+        vec!["layout", "apply", "--version", "1"],
+        vec!["bucket", "create", S3_BUCKET],
+        vec!["key", "import", "--yes", "-n", "berth", S3_KEY, S3_SECRET],
+        vec![
+            "bucket", "allow", "--read", "--write", "--owner", S3_BUCKET, "--key", "berth",
+        ],
+    ] {
+        assert!(
+            cli(&step).is_some(),
+            "garage {step:?} failed; see {}",
+            log.display()
+        );
+    }
+    format!("http://127.0.0.1:{}", p[1])
 }
