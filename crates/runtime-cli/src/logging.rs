@@ -293,12 +293,15 @@ mod tests {
             .collect()
     }
 
+    /// One case: format, level, message, fields, the expected line.
+    type Case<'a> = (LogFormat, Level, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
     /// The exact lines runc 1.1.5 writes for the same events (taken from
     /// `runc --log-format {json,text} state nonexist`), plus fields.
     #[test]
     fn lines_are_logrus() {
         let t = "2026-11-27T21:20:14Z";
-        let cases: &[(LogFormat, Level, &str, &[(&str, &str)], &str)] = &[
+        let cases: &[Case<'_>] = &[
             (
                 LogFormat::Json,
                 Level::ERROR,
