@@ -87,15 +87,17 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<i32> {
 }
 
 async fn serve(cfg: berth_registry::Config) -> anyhow::Result<()> {
-    let root = cfg.storage.root.clone();
+    let storage = match &cfg.storage.s3 {
+        Some(s3) => format!("s3 {}/{}/{}", s3.endpoint, s3.bucket, s3.prefix),
+        None => cfg.storage.root.display().to_string(),
+    };
     let server = berth_registry::start(cfg)
         .await
         .context("starting the registry")?;
     let scheme = if server.app().tls { "https" } else { "http" };
     eprintln!(
-        "berth registry: listening on {scheme}://{} (storage {})",
-        server.addr(),
-        root.display()
+        "berth registry: listening on {scheme}://{} (storage {storage})",
+        server.addr()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
