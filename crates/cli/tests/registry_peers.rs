@@ -213,18 +213,25 @@ fn skopeo_copies_in_and_out() {
     assert!(tags.contains("\"v2\""), "{tags}");
 }
 
+/// A registry holding busybox (made with umoci, pushed with skopeo) as
+/// `seed/busybox:latest`.
+fn seeded_registry(dir: &Path) -> Serve {
+    let layout = busybox_layout(dir);
+    let reg = Serve::start(&dir.join("storage"), &[]);
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/seed/busybox:latest", reg.addr)));
+    reg
+}
+
 #[test]
 fn podman_pushes_and_pulls() {
     require_root();
     require_peer("podman");
     require_peer("skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let layout = busybox_layout(dir.path());
-    let reg = Serve::start(&dir.path().join("storage"), &[]);
-    run(Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{}/seed/busybox:latest", reg.addr)));
+    let reg = seeded_registry(dir.path());
     let podman = |args: &[&str]| {
         let mut c = Command::new("podman");
         c.arg("--root")
@@ -308,12 +315,7 @@ fn containerd_ctr_pushes_and_pulls() {
     require_peer("ctr");
     require_peer("skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let layout = busybox_layout(dir.path());
-    let reg = Serve::start(&dir.path().join("storage"), &[]);
-    run(Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{}/seed/busybox:latest", reg.addr)));
+    let reg = seeded_registry(dir.path());
     let cd = containerd(dir.path());
     let ctr = |args: &[&str]| {
         let mut c = Command::new("ctr");
