@@ -421,6 +421,97 @@ fn skopeo_against_htpasswd_and_token_auth() {
     assert!(pull(Some("alice:s3cret"), &mine));
 }
 
+#[test]
+fn containerd_ctr_uses_the_token_flow() {
+    require_root();
+    require_peer("containerd");
+    require_peer("ctr");
+    require_peer("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt_hash("s3cret");
+    std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let cfg = dir.path().join("token.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "auth:\n  htpasswd: {}\n  token:\n    rules:\n      - {{ account: alice, repos: \"alice/*\", actions: [pull, push] }}\n",
+            dir.path().join("htpasswd").display()
+        ),
+    )
+    .unwrap();
+    let layout = busybox_layout(dir.path());
+    let reg = Serve::start(
+        &dir.path().join("storage"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let src = format!("{}/alice/busybox:latest", reg.addr);
+    assert!(skopeo(
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:s3cret"
+        ],
+        &[
+            &format!("oci:{}:latest", layout.display()),
+            &format!("docker://{src}")
+        ]
+    )
+    .status
+    .success());
+    let cd = containerd(dir.path());
+    let ctr = |args: &[&str]| {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(&cd.socket)
+            .args(["--namespace", "berth-test"])
+            .args(args);
+        c.output().expect("run ctr")
+    };
+    let anon = ctr(&["images", "pull", "--plain-http", &src]);
+    assert!(
+        !anon.status.success(),
+        "anonymous pull of alice/* must be refused"
+    );
+    let ok = ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--user",
+        "alice:s3cret",
+        &src,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let dst = format!("{}/alice/busybox:from-ctr", reg.addr);
+    assert!(ctr(&["images", "tag", &src, &dst]).status.success());
+    let push = ctr(&[
+        "images",
+        "push",
+        "--plain-http",
+        "--user",
+        "alice:s3cret",
+        &dst,
+    ]);
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let wrong = ctr(&[
+        "images",
+        "push",
+        "--plain-http",
+        "--user",
+        "alice:nope",
+        &dst,
+    ]);
+    assert!(!wrong.status.success(), "a wrong password must be refused");
+}
+
 /// A bcrypt hash from `berth registry htpasswd` (password on stdin).
 fn bcrypt_hash(password: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))

@@ -280,8 +280,22 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
             Body::from(app.metrics.render()),
         )),
         Route::Token => {
-            let q = req.uri().query().unwrap_or("").to_string();
-            match app.auth.issue_token(req.headers(), &q) {
+            let headers = req.headers().clone();
+            let params = if method == Method::POST {
+                let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+                    .await
+                    .map_err(|_| {
+                        Error::with_status(
+                            Code::Unsupported,
+                            StatusCode::BAD_REQUEST,
+                            "token request form is larger than 64 KiB",
+                        )
+                    })?;
+                String::from_utf8_lossy(&body).into_owned()
+            } else {
+                req.uri().query().unwrap_or("").to_string()
+            };
+            match app.auth.issue_token(&headers, &params) {
                 Ok(v) => Ok(json_response(StatusCode::OK, "application/json", &v)),
                 Err(d) => {
                     let mut r = error_response(&Error::with_status(

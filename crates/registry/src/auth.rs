@@ -428,12 +428,14 @@ impl Auth {
         }
     }
 
-    /// Serves the token endpoint: `query` is the raw query string of
-    /// `GET /token?service=…&scope=…`. Returns the JSON body, or the denial.
+    /// Serves the token endpoint: `params` is the query of `GET
+    /// /token?service=…&scope=…` or the form body of the OAuth2 `POST
+    /// /token` (`grant_type=password&username=…&password=…&scope=…`).
+    /// Returns the JSON body, or the denial.
     pub fn issue_token(
         &self,
         headers: &HeaderMap,
-        query: &str,
+        params: &str,
     ) -> Result<serde_json::Value, Denial> {
         let Mode::Token { cfg, key, users } = &self.mode else {
             return Err(Denial {
@@ -442,7 +444,17 @@ impl Auth {
                 message: "this registry does not use token authentication".into(),
             });
         };
-        let account = match basic_credentials(headers) {
+        // GET carries Basic credentials; the OAuth2 POST form (containerd)
+        // carries grant_type=password with username and password.
+        let form_credentials = || {
+            let field = |name: &str| {
+                form_urlencoded::parse(params.as_bytes())
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.into_owned())
+            };
+            Some((field("username")?, field("password")?))
+        };
+        let account = match basic_credentials(headers).or_else(form_credentials) {
             Some((u, p)) => {
                 if users.as_ref().is_some_and(|us| us.verify(&u, &p)) {
                     Some(u)
@@ -457,7 +469,7 @@ impl Auth {
             None => None,
         };
         let mut access: Vec<Grant> = Vec::new();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        for (k, v) in form_urlencoded::parse(params.as_bytes()) {
             if k != "scope" {
                 continue;
             }

@@ -287,6 +287,36 @@ async fn token_flow_grants_scopes_per_repository() {
 }
 
 #[tokio::test]
+async fn token_endpoint_accepts_the_oauth2_password_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = token_config(dir.path());
+    let reg = TestRegistry::start_in(dir, c).await;
+    let form = |password: &str| {
+        format!(
+            "grant_type=password&service=test-registry&client_id=test&username=alice&password={password}&scope=repository%3Aalice%2Fapp%3Apull"
+        )
+    };
+    let post = |body: String| {
+        reg.client
+            .post(reg.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let r = post(form("alice-pw")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let t = v["access_token"].as_str().unwrap();
+    assert_eq!(
+        granted(t),
+        serde_json::json!([{"type": "repository", "name": "alice/app", "actions": ["pull"]}])
+    );
+    let r = post(form("wrong")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn read_only_mode_refuses_writes_and_serves_reads() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::config_for(dir.path());
