@@ -489,14 +489,10 @@ impl Runtime {
             reap_p1();
             return Err(e);
         }
-        // The init needs the binds computed from the cgroup it was put in.
-        let binds = mounts::cgroup_binds(&cg.paths());
-        let binds_json = serde_json::to_vec(&binds).unwrap_or_default();
-        parent
-            .send(b'G', &binds_json)
-            .map_err(sys_err("cannot release the container's first child"))?;
-        // The limits are written while the child builds the namespaces and
-        // the rootfs; the user process only runs after `start`.
+        // Every limit (device rules included) is written while the child is
+        // in the cgroup but still blocked waiting for 'G', as runc sets the
+        // cgroup before its init runs: in v1 the device rules start with a
+        // deny-all, and a child creating /dev nodes meanwhile would get EPERM.
         if let Some(r) = linux.resources() {
             if let Err(e) = cg.set(r) {
                 let _ = nix::sys::signal::kill(p1, nix::sys::signal::Signal::SIGKILL);
@@ -504,6 +500,12 @@ impl Runtime {
                 return Err(e.into());
             }
         }
+        // The init needs the binds computed from the cgroup it was put in.
+        let binds = mounts::cgroup_binds(&cg.paths());
+        let binds_json = serde_json::to_vec(&binds).unwrap_or_default();
+        parent
+            .send(b'G', &binds_json)
+            .map_err(sys_err("cannot release the container's first child"))?;
         let created = Utc::now();
         loop {
             let msg = match parent.recv() {
