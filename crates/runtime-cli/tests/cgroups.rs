@@ -43,3 +43,22 @@ fn limits_are_written_before_the_child_starts_building_the_container() {
     );
     assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());
 }
+
+/// Issue 2.2: a cgroups error was printed twice (once in the runtime's
+/// message and again as its source in the `{:#}` chain).
+#[test]
+fn a_cgroups_error_is_printed_once() {
+    let rt = Rt::new();
+    let mut spec = sleeper();
+    spec["linux"]["cgroupsPath"] = json!("system.slice:berth:twice");
+    let bundle = Bundle::new(&spec);
+    let id = unique_id("twice");
+    let err = rt.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(
+        err.matches("systemd cgroup driver is not supported")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(err.matches("cgroups:").count(), 1, "{err}");
+}

@@ -65,15 +65,23 @@ pub enum Error {
     /// The container's init (or an exec'd process) failed while being set up.
     #[error("{0}")]
     Init(String),
-    /// A cgroup operation failed.
+    /// A cgroup operation failed. The cgroups error is shown once, in this
+    /// message, and deliberately not also exposed as the `source()`: an
+    /// error chain printed with `{:#}` would repeat it.
     #[error("cgroups: {0}")]
-    Cgroup(#[from] berth_cgroups::Error),
+    Cgroup(berth_cgroups::Error),
     /// A hook failed.
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
     /// A console operation failed.
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+}
+
+impl From<berth_cgroups::Error> for Error {
+    fn from(e: berth_cgroups::Error) -> Error {
+        Error::Cgroup(e)
+    }
 }
 
 /// Result alias of this crate.
@@ -89,4 +97,17 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
 pub(crate) fn sys_err(context: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     let context = context.into();
     move |source| Error::Sys { context, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroups_error_appears_once_in_the_error_chain() {
+        let e = Error::from(berth_cgroups::Error::NoCgroupFs);
+        let text = e.to_string();
+        assert!(text.starts_with("cgroups: no cgroup filesystem"), "{text}");
+        assert!(std::error::Error::source(&e).is_none());
+    }
 }
