@@ -24,7 +24,7 @@ fn limits_are_written_before_the_child_starts_building_the_container() {
     let mut spec = sleeper();
     let rule = json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"});
     let mut rules = vec![json!({"allow": false, "access": "rwm"})];
-    rules.extend(std::iter::repeat(rule).take(40_000));
+    rules.extend(std::iter::repeat_n(rule, 40_000));
     spec["linux"]["resources"] = json!({
         "devices": rules,
         "hugepageLimits": [{"pageSize": "3MB", "limit": 4194304}],

@@ -173,11 +173,25 @@ fn run_one(stage: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
-        stage: stage.to_string(),
-        path: path.clone(),
-        source,
-    })?;
+    // ETXTBSY: a hook script that was just written can still be open for
+    // writing in a child another thread of the caller forked meanwhile
+    // (until that child execs). It goes away by itself: retry briefly.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => {
+                break r.map_err(|source| HookError::Spawn {
+                    stage: stage.to_string(),
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        }
+    };
 
     let deadline = timeout.map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
     let outcome = pump(&mut child, state_json, deadline);
