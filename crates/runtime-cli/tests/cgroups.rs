@@ -62,3 +62,95 @@ fn a_cgroups_error_is_printed_once() {
     );
     assert_eq!(err.matches("cgroups:").count(), 1, "{err}");
 }
+
+/// This process's cgroup in the v1 hierarchy mounted at
+/// /sys/fs/cgroup/<controller>, as a host directory.
+fn own_cgroup_dir(controller: &str) -> std::path::PathBuf {
+    let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+    let rel = own
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (ctrls, path) = rest.split_once(':')?;
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no v1 {controller} hierarchy in /proc/self/cgroup: {own}"));
+    std::path::Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(rel.trim_start_matches('/'))
+}
+
+/// Removes the test's sub-cgroups (after the container's are gone).
+struct SubCgroups(Vec<std::path::PathBuf>);
+impl Drop for SubCgroups {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Issue 2.3: with an empty (or relative) cgroupsPath the container's cgroup
+/// is below the cgroup of the process that ran `create`. Later commands run
+/// from other cgroups (containerd's shim, podman, a shell) must act on that
+/// same cgroup, not re-resolve the path against their own: here `create`
+/// runs in a sub-cgroup of the pids and freezer hierarchies, and
+/// `ps`, `pause`, `resume`, `kill --all` and `delete` run from this test's
+/// cgroup. Nothing may leak.
+#[test]
+fn commands_from_another_cgroup_act_on_the_cgroup_create_made() {
+    let rt = Rt::new();
+    let id = unique_id("relcg");
+    let mut subs = SubCgroups(Vec::new());
+    let mut moves = String::new();
+    for ctrl in ["pids", "freezer"] {
+        let sub = own_cgroup_dir(ctrl).join(format!("sub-{id}"));
+        std::fs::create_dir(&sub).unwrap_or_else(|e| panic!("mkdir {}: {e}", sub.display()));
+        moves.push_str(&format!("echo $$ > {}/cgroup.procs && ", sub.display()));
+        subs.0.push(sub);
+    }
+    let mut spec = sleeper();
+    spec["linux"].as_object_mut().unwrap().remove("cgroupsPath");
+    let bundle = Bundle::new(&spec);
+    let script = format!(
+        "{moves}exec {BIN} --root {} create --bundle {} {id}",
+        rt.root().display(),
+        bundle.path().display()
+    );
+    let out = tempfile::tempfile().unwrap();
+    let status = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out.try_clone().unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "create from a sub-cgroup failed: {status}"
+    );
+    let container_cgroups: Vec<_> = subs.0.iter().map(|s| s.join(&id)).collect();
+    for cg in &container_cgroups {
+        assert!(cg.is_dir(), "{} missing", cg.display());
+    }
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    rt.ok(&["start", &id]);
+    let ps = rt.ok(&["ps", "--format", "json", &id]);
+    assert_eq!(ps.trim(), format!("[{pid}]"));
+    rt.ok(&["pause", &id]);
+    assert_eq!(rt.state(&id)["status"], "paused");
+    rt.ok(&["resume", &id]);
+    assert_eq!(rt.state(&id)["status"], "running");
+    rt.ok(&["kill", "--all", &id, "KILL"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    for cg in &container_cgroups {
+        assert!(!cg.exists(), "cgroup {} leaked", cg.display());
+    }
+    for sub in &subs.0 {
+        std::fs::remove_dir(sub).unwrap_or_else(|e| panic!("rmdir {}: {e}", sub.display()));
+    }
+}

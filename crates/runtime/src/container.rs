@@ -576,6 +576,7 @@ impl Runtime {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            cgroup_paths: cg.paths(),
             config: plan.spec.clone(),
         };
         let data = serde_json::to_vec(&record)
@@ -909,7 +910,13 @@ impl Container {
             Some((t, zombie)) if t == self.record.init_start_time && !zombie)
     }
 
+    /// The container's cgroup: the directories `create` recorded (so a
+    /// relative cgroupsPath is not re-resolved against this caller's own
+    /// cgroup), or for an older state the cgroupsPath resolved again.
     fn cgroup(&self) -> Result<Box<dyn berth_cgroups::Manager>> {
+        if !self.record.cgroup_paths.is_empty() {
+            return Ok(berth_cgroups::manager_from_paths(&self.record.cgroup_paths)?);
+        }
         Ok(berth_cgroups::manager(
             &self.record.cgroups_path,
             &self.record.id,

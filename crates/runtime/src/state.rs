@@ -54,6 +54,12 @@ pub struct Record {
     pub created: DateTime<Utc>,
     /// The cgroupsPath the container was created with.
     pub cgroups_path: String,
+    /// The container's cgroup directory in each hierarchy, resolved once by
+    /// `create`: later commands reopen exactly these, whatever cgroup their
+    /// caller runs in (a relative or empty cgroupsPath depends on it).
+    /// Empty in states written before it was recorded.
+    #[serde(default)]
+    pub cgroup_paths: Vec<PathBuf>,
     /// The whole runtime spec (hooks for delete, namespaces for exec, ...).
     pub config: Spec,
 }
