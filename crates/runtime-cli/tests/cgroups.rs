@@ -154,3 +154,42 @@ fn commands_from_another_cgroup_act_on_the_cgroup_create_made() {
         std::fs::remove_dir(sub).unwrap_or_else(|e| panic!("rmdir {}: {e}", sub.display()));
     }
 }
+
+/// The saved config's `linux.resources` (state.json).
+fn saved_resources(rt: &Rt, id: &str) -> Value {
+    let path = rt.root().join(id).join("state.json");
+    let state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    state["config"]["linux"]["resources"].clone()
+}
+
+/// Issue 2.4: like runc (which saves the updated config in its state),
+/// `update` records the new limits, keeping the fields it did not change.
+#[test]
+fn update_records_the_new_limits_in_the_state() {
+    let rt = Rt::new();
+    let mut spec = sleeper();
+    spec["linux"]["resources"] = json!({
+        "pids": {"limit": 100},
+        "memory": {"limit": 256 << 20, "reservation": 128 << 20},
+    });
+    let bundle = Bundle::new(&spec);
+    let id = unique_id("upsave");
+    rt.up(&bundle, &id, true);
+    rt.ok(&["update", "--pids-limit", "7", "--memory", "64m", &id]);
+    let res = saved_resources(&rt, &id);
+    assert_eq!(res["pids"]["limit"], 7, "{res}");
+    assert_eq!(res["memory"]["limit"], 64 << 20, "{res}");
+    assert_eq!(res["memory"]["reservation"], 128 << 20, "{res}");
+    let file = bundle.path().join("res.json");
+    std::fs::write(&file, r#"{"cpu": {"shares": 512}}"#).unwrap();
+    rt.ok(&["update", "--resources", file.to_str().unwrap(), &id]);
+    let res = saved_resources(&rt, &id);
+    assert_eq!(res["cpu"]["shares"], 512, "{res}");
+    assert_eq!(res["pids"]["limit"], 7, "{res}");
+    // A refused update changes nothing.
+    let err = rt.fails(&["update", "--cpuset-cpus", "4096", &id]);
+    assert!(err.contains("cpuset.cpus"), "{err}");
+    assert_eq!(saved_resources(&rt, &id), res);
+    assert_eq!(rt.state(&id)["status"], "running");
+    rt.ok(&["delete", "--force", &id]);
+}

@@ -633,6 +633,30 @@ impl Runtime {
     }
 }
 
+/// `spec` with `linux.resources` updated by `update`: every field set in
+/// `update` replaces the saved one (objects merged field by field, lists
+/// replaced whole), fields it leaves unset keep their saved value.
+fn merge_resources(spec: &Spec, update: &oci_spec::runtime::LinuxResources) -> Result<Spec> {
+    fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+        match (into, from) {
+            (_, serde_json::Value::Null) => {}
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+    let encode = |e: serde_json::Error| Error::Init(format!("cannot record the update: {e}"));
+    let mut config = serde_json::to_value(spec).map_err(encode)?;
+    merge(
+        &mut config["linux"]["resources"],
+        serde_json::to_value(update).map_err(encode)?,
+    );
+    serde_json::from_value(config).map_err(encode)
+}
+
 /// Whether the bundle's process asks for a terminal (false if unreadable:
 /// create then reports the real problem).
 fn wants_terminal(bundle: &Path) -> bool {
@@ -915,7 +939,9 @@ impl Container {
     /// cgroup), or for an older state the cgroupsPath resolved again.
     fn cgroup(&self) -> Result<Box<dyn berth_cgroups::Manager>> {
         if !self.record.cgroup_paths.is_empty() {
-            return Ok(berth_cgroups::manager_from_paths(&self.record.cgroup_paths)?);
+            return Ok(berth_cgroups::manager_from_paths(
+                &self.record.cgroup_paths,
+            )?);
         }
         Ok(berth_cgroups::manager(
             &self.record.cgroups_path,
@@ -1077,14 +1103,21 @@ impl Container {
         }
     }
 
-    /// Writes new resource limits to the container's cgroup (`update`).
+    /// Writes new resource limits to the container's cgroup (`update`) and,
+    /// as runc does, records them in the saved config (state.json): the
+    /// fields given replace the saved ones, the others are kept.
     pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
         if self.status() == Status::Stopped {
             return Err(Error::NotRunning {
                 id: self.record.id.clone(),
             });
         }
-        Ok(self.cgroup()?.set(resources)?)
+        self.cgroup()?.set(resources)?;
+        let mut record = self.record.clone();
+        record.config = merge_resources(&record.config, resources)?;
+        let data = serde_json::to_vec(&record)
+            .map_err(|e| Error::Init(format!("cannot encode the state: {e}")))?;
+        state::write_atomic(&self.dir.join(STATE_FILE), &data)
     }
 
     /// Usage counters of the container's cgroup (`events --stats`).
@@ -1431,5 +1464,43 @@ fn become_ns_root(ch: &Channel) {
         ch.fail(&format!(
             "cannot become root in the user namespace (map container id 0): {e}"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_replaces_the_fields_it_sets_and_keeps_the_others() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"resources": {
+                "memory": {"limit": 1000000, "reservation": 500000},
+                "pids": {"limit": 10},
+                "devices": [{"allow": false, "access": "rwm"}]
+            }}
+        }))
+        .unwrap();
+        let update: oci_spec::runtime::LinuxResources = serde_json::from_value(
+            serde_json::json!({"memory": {"limit": 2000000}, "cpu": {"shares": 512}}),
+        )
+        .unwrap();
+        let merged = merge_resources(&spec, &update).unwrap();
+        let r = merged
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap();
+        let mem = r.memory().as_ref().unwrap();
+        assert_eq!(mem.limit(), Some(2000000));
+        assert_eq!(mem.reservation(), Some(500000));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 10);
+        assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(512));
+        assert_eq!(r.devices().as_ref().unwrap().len(), 1);
+        assert_eq!(merged.root().as_ref().unwrap().path(), Path::new("rootfs"));
     }
 }
