@@ -64,7 +64,7 @@ pub struct RunArgs {
     /// Name of the container (unique in the data root).
     #[arg(long)]
     pub name: Option<String>,
-    /// The container's hostname.
+    /// The container's hostname (default: the first 12 digits of its id).
     #[arg(long)]
     pub hostname: Option<String>,
     /// Mount the container's root filesystem read-only.
@@ -180,7 +180,7 @@ fn write_record(root: &Path, record: &ContainerRecord) -> Result<()> {
 }
 
 /// Builds the spec overrides from the command line.
-fn overrides(args: &RunArgs, volume_root: PathBuf) -> Result<Overrides> {
+fn overrides(args: &RunArgs, id: &str, volume_root: PathBuf) -> Result<Overrides> {
     let mut env = Vec::new();
     for e in &args.env {
         if e.contains('=') {
@@ -218,7 +218,11 @@ fn overrides(args: &RunArgs, volume_root: PathBuf) -> Result<Overrides> {
         env,
         user: args.user.clone(),
         workdir: args.workdir.clone(),
-        hostname: args.hostname.clone(),
+        hostname: Some(
+            args.hostname
+                .clone()
+                .unwrap_or_else(|| id[..12].to_string()),
+        ),
         read_only: args.read_only,
         binds,
         volume_root: Some(volume_root),
@@ -318,9 +322,8 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
     let name = args.name.clone().unwrap_or_else(|| id[..12].to_string());
     if let Some(existing) = list_containers(root)?.into_iter().find(|c| c.name == name) {
         bail!(
-            "the container name {name:?} is already in use by container {} (remove it with `rm -rf {}` after unmounting, or choose another --name)",
-            existing.id,
-            cdir.join(&existing.id).display()
+            "the container name {name:?} is already in use by container {} (choose another --name)",
+            existing.id
         );
     }
     let dir = cdir.join(&id);
@@ -356,7 +359,7 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
         berth_snapshot::mount_all(&mounts, &prepared.rootfs)
             .with_context(|| format!("mounting the rootfs {}", prepared.rootfs.display()))?;
         prepared.mounted = true;
-        let ov = overrides(args, prepared.dir.join("volumes"))?;
+        let ov = overrides(args, &id, prepared.dir.join("volumes"))?;
         let spec = berth_image::spec::spec_from_config(&image.config, &ov, &prepared.rootfs)
             .with_context(|| format!("building the runtime spec for {}", image.record.name))?;
         prepared.record.args = spec
@@ -660,7 +663,12 @@ fn supervise(
         if stdin_ready {
             if let Some(m) = master {
                 match nix::unistd::read(&stdin, &mut buf) {
-                    Ok(0) | Err(_) => stdin_open = false,
+                    Ok(0) | Err(_) => {
+                        // End of input: the terminal's EOF character, so a
+                        // shell reading the pty ends as it would at ^D.
+                        let _ = write_all(m.as_fd(), b"\x04");
+                        stdin_open = false;
+                    }
                     Ok(n) => {
                         if write_all(m.as_fd(), &buf[..n]).is_err() {
                             stdin_open = false;
