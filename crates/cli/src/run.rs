@@ -173,10 +173,24 @@ pub fn list_containers(root: &Path) -> Result<Vec<ContainerRecord>> {
     Ok(out)
 }
 
-fn write_record(root: &Path, record: &ContainerRecord) -> Result<()> {
+/// Writes `container.json` atomically (temp file + rename); `durable` adds
+/// the fsyncs, which a `--rm` container's record does not need (it is gone
+/// after the run anyway, and a crash leaves a record of a dead container).
+fn write_record(root: &Path, record: &ContainerRecord, durable: bool) -> Result<()> {
     let path = containers_dir(root).join(&record.id).join("container.json");
     let data = serde_json::to_vec_pretty(record).context("encoding the container record")?;
-    atomic_write(&path, &data).with_context(|| format!("writing {}", path.display()))
+    write_file(&path, &data, durable)
+}
+
+/// Replaces `path` with `data` through a temp file and a rename, fsynced
+/// when `durable`.
+fn write_file(path: &Path, data: &[u8], durable: bool) -> Result<()> {
+    if durable {
+        return atomic_write(path, data).with_context(|| format!("writing {}", path.display()));
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
 }
 
 /// Builds the spec overrides from the command line.
@@ -233,6 +247,7 @@ fn overrides(args: &RunArgs, id: &str, volume_root: PathBuf) -> Result<Overrides
 /// Everything set up for one container, torn down by [`Prepared::cleanup`].
 struct Prepared {
     dir: PathBuf,
+    bundle: PathBuf,
     rootfs: PathBuf,
     mounted: bool,
     snapshotter: Snapshotter,
@@ -240,13 +255,18 @@ struct Prepared {
 }
 
 impl Prepared {
-    /// Unmounts the rootfs; with `remove` also removes the active snapshot
-    /// and the container's directory.
+    /// Unmounts the rootfs and removes the bundle; with `remove` also
+    /// removes the active snapshot and the container's directory.
     fn cleanup(&mut self, remove: bool) -> Result<()> {
         if self.mounted {
             berth_snapshot::unmount(&self.rootfs)
                 .with_context(|| format!("unmounting {}", self.rootfs.display()))?;
             self.mounted = false;
+        }
+        match std::fs::remove_dir_all(&self.bundle) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", self.bundle.display())),
         }
         if remove {
             match self.snapshotter.remove(&self.record.snapshot) {
@@ -327,11 +347,15 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
         );
     }
     let dir = cdir.join(&id);
-    let bundle = dir.join("bundle");
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The bundle (config.json, rootfs mount point) only lives while the
+    // container runs: it goes in the state root, like containerd's.
+    let state_root = args.state_root.clone().unwrap_or_else(|| root.join("run"));
+    let bundle = state_root.join("bundles").join(&id);
     let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let mut prepared = Prepared {
         dir,
+        bundle: bundle.clone(),
         rootfs,
         mounted: false,
         snapshotter,
@@ -348,8 +372,11 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
             exit_code: None,
         },
     };
+    let durable = !args.rm;
     let result = (|| -> Result<i32> {
-        write_record(root, &prepared.record)?;
+        std::fs::create_dir_all(&prepared.rootfs)
+            .with_context(|| format!("creating {}", prepared.rootfs.display()))?;
+        write_record(root, &prepared.record, durable)?;
         drop(names_lock);
         let mounts = prepared
             .snapshotter
@@ -369,9 +396,7 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
             .unwrap_or_default();
         let spec_json = serde_json::to_vec_pretty(&spec).context("encoding the runtime spec")?;
         let config = bundle.join("config.json");
-        atomic_write(&config, &spec_json)
-            .with_context(|| format!("writing {}", config.display()))?;
-        let state_root = args.state_root.clone().unwrap_or_else(|| root.join("run"));
+        write_file(&config, &spec_json, false)?;
         start_and_wait(args, &state_root, &id, &bundle, &mut prepared, root)
     })();
     let remove = args.rm || result.is_err();
@@ -379,7 +404,7 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
         if !args.rm {
             prepared.record.status = "exited".into();
             prepared.record.exit_code = Some(*code);
-            write_record(root, &prepared.record)?;
+            write_record(root, &prepared.record, true)?;
         }
     }
     let cleaned = prepared.cleanup(remove);
@@ -455,7 +480,7 @@ fn start_and_wait(
             .context("creating a signalfd")?;
         container.start().context("starting the container")?;
         prepared.record.status = "running".into();
-        write_record(root, &prepared.record)?;
+        write_record(root, &prepared.record, false)?;
         let terminal = master.as_ref().map(|_| Terminal::enter(args.interactive));
         let code = supervise(
             container.pid(),

@@ -142,8 +142,15 @@ impl Env {
             .into_iter()
             .flatten()
             .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "bundles")
             .collect();
         assert!(state.is_empty(), "runtime state left: {state:?}");
+        let bundles: Vec<_> = std::fs::read_dir(self.root().join("run/bundles"))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(bundles.is_empty(), "bundles left: {bundles:?}");
         let active: Vec<_> = self
             .snapshots()
             .into_iter()
