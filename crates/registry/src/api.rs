@@ -600,10 +600,10 @@ async fn blob_get(app: &App, repo: &str, d: &Digest, req: Request) -> Result<Res
     Ok(finish(b, Body::from_stream(stream)))
 }
 
-/// Streams a request body into an upload, writing in ~1 MiB pieces and
+/// Streams a request body into an upload, writing in ~512 KiB pieces and
 /// aborting if the client stalls for `app.body_idle_timeout`.
 async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
-    const FLUSH: usize = 1024 * 1024;
+    const FLUSH: usize = 512 * 1024;
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     loop {
@@ -640,11 +640,16 @@ async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
                 if buf.is_empty() && chunk.len() >= FLUSH {
                     session.append(&app.store, chunk).await?;
                 } else {
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() >= FLUSH {
+                    // Flush before the buffer would grow past FLUSH, so it
+                    // is allocated once per piece and never reallocated.
+                    if buf.len() + chunk.len() > FLUSH && !buf.is_empty() {
                         let full: Bytes = buf.split().freeze();
                         session.append(&app.store, full).await?;
                     }
+                    if buf.capacity() == 0 {
+                        buf.reserve(FLUSH.max(chunk.len()));
+                    }
+                    buf.extend_from_slice(&chunk);
                 }
             }
         }
