@@ -603,6 +603,13 @@ async fn blob_get(app: &App, repo: &str, d: &Digest, req: Request) -> Result<Res
 /// Streams a request body into an upload, writing in ~512 KiB pieces and
 /// aborting if the client stalls for `app.body_idle_timeout`.
 async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
+    let received = pump_pieces(app, session, body).await;
+    // Whatever happened, what was handed to storage is there before we answer.
+    let settled = session.settle(&app.store).await;
+    received.and(settled)
+}
+
+async fn pump_pieces(app: &App, session: &mut Session, body: Body) -> Result<()> {
     const FLUSH: usize = 512 * 1024;
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();

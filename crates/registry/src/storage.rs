@@ -32,8 +32,14 @@ pub struct Meta {
 /// An open writer that appends to an object (an upload in progress).
 #[async_trait]
 pub trait Appender: Send {
-    /// Appends `data` at the end of the object.
+    /// Appends `data` at the end of the object. The write may still be in
+    /// progress when this returns; its error then surfaces on the next call.
     async fn write(&mut self, data: Bytes) -> io::Result<()>;
+    /// Waits until every write so far has reached storage (not necessarily
+    /// durably), reporting a failed one.
+    async fn settle(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes everything written so far durable.
     async fn sync(&mut self) -> io::Result<()>;
 }
@@ -156,6 +162,9 @@ struct FsAppender {
     file: Arc<std::fs::File>,
     unsynced: u64,
     syncing: Arc<AtomicBool>,
+    /// The write in flight, so receiving and hashing the next piece
+    /// overlaps with writing this one.
+    pending: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 /// Bytes an upload may write before a background flush starts.
@@ -164,11 +173,12 @@ const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
 #[async_trait]
 impl Appender for FsAppender {
     async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        self.settle().await?;
         let file = self.file.clone();
         let len = data.len() as u64;
-        tokio::task::spawn_blocking(move || (&*file).write_all(&data))
-            .await
-            .map_err(io::Error::other)??;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            (&*file).write_all(&data)
+        }));
         self.unsynced += len;
         if self.unsynced >= WRITEBACK_EVERY && !self.syncing.swap(true, Ordering::AcqRel) {
             self.unsynced = 0;
@@ -181,7 +191,14 @@ impl Appender for FsAppender {
         }
         Ok(())
     }
+    async fn settle(&mut self) -> io::Result<()> {
+        match self.pending.take() {
+            Some(w) => w.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
     async fn sync(&mut self) -> io::Result<()> {
+        self.settle().await?;
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
@@ -248,6 +265,7 @@ impl Driver for FsDriver {
             file: Arc::new(file),
             unsynced: 0,
             syncing: Arc::new(AtomicBool::new(false)),
+            pending: None,
         }))
     }
 

@@ -119,13 +119,40 @@ impl Session {
                     .await?,
             );
         }
-        self.hasher.update(&data);
+        // Write first (it proceeds on the blocking pool), then hash.
         let len = data.len() as u64;
+        let hashed = data.clone();
         if let Some(w) = self.writer.as_mut() {
-            w.write(data).await?;
+            if let Err(e) = w.write(data).await {
+                self.fail(store);
+                return Err(e.into());
+            }
         }
+        self.hasher.update(&hashed);
         self.offset += len;
         Ok(())
+    }
+}
+
+impl Session {
+    /// Waits for the writes in flight; after this the storage holds
+    /// `offset` bytes.
+    pub async fn settle(&mut self, store: &Store) -> Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.settle().await {
+                self.fail(store);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed write the in-memory offset and hash may be ahead of
+    /// storage: forget the session so the next request reloads it from
+    /// what is stored.
+    fn fail(&mut self, store: &Store) {
+        self.writer = None;
+        store.forget_session(&self.id);
     }
 }
 
