@@ -514,9 +514,7 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     nix_subreaper()?;
-    let pid = c.exec(&process, &opts)?;
-    berth_runtime::forward_signals(pid)?;
-    Ok(berth_runtime::wait_exit(pid)?)
+    Ok(c.exec_foreground(&process, &opts)?)
 }
 
 fn ps(rt: &Runtime, id: &str, format: Format, ps_args: Vec<String>) -> Result<()> {

@@ -342,6 +342,19 @@ impl Runtime {
     /// Creates container `id` from the bundle: the init runs set up and waits
     /// for [`Container::start`]. Nothing is left under the root on failure.
     pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Container> {
+        self.create_sized(id, bundle, opts, None)
+    }
+
+    /// `create`, with the pty's size (rows, columns) given by the caller
+    /// (`run` proxying a terminal: its own terminal's size, applied before
+    /// the process runs) instead of `process.consoleSize`.
+    fn create_sized(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &CreateOptions,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<Container> {
         if !valid_id(id) {
             return Err(Error::InvalidId { id: id.to_string() });
         }
@@ -407,12 +420,16 @@ impl Runtime {
                 )
             })
             .collect();
+        let mut prepared = process::prepare(process_spec, opts.preserve_fds)?;
+        if console_size.is_some() {
+            prepared.console_size = console_size;
+        }
         let plan = InitPlan {
             spec: &spec,
             bundle: &bundle,
             rootfs: &rootfs,
             ns: ns_plan(&spec)?,
-            process: process::prepare(process_spec, opts.preserve_fds)?,
+            process: prepared,
             cgroup_binds: Vec::new(),
             console,
             listener: Some(listener),
@@ -507,17 +524,31 @@ impl Runtime {
             .send(b'G', &binds_json)
             .map_err(sys_err("cannot release the container's first child"))?;
         let created = Utc::now();
+        // The init's 'H' can overtake P1's 'P' (its host pid): the hooks need
+        // that pid, so an early 'H' waits for it.
+        let mut early_hooks = None;
         loop {
-            let msg = match parent.recv() {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    reap_p1();
-                    return Err(Error::Init(
-                        "container init exited before it was ready (see the runtime log)".into(),
-                    ));
+            let msg = match early_hooks.take() {
+                Some(m) if *init_pid > 0 => m,
+                held => {
+                    early_hooks = held;
+                    match parent.recv() {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            reap_p1();
+                            return Err(Error::Init(
+                                "container init exited before it was ready (see the runtime log)"
+                                    .into(),
+                            ));
+                        }
+                        Err(e) => return Err(sys_err("sync socket")(e)),
+                    }
                 }
-                Err(e) => return Err(sys_err("sync socket")(e)),
             };
+            if msg.0 == b'H' && *init_pid <= 0 {
+                early_hooks = Some(msg);
+                continue;
+            }
             match msg {
                 (b'U', _) => {
                     write_id_maps(p1.as_raw(), plan.spec)?;
@@ -594,30 +625,22 @@ impl Runtime {
         // A terminal without --console-socket: like runc, take the pty
         // master ourselves and copy between it and our stdio.
         let mut tty = None;
+        let mut size = None;
         if opts.console_socket.is_none() && wants_terminal(bundle) {
-            std::fs::create_dir_all(&self.root).map_err(io_err(format!(
-                "cannot create the state root {}",
-                self.root.display()
-            )))?;
-            let name = format!(".tty-{}.sock", std::process::id());
-            let listener = bind_unix(&self.root, &name)?;
-            opts.console_socket = Some(self.root.join(&name));
-            tty = Some((listener, self.root.join(&name)));
+            let t = TtySocket::bind(&self.root)?;
+            opts.console_socket = Some(t.path.clone());
+            tty = Some(t);
+            // The pty gets our size before the process runs (a resize after
+            // `start` would race with its first look at the size).
+            size = crate::sys::terminal_size();
         }
-        let created = self.create(id, bundle, &opts);
-        if let Some((_, path)) = &tty {
-            let _ = std::fs::remove_file(path);
-        }
-        let c = created?;
-        let master = match &tty {
-            Some((listener, _)) => match crate::console::recv_master(listener) {
-                Ok((m, _)) => Some(m),
-                Err(e) => {
-                    let _ = c.delete(true);
-                    return Err(e.into());
-                }
-            },
-            None => None,
+        let c = self.create_sized(id, bundle, &opts, size)?;
+        let master = match tty.map(TtySocket::recv).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = c.delete(true);
+                return Err(e);
+            }
         };
         crate::sys::forward_signals(c.pid()).map_err(sys_err("cannot forward signals"))?;
         if let Err(e) = c.start() {
@@ -655,6 +678,41 @@ fn merge_resources(spec: &Spec, update: &oci_spec::runtime::LinuxResources) -> R
         serde_json::to_value(update).map_err(encode)?,
     );
     serde_json::from_value(config).map_err(encode)
+}
+
+/// A listening socket under the state root that receives the pty master
+/// when a terminal is wanted without `--console-socket` (`run`, foreground
+/// `exec`); the socket file is removed when it is dropped.
+struct TtySocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl TtySocket {
+    fn bind(root: &Path) -> Result<TtySocket> {
+        std::fs::create_dir_all(root).map_err(io_err(format!(
+            "cannot create the state root {}",
+            root.display()
+        )))?;
+        let name = format!(".tty-{}.sock", std::process::id());
+        let listener = bind_unix(root, &name)?;
+        Ok(TtySocket {
+            listener,
+            path: root.join(name),
+        })
+    }
+
+    /// Waits for the master (sent by the process that allocated the pty).
+    fn recv(self) -> Result<OwnedFd> {
+        let _ = std::fs::remove_file(&self.path);
+        Ok(crate::console::recv_master(&self.listener)?.0)
+    }
+}
+
+impl Drop for TtySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Whether the bundle's process asks for a terminal (false if unreadable:
@@ -1291,6 +1349,50 @@ impl Container {
             write_pid_file(p, pid)?;
         }
         Ok(pid)
+    }
+}
+
+impl Container {
+    /// `exec` in the foreground (`berth-runtime exec` without `-d`): runs
+    /// `process`, forwards this process's signals to it and returns its
+    /// exit code (128+signal when killed). With a terminal and no
+    /// `--console-socket`, this process takes the pty master and proxies it
+    /// to its own stdio, as `run` does (runc's behaviour). The caller must
+    /// be a child subreaper (see [`crate::set_child_subreaper`]).
+    pub fn exec_foreground(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
+        let mut opts = opts.clone();
+        let mut process = process.clone();
+        let mut tty = None;
+        if opts.console_socket.is_none() && process.terminal().unwrap_or(false) {
+            let root = self.dir.parent().unwrap_or(Path::new("/"));
+            let t = TtySocket::bind(root)?;
+            opts.console_socket = Some(t.path.clone());
+            tty = Some(t);
+            // Our terminal's size, applied before the process runs.
+            if let Some((rows, cols)) = crate::sys::terminal_size() {
+                let size = oci_spec::runtime::BoxBuilder::default()
+                    .height(rows)
+                    .width(cols)
+                    .build()
+                    .map_err(|e| Error::Init(format!("console size {rows}x{cols}: {e}")))?;
+                process.set_console_size(Some(size));
+            }
+        }
+        let pid = self.exec(&process, &opts)?;
+        let master = match tty.map(TtySocket::recv).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = wait_exit(pid);
+                return Err(e);
+            }
+        };
+        crate::sys::forward_signals(pid).map_err(sys_err("cannot forward signals"))?;
+        if let Some(m) = &master {
+            crate::sys::proxy_tty(m);
+        }
+        wait_exit(pid)
     }
 }
 

@@ -105,7 +105,54 @@ pub(crate) fn pidfd_send_signal(pidfd: impl AsFd, sig: i32) -> nix::Result<()> {
 
 static FORWARD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+/// The pty master `proxy_tty` copies to, or -1: a SIGWINCH then resizes it
+/// (and the kernel signals the container's foreground process group).
+static TTY_MASTER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Copies the window size of our terminal (stdin, else stdout) to the pty
+/// `master`. Async-signal-safe (two ioctls); false when neither is a
+/// terminal.
+fn copy_window_size(master: i32) -> bool {
+    match own_winsize() {
+        // SAFETY: TIOCSWINSZ only reads the live winsize `ws` points to.
+        Some(ws) => unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) == 0 },
+        None => false,
+    }
+}
+
+/// The window size of our terminal (stdin, else stdout), if either is one
+/// with a non-zero size. Async-signal-safe (ioctls only).
+fn own_winsize() -> Option<libc::winsize> {
+    for fd in [0, 1] {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ fills the live winsize `ws` points to.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+            return Some(ws);
+        }
+    }
+    None
+}
+
+/// (rows, columns) of our terminal (stdin, else stdout): the size a pty we
+/// proxy should have from the start, before the container process runs.
+pub(crate) fn terminal_size() -> Option<(u16, u16)> {
+    own_winsize().map(|ws| (ws.ws_row, ws.ws_col))
+}
+
 extern "C" fn forward_handler(sig: libc::c_int) {
+    if sig == libc::SIGWINCH {
+        let master = TTY_MASTER.load(std::sync::atomic::Ordering::Relaxed);
+        if master >= 0 {
+            // Resizing the pty signals the container's foreground group.
+            copy_window_size(master);
+            return;
+        }
+    }
     let pid = FORWARD_PID.load(std::sync::atomic::Ordering::Relaxed);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
@@ -348,7 +395,8 @@ pub(crate) fn exit_on_terminating_signals() {
 /// Copies our stdin to the pty `master` and the master's output to our
 /// stdout until the container side closes (what `runc run` does for a
 /// terminal without --console-socket). Our stdin is put in raw mode while
-/// it is a terminal, and the pty gets our window size.
+/// it is a terminal; the pty gets our window size, and again on every
+/// SIGWINCH (resize) we get (see [`forward_signals`]).
 pub(crate) fn proxy_tty(master: &OwnedFd) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::termios;
@@ -358,19 +406,9 @@ pub(crate) fn proxy_tty(master: &OwnedFd) {
         let mut raw = t.clone();
         termios::cfmakeraw(&mut raw);
         let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw);
-        let mut ws: libc::winsize = libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ fills the winsize we pass; TIOCSWINSZ reads it.
-        unsafe {
-            if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
-        }
     }
+    TTY_MASTER.store(master.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    copy_window_size(master.as_raw_fd());
     let mut stdin_open = true;
     let mut buf = [0u8; 8192];
     loop {
@@ -409,6 +447,7 @@ pub(crate) fn proxy_tty(master: &OwnedFd) {
             }
         }
     }
+    TTY_MASTER.store(-1, std::sync::atomic::Ordering::Relaxed);
     if let Some(t) = &saved {
         let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, t);
     }
