@@ -723,3 +723,61 @@ fn supervise(
     }
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn parse(argv: &[&str]) -> RunArgs {
+        Wrap::parse_from(std::iter::once("run").chain(argv.iter().copied())).args
+    }
+
+    #[test]
+    fn names_follow_dockers_rule() {
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name("a/b"));
+    }
+
+    #[test]
+    fn command_line_becomes_overrides() {
+        std::env::set_var("BERTH_RUN_UNIT_PASS", "v");
+        let args = parse(&[
+            "-e",
+            "A=1",
+            "-e",
+            "BERTH_RUN_UNIT_PASS",
+            "-e",
+            "BERTH_RUN_UNIT_UNSET",
+            "-v",
+            "/tmp:/t:ro",
+            "--entrypoint",
+            "",
+            "-u",
+            "7:8",
+            "-t",
+            "img",
+            "ls",
+            "-l",
+        ]);
+        let ov = overrides(&args, "0123456789abcdef", PathBuf::from("/v")).unwrap();
+        assert_eq!(ov.env, ["A=1", "BERTH_RUN_UNIT_PASS=v"]);
+        assert_eq!(ov.entrypoint, Some(Vec::new()));
+        assert_eq!(ov.cmd, Some(vec!["ls".to_string(), "-l".to_string()]));
+        assert_eq!(ov.user.as_deref(), Some("7:8"));
+        assert_eq!(ov.hostname.as_deref(), Some("0123456789ab"));
+        assert!(ov.terminal);
+        assert!(ov.binds[0].readonly);
+        let missing = parse(&["-v", "/nonexistent-berth-src:/x", "img"]);
+        let err = overrides(&missing, "0123456789abcdef", PathBuf::from("/v")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-berth-src"), "{err}");
+    }
+}
