@@ -428,3 +428,26 @@ fn tty_window_size_changes_reach_the_container() {
     assert_eq!(status.code(), Some(0));
     env.assert_no_containers_left();
 }
+
+#[test]
+fn concurrent_runs_of_a_fresh_image_share_one_unpacked_layer() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            env.command(&["run", "--rm", "bb", "echo", &format!("run-{i}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn berth run")
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait berth run");
+        assert_eq!(env.stdout_of(&out, 0), format!("run-{i}\n"));
+    }
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1, "one layer snapshot: {snaps:?}");
+    env.assert_no_containers_left();
+}
