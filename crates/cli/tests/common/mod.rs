@@ -131,25 +131,13 @@ impl Env {
             self.container_records().is_empty(),
             "container records left"
         );
-        let dirs: Vec<_> = std::fs::read_dir(self.root().join("containers"))
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n != ".lock")
-            .collect();
+        let mut dirs = dir_names(&self.root().join("containers"));
+        dirs.retain(|n| n != ".lock");
         assert!(dirs.is_empty(), "container directories left: {dirs:?}");
-        let state: Vec<_> = std::fs::read_dir(self.root().join("run"))
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n != "bundles")
-            .collect();
+        let mut state = dir_names(&self.root().join("run"));
+        state.retain(|n| n != "bundles");
         assert!(state.is_empty(), "runtime state left: {state:?}");
-        let bundles: Vec<_> = std::fs::read_dir(self.root().join("run/bundles"))
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let bundles = dir_names(&self.root().join("run/bundles"));
         assert!(bundles.is_empty(), "bundles left: {bundles:?}");
         let active: Vec<_> = self
             .snapshots()
@@ -193,6 +181,20 @@ impl Env {
         .expect("kill berth");
         child.wait().expect("wait berth").code()
     }
+}
+
+/// Names in `dir` (none if it does not exist).
+fn dir_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            e.expect("read dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
 }
 
 /// `tar -C dir -cf tar .`
