@@ -97,9 +97,9 @@ impl Drop for SubCgroups {
 /// is below the cgroup of the process that ran `create`. Later commands run
 /// from other cgroups (containerd's shim, podman, a shell) must act on that
 /// same cgroup, not re-resolve the path against their own: here `create`
-/// runs in a sub-cgroup of the pids and freezer hierarchies, and
-/// `ps`, `pause`, `resume`, `kill --all` and `delete` run from this test's
-/// cgroup. Nothing may leak.
+/// runs in a sub-cgroup of the pids and freezer hierarchies, and `ps`,
+/// `pause`, `resume`, `update`, `events`, `kill --all` and `delete` run
+/// from this test's cgroup. Nothing may leak.
 #[test]
 fn commands_from_another_cgroup_act_on_the_cgroup_create_made() {
     let rt = Rt::new();
@@ -144,6 +144,13 @@ fn commands_from_another_cgroup_act_on_the_cgroup_create_made() {
     assert_eq!(rt.state(&id)["status"], "paused");
     rt.ok(&["resume", &id]);
     assert_eq!(rt.state(&id)["status"], "running");
+    rt.ok(&["update", "--pids-limit", "5", &id]);
+    let pids_max = std::fs::read_to_string(container_cgroups[0].join("pids.max")).unwrap();
+    assert_eq!(pids_max, "5\n");
+    let line = rt.ok(&["events", "--stats", &id]);
+    let ev: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(ev["data"]["pids"]["current"], 1, "{ev}");
+    assert_eq!(ev["data"]["pids"]["limit"], 5, "{ev}");
     rt.ok(&["kill", "--all", &id, "KILL"]);
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
