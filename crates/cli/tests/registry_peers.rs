@@ -350,8 +350,7 @@ fn skopeo_against_htpasswd_and_token_auth() {
     require_peer("skopeo");
     let dir = tempfile::tempdir().unwrap();
     let layout = busybox_layout(dir.path());
-    let hash = bcrypt_hash("s3cret");
-    std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let htpasswd = alice_htpasswd(dir.path());
     let src = format!("oci:{}:latest", layout.display());
     let push = |creds: Option<&str>, dest: &str| {
         let mut args = vec!["copy", "--dest-tls-verify=false"];
@@ -370,14 +369,7 @@ fn skopeo_against_htpasswd_and_token_auth() {
 
     // htpasswd Basic.
     let cfg = dir.path().join("basic.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "auth:\n  htpasswd: {}\n",
-            dir.path().join("htpasswd").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("auth:\n  htpasswd: {}\n", htpasswd.display())).unwrap();
     let reg = Serve::start(&dir.path().join("s1"), &["--config", cfg.to_str().unwrap()]);
     let dest = format!("docker://{}/b/busybox:1", reg.addr);
     assert!(!push(None, &dest), "anonymous push must be refused");
@@ -399,7 +391,7 @@ fn skopeo_against_htpasswd_and_token_auth() {
              [[auth.token.rules]]\naccount = \"alice\"\nrepos = \"alice/*\"\nactions = [\"pull\", \"push\"]\n\
              [[auth.token.rules]]\naccount = \"alice\"\nrepos = \"public/*\"\nactions = [\"pull\", \"push\"]\n\
              [[auth.token.rules]]\naccount = \"anonymous\"\nrepos = \"public/*\"\nactions = [\"pull\"]\n",
-            dir.path().join("htpasswd").display()
+            htpasswd.display()
         ),
     )
     .unwrap();
@@ -428,14 +420,13 @@ fn containerd_ctr_uses_the_token_flow() {
     require_peer("ctr");
     require_peer("skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let hash = bcrypt_hash("s3cret");
-    std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let htpasswd = alice_htpasswd(dir.path());
     let cfg = dir.path().join("token.yml");
     std::fs::write(
         &cfg,
         format!(
             "auth:\n  htpasswd: {}\n  token:\n    rules:\n      - {{ account: alice, repos: \"alice/*\", actions: [pull, push] }}\n",
-            dir.path().join("htpasswd").display()
+            htpasswd.display()
         ),
     )
     .unwrap();
@@ -510,6 +501,13 @@ fn containerd_ctr_uses_the_token_flow() {
         &dst,
     ]);
     assert!(!wrong.status.success(), "a wrong password must be refused");
+}
+
+/// An htpasswd file in `dir` with user alice, password s3cret.
+fn alice_htpasswd(dir: &Path) -> PathBuf {
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, format!("alice:{}\n", bcrypt_hash("s3cret"))).unwrap();
+    path
 }
 
 /// A bcrypt hash from `berth registry htpasswd` (password on stdin).
