@@ -109,8 +109,14 @@ fn every_stage_runs_at_its_moment_with_the_state() {
         saw.exists()
     });
     let seen = fs::read_to_string(&saw).unwrap();
+    let mut seen: Vec<_> = seen.lines().collect();
+    // poststart runs once the process has been started: whether it shows up
+    // before the process reads the list is up to the scheduler (as with runc).
+    if seen.last() == Some(&"poststart") {
+        seen.pop();
+    }
     assert_eq!(
-        seen.lines().collect::<Vec<_>>(),
+        seen,
         [
             "prestart",
             "createRuntime",
