@@ -187,9 +187,102 @@ pub(crate) fn device_rule(d: &LinuxDeviceCgroup) -> String {
     format!("{typ} {}:{} {access}", num(d.major()), num(d.minor()))
 }
 
+/// v1 device exceptions: access bits (r=1, w=2, m=4) by "type major:minor".
+type Exceptions = std::collections::BTreeMap<String, u8>;
+
+/// Adds the exceptions of v1 lines ("c 1:3 rwm") to `into`, OR-ing the
+/// access of the same device as the kernel does. None for a line that is
+/// not a single-device-class exception (type `a`: allow- or deny-all).
+fn add_exceptions<'a>(into: &mut Exceptions, lines: impl Iterator<Item = &'a str>) -> Option<()> {
+    for line in lines.map(str::trim).filter(|l| !l.is_empty()) {
+        let mut parts = line.split_whitespace();
+        let (typ, dev, access) = (parts.next()?, parts.next()?, parts.next()?);
+        if !matches!(typ, "b" | "c") || parts.next().is_some() {
+            return None;
+        }
+        let mut bits = 0;
+        for c in access.chars() {
+            bits |= match c {
+                'r' => 1,
+                'w' => 2,
+                'm' => 4,
+                _ => return None,
+            };
+        }
+        *into.entry(format!("{typ} {dev}")).or_insert(0) |= bits;
+    }
+    Some(())
+}
+
+fn access_of(bits: u8) -> String {
+    [(1, 'r'), (2, 'w'), (4, 'm')]
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// On a v1 cgroup that already denies by default, the writes that turn its
+/// exception list into the one `devices` (a deny-all followed by allows,
+/// plus the defaults) asks for: allows first, then the removals. No
+/// deny-all is written, so devices the container keeps are never denied
+/// meanwhile, and a cgroup with child cgroups (where the kernel refuses a
+/// deny-all) can be updated. None when the cgroup allows by default or the
+/// rules have another shape: then they are written as given.
+fn v1_transition(
+    dir: &std::path::Path,
+    devices: &[LinuxDeviceCgroup],
+) -> Result<Option<Vec<(bool, String)>>, Error> {
+    let Some((first, rest)) = devices.split_first() else {
+        return Ok(None);
+    };
+    if first.allow() || device_rule(first) != "a" || rest.iter().any(|d| !d.allow()) {
+        return Ok(None);
+    }
+    let mut current = Exceptions::new();
+    let list = read(&dir.join("devices.list"))?;
+    if add_exceptions(&mut current, list.lines()).is_none() {
+        return Ok(None);
+    }
+    let mut target = Exceptions::new();
+    let rules: Vec<String> = rest.iter().map(device_rule).collect();
+    let lines = rules
+        .iter()
+        .map(String::as_str)
+        .chain(DEFAULT_DEVICE_RULES.iter().copied());
+    if add_exceptions(&mut target, lines).is_none() {
+        return Ok(None);
+    }
+    let mut writes = Vec::new();
+    for (dev, &want) in &target {
+        let add = want & !current.get(dev).copied().unwrap_or(0);
+        if add != 0 {
+            writes.push((true, format!("{dev} {}", access_of(add))));
+        }
+    }
+    for (dev, &have) in &current {
+        let remove = have & !target.get(dev).copied().unwrap_or(0);
+        if remove != 0 {
+            writes.push((false, format!("{dev} {}", access_of(remove))));
+        }
+    }
+    Ok(Some(writes))
+}
+
 fn set_devices(m: &FsManager, devices: &[LinuxDeviceCgroup]) -> Result<(), Error> {
     match m.locate("devices") {
         Some(Loc::V1(d)) => {
+            if let Some(writes) = v1_transition(d, devices)? {
+                for (allow, line) in writes {
+                    let file = if allow {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
+                    write(&d.join(file), &line)?;
+                }
+                return Ok(());
+            }
             // v1 has no atomic replace: a deny-all ("a") empties the allow
             // list until the allows are written. Keep that window as short
             // as possible (files opened once, runc's defaults, which include

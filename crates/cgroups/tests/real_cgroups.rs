@@ -520,3 +520,65 @@ fn create_makes_every_directory_without_moving_a_process() {
     f.cg.destroy().expect("destroy");
     assert!(f.cg.paths().iter().all(|p| !p.exists()));
 }
+
+/// v1: re-setting device rules on a cgroup that already denies by default
+/// writes only the difference, never a deny-all: nothing the container
+/// keeps is denied meanwhile, and a cgroup with child cgroups (where the
+/// kernel refuses a deny-all with EINVAL) can be updated. Failed before:
+/// the second `set` wrote "a" to devices.deny and got EINVAL.
+#[test]
+fn v1_device_update_writes_only_the_difference() {
+    let f = Fixture::new("devices-diff");
+    f.cg.create().expect("create");
+    if f.cg.hierarchy() == Hierarchy::V2 {
+        return;
+    }
+    let rules = |access: &str| {
+        let deny_all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap();
+        let kmsg = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(1)
+            .minor(11)
+            .access(access)
+            .build()
+            .unwrap();
+        LinuxResourcesBuilder::default()
+            .devices(vec![deny_all, kmsg])
+            .build()
+            .unwrap()
+    };
+    f.cg.set(&rules("r")).expect("first set");
+    let first = f.read("devices.list");
+    assert!(first.lines().any(|l| l == "c 1:11 r"), "{first}");
+    // A nested cgroup, as a container running systemd or podman creates.
+    let child = f.file("devices.list").parent().unwrap().join("nested");
+    fs::create_dir(&child).expect("mkdir nested cgroup");
+    let res = f.cg.set(&rules("rw"));
+    let list = f.read("devices.list");
+    fs::remove_dir(&child).expect("rmdir nested cgroup");
+    res.expect("update of a cgroup with a child cgroup");
+    assert!(list.lines().any(|l| l == "c 1:11 rw"), "{list}");
+    assert!(list.lines().any(|l| l == "c 1:3 rwm"), "{list}");
+    assert!(!list.contains("a *:* rwm"), "{list}");
+    // Dropping the rule removes the exception.
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap();
+    f.cg.set(
+        &LinuxResourcesBuilder::default()
+            .devices(vec![deny_all])
+            .build()
+            .unwrap(),
+    )
+    .expect("set without the rule");
+    let list = f.read("devices.list");
+    assert!(!list.contains("c 1:11"), "{list}");
+    assert!(list.lines().any(|l| l == "c 1:3 rwm"), "{list}");
+}
