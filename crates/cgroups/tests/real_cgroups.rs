@@ -275,13 +275,9 @@ fn device_rules_deny_unlisted_devices() {
         "if (exec 3</dev/kmsg) 2>/dev/null; then echo kmsg-open; else echo kmsg-denied; fi; \
          echo x >/dev/null && echo null-ok",
     );
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()
-        .unwrap();
+    let deny = deny_all();
     let r = LinuxResourcesBuilder::default()
-        .devices(vec![deny_all])
+        .devices(vec![deny])
         .build()
         .unwrap();
     f.cg.set(&r).expect("set devices");
@@ -305,14 +301,10 @@ fn device_rules_deny_unlisted_devices() {
         .access("r")
         .build()
         .unwrap();
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()
-        .unwrap();
+    let deny = deny_all();
     g.cg.set(
         &LinuxResourcesBuilder::default()
-            .devices(vec![deny_all, kmsg])
+            .devices(vec![deny, kmsg])
             .build()
             .unwrap(),
     )
@@ -534,11 +526,7 @@ fn v1_device_update_writes_only_the_difference() {
         return;
     }
     let rules = |access: &str| {
-        let deny_all = LinuxDeviceCgroupBuilder::default()
-            .allow(false)
-            .access("rwm")
-            .build()
-            .unwrap();
+        let deny = deny_all();
         let kmsg = LinuxDeviceCgroupBuilder::default()
             .allow(true)
             .typ(LinuxDeviceType::C)
@@ -548,7 +536,7 @@ fn v1_device_update_writes_only_the_difference() {
             .build()
             .unwrap();
         LinuxResourcesBuilder::default()
-            .devices(vec![deny_all, kmsg])
+            .devices(vec![deny, kmsg])
             .build()
             .unwrap()
     };
@@ -566,14 +554,10 @@ fn v1_device_update_writes_only_the_difference() {
     assert!(list.lines().any(|l| l == "c 1:3 rwm"), "{list}");
     assert!(!list.contains("a *:* rwm"), "{list}");
     // Dropping the rule removes the exception.
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()
-        .unwrap();
+    let deny = deny_all();
     f.cg.set(
         &LinuxResourcesBuilder::default()
-            .devices(vec![deny_all])
+            .devices(vec![deny])
             .build()
             .unwrap(),
     )
@@ -581,4 +565,13 @@ fn v1_device_update_writes_only_the_difference() {
     let list = f.read("devices.list");
     assert!(!list.contains("c 1:11"), "{list}");
     assert!(list.lines().any(|l| l == "c 1:3 rwm"), "{list}");
+}
+
+/// The device rule denying every device (what runc's default spec starts with).
+fn deny_all() -> oci_spec::runtime::LinuxDeviceCgroup {
+    LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap()
 }
