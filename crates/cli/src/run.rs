@@ -106,6 +106,75 @@ pub struct ContainerRecord {
     pub status: String,
     /// Exit code once exited (128+signal when killed).
     pub exit_code: Option<i32>,
+    /// Started with `--rm`.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// The `berth run` process that owns the container, and its start time
+    /// (so a reused pid is not taken for it).
+    #[serde(default)]
+    pub owner: (i32, u64),
+    /// The runtime state root (holding the bundle too).
+    #[serde(default)]
+    pub state_root: PathBuf,
+}
+
+/// The calling process as a record's owner.
+fn this_owner() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    let start = berth_runtime::state::proc_start_time(pid).map_or(0, |(t, _)| t);
+    (pid, start)
+}
+
+/// Whether the `berth run` that owns `record` is gone while the record still
+/// says the container was created or running (berth was killed).
+fn abandoned(record: &ContainerRecord) -> bool {
+    let (pid, start) = record.owner;
+    record.status != "exited"
+        && pid > 0
+        && berth_runtime::state::proc_start_time(pid) != Some((start, false))
+}
+
+/// Cleans up after `berth run`s that were killed (SIGKILL, OOM): kills and
+/// deletes their containers, unmounts and removes their bundles; `--rm`
+/// containers lose their snapshot and record, kept ones are marked exited.
+/// Problems are reported as warnings: they must not stop a new run.
+fn reap_abandoned(root: &Path, records: &[ContainerRecord], snapshotter: &Snapshotter) {
+    for rec in records.iter().filter(|r| abandoned(r)) {
+        let warn = |what: &str, e: &dyn std::fmt::Display| {
+            eprintln!(
+                "berth: warning: abandoned container {} ({}): {what}: {e}",
+                rec.name, rec.id
+            );
+        };
+        if let Ok(c) = Runtime::new(&rec.state_root).load(&rec.id) {
+            if let Err(e) = c.delete(true) {
+                warn("deleting it from the runtime", &e);
+            }
+        }
+        let bundle = rec.state_root.join("bundles").join(&rec.id);
+        let _ = berth_snapshot::unmount(&bundle.join("rootfs"));
+        match std::fs::remove_dir_all(&bundle) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn("removing its bundle", &e),
+        }
+        if rec.auto_remove {
+            match snapshotter.remove(&rec.snapshot) {
+                Ok(()) | Err(berth_snapshot::SnapshotError::NotFound(_)) => {}
+                Err(e) => warn("removing its snapshot", &e),
+            }
+            if let Err(e) = std::fs::remove_dir_all(containers_dir(root).join(&rec.id)) {
+                warn("removing its record", &e);
+            }
+        } else {
+            let mut done = rec.clone();
+            done.status = "exited".into();
+            done.exit_code = None;
+            if let Err(e) = write_record(root, &done, true) {
+                warn("marking it exited", &e);
+            }
+        }
+    }
 }
 
 /// Runs `berth run`: returns the container's exit code, or 125 (with the
@@ -340,7 +409,12 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
     let names_lock = FileLock::acquire(&cdir.join(".lock"), LockMode::Exclusive)?;
     let id = new_id()?;
     let name = args.name.clone().unwrap_or_else(|| id[..12].to_string());
-    if let Some(existing) = list_containers(root)?.into_iter().find(|c| c.name == name) {
+    let existing = list_containers(root)?;
+    reap_abandoned(root, &existing, &snapshotter);
+    if let Some(existing) = existing
+        .into_iter()
+        .find(|c| c.name == name && !(c.auto_remove && abandoned(c)))
+    {
         bail!(
             "the container name {name:?} is already in use by container {} (choose another --name)",
             existing.id
@@ -370,6 +444,9 @@ fn run_container(args: &RunArgs, global: &Global) -> Result<i32> {
             created: chrono::Utc::now().to_rfc3339(),
             status: "created".into(),
             exit_code: None,
+            auto_remove: args.rm,
+            owner: this_owner(),
+            state_root: state_root.clone(),
         },
     };
     let durable = !args.rm;

@@ -451,3 +451,54 @@ fn concurrent_runs_of_a_fresh_image_share_one_unpacked_layer() {
     assert_eq!(snaps.len(), 1, "one layer snapshot: {snaps:?}");
     env.assert_no_containers_left();
 }
+
+#[test]
+fn the_next_run_cleans_up_after_a_killed_berth() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let abandon = |args: &[&str]| {
+        let mut child = env
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn berth run");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        child.kill().expect("SIGKILL berth");
+        child.wait().expect("wait berth");
+    };
+    // Bounded, so a failed cleanup cannot leave it running for long.
+    let script = "echo ready; exec sleep 60";
+    abandon(&["run", "--rm", "--name", "gone", "bb", "sh", "-c", script]);
+    let records = env.container_records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["status"], "running");
+    // The next run kills the abandoned --rm container and removes it
+    // entirely (so its name is free again) ...
+    abandon(&["run", "--name", "gone", "bb", "sh", "-c", script]);
+    let records = env.container_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["auto_remove"], false, "{records:?}");
+    // ... and a kept one is killed and marked exited.
+    let out = env.berth(&["run", "--rm", "bb", "echo", "again"]);
+    assert_eq!(env.stdout_of(&out, 0), "again\n");
+    let records = env.container_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["name"], "gone");
+    assert_eq!(records[0]["status"], "exited");
+    let mut state = std::fs::read_dir(env.root().join("run")).unwrap();
+    assert!(
+        state.all(|e| e.unwrap().file_name() == "bundles"),
+        "no runtime state left"
+    );
+    let bundles = std::fs::read_dir(env.root().join("run/bundles"))
+        .unwrap()
+        .count();
+    assert_eq!(bundles, 0, "no bundle left");
+    env.assert_no_mounts();
+}
