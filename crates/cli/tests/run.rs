@@ -457,18 +457,7 @@ fn the_next_run_cleans_up_after_a_killed_berth() {
     let env = Env::new();
     env.import_busybox("bb", &[]);
     let abandon = |args: &[&str]| {
-        let mut child = env
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn berth run");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "ready\n");
+        let mut child = env.spawn_until_ready(args);
         child.kill().expect("SIGKILL berth");
         child.wait().expect("wait berth");
     };

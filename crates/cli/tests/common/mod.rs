@@ -156,17 +156,15 @@ impl Env {
         assert!(left.is_empty(), "mounts left: {left:#?}");
     }
 
-    /// Runs `berth run --rm EXTRA bb CMD`, waits for it to print "ready",
-    /// sends SIGTERM to berth and returns berth's exit code.
-    pub fn run_then_signal(&self, cmd: &[&str], extra: &[&str]) -> Option<i32> {
-        let mut args = vec!["run", "--rm"];
-        args.extend_from_slice(extra);
-        args.push("bb");
-        args.extend_from_slice(cmd);
+    /// Spawns `berth ARGS` (stderr discarded, so a container left running
+    /// cannot hold the test harness's output open) and waits until it prints
+    /// "ready"; stdout is consumed up to there.
+    pub fn spawn_until_ready(&self, args: &[&str]) -> std::process::Child {
         let mut child = self
-            .command(&args)
+            .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("spawn berth run");
         let mut line = String::new();
@@ -174,6 +172,17 @@ impl Env {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line, "ready\n");
+        child
+    }
+
+    /// Runs `berth run --rm EXTRA bb CMD`, waits for it to print "ready",
+    /// sends SIGTERM to berth and returns berth's exit code.
+    pub fn run_then_signal(&self, cmd: &[&str], extra: &[&str]) -> Option<i32> {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.push("bb");
+        args.extend_from_slice(cmd);
+        let mut child = self.spawn_until_ready(&args);
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
