@@ -1,1 +1,0 @@
-//! Registry client: token auth, pull, push, cross-repo mount, referrers, retries, progress.
