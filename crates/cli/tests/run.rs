@@ -466,7 +466,10 @@ fn the_next_run_cleans_up_after_a_killed_berth() {
     abandon(&["run", "--rm", "--name", "gone", "bb", "sh", "-c", script]);
     let records = env.container_records();
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0]["status"], "running");
+    // berth records "running" just after start returns, so the container may
+    // print before the record says so: either live status is right here.
+    let status = records[0]["status"].as_str().unwrap_or_default();
+    assert!(status == "running" || status == "created", "{records:?}");
     // The next run kills the abandoned --rm container and removes it
     // entirely (so its name is free again) ...
     abandon(&["run", "--name", "gone", "bb", "sh", "-c", script]);

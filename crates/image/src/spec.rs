@@ -202,6 +202,9 @@ pub fn spec_from_config(
         .or_else(|| image.user().clone())
         .unwrap_or_default();
     let user = resolve_user(rootfs, &user_text)?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
 
     let process = &mut spec["process"];
     process["env"] = json!(env);
@@ -304,7 +307,7 @@ mod tests {
         );
         assert_eq!(
             p.env().as_ref().unwrap(),
-            &vec!["PATH=/app/bin".to_string(), "A=1".into()]
+            &vec!["PATH=/app/bin".to_string(), "A=1".into(), "HOME=/".into()]
         );
         assert_eq!(p.cwd().to_str(), Some("/app"));
         assert_eq!((p.user().uid(), p.user().gid()), (80, 81));
@@ -382,6 +385,21 @@ mod tests {
             spec.process().as_ref().unwrap().args().as_ref().unwrap(),
             &vec!["/bin/sh".to_string()]
         );
+    }
+
+    #[test]
+    fn home_comes_from_passwd_unless_the_env_sets_it() {
+        let r = rootfs();
+        let home = |image_env: serde_json::Value| {
+            let cfg = config(json!({"Env": image_env, "Cmd": ["sh"]}));
+            let spec = spec_from_config(&cfg, &Overrides::default(), r.path()).unwrap();
+            let env = spec.process().as_ref().unwrap().env().clone().unwrap();
+            env.into_iter()
+                .filter(|e| e.starts_with("HOME="))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(home(json!([])), vec!["HOME=/root".to_string()]);
+        assert_eq!(home(json!(["HOME=/srv"])), vec!["HOME=/srv".to_string()]);
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct ResolvedUser {
     pub gid: u32,
     /// Supplementary groups (from /etc/group membership).
     pub additional_gids: Vec<u32>,
+    /// Home directory from /etc/passwd; "/" for a uid the image doesn't
+    /// define (docker's and podman's rule for HOME).
+    pub home: String,
 }
 
 /// Reads `rel` inside `rootfs`, resolving symlinks as if `rootfs` were `/`.
@@ -47,6 +50,7 @@ struct Passwd {
     name: String,
     uid: u32,
     gid: u32,
+    home: String,
 }
 
 struct Group {
@@ -70,6 +74,11 @@ fn parse_passwd(text: &str) -> Vec<Passwd> {
             name: f.first()?.to_string(),
             uid: f.get(2)?.parse().ok()?,
             gid: f.get(3)?.parse().ok()?,
+            home: f
+                .get(5)
+                .filter(|h| !h.is_empty())
+                .unwrap_or(&"/")
+                .to_string(),
         })
     })
 }
@@ -104,13 +113,13 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let (uid, mut gid, name) = match user_part.parse::<u32>() {
+    let (uid, mut gid, name, home) = match user_part.parse::<u32>() {
         Ok(uid) => match passwd.iter().find(|p| p.uid == uid) {
-            Some(p) => (uid, p.gid, Some(p.name.clone())),
-            None => (uid, 0, None),
+            Some(p) => (uid, p.gid, Some(p.name.clone()), p.home.clone()),
+            None => (uid, 0, None, "/".to_string()),
         },
         Err(_) => match passwd.iter().find(|p| p.name == user_part) {
-            Some(p) => (p.uid, p.gid, Some(p.name.clone())),
+            Some(p) => (p.uid, p.gid, Some(p.name.clone()), p.home.clone()),
             None => {
                 return Err(Error::invalid(
                     format!("user {user_part:?}"),
@@ -150,6 +159,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
         uid,
         gid,
         additional_gids,
+        home,
     })
 }
 
@@ -177,13 +187,20 @@ pub(crate) mod tests {
     fn names_ids_and_groups() {
         let r = rootfs();
         let p = r.path();
-        assert_eq!(resolve_user(p, "").unwrap(), ResolvedUser::default());
+        assert_eq!(
+            resolve_user(p, "").unwrap(),
+            ResolvedUser {
+                home: "/root".into(),
+                ..Default::default()
+            }
+        );
         assert_eq!(
             resolve_user(p, "alice").unwrap(),
             ResolvedUser {
                 uid: 1000,
                 gid: 1000,
-                additional_gids: vec![29, 44]
+                additional_gids: vec![29, 44],
+                home: "/home/alice".into(),
             }
         );
         assert_eq!(resolve_user(p, "33").unwrap().gid, 33);
@@ -192,7 +209,8 @@ pub(crate) mod tests {
             ResolvedUser {
                 uid: 4242,
                 gid: 0,
-                additional_gids: vec![]
+                additional_gids: vec![],
+                home: "/".into(),
             }
         );
         assert_eq!(
@@ -200,7 +218,8 @@ pub(crate) mod tests {
             ResolvedUser {
                 uid: 1000,
                 gid: 44,
-                additional_gids: vec![]
+                additional_gids: vec![],
+                home: "/home/alice".into(),
             }
         );
         assert_eq!(
@@ -208,7 +227,8 @@ pub(crate) mod tests {
             ResolvedUser {
                 uid: 33,
                 gid: 29,
-                additional_gids: vec![]
+                additional_gids: vec![],
+                home: "/var/www".into(),
             }
         );
         let err = resolve_user(p, "bob").unwrap_err().to_string();
