@@ -126,25 +126,12 @@ async fn chunked_upload_status_out_of_order_chunk_and_cancel() {
     let loc = r.headers()["location"].to_str().unwrap().to_string();
 
     // Out of order: starts at 10 instead of 5.
-    let r = reg
-        .client
-        .patch(reg.url(&loc))
-        .header("content-range", "10-14")
-        .body("world")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.patch_chunk(&loc, Some("10-14"), "world").await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()["range"], "0-4");
 
     // Streamed chunk without Content-Range.
-    let r = reg
-        .client
-        .patch(reg.url(&loc))
-        .body(" world")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.patch_chunk(&loc, None, " world").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let r = reg.get(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
@@ -153,13 +140,7 @@ async fn chunked_upload_status_out_of_order_chunk_and_cancel() {
 
     // Finish with a last chunk in the PUT.
     let d = sha256(b"hello world!");
-    let r = reg
-        .client
-        .put(reg.url(&format!("{loc}?digest={d}")))
-        .body("!")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.finish_upload(&loc, &d, "!").await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["location"], format!("/v2/c/blobs/{d}").as_str());
     let r = reg.get(&format!("/v2/c/blobs/{d}")).await;
@@ -173,13 +154,7 @@ async fn chunked_upload_status_out_of_order_chunk_and_cancel() {
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let r = reg.delete(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = reg
-        .client
-        .patch(reg.url(&loc))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = reg.patch_chunk(&loc, None, "x").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
 }
@@ -197,13 +172,7 @@ async fn empty_blob_sha512_and_blob_delete() {
     let d512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)));
     let r = reg.post("/v2/e/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let r = reg
-        .client
-        .put(reg.url(&format!("{loc}?digest={d512}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = reg.finish_upload(&loc, &d512, data.to_vec()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = reg.get(&format!("/v2/e/blobs/{d512}")).await;
     assert_eq!(r.headers()["docker-content-digest"], d512.as_str());

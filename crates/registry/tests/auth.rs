@@ -5,7 +5,7 @@ mod common;
 use base64::Engine;
 use berth_registry::auth::{Action, AuthConfig, Rule, TokenConfig};
 use common::{error_code, sha256, TestRegistry};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 fn htpasswd(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("htpasswd");
@@ -141,6 +141,14 @@ fn granted(token: &str) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["access"].clone()
 }
 
+/// Sends `method path` with `token` and asserts the registry refuses it
+/// (401); returns the response for checks of its challenge.
+async fn refused(reg: &TestRegistry, method: Method, path: &str, token: &str) -> reqwest::Response {
+    let r = reg.bearer(method.clone(), path, token).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    r
+}
+
 #[tokio::test]
 async fn token_flow_grants_scopes_per_repository() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,14 +209,13 @@ async fn token_flow_grants_scopes_per_repository() {
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // The pull/push token does not allow delete.
-    let r = reg
-        .bearer(
-            reqwest::Method::DELETE,
-            &format!("/v2/alice/app/blobs/{d}"),
-            &push,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = refused(
+        &reg,
+        Method::DELETE,
+        &format!("/v2/alice/app/blobs/{d}"),
+        &push,
+    )
+    .await;
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .unwrap()
@@ -222,24 +229,22 @@ async fn token_flow_grants_scopes_per_repository() {
     )
     .await;
     assert_eq!(granted(&bobs), serde_json::json!([]));
-    let r = reg
-        .bearer(
-            reqwest::Method::GET,
-            &format!("/v2/alice/app/blobs/{d}"),
-            &bobs,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    refused(
+        &reg,
+        Method::GET,
+        &format!("/v2/alice/app/blobs/{d}"),
+        &bobs,
+    )
+    .await;
 
     // A token for one repository does not open another.
-    let r = reg
-        .bearer(
-            reqwest::Method::GET,
-            &format!("/v2/alice/other/blobs/{d}"),
-            &push,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    refused(
+        &reg,
+        Method::GET,
+        &format!("/v2/alice/other/blobs/{d}"),
+        &push,
+    )
+    .await;
 
     // Anonymous pull of public repositories, but no anonymous push.
     let anon = token(&reg, None, "repository:public/x:pull,push").await;
@@ -248,42 +253,32 @@ async fn token_flow_grants_scopes_per_repository() {
         serde_json::json!([{"type": "repository", "name": "public/x", "actions": ["pull"]}])
     );
     let r = reg
-        .bearer(reqwest::Method::GET, "/v2/public/x/tags/list", &anon)
+        .bearer(Method::GET, "/v2/public/x/tags/list", &anon)
         .await;
     assert_eq!(
         r.status(),
         StatusCode::NOT_FOUND,
         "authorised, the repository just does not exist"
     );
-    let r = reg
-        .bearer(reqwest::Method::POST, "/v2/public/x/blobs/uploads/", &anon)
-        .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    refused(&reg, Method::POST, "/v2/public/x/blobs/uploads/", &anon).await;
 
     // A forged token is rejected.
     let mut forged = push.clone();
     forged.pop();
     forged.push(if push.ends_with('A') { 'B' } else { 'A' });
-    let r = reg.bearer(reqwest::Method::GET, "/v2/", &forged).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = refused(&reg, Method::GET, "/v2/", &forged).await;
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .unwrap()
         .contains("invalid_token"));
 
     // Catalog needs registry:catalog:*.
-    let r = reg
-        .bearer(reqwest::Method::GET, "/v2/_catalog", &push)
-        .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    refused(&reg, Method::GET, "/v2/_catalog", &push).await;
     let cat = token(&reg, Some(("alice", "alice-pw")), "registry:catalog:*").await;
-    let r = reg.bearer(reqwest::Method::GET, "/v2/_catalog", &cat).await;
+    let r = reg.bearer(Method::GET, "/v2/_catalog", &cat).await;
     assert_eq!(r.status(), StatusCode::OK);
     let bob_cat = token(&reg, Some(("bob", "bob-pw")), "registry:catalog:*").await;
-    let r = reg
-        .bearer(reqwest::Method::GET, "/v2/_catalog", &bob_cat)
-        .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    refused(&reg, Method::GET, "/v2/_catalog", &bob_cat).await;
 }
 
 #[tokio::test]

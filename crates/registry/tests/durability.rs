@@ -17,13 +17,7 @@ async fn upload_session_survives_a_restart() {
     let r = reg.post("/v2/s/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let first = vec![1u8; 300_000];
-    let r = reg
-        .client
-        .patch(reg.url(&loc))
-        .body(first.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = reg.patch_chunk(&loc, None, first.clone()).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     reg.stop().await;
 
@@ -34,22 +28,12 @@ async fn upload_session_survives_a_restart() {
     assert_eq!(r.headers()["range"], "0-299999");
     let second = vec![2u8; 1000];
     let r = reg
-        .client
-        .patch(reg.url(&loc))
-        .header("content-range", "300000-300999")
-        .body(second.clone())
-        .send()
-        .await
-        .unwrap();
+        .patch_chunk(&loc, Some("300000-300999"), second.clone())
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let all = [first, second].concat();
     let d = sha256(&all);
-    let r = reg
-        .client
-        .put(reg.url(&format!("{loc}?digest={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = reg.finish_upload(&loc, &d, Vec::new()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = reg.get(&format!("/v2/s/blobs/{d}")).await;
     assert_eq!(r.bytes().await.unwrap(), all);
@@ -71,25 +55,11 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
             let loc = r.headers()["location"].to_str().unwrap().to_string();
             for (n, chunk) in data.chunks(500_000).enumerate() {
                 let start = n * 500_000;
-                let r = reg
-                    .client
-                    .patch(reg.url(&loc))
-                    .header(
-                        "content-range",
-                        format!("{start}-{}", start + chunk.len() - 1),
-                    )
-                    .body(chunk.to_vec())
-                    .send()
-                    .await
-                    .unwrap();
+                let range = format!("{start}-{}", start + chunk.len() - 1);
+                let r = reg.patch_chunk(&loc, Some(&range), chunk.to_vec()).await;
                 assert_eq!(r.status(), StatusCode::ACCEPTED);
             }
-            let r = reg
-                .client
-                .put(reg.url(&format!("{loc}?digest={d}")))
-                .send()
-                .await
-                .unwrap();
+            let r = reg.finish_upload(&loc, &d, Vec::new()).await;
             assert_eq!(
                 r.status(),
                 StatusCode::CREATED,

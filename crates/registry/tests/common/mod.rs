@@ -121,6 +121,37 @@ impl TestRegistry {
             .unwrap()
     }
 
+    /// PATCH of one upload chunk to session `loc`, with a Content-Range
+    /// header when `range` is given.
+    pub async fn patch_chunk(
+        &self,
+        loc: &str,
+        range: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut req = self.client.patch(self.url(loc));
+        if let Some(range) = range {
+            req = req.header("content-range", range);
+        }
+        req.body(body).send().await.unwrap()
+    }
+
+    /// PUT that closes upload session `loc` as blob `digest`, with `body`
+    /// as its last chunk.
+    pub async fn finish_upload(
+        &self,
+        loc: &str,
+        digest: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("{loc}?digest={digest}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Monolithic push; returns the digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);
