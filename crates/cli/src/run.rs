@@ -540,18 +540,10 @@ fn start_and_wait(
         // Signals are blocked and read from a signalfd from here on (the
         // init was forked before, so it keeps berth's original mask).
         let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-            Signal::SIGWINCH,
-            Signal::SIGCHLD,
-        ] {
+        for s in berth_runtime::FORWARDED_SIGNALS {
             mask.add(s);
         }
+        mask.add(Signal::SIGCHLD);
         mask.thread_block().context("blocking signals")?;
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .context("creating a signalfd")?;

@@ -25,4 +25,4 @@ mod sys;
 pub use container::{wait_exit, Container, CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};
 pub use state::{State, Status};
-pub use sys::{forward_signals, reexec_read_only, set_child_subreaper};
+pub use sys::{forward_signals, reexec_read_only, set_child_subreaper, FORWARDED_SIGNALS};

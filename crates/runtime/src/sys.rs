@@ -160,25 +160,30 @@ extern "C" fn forward_handler(sig: libc::c_int) {
     }
 }
 
+/// The terminating and job-control signals a supervisor passes on to its
+/// container (what `runc run` forwards); used by [`forward_signals`] and by
+/// callers that read them from a signalfd instead.
+pub const FORWARDED_SIGNALS: [nix::sys::signal::Signal; 7] = [
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGQUIT,
+    nix::sys::signal::Signal::SIGUSR1,
+    nix::sys::signal::Signal::SIGUSR2,
+    nix::sys::signal::Signal::SIGWINCH,
+];
+
 /// Forwards the usual terminating and job-control signals this process gets
 /// to `pid` (what `runc run` does for its container).
 pub fn forward_signals(pid: i32) -> nix::Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
     FORWARD_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
     let action = SigAction::new(
         SigHandler::Handler(forward_handler),
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
+    for sig in FORWARDED_SIGNALS {
         // SAFETY: the handler only calls the async-signal-safe kill().
         unsafe { sigaction(sig, &action) }?;
     }
