@@ -43,6 +43,36 @@ pub fn propagation_flag(name: &str) -> Option<MsFlags> {
     })
 }
 
+/// Options that set a flag and their opposites that clear it, as
+/// (setting name, clearing name, flag).
+const TOGGLES: &[(&str, &str, MsFlags)] = &[
+    ("ro", "rw", MsFlags::MS_RDONLY),
+    ("nosuid", "suid", MsFlags::MS_NOSUID),
+    ("nodev", "dev", MsFlags::MS_NODEV),
+    ("noexec", "exec", MsFlags::MS_NOEXEC),
+    ("sync", "async", MsFlags::MS_SYNCHRONOUS),
+    ("mand", "nomand", MsFlags::MS_MANDLOCK),
+    ("noatime", "atime", MsFlags::MS_NOATIME),
+    ("nodiratime", "diratime", MsFlags::MS_NODIRATIME),
+    ("relatime", "norelatime", MsFlags::MS_RELATIME),
+    ("strictatime", "nostrictatime", MsFlags::MS_STRICTATIME),
+    ("lazytime", "nolazytime", MsFlags::MS_LAZYTIME),
+    ("silent", "loud", MsFlags::MS_SILENT),
+];
+
+/// The (set, clear) flags of a [`TOGGLES`] option name.
+fn toggle_flag(name: &str) -> Option<(MsFlags, MsFlags)> {
+    TOGGLES.iter().find_map(|&(set, clear, flag)| {
+        if name == set {
+            Some((flag, MsFlags::empty()))
+        } else if name == clear {
+            Some((MsFlags::empty(), flag))
+        } else {
+            None
+        }
+    })
+}
+
 /// Mount options split into flags to set, propagation changes and the
 /// filesystem-specific data string.
 #[derive(Debug, PartialEq)]
@@ -61,34 +91,10 @@ pub(crate) fn parse_options(opts: &[String]) -> MResult<MountOptions> {
     };
     for opt in opts {
         let (set, clear) = match opt.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
             "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
             "remount" => (MsFlags::empty(), MsFlags::empty()),
-            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
-            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
-            "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
-            "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
             // runc's tmpfs copy-up of the image's directory contents; the
             // empty tmpfs is what this runtime gives.
             "tmpcopyup" => (MsFlags::empty(), MsFlags::empty()),
@@ -98,14 +104,17 @@ pub(crate) fn parse_options(opts: &[String]) -> MResult<MountOptions> {
                     "mount option {opt:?} (mount_setattr) is not supported by berth-runtime; use the non-recursive form"
                 ))
             }
-            other => {
-                if let Some(p) = propagation_flag(other) {
-                    o.propagation.push(p);
-                } else {
-                    o.data.push(other.to_string());
+            other => match toggle_flag(other) {
+                Some(toggle) => toggle,
+                None => {
+                    if let Some(p) = propagation_flag(other) {
+                        o.propagation.push(p);
+                    } else {
+                        o.data.push(other.to_string());
+                    }
+                    continue;
                 }
-                continue;
-            }
+            },
         };
         o.flags.insert(set);
         o.flags.remove(clear);
@@ -733,6 +742,25 @@ mod tests {
         assert_eq!(o.data, vec!["size=64k".to_string(), "mode=755".to_string()]);
         let o = parse_options(&["ro".into(), "rw".into(), "rbind".into()]).unwrap();
         assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
+    }
+
+    #[test]
+    fn toggles_set_and_clear_their_flag() {
+        for &(set, clear, flag) in TOGGLES {
+            let o = parse_options(&[set.into()]).unwrap();
+            assert_eq!(o.flags, flag, "{set}");
+            let o = parse_options(&[set.into(), clear.into()]).unwrap();
+            assert_eq!(o.flags, MsFlags::empty(), "{set},{clear}");
+            assert!(o.data.is_empty(), "{clear} went to the data string");
+        }
+    }
+
+    #[test]
+    fn every_advertised_option_is_recognised() {
+        for name in crate::features::MOUNT_OPTIONS {
+            let o = parse_options(&[name.to_string()]).unwrap();
+            assert!(o.data.is_empty(), "{name} went to the data string");
+        }
     }
 
     #[test]
