@@ -131,14 +131,9 @@ impl Env {
     }
 }
 
+/// Runs `cmd`, failing the test unless it exits 0; returns its stdout.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&berth_testutil::run_ok(cmd).stdout).into_owned()
 }
 
 fn sha256_hex(data: &[u8]) -> String {

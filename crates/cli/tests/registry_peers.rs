@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_testutil::{busybox_rootfs, require_peer, require_root};
+use berth_testutil::{busybox_rootfs, require_peer, require_root, run_ok};
 
 /// A `berth registry serve` child process.
 struct Serve {
@@ -144,17 +144,9 @@ fn skopeo(args: &[&str], refs: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::
     c.output().expect("run skopeo")
 }
 
+/// Runs `cmd`, failing the test unless it exits 0; returns its stdout.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
 }
 
 /// An OCI layout at `dir/layout` holding `busybox:latest`, built with umoci
@@ -265,6 +257,18 @@ struct Containerd {
     socket: PathBuf,
 }
 
+impl Containerd {
+    /// A `ctr` command against this daemon, in the test namespace.
+    fn ctr(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "berth-test"])
+            .args(args);
+        c
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -317,14 +321,7 @@ fn containerd_ctr_pushes_and_pulls() {
     let dir = tempfile::tempdir().unwrap();
     let reg = seeded_registry(dir.path());
     let cd = containerd(dir.path());
-    let ctr = |args: &[&str]| {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(&cd.socket)
-            .args(["--namespace", "berth-test"])
-            .args(args);
-        run(&mut c)
-    };
+    let ctr = |args: &[&str]| run(&mut cd.ctr(args));
     let src = format!("{}/seed/busybox:latest", reg.addr);
     ctr(&["images", "pull", "--plain-http", &src]);
     let dst = format!("{}/ctr/busybox:pushed", reg.addr);
@@ -451,14 +448,7 @@ fn containerd_ctr_uses_the_token_flow() {
     .status
     .success());
     let cd = containerd(dir.path());
-    let ctr = |args: &[&str]| {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(&cd.socket)
-            .args(["--namespace", "berth-test"])
-            .args(args);
-        c.output().expect("run ctr")
-    };
+    let ctr = |args: &[&str]| cd.ctr(args).output().expect("run ctr");
     let anon = ctr(&["images", "pull", "--plain-http", &src]);
     assert!(
         !anon.status.success(),

@@ -353,16 +353,7 @@ fn preserve_fds_passes_fds_to_the_container() {
         bundle.path().display(),
         id
     );
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = berth_testutil::run_ok(std::process::Command::new("bash").arg("-c").arg(&script));
     // fd 3 passed; fd 4 (not preserved) closed: ls sees 0,1,2,3 and its own dir fd.
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through fd 3\n5\n");
 }

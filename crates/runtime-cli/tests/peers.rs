@@ -10,10 +10,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_testutil::{busybox_rootfs, require_peer, require_root, unique_id};
+use berth_testutil::{busybox_rootfs, require_peer, require_root, run_ok, unique_id};
 
 const RUNTIME: &str = env!("CARGO_BIN_EXE_berth-runtime");
 
@@ -78,21 +78,6 @@ impl Drop for Scratch {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Runs `cmd`, panicking with its output unless it exits 0.
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Builds a busybox image with umoci: returns the OCI layout directory; the
