@@ -19,12 +19,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 WORK=${WORK:-/var/tmp/berth-bench-images}
 RUNS=${RUNS:-5}
 mkdir -p "$WORK"
-for tool in hyperfine skopeo podman python3; do
-    command -v "$tool" >/dev/null || { echo "bench/images.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
-done
+need_tools hyperfine skopeo podman python3
 
 TARBALL=${ROOTFS_TAR:-$WORK/rootfs.tar}
 if [ ! -f "$TARBALL" ]; then

@@ -16,6 +16,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 WORK=${WORK:-/var/tmp/berth-bench-registry}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
@@ -23,9 +24,7 @@ RUNS=${RUNS:-5}
 BERTH=${BERTH:-$ROOT/target/release/berth}
 PORT_B=${PORT_B:-15701}
 PORT_D=${PORT_D:-15702}
-for tool in wrk hyperfine skopeo umoci docker-registry python3; do
-    command -v "$tool" >/dev/null || { echo "bench/registry.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
-done
+need_tools wrk hyperfine skopeo umoci docker-registry python3
 [ -x "$BERTH" ] || (cd "$ROOT" && cargo build --release -p berth-cli)
 mkdir -p "$WORK"
 

@@ -12,12 +12,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
 BERTH=${BERTH:-$ROOT/target/release/berth}
-for tool in hyperfine containerd ctr containerd-shim-runc-v2 runc busybox python3 tar; do
-    command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
-done
+need_tools hyperfine containerd ctr containerd-shim-runc-v2 runc busybox python3 tar
 if [ ! -x "$BERTH" ]; then
     (cd "$ROOT" && cargo build --release -p berth-cli)
 fi

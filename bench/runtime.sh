@@ -9,12 +9,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-50}
 WARMUP=${WARMUP:-5}
 BERTH=${BERTH:-$ROOT/target/release/berth-runtime}
-for tool in hyperfine runc busybox python3; do
-    command -v "$tool" >/dev/null || { echo "bench/runtime.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
-done
+need_tools hyperfine runc busybox python3
 if [ ! -x "$BERTH" ]; then
     (cd "$ROOT" && cargo build --release -p berth-runtime-cli)
 fi

@@ -8,12 +8,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 WORK=${WORK:-/var/tmp/berth-bench-unpack}
 RUNS=${RUNS:-5}
 mkdir -p "$WORK"
-for tool in hyperfine umoci tar python3; do
-    command -v "$tool" >/dev/null || { echo "bench/unpack.sh needs $tool: run scripts/install-deps" >&2; exit 1; }
-done
+need_tools hyperfine umoci tar python3
 
 LAYER=$WORK/layer.tar.gz
 if [ ! -f "$LAYER" ]; then
