@@ -7,6 +7,19 @@ use berth_registry::auth::{Action, AuthConfig, Rule, TokenConfig};
 use common::{error_code, sha256, TestRegistry};
 use reqwest::{Method, StatusCode};
 
+/// A monolithic blob upload of `body` as `digest` to `repo`, to send with
+/// or without credentials.
+fn monolithic(
+    reg: &TestRegistry,
+    repo: &str,
+    digest: &str,
+    body: &'static str,
+) -> reqwest::RequestBuilder {
+    reg.client
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .body(body)
+}
+
 fn htpasswd(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("htpasswd");
     let alice = bcrypt::hash("alice-pw", 4).unwrap();
@@ -49,19 +62,10 @@ async fn htpasswd_basic_auth_allows_users_and_refuses_others() {
 
     // Anonymous writes and reads are refused.
     let d = sha256(b"secret");
-    let r = reg
-        .client
-        .post(reg.url(&format!("/v2/x/blobs/uploads/?digest={d}")))
-        .body("secret")
-        .send()
-        .await
-        .unwrap();
+    let r = monolithic(&reg, "x", &d, "secret").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = reg
-        .client
-        .post(reg.url(&format!("/v2/x/blobs/uploads/?digest={d}")))
+    let r = monolithic(&reg, "x", &d, "secret")
         .basic_auth("alice", Some("alice-pw"))
-        .body("secret")
         .send()
         .await
         .unwrap();
@@ -158,10 +162,7 @@ async fn token_flow_grants_scopes_per_repository() {
 
     // The challenge clients follow.
     let d = sha256(b"layer");
-    let r = reg
-        .client
-        .post(reg.url(&format!("/v2/alice/app/blobs/uploads/?digest={d}")))
-        .body("layer")
+    let r = monolithic(&reg, "alice/app", &d, "layer")
         .send()
         .await
         .unwrap();
@@ -198,11 +199,8 @@ async fn token_flow_grants_scopes_per_repository() {
         granted(&push),
         serde_json::json!([{"type": "repository", "name": "alice/app", "actions": ["pull", "push"]}])
     );
-    let r = reg
-        .client
-        .post(reg.url(&format!("/v2/alice/app/blobs/uploads/?digest={d}")))
+    let r = monolithic(&reg, "alice/app", &d, "layer")
         .bearer_auth(&push)
-        .body("layer")
         .send()
         .await
         .unwrap();
@@ -340,30 +338,25 @@ async fn tls_serves_https_with_the_configured_certificate() {
     let openssl = berth_testutil::require_peer("openssl");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let out = std::process::Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    berth_testutil::run_ok(
+        std::process::Command::new(openssl)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
     );
     let mut c = common::config_for(dir.path());
     c.tls = Some(berth_registry::config::TlsConfig {

@@ -73,6 +73,12 @@ fn toggle_flag(name: &str) -> Option<(MsFlags, MsFlags)> {
     })
 }
 
+/// Changes the propagation of the mount at `target` to `flags` (one of
+/// MS_SHARED, MS_SLAVE, MS_PRIVATE, MS_UNBINDABLE, maybe with MS_REC).
+fn set_propagation(target: &str, flags: MsFlags) -> nix::Result<()> {
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+}
+
 /// Mount options split into flags to set, propagation changes and the
 /// filesystem-specific data string.
 #[derive(Debug, PartialEq)]
@@ -240,14 +246,8 @@ pub(crate) struct RootfsPlan<'a> {
 /// makes the host's mounts slaves, binds the rootfs onto itself, makes every
 /// mount of the spec in order and populates /dev.
 pub(crate) fn prepare_rootfs(plan: &RootfsPlan<'_>) -> MResult<()> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(e("cannot make / a recursive slave"))?;
+    set_propagation("/", MsFlags::MS_SLAVE | MsFlags::MS_REC)
+        .map_err(e("cannot make / a recursive slave"))?;
     mount(
         Some(plan.rootfs),
         plan.rootfs,
@@ -374,14 +374,8 @@ fn mount_one(root: &OwnedFd, m: &Mount, plan: &RootfsPlan<'_>) -> MResult<()> {
         open_in_root(root, dest).map_err(e("cannot reopen the mount"))?
     };
     for p in &opts.propagation {
-        mount(
-            None::<&str>,
-            fd_path(target.as_fd()).as_str(),
-            None::<&str>,
-            *p,
-            None::<&str>,
-        )
-        .map_err(e("cannot set mount propagation"))?;
+        set_propagation(fd_path(target.as_fd()).as_str(), *p)
+            .map_err(e("cannot set mount propagation"))?;
     }
     Ok(())
 }
@@ -601,14 +595,8 @@ pub(crate) fn enter_rootfs(rootfs: &Path, no_pivot: bool) -> MResult<()> {
         .map_err(e("cannot open the old root"))?;
         nix::unistd::pivot_root(".", ".").map_err(e("pivot_root"))?;
         nix::unistd::fchdir(old.as_fd()).map_err(e("cannot fchdir to the old root"))?;
-        mount(
-            None::<&str>,
-            ".",
-            None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(e("cannot make the old root a slave"))?;
+        set_propagation(".", MsFlags::MS_SLAVE | MsFlags::MS_REC)
+            .map_err(e("cannot make the old root a slave"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(e("cannot detach the old root"))?;
     }
     nix::unistd::chdir("/").map_err(e("cannot chdir to /"))
@@ -670,8 +658,7 @@ pub(crate) fn remount_ro(path: &str) -> MResult<()> {
 pub(crate) fn set_root_propagation(name: &str) -> MResult<()> {
     let flag =
         propagation_flag(name).ok_or_else(|| format!("unknown rootfsPropagation {name:?}"))?;
-    mount(None::<&str>, "/", None::<&str>, flag, None::<&str>)
-        .map_err(e(format!("cannot make / {name}")))
+    set_propagation("/", flag).map_err(e(format!("cannot make / {name}")))
 }
 
 /// Writes `value` to the sysctl `key` (dots or slashes) under /proc/sys.
