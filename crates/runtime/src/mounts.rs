@@ -79,6 +79,19 @@ fn set_propagation(target: &str, flags: MsFlags) -> nix::Result<()> {
     mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
 }
 
+/// Remounts the bind mount open as `target` with `flags`, keeping the flags
+/// the kernel locks (a user namespace cannot clear them).
+fn remount_bind(target: &OwnedFd, flags: MsFlags) -> nix::Result<()> {
+    let flags = flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked_flags(target);
+    mount(
+        None::<&str>,
+        fd_path(target.as_fd()).as_str(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+}
+
 /// Mount options split into flags to set, propagation changes and the
 /// filesystem-specific data string.
 #[derive(Debug, PartialEq)]
@@ -318,15 +331,7 @@ fn mount_one(root: &OwnedFd, m: &Mount, plan: &RootfsPlan<'_>) -> MResult<()> {
         let target = open_in_root(root, dest).map_err(e("cannot reopen the mount"))?;
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
-            let flags = extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked_flags(&target);
-            mount(
-                None::<&str>,
-                fd_path(target.as_fd()).as_str(),
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )
-            .map_err(e("cannot remount the bind with its options"))?;
+            remount_bind(&target, extra).map_err(e("cannot remount the bind with its options"))?;
         }
         target
     } else {
@@ -359,15 +364,7 @@ fn mount_one(root: &OwnedFd, m: &Mount, plan: &RootfsPlan<'_>) -> MResult<()> {
                 )
                 .map_err(e("cannot bind /sys"))?;
                 let t = open_in_root(root, dest).map_err(e("cannot reopen the mount"))?;
-                let flags = opts.flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked_flags(&t);
-                mount(
-                    None::<&str>,
-                    fd_path(t.as_fd()).as_str(),
-                    None::<&str>,
-                    flags,
-                    None::<&str>,
-                )
-                .map_err(e("cannot remount /sys"))?;
+                remount_bind(&t, opts.flags).map_err(e("cannot remount /sys"))?;
             }
             Err(err) => return Err(format!("cannot mount {typ} ({}): {err}", source.display())),
         }
