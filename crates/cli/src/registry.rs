@@ -91,6 +91,11 @@ async fn serve(cfg: berth_registry::Config) -> anyhow::Result<()> {
         Some(s3) => format!("s3 {}/{}/{}", s3.endpoint, s3.bucket, s3.prefix),
         None => cfg.storage.root.display().to_string(),
     };
+    // Handlers first: a client may send SIGTERM as soon as it reads the
+    // "listening" line, and the default action would kill us uncleanly.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let server = berth_registry::start(cfg)
         .await
         .context("starting the registry")?;
@@ -99,11 +104,9 @@ async fn serve(cfg: berth_registry::Config) -> anyhow::Result<()> {
         "berth registry: listening on {scheme}://{} (storage {storage})",
         server.addr()
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = int.recv() => {}
     }
     eprintln!("berth registry: shutting down, finishing requests in flight");
     server.shutdown(Duration::from_secs(30)).await;
