@@ -494,3 +494,26 @@ fn the_next_run_cleans_up_after_a_killed_berth() {
     assert_eq!(bundles, 0, "no bundle left");
     env.assert_no_mounts();
 }
+
+#[test]
+fn the_harness_detaches_mounts_a_failed_test_left() {
+    let env = Env::new();
+    let target = env.path("left/rootfs");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount a tmpfs");
+    let dir = env.path("");
+    drop(env);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !info.contains(dir.to_str().unwrap()),
+        "mount left under {dir:?}"
+    );
+    assert!(!dir.exists(), "{dir:?} not removed");
+}

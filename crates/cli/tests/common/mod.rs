@@ -17,6 +17,26 @@ pub struct Env {
     dir: tempfile::TempDir,
 }
 
+/// A test that fails half-way (or a killed berth it abandoned on purpose)
+/// can leave a container's overlay mounted: detach every mount under the
+/// test's directory, deepest first, so the directory can be removed and the
+/// machine stays clean.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let dir = self.dir.path().display().to_string();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 impl Env {
     /// A fresh data root (the test must run as root).
     pub fn new() -> Env {
