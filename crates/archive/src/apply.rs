@@ -48,20 +48,18 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Hashes the uncompressed stream and enforces the bomb limits.
-struct Hashing<R> {
+/// Counts the uncompressed stream and enforces the bomb limits.
+struct Limited<R> {
     inner: R,
-    hasher: Sha256,
     total: u64,
     compressed: Option<Arc<AtomicU64>>,
     max_size: u64,
     max_ratio: u64,
 }
 
-impl<R: Read> Read for Hashing<R> {
+impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         self.total += n as u64;
         if self.total > self.max_size {
             return Err(io::Error::other(BombError(format!(
@@ -960,9 +958,8 @@ pub fn apply_layer<R: Read + Send>(
             Some(count),
         ),
     };
-    let hashing = Hashing {
+    let limited = Limited {
         inner: decoded,
-        hasher: Sha256::new(),
         total: 0,
         compressed,
         max_size: options.max_size,
@@ -979,11 +976,15 @@ pub fn apply_layer<R: Read + Send>(
     };
 
     std::thread::scope(|scope| -> Result<Applied, ApplyError> {
-        // One thread inflates and hashes while this one parses and applies.
-        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
-        let inflater = scope.spawn(move || inflate(hashing, chunk_tx));
+        // One thread inflates while this one hashes, parses and applies
+        // (inflating is the larger half of the CPU work).
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+        let inflater = scope.spawn(move || inflate(limited, chunk_tx, spare_rx));
         let mut stream = TarStream::new(Chunks {
             rx: chunk_rx,
+            spare: spare_tx,
+            hasher: Sha256::new(),
             cur: Vec::new(),
             pos: 0,
         });
@@ -1036,17 +1037,20 @@ pub fn apply_layer<R: Read + Send>(
         applier.tx = None;
         shared.drain();
         // Hash whatever follows the end-of-archive marker too: the diff_id covers the whole stream.
+        let mut chunks = stream.into_inner();
         let run = run.and_then(|()| {
-            io::copy(&mut stream.into_inner(), &mut io::sink())
+            io::copy(&mut chunks, &mut io::sink())
                 .map(|_| ())
                 .map_err(|e| ApplyError::from_stream(e, "end of archive"))
         });
+        let hasher = chunks.hasher;
         // On error the receiver is gone, so the inflater stops at its next send.
-        let hashing = inflater.join().map_err(|_| {
+        drop(chunks.rx);
+        let limited = inflater.join().map_err(|_| {
             ApplyError::io("", "inflate", io::Error::other("inflate thread panicked"))
         })?;
         run?;
-        let diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+        let diff_id = format!("sha256:{}", hex::encode(hasher.finalize()));
         if let Some(expected) = &options.expected_diff_id {
             if !expected.eq_ignore_ascii_case(&diff_id) {
                 return Err(ApplyError::DiffIdMismatch {
@@ -1057,15 +1061,26 @@ pub fn apply_layer<R: Read + Send>(
         }
         Ok(Applied {
             diff_id,
-            size: hashing.total,
+            size: limited.total,
         })
     })
 }
 
-/// Reads the decompressed stream in large chunks and sends them on.
-fn inflate<R: Read>(mut r: Hashing<R>, tx: mpsc::SyncSender<io::Result<Vec<u8>>>) -> Hashing<R> {
+/// Decompressed bytes handed from the inflater to the parser at once.
+const CHUNK_SIZE: usize = 256 << 10;
+/// Chunks queued between the two threads.
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Reads the decompressed stream in large chunks and sends them on, reusing
+/// the buffers the parser hands back (no allocation or zeroing per chunk).
+fn inflate<R: Read>(
+    mut r: Limited<R>,
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spare: mpsc::Receiver<Vec<u8>>,
+) -> Limited<R> {
     loop {
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
+        buf.resize(CHUNK_SIZE, 0);
         let mut got = 0;
         // Fill the chunk (decoders return small reads) to keep channel traffic low.
         while got < buf.len() {
@@ -1089,9 +1104,12 @@ fn inflate<R: Read>(mut r: Hashing<R>, tx: mpsc::SyncSender<io::Result<Vec<u8>>>
     }
 }
 
-/// `Read` over the inflater's chunks.
+/// `Read` over the inflater's chunks; hashes each chunk as it arrives (the
+/// diff_id covers the whole stream) and returns its buffer for reuse.
 struct Chunks {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    spare: mpsc::Sender<Vec<u8>>,
+    hasher: Sha256,
     cur: Vec<u8>,
     pos: usize,
 }
@@ -1101,7 +1119,12 @@ impl Read for Chunks {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.cur = chunk;
+                    self.hasher.update(&chunk);
+                    let used = std::mem::replace(&mut self.cur, chunk);
+                    if used.capacity() == CHUNK_SIZE {
+                        // The inflater may be gone already: nothing to reuse then.
+                        let _ = self.spare.send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
