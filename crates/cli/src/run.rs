@@ -180,11 +180,16 @@ fn reap_abandoned(root: &Path, records: &[ContainerRecord], snapshotter: &Snapsh
 /// Runs `berth run`: returns the container's exit code, or 125 (with the
 /// error printed) when berth itself fails.
 pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
-    // The runtime forks container processes from this process: make sure
-    // /proc/self/exe is a read-only mount first (CVE-2019-5736).
-    if let Err(e) = berth_runtime::reexec_read_only() {
-        eprintln!("berth: cannot re-execute from a read-only copy of berth: {e}");
-        return Ok(BERTH_ERROR);
+    // The runtime forks container processes from this process: their
+    // /proc/self/exe must never be a writable host binary (CVE-2019-5736).
+    // The image's spec always has a new pid namespace and no hooks, so the
+    // runtime's exec trampoline covers it; without one, re-execute from a
+    // read-only mount of berth first.
+    if !berth_runtime::trampoline::available() {
+        if let Err(e) = berth_runtime::reexec_read_only() {
+            eprintln!("berth: cannot re-execute from a read-only copy of berth: {e}");
+            return Ok(BERTH_ERROR);
+        }
     }
     match run_container(&args, global) {
         Ok(code) => Ok(code),

@@ -269,9 +269,20 @@ struct ExecArgs {
 
 fn main() {
     let cli = Cli::parse();
-    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
-        // Processes forked into the container must not expose the host's
-        // binary writable through /proc/<pid>/exe (CVE-2019-5736 class).
+    // Processes forked into the container must not expose the host's binary
+    // writable through /proc/<pid>/exe (CVE-2019-5736 class): re-execute from
+    // a read-only mount, unless the exec trampoline covers the container.
+    let bundle = match &cli.cmd {
+        Cmd::Create(args) | Cmd::Run { create: args, .. } => Some(args.bundle.as_path()),
+        _ => None,
+    };
+    let reexec = match bundle {
+        Some(b) => {
+            !berth_runtime::spec::load(b).is_ok_and(|s| berth_runtime::trampoline::protects(&s))
+        }
+        None => matches!(cli.cmd, Cmd::Exec(_)),
+    };
+    if reexec {
         if let Err(e) = berth_runtime::reexec_read_only() {
             logging::fatal(&anyhow::anyhow!(
                 "cannot re-execute berth-runtime from a read-only mount of itself (needs open_tree and mount_setattr, Linux 5.12+): {e}"

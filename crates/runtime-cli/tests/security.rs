@@ -147,88 +147,165 @@ fn mount_is_read_only(f: &fs::File) -> bool {
     st.f_flag & libc::ST_RDONLY != 0
 }
 
-#[test]
-fn cve_2019_5736_runtime_binary_not_reachable_from_container() {
-    let rt = Rt::new();
-    let mut spec = berth_testutil::default_spec(&["sleep", "1000"]);
+/// An attacker (this test binary in the rootfs, [`attacker_role`]) exec'd
+/// into a container, scanning `/proc/*/exe` until told to stop.
+struct Attacker {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    report: Vec<String>,
+}
+
+/// A bundle whose rootfs holds the attacker and `/evil`, a
+/// `#!/proc/self/exe` script, running `args`.
+fn attack_bundle(args: &[&str]) -> berth_testutil::Bundle {
+    let mut spec = berth_testutil::default_spec(args);
     spec["root"]["readonly"] = json!(false);
     let bundle = berth_testutil::Bundle::new(&spec);
     let rootfs = bundle.rootfs();
     let me = std::env::current_exe().expect("current exe");
     install_with_libs(&me, &rootfs, "/attacker");
+    // The runtime's libraries too, so its binary could run in there.
+    install_with_libs(&runtime_bin(), &rootfs, "/runtime-copy");
     fs::write(rootfs.join("evil"), "#!/proc/self/exe\n").unwrap();
     fs::set_permissions(rootfs.join("evil"), fs::Permissions::from_mode(0o755)).unwrap();
+    bundle
+}
 
-    let bin = runtime_bin();
-    let meta = fs::metadata(&bin).expect("runtime binary");
-    let before = fs::read(&bin).unwrap();
-
-    let id = berth_testutil::unique_id("sec-5736");
-    rt.start_new(&id, bundle.path());
-
-    let mut attacker = rt
-        .cmd()
-        .args([
-            "exec",
-            "--env",
-            &format!("{ATTACKER_ENV}={}:{}", meta.dev(), meta.ino()),
-            &id,
-            "/attacker",
-            "--exact",
-            "attacker_role",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn attacker exec");
-    let mut lines = BufReader::new(attacker.stdout.take().unwrap()).lines();
-    let mut report = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        // libtest prints "test attacker_role ... " before the first line
-        let ready = line.ends_with("READY");
-        report.push(line);
-        if ready {
-            break;
+impl Attacker {
+    /// Execs the attacker into container `id`, looking for the host binary
+    /// `bin`; returns once it scans.
+    fn start(rt: &Rt, id: &str, bin: &Path) -> Attacker {
+        let meta = fs::metadata(bin).expect("runtime binary");
+        let mut child = rt
+            .cmd()
+            .args([
+                "exec",
+                "--env",
+                &format!("{ATTACKER_ENV}={}:{}", meta.dev(), meta.ino()),
+                id,
+                "/attacker",
+                "--exact",
+                "attacker_role",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn attacker exec");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut report = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            // libtest prints "test attacker_role ... " before the first line
+            let ready = line.ends_with("READY");
+            report.push(line);
+            if ready {
+                break;
+            }
+        }
+        assert!(
+            report.iter().any(|l| l.ends_with("READY")),
+            "attacker did not start: {report:?}"
+        );
+        Attacker {
+            child,
+            lines,
+            report,
         }
     }
-    assert!(
-        report.iter().any(|l| l.ends_with("READY")),
-        "attacker did not start: {report:?}"
-    );
 
+    /// Stops the attacker (through another exec) and checks it never held
+    /// the host binary writable.
+    fn finish(mut self, rt: &Rt, id: &str, bin: &Path) {
+        rt.ok(&["exec", id, "touch", "/dev/shm/stop"]);
+        for line in self.lines {
+            self.report.push(line.unwrap());
+        }
+        self.child.wait().unwrap();
+        let report = self.report.join("\n");
+        assert!(report.contains("DONE"), "attacker did not finish: {report}");
+        assert!(
+            !report
+                .lines()
+                .any(|l| l.starts_with("HOSTBIN") && l.ends_with(" rw")),
+            "a container process opened the host runtime binary {} through /proc/<pid>/exe \
+             (CVE-2019-5736): the runtime must not expose its own binary inside the container \
+             (re-exec from a sealed memfd or read-only copy, stay non-dumpable until exec):\n{report}",
+            bin.display()
+        );
+        assert!(
+            !report.lines().any(|l| l.starts_with("WRITABLE")),
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn cve_2019_5736_runtime_binary_not_reachable_from_container() {
+    let rt = Rt::new();
+    let bundle = attack_bundle(&["sleep", "1000"]);
+    let bin = runtime_bin();
+    let before = fs::read(&bin).unwrap();
+    let id = berth_testutil::unique_id("sec-5736");
+    rt.start_new(&id, bundle.path());
+    let attacker = Attacker::start(&rt, &id, &bin);
     // Make the runtime exec into the container, including through a
     // `#!/proc/self/exe` script, several times.
     for _ in 0..10 {
         let _ = rt.run(&["exec", &id, "/evil"]);
         let _ = rt.run(&["exec", &id, "true"]);
     }
-    rt.ok(&["exec", &id, "touch", "/dev/shm/stop"]);
-    for line in lines {
-        report.push(line.unwrap());
-    }
-    attacker.wait().unwrap();
-    let report = report.join("\n");
-    assert!(report.contains("DONE"), "attacker did not finish: {report}");
-    assert!(
-        !report
-            .lines()
-            .any(|l| l.starts_with("HOSTBIN") && l.ends_with(" rw")),
-        "a container process opened the host runtime binary {} through /proc/<pid>/exe \
-         (CVE-2019-5736): the runtime must not expose its own binary inside the container \
-         (re-exec from a sealed memfd or read-only copy, stay non-dumpable until exec):\n{report}",
-        bin.display()
-    );
-    assert!(
-        !report.lines().any(|l| l.starts_with("WRITABLE")),
-        "{report}"
-    );
+    attacker.finish(&rt, &id, &bin);
     assert!(
         fs::read(&bin).unwrap() == before,
         "the runtime binary changed"
+    );
+}
+
+/// A created container's init runs the runtime's code until `start` (with
+/// berth-runtime's exec trampoline, from the host binary itself): a process
+/// exec'd into the container meanwhile must not get hold of that binary.
+#[test]
+fn cve_2019_5736_created_init_not_reachable_from_container() {
+    let rt = Rt::new();
+    let bundle = attack_bundle(&["sleep", "1000"]);
+    let bin = runtime_bin();
+    let id = berth_testutil::unique_id("sec-5736c");
+    rt.create_ok(&id, bundle.path());
+    let attacker = Attacker::start(&rt, &id, &bin);
+    // Let it scan the waiting init for a while.
+    for _ in 0..5 {
+        rt.ok(&["exec", &id, "true"]);
+    }
+    attacker.finish(&rt, &id, &bin);
+    rt.ok(&["start", &id]);
+    let state = rt.state(&id).expect("state");
+    assert_eq!(state["status"], "running", "{state}");
+}
+
+/// The container's own process is a `#!/proc/self/exe` script: the kernel
+/// resolves the interpreter in the init at its final exec. berth-runtime
+/// execs through its sealed trampoline, which refuses to run as an
+/// interpreter (exit 127, no output); were it the runtime binary, that
+/// binary would run as the container's pid 1 (with runc: its read-only
+/// copy, which prints its usage).
+#[test]
+fn cve_2019_5736_proc_self_exe_entrypoint_does_not_run_the_runtime() {
+    let rt = Rt::new();
+    let bundle = attack_bundle(&["/evil", "--version"]);
+    let id = berth_testutil::unique_id("sec-5736e");
+    let out = rt.run(&["run", "-b", bundle.path().to_str().unwrap(), &id]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(127), "{text}");
+    assert!(
+        text.is_empty(),
+        "the runtime binary ran as the container's process: {text}"
     );
 }
 

@@ -10,8 +10,10 @@
 //!                             reports "ready", then blocks in accept() on
 //!                             <root>/<id>/exec.sock
 //! start  ──connect(exec.sock)──▶ init runs startContainer hooks, answers
-//!                                "0" and execs the user process; start reads
-//!                                until EOF (the socket is close-on-exec)
+//!                                "0" and execs the user process (through the
+//!                                exec trampoline when the runtime binary is
+//!                                writable); start reads until EOF (the
+//!                                socket is close-on-exec)
 //! ```
 //! `create` returns as soon as the init is ready; the init is reparented to
 //! the nearest subreaper (containerd's shim, conmon, or `run` itself).
@@ -34,6 +36,7 @@ use crate::error::{io_err, sys_err, Error, Result};
 use crate::mounts;
 use crate::process::{self, Prepared};
 use crate::state::{self, Record, State, Status};
+use crate::trampoline::Trampoline;
 
 const STATE_FILE: &str = "state.json";
 const EXEC_SOCK: &str = "exec.sock";
@@ -293,6 +296,9 @@ struct InitPlan<'a> {
     no_new_keyring: bool,
     time_offsets: String,
     seccomp: Option<libseccomp::ScmpFilterContext>,
+    /// Set when the runtime's binary is writable: the init execs the
+    /// process through it (CVE-2019-5736 class).
+    trampoline: Option<Trampoline>,
 }
 
 impl Runtime {
@@ -420,6 +426,19 @@ impl Runtime {
                 )
             })
             .collect();
+        // The init's /proc/self/exe is this binary: unless that sits on a
+        // read-only mount, the process must be exec'd via the trampoline.
+        let trampoline = if crate::sys::exe_is_read_only() {
+            None
+        } else if crate::trampoline::protects(&spec) {
+            Some(Trampoline::load()?)
+        } else {
+            return Err(Error::Init(
+                "the runtime binary is writable and this container joins a pid namespace or runs hooks inside it: \
+                 re-execute from a read-only mount first (berth_runtime::reexec_read_only)"
+                    .into(),
+            ));
+        };
         let mut prepared = process::prepare(process_spec, opts.preserve_fds)?;
         if console_size.is_some() {
             prepared.console_size = console_size;
@@ -441,6 +460,7 @@ impl Runtime {
                 .as_ref()
                 .map(crate::seccomp::compile)
                 .transpose()?,
+            trampoline,
         };
         let mut init_pid = 0;
         let res = self.spawn_init(id, plan, cg.as_ref(), &mut init_pid, &dir);
@@ -520,9 +540,14 @@ impl Runtime {
         // The init needs the binds computed from the cgroup it was put in.
         let binds = mounts::cgroup_binds(&cg.paths());
         let binds_json = serde_json::to_vec(&binds).unwrap_or_default();
-        parent
-            .send(b'G', &binds_json)
-            .map_err(sys_err("cannot release the container's first child"))?;
+        if let Err(e) = parent.send(b'G', &binds_json) {
+            // P1 may have failed already (it creates namespaces early).
+            if let Ok(Some((b'E', msg))) = parent.recv() {
+                reap_p1();
+                return Err(Error::Init(String::from_utf8_lossy(&msg).into_owned()));
+            }
+            return Err(sys_err("cannot release the container's first child")(e));
+        }
         let created = Utc::now();
         // The init's 'H' can overtake P1's 'P' (its host pid): the hooks need
         // that pid, so an early 'H' waits for it.
@@ -762,6 +787,13 @@ fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ch.fail(&format!("PR_SET_DUMPABLE: {e}"));
     }
+    // New namespaces that need nothing from the parent are made while it
+    // writes the cgroup limits (their kernel set-up, a network namespace
+    // above all, then overlaps that work); joins and user namespaces wait.
+    let early = plan.ns.joins.is_empty() && !plan.ns.new_user;
+    if early {
+        unshare_new(ch, plan.ns.new_flags);
+    }
     match ch.recv() {
         Ok(Some((b'G', binds))) => {
             plan.cgroup_binds = serde_json::from_slice(&binds).unwrap_or_default();
@@ -785,11 +817,8 @@ fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         }
         become_ns_root(ch);
     }
-    if let Err(e) = nix::sched::unshare(plan.ns.new_flags) {
-        ch.fail(&format!(
-            "cannot create namespaces {:?}: {e}",
-            plan.ns.new_flags
-        ));
+    if !early {
+        unshare_new(ch, plan.ns.new_flags);
     }
     if !plan.time_offsets.is_empty() {
         if let Err(e) = std::fs::write("/proc/self/timens_offsets", plan.time_offsets.as_bytes()) {
@@ -803,6 +832,13 @@ fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
             crate::sys::exit_now(0)
         }
         Err(e) => ch.fail(&format!("cannot fork the container init: {e}")),
+    }
+}
+
+/// Creates the container's new namespaces (other than user) in P1.
+fn unshare_new(ch: &Channel, flags: CloneFlags) {
+    if let Err(e) = nix::sched::unshare(flags) {
+        ch.fail(&format!("cannot create namespaces {flags:?}: {e}"));
     }
 }
 
@@ -934,7 +970,10 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         crate::sys::exit_now(1);
     }
     let _ = conn.write_all(b"0");
-    let err = process::exec(&plan.process, &program);
+    let err = match &plan.trampoline {
+        Some(t) => process::exec_via_trampoline(&plan.process, &program, t, conn.as_fd()),
+        None => process::exec(&plan.process, &program),
+    };
     let _ = conn.write_all(format!("E{err}").as_bytes());
     crate::sys::exit_now(127)
 }
@@ -1089,6 +1128,20 @@ impl Container {
         let _ = std::fs::remove_file(self.dir.join(EXEC_SOCK));
         match reply.first() {
             Some(b'0') if reply.len() == 1 => {}
+            Some(b'0') if reply.get(1) == Some(&b'X') => {
+                let program = self
+                    .record
+                    .config
+                    .process()
+                    .as_ref()
+                    .and_then(|p| p.args().as_ref())
+                    .and_then(|a| a.first().cloned())
+                    .unwrap_or_default();
+                return Err(Error::Init(
+                    crate::trampoline::failure(&reply[1..], &program)
+                        .unwrap_or_else(|| String::from_utf8_lossy(&reply[1..]).into_owned()),
+                ));
+            }
             Some(b'0') => {
                 return Err(Error::Init(
                     String::from_utf8_lossy(&reply[2..]).into_owned(),

@@ -21,6 +21,7 @@ pub mod signal;
 pub mod spec;
 pub mod state;
 mod sys;
+pub mod trampoline;
 
 pub use container::{wait_exit, Container, CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};

@@ -255,15 +255,36 @@ pub(crate) fn lookup(p: &Prepared) -> CResult<CString> {
 /// Marks every runtime fd close-on-exec (keeping 0-2 and the preserved
 /// ones) and execs. Returns only on failure.
 pub(crate) fn exec(p: &Prepared, program: &CString) -> String {
-    let first = 3 + p.preserve_fds;
-    if let Err(e) = crate::sys::cloexec_from(first) {
-        return format!("cannot mark runtime descriptors close-on-exec: {e}");
-    }
-    for fd in 3..first {
-        let _ = crate::sys::clear_cloexec(fd as i32);
+    if let Err(e) = keep_only_preserved_fds(p) {
+        return e;
     }
     match nix::unistd::execve(program, &p.argv, &p.envp) {
         Ok(never) => match never {},
         Err(e) => format!("exec {:?}: {e}", program),
     }
+}
+
+/// [`exec`] through the exec trampoline, which reports a failed exec of
+/// `program` on `report`.
+pub(crate) fn exec_via_trampoline(
+    p: &Prepared,
+    program: &CString,
+    trampoline: &crate::trampoline::Trampoline,
+    report: std::os::fd::BorrowedFd<'_>,
+) -> String {
+    if let Err(e) = keep_only_preserved_fds(p) {
+        return e;
+    }
+    trampoline.exec(report, 3 + p.preserve_fds, program, &p.argv, &p.envp)
+}
+
+/// Marks every descriptor but stdio and the preserved ones close-on-exec.
+fn keep_only_preserved_fds(p: &Prepared) -> std::result::Result<(), String> {
+    let first = 3 + p.preserve_fds;
+    crate::sys::cloexec_from(first)
+        .map_err(|e| format!("cannot mark runtime descriptors close-on-exec: {e}"))?;
+    for fd in 3..first {
+        let _ = crate::sys::clear_cloexec(fd as i32);
+    }
+    Ok(())
 }
