@@ -6,7 +6,7 @@
 #
 #   bench/images.sh                       # WORK=/var/tmp/berth-bench-images RUNS=5
 #   ROOTFS_TAR=/path/to/rootfs.tar bench/images.sh
-#   BERTH=target/release/berth bench/images.sh   # skip the build
+#   BERTH=target/x86_64-unknown-linux-gnu/release/berth bench/images.sh   # skip the build
 #
 # What each pair does (they are close, not identical):
 #   import: berth gzips the tarball into its store, hashing diff_id and blob
@@ -32,7 +32,7 @@ fi
 
 if [ -z "${BERTH:-}" ]; then
     (cd "$ROOT" && cargo build --release -q -p berth-cli)
-    BERTH=$ROOT/target/release/berth
+    BERTH=$ROOT/target/x86_64-unknown-linux-gnu/release/berth
 fi
 PODMAN="podman --root $WORK/podman --runroot $WORK/podman-run --storage-driver vfs --events-backend none"
 

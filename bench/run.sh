@@ -8,14 +8,14 @@
 # berth/ctr is printed (target: <= 0.2).
 #
 #   bench/run.sh                                   # RUNS=30 WARMUP=3
-#   BERTH=target/release/berth RUNS=50 bench/run.sh
+#   BERTH=target/x86_64-unknown-linux-gnu/release/berth RUNS=50 bench/run.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
-BERTH=${BERTH:-$ROOT/target/release/berth}
+BERTH=${BERTH:-$ROOT/target/x86_64-unknown-linux-gnu/release/berth}
 need_tools hyperfine containerd ctr containerd-shim-runc-v2 runc busybox python3 tar
 if [ ! -x "$BERTH" ]; then
     (cd "$ROOT" && cargo build --release -p berth-cli)

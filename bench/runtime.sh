@@ -5,14 +5,14 @@
 # run. Prints the ratio berth/runc (target: <= 0.25).
 #
 #   bench/runtime.sh                     # RUNS=50 WARMUP=5
-#   BERTH=target/release/berth-runtime RUNS=100 bench/runtime.sh
+#   BERTH=target/x86_64-unknown-linux-gnu/release/berth-runtime RUNS=100 bench/runtime.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-50}
 WARMUP=${WARMUP:-5}
-BERTH=${BERTH:-$ROOT/target/release/berth-runtime}
+BERTH=${BERTH:-$ROOT/target/x86_64-unknown-linux-gnu/release/berth-runtime}
 need_tools hyperfine runc busybox python3
 if [ ! -x "$BERTH" ]; then
     (cd "$ROOT" && cargo build --release -p berth-runtime-cli)

@@ -52,7 +52,7 @@ if [ ! -f "$LAYOUT/index.json" ]; then
 fi
 
 (cd "$ROOT" && cargo build --release -q -p berth-archive --example unpack)
-BERTH=$ROOT/target/release/examples/unpack
+BERTH=$ROOT/target/x86_64-unknown-linux-gnu/release/examples/unpack
 OUT=$WORK/out
 # Each run's tree is moved aside, not deleted, before the next run: this ext4
 # has no journal, and ext4 then skips every inode deleted in the last 60 s

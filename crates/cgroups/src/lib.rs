@@ -85,6 +85,16 @@ pub fn manager_from_paths(paths: &[PathBuf]) -> Result<Box<dyn Manager>, Error> 
     Ok(Box::new(fs::FsManager::from_paths(paths)?))
 }
 
+/// Where every cgroup hierarchy (v1 and cgroup2) is mounted.
+pub fn mountpoints() -> Result<Vec<PathBuf>, Error> {
+    let m = mounts::Mounts::detect()?;
+    Ok(m.v1
+        .into_iter()
+        .map(|v| v.mountpoint)
+        .chain(m.v2.map(|v| v.mountpoint))
+        .collect())
+}
+
 /// The layout of this machine's cgroup hierarchies.
 pub fn detect_hierarchy() -> Result<Hierarchy, Error> {
     Ok(mounts::Mounts::detect()?.hierarchy())

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::Error;
 
@@ -67,8 +68,21 @@ const V1_KNOWN: &[&str] = &[
 ];
 
 impl Mounts {
-    /// Reads /proc/self/mountinfo.
+    /// The hierarchies mounted in this process's mount namespace, read from
+    /// /proc/self/mountinfo once per process: a runtime command looks them
+    /// up several times (create, the init's binds, delete) and does not
+    /// mount cgroup hierarchies itself.
     pub fn detect() -> Result<Mounts, Error> {
+        static DETECTED: OnceLock<Mounts> = OnceLock::new();
+        if let Some(m) = DETECTED.get() {
+            return Ok(m.clone());
+        }
+        let mounts = Self::read()?;
+        Ok(DETECTED.get_or_init(|| mounts).clone())
+    }
+
+    /// Reads /proc/self/mountinfo.
+    fn read() -> Result<Mounts, Error> {
         let path = Path::new("/proc/self/mountinfo");
         let text = fs::read_to_string(path).map_err(|err| Error::Read {
             path: path.into(),

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use berth_runtime::{CreateOptions, ExecOptions, Runtime, Status};
 use clap::{Parser, Subcommand, ValueEnum};
+use oci_spec::runtime::Spec;
 
 #[derive(Parser)]
 #[command(
@@ -70,13 +71,14 @@ struct CreateArgs {
 }
 
 impl CreateArgs {
-    fn options(&self) -> CreateOptions {
+    fn options(&self, spec: Option<Spec>) -> CreateOptions {
         CreateOptions {
             pid_file: self.pid_file.clone(),
             console_socket: self.console_socket.clone(),
             no_pivot: self.no_pivot,
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
+            spec,
         }
     }
 }
@@ -276,11 +278,11 @@ fn main() {
         Cmd::Create(args) | Cmd::Run { create: args, .. } => Some(args.bundle.as_path()),
         _ => None,
     };
-    let reexec = match bundle {
-        Some(b) => {
-            !berth_runtime::spec::load(b).is_ok_and(|s| berth_runtime::trampoline::protects(&s))
-        }
-        None => matches!(cli.cmd, Cmd::Exec(_)),
+    let spec = bundle.and_then(|b| berth_runtime::spec::load(b).ok());
+    let reexec = match (bundle, &spec) {
+        (Some(_), Some(s)) => !berth_runtime::trampoline::protects(s),
+        (Some(_), None) => true,
+        (None, _) => matches!(cli.cmd, Cmd::Exec(_)),
     };
     if reexec {
         if let Err(e) = berth_runtime::reexec_read_only() {
@@ -293,13 +295,14 @@ fn main() {
         eprintln!("{e:#}");
         std::process::exit(1);
     }
-    match run(cli) {
+    match run(cli, spec) {
         Ok(code) => std::process::exit(code),
         Err(e) => logging::fatal(&e),
     }
 }
 
-fn run(cli: Cli) -> Result<i32> {
+/// Runs the command; `spec` is the bundle's config when `main` loaded it.
+fn run(cli: Cli, spec: Option<Spec>) -> Result<i32> {
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver (podman: --cgroup-manager=cgroupfs; containerd: SystemdCgroup = false)");
     }
@@ -316,7 +319,7 @@ fn run(cli: Cli) -> Result<i32> {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Cmd::Create(args) => {
-            rt.create(&args.id, &args.bundle, &args.options())?;
+            rt.create(&args.id, &args.bundle, &args.options(spec))?;
         }
         Cmd::Start { id } => rt.load(&id)?.start()?,
         Cmd::Run {
@@ -325,7 +328,7 @@ fn run(cli: Cli) -> Result<i32> {
             keep,
         } => {
             if detach {
-                let c = rt.create(&create.id, &create.bundle, &create.options())?;
+                let c = rt.create(&create.id, &create.bundle, &create.options(spec))?;
                 if let Err(e) = c.start() {
                     let _ = c.delete(true);
                     return Err(e.into());
@@ -334,12 +337,12 @@ fn run(cli: Cli) -> Result<i32> {
             }
             if keep {
                 nix_subreaper()?;
-                let c = rt.create(&create.id, &create.bundle, &create.options())?;
+                let c = rt.create(&create.id, &create.bundle, &create.options(spec))?;
                 berth_runtime::forward_signals(c.pid())?;
                 c.start()?;
                 return Ok(berth_runtime::wait_exit(c.pid())?);
             }
-            return Ok(rt.run(&create.id, &create.bundle, &create.options())?);
+            return Ok(rt.run(&create.id, &create.bundle, &create.options(spec))?);
         }
         Cmd::State { id } => {
             let st = rt.load(&id)?.state();

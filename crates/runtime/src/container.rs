@@ -54,6 +54,9 @@ pub struct CreateOptions {
     pub no_new_keyring: bool,
     /// Pass fds 3 .. 3+N of the caller on to the container process.
     pub preserve_fds: u32,
+    /// The bundle's config.json when the caller has loaded it already with
+    /// [`crate::spec::load`] (read from the bundle otherwise).
+    pub spec: Option<Spec>,
 }
 
 /// Options of `exec`.
@@ -368,7 +371,10 @@ impl Runtime {
             "bundle {}: cannot open it (pass the directory holding config.json with --bundle)",
             bundle.display()
         )))?;
-        let spec = crate::spec::load(&bundle)?;
+        let spec = match &opts.spec {
+            Some(s) => s.clone(),
+            None => crate::spec::load(&bundle)?,
+        };
         let rootfs = std::fs::canonicalize(crate::spec::rootfs_path(&spec, &bundle))
             .map_err(io_err("cannot resolve root.path"))?;
         let Some(process_spec) = spec.process().as_ref() else {

@@ -9,7 +9,6 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -673,20 +672,9 @@ pub(crate) fn write_sysctl(key: &str, value: &str) -> MResult<()> {
 }
 
 /// Host cgroup directories (with their name under /sys/fs/cgroup) for the
-/// container's cgroup `paths`, from /proc/self/mountinfo.
+/// container's cgroup `paths`.
 pub(crate) fn cgroup_binds(paths: &[PathBuf]) -> Vec<(PathBuf, String)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mps: Vec<PathBuf> = Vec::new();
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if let Some(sep) = fields.iter().position(|f| *f == "-") {
-            if matches!(fields.get(sep + 1), Some(&"cgroup") | Some(&"cgroup2")) {
-                if let Some(mp) = fields.get(4) {
-                    mps.push(PathBuf::from(OsStr::from_bytes(mp.as_bytes())));
-                }
-            }
-        }
-    }
+    let mps = berth_cgroups::mountpoints().unwrap_or_default();
     let mut out = Vec::new();
     for p in paths {
         if let Some(mp) = mps
