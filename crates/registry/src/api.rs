@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::auth::{Access, Action, Auth};
@@ -609,16 +609,47 @@ async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
     received.and(settled)
 }
 
+/// The chunks of a request body received but not yet handed to storage.
+/// They are kept as received (no copy) and written with one vectored write
+/// once they add up to [`Pending::PIECE`] bytes.
+#[derive(Default)]
+struct Pending {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Pending {
+    /// Bytes gathered before a write.
+    const PIECE: usize = 512 * 1024;
+
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.parts.push(chunk);
+    }
+
+    fn full(&self) -> bool {
+        self.len >= Self::PIECE
+    }
+
+    /// Hands what was gathered to the session (nothing if empty).
+    async fn flush(&mut self, app: &App, session: &mut Session) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        self.len = 0;
+        session
+            .append(&app.store, std::mem::take(&mut self.parts))
+            .await
+    }
+}
+
 async fn pump_pieces(app: &App, session: &mut Session, body: Body) -> Result<()> {
-    const FLUSH: usize = 512 * 1024;
     let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
+    let mut pending = Pending::default();
     loop {
         let Ok(next) = tokio::time::timeout(app.body_idle_timeout, stream.next()).await else {
             // Keep what arrived, so the client can resume after it.
-            if !buf.is_empty() {
-                session.append(&app.store, buf.split().freeze()).await?;
-            }
+            pending.flush(app, session).await?;
             return Err(Error::with_status(
                 Code::BlobUploadInvalid,
                 StatusCode::REQUEST_TIMEOUT,
@@ -632,9 +663,7 @@ async fn pump_pieces(app: &App, session: &mut Session, body: Body) -> Result<()>
         match next {
             None => break,
             Some(Err(e)) => {
-                if !buf.is_empty() {
-                    session.append(&app.store, buf.split().freeze()).await?;
-                }
+                pending.flush(app, session).await?;
                 return Err(Error::new(
                     Code::BlobUploadInvalid,
                     format!("upload {}: request body broke off: {e}", session.id),
@@ -644,27 +673,14 @@ async fn pump_pieces(app: &App, session: &mut Session, body: Body) -> Result<()>
                 app.metrics
                     .bytes_received
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if buf.is_empty() && chunk.len() >= FLUSH {
-                    session.append(&app.store, chunk).await?;
-                } else {
-                    // Flush before the buffer would grow past FLUSH, so it
-                    // is allocated once per piece and never reallocated.
-                    if buf.len() + chunk.len() > FLUSH && !buf.is_empty() {
-                        let full: Bytes = buf.split().freeze();
-                        session.append(&app.store, full).await?;
-                    }
-                    if buf.capacity() == 0 {
-                        buf.reserve(FLUSH.max(chunk.len()));
-                    }
-                    buf.extend_from_slice(&chunk);
+                pending.push(chunk);
+                if pending.full() {
+                    pending.flush(app, session).await?;
                 }
             }
         }
     }
-    if !buf.is_empty() {
-        session.append(&app.store, buf.split().freeze()).await?;
-    }
-    Ok(())
+    pending.flush(app, session).await
 }
 
 fn upload_location(repo: &str, id: &str) -> String {

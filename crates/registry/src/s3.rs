@@ -144,14 +144,14 @@ struct S3Appender {
 
 #[async_trait]
 impl Appender for S3Appender {
-    async fn write(&mut self, data: Bytes) -> io::Result<()> {
-        if data.is_empty() {
+    async fn write(&mut self, parts: Vec<Bytes>) -> io::Result<()> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if len == 0 {
             return Ok(());
         }
-        let len = data.len() as u64;
         let key = Path::from(format!("{}/{:020}", self.base, self.offset));
         self.store
-            .put(&key, PutPayload::from(data))
+            .put(&key, parts.into_iter().collect::<PutPayload>())
             .await
             .map_err(io_err)?;
         self.offset += len;

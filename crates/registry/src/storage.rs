@@ -8,7 +8,6 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,9 +31,11 @@ pub struct Meta {
 /// An open writer that appends to an object (an upload in progress).
 #[async_trait]
 pub trait Appender: Send {
-    /// Appends `data` at the end of the object. The write may still be in
-    /// progress when this returns; its error then surfaces on the next call.
-    async fn write(&mut self, data: Bytes) -> io::Result<()>;
+    /// Appends the concatenation of `parts` at the end of the object (parts
+    /// are passed as received, so nothing is copied to join them). The write
+    /// may still be in progress when this returns; its error then surfaces
+    /// on the next call.
+    async fn write(&mut self, parts: Vec<Bytes>) -> io::Result<()>;
     /// Waits until every write so far has reached storage (not necessarily
     /// durably), reporting a failed one.
     async fn settle(&mut self) -> io::Result<()> {
@@ -156,39 +157,103 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 /// Appends with plain blocking writes on the blocking pool. Every
-/// [`WRITEBACK_EVERY`] bytes it starts a background `fdatasync`, so the
-/// final sync of a big upload has little left to flush.
+/// [`WRITEBACK_EVERY`] bytes it asks the kernel to start writing the new
+/// data to disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: no waiting, no
+/// cache flush), so the `fdatasync` at commit only waits for the tail and
+/// flushes the device cache once.
 struct FsAppender {
     file: Arc<std::fs::File>,
-    unsynced: u64,
-    syncing: Arc<AtomicBool>,
+    writeback: Writeback,
     /// The write in flight, so receiving and hashing the next piece
     /// overlaps with writing this one.
     pending: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
-/// Bytes an upload may write before a background flush starts.
-const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
+/// Bytes an upload may write before their writeback is started.
+const WRITEBACK_EVERY: u64 = 2 * 1024 * 1024;
+
+/// Which appended bytes still need their writeback started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Writeback {
+    /// File size once every write so far has finished.
+    end: u64,
+    /// Where the data whose writeback has not been started begins.
+    unstarted: u64,
+}
+
+impl Writeback {
+    /// Bookkeeping for a file that already holds `size` bytes.
+    fn at(size: u64) -> Writeback {
+        Writeback {
+            end: size,
+            unstarted: size,
+        }
+    }
+
+    /// Records an append of `len` bytes; returns the range (offset, length)
+    /// whose writeback to start after it once [`WRITEBACK_EVERY`] bytes
+    /// have gathered.
+    fn append(&mut self, len: u64) -> Option<(u64, u64)> {
+        self.end += len;
+        (self.end - self.unstarted >= WRITEBACK_EVERY).then(|| {
+            let range = (self.unstarted, self.end - self.unstarted);
+            self.unstarted = self.end;
+            range
+        })
+    }
+}
+
+/// Writes all of `parts` with as few `writev` calls as the kernel allows.
+fn write_all_parts(mut file: &std::fs::File, parts: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| io::IoSlice::new(p))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Starts writeback of `len` bytes of `file` from `offset` without waiting
+/// for it. Only a hint: a filesystem that cannot do it is synced in full
+/// by the final `fdatasync`, so failures are ignored.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is
+    // open for as long as `file` is borrowed.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
 
 #[async_trait]
 impl Appender for FsAppender {
-    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+    async fn write(&mut self, parts: Vec<Bytes>) -> io::Result<()> {
         self.settle().await?;
-        let file = self.file.clone();
-        let len = data.len() as u64;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            (&*file).write_all(&data)
-        }));
-        self.unsynced += len;
-        if self.unsynced >= WRITEBACK_EVERY && !self.syncing.swap(true, Ordering::AcqRel) {
-            self.unsynced = 0;
-            let file = self.file.clone();
-            let syncing = self.syncing.clone();
-            tokio::task::spawn_blocking(move || {
-                let _ = file.sync_data();
-                syncing.store(false, Ordering::Release);
-            });
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if len == 0 {
+            return Ok(());
         }
+        let writeback = self.writeback.append(len);
+        let file = self.file.clone();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            write_all_parts(&file, &parts)?;
+            if let Some((offset, len)) = writeback {
+                start_writeback(&file, offset, len);
+            }
+            Ok(())
+        }));
         Ok(())
     }
     async fn settle(&mut self) -> io::Result<()> {
@@ -254,17 +319,19 @@ impl Driver for FsDriver {
             if let Some(dir) = full.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(full)
+                .open(full)?;
+            let size = file.metadata()?.len();
+            Ok::<_, io::Error>((file, size))
         })
         .await
         .map_err(io::Error::other)??;
+        let (file, size) = file;
         Ok(Box::new(FsAppender {
             file: Arc::new(file),
-            unsynced: 0,
-            syncing: Arc::new(AtomicBool::new(false)),
+            writeback: Writeback::at(size),
             pending: None,
         }))
     }
@@ -321,6 +388,20 @@ mod tests {
     use super::*;
     use futures::TryStreamExt;
 
+    #[test]
+    fn writeback_is_started_for_every_appended_byte_once_per_two_mib() {
+        const MIB: u64 = 1024 * 1024;
+        // A resumed upload: 100 bytes were stored before.
+        let mut w = Writeback::at(100);
+        assert_eq!(w.append(MIB), None);
+        assert_eq!(w.append(MIB), Some((100, 2 * MIB)));
+        assert_eq!(w.append(3 * MIB), Some((100 + 2 * MIB, 3 * MIB)));
+        assert_eq!(w.append(512 * 1024), None);
+        assert_eq!(w.append(0), None);
+        assert_eq!(w.end, 100 + 5 * MIB + 512 * 1024);
+        assert_eq!(w.unstarted, 100 + 5 * MIB);
+    }
+
     #[tokio::test]
     async fn fs_driver_put_get_list_delete_and_ranged_reader() {
         let dir = tempfile::tempdir().unwrap();
@@ -341,8 +422,14 @@ mod tests {
             .unwrap();
         assert_eq!(part.concat(), b"wor");
         let mut w = d.appender("u/data").await.unwrap();
-        w.write(Bytes::from_static(b"ab")).await.unwrap();
-        w.write(Bytes::from_static(b"cd")).await.unwrap();
+        w.write(vec![Bytes::from_static(b"ab")]).await.unwrap();
+        w.write(vec![
+            Bytes::from_static(b"c"),
+            Bytes::new(),
+            Bytes::from_static(b"d"),
+        ])
+        .await
+        .unwrap();
         w.sync().await.unwrap();
         d.rename("u/data", "z/data").await.unwrap();
         assert_eq!(d.get("z/data").await.unwrap().unwrap(), "abcd");

@@ -97,10 +97,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// Appends a chunk, hashing it on the way.
-    pub async fn append(&mut self, store: &Store, data: Bytes) -> Result<()> {
+    /// Appends the concatenation of `parts`, hashing it on the way.
+    pub async fn append(&mut self, store: &Store, parts: Vec<Bytes>) -> Result<()> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if let Some(max) = store.max_blob_size {
-            if self.offset + data.len() as u64 > max {
+            if self.offset + len > max {
                 return Err(Error::with_status(
                     Code::SizeInvalid,
                     axum::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -120,15 +121,16 @@ impl Session {
             );
         }
         // Write first (it proceeds on the blocking pool), then hash.
-        let len = data.len() as u64;
-        let hashed = data.clone();
+        let hashed = parts.clone();
         if let Some(w) = self.writer.as_mut() {
-            if let Err(e) = w.write(data).await {
+            if let Err(e) = w.write(parts).await {
                 self.fail(store);
                 return Err(e.into());
             }
         }
-        self.hasher.update(&hashed);
+        for p in &hashed {
+            self.hasher.update(p);
+        }
         self.offset += len;
         Ok(())
     }
@@ -264,6 +266,11 @@ impl Store {
     /// Links existing blob `d` into `repo`. Caller holds `gc_lock` shared.
     async fn link(&self, repo: &str, d: &Digest) -> Result<()> {
         self.driver.touch(&blob_key(d)).await?;
+        self.put_link(repo, d).await
+    }
+
+    /// Creates (or refreshes) `repo`'s link to blob `d`, durably.
+    async fn put_link(&self, repo: &str, d: &Digest) -> Result<()> {
         let key = layer_key(repo, d);
         if self.driver.stat(&key).await?.is_none() {
             self.driver.put(&key, Bytes::new()).await?;
@@ -381,10 +388,10 @@ impl Store {
     /// its repository. On a digest mismatch the session is discarded.
     pub async fn upload_finish(&self, session: &mut Session, expected: &Digest) -> Result<()> {
         let data_key = format!("uploads/{}/data", session.id);
+        // The writes in flight land before the data is hashed or moved.
         if let Some(w) = session.writer.as_mut() {
-            w.sync().await?;
+            w.settle().await?;
         }
-        session.writer = None;
         let actual = if expected.algorithm() == Algorithm::Sha256 {
             session.hasher.finish()
         } else {
@@ -407,17 +414,36 @@ impl Store {
                 ),
             ));
         }
+        let writer = session.writer.take();
         let _g = self.gc_lock.read().await;
         let key = blob_key(expected);
         if self.driver.stat(&key).await?.is_some() {
             // Already stored (by another repository or a concurrent push).
+            drop(writer);
             self.driver.delete(&data_key).await?;
-        } else if session.offset == 0 {
-            self.driver.put(&key, Bytes::new()).await?;
+            self.link(&session.repo, expected).await?;
         } else {
-            self.driver.rename(&data_key, &key).await?;
+            // The blob is made durable and moved into place while the
+            // repository's link is written: a link without its blob reads
+            // as "blob unknown", so the order does not matter and the two
+            // sets of fsyncs overlap instead of queueing.
+            let store_blob = async {
+                if session.offset == 0 {
+                    return self.driver.put(&key, Bytes::new()).await;
+                }
+                let mut writer = match writer {
+                    Some(w) => w,
+                    // Received before a restart: not necessarily on disk yet.
+                    None => self.driver.appender(&data_key).await?,
+                };
+                writer.sync().await?;
+                drop(writer);
+                self.driver.rename(&data_key, &key).await
+            };
+            let (stored, linked) = tokio::join!(store_blob, self.put_link(&session.repo, expected));
+            stored?;
+            linked?;
         }
-        self.link(&session.repo, expected).await?;
         self.lock_sessions().remove(&session.id);
         self.driver
             .delete(&format!("uploads/{}", session.id))
@@ -635,18 +661,22 @@ impl Store {
                 format!("manifest type {media_type} (Docker schema 1) is not supported: push an OCI or Docker schema 2 manifest"),
             ));
         }
+        // Content and revision link are written side by side (their fsyncs
+        // overlap); tags and referrers only once both are durable, so a tag
+        // never names a manifest a crash could lose.
         let key = blob_key(&digest);
-        if self.driver.stat(&key).await?.is_none() {
-            self.driver.put(&key, body.clone()).await?;
-        } else {
-            self.driver.touch(&key).await?;
-        }
-        self.driver
-            .put(
-                &revision_key(repo, &digest),
-                Bytes::from(media_type.clone()),
-            )
-            .await?;
+        let store_blob = async {
+            if self.driver.stat(&key).await?.is_none() {
+                self.driver.put(&key, body.clone()).await
+            } else {
+                self.driver.touch(&key).await
+            }
+        };
+        let revision = revision_key(repo, &digest);
+        let store_revision = self.driver.put(&revision, Bytes::from(media_type.clone()));
+        let (stored, revised) = tokio::join!(store_blob, store_revision);
+        stored?;
+        revised?;
         if let Some(s) = &subject {
             let sd = Digest::parse(s)?;
             let mut desc = serde_json::json!({
@@ -676,11 +706,10 @@ impl Store {
         if !reference.contains(':') {
             all_tags.push(reference);
         }
-        for t in all_tags {
-            self.driver
-                .put(&tag_key(repo, t), Bytes::from(digest.to_string()))
-                .await?;
-        }
+        let target = Bytes::from(digest.to_string());
+        let tag_keys: Vec<String> = all_tags.into_iter().map(|t| tag_key(repo, t)).collect();
+        futures::future::try_join_all(tag_keys.iter().map(|k| self.driver.put(k, target.clone())))
+            .await?;
         Ok(PutManifest { digest, subject })
     }
 
