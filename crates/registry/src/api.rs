@@ -19,6 +19,7 @@ use futures::StreamExt;
 use crate::auth::{Access, Action, Auth};
 use crate::digest::{validate_name, Digest};
 use crate::error::{Code, Error, Result};
+use crate::lowat::{self, BodyLowat, ConnSocket};
 use crate::metrics::Metrics;
 use crate::store::{Session, Store, MAX_MANIFEST};
 
@@ -602,8 +603,8 @@ async fn blob_get(app: &App, repo: &str, d: &Digest, req: Request) -> Result<Res
 
 /// Streams a request body into an upload, writing in ~512 KiB pieces and
 /// aborting if the client stalls for `app.body_idle_timeout`.
-async fn pump(app: &App, session: &mut Session, body: Body) -> Result<()> {
-    let received = pump_pieces(app, session, body).await;
+async fn pump(app: &App, session: &mut Session, req: Request) -> Result<()> {
+    let received = pump_pieces(app, session, req).await;
     // Whatever happened, what was handed to storage is there before we answer.
     let settled = session.settle(&app.store).await;
     received.and(settled)
@@ -643,22 +644,50 @@ impl Pending {
     }
 }
 
-async fn pump_pieces(app: &App, session: &mut Session, body: Body) -> Result<()> {
-    let mut stream = body.into_data_stream();
+/// The body length a plain HTTP/1 request announces (`None` for HTTP/2,
+/// chunked bodies, or no `Content-Length`).
+fn http1_body_length(req: &Request) -> Option<u64> {
+    let h = req.headers();
+    if req.version() > axum::http::Version::HTTP_11 || h.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+async fn pump_pieces(app: &App, session: &mut Session, req: Request) -> Result<()> {
+    let mut lowat = BodyLowat::new(
+        req.extensions().get::<ConnSocket>().cloned(),
+        http1_body_length(&req),
+    );
+    let mut stream = req.into_body().into_data_stream();
     let mut pending = Pending::default();
+    let mut last_data = Instant::now();
     loop {
-        let Ok(next) = tokio::time::timeout(app.body_idle_timeout, stream.next()).await else {
-            // Keep what arrived, so the client can resume after it.
-            pending.flush(app, session).await?;
-            return Err(Error::with_status(
-                Code::BlobUploadInvalid,
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
+        lowat.before_wait();
+        let wait = match lowat.raised() {
+            true => lowat::PATIENCE,
+            false => app.body_idle_timeout.saturating_sub(last_data.elapsed()),
+        };
+        let next = match tokio::time::timeout(wait, stream.next()).await {
+            Ok(next) => next,
+            Err(_) if lowat.raised() => {
+                // A slow client: wake for every byte again.
+                lowat.give_up();
+                continue;
+            }
+            Err(_) => {
+                // Keep what arrived, so the client can resume after it.
+                pending.flush(app, session).await?;
+                return Err(Error::with_status(
+                    Code::BlobUploadInvalid,
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
                     "upload {}: no data for {}s; resume from the offset GET on the upload reports",
                     session.id,
                     app.body_idle_timeout.as_secs()
                 ),
-            ));
+                ));
+            }
         };
         match next {
             None => break,
@@ -670,6 +699,8 @@ async fn pump_pieces(app: &App, session: &mut Session, body: Body) -> Result<()>
                 ));
             }
             Some(Ok(chunk)) => {
+                last_data = Instant::now();
+                lowat.received(chunk.len() as u64);
                 app.metrics
                     .bytes_received
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -724,7 +755,7 @@ async fn upload_post(app: &App, repo: &str, req: Request) -> Result<Response> {
     let session = app.store.upload_start(repo).await?;
     let mut s = session.lock().await;
     if let Some(d) = digest {
-        pump(app, &mut s, req.into_body()).await?;
+        pump(app, &mut s, req).await?;
         app.store.upload_finish(&mut s, &d).await?;
         app.metrics.blobs_committed.fetch_add(1, Ordering::Relaxed);
         return Ok(created_blob(repo, &d));
@@ -810,7 +841,7 @@ async fn upload_op(app: &App, repo: &str, id: &str, req: Request) -> Result<Resp
                 }
                 return Ok(r);
             }
-            pump(app, &mut s, req.into_body()).await?;
+            pump(app, &mut s, req).await?;
             Ok(upload_status(repo, &s, StatusCode::ACCEPTED))
         }
         Method::PUT => {
@@ -823,7 +854,7 @@ async fn upload_op(app: &App, repo: &str, id: &str, req: Request) -> Result<Resp
             })?;
             let d = Digest::parse(&d)?;
             check_chunk(&req, &s)?;
-            pump(app, &mut s, req.into_body()).await?;
+            pump(app, &mut s, req).await?;
             app.store.upload_finish(&mut s, &d).await?;
             app.metrics.blobs_committed.fetch_add(1, Ordering::Relaxed);
             Ok(created_blob(repo, &d))

@@ -10,6 +10,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gc;
+pub mod lowat;
 pub mod metrics;
 pub mod s3;
 pub mod server;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::api::{router, App};
 use crate::auth::{Auth, AuthError};
 use crate::config::Config;
+use crate::lowat::ConnSocket;
 use crate::metrics::Metrics;
 use crate::storage::FsDriver;
 use crate::store::Store;
@@ -107,6 +108,30 @@ fn tls_acceptor(cfg: &crate::config::TlsConfig) -> Result<tokio_rustls::TlsAccep
         })?;
     sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(sc)))
+}
+
+/// Attaches a plain-TCP connection's [`ConnSocket`] to each of its
+/// requests (for [`crate::lowat`]).
+#[derive(Clone)]
+struct WithSocket<S> {
+    inner: S,
+    socket: Option<ConnSocket>,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithSocket<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        if let Some(socket) = &self.socket {
+            req.extensions_mut().insert(socket.clone());
+        }
+        self.inner.call(req)
+    }
 }
 
 /// Caps glibc's malloc at two arenas. Without it every blocking-pool thread
@@ -257,6 +282,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             let service = service.clone();
             match &tls {
                 None => {
+                    let service = WithSocket {
+                        inner: service,
+                        socket: ConnSocket::of(&stream),
+                    };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn.into_owned());

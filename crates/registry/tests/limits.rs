@@ -133,3 +133,88 @@ async fn requests_over_the_in_flight_limit_get_429() {
     let r = reg.get("/v2/").await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// Reads one response with a `Content-Length` body from a kept-alive
+/// connection (a 60 s safety net keeps a hung server from hanging the suite).
+async fn read_response(s: &mut TcpStream) -> String {
+    let read = async {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        head + &String::from_utf8_lossy(&body)
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("no response from the server")
+}
+
+/// Large plain-TCP bodies are read with a raised receive low-water mark
+/// (src/lowat.rs). A client that sends slower than the mark fills, and
+/// the next request on the same connection, must still be served.
+#[tokio::test]
+async fn large_bodies_slow_or_fast_are_received_whole_and_the_connection_stays_usable() {
+    let reg = TestRegistry::start().await;
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut s = TcpStream::connect(reg.server.as_ref().unwrap().addr())
+        .await
+        .unwrap();
+    // Fast: the whole body at once, then a second request on the connection.
+    let r = reg.post("/v2/lowat/blobs/uploads/").await;
+    let fast = r.headers()["location"].to_str().unwrap().to_string();
+    let head = format!(
+        "PATCH {fast} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(&[head.as_bytes(), &body].concat())
+        .await
+        .unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(answer.contains("range: 0-2999999"), "{answer}");
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Slow: 700 kB in small pieces with pauses longer than the low-water
+    // mark's patience, on the same connection.
+    let r = reg.post("/v2/lowat/blobs/uploads/").await;
+    let slow = r.headers()["location"].to_str().unwrap().to_string();
+    let part = &body[..700_000];
+    s.write_all(
+        format!(
+            "PATCH {slow} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            part.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    for piece in part.chunks(100_000) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(answer.contains("range: 0-699999"), "{answer}");
+    let d = common::sha256(part);
+    let r = reg.finish_upload(&slow, &d, Vec::new()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg.get(&format!("/v2/lowat/blobs/{d}")).await;
+    assert_eq!(r.bytes().await.unwrap(), part);
+}
