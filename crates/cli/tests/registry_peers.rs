@@ -327,7 +327,9 @@ fn containerd_ctr_pushes_and_pulls() {
     let dst = format!("{}/ctr/busybox:pushed", reg.addr);
     ctr(&["images", "tag", &src, &dst]);
     ctr(&["images", "push", "--plain-http", &dst]);
-    ctr(&["images", "rm", &src, &dst]);
+    // --sync: wait for containerd's garbage collection, which otherwise
+    // races the prune below ("content digest ...: not found").
+    ctr(&["images", "rm", "--sync", &src, &dst]);
     ctr(&["content", "prune", "references"]);
     ctr(&["images", "pull", "--plain-http", &dst]);
     let list = ctr(&["images", "ls", "-q"]);
