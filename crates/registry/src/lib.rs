@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+mod fsappend;
 pub mod gc;
 pub mod lowat;
 pub mod metrics;

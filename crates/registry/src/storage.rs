@@ -5,16 +5,18 @@
 //! `blobs/sha256/ab…`). A driver never interprets them; the layout lives in
 //! [`crate::store`].
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::fsappend::FsAppender;
 
 /// A stream of byte chunks read from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -156,121 +158,6 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-/// Appends with plain blocking writes on the blocking pool. Every
-/// [`WRITEBACK_EVERY`] bytes it asks the kernel to start writing the new
-/// data to disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: no waiting, no
-/// cache flush), so the `fdatasync` at commit only waits for the tail and
-/// flushes the device cache once.
-struct FsAppender {
-    file: Arc<std::fs::File>,
-    writeback: Writeback,
-    /// The write in flight, so receiving and hashing the next piece
-    /// overlaps with writing this one.
-    pending: Option<tokio::task::JoinHandle<io::Result<()>>>,
-}
-
-/// Bytes an upload may write before their writeback is started.
-const WRITEBACK_EVERY: u64 = 2 * 1024 * 1024;
-
-/// Which appended bytes still need their writeback started.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Writeback {
-    /// File size once every write so far has finished.
-    end: u64,
-    /// Where the data whose writeback has not been started begins.
-    unstarted: u64,
-}
-
-impl Writeback {
-    /// Bookkeeping for a file that already holds `size` bytes.
-    fn at(size: u64) -> Writeback {
-        Writeback {
-            end: size,
-            unstarted: size,
-        }
-    }
-
-    /// Records an append of `len` bytes; returns the range (offset, length)
-    /// whose writeback to start after it once [`WRITEBACK_EVERY`] bytes
-    /// have gathered.
-    fn append(&mut self, len: u64) -> Option<(u64, u64)> {
-        self.end += len;
-        (self.end - self.unstarted >= WRITEBACK_EVERY).then(|| {
-            let range = (self.unstarted, self.end - self.unstarted);
-            self.unstarted = self.end;
-            range
-        })
-    }
-}
-
-/// Writes all of `parts` with as few `writev` calls as the kernel allows.
-fn write_all_parts(mut file: &std::fs::File, parts: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<io::IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| io::IoSlice::new(p))
-        .collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Starts writeback of `len` bytes of `file` from `offset` without waiting
-/// for it. Only a hint: a filesystem that cannot do it is synced in full
-/// by the final `fdatasync`, so failures are ignored.
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: sync_file_range only reads its integer arguments; the fd is
-    // open for as long as `file` is borrowed.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-#[async_trait]
-impl Appender for FsAppender {
-    async fn write(&mut self, parts: Vec<Bytes>) -> io::Result<()> {
-        self.settle().await?;
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        if len == 0 {
-            return Ok(());
-        }
-        let writeback = self.writeback.append(len);
-        let file = self.file.clone();
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            write_all_parts(&file, &parts)?;
-            if let Some((offset, len)) = writeback {
-                start_writeback(&file, offset, len);
-            }
-            Ok(())
-        }));
-        Ok(())
-    }
-    async fn settle(&mut self) -> io::Result<()> {
-        match self.pending.take() {
-            Some(w) => w.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-    async fn sync(&mut self) -> io::Result<()> {
-        self.settle().await?;
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)?
-    }
-}
-
 async fn fsync_dir(dir: &Path) -> io::Result<()> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
@@ -315,25 +202,15 @@ impl Driver for FsDriver {
 
     async fn appender(&self, path: &str) -> io::Result<Box<dyn Appender>> {
         let full = self.full(path);
-        let file = tokio::task::spawn_blocking(move || {
+        let appender = tokio::task::spawn_blocking(move || {
             if let Some(dir) = full.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(full)?;
-            let size = file.metadata()?.len();
-            Ok::<_, io::Error>((file, size))
+            FsAppender::open(&full)
         })
         .await
         .map_err(io::Error::other)??;
-        let (file, size) = file;
-        Ok(Box::new(FsAppender {
-            file: Arc::new(file),
-            writeback: Writeback::at(size),
-            pending: None,
-        }))
+        Ok(Box::new(appender))
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -387,20 +264,6 @@ impl Driver for FsDriver {
 mod tests {
     use super::*;
     use futures::TryStreamExt;
-
-    #[test]
-    fn writeback_is_started_for_every_appended_byte_once_per_two_mib() {
-        const MIB: u64 = 1024 * 1024;
-        // A resumed upload: 100 bytes were stored before.
-        let mut w = Writeback::at(100);
-        assert_eq!(w.append(MIB), None);
-        assert_eq!(w.append(MIB), Some((100, 2 * MIB)));
-        assert_eq!(w.append(3 * MIB), Some((100 + 2 * MIB, 3 * MIB)));
-        assert_eq!(w.append(512 * 1024), None);
-        assert_eq!(w.append(0), None);
-        assert_eq!(w.end, 100 + 5 * MIB + 512 * 1024);
-        assert_eq!(w.unstarted, 100 + 5 * MIB);
-    }
 
     #[tokio::test]
     async fn fs_driver_put_get_list_delete_and_ranged_reader() {
