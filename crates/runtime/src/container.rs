@@ -555,14 +555,14 @@ impl Runtime {
             return Err(sys_err("cannot release the container's first child")(e));
         }
         let created = Utc::now();
-        // The init's 'H' can overtake P1's 'P' (its host pid): the hooks need
-        // that pid, so an early 'H' waits for it.
-        let mut early_hooks = None;
+        // The init's 'H' or 'R' can overtake P1's 'P' (its host pid): the
+        // hooks and the state need that pid, so an early one waits for it.
+        let mut early = None;
         loop {
-            let msg = match early_hooks.take() {
+            let msg = match early.take() {
                 Some(m) if *init_pid > 0 => m,
                 held => {
-                    early_hooks = held;
+                    early = held;
                     match parent.recv() {
                         Ok(Some(m)) => m,
                         Ok(None) => {
@@ -576,8 +576,8 @@ impl Runtime {
                     }
                 }
             };
-            if msg.0 == b'H' && *init_pid <= 0 {
-                early_hooks = Some(msg);
+            if matches!(msg.0, b'H' | b'R') && *init_pid <= 0 {
+                early = Some(msg);
                 continue;
             }
             match msg {
@@ -870,13 +870,27 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if let Err(e) = mounts::prepare_rootfs(&rplan) {
         ch.fail(&e);
     }
-    if ch.send(b'H', b"").is_err() {
-        crate::sys::exit_now(1);
+    // The parent runs the prestart and createRuntime hooks now and sends the
+    // state the hooks get; without any such hook there is nothing to wait
+    // for (one round trip less).
+    let hooked = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+    ]
+    .iter()
+    .any(|stage| !hooks_of(spec, stage).is_empty());
+    let mut state_json = Vec::new();
+    if hooked {
+        if ch.send(b'H', b"").is_err() {
+            crate::sys::exit_now(1);
+        }
+        state_json = match ch.recv() {
+            Ok(Some((b'h', json))) => json,
+            _ => crate::sys::exit_now(1),
+        };
     }
-    let state_json = match ch.recv() {
-        Ok(Some((b'h', json))) => json,
-        _ => crate::sys::exit_now(1),
-    };
     if let Err(e) = crate::hooks::run_hooks(
         "createContainer",
         hooks_of(spec, "createContainer"),
@@ -966,14 +980,16 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     };
     drop(listener);
     use std::io::Write;
-    let mut running = serde_json::from_slice::<serde_json::Value>(&state_json).unwrap_or_default();
-    running["status"] = "created".into();
-    let running = serde_json::to_vec(&running).unwrap_or_default();
-    if let Err(e) =
-        crate::hooks::run_hooks("startContainer", hooks_of(spec, "startContainer"), &running)
-    {
-        let _ = conn.write_all(format!("E{e}").as_bytes());
-        crate::sys::exit_now(1);
+    let start_hooks = hooks_of(spec, "startContainer");
+    if !start_hooks.is_empty() {
+        let mut running =
+            serde_json::from_slice::<serde_json::Value>(&state_json).unwrap_or_default();
+        running["status"] = "created".into();
+        let running = serde_json::to_vec(&running).unwrap_or_default();
+        if let Err(e) = crate::hooks::run_hooks("startContainer", start_hooks, &running) {
+            let _ = conn.write_all(format!("E{e}").as_bytes());
+            crate::sys::exit_now(1);
+        }
     }
     let _ = conn.write_all(b"0");
     let err = match &plan.trampoline {
