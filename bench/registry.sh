@@ -21,7 +21,7 @@ WORK=${WORK:-/var/tmp/berth-bench-registry}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 RUNS=${RUNS:-5}
-BERTH=${BERTH:-$ROOT/target/release/berth}
+BERTH=${BERTH:-$ROOT/target/x86_64-unknown-linux-gnu/release/berth}
 PORT_B=${PORT_B:-15701}
 PORT_D=${PORT_D:-15702}
 need_tools wrk hyperfine skopeo umoci docker-registry python3
@@ -149,6 +149,9 @@ hyperfine --runs "$RUNS" --export-json "$WORK/push.json" \
     -n docker-registry "skopeo copy -q --dest-tls-verify=false oci:$BIG:latest docker://127.0.0.1:$PORT_D/minbase:latest"
 python3 - "$WORK/push.json" <<'EOF'
 import json, sys
-r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
-print(f"ratio           {r['berth'] / r['docker-registry']:.2f}x the time (target <= 0.7x)")
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+b, d = r["berth"], r["docker-registry"]
+print(f"medians         berth {b['median'] * 1000:.1f} ms, docker-registry {d['median'] * 1000:.1f} ms")
+print(f"ratio           {b['mean'] / d['mean']:.2f}x the time by means, "
+      f"{b['median'] / d['median']:.2f}x by medians (target <= 0.7x)")
 EOF
