@@ -3,7 +3,7 @@
 //! Bodies arrive in pieces of ~512 KiB. A piece is copied once into a
 //! 4 KiB-aligned buffer and its aligned part written with `O_DIRECT`
 //! straight to the device: no page cache pages, buffer heads or later
-//! writeback, which on ext4 cost about as much CPU as hashing the data.
+//! writeback, which on ext4 took two thirds as much CPU as hashing the data.
 //! What does not fill a 4 KiB block (the carry) waits in the buffer for
 //! the next piece; [`Appender::settle`] (every request end) writes it with
 //! an ordinary buffered write, and a request starting at an unaligned
