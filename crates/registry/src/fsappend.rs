@@ -334,6 +334,17 @@ mod tests {
     /// appended, whether written directly or buffered.
     #[tokio::test]
     async fn unaligned_pieces_and_settles_store_exactly_what_was_appended() {
+        appends_store_exactly_what_was_appended(false).await;
+    }
+
+    /// The same through the buffered fallback (a filesystem refusing
+    /// `O_DIRECT`).
+    #[tokio::test]
+    async fn the_buffered_fallback_stores_exactly_what_was_appended() {
+        appends_store_exactly_what_was_appended(true).await;
+    }
+
+    async fn appends_store_exactly_what_was_appended(buffered: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -350,6 +361,9 @@ mod tests {
         {
             // A new appender per two requests, like a session reloaded.
             let mut w = FsAppender::open(&path).unwrap();
+            if buffered {
+                w.idle().await.unwrap().direct_ok = false;
+            }
             for n in sizes {
                 let piece = Bytes::copy_from_slice(&data[at..at + n]);
                 let (a, b) = piece.split_at(n / 3);
@@ -379,9 +393,13 @@ mod tests {
             }
         }
         assert_eq!(std::fs::read(&path).unwrap(), &data[..at]);
-        assert!(
-            used_direct,
-            "O_DIRECT is expected to work on the test directory's filesystem"
-        );
+        match buffered {
+            true => assert!(!used_direct, "the fallback must not write directly"),
+            false => assert!(
+                used_direct,
+                "O_DIRECT is expected to work on the test directory's filesystem \
+                 (ext4, XFS, or tmpfs on Linux 6.6+); set TMPDIR to a directory on one"
+            ),
+        }
     }
 }
