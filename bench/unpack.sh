@@ -5,6 +5,8 @@
 #
 #   bench/unpack.sh              # WORK=/var/tmp/berth-bench-unpack RUNS=5
 #   MINBASE=/path/to/rootfs bench/unpack.sh   # reuse an existing rootfs
+#
+# Leave ~2 minutes between two runs: see "recently deleted" below.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
