@@ -285,6 +285,32 @@ fn cve_2019_5736_created_init_not_reachable_from_container() {
     assert_eq!(state["status"], "running", "{state}");
 }
 
+/// A process with CAP_SYS_PTRACE could open even a non-dumpable init's
+/// exe: exec'ing one before `start` (while the init still runs the host
+/// binary) is refused with a clear error, and allowed once started.
+#[test]
+fn cve_2019_5736_no_ptrace_capable_exec_into_a_created_container() {
+    let rt = Rt::new();
+    let mut spec = berth_testutil::default_spec(&["sleep", "1000"]);
+    spec["root"]["readonly"] = json!(false);
+    let bundle = berth_testutil::Bundle::new(&spec);
+    let id = berth_testutil::unique_id("sec-5736p");
+    rt.create_ok(&id, bundle.path());
+    rt.ok(&["exec", &id, "true"]);
+    let out = rt.run(&["exec", "--cap", "CAP_SYS_PTRACE", &id, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // runc's init is a sealed copy already, so runc allows this exec.
+    if runtime_bin().ends_with("berth-runtime") {
+        assert!(
+            !out.status.success() && err.contains("CAP_SYS_PTRACE") && err.contains("start"),
+            "exec with CAP_SYS_PTRACE into a created container: {:?} {err}",
+            out.status
+        );
+    }
+    rt.ok(&["start", &id]);
+    rt.ok(&["exec", "--cap", "CAP_SYS_PTRACE", &id, "true"]);
+}
+
 /// The container's own process is a `#!/proc/self/exe` script: the kernel
 /// resolves the interpreter in the init at its final exec. berth-runtime
 /// execs through its sealed trampoline, which refuses to run as an

@@ -1330,6 +1330,14 @@ impl Container {
             ));
         }
         let init = self.record.init_pid;
+        if self.status() == Status::Created
+            && has_sys_ptrace(process)
+            && init_runs_writable_exe(init)
+        {
+            return Err(Error::BadState(
+                "cannot exec a process with CAP_SYS_PTRACE into this container before `start`: its init still runs the runtime's own (writable) binary, which that capability could reopen through /proc (CVE-2019-5736); start the container first".into(),
+            ));
+        }
         let mut joins = Vec::new();
         for t in [
             LinuxNamespaceType::User,
@@ -1523,6 +1531,32 @@ fn exec_p1(
     // The sync socket is close-on-exec: the parent sees EOF once exec worked.
     let err = process::exec(p, &program);
     ch.fail(&err)
+}
+
+/// Whether any capability set of `p` holds CAP_SYS_PTRACE.
+fn has_sys_ptrace(p: &Process) -> bool {
+    use oci_spec::runtime::Capability;
+    p.capabilities().as_ref().is_some_and(|c| {
+        [
+            c.bounding(),
+            c.effective(),
+            c.permitted(),
+            c.inheritable(),
+            c.ambient(),
+        ]
+        .iter()
+        .any(|set| {
+            set.as_ref()
+                .is_some_and(|s| s.contains(&Capability::SysPtrace))
+        })
+    })
+}
+
+/// Whether the process `pid` runs a binary on a writable mount (a created
+/// container's init before it execs through the trampoline).
+fn init_runs_writable_exe(pid: i32) -> bool {
+    nix::sys::statvfs::statvfs(format!("/proc/{pid}/exe").as_str())
+        .is_ok_and(|s| !s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// How a new process joins the container's cgroup without the global
