@@ -279,10 +279,11 @@ fn main() {
         _ => None,
     };
     let spec = bundle.and_then(|b| berth_runtime::spec::load(b).ok());
-    let reexec = match (bundle, &spec) {
-        (Some(_), Some(s)) => !berth_runtime::trampoline::protects(s),
-        (Some(_), None) => true,
-        (None, _) => matches!(cli.cmd, Cmd::Exec(_)),
+    let reexec = match bundle {
+        Some(_) => !spec
+            .as_ref()
+            .is_some_and(berth_runtime::trampoline::protects),
+        None => matches!(cli.cmd, Cmd::Exec(_)),
     };
     if reexec {
         if let Err(e) = berth_runtime::reexec_read_only() {

@@ -150,6 +150,29 @@ fn delete_of_a_running_container_needs_force_and_removes_its_cgroup() {
     assert!(rt.leftovers().is_empty());
 }
 
+/// A program the kernel refuses only at the final exec (not an ELF, no
+/// `#!`): `start` fails with the errno, named, and the container stops.
+#[test]
+fn start_reports_an_exec_the_kernel_refuses() {
+    let rt = Rt::new();
+    let bundle = Bundle::new(&default_spec(&["/not-a-program"]));
+    std::fs::write(bundle.rootfs().join("not-a-program"), "plain text\n").unwrap();
+    std::fs::set_permissions(
+        bundle.rootfs().join("not-a-program"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let id = unique_id("enoexec");
+    rt.up(&bundle, &id, false);
+    let err = rt.fails(&["start", &id]);
+    assert!(
+        err.contains("/not-a-program") && err.contains("Exec format error"),
+        "{err}"
+    );
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+}
+
 #[test]
 fn a_created_container_can_be_deleted_without_force() {
     let rt = Rt::new();

@@ -434,7 +434,7 @@ impl Runtime {
             .collect();
         // The init's /proc/self/exe is this binary: unless that sits on a
         // read-only mount, the process must be exec'd via the trampoline.
-        let trampoline = if crate::sys::exe_is_read_only() {
+        let trampoline = if crate::sys::exe_is_read_only("self") {
             None
         } else if crate::trampoline::protects(&spec) {
             Some(Trampoline::load()?)
@@ -1332,7 +1332,7 @@ impl Container {
         let init = self.record.init_pid;
         if self.status() == Status::Created
             && has_sys_ptrace(process)
-            && init_runs_writable_exe(init)
+            && !crate::sys::exe_is_read_only(&init.to_string())
         {
             return Err(Error::BadState(
                 "cannot exec a process with CAP_SYS_PTRACE into this container before `start`: its init still runs the runtime's own (writable) binary, which that capability could reopen through /proc (CVE-2019-5736); start the container first".into(),
@@ -1550,13 +1550,6 @@ fn has_sys_ptrace(p: &Process) -> bool {
                 .is_some_and(|s| s.contains(&Capability::SysPtrace))
         })
     })
-}
-
-/// Whether the process `pid` runs a binary on a writable mount (a created
-/// container's init before it execs through the trampoline).
-fn init_runs_writable_exe(pid: i32) -> bool {
-    nix::sys::statvfs::statvfs(format!("/proc/{pid}/exe").as_str())
-        .is_ok_and(|s| !s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// How a new process joins the container's cgroup without the global

@@ -213,12 +213,12 @@ pub fn set_child_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
-/// Whether the running binary is on a read-only mount (re-executed by
-/// [`reexec_read_only`], or installed that way).
-pub(crate) fn exe_is_read_only() -> bool {
-    nix::sys::statvfs::statvfs("/proc/self/exe")
-        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-        .unwrap_or(false)
+/// Whether the binary process `pid` (or "self") runs is on a read-only
+/// mount: re-executed by [`reexec_read_only`], installed that way, or a
+/// child's copy of either.
+pub(crate) fn exe_is_read_only(pid: &str) -> bool {
+    nix::sys::statvfs::statvfs(format!("/proc/{pid}/exe").as_str())
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 const SEALED_ENV: &str = "_BERTH_RUNTIME_EXE_RO";
@@ -244,7 +244,7 @@ struct MountAttr {
 /// open_tree/mount_setattr.
 pub fn reexec_read_only() -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let read_only = exe_is_read_only();
+    let read_only = exe_is_read_only("self");
     let reexecuted = std::env::var_os(SEALED_ENV).is_some();
     if reexecuted {
         std::env::remove_var(SEALED_ENV);
