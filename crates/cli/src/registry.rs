@@ -74,7 +74,7 @@ pub fn run(cmd: Command, global: &Global) -> anyhow::Result<i32> {
                 cfg.storage.root = s;
             }
             cfg.read_only |= read_only;
-            berth_registry::server::limit_malloc_arenas();
+            berth_registry::server::tune_malloc();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(32)

