@@ -15,8 +15,9 @@
 //! writeback every [`WRITEBACK_EVERY`] bytes (`sync_file_range`) so the
 //! final `fdatasync` only waits for the tail.
 //!
-//! One write is in flight at a time, on the blocking pool, so receiving
-//! and hashing the next piece overlaps with writing this one.
+//! One write is in flight at a time, on the blocking pool at batch
+//! priority (see [`crate::batch`]), so receiving and hashing the next
+//! piece overlaps with writing this one.
 
 use std::fs::File;
 use std::io;
@@ -240,7 +241,7 @@ impl Appender for FsAppender {
             return Err(io::Error::other("an earlier write of this upload failed"));
         };
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            state.append(&parts).map(|()| state)
+            crate::batch::run(|| state.append(&parts)).map(|()| state)
         }));
         Ok(())
     }

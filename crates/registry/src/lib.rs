@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+mod batch;
 pub mod config;
 pub mod digest;
 pub mod error;

@@ -90,10 +90,47 @@ pub struct Session {
     pub repo: String,
     /// Session id.
     pub id: String,
-    hasher: Hasher,
+    hashing: Hashing,
     /// Bytes received.
     pub offset: u64,
     writer: Option<Box<dyn Appender>>,
+}
+
+/// The running hash of an upload. Each piece is hashed on the blocking
+/// pool at batch priority (see [`crate::batch`]) while the next one is
+/// received.
+enum Hashing {
+    Idle(Hasher),
+    Busy(tokio::task::JoinHandle<Hasher>),
+    /// The hashing task failed (it panicked): the session is forgotten.
+    Lost,
+}
+
+impl Hashing {
+    /// Waits for the piece being hashed; the hasher then holds everything
+    /// appended so far.
+    async fn ready(&mut self) -> Result<&mut Hasher> {
+        if let Hashing::Busy(task) = self {
+            *self = match task.await {
+                Ok(h) => Hashing::Idle(h),
+                Err(_) => Hashing::Lost,
+            };
+        }
+        match self {
+            Hashing::Idle(h) => Ok(h),
+            _ => Err(std::io::Error::other("hashing an upload's data failed").into()),
+        }
+    }
+
+    /// Starts hashing `parts` after everything before them.
+    async fn feed(&mut self, parts: Vec<Bytes>) -> Result<()> {
+        let mut hasher = std::mem::replace(self.ready().await?, Hasher::new(Algorithm::Sha256));
+        *self = Hashing::Busy(tokio::task::spawn_blocking(move || {
+            crate::batch::run(|| parts.iter().for_each(|p| hasher.update(p)));
+            hasher
+        }));
+        Ok(())
+    }
 }
 
 impl Session {
@@ -120,16 +157,16 @@ impl Session {
                     .await?,
             );
         }
-        // Write first (it proceeds on the blocking pool), then hash.
-        let hashed = parts.clone();
+        // Both proceed on the blocking pool while the next piece arrives.
+        if let Err(e) = self.hashing.feed(parts.clone()).await {
+            self.fail(store);
+            return Err(e);
+        }
         if let Some(w) = self.writer.as_mut() {
             if let Err(e) = w.write(parts).await {
                 self.fail(store);
                 return Err(e.into());
             }
-        }
-        for p in &hashed {
-            self.hasher.update(p);
         }
         self.offset += len;
         Ok(())
@@ -312,7 +349,7 @@ impl Store {
         let session = Arc::new(tokio::sync::Mutex::new(Session {
             repo: repo.to_string(),
             id: id.clone(),
-            hasher: Hasher::new(Algorithm::Sha256),
+            hashing: Hashing::Idle(Hasher::new(Algorithm::Sha256)),
             offset: 0,
             writer: None,
         }));
@@ -366,7 +403,7 @@ impl Store {
         let session = Arc::new(tokio::sync::Mutex::new(Session {
             repo: repo.to_string(),
             id: id.to_string(),
-            hasher,
+            hashing: Hashing::Idle(hasher),
             offset: size,
             writer: None,
         }));
@@ -393,7 +430,13 @@ impl Store {
             w.settle().await?;
         }
         let actual = if expected.algorithm() == Algorithm::Sha256 {
-            session.hasher.finish()
+            match session.hashing.ready().await {
+                Ok(h) => h.finish(),
+                Err(e) => {
+                    session.fail(self);
+                    return Err(e);
+                }
+            }
         } else {
             // Uploads are hashed with sha256 as they stream; another
             // algorithm, known only now, needs one pass over the data.
@@ -621,14 +664,24 @@ impl Store {
                     format!("image manifest is invalid: {e}"),
                 )
             })?;
-            self.require_blob(repo, m.config().digest().as_ref(), "config blob")
-                .await?;
-            for layer in m.layers() {
-                if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) {
-                    continue; // foreign layer, fetched from its URLs
-                }
-                self.require_blob(repo, layer.digest().as_ref(), "layer")
-                    .await?;
+            let mut required = vec![(m.config().digest().as_ref(), "config blob")];
+            required.extend(
+                m.layers()
+                    .iter()
+                    // Foreign layers are fetched from their URLs.
+                    .filter(|l| l.urls().as_ref().is_none_or(|u| u.is_empty()))
+                    .map(|l| (l.digest().as_ref(), "layer")),
+            );
+            // Checked side by side; the first missing one in manifest order
+            // is reported.
+            let checks = futures::future::join_all(
+                required
+                    .iter()
+                    .map(|(d, what)| self.require_blob(repo, d, what)),
+            )
+            .await;
+            for check in checks {
+                check?;
             }
             subject = m.subject().as_ref().map(|s| s.digest().to_string());
             artifact_type = Some(
