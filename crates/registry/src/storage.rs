@@ -167,14 +167,15 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-/// Bytes per chunk of [`read_ahead`].
-const READ_CHUNK: usize = 512 * 1024;
+/// Bytes per chunk of [`read_ahead`]. 512 KiB served ~7 % faster
+/// (`wrk -c4`, 64 MiB blob) but raised peak memory by ~1 MiB per download.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Streams `len` bytes of `file` from `offset` in [`READ_CHUNK`] pieces,
 /// reading the next piece on the blocking pool while the caller sends this
-/// one. Each piece is read straight into the buffer handed out, one trip
-/// per piece (through `tokio::fs` a piece cost a trip per 256 KiB and an
-/// extra copy).
+/// one. Each piece is read straight into the buffer handed out, one
+/// blocking-pool trip per piece (`tokio::fs` also copies each piece once
+/// more, from its own buffer).
 fn read_ahead(file: std::fs::File, offset: u64, len: u64) -> ByteStream {
     let file = std::sync::Arc::new(file);
     let end = offset.saturating_add(len);
