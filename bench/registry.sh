@@ -7,6 +7,9 @@
 #   3. peak resident memory under that load   target: berth <= 0.25x
 #   4. `skopeo copy` push of a Debian minbase image (hyperfine, fresh
 #      storage before every run)              target: berth <= 0.7x the time
+#   5. the same push in ROUNDS interleaved rounds (berth, docker-registry
+#      and bench/null-registry.py, a server that stores nothing: the floor
+#      set by skopeo itself), order rotated each round; medians
 #
 # Access logs are off in both servers. Prints each number and the ratio.
 #
@@ -21,9 +24,11 @@ WORK=${WORK:-/var/tmp/berth-bench-registry}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 RUNS=${RUNS:-5}
+ROUNDS=${ROUNDS:-15}
 BERTH=${BERTH:-$ROOT/target/x86_64-unknown-linux-gnu/release/berth}
 PORT_B=${PORT_B:-15701}
 PORT_D=${PORT_D:-15702}
+PORT_N=${PORT_N:-15703}
 need_tools wrk hyperfine skopeo umoci docker-registry python3
 [ -x "$BERTH" ] || (cd "$ROOT" && cargo build --release -p berth-cli)
 mkdir -p "$WORK"
@@ -62,8 +67,9 @@ EOF
     BERTH_PID=$!
     /usr/bin/docker-registry serve "$WORK/dist.yml" >"$WORK/dist.log" 2>&1 &
     DIST_PID=$!
-    PIDS+=("$BERTH_PID" "$DIST_PID")
-    for port in $PORT_B $PORT_D; do
+    python3 "$ROOT/bench/null-registry.py" "$PORT_N" &
+    PIDS+=("$BERTH_PID" "$DIST_PID" $!)
+    for port in $PORT_B $PORT_D $PORT_N; do
         for _ in $(seq 100); do
             python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null && break
             sleep 0.1
@@ -142,9 +148,9 @@ report "blob GET (64 MiB), wrk -t2 -c4 -d${DURATION}s" MB/s ">= 1x" \
     "$(mbps "http://127.0.0.1:$PORT_B/$B")" "$(mbps "http://127.0.0.1:$PORT_D/$B")"
 report "peak resident memory (VmHWM) after both loads" kB "<= 0.25x" "$(hwm "$BERTH_PID")" "$(hwm "$DIST_PID")"
 
-echo "== skopeo copy push of Debian minbase ($(du -sh "$BIG" | cut -f1) layout), hyperfine --runs $RUNS"
-hyperfine --runs "$RUNS" --export-json "$WORK/push.json" \
-    --prepare "rm -rf $WORK/berth-storage/* $WORK/dist-storage/docker/registry/v2/repositories/minbase $WORK/dist-storage/docker/registry/v2/blobs; sync" \
+FRESH="rm -rf $WORK/berth-storage/* $WORK/dist-storage/docker/registry/v2/repositories/minbase $WORK/dist-storage/docker/registry/v2/blobs; sync"
+echo "== skopeo copy push of Debian minbase ($(du -sh "$BIG" | cut -f1) layout), hyperfine --warmup 2 --runs $RUNS"
+hyperfine --warmup 2 --runs "$RUNS" --export-json "$WORK/push.json" --prepare "$FRESH" \
     -n berth "skopeo copy -q --dest-tls-verify=false oci:$BIG:latest docker://127.0.0.1:$PORT_B/minbase:latest" \
     -n docker-registry "skopeo copy -q --dest-tls-verify=false oci:$BIG:latest docker://127.0.0.1:$PORT_D/minbase:latest"
 python3 - "$WORK/push.json" <<'EOF'
@@ -154,4 +160,30 @@ b, d = r["berth"], r["docker-registry"]
 print(f"medians         berth {b['median'] * 1000:.1f} ms, docker-registry {d['median'] * 1000:.1f} ms")
 print(f"ratio           {b['mean'] / d['mean']:.2f}x the time by means, "
       f"{b['median'] / d['median']:.2f}x by medians (target <= 0.7x)")
+EOF
+
+echo "== the same push, $ROUNDS interleaved rounds (order rotated each round, fresh storage)"
+push_ms() {
+    local start end
+    start=$(date +%s%N)
+    skopeo copy -q --dest-tls-verify=false "oci:$BIG:latest" "docker://127.0.0.1:$1/minbase:latest"
+    end=$(date +%s%N)
+    echo $(((end - start) / 1000000))
+}
+PORTS=("$PORT_B" "$PORT_D" "$PORT_N")
+for round in $(seq "$ROUNDS"); do
+    sh -c "$FRESH"
+    ms=()
+    for k in 0 1 2; do
+        i=$(((k + round) % 3))
+        ms[i]=$(push_ms "${PORTS[$i]}")
+    done
+    echo "${ms[0]} ${ms[1]} ${ms[2]}"
+done >"$WORK/rounds.txt"
+python3 - "$WORK/rounds.txt" <<'EOF'
+import statistics, sys
+rows = [list(map(int, line.split())) for line in open(sys.argv[1])]
+berth, dist, null = (statistics.median(c) for c in zip(*rows))
+print(f"medians         berth {berth:.0f} ms, docker-registry {dist:.0f} ms, null registry {null:.0f} ms")
+print(f"ratio           {berth / dist:.2f}x (target <= 0.7x); the null registry's, the floor: {null / dist:.2f}x")
 EOF
