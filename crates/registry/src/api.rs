@@ -43,6 +43,8 @@ pub struct App {
     pub max_in_flight: Option<i64>,
     /// Where one JSON line per request goes, if access logging is on.
     pub access_log: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
 }
 
 /// The axum router serving the whole API, `/token` and `/metrics`.
@@ -276,10 +278,25 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
         }
     }
     match route {
-        Route::Metrics => Ok(finish(
-            reply(StatusCode::OK).header(header::CONTENT_TYPE, "text/plain; version=0.0.4"),
-            Body::from(app.metrics.render()),
-        )),
+        Route::Metrics => {
+            if let Some(token) = &app.metrics_token {
+                if !crate::auth::bearer_is(req.headers(), token) {
+                    let mut r = error_response(&Error::new(
+                        Code::Unauthorized,
+                        "/metrics needs `Authorization: Bearer TOKEN` with the token of `metrics.token` in the registry's config",
+                    ));
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"metrics\""),
+                    );
+                    return Ok(r);
+                }
+            }
+            Ok(finish(
+                reply(StatusCode::OK).header(header::CONTENT_TYPE, "text/plain; version=0.0.4"),
+                Body::from(app.metrics.render()),
+            ))
+        }
         Route::Token => {
             let headers = req.headers().clone();
             let params = if method == Method::POST {

@@ -247,6 +247,21 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+/// True when `headers` carry `Authorization: Bearer TOKEN` with exactly
+/// `token` (compared in constant time).
+pub fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
+    bearer_token(headers).is_some_and(|given| ct_eq(given.as_bytes(), token.as_bytes()))
+}
+
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -382,11 +397,7 @@ impl Auth {
                 if !needed.is_empty() {
                     challenge.push_str(&format!(",scope=\"{}\"", scope_string(needed)));
                 }
-                let token = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-                let Some(token) = token else {
+                let Some(token) = bearer_token(headers) else {
                     return Err(Denial {
                         challenge: Some(challenge),
                         denied: false,

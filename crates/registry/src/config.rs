@@ -56,6 +56,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 fn default_addr() -> String {
@@ -181,6 +184,18 @@ impl Default for Limits {
     }
 }
 
+/// `/metrics` settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` answers only requests carrying
+    /// `Authorization: Bearer TOKEN` (Prometheus: `authorization:
+    /// {credentials: TOKEN}`); unset, it is open to anyone who can reach
+    /// the port.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +222,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

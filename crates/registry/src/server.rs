@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             .max_in_flight
             .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         access_log,
+        metrics_token: config.metrics.token.clone(),
     });
     let listener = TcpListener::bind(&config.addr)
         .await

@@ -399,3 +399,40 @@ async fn tls_serves_https_with_the_configured_certificate() {
     assert!(err.contains("cert.pem"), "{err}");
     server.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// With `metrics.token` set, `/metrics` answers only that bearer token;
+/// everyone else gets the spec's UNAUTHORIZED error and a challenge.
+#[tokio::test]
+async fn metrics_token_guards_the_metrics_endpoint() {
+    let reg = TestRegistry::start_with(|c| c.metrics.token = Some("scrape-me".into())).await;
+    for header in [None, Some("Bearer wrong"), Some("Basic c2NyYXBlLW1lOg==")] {
+        let mut req = reg.client.get(reg.url("/metrics"));
+        if let Some(h) = header {
+            req = req.header("authorization", h);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{header:?}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer realm=\"metrics\"",
+            "{header:?}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{header:?}");
+    }
+    let r = reg
+        .client
+        .get(reg.url("/metrics"))
+        .header("authorization", "Bearer scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("berth_registry_requests_total"));
+    // The registry API itself is unaffected (open auth here).
+    assert_eq!(reg.get("/v2/").await.status(), 200);
+}
