@@ -510,9 +510,12 @@ impl Store {
             return Digest::parse(reference);
         }
         if !is_tag(reference) {
+            // No manifest can have this name: reading it finds nothing (404,
+            // as the OCI conformance suite expects); a PUT to it is refused
+            // as invalid by `manifest_put`.
             return Err(Error::new(
-                Code::ManifestInvalid,
-                format!("reference {reference:?} is neither a tag nor a digest"),
+                Code::ManifestUnknown,
+                format!("reference {reference:?} is neither a tag nor a digest, so repository {repo} has no such manifest"),
             ));
         }
         let raw = self

@@ -244,6 +244,24 @@ async fn manifests_content_negotiation_validation_and_limits() {
         body.len().to_string().as_str()
     );
 
+    // A reference that is neither a tag nor a digest names no manifest:
+    // reads find nothing (the OCI conformance suite's expectation), a PUT
+    // is refused as invalid.
+    let r = reg.get("/v2/app/manifests/.INVALID_MANIFEST_NAME").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    let r = reg.head("/v2/app/manifests/.INVALID_MANIFEST_NAME").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = reg
+        .put_manifest(
+            "/v2/app/manifests/.INVALID_MANIFEST_NAME",
+            "application/vnd.oci.image.manifest.v1+json",
+            body.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+
     // An Accept that excludes the type.
     let r = reg
         .client
