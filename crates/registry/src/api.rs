@@ -114,6 +114,12 @@ fn query_one(query: &str, key: &str) -> Option<String> {
     query_all(query, key).into_iter().next()
 }
 
+/// The repository a blob mount (`?mount=…&from=REPO`) reads from.
+fn mount_source(query: &str) -> Option<String> {
+    query_one(query, "mount")?;
+    query_one(query, "from").filter(|f| validate_name(f).is_ok())
+}
+
 fn reply(status: StatusCode) -> axum::http::response::Builder {
     Response::builder().status(status)
 }
@@ -208,14 +214,19 @@ fn needs(repo: &str, action: Action) -> Vec<Access> {
     }]
 }
 
-fn check_auth(app: &App, headers: &HeaderMap, needed: &[Access]) -> Result<(), Box<Response>> {
+fn check_auth(
+    app: &App,
+    headers: &HeaderMap,
+    needed: &[Access],
+    wanted: &[Access],
+) -> Result<(), Box<Response>> {
     let scheme = if app.tls { "https" } else { "http" };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     app.auth
-        .check(headers, needed, &format!("{scheme}://{host}"))
+        .check(headers, needed, wanted, &format!("{scheme}://{host}"))
         .map_err(|d| {
             let (code, status) = if d.denied && d.challenge.is_none() {
                 (Code::Denied, StatusCode::FORBIDDEN)
@@ -267,7 +278,16 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
         Route::UploadStart(r) | Route::Upload(r, _) => Some(needs(r, Action::Push)),
     };
     if let Some(needed) = needed {
-        if let Err(resp) = check_auth(app, req.headers(), &needed) {
+        // A cross-repository mount can use pull access on its source: the
+        // token challenge asks for it too, and without it the mount
+        // becomes a normal upload (202) rather than a refusal.
+        let wanted = match &route {
+            Route::UploadStart(_) => mount_source(req.uri().query().unwrap_or(""))
+                .map(|from| needs(&from, Action::Pull))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if let Err(resp) = check_auth(app, req.headers(), &needed, &wanted) {
             return Ok(*resp);
         }
         if app.read_only && writes {
@@ -757,7 +777,7 @@ async fn upload_post(app: &App, repo: &str, req: Request) -> Result<Response> {
         let from_ok = match &from {
             Some(f) => {
                 validate_name(f).is_ok()
-                    && check_auth(app, req.headers(), &needs(f, Action::Pull)).is_ok()
+                    && check_auth(app, req.headers(), &needs(f, Action::Pull), &[]).is_ok()
             }
             None => true,
         };

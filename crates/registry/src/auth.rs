@@ -365,12 +365,15 @@ impl Auth {
     }
 
     /// Checks that the request's credentials allow everything in `needed`
-    /// (an empty list: just being authenticated). `realm_base` is
-    /// `scheme://host` for the default token realm.
+    /// (an empty list: just being authenticated). A token challenge also
+    /// asks for `wanted`, access the request can use but does without (a
+    /// blob mount's source). `realm_base` is `scheme://host` for the
+    /// default token realm.
     pub fn check(
         &self,
         headers: &HeaderMap,
         needed: &[Access],
+        wanted: &[Access],
         realm_base: &str,
     ) -> Result<(), Denial> {
         match &self.mode {
@@ -395,7 +398,8 @@ impl Auth {
                     .unwrap_or_else(|| format!("{realm_base}/token"));
                 let mut challenge = format!("Bearer realm=\"{realm}\",service=\"{}\"", cfg.service);
                 if !needed.is_empty() {
-                    challenge.push_str(&format!(",scope=\"{}\"", scope_string(needed)));
+                    let asked: Vec<Access> = needed.iter().chain(wanted).cloned().collect();
+                    challenge.push_str(&format!(",scope=\"{}\"", scope_string(&asked)));
                 }
                 let Some(token) = bearer_token(headers) else {
                     return Err(Denial {

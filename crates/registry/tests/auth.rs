@@ -436,3 +436,58 @@ async fn metrics_token_guards_the_metrics_endpoint() {
     // The registry API itself is unaffected (open auth here).
     assert_eq!(reg.get("/v2/").await.status(), 200);
 }
+
+/// A cross-repository mount under token auth: the challenge also asks for
+/// pull on the source, a token with it mounts (201), and a token without
+/// it still gets an upload session (202) instead of a refusal.
+#[tokio::test]
+async fn token_challenge_for_a_mount_asks_for_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = token_config(dir.path());
+    let reg = TestRegistry::start_in(dir, c).await;
+    let d = sha256(b"shared layer");
+    let push = token(
+        &reg,
+        Some(("alice", "alice-pw")),
+        "repository:alice/app:pull,push",
+    )
+    .await;
+    let r = monolithic(&reg, "alice/app", &d, "shared layer")
+        .bearer_auth(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let mount = format!("/v2/public/x/blobs/uploads/?mount={d}&from=alice/app");
+    let r = reg.client.post(reg.url(&mount)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains("scope=\"repository:public/x:pull,push repository:alice/app:pull\""),
+        "{challenge}"
+    );
+
+    let target_only = token(
+        &reg,
+        Some(("alice", "alice-pw")),
+        "repository:public/x:pull,push",
+    )
+    .await;
+    let r = reg.bearer(Method::POST, &mount, &target_only).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "no pull on the source");
+
+    let both = token(
+        &reg,
+        Some(("alice", "alice-pw")),
+        "repository:public/x:pull,push repository:alice/app:pull",
+    )
+    .await;
+    let r = reg.bearer(Method::POST, &mount, &both).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/v2/public/x/blobs/{d}").as_str()
+    );
+}
