@@ -247,6 +247,18 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
+/// Refuses a configured secret shorter than 16 characters (an empty
+/// `metrics.token` would let in any `Authorization: Bearer ` header),
+/// naming its config field.
+pub fn require_long_secret(field: &str, secret: &str) -> Result<(), AuthError> {
+    if secret.chars().count() < 16 {
+        return Err(AuthError::Config(format!(
+            "{field} must be at least 16 characters"
+        )));
+    }
+    Ok(())
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get("authorization")?.to_str().ok()?;
@@ -341,12 +353,10 @@ impl Auth {
             (None, Some(u)) => Mode::Basic(u),
             (Some(t), users) => {
                 let key = match &t.secret {
-                    Some(s) if s.len() < 16 => {
-                        return Err(AuthError::Config(
-                            "auth.token.secret must be at least 16 characters".into(),
-                        ))
+                    Some(s) => {
+                        require_long_secret("auth.token.secret", s)?;
+                        s.as_bytes().to_vec()
                     }
-                    Some(s) => s.as_bytes().to_vec(),
                     None => crate::storage::random_hex(32).into_bytes(),
                 };
                 Mode::Token {
@@ -408,7 +418,7 @@ impl Auth {
                         message: "authentication required: get a token from the realm".into(),
                     });
                 };
-                let claims = match verify_jwt(key, token.trim(), &cfg.service) {
+                let claims = match verify_jwt(key, token, &cfg.service) {
                     Ok(c) => c,
                     Err(m) => {
                         return Err(Denial {

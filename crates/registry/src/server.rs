@@ -209,6 +209,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     } else {
         Auth::open()
     };
+    if let Some(token) = &config.metrics.token {
+        crate::auth::require_long_secret("metrics.token", token)?;
+    }
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let (access_log, log_task) = match config.log.access {
         true => {

@@ -404,8 +404,28 @@ async fn tls_serves_https_with_the_configured_certificate() {
 /// everyone else gets the spec's UNAUTHORIZED error and a challenge.
 #[tokio::test]
 async fn metrics_token_guards_the_metrics_endpoint() {
-    let reg = TestRegistry::start_with(|c| c.metrics.token = Some("scrape-me".into())).await;
-    for header in [None, Some("Bearer wrong"), Some("Basic c2NyYXBlLW1lOg==")] {
+    // A short (or empty) token is refused at start, naming the field.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.metrics.token = Some(String::new());
+    let err = berth_registry::start(c)
+        .await
+        .err()
+        .expect("empty token refused");
+    assert!(
+        err.to_string()
+            .contains("metrics.token must be at least 16 characters"),
+        "{err}"
+    );
+
+    let token = "scrape-me-scrape-me";
+    let reg = TestRegistry::start_with(|c| c.metrics.token = Some(token.into())).await;
+    for header in [
+        None,
+        Some("Bearer "),
+        Some("Bearer wrong"),
+        Some("Basic c2NyYXBlLW1lOg=="),
+    ] {
         let mut req = reg.client.get(reg.url("/metrics"));
         if let Some(h) = header {
             req = req.header("authorization", h);
@@ -423,7 +443,7 @@ async fn metrics_token_guards_the_metrics_endpoint() {
     let r = reg
         .client
         .get(reg.url("/metrics"))
-        .header("authorization", "Bearer scrape-me")
+        .header("authorization", format!("Bearer {token}"))
         .send()
         .await
         .unwrap();
