@@ -100,36 +100,47 @@ pub struct Session {
 /// pool at batch priority (see [`crate::batch`]) while the next one is
 /// received.
 enum Hashing {
+    /// Nothing in flight.
     Idle(Hasher),
+    /// A piece is being hashed; the task hands the hasher back.
     Busy(tokio::task::JoinHandle<Hasher>),
     /// The hashing task failed (it panicked): the session is forgotten.
     Lost,
 }
 
 impl Hashing {
-    /// Waits for the piece being hashed; the hasher then holds everything
-    /// appended so far.
-    async fn ready(&mut self) -> Result<&mut Hasher> {
-        if let Hashing::Busy(task) = self {
-            *self = match task.await {
-                Ok(h) => Hashing::Idle(h),
-                Err(_) => Hashing::Lost,
-            };
-        }
-        match self {
+    /// Waits for the piece being hashed and takes the hasher, which then
+    /// holds everything appended so far; `Lost` until it is put back.
+    async fn take(&mut self) -> Result<Hasher> {
+        let lost = || -> Error {
+            std::io::Error::other(
+                "hashing the upload's data failed; send the request again (the upload resumes from what is stored)",
+            )
+            .into()
+        };
+        match std::mem::replace(self, Hashing::Lost) {
             Hashing::Idle(h) => Ok(h),
-            _ => Err(std::io::Error::other("hashing an upload's data failed").into()),
+            Hashing::Busy(task) => task.await.map_err(|_| lost()),
+            Hashing::Lost => Err(lost()),
         }
     }
 
     /// Starts hashing `parts` after everything before them.
     async fn feed(&mut self, parts: Vec<Bytes>) -> Result<()> {
-        let mut hasher = std::mem::replace(self.ready().await?, Hasher::new(Algorithm::Sha256));
+        let mut hasher = self.take().await?;
         *self = Hashing::Busy(tokio::task::spawn_blocking(move || {
             crate::batch::run(|| parts.iter().for_each(|p| hasher.update(p)));
             hasher
         }));
         Ok(())
+    }
+
+    /// The digest of everything appended so far.
+    async fn digest(&mut self) -> Result<Digest> {
+        let hasher = self.take().await?;
+        let digest = hasher.finish();
+        *self = Hashing::Idle(hasher);
+        Ok(digest)
     }
 }
 
@@ -430,8 +441,8 @@ impl Store {
             w.settle().await?;
         }
         let actual = if expected.algorithm() == Algorithm::Sha256 {
-            match session.hashing.ready().await {
-                Ok(h) => h.finish(),
+            match session.hashing.digest().await {
+                Ok(d) => d,
                 Err(e) => {
                     session.fail(self);
                     return Err(e);
