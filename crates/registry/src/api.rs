@@ -779,7 +779,8 @@ async fn upload_post(app: &App, repo: &str, req: Request) -> Result<Response> {
                 validate_name(f).is_ok()
                     && check_auth(app, req.headers(), &needs(f, Action::Pull), &[]).is_ok()
             }
-            None => true,
+            // The automatic cross-mount: any repository holding the blob.
+            None => app.auth.grants_every_pull(),
         };
         if from_ok && app.store.mount(repo, &d, from.as_deref()).await? {
             return Ok(created_blob(repo, &d));

@@ -345,6 +345,14 @@ impl Auth {
         Auth { mode: Mode::Open }
     }
 
+    /// Whether every client that passes [`Auth::check`] may pull every
+    /// repository (open, or htpasswd alone). Only then may a blob mount
+    /// without `from` search the whole registry: under token scopes it
+    /// would read, and reveal, blobs of repositories the caller cannot pull.
+    pub fn grants_every_pull(&self) -> bool {
+        matches!(self.mode, Mode::Open | Mode::Basic(_))
+    }
+
     /// Builds the auth mode from its config.
     pub fn from_config(cfg: &AuthConfig) -> Result<Auth, AuthError> {
         let users = cfg.htpasswd.as_deref().map(Users::load).transpose()?;

@@ -511,3 +511,112 @@ async fn token_challenge_for_a_mount_asks_for_its_source() {
         format!("/v2/public/x/blobs/{d}").as_str()
     );
 }
+
+/// A blob mount must never read a repository the caller cannot pull. With
+/// push on `alice/*` only, a mount of a blob that lives only in
+/// `bob/secret` — without `from` (the automatic cross-mount), or with a
+/// `from` the token does not cover — becomes an ordinary upload (202), just
+/// as for a digest stored nowhere, and the blob stays unreadable from
+/// alice's repository. (Before the fix the `from`-less mount answered 201
+/// and linked bob's blob into alice/steal.)
+#[tokio::test]
+async fn a_mount_never_reads_a_repository_the_caller_cannot_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = token_config(dir.path());
+    if let Some(t) = c.auth.token.as_mut() {
+        t.rules.push(Rule {
+            account: "bob".into(),
+            repos: "bob/*".into(),
+            actions: vec![Action::Pull, Action::Push],
+        });
+    }
+    let reg = TestRegistry::start_in(dir, c).await;
+    let secret = sha256(b"bob's secret layer");
+    let bob = token(
+        &reg,
+        Some(("bob", "bob-pw")),
+        "repository:bob/secret:pull,push",
+    )
+    .await;
+    let r = monolithic(&reg, "bob/secret", &secret, "bob's secret layer")
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let alice = token(
+        &reg,
+        Some(("alice", "alice-pw")),
+        "repository:alice/steal:pull,push repository:bob/secret:pull",
+    )
+    .await;
+    assert_eq!(
+        granted(&alice),
+        serde_json::json!([{"type": "repository", "name": "alice/steal", "actions": ["pull", "push"]}]),
+        "alice must get no pull on bob/secret"
+    );
+    let nowhere = sha256(b"stored nowhere");
+    for query in [
+        format!("mount={secret}"),
+        format!("mount={secret}&from=bob/secret"),
+        format!("mount={nowhere}"),
+        format!("mount={nowhere}&from=bob/secret"),
+    ] {
+        let path = format!("/v2/alice/steal/blobs/uploads/?{query}");
+        let r = reg.bearer(Method::POST, &path, &alice).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::ACCEPTED,
+            "{query}: must be a plain upload"
+        );
+        assert!(
+            r.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with("/v2/alice/steal/blobs/uploads/"),
+            "{query}"
+        );
+    }
+    let r = reg
+        .bearer(
+            Method::GET,
+            &format!("/v2/alice/steal/blobs/{secret}"),
+            &alice,
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "bob's blob leaked into alice/steal"
+    );
+}
+
+/// Where every client may pull everything (htpasswd alone), the automatic
+/// cross-mount still mounts: it reveals nothing a client could not read.
+#[tokio::test]
+async fn htpasswd_alone_keeps_the_automatic_cross_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = AuthConfig {
+        htpasswd: Some(htpasswd(dir.path())),
+        token: None,
+    };
+    let reg = TestRegistry::start_in(dir, c).await;
+    let d = sha256(b"common layer");
+    let r = monolithic(&reg, "bob/base", &d, "common layer")
+        .basic_auth("bob", Some("bob-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/alice/app/blobs/uploads/?mount={d}")))
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
