@@ -11,6 +11,10 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 use crate::error::{Error, Result};
 
+/// The highest uid or gid a container may run as, the runtime's limit
+/// (`berth_runtime::spec::MAX_ID`): the kernel's ids are a signed `int`.
+const MAX_ID: u32 = i32::MAX as u32;
+
 /// A resolved user: uid, primary gid, additional gids.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResolvedUser {
@@ -155,6 +159,14 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
             }
         }
     }
+    for id in [uid, gid].iter().chain(&additional_gids) {
+        if *id > MAX_ID {
+            return Err(Error::invalid(
+                format!("user {user:?}"),
+                format!("id {id} is out of range: ids run from 0 to {MAX_ID} (4294967295 would mean \"unchanged\" to the kernel and leave the process root)"),
+            ));
+        }
+    }
     Ok(ResolvedUser {
         uid,
         gid,
@@ -238,6 +250,33 @@ pub(crate) mod tests {
         );
         let err = resolve_user(p, "alice:nogroup").unwrap_err().to_string();
         assert!(err.contains("\"nogroup\""), "{err}");
+    }
+
+    #[test]
+    fn ids_beyond_the_kernels_range_are_refused() {
+        // 4294967295 is (uid_t)-1: "unchanged" to setresuid, so root.
+        let r = rootfs_with(
+            "root:x:0:0:root:/root:/bin/sh\nghost:x:4294967295:0::/:/bin/sh\n",
+            "root:x:0:\nbig:x:2147483648:root\n",
+        );
+        let p = r.path();
+        for user in [
+            "4294967295",
+            "4294967295:4294967295",
+            "0:2147483648",
+            "ghost",
+            "root",
+        ] {
+            let err = resolve_user(p, user).unwrap_err().to_string();
+            assert!(
+                err.contains(user) && err.contains("out of range"),
+                "{user}: {err}"
+            );
+        }
+        assert_eq!(
+            resolve_user(p, "2147483647:2147483647").unwrap().uid,
+            2147483647
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use berth_runtime::spec::MAX_ID;
 use berth_runtime::{CreateOptions, ExecOptions, Runtime, Status};
 use clap::{Parser, Subcommand, ValueEnum};
 use oci_spec::runtime::Spec;
@@ -241,7 +242,7 @@ struct ExecArgs {
     #[arg(short, long)]
     user: Option<String>,
     /// Additional gids (repeatable).
-    #[arg(short = 'g', long = "additional-gids")]
+    #[arg(short = 'g', long = "additional-gids", value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ID)))]
     additional_gids: Vec<u32>,
     /// Add a capability (repeatable).
     #[arg(short, long)]
@@ -474,8 +475,13 @@ fn parse_user(u: &str) -> Result<(u32, Option<u32>)> {
         None => (u, None),
     };
     let num = |s: &str| -> Result<u32> {
-        s.parse()
-            .with_context(|| format!("--user {u:?}: {s:?} is not a numeric id (use uid[:gid])"))
+        let id: u32 = s
+            .parse()
+            .with_context(|| format!("--user {u:?}: {s:?} is not a numeric id (use uid[:gid])"))?;
+        if id > MAX_ID {
+            bail!("--user {u:?}: {id} is out of range (ids run from 0 to {MAX_ID})");
+        }
+        Ok(id)
     };
     Ok((num(uid)?, gid.map(num).transpose()?))
 }

@@ -54,8 +54,8 @@ pub struct CreateOptions {
     pub no_new_keyring: bool,
     /// Pass fds 3 .. 3+N of the caller on to the container process.
     pub preserve_fds: u32,
-    /// The bundle's config.json when the caller has loaded it already with
-    /// [`crate::spec::load`] (read from the bundle otherwise).
+    /// The bundle's config.json when the caller has it already (read from
+    /// the bundle otherwise); checked with [`crate::spec::validate`] either way.
     pub spec: Option<Spec>,
 }
 
@@ -371,8 +371,12 @@ impl Runtime {
             "bundle {}: cannot open it (pass the directory holding config.json with --bundle)",
             bundle.display()
         )))?;
+        // A spec handed in memory is checked like one read from the bundle.
         let spec = match &opts.spec {
-            Some(s) => s.clone(),
+            Some(s) => {
+                crate::spec::validate(s, &bundle, &bundle.join("config.json"))?;
+                s.clone()
+            }
             None => crate::spec::load(&bundle)?,
         };
         let rootfs = std::fs::canonicalize(crate::spec::rootfs_path(&spec, &bundle))
@@ -1151,16 +1155,9 @@ impl Container {
         match reply.first() {
             Some(b'0') if reply.len() == 1 => {}
             Some(b'0') if reply.get(1) == Some(&b'X') => {
-                let program = self
-                    .record
-                    .config
-                    .process()
-                    .as_ref()
-                    .and_then(|p| p.args().as_ref())
-                    .and_then(|a| a.first().cloned())
-                    .unwrap_or_default();
+                let process = self.record.config.process().clone().unwrap_or_default();
                 return Err(Error::Init(
-                    crate::trampoline::failure(&reply[1..], &program)
+                    crate::trampoline::failure(&reply[1..], &process)
                         .unwrap_or_else(|| String::from_utf8_lossy(&reply[1..]).into_owned()),
                 ));
             }

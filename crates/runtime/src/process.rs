@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
+use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
@@ -260,7 +261,30 @@ pub(crate) fn exec(p: &Prepared, program: &CString) -> String {
     }
     match nix::unistd::execve(program, &p.argv, &p.envp) {
         Ok(never) => match never {},
-        Err(e) => format!("exec {:?}: {e}", program),
+        Err(e) => exec_error(
+            &program.to_string_lossy(),
+            e,
+            strings_size(&p.argv),
+            strings_size(&p.envp),
+        ),
+    }
+}
+
+/// The bytes `strings` take on the new process's stack (each with its NUL).
+pub(crate) fn strings_size(strings: &[CString]) -> usize {
+    strings.iter().map(|s| s.as_bytes_with_nul().len()).sum()
+}
+
+/// The message for an execve of `program` that failed with `err`, given
+/// the size in bytes of its arguments and environment. E2BIG is the
+/// kernel's limit on those two together (a quarter of the stack rlimit,
+/// and 128 KiB for any one string), so it is said in those terms.
+pub(crate) fn exec_error(program: &str, err: Errno, args: usize, env: usize) -> String {
+    match err {
+        Errno::E2BIG => format!(
+            "exec {program:?}: the arguments ({args} bytes) and environment ({env} bytes) are too large for the kernel (E2BIG: together at most a quarter of the stack limit, at most 128 KiB for one string); shorten process.args or process.env"
+        ),
+        err => format!("exec {program:?}: {err}"),
     }
 }
 

@@ -64,6 +64,35 @@ pub fn has_namespace(spec: &Spec, t: LinuxNamespaceType) -> bool {
         .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
 }
 
+/// The highest uid or gid a container process may run as (runc's limit).
+/// Above it ids are negative as the kernel's signed `int`; 4294967295 is
+/// `(uid_t)-1`, which setresuid and setresgid read as "leave unchanged",
+/// so the process would keep the runtime's root identity.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// Checks `process.user`: uid, gid and additionalGids within 0..=[`MAX_ID`].
+fn validate_user(user: &oci_spec::runtime::User, path: &Path, field: &str) -> Result<()> {
+    let ids = [("uid", user.uid()), ("gid", user.gid())]
+        .into_iter()
+        .map(|(name, id)| (name.to_string(), id))
+        .chain(
+            user.additional_gids()
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, g)| (format!("additionalGids[{i}]"), *g)),
+        );
+    for (name, id) in ids {
+        if id > MAX_ID {
+            return Err(bad(
+                path,
+                format!("field `{field}.user.{name}`: {id} is out of range (ids run from 0 to {MAX_ID})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the parts of a process the kernel would otherwise reject late
 /// with a vaguer error. `field` prefixes field names in messages.
 pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<()> {
@@ -85,6 +114,7 @@ pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<(
             ),
         ));
     }
+    validate_user(process.user(), path, field)?;
     if let Some(env) = process.env() {
         for (i, e) in env.iter().enumerate() {
             if !e.contains('=') || e.starts_with('=') {
@@ -224,6 +254,7 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
             return Err(bad(path, format!("field `linux.rootfsPropagation`: unknown propagation {p:?} (use shared, slave, private, unbindable or their r- forms)")));
         }
     }
+    validate_sysctls(linux, path)?;
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         if !d.path().is_absolute() || !d.path().starts_with("/dev") {
             return Err(bad(
@@ -233,6 +264,81 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
                     d.path()
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The namespace a sysctl belongs to, or `None` for one the kernel keeps
+/// global (written from any container, it would change the host). The
+/// list is runc's: IPC owns the System V IPC limits and POSIX message
+/// queues, UTS the host and domain names, network the whole `net.` tree.
+fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else {
+        None
+    }
+}
+
+/// Whether the namespace file at `p` is the runtime's own network
+/// namespace (joining it would make `net.*` sysctls the host's).
+fn is_own_netns(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(p), std::fs::metadata("/proc/self/ns/net")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Refuses a sysctl that would reach beyond the container: one the kernel
+/// does not namespace, or one of a namespace the container shares with the
+/// host (runc's rules). Keys may use dots or slashes.
+fn validate_sysctls(linux: &oci_spec::runtime::Linux, path: &Path) -> Result<()> {
+    let Some(sysctls) = linux.sysctl() else {
+        return Ok(());
+    };
+    let own = |t: LinuxNamespaceType| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .find(|n| n.typ() == t)
+            .map(|n| n.path().clone())
+    };
+    let mut keys: Vec<&String> = sysctls.keys().collect();
+    keys.sort();
+    for raw in keys {
+        let key = raw.replace('/', ".");
+        let field = format!("field `linux.sysctl`: {raw:?}");
+        if key.is_empty() || key.split('.').any(|c| c.is_empty() || c == "..") {
+            return Err(bad(path, format!("{field} is not a sysctl name")));
+        }
+        let Some(ns) = sysctl_namespace(&key) else {
+            return Err(bad(path, format!("{field} is not in a separate kernel namespace: setting it would change the host; remove it")));
+        };
+        match own(ns) {
+            None => {
+                return Err(bad(path, format!("{field} belongs to the {ns} namespace, which the container shares with the host; add a {ns} namespace to linux.namespaces or remove the sysctl")))
+            }
+            Some(Some(p)) if ns == LinuxNamespaceType::Network && is_own_netns(&p) => {
+                return Err(bad(path, format!("{field}: the network namespace {p:?} is the host's; join another one or remove the sysctl")))
+            }
+            Some(_) => {}
         }
     }
     Ok(())

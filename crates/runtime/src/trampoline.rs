@@ -119,7 +119,15 @@ impl Trampoline {
             envp,
             nix::fcntl::AtFlags::AT_EMPTY_PATH,
         );
-        format!("cannot exec the exec trampoline (a seccomp profile that denies execveat, or vm.memfd_noexec=2?): {err}")
+        match err {
+            Errno::E2BIG => crate::process::exec_error(
+                &program.to_string_lossy(),
+                err,
+                crate::process::strings_size(argv),
+                crate::process::strings_size(envp),
+            ),
+            err => format!("cannot exec the exec trampoline (a seccomp profile that denies execveat, or vm.memfd_noexec=2?): {err}"),
+        }
     }
 }
 
@@ -132,11 +140,20 @@ fn memfd(flags: libc::c_uint) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Turns the trampoline's `X<errno>` report into an error message.
-pub(crate) fn failure(report: &[u8], program: &str) -> Option<String> {
+/// Turns the trampoline's `X<errno>` report on exec'ing `process` into an
+/// error message.
+pub(crate) fn failure(report: &[u8], process: &oci_spec::runtime::Process) -> Option<String> {
     let errno: i32 = std::str::from_utf8(report.strip_prefix(b"X")?)
         .ok()?
         .parse()
         .ok()?;
-    Some(format!("exec {program:?}: {}", Errno::from_raw(errno)))
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let size = |v: &[String]| v.iter().map(|s| s.len() + 1).sum();
+    Some(crate::process::exec_error(
+        args.first().map_or("", |a| a.as_str()),
+        Errno::from_raw(errno),
+        size(&args),
+        size(&env),
+    ))
 }
