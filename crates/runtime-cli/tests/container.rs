@@ -108,6 +108,28 @@ fn hostname_domainname_and_sysctl() {
     assert_eq!(out, "box-1\nexample.test\n1\n1234\n");
 }
 
+/// A mount destination through a symlink to a missing path: the target is
+/// created inside the rootfs and mounted there (as runc does); was ENOENT.
+#[test]
+fn a_mount_through_a_dangling_symlink_lands_at_its_target_inside_the_rootfs() {
+    let rt = Rt::new();
+    let mut spec = default_spec(&["sh", "-c", "echo data > /cache/f; cat /var/cache/app/f; grep -c ' /var/cache/app ' /proc/self/mountinfo"]);
+    spec["root"]["readonly"] = json!(false);
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/cache", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
+    let bundle = Bundle::new(&spec);
+    std::os::unix::fs::symlink("/var/cache/app", bundle.rootfs().join("cache")).unwrap();
+    let (code, out, err) = rt.run(&bundle);
+    assert_eq!((code, out.as_str()), (0, "data\n1\n"), "{err}");
+    assert!(bundle.rootfs().join("var/cache/app").is_dir());
+    assert!(
+        !bundle.rootfs().join("var/cache/app/f").exists(),
+        "written to the tmpfs, not the rootfs"
+    );
+}
+
 #[test]
 fn masked_and_readonly_paths_and_readonly_root() {
     let rt = Rt::new();

@@ -166,7 +166,17 @@ pub(crate) fn open_in_root(root: &OwnedFd, path: &Path) -> nix::Result<OwnedFd> 
 
 /// Like [`open_in_root`], but creates what is missing: directories for all
 /// components, and the last one as a directory or (if `file`) an empty file.
+/// A component that is a symlink to a missing path has its target created
+/// instead, resolved inside the root as the kernel would (runc does the
+/// same), so a destination like `/run -> /var/run` in an image works.
 pub(crate) fn create_in_root(root: &OwnedFd, path: &Path, file: bool) -> MResult<OwnedFd> {
+    create_following(root, path, file, 0)
+}
+
+/// The kernel's limit on symlinks followed in one lookup (MAXSYMLINKS).
+const MAX_SYMLINKS: u32 = 40;
+
+fn create_following(root: &OwnedFd, path: &Path, file: bool, links: u32) -> MResult<OwnedFd> {
     let r = rel(path);
     match open_in_root(root, &r) {
         Ok(fd) => return Ok(fd),
@@ -187,6 +197,19 @@ pub(crate) fn create_in_root(root: &OwnedFd, path: &Path, file: bool) -> MResult
             Err(Errno::ENOENT) => {
                 let parent = open_in_root(root, &done)
                     .map_err(e(format!("cannot open {} in the rootfs", done.display())))?;
+                if let Ok(target) = nix::fcntl::readlinkat(parent.as_fd(), *name) {
+                    // A dangling symlink: create its target, then the rest
+                    // beneath it. An absolute target starts at the root.
+                    if links >= MAX_SYMLINKS {
+                        return Err(format!(
+                            "cannot create {} in the rootfs: too many levels of symbolic links",
+                            path.display()
+                        ));
+                    }
+                    let mut via = done.join(&target);
+                    via.extend(&comps[i + 1..]);
+                    return create_following(root, &via, file, links + 1);
+                }
                 let last = i + 1 == comps.len();
                 let made = if last && file {
                     nix::fcntl::openat(
@@ -776,5 +799,31 @@ mod tests {
         std::os::unix::fs::symlink("/real", root_dir.path().join("link")).unwrap();
         create_in_root(&root, Path::new("/link/a/b"), false).unwrap();
         assert!(root_dir.path().join("real/a/b").is_dir());
+    }
+
+    /// A destination through a symlink to a missing path gets the link's
+    /// target created inside the root (was a bare ENOENT).
+    #[test]
+    fn create_in_root_creates_the_target_of_a_dangling_symlink() {
+        let root_dir = tempfile::tempdir().unwrap();
+        let r = root_dir.path();
+        std::os::unix::fs::symlink("/var/run", r.join("run")).unwrap();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../missing/dir", r.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink("/../../../../chain", r.join("up")).unwrap();
+        std::os::unix::fs::symlink("/up", r.join("chain")).unwrap();
+        std::os::unix::fs::symlink("/loop", r.join("loop")).unwrap();
+        let root = nix::fcntl::open(r, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        create_in_root(&root, Path::new("/run/sub"), false).unwrap();
+        assert!(r.join("var/run/sub").is_dir());
+        create_in_root(&root, Path::new("/etc/rel/file"), true).unwrap();
+        assert!(r.join("missing/dir/file").is_file());
+        let err = create_in_root(&root, Path::new("/up/x"), false).unwrap_err();
+        assert!(err.contains("symbolic links"), "{err}");
+        let err = create_in_root(&root, Path::new("/loop"), true).unwrap_err();
+        assert!(
+            err.contains("symbolic links") && err.contains("/loop"),
+            "{err}"
+        );
     }
 }
