@@ -236,6 +236,34 @@ impl Shared {
     }
 }
 
+/// The error for an entry whose parent directory `rel` could not be
+/// opened. When a component of `rel` is a symlink, the usual cause is that
+/// its target, resolved inside the layer's root as every path here is,
+/// leads nowhere or not to a directory: say so, naming the link.
+fn parent_error(root: BorrowedFd<'_>, rel: &[u8], entry: &str, e: Errno) -> ApplyError {
+    if matches!(e, Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) {
+        let mut prefix: &[u8] = b"";
+        for comp in rel.split(|&b| b == b'/') {
+            let Ok(dir) = open_dir_in(root, prefix) else {
+                break;
+            };
+            let here = &rel[..prefix.len() + usize::from(!prefix.is_empty()) + comp.len()];
+            if let Ok(target) = nix::fcntl::readlinkat(dir.as_fd(), os(comp)) {
+                return ApplyError::Refused {
+                    entry: entry.to_string(),
+                    reason: format!(
+                        "its parent {:?} is a symlink to {:?}, which is resolved inside the image's root and leads to no directory there ({e}); the layer expects a directory the lower layers do not have",
+                        String::from_utf8_lossy(here),
+                        target
+                    ),
+                };
+            }
+            prefix = here;
+        }
+    }
+    ApplyError::io(entry, "open parent directory", e)
+}
+
 fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
@@ -387,7 +415,7 @@ fn create_file(parent: BorrowedFd<'_>, name: &[u8], entry: &str) -> Result<File,
 fn write_job(shared: &Shared, job: &Job) -> Result<(), ApplyError> {
     let (parent_rel, name) = split_parent(&job.path);
     let parent = open_dir_in(shared.root.as_fd(), parent_rel)
-        .map_err(|e| ApplyError::io(&job.display, "open parent directory", e))?;
+        .map_err(|e| parent_error(shared.root.as_fd(), parent_rel, &job.display, e))?;
     let mut f = shared.timed_create(parent.as_fd(), name, &job.display)?;
     f.write_all(&job.data)
         .map_err(|e| ApplyError::io(&job.display, "write", e))?;
@@ -433,7 +461,7 @@ impl Applier<'_> {
         match open_dir_in(self.root(), rel) {
             Ok(fd) => return Ok(fd),
             Err(Errno::ENOENT) => {}
-            Err(e) => return Err(ApplyError::io(entry, "open parent directory", e)),
+            Err(e) => return Err(parent_error(self.root(), rel, entry, e)),
         }
         let mut fd = open_dir_in(self.root(), b"")
             .map_err(|e| ApplyError::io(entry, "open layer root", e))?;
@@ -452,9 +480,9 @@ impl Applier<'_> {
                         Err(e) => return Err(ApplyError::io(entry, "create parent directory", e)),
                     }
                     fd = open_dir_in(self.root(), &cur)
-                        .map_err(|e| ApplyError::io(entry, "open parent directory", e))?;
+                        .map_err(|e| parent_error(self.root(), &cur, entry, e))?;
                 }
-                Err(e) => return Err(ApplyError::io(entry, "open parent directory", e)),
+                Err(e) => return Err(parent_error(self.root(), &cur, entry, e)),
             }
         }
         Ok(fd)

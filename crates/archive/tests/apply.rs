@@ -488,6 +488,29 @@ fn hostile_symlink_parent_is_resolved_inside_the_root() {
     sb.assert_outside_untouched();
 }
 
+/// An entry under a symlink whose target, resolved inside the root, does not
+/// exist is refused naming the link (was "open parent directory failed: No
+/// such file or directory", which hid the symlink).
+#[test]
+fn an_entry_under_a_symlink_leading_nowhere_names_the_link() {
+    let sb = Sandbox::new();
+    let out = sb.outside();
+    let target = format!("{}/sub", out.display());
+    for (name, link) in [("esc", target.as_str()), ("rel", "../../missing")] {
+        let mut t = Tar::new();
+        t.symlink(name, link);
+        t.file(&format!("{name}/f"), b"in", 0o644);
+        let e = sb.apply(&t.finish(), &opts()).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{name}/f"))
+                && e.contains(&format!("{name:?} is a symlink to {link:?}"))
+                && e.contains("inside the image's root"),
+            "{e}"
+        );
+        sb.assert_outside_untouched();
+    }
+}
+
 #[test]
 fn hostile_hardlink_out_of_root_is_refused() {
     let host_file = tempfile::NamedTempFile::new().unwrap();
