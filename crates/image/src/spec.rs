@@ -66,10 +66,49 @@ impl BindMount {
         }
         Ok(BindMount {
             source: PathBuf::from(src),
-            destination: dst.to_string(),
+            destination: clean_path(&format!("volume {text:?}: destination"), dst)?,
             readonly: mode == "ro",
         })
     }
+}
+
+/// `path` (a path inside the container, from an image or a flag) made
+/// absolute-canonical without touching any file system: `.` and empty
+/// components dropped, `..` taking one back. A `..` above `/` is refused,
+/// naming `what`: an image asking for it is hostile or broken, and a
+/// caller joining the result onto a host directory must never leave it.
+pub fn clean_path(what: &str, path: &str) -> Result<String> {
+    if !path.starts_with('/') {
+        return Err(Error::invalid(
+            format!("{what} {path:?}"),
+            "must be an absolute path",
+        ));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(Error::invalid(
+                        format!("{what} {path:?}"),
+                        "leads out of the container's root with `..`",
+                    ));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// The name of a volume's host directory: its clean path with `%` and `/`
+/// escaped, so distinct paths never share one (`/a_b` vs `/a/b`).
+fn volume_dir_name(volume: &str) -> String {
+    volume
+        .trim_start_matches('/')
+        .replace('%', "%25")
+        .replace('/', "%2F")
 }
 
 /// What the user overrides on top of the image config.
@@ -184,17 +223,13 @@ pub fn spec_from_config(
         ));
     }
 
-    let cwd = overrides
-        .workdir
-        .clone()
-        .or_else(|| image.working_dir().clone().filter(|w| !w.is_empty()))
-        .unwrap_or_else(|| "/".to_string());
-    if !cwd.starts_with('/') {
-        return Err(Error::invalid(
-            format!("working directory {cwd:?}"),
-            "must be an absolute path",
-        ));
-    }
+    let cwd = match &overrides.workdir {
+        Some(w) => clean_path("working directory (--workdir)", w)?,
+        None => match image.working_dir().as_deref().filter(|w| !w.is_empty()) {
+            Some(w) => clean_path("the image's WorkingDir", w)?,
+            None => "/".to_string(),
+        },
+    };
 
     let user_text = overrides
         .user
@@ -238,19 +273,26 @@ pub fn spec_from_config(
     let mounts = spec["mounts"]
         .as_array_mut()
         .expect("the default spec has mounts");
-    let mut volumes: Vec<String> = image.volumes().clone().unwrap_or_default();
+    let mut volumes = image
+        .volumes()
+        .iter()
+        .flatten()
+        .map(|v| clean_path("the image's Volumes entry", v))
+        .collect::<Result<Vec<_>>>()?;
     volumes.sort();
+    volumes.dedup();
     if let Some(root) = &overrides.volume_root {
         for volume in volumes {
+            if volume == "/" {
+                return Err(Error::invalid(
+                    "the image's Volumes entry \"/\"",
+                    "a volume cannot replace the container's root; rebuild the image without it",
+                ));
+            }
             if overrides.binds.iter().any(|b| b.destination == volume) {
                 continue;
             }
-            let name: String = volume
-                .trim_matches('/')
-                .chars()
-                .map(|c| if c == '/' { '_' } else { c })
-                .collect();
-            let source = root.join(if name.is_empty() { "root".into() } else { name });
+            let source = root.join(volume_dir_name(&volume));
             std::fs::create_dir_all(&source).map_err(|e| Error::io(&source, e))?;
             mounts.push(json!({"destination": volume, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
         }
@@ -335,6 +377,85 @@ mod tests {
             .unwrap()
             .contains(&"/proc/kcore".to_string()));
         assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn paths_are_cleaned_and_never_leave_the_root() {
+        assert_eq!(clean_path("p", "/a/./b//c/").unwrap(), "/a/b/c");
+        assert_eq!(clean_path("p", "/a/../b").unwrap(), "/b");
+        assert_eq!(clean_path("p", "/").unwrap(), "/");
+        for bad in ["/..", "/../x", "/a/../../etc", "relative"] {
+            let err = clean_path("the image's WorkingDir", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("WorkingDir") && err.contains(bad), "{err}");
+        }
+    }
+
+    /// A hostile image's Volumes entry of "/.." once bind-mounted the
+    /// container's record directory (the volume root's parent) over the
+    /// container's root; "/" would have replaced the root.
+    #[test]
+    fn hostile_volumes_and_workdirs_are_refused() {
+        let r = rootfs();
+        let vols = tempfile::tempdir().unwrap();
+        let overrides = Overrides {
+            volume_root: Some(vols.path().join("volumes")),
+            ..Default::default()
+        };
+        for (field, cfg) in [
+            ("Volumes", json!({"Cmd": ["true"], "Volumes": {"/..": {}}})),
+            (
+                "Volumes",
+                json!({"Cmd": ["true"], "Volumes": {"/data/../../x": {}}}),
+            ),
+            ("Volumes", json!({"Cmd": ["true"], "Volumes": {"/.": {}}})),
+            (
+                "WorkingDir",
+                json!({"Cmd": ["true"], "WorkingDir": "/../etc"}),
+            ),
+        ] {
+            let err = spec_from_config(&config(cfg.clone()), &overrides, r.path())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{cfg}: {err}");
+        }
+        assert_eq!(
+            std::fs::read_dir(vols.path()).unwrap().count(),
+            0,
+            "nothing may be created for a refused image"
+        );
+        let err = BindMount::parse("/tmp:/../etc").unwrap_err().to_string();
+        assert!(err.contains("/../etc"), "{err}");
+
+        // Cleaned paths: "/a/../b" is "/b"; "/a_b" and "/a/b" get
+        // directories of their own.
+        let cfg = config(json!({"Cmd": ["true"], "WorkingDir": "/a/../w",
+            "Volumes": {"/a_b": {}, "/a/b": {}, "/a/../c/": {}}}));
+        let spec = spec_from_config(&cfg, &overrides, r.path()).unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().cwd().to_str(), Some("/w"));
+        let mut sources: Vec<(String, std::path::PathBuf)> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.typ().as_deref() == Some("bind"))
+            .map(|m| {
+                (
+                    m.destination().to_string_lossy().into_owned(),
+                    m.source().clone().unwrap(),
+                )
+            })
+            .collect();
+        sources.sort();
+        let root = vols.path().join("volumes");
+        assert_eq!(
+            sources,
+            vec![
+                ("/a/b".to_string(), root.join("a%2Fb")),
+                ("/a_b".to_string(), root.join("a_b")),
+                ("/c".to_string(), root.join("c")),
+            ]
+        );
     }
 
     #[test]
