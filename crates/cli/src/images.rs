@@ -171,6 +171,11 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
         }
         Command::Fsck => fsck(&images),
         Command::Gc => {
+            // Containers of killed `berth run`s first: their snapshots and
+            // mounts are only free once they are reaped.
+            for name in crate::run::reap_abandoned_containers(images.root())? {
+                println!("reaped abandoned container: {name}");
+            }
             let report = berth_image::gc::gc(&images)?;
             for d in &report.removed {
                 println!("deleted: {d}");

@@ -177,6 +177,27 @@ fn reap_abandoned(root: &Path, records: &[ContainerRecord], snapshotter: &Snapsh
     }
 }
 
+/// Reaps, under the containers lock, the containers of every `berth run`
+/// that was killed (see [`reap_abandoned`]): what `berth gc` does before
+/// collecting. Returns the names of the containers reaped.
+pub fn reap_abandoned_containers(root: &Path) -> Result<Vec<String>> {
+    let cdir = containers_dir(root);
+    if !cdir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let _names = FileLock::acquire(&cdir.join(".lock"), LockMode::Exclusive)?;
+    let records = list_containers(root)?;
+    let gone: Vec<ContainerRecord> = records.into_iter().filter(|r| abandoned(r)).collect();
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let snapshot_root = root.join(SNAPSHOTTER_DIR);
+    let snapshotter = Snapshotter::open(&snapshot_root, None)
+        .with_context(|| format!("opening the snapshotter in {}", snapshot_root.display()))?;
+    reap_abandoned(root, &gone, &snapshotter);
+    Ok(gone.into_iter().map(|r| r.name).collect())
+}
+
 /// Runs `berth run`: returns the container's exit code, or 125 (with the
 /// error printed) when berth itself fails.
 pub fn run(args: RunArgs, global: &Global) -> Result<i32> {

@@ -100,6 +100,31 @@ fn env_user_workdir_hostname_entrypoint_overrides() {
     assert_eq!(env.stdout_of(&out, 0), "a b\n");
 }
 
+/// uid or gid 4294967295 is `(uid_t)-1`, "unchanged" to setresuid: it once
+/// ran the process as root. An image's WorkingDir with `..` above the root
+/// is refused too.
+#[test]
+fn out_of_range_users_and_escaping_workdirs_are_refused() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    for user in ["4294967295:4294967295", "4294967295", "0:2147483648"] {
+        let out = env.berth(&["run", "--rm", "--user", user, "bb", "id", "-u"]);
+        assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(user) && err.contains("out of range"), "{err}");
+        assert!(out.stdout.is_empty(), "the process ran");
+    }
+    env.import_busybox("escape", &["WORKDIR /../../etc"]);
+    let out = env.berth(&["run", "--rm", "escape", "pwd"]);
+    assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WorkingDir") && err.contains("/../../etc"),
+        "{err}"
+    );
+    env.assert_no_containers_left();
+}
+
 #[test]
 fn image_config_env_workdir_user_entrypoint_cmd() {
     let env = Env::new();
@@ -493,6 +518,84 @@ fn the_next_run_cleans_up_after_a_killed_berth() {
         .count();
     assert_eq!(bundles, 0, "no bundle left");
     env.assert_no_mounts();
+}
+
+/// `berth gc` reaps what a SIGKILLed `berth run` left: the container
+/// process, its runtime state and cgroup, its bundle and overlay mount; a
+/// kept container is marked exited, a `--rm` one loses its record and
+/// snapshot. (Before, only the next `berth run` did this.)
+#[test]
+fn gc_reaps_the_containers_of_a_killed_berth() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let script = "echo ready; exec sleep 60";
+    // Each case is reaped by gc before the next run (which would reap it too).
+    let cases: [(&str, &[&str]); 2] = [
+        ("kept", &["run", "--name", "kept", "bb", "sh", "-c", script]),
+        (
+            "gone",
+            &["run", "--rm", "--name", "gone", "bb", "sh", "-c", script],
+        ),
+    ];
+    for (name, args) in cases {
+        let mut child = env.spawn_until_ready(args);
+        // The container's init, from the one runtime state there is.
+        let pids: Vec<i64> = std::fs::read_dir(env.root().join("run"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("state.json")).ok())
+            .filter_map(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+            .filter_map(|v| v["init_pid"].as_i64())
+            .collect();
+        assert_eq!(pids.len(), 1, "one container runs");
+        child.kill().expect("SIGKILL berth");
+        child.wait().expect("wait berth");
+
+        let out = env.berth(&["gc"]);
+        let printed = env.stdout_of(&out, 0);
+        assert!(
+            printed.contains(&format!("reaped abandoned container: {name}")),
+            "{printed}"
+        );
+        let proc_dir = format!("/proc/{}", pids[0]);
+        let mut alive = true;
+        for _ in 0..500 {
+            alive = std::path::Path::new(&proc_dir).exists();
+            if !alive {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!alive, "{name}: the container's init still runs after gc");
+        let mut state: Vec<_> = std::fs::read_dir(env.root().join("run"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        state.retain(|n| n != "bundles");
+        assert!(state.is_empty(), "{name}: runtime state left: {state:?}");
+        let bundles = std::fs::read_dir(env.root().join("run/bundles"))
+            .unwrap()
+            .count();
+        assert_eq!(bundles, 0, "{name}: bundle left");
+        env.assert_no_mounts();
+    }
+    // The kept container is exited, with its snapshot; the --rm one is gone.
+    let records = env.container_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["name"], "kept");
+    assert_eq!(records[0]["status"], "exited");
+    let kept = format!("container-{}", records[0]["id"].as_str().unwrap());
+    let snaps = env.snapshots();
+    let containers: Vec<_> = snaps
+        .iter()
+        .filter(|s| s.starts_with("container-"))
+        .collect();
+    assert_eq!(containers, [&kept], "only the kept container's snapshot");
+    // A second gc has nothing to reap, and the --rm container's name is free.
+    let out = env.berth(&["gc"]);
+    assert!(!env.stdout_of(&out, 0).contains("reaped"));
+    let out = env.berth(&["run", "--rm", "--name", "gone", "bb", "true"]);
+    env.stdout_of(&out, 0);
 }
 
 #[test]
