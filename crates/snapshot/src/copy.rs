@@ -10,7 +10,8 @@ use berth_archive::fsops;
 use nix::sys::stat::{mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
-use crate::{io_err, io_err as e, SnapshotError};
+use crate::error::{io_err, io_err as e};
+use crate::SnapshotError;
 
 fn en<'a>(
     path: &'a Path,
