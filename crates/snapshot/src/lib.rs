@@ -13,12 +13,11 @@
 
 mod copy;
 mod error;
+mod metadata;
 mod mount;
 mod unpack;
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,8 @@ use serde::{Deserialize, Serialize};
 pub use copy::copy_tree;
 use error::io_err;
 pub use error::SnapshotError;
+use metadata::{Db, Record};
+pub use metadata::{Info, Kind};
 pub use mount::{mount_all, unmount, Mount};
 pub use unpack::{chain_ids, unpack_chain, LayerOpener, EXTRACT_PREFIX};
 
@@ -38,43 +39,6 @@ pub enum Driver {
     Copy,
 }
 
-/// What a snapshot is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Read-only, mountable, not committable.
-    View,
-    /// Writable, committable.
-    Active,
-    /// Immutable; can be a parent.
-    Committed,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::View => "a view",
-            Kind::Active => "active",
-            Kind::Committed => "committed",
-        }
-    }
-}
-
-/// One snapshot's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Info {
-    /// Key (active/view) or name (committed).
-    pub name: String,
-    /// Parent name, if any.
-    pub parent: Option<String>,
-    /// Kind.
-    pub kind: Kind,
-    /// Directory number under `snapshots/`.
-    pub id: u64,
-    /// Creation time, seconds since the epoch.
-    pub created: u64,
-}
-
 /// Disk use of a snapshot's own directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -84,33 +48,11 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Db {
-    /// The driver the store was created with (a store never changes driver).
-    #[serde(default)]
-    driver: Option<Driver>,
-    next_id: u64,
-    snapshots: BTreeMap<String, Record>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    id: u64,
-    kind: Kind,
-    parent: Option<String>,
-    created: u64,
-}
-
 /// A snapshotter rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
     root: PathBuf,
     driver: Driver,
-}
-
-/// The metadata lock, held for one operation.
-struct Locked {
-    _lock: nix::fcntl::Flock<File>,
 }
 
 impl Snapshotter {
@@ -124,8 +66,8 @@ impl Snapshotter {
             driver: driver.unwrap_or(Driver::Copy),
         };
         {
-            let l = s.lock()?;
-            let mut db = s.load(&l)?;
+            let l = metadata::lock(&s.root)?;
+            let mut db = l.load()?;
             s.driver = match (db.driver, driver) {
                 (Some(stored), Some(asked)) if stored != asked => {
                     return Err(SnapshotError::DriverMismatch {
@@ -144,7 +86,7 @@ impl Snapshotter {
                         }
                     });
                     db.driver = Some(d);
-                    s.store(&l, &db)?;
+                    l.save(&db)?;
                     d
                 }
             };
@@ -161,58 +103,6 @@ impl Snapshotter {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    fn lock(&self) -> Result<Locked, SnapshotError> {
-        let p = self.root.join("lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err(&p, "open lock"))?;
-        let lock =
-            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-                SnapshotError::Io {
-                    path: p.clone(),
-                    op: "flock",
-                    source: e.into(),
-                }
-            })?;
-        Ok(Locked { _lock: lock })
-    }
-
-    fn db_path(&self) -> PathBuf {
-        self.root.join("metadata.json")
-    }
-
-    fn load(&self, _l: &Locked) -> Result<Db, SnapshotError> {
-        let p = self.db_path();
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| SnapshotError::Corrupt {
-                path: p,
-                detail: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Db::default()),
-            Err(e) => Err(io_err(&p, "read")(e)),
-        }
-    }
-
-    fn store(&self, _l: &Locked, db: &Db) -> Result<(), SnapshotError> {
-        let p = self.db_path();
-        let tmp = self.root.join("metadata.json.tmp");
-        let data = serde_json::to_vec_pretty(db).map_err(|e| SnapshotError::Corrupt {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-        f.write_all(&data).map_err(io_err(&tmp, "write"))?;
-        f.sync_all().map_err(io_err(&tmp, "fsync"))?;
-        fs::rename(&tmp, &p).map_err(io_err(&p, "rename"))?;
-        if let Ok(d) = File::open(&self.root) {
-            let _ = d.sync_all();
-        }
-        Ok(())
     }
 
     fn dir(&self, id: u64) -> PathBuf {
@@ -234,32 +124,18 @@ impl Snapshotter {
         Ok(self.dir(info.id).join("fs"))
     }
 
-    /// The `fs` directories of `name` and its ancestors, topmost first.
-    fn lineage(db: &Db, name: &str) -> Result<Vec<(String, u64)>, SnapshotError> {
-        let mut out = Vec::new();
-        let mut cur = Some(name.to_string());
-        while let Some(n) = cur {
-            let r = db
-                .snapshots
-                .get(&n)
-                .ok_or_else(|| SnapshotError::NotFound(n.clone()))?;
-            out.push((n, r.id));
-            cur = r.parent.clone();
-        }
-        Ok(out)
-    }
-
     /// Parent layer directories for overlay application onto `key`, topmost first.
     pub fn parent_dirs(&self, key: &str) -> Result<Vec<PathBuf>, SnapshotError> {
-        let l = self.lock()?;
-        let db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
         let r = db
             .snapshots
             .get(key)
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
         match &r.parent {
             None => Ok(Vec::new()),
-            Some(p) => Ok(Self::lineage(&db, p)?
+            Some(p) => Ok(db
+                .lineage(p)?
                 .into_iter()
                 .map(|(_, id)| self.dir(id).join("fs"))
                 .collect()),
@@ -272,8 +148,8 @@ impl Snapshotter {
         parent: Option<&str>,
         kind: Kind,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        let l = self.lock()?;
-        let mut db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
         if db.snapshots.contains_key(key) {
             return Err(SnapshotError::AlreadyExists(key.to_string()));
         }
@@ -320,10 +196,10 @@ impl Snapshotter {
                 id,
                 kind,
                 parent: parent.map(str::to_string),
-                created: now(),
+                created: metadata::now(),
             },
         );
-        if let Err(e) = self.store(&l, &db) {
+        if let Err(e) = l.save(&db) {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
@@ -342,8 +218,8 @@ impl Snapshotter {
 
     /// Turns active snapshot `key` into committed snapshot `name`.
     pub fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
-        let l = self.lock()?;
-        let mut db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
         if db.snapshots.contains_key(name) {
             return Err(SnapshotError::AlreadyExists(name.to_string()));
         }
@@ -367,7 +243,7 @@ impl Snapshotter {
         db.snapshots.remove(key);
         r.kind = Kind::Committed;
         db.snapshots.insert(name.to_string(), r);
-        self.store(&l, &db)
+        l.save(&db)
     }
 
     fn mounts_locked(&self, db: &Db, key: &str) -> Result<Vec<Mount>, SnapshotError> {
@@ -377,7 +253,8 @@ impl Snapshotter {
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
         let own = self.dir(r.id);
         let parents: Vec<PathBuf> = match &r.parent {
-            Some(p) => Self::lineage(db, p)?
+            Some(p) => db
+                .lineage(p)?
                 .into_iter()
                 .map(|(_, id)| self.dir(id).join("fs"))
                 .collect(),
@@ -436,36 +313,36 @@ impl Snapshotter {
 
     /// How to mount snapshot `key`.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
-        let l = self.lock()?;
-        let db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
         self.mounts_locked(&db, key)
     }
 
     /// Metadata of one snapshot.
     pub fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
-        let l = self.lock()?;
-        let db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
         db.snapshots
             .get(key)
-            .map(|r| info(key, r))
+            .map(|r| r.info(key))
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))
     }
 
     /// Calls `f` for every snapshot, in name order.
     pub fn walk(&self, mut f: impl FnMut(&Info)) -> Result<(), SnapshotError> {
-        let l = self.lock()?;
-        let db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
         drop(l);
         for (k, r) in &db.snapshots {
-            f(&info(k, r));
+            f(&r.info(k));
         }
         Ok(())
     }
 
     /// Removes snapshot `key` (unmount it first). Parents of others cannot be removed.
     pub fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        let l = self.lock()?;
-        let mut db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
         let r = db
             .snapshots
             .get(key)
@@ -484,7 +361,7 @@ impl Snapshotter {
             });
         }
         db.snapshots.remove(key);
-        self.store(&l, &db)?;
+        l.save(&db)?;
         // A crash here leaves an unreferenced directory that `open` removes.
         let dir = self.dir(r.id);
         remove_tree(&dir)
@@ -505,8 +382,8 @@ impl Snapshotter {
     /// Removes unreferenced snapshot directories (a crash between creating
     /// and recording them) and active snapshots of unpacks whose process died.
     pub fn cleanup(&self) -> Result<(), SnapshotError> {
-        let l = self.lock()?;
-        let mut db = self.load(&l)?;
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
         let dead: Vec<String> = db
             .snapshots
             .iter()
@@ -517,7 +394,7 @@ impl Snapshotter {
             for k in &dead {
                 db.snapshots.remove(k);
             }
-            self.store(&l, &db)?;
+            l.save(&db)?;
         }
         let live: std::collections::HashSet<u64> = db.snapshots.values().map(|r| r.id).collect();
         let snaps = self.root.join("snapshots");
@@ -532,26 +409,9 @@ impl Snapshotter {
                 remove_tree(&e.path())?;
             }
         }
-        let _ = fs::remove_file(self.root.join("metadata.json.tmp"));
+        let _ = fs::remove_file(self.root.join(metadata::TEMP_NAME));
         Ok(())
     }
-}
-
-fn info(name: &str, r: &Record) -> Info {
-    Info {
-        name: name.to_string(),
-        parent: r.parent.clone(),
-        kind: r.kind,
-        id: r.id,
-        created: r.created,
-    }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn remove_tree(dir: &Path) -> Result<(), SnapshotError> {
