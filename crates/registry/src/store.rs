@@ -451,10 +451,14 @@ impl Store {
         } else {
             // Uploads are hashed with sha256 as they stream; another
             // algorithm, known only now, needs one pass over the data.
+            // An empty upload has no data object to read (it appears with
+            // the first chunk).
             let mut h = Hasher::new(expected.algorithm());
-            let mut stream = self.driver.reader(&data_key, 0, session.offset).await?;
-            while let Some(chunk) = stream.try_next().await? {
-                h.update(&chunk);
+            if session.offset > 0 {
+                let mut stream = self.driver.reader(&data_key, 0, session.offset).await?;
+                while let Some(chunk) = stream.try_next().await? {
+                    h.update(&chunk);
+                }
             }
             h.finish()
         };

@@ -184,6 +184,157 @@ async fn empty_blob_sha512_and_blob_delete() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
+fn sha512(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+/// A zero-byte blob under sha512 is pushed in every upload style, each
+/// answering 201 and leaving no upload state behind. (It was a 500
+/// "storage error: No such file or directory": a sha512 upload is hashed
+/// at PUT time by reading its data file back, and an empty upload never
+/// created one.)
+#[tokio::test]
+async fn an_empty_sha512_blob_is_pushed_in_every_upload_style() {
+    let reg = TestRegistry::start().await;
+    let d = sha512(b"");
+
+    // POST with ?digest= (monolithic, no session visible to the client).
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/e512/post/blobs/uploads/?digest={d}")))
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+
+    // POST, then PUT with no body.
+    let r = reg.post("/v2/e512/put/blobs/uploads/").await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let r = reg.finish_upload(&loc, &d, Vec::new()).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+
+    // Chunked: POST, an empty PATCH, PUT.
+    let r = reg.post("/v2/e512/chunked/blobs/uploads/").await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let r = reg.patch_chunk(&loc, None, Vec::new()).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let r = reg.finish_upload(&loc, &d, Vec::new()).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+
+    for repo in ["e512/post", "e512/put", "e512/chunked"] {
+        let r = reg.get(&format!("/v2/{repo}/blobs/{d}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{repo}");
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+        assert_eq!(r.headers()["content-length"], "0");
+    }
+    let driver = &reg.server.as_ref().unwrap().app().store.driver;
+    assert_eq!(
+        driver.list("uploads").await.unwrap(),
+        Vec::<String>::new(),
+        "finished uploads leave no state behind"
+    );
+
+    // A non-empty sha512 blob pushed monolithically works too.
+    let data = b"sha512 monolithic";
+    let d = sha512(data);
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/e512/post/blobs/uploads/?digest={d}")))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg.get(&format!("/v2/e512/post/blobs/{d}")).await;
+    assert_eq!(r.bytes().await.unwrap(), &data[..]);
+}
+
+/// A manifest pushed (PUT) and fetched (GET, HEAD) by a sha512 digest is
+/// named by that digest in `Docker-Content-Digest` and `Location`, also
+/// when fetched through a tag given with the PUT.
+#[tokio::test]
+async fn a_manifest_addressed_by_sha512_answers_with_its_sha512_digest() {
+    let reg = TestRegistry::start().await;
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = b"sha512 manifest layer";
+    let cd = reg.push_blob("m512", config).await;
+    let ld = reg.push_blob("m512", layer).await;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": common::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}],
+    }))
+    .unwrap();
+    let d = sha512(&body);
+    let r = reg
+        .put_manifest(
+            &format!("/v2/m512/manifests/{d}?tag=v512"),
+            common::OCI_MANIFEST,
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+    assert_eq!(
+        r.headers()["location"],
+        format!("/v2/m512/manifests/{d}").as_str()
+    );
+    for reference in [d.as_str(), "v512"] {
+        let r = reg.get(&format!("/v2/m512/manifests/{reference}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{reference}");
+        assert_eq!(
+            r.headers()["docker-content-digest"],
+            d.as_str(),
+            "GET {reference}"
+        );
+        assert_eq!(r.bytes().await.unwrap(), body);
+        let r = reg.head(&format!("/v2/m512/manifests/{reference}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{reference}");
+        assert_eq!(
+            r.headers()["docker-content-digest"],
+            d.as_str(),
+            "HEAD {reference}"
+        );
+    }
+    // The same manifest pushed by tag is stored under its sha256 digest;
+    // each digest keeps answering with itself.
+    let r = reg
+        .put_manifest(
+            "/v2/m512/manifests/v256",
+            common::OCI_MANIFEST,
+            body.clone(),
+        )
+        .await;
+    assert_eq!(r.headers()["docker-content-digest"], sha256(&body).as_str());
+    let r = reg.head(&format!("/v2/m512/manifests/{d}")).await;
+    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+}
+
 #[tokio::test]
 async fn cross_repository_and_anonymous_mounts() {
     let reg = TestRegistry::start().await;
