@@ -12,41 +12,25 @@
 //! committed, so layers shared by images are unpacked once.
 
 mod copy;
+mod driver;
 mod error;
 mod metadata;
 mod mount;
 mod unpack;
+mod usage;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 pub use copy::copy_tree;
+pub use driver::Driver;
 use error::io_err;
 pub use error::SnapshotError;
 use metadata::{Db, Record};
 pub use metadata::{Info, Kind};
 pub use mount::{mount_all, unmount, Mount};
 pub use unpack::{chain_ids, unpack_chain, LayerOpener, EXTRACT_PREFIX};
-
-/// How snapshots are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Driver {
-    /// Layers are overlay lower directories; actives get an upper and work dir.
-    Overlay,
-    /// Each snapshot is a full copy of its parent (for filesystems without overlay).
-    Copy,
-}
-
-/// Disk use of a snapshot's own directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
-    /// Bytes allocated (each inode counted once).
-    pub size: u64,
-    /// Number of inodes.
-    pub inodes: u64,
-}
+pub use usage::Usage;
 
 /// A snapshotter rooted at a directory.
 #[derive(Debug, Clone)]
@@ -78,13 +62,7 @@ impl Snapshotter {
                 }
                 (Some(stored), _) => stored,
                 (None, asked) => {
-                    let d = asked.unwrap_or_else(|| {
-                        if overlay_works(root) {
-                            Driver::Overlay
-                        } else {
-                            Driver::Copy
-                        }
-                    });
+                    let d = asked.unwrap_or_else(|| Driver::detect(root));
                     db.driver = Some(d);
                     l.save(&db)?;
                     d
@@ -171,18 +149,8 @@ impl Snapshotter {
         let dir = self.dir(id);
         let needs_dirs = !(kind == Kind::View && parent.is_some());
         if needs_dirs {
-            let fsdir = dir.join("fs");
-            let made = (|| -> Result<(), SnapshotError> {
-                fs::create_dir_all(&fsdir).map_err(io_err(&fsdir, "create"))?;
-                if self.driver == Driver::Overlay {
-                    let w = dir.join("work");
-                    fs::create_dir(&w).map_err(io_err(&w, "create"))?;
-                } else if let (Some(p), Kind::Active) = (parent, kind) {
-                    let pid = db.snapshots[p].id;
-                    copy_tree(&self.dir(pid).join("fs"), &fsdir)?;
-                }
-                Ok(())
-            })();
+            let parent_fs = parent.map(|p| self.dir(db.snapshots[p].id).join("fs"));
+            let made = self.driver.make_dirs(kind, &dir, parent_fs.as_deref());
             if let Err(e) = made {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
@@ -260,55 +228,7 @@ impl Snapshotter {
                 .collect(),
             None => Vec::new(),
         };
-        let s = |p: &Path| p.to_string_lossy().into_owned();
-        let bind = |src: &Path, ro: bool| Mount {
-            kind: "bind".into(),
-            source: s(src),
-            options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()],
-        };
-        let read_only = |layers: &[PathBuf]| match layers {
-            [] => bind(&own.join("fs"), true),
-            [one] => bind(one, true),
-            many => Mount {
-                kind: "overlay".into(),
-                source: "overlay".into(),
-                options: vec![
-                    "ro".into(),
-                    format!(
-                        "lowerdir={}",
-                        many.iter().map(|p| s(p)).collect::<Vec<_>>().join(":")
-                    ),
-                ],
-            },
-        };
-        let m = match (r.kind, self.driver) {
-            // A copy-driver snapshot holds the whole tree.
-            (Kind::Committed, Driver::Copy) => bind(&own.join("fs"), true),
-            (Kind::Active, Driver::Copy) => bind(&own.join("fs"), false),
-            (Kind::View, Driver::Copy) => read_only(&parents[..parents.len().min(1)]),
-            // An overlay layer holds only its diff: stack it on its parents.
-            (Kind::Committed, Driver::Overlay) => {
-                let mut layers = vec![own.join("fs")];
-                layers.extend(parents);
-                read_only(&layers)
-            }
-            (Kind::Active, Driver::Overlay) if parents.is_empty() => bind(&own.join("fs"), false),
-            (Kind::Active, Driver::Overlay) => Mount {
-                kind: "overlay".into(),
-                source: "overlay".into(),
-                options: vec![
-                    "index=off".into(),
-                    format!("workdir={}", s(&own.join("work"))),
-                    format!("upperdir={}", s(&own.join("fs"))),
-                    format!(
-                        "lowerdir={}",
-                        parents.iter().map(|p| s(p)).collect::<Vec<_>>().join(":")
-                    ),
-                ],
-            },
-            (Kind::View, Driver::Overlay) => read_only(&parents),
-        };
-        Ok(vec![m])
+        Ok(vec![self.driver.mount(r.kind, &own, parents)])
     }
 
     /// How to mount snapshot `key`.
@@ -370,13 +290,7 @@ impl Snapshotter {
     /// Disk use of the snapshot's own directory (the upper layer for overlay).
     pub fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
         let info = self.stat(key)?;
-        let mut seen = std::collections::HashSet::new();
-        let mut u = Usage::default();
-        let dir = self.dir(info.id).join("fs");
-        if dir.exists() {
-            du(&dir, &mut seen, &mut u)?;
-        }
-        Ok(u)
+        usage::measure(&self.dir(info.id).join("fs"))
     }
 
     /// Removes unreferenced snapshot directories (a crash between creating
@@ -420,48 +334,4 @@ fn remove_tree(dir: &Path) -> Result<(), SnapshotError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err(dir, "remove")(e)),
     }
-}
-
-fn du(
-    dir: &Path,
-    seen: &mut std::collections::HashSet<(u64, u64)>,
-    u: &mut Usage,
-) -> Result<(), SnapshotError> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::symlink_metadata(dir).map_err(io_err(dir, "stat"))?;
-    if seen.insert((m.dev(), m.ino())) {
-        u.inodes += 1;
-        u.size += m.blocks() * 512;
-    }
-    if m.is_dir() {
-        for e in fs::read_dir(dir).map_err(io_err(dir, "list"))? {
-            let e = e.map_err(io_err(dir, "list"))?;
-            du(&e.path(), seen, u)?;
-        }
-    }
-    Ok(())
-}
-
-/// Tries a tiny overlay mount under `root`.
-fn overlay_works(root: &Path) -> bool {
-    let t = root.join(format!("overlay-check-{}", std::process::id()));
-    let dirs = ["l", "u", "w", "m"].map(|d| t.join(d));
-    let ok = dirs.iter().all(|d| fs::create_dir_all(d).is_ok()) && {
-        let m = Mount {
-            kind: "overlay".into(),
-            source: "overlay".into(),
-            options: vec![
-                format!("lowerdir={}", dirs[0].display()),
-                format!("upperdir={}", dirs[1].display()),
-                format!("workdir={}", dirs[2].display()),
-            ],
-        };
-        let mounted = mount_all(&[m], &dirs[3]).is_ok();
-        if mounted {
-            let _ = unmount(&dirs[3]);
-        }
-        mounted
-    };
-    let _ = fs::remove_dir_all(&t);
-    ok
 }
