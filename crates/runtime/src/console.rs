@@ -277,6 +277,42 @@ fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
     }
 }
 
+/// A listening socket under the state root that receives the pty master
+/// when a terminal is wanted without `--console-socket` (`run`, foreground
+/// `exec`); the socket file is removed when it is dropped.
+pub(crate) struct TtySocket {
+    listener: UnixListener,
+    /// Where the socket is bound (to pass as the console socket).
+    pub path: PathBuf,
+}
+
+impl TtySocket {
+    pub(crate) fn bind(root: &Path) -> crate::Result<TtySocket> {
+        std::fs::create_dir_all(root).map_err(crate::error::io_err(format!(
+            "cannot create the state root {}",
+            root.display()
+        )))?;
+        let name = format!(".tty-{}.sock", std::process::id());
+        let listener = crate::container::bind_unix(root, &name)?;
+        Ok(TtySocket {
+            listener,
+            path: root.join(name),
+        })
+    }
+
+    /// Waits for the master (sent by the process that allocated the pty).
+    pub(crate) fn recv(self) -> crate::Result<OwnedFd> {
+        let _ = std::fs::remove_file(&self.path);
+        Ok(recv_master(&self.listener)?.0)
+    }
+}
+
+impl Drop for TtySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::Hook;
+use oci_spec::runtime::{Hook, Spec};
 
 /// How many bytes of a hook's stdout and of its stderr are kept for errors.
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
@@ -381,6 +381,39 @@ fn pump(child: &mut Child, input: &[u8], deadline: Option<Instant>) -> io::Resul
                 drain(s, &mut err_buf);
             }
             return Ok((err_buf, false));
+        }
+    }
+}
+
+/// The hooks of `stage` in `spec`.
+pub(crate) fn hooks_of<'a>(spec: &'a Spec, stage: &str) -> &'a [Hook] {
+    let Some(h) = spec.hooks().as_ref() else {
+        return &[];
+    };
+    let v = match stage {
+        #[allow(deprecated)]
+        "prestart" => h.prestart(),
+        "createRuntime" => h.create_runtime(),
+        "createContainer" => h.create_container(),
+        "startContainer" => h.start_container(),
+        "poststart" => h.poststart(),
+        "poststop" => h.poststop(),
+        _ => return &[],
+    };
+    v.as_deref().unwrap_or(&[])
+}
+
+/// Runs every hook of a stage whose failure is only a warning.
+/// The state is only computed when the stage has hooks.
+pub(crate) fn run_hooks_warn(spec: &Spec, stage: &str, state_json: impl FnOnce() -> Vec<u8>) {
+    let hooks = hooks_of(spec, stage);
+    if hooks.is_empty() {
+        return;
+    }
+    let state_json = state_json();
+    for hook in hooks {
+        if let Err(e) = run_hooks(stage, std::slice::from_ref(hook), &state_json) {
+            tracing::warn!("{e}");
         }
     }
 }

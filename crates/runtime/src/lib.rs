@@ -11,10 +11,15 @@ pub mod features;
 pub mod hooks;
 pub mod spec_template;
 
+mod cgroup_join;
 mod channel;
 mod container;
+mod create;
 mod error;
+mod exec;
+mod init;
 pub mod mounts;
+mod namespaces;
 mod process;
 mod seccomp;
 pub mod signal;
@@ -23,7 +28,9 @@ pub mod state;
 mod sys;
 pub mod trampoline;
 
-pub use container::{wait_exit, Container, CreateOptions, ExecOptions, Runtime};
+pub use container::{wait_exit, Container, Runtime};
+pub use create::CreateOptions;
 pub use error::{Error, Result};
+pub use exec::ExecOptions;
 pub use state::{State, Status};
 pub use sys::{forward_signals, reexec_read_only, set_child_subreaper, FORWARDED_SIGNALS};

@@ -253,6 +253,22 @@ pub(crate) fn lookup(p: &Prepared) -> CResult<CString> {
     ))
 }
 
+/// In a forked child: applies the process's credentials and limits, finds
+/// its program and makes the pty slave (if any) the controlling terminal.
+/// Returns the program to exec (see [`exec`]).
+pub(crate) fn become_process(
+    p: &Prepared,
+    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    slave: Option<std::os::fd::OwnedFd>,
+) -> CResult<CString> {
+    apply(p, seccomp)?;
+    let program = lookup(p)?;
+    if let Some(s) = &slave {
+        crate::console::make_controlling_terminal(s).map_err(|e| e.to_string())?;
+    }
+    Ok(program)
+}
+
 /// Marks every runtime fd close-on-exec (keeping 0-2 and the preserved
 /// ones) and execs. Returns only on failure.
 pub(crate) fn exec(p: &Prepared, program: &CString) -> String {

@@ -159,6 +159,28 @@ pub fn user_name(uid: u32) -> String {
     format!("#{uid}")
 }
 
+/// Writes `pid` to the pid file `path` (relative to the current
+/// directory), atomically.
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(io_err("cannot read the current directory"))?
+            .join(path)
+    };
+    write_atomic(&path, pid.to_string().as_bytes())
+}
+
+/// The config's annotations, sorted.
+pub(crate) fn annotations(spec: &Spec) -> BTreeMap<String, String> {
+    spec.annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,408 @@
+//! The parent's side of `create` (and `run`): check the bundle, make the
+//! state directory, the cgroup and the start socket, fork P1 into the
+//! cgroup (see `init.rs` for the container's side), write the cgroup
+//! limits, then answer P1's and the init's messages on the sync channel
+//! until the init is ready, and record the container.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::cgroup_join::CgroupJoin;
+use crate::channel;
+use crate::console::TtySocket;
+use crate::container::{bind_unix, valid_id, wait_gone, Container, Runtime, EXEC_SOCK, STATE_FILE};
+use crate::error::{io_err, sys_err, Error, Result};
+use crate::hooks::hooks_of;
+use crate::init::{p1_main, InitPlan};
+use crate::mounts;
+use crate::namespaces::{ns_plan, write_id_maps};
+use crate::process;
+use crate::state::{self, annotations, write_pid_file, Record, State, Status};
+use crate::trampoline::Trampoline;
+use crate::wait_exit;
+
+/// Options of `create` (runc's flags).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Write the init's host pid here (atomically).
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to when process.terminal is set.
+    pub console_socket: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Do not give the container a new session keyring.
+    pub no_new_keyring: bool,
+    /// Pass fds 3 .. 3+N of the caller on to the container process.
+    pub preserve_fds: u32,
+    /// The bundle's config.json when the caller has it already (read from
+    /// the bundle otherwise); checked with [`crate::spec::validate`] either way.
+    pub spec: Option<Spec>,
+}
+
+/// Removes a half-created state directory unless disarmed.
+struct DirGuard(Option<PathBuf>);
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Runtime {
+    /// Creates container `id` from the bundle: the init runs set up and waits
+    /// for [`Container::start`]. Nothing is left under the root on failure.
+    pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Container> {
+        self.create_sized(id, bundle, opts, None)
+    }
+
+    /// `create`, with the pty's size (rows, columns) given by the caller
+    /// (`run` proxying a terminal: its own terminal's size, applied before
+    /// the process runs) instead of `process.consoleSize`.
+    fn create_sized(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &CreateOptions,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<Container> {
+        if !valid_id(id) {
+            return Err(Error::InvalidId { id: id.to_string() });
+        }
+        let bundle = std::fs::canonicalize(bundle).map_err(io_err(format!(
+            "bundle {}: cannot open it (pass the directory holding config.json with --bundle)",
+            bundle.display()
+        )))?;
+        // A spec handed in memory is checked like one read from the bundle.
+        let spec = match &opts.spec {
+            Some(s) => {
+                crate::spec::validate(s, &bundle, &bundle.join("config.json"))?;
+                s.clone()
+            }
+            None => crate::spec::load(&bundle)?,
+        };
+        let rootfs = std::fs::canonicalize(crate::spec::rootfs_path(&spec, &bundle))
+            .map_err(io_err("cannot resolve root.path"))?;
+        let Some(process_spec) = spec.process().as_ref() else {
+            return Err(Error::Init("config has no process".into()));
+        };
+        if !crate::spec::has_namespace(&spec, LinuxNamespaceType::Mount) {
+            return Err(Error::Config {
+                path: bundle.join("config.json"),
+                msg: "field `linux.namespaces`: a mount namespace is required".into(),
+            });
+        }
+        let terminal = process_spec.terminal().unwrap_or(false);
+        if terminal && opts.console_socket.is_none() {
+            return Err(Error::BadState(
+                "cannot allocate tty if runc will detach without setting console socket".into(),
+            ));
+        }
+        std::fs::create_dir_all(&self.root).map_err(io_err(format!(
+            "cannot create the state root {}",
+            self.root.display()
+        )))?;
+        let dir = self.root.join(id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists { id: id.to_string() })
+            }
+            Err(e) => return Err(io_err(format!("cannot create {}", dir.display()))(e)),
+        }
+        let mut guard = DirGuard(Some(dir.clone()));
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| Error::Init("config has no linux section".into()))?;
+        let cgroups_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let cg = berth_cgroups::manager(&cgroups_path, id)?;
+        let listener = bind_unix(&dir, EXEC_SOCK)?;
+        let console = match (&opts.console_socket, terminal) {
+            (Some(p), true) => Some(crate::console::connect_console_socket(p)?),
+            _ => None,
+        };
+        let time_offsets = linux
+            .time_offsets()
+            .iter()
+            .flatten()
+            .map(|(clock, o)| {
+                format!(
+                    "{clock} {} {}\n",
+                    o.secs().unwrap_or(0),
+                    o.nanosecs().unwrap_or(0)
+                )
+            })
+            .collect();
+        // The init's /proc/self/exe is this binary: unless that sits on a
+        // read-only mount, the process must be exec'd via the trampoline.
+        let trampoline = if crate::sys::exe_is_read_only("self") {
+            None
+        } else if crate::trampoline::protects(&spec) {
+            Some(Trampoline::load()?)
+        } else {
+            return Err(Error::Init(
+                "the runtime binary is writable and this container joins a pid namespace or runs hooks inside it: \
+                 re-execute from a read-only mount first (berth_runtime::reexec_read_only)"
+                    .into(),
+            ));
+        };
+        let mut prepared = process::prepare(process_spec, opts.preserve_fds)?;
+        if console_size.is_some() {
+            prepared.console_size = console_size;
+        }
+        let plan = InitPlan {
+            spec: &spec,
+            bundle: &bundle,
+            rootfs: &rootfs,
+            ns: ns_plan(&spec)?,
+            process: prepared,
+            cgroup_binds: Vec::new(),
+            console,
+            listener: Some(listener),
+            no_pivot: opts.no_pivot,
+            no_new_keyring: opts.no_new_keyring,
+            time_offsets,
+            seccomp: linux
+                .seccomp()
+                .as_ref()
+                .map(crate::seccomp::compile)
+                .transpose()?,
+            trampoline,
+        };
+        let mut init_pid = 0;
+        let res = self.spawn_init(id, plan, cg.as_ref(), &mut init_pid, &dir);
+        let record = match res {
+            Ok(r) => r,
+            Err(e) => {
+                if init_pid > 0 {
+                    let _ = nix::sys::signal::kill(
+                        Pid::from_raw(init_pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    if let Some((t, _)) = state::proc_start_time(init_pid) {
+                        let _ = wait_gone(init_pid, t, Duration::from_secs(10));
+                    }
+                }
+                let _ = cg.destroy();
+                return Err(e);
+            }
+        };
+        let container = Container::new(dir, record);
+        if let Some(p) = &opts.pid_file {
+            if let Err(e) = write_pid_file(p, container.pid()) {
+                let _ = container.destroy_after_failure(cg.as_ref());
+                return Err(e);
+            }
+        }
+        guard.0 = None;
+        Ok(container)
+    }
+
+    fn spawn_init(
+        &self,
+        id: &str,
+        mut plan: InitPlan<'_>,
+        cg: &dyn berth_cgroups::Manager,
+        init_pid: &mut i32,
+        dir: &Path,
+    ) -> Result<Record> {
+        let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
+        let linux = plan
+            .spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| Error::Init("no linux section".into()))?;
+        let join = CgroupJoin::prepare(cg, true)?;
+        let p1 = join.spawn(&parent, &child, || p1_main(&child, &mut plan))?;
+        drop(join);
+        drop(child);
+        plan.listener = None;
+        plan.console = None;
+        let reap_p1 = || {
+            let _ = waitpid(p1, None);
+        };
+        let setup = (|| -> Result<()> {
+            if let Some(adj) = plan.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+                std::fs::write(format!("/proc/{p1}/oom_score_adj"), adj.to_string())
+                    .map_err(io_err(format!("cannot set oomScoreAdj {adj}")))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            let _ = nix::sys::signal::kill(p1, nix::sys::signal::Signal::SIGKILL);
+            reap_p1();
+            return Err(e);
+        }
+        // Every limit (device rules included) is written while the child is
+        // in the cgroup but still blocked waiting for 'G', as runc sets the
+        // cgroup before its init runs: in v1 the device rules start with a
+        // deny-all, and a child creating /dev nodes meanwhile would get EPERM.
+        if let Some(r) = linux.resources() {
+            if let Err(e) = cg.set(r) {
+                let _ = nix::sys::signal::kill(p1, nix::sys::signal::Signal::SIGKILL);
+                reap_p1();
+                return Err(e.into());
+            }
+        }
+        // The init needs the binds computed from the cgroup it was put in.
+        let binds = mounts::cgroup_binds(&cg.paths());
+        let binds_json = serde_json::to_vec(&binds).unwrap_or_default();
+        if let Err(e) = parent.send(b'G', &binds_json) {
+            // P1 may have failed already (it creates namespaces early).
+            if let Ok(Some((b'E', msg))) = parent.recv() {
+                reap_p1();
+                return Err(Error::Init(String::from_utf8_lossy(&msg).into_owned()));
+            }
+            return Err(sys_err("cannot release the container's first child")(e));
+        }
+        let created = Utc::now();
+        // The init's 'H' or 'R' can overtake P1's 'P' (its host pid): the
+        // hooks and the state need that pid, so an early one waits for it.
+        let mut early = None;
+        loop {
+            let msg = match early.take() {
+                Some(m) if *init_pid > 0 => m,
+                held => {
+                    early = held;
+                    match parent.recv() {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            reap_p1();
+                            return Err(Error::Init(
+                                "container init exited before it was ready (see the runtime log)"
+                                    .into(),
+                            ));
+                        }
+                        Err(e) => return Err(sys_err("sync socket")(e)),
+                    }
+                }
+            };
+            if matches!(msg.0, b'H' | b'R') && *init_pid <= 0 {
+                early = Some(msg);
+                continue;
+            }
+            match msg {
+                (b'U', _) => {
+                    write_id_maps(p1.as_raw(), plan.spec)?;
+                    parent.send(b'u', b"").map_err(sys_err("sync socket"))?;
+                }
+                (b'P', pid) => {
+                    *init_pid = String::from_utf8_lossy(&pid).parse().unwrap_or(0);
+                    reap_p1();
+                }
+                (b'H', _) => {
+                    let st = State {
+                        oci_version: plan.spec.version().clone(),
+                        id: id.to_string(),
+                        pid: *init_pid,
+                        status: Status::Created,
+                        bundle: plan.bundle.to_path_buf(),
+                        rootfs: plan.rootfs.to_path_buf(),
+                        created: state::rfc3339_nano(&created),
+                        annotations: annotations(plan.spec),
+                        owner: String::new(),
+                    };
+                    let mut json = serde_json::to_value(&st).unwrap_or_default();
+                    json["status"] = "creating".into();
+                    let json = serde_json::to_vec(&json).unwrap_or_default();
+                    crate::hooks::run_hooks("prestart", hooks_of(plan.spec, "prestart"), &json)?;
+                    crate::hooks::run_hooks(
+                        "createRuntime",
+                        hooks_of(plan.spec, "createRuntime"),
+                        &json,
+                    )?;
+                    parent.send(b'h', &json).map_err(sys_err("sync socket"))?;
+                }
+                (b'R', _) => break,
+                (b'E', msg) => {
+                    reap_p1();
+                    return Err(Error::Init(String::from_utf8_lossy(&msg).into_owned()));
+                }
+                (t, _) => {
+                    return Err(Error::Init(format!(
+                        "unexpected message {t:?} from the container init"
+                    )))
+                }
+            }
+        }
+        let (start_time, _) = state::proc_start_time(*init_pid)
+            .ok_or_else(|| Error::Init("container init exited right after it was ready".into()))?;
+        let record = Record {
+            id: id.to_string(),
+            init_pid: *init_pid,
+            init_start_time: start_time,
+            bundle: plan.bundle.to_path_buf(),
+            rootfs: plan.rootfs.to_path_buf(),
+            created,
+            cgroups_path: linux
+                .cgroups_path()
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            cgroup_paths: cg.paths(),
+            config: plan.spec.clone(),
+        };
+        let data = serde_json::to_vec(&record)
+            .map_err(|e| Error::Init(format!("cannot encode the state: {e}")))?;
+        state::write_atomic(&dir.join(STATE_FILE), &data)?;
+        Ok(record)
+    }
+
+    /// `run`: create, start, wait for the init and delete the container;
+    /// returns the exit code (128+signal when killed). The calling process
+    /// becomes a child subreaper so the init is its child.
+    pub fn run(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<i32> {
+        nix::sys::prctl::set_child_subreaper(true).map_err(sys_err("PR_SET_CHILD_SUBREAPER"))?;
+        let mut opts = opts.clone();
+        // A terminal without --console-socket: like runc, take the pty
+        // master ourselves and copy between it and our stdio.
+        let mut tty = None;
+        let mut size = None;
+        if opts.console_socket.is_none() && wants_terminal(bundle) {
+            let t = TtySocket::bind(&self.root)?;
+            opts.console_socket = Some(t.path.clone());
+            tty = Some(t);
+            // The pty gets our size before the process runs (a resize after
+            // `start` would race with its first look at the size).
+            size = crate::sys::terminal_size();
+        }
+        let c = self.create_sized(id, bundle, &opts, size)?;
+        let master = match tty.map(TtySocket::recv).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = c.delete(true);
+                return Err(e);
+            }
+        };
+        crate::sys::forward_signals(c.pid()).map_err(sys_err("cannot forward signals"))?;
+        if let Err(e) = c.start() {
+            let _ = c.delete(true);
+            return Err(e);
+        }
+        if let Some(m) = &master {
+            crate::sys::proxy_tty(m);
+        }
+        let code = wait_exit(c.pid())?;
+        c.delete(true)?;
+        Ok(code)
+    }
+}
+
+/// Whether the bundle's process asks for a terminal (false if unreadable:
+/// create then reports the real problem).
+fn wants_terminal(bundle: &Path) -> bool {
+    crate::spec::load(bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}

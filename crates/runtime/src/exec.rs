@@ -1,0 +1,235 @@
+//! `exec`: a new process in a running container. The parent forks a child
+//! into the container's cgroup; it joins the container's namespaces, forks
+//! the process (so it enters the pid namespace) and exits; the process
+//! takes the credentials, limits, seccomp filter and terminal, then execs.
+//! The sync channel is close-on-exec: EOF after the pid means the exec
+//! happened.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::Process;
+
+use crate::cgroup_join::CgroupJoin;
+use crate::channel::{self, Channel};
+use crate::console::TtySocket;
+use crate::container::Container;
+use crate::error::{io_err, sys_err, Error, Result};
+use crate::process::{self, Prepared};
+use crate::state::{write_pid_file, Status};
+use crate::{namespaces, wait_exit};
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Write the process's host pid here (atomically).
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to when process.terminal is set.
+    pub console_socket: Option<PathBuf>,
+    /// Pass fds 3 .. 3+N of the caller on to the process.
+    pub preserve_fds: u32,
+}
+
+impl Container {
+    /// Runs `process` inside the running container (joining its namespaces
+    /// and cgroup). Returns the new process's host pid once it has exec'd;
+    /// to wait for it the caller must be its parent or a subreaper.
+    pub fn exec(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
+        if self.status() == Status::Stopped {
+            return Err(Error::BadState("cannot exec in a stopped container".into()));
+        }
+        crate::spec::validate_process(process, Path::new("process.json"), "process")?;
+        let terminal = process.terminal().unwrap_or(false);
+        if terminal && opts.console_socket.is_none() {
+            return Err(Error::BadState(
+                "cannot allocate tty if runc will detach without setting console socket".into(),
+            ));
+        }
+        let init = self.record.init_pid;
+        if self.status() == Status::Created
+            && has_sys_ptrace(process)
+            && !crate::sys::exe_is_read_only(&init.to_string())
+        {
+            return Err(Error::BadState(
+                "cannot exec a process with CAP_SYS_PTRACE into this container before `start`: its init still runs the runtime's own (writable) binary, which that capability could reopen through /proc (CVE-2019-5736); start the container first".into(),
+            ));
+        }
+        let joins = namespaces::container_joins(init)?;
+        if !self.alive() {
+            return Err(Error::BadState("cannot exec in a stopped container".into()));
+        }
+        let prepared = process::prepare(process, opts.preserve_fds)?;
+        let console = match (&opts.console_socket, terminal) {
+            (Some(p), true) => Some(crate::console::connect_console_socket(p)?),
+            _ => None,
+        };
+        let cg = self.cgroup()?;
+        let join = CgroupJoin::prepare(cg.as_ref(), false)?;
+        let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
+        let seccomp = self
+            .record
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(crate::seccomp::compile)
+            .transpose()?;
+        let p1 = join.spawn(&parent, &child, || {
+            exec_p1(&child, joins, &prepared, seccomp.as_ref(), console.as_ref())
+        })?;
+        drop(join);
+        drop(child);
+        drop(console);
+        let setup = (|| -> Result<()> {
+            if let Some(adj) = process.oom_score_adj() {
+                std::fs::write(format!("/proc/{p1}/oom_score_adj"), adj.to_string())
+                    .map_err(io_err(format!("cannot set oomScoreAdj {adj}")))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            let _ = nix::sys::signal::kill(p1, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(p1, None);
+            return Err(e);
+        }
+        let _ = parent.send(b'G', b"");
+        let mut pid = 0;
+        let mut error = None;
+        loop {
+            match parent.recv() {
+                Ok(Some((b'P', p))) => {
+                    pid = String::from_utf8_lossy(&p).parse().unwrap_or(0);
+                    let _ = waitpid(p1, None);
+                }
+                Ok(Some((b'E', msg))) => error = Some(String::from_utf8_lossy(&msg).into_owned()),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Err(sys_err("sync socket")(e)),
+            }
+        }
+        if let Some(e) = error {
+            let _ = waitpid(p1, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            return Err(Error::Init(e));
+        }
+        if pid <= 0 {
+            let _ = waitpid(p1, None);
+            return Err(Error::Init(
+                "the exec process exited before it could run".into(),
+            ));
+        }
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        Ok(pid)
+    }
+
+    /// `exec` in the foreground (`berth-runtime exec` without `-d`): runs
+    /// `process`, forwards this process's signals to it and returns its
+    /// exit code (128+signal when killed). With a terminal and no
+    /// `--console-socket`, this process takes the pty master and proxies it
+    /// to its own stdio, as `run` does (runc's behaviour). The caller must
+    /// be a child subreaper (see [`crate::set_child_subreaper`]).
+    pub fn exec_foreground(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
+        let mut opts = opts.clone();
+        let mut process = process.clone();
+        let mut tty = None;
+        if opts.console_socket.is_none() && process.terminal().unwrap_or(false) {
+            let root = self.state_dir().parent().unwrap_or(Path::new("/"));
+            let t = TtySocket::bind(root)?;
+            opts.console_socket = Some(t.path.clone());
+            tty = Some(t);
+            // Our terminal's size, applied before the process runs.
+            if let Some((rows, cols)) = crate::sys::terminal_size() {
+                let size = oci_spec::runtime::BoxBuilder::default()
+                    .height(rows)
+                    .width(cols)
+                    .build()
+                    .map_err(|e| Error::Init(format!("console size {rows}x{cols}: {e}")))?;
+                process.set_console_size(Some(size));
+            }
+        }
+        let pid = self.exec(&process, &opts)?;
+        let master = match tty.map(TtySocket::recv).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = wait_exit(pid);
+                return Err(e);
+            }
+        };
+        crate::sys::forward_signals(pid).map_err(sys_err("cannot forward signals"))?;
+        if let Some(m) = &master {
+            crate::sys::proxy_tty(m);
+        }
+        wait_exit(pid)
+    }
+}
+
+fn exec_p1(
+    ch: &Channel,
+    joins: Vec<(CloneFlags, OwnedFd)>,
+    p: &Prepared,
+    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    console: Option<&UnixStream>,
+) -> ! {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        ch.fail(&format!("PR_SET_DUMPABLE: {e}"));
+    }
+    if !matches!(ch.recv(), Ok(Some((b'G', _)))) {
+        crate::sys::exit_now(1);
+    }
+    namespaces::join_all(ch, joins, "the container's namespace");
+    match crate::sys::fork() {
+        Ok(ForkResult::Parent { child }) => {
+            let _ = ch.send(b'P', child.as_raw().to_string().as_bytes());
+            crate::sys::exit_now(0)
+        }
+        Err(e) => ch.fail(&format!("cannot fork: {e}")),
+        Ok(ForkResult::Child) => {}
+    }
+    if let Err(e) = nix::unistd::setsid() {
+        ch.fail(&format!("setsid: {e}"));
+    }
+    let mut slave = None;
+    if let Some(sock) = console {
+        let pty = crate::console::new_pty().and_then(|(m, s)| {
+            if let Some((rows, cols)) = p.console_size {
+                crate::console::set_window_size(&m, rows, cols)?;
+            }
+            crate::console::send_master_on(sock.as_fd(), &m)?;
+            Ok(s)
+        });
+        match pty {
+            Ok(s) => slave = Some(s),
+            Err(e) => ch.fail(&e.to_string()),
+        }
+    }
+    let program = process::become_process(p, seccomp, slave).unwrap_or_else(|e| ch.fail(&e));
+    // The sync socket is close-on-exec: the parent sees EOF once exec worked.
+    let err = process::exec(p, &program);
+    ch.fail(&err)
+}
+
+/// Whether any capability set of `p` holds CAP_SYS_PTRACE.
+fn has_sys_ptrace(p: &Process) -> bool {
+    use oci_spec::runtime::Capability;
+    p.capabilities().as_ref().is_some_and(|c| {
+        [
+            c.bounding(),
+            c.effective(),
+            c.permitted(),
+            c.inheritable(),
+            c.ambient(),
+        ]
+        .iter()
+        .any(|set| {
+            set.as_ref()
+                .is_some_and(|s| s.contains(&Capability::SysPtrace))
+        })
+    })
+}

@@ -1,0 +1,287 @@
+//! The container's side of `create`: P1, the intermediate child that joins
+//! and creates the namespaces, and the init it forks, which builds the
+//! container around itself, reports ready and waits for `start`.
+//!
+//! ```text
+//! create ──fork──▶ P1: joins namespaces by path, unshares the user
+//!                      namespace (the parent writes the id maps), then all
+//!                      other new namespaces, then forks and exits
+//!                  └──fork──▶ init: mounts, pivot_root, hostname, sysctls,
+//!                             masked/readonly paths, rlimits, user, caps;
+//!                             reports "ready", then blocks in accept() on
+//!                             <root>/<id>/exec.sock
+//! start  ──connect(exec.sock)──▶ init runs startContainer hooks, answers
+//!                                and execs the user process (through the
+//!                                exec trampoline when the runtime binary is
+//!                                writable); start reads until EOF (the
+//!                                socket is close-on-exec)
+//! ```
+//! Both run in forked children: they report failures over the sync channel
+//! and `_exit`, never return.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::unistd::ForkResult;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::channel::Channel;
+use crate::hooks::hooks_of;
+use crate::mounts;
+use crate::namespaces::{self, NsPlan};
+use crate::process::{self, Prepared};
+use crate::trampoline::Trampoline;
+
+/// What a forked child needs, prepared by the parent before the fork.
+pub(crate) struct InitPlan<'a> {
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub ns: NsPlan,
+    pub process: Prepared,
+    pub cgroup_binds: Vec<(PathBuf, String)>,
+    pub console: Option<UnixStream>,
+    pub listener: Option<UnixListener>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub time_offsets: String,
+    pub seccomp: Option<libseccomp::ScmpFilterContext>,
+    /// Set when the runtime's binary is writable: the init execs the
+    /// process through it (CVE-2019-5736 class).
+    pub trampoline: Option<Trampoline>,
+}
+
+/// P1: joins and creates the namespaces, forks the init, exits.
+pub(crate) fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        ch.fail(&format!("PR_SET_DUMPABLE: {e}"));
+    }
+    // New namespaces that need nothing from the parent are made while it
+    // writes the cgroup limits (their kernel set-up, a network namespace
+    // above all, then overlaps that work); joins and user namespaces wait.
+    let early = plan.ns.joins.is_empty() && !plan.ns.new_user;
+    if early {
+        unshare_new(ch, plan.ns.new_flags);
+    }
+    match ch.recv() {
+        Ok(Some((b'G', binds))) => {
+            plan.cgroup_binds = serde_json::from_slice(&binds).unwrap_or_default();
+        }
+        _ => crate::sys::exit_now(1),
+    }
+    namespaces::join_all(ch, std::mem::take(&mut plan.ns.joins), "namespace");
+    if plan.ns.new_user {
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
+            ch.fail(&format!("cannot create a user namespace: {e}"));
+        }
+        if ch.send(b'U', b"").is_err() || !matches!(ch.recv(), Ok(Some((b'u', _)))) {
+            crate::sys::exit_now(1);
+        }
+        namespaces::become_ns_root(ch);
+    }
+    if !early {
+        unshare_new(ch, plan.ns.new_flags);
+    }
+    if !plan.time_offsets.is_empty() {
+        if let Err(e) = std::fs::write("/proc/self/timens_offsets", plan.time_offsets.as_bytes()) {
+            ch.fail(&format!("cannot write linux.timeOffsets: {e}"));
+        }
+    }
+    match crate::sys::fork() {
+        Ok(ForkResult::Child) => init_main(ch, plan),
+        Ok(ForkResult::Parent { child }) => {
+            let _ = ch.send(b'P', child.as_raw().to_string().as_bytes());
+            crate::sys::exit_now(0)
+        }
+        Err(e) => ch.fail(&format!("cannot fork the container init: {e}")),
+    }
+}
+
+/// Creates the container's new namespaces (other than user) in P1.
+fn unshare_new(ch: &Channel, flags: CloneFlags) {
+    if let Err(e) = nix::sched::unshare(flags) {
+        ch.fail(&format!("cannot create namespaces {flags:?}: {e}"));
+    }
+}
+
+/// The container's init: builds the container around itself, waits for
+/// `start`, execs the user process.
+fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
+    let spec = plan.spec;
+    let linux = spec.linux().clone().unwrap_or_default();
+    if let Err(e) = nix::unistd::setsid() {
+        ch.fail(&format!("setsid: {e}"));
+    }
+    let userns = crate::spec::has_namespace(spec, LinuxNamespaceType::User);
+    let mounts_list = spec.mounts().clone().unwrap_or_default();
+    let devices = linux.devices().clone().unwrap_or_default();
+    let rplan = mounts::RootfsPlan {
+        rootfs: plan.rootfs,
+        bundle: plan.bundle,
+        mounts: &mounts_list,
+        devices: &devices,
+        userns,
+        cgroup_binds: &plan.cgroup_binds,
+    };
+    if let Err(e) = mounts::prepare_rootfs(&rplan) {
+        ch.fail(&e);
+    }
+    // The parent runs the prestart and createRuntime hooks now and sends the
+    // state the hooks get; without any such hook there is nothing to wait
+    // for (one round trip less).
+    let hooked = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+    ]
+    .iter()
+    .any(|stage| !hooks_of(spec, stage).is_empty());
+    let mut state_json = Vec::new();
+    if hooked {
+        if ch.send(b'H', b"").is_err() {
+            crate::sys::exit_now(1);
+        }
+        state_json = match ch.recv() {
+            Ok(Some((b'h', json))) => json,
+            _ => crate::sys::exit_now(1),
+        };
+    }
+    if let Err(e) = crate::hooks::run_hooks(
+        "createContainer",
+        hooks_of(spec, "createContainer"),
+        &state_json,
+    ) {
+        ch.fail(&e.to_string());
+    }
+    if let Err(e) = mounts::enter_rootfs(plan.rootfs, plan.no_pivot) {
+        ch.fail(&e);
+    }
+    let mut slave = None;
+    if let Some(sock) = &plan.console {
+        match console_setup(sock, plan.process.console_size) {
+            Ok(s) => slave = Some(s),
+            Err(e) => ch.fail(&e),
+        }
+    }
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if let Err(e) = nix::unistd::sethostname(h) {
+            ch.fail(&format!("sethostname {h:?}: {e}"));
+        }
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+        if let Err(e) = crate::sys::setdomainname(d) {
+            ch.fail(&format!("setdomainname {d:?}: {e}"));
+        }
+    }
+    let mut sysctls: Vec<_> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    sysctls.sort();
+    for (k, v) in &sysctls {
+        if let Err(e) = mounts::write_sysctl(k, v) {
+            ch.fail(&e);
+        }
+    }
+    for p in linux.readonly_paths().iter().flatten() {
+        if let Err(e) = mounts::readonly_path(p) {
+            ch.fail(&e);
+        }
+    }
+    for p in linux.masked_paths().iter().flatten() {
+        if let Err(e) = mounts::mask_path(p) {
+            ch.fail(&e);
+        }
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        if let Err(e) = mounts::remount_ro("/") {
+            ch.fail(&e);
+        }
+    }
+    if let Some(p) = linux.rootfs_propagation() {
+        if let Err(e) = mounts::set_root_propagation(p) {
+            ch.fail(&e);
+        }
+    }
+    if !plan.no_new_keyring {
+        crate::sys::join_session_keyring();
+    }
+    let program = process::become_process(&plan.process, plan.seccomp.as_ref(), slave)
+        .unwrap_or_else(|e| ch.fail(&e));
+    let listener = match plan.listener.take() {
+        Some(l) => l,
+        None => ch.fail("internal: no start socket"),
+    };
+    if ch.send(b'R', b"").is_err() {
+        crate::sys::exit_now(1);
+    }
+    // Until `start` the init is this runtime: make the usual terminating
+    // signals end it (a namespace init ignores signals it has no handler
+    // for), as they end runc's init.
+    crate::sys::exit_on_terminating_signals();
+    // Wait for `start`.
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => crate::sys::exit_now(1),
+        }
+    };
+    drop(listener);
+    use std::io::Write;
+    let start_hooks = hooks_of(spec, "startContainer");
+    if !start_hooks.is_empty() {
+        let mut running =
+            serde_json::from_slice::<serde_json::Value>(&state_json).unwrap_or_default();
+        running["status"] = "created".into();
+        let running = serde_json::to_vec(&running).unwrap_or_default();
+        if let Err(e) = crate::hooks::run_hooks("startContainer", start_hooks, &running) {
+            let _ = conn.write_all(format!("E{e}").as_bytes());
+            crate::sys::exit_now(1);
+        }
+    }
+    let _ = conn.write_all(b"0");
+    let err = match &plan.trampoline {
+        Some(t) => process::exec_via_trampoline(&plan.process, &program, t, conn.as_fd()),
+        None => process::exec(&plan.process, &program),
+    };
+    let _ = conn.write_all(format!("E{err}").as_bytes());
+    crate::sys::exit_now(127)
+}
+
+/// Allocates the container's pty (after pivot_root, so it belongs to the
+/// container's devpts), binds the slave on /dev/console and sends the master
+/// over the console socket.
+fn console_setup(
+    sock: &UnixStream,
+    size: Option<(u16, u16)>,
+) -> std::result::Result<OwnedFd, String> {
+    let (master, slave) = crate::console::new_pty().map_err(|e| e.to_string())?;
+    if let Some((rows, cols)) = size {
+        crate::console::set_window_size(&master, rows, cols).map_err(|e| e.to_string())?;
+    }
+    let slave_path = crate::console::pty_slave_path(&master).map_err(|e| e.to_string())?;
+    if !Path::new("/dev/console").exists() {
+        let _ = std::fs::File::create("/dev/console");
+    }
+    nix::mount::mount(
+        Some(&slave_path),
+        "/dev/console",
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot bind {} on /dev/console: {e}", slave_path.display()))?;
+    crate::console::send_master_on(sock.as_fd(), &master).map_err(|e| e.to_string())?;
+    Ok(slave)
+}
