@@ -171,13 +171,15 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
         }
         Command::Fsck => fsck(&images),
         Command::Gc => {
-            // Containers of killed `berth run`s first: their snapshots and
-            // mounts are only free once they are reaped.
-            for name in crate::run::reap_abandoned_containers(images.root())? {
+            let engine = berth_engine::Engine::open(images.root())?;
+            let report = engine.gc()?;
+            for name in &report.reaped {
                 println!("reaped abandoned container: {name}");
             }
-            let report = berth_image::gc::gc(&images)?;
-            for d in &report.removed {
+            for w in &report.warnings {
+                eprintln!("berth: warning: {w}");
+            }
+            for d in &report.blobs.removed {
                 println!("deleted: {d}");
             }
             for s in &report.snapshots {
@@ -185,9 +187,9 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             }
             println!(
                 "removed {} blobs ({} bytes), {} abandoned ingests and {} snapshots",
-                report.removed.len(),
-                report.freed,
-                report.ingests,
+                report.blobs.removed.len(),
+                report.blobs.freed,
+                report.blobs.ingests,
                 report.snapshots.len()
             );
             Ok(0)

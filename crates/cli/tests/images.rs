@@ -788,34 +788,13 @@ fn gc_removes_only_unreferenced_blobs() {
 }
 
 /// Unpacks `name`'s layers into the data root's snapshotter, as `berth run`
-/// will; returns the top chain ID.
+/// does; returns the top chain ID.
 fn unpack(env: &Env, name: &str) -> String {
-    let images = berth_image::Images::open(&env.root()).expect("open images");
-    let image = images
-        .image(name, &berth_image::PlatformSpec::host())
-        .expect("resolve image");
-    let snapshotter =
-        berth_snapshot::Snapshotter::open(&env.root().join(berth_image::gc::SNAPSHOTTER_DIR), None)
-            .expect("open snapshotter");
-    let layers = image.manifest.layers().clone();
-    let store = images.content().clone();
-    let mut open =
-        |i: usize| -> Result<(Box<dyn std::io::Read + Send>, berth_archive::Compression), String> {
-            let layer = &layers[i];
-            let reader = store.reader(layer.digest()).map_err(|e| e.to_string())?;
-            let compression =
-                berth_archive::Compression::from_media_type(layer.media_type().as_ref())
-                    .map_err(|e| e.to_string())?;
-            Ok((Box::new(reader), compression))
-        };
-    berth_snapshot::unpack_chain(
-        &snapshotter,
-        image.config.rootfs().diff_ids(),
-        &mut open,
-        &Default::default(),
-    )
-    .expect("unpack")
-    .expect("the image has layers")
+    berth_engine::Engine::open(&env.root())
+        .expect("open the data root")
+        .unpack(name)
+        .expect("unpack")
+        .expect("the image has layers")
 }
 
 #[test]
@@ -837,9 +816,11 @@ fn gc_removes_snapshots_of_removed_images_only() {
         out.contains(&format!("deleted snapshot: {dropped}")) && out.contains("1 snapshots"),
         "{out}"
     );
-    let snapshotter =
-        berth_snapshot::Snapshotter::open(&env.root().join(berth_image::gc::SNAPSHOTTER_DIR), None)
-            .unwrap();
+    let snapshotter = berth_snapshot::Snapshotter::open(
+        &berth_engine::Layout::new(env.root()).snapshotter(),
+        None,
+    )
+    .unwrap();
     assert!(
         snapshotter.stat(&kept).is_ok(),
         "the kept image's snapshot survives"

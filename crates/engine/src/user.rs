@@ -9,11 +9,9 @@ use std::path::Path;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
-use crate::error::{Error, Result};
+use berth_runtime::spec::MAX_ID;
 
-/// The highest uid or gid a container may run as, the runtime's limit
-/// (`berth_runtime::spec::MAX_ID`): the kernel's ids are a signed `int`.
-const MAX_ID: u32 = i32::MAX as u32;
+use crate::error::{Error, Result};
 
 /// A resolved user: uid, primary gid, additional gids.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

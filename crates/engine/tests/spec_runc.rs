@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use berth_image::{spec_from_config, Overrides};
+use berth_engine::{spec_from_config, Overrides};
 use berth_testutil::{busybox_rootfs, require_peer, require_root, unique_id};
 
 /// Builds the spec for `config` (the image's `config` object) on a busybox

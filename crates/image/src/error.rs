@@ -11,9 +11,6 @@ pub enum Error {
     /// From the content store.
     #[error(transparent)]
     Content(#[from] berth_content::Error),
-    /// From the snapshotter.
-    #[error(transparent)]
-    Snapshot(#[from] berth_snapshot::SnapshotError),
     /// A reference that does not parse.
     #[error("invalid image reference {input:?}: {reason}")]
     Reference {
@@ -34,21 +31,21 @@ pub enum Error {
         reason: String,
     },
     /// An I/O error on a named path.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (shown, so not also chained as a source).
+        cause: std::io::Error,
     },
 }
 
 impl Error {
     /// Wraps an I/O error with its path.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 

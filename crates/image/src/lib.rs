@@ -1,9 +1,12 @@
 //! Image references, media types, platform selection, image records, and
 //! the operations on them: load (OCI layout / OCI archive / docker save),
-//! save (OCI archive), import (rootfs tarball), garbage collection, and the
-//! image config → runtime spec conversion.
+//! save (OCI archive), import (rootfs tarball) and garbage collection of
+//! blobs. Turning an image into a container (unpack, runtime spec) is
+//! berth-engine's job.
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod import;
 pub mod load;
@@ -12,11 +15,8 @@ mod records;
 pub mod reference;
 pub mod save;
 mod sniff;
-pub mod spec;
-pub mod user;
 
 pub use error::{Error, Result};
 pub use media::PlatformSpec;
 pub use records::{descriptor, Image, Images, Record};
 pub use reference::Reference;
-pub use spec::{spec_from_config, BindMount, Overrides};

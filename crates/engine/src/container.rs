@@ -1,0 +1,233 @@
+//! Container records (`<root>/containers/<id>/container.json`): what berth
+//! keeps about a container between commands, its status, and the reaping of
+//! containers whose owning process died.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use berth_content::{atomic_write, FileLock, LockMode};
+use berth_snapshot::{SnapshotError, Snapshotter};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout::{bundle_dir, Layout};
+
+/// Where a container is in its life, as berth records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Set up (snapshot, mounts, runtime state) but not started.
+    Created,
+    /// Its process was started and has not been seen to exit.
+    Running,
+    /// Its process exited (or was reaped after its owner died).
+    Exited,
+}
+
+/// What berth keeps about a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Container id (also the runtime's id): 32 hex digits.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image's full reference.
+    pub image_ref: String,
+    /// The image ID (config digest).
+    pub image_id: String,
+    /// Key of the container's active snapshot.
+    pub snapshot: String,
+    /// The process's arguments.
+    pub args: Vec<String>,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Where the container is in its life.
+    pub status: Status,
+    /// Exit code once exited (128+signal when killed; none when unknown).
+    pub exit_code: Option<i32>,
+    /// Removed when it exits (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// The process that owns the container, and its start time (so a
+    /// reused pid is not taken for it).
+    #[serde(default)]
+    pub owner: (i32, u64),
+    /// The runtime state root (holding the bundle too).
+    #[serde(default)]
+    pub state_root: PathBuf,
+}
+
+/// Prefix of a container's active snapshot key (followed by its id).
+pub const SNAPSHOT_PREFIX: &str = "container-";
+
+/// The calling process as a record's owner.
+pub(crate) fn this_process() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    let start = berth_runtime::state::proc_start_time(pid).map_or(0, |(t, _)| t);
+    (pid, start)
+}
+
+impl ContainerRecord {
+    /// Whether the process that owns this container is gone while the
+    /// record still says created or running (it was killed).
+    pub fn abandoned(&self) -> bool {
+        let (pid, start) = self.owner;
+        self.status != Status::Exited
+            && pid > 0
+            && berth_runtime::state::proc_start_time(pid) != Some((start, false))
+    }
+}
+
+/// A new container's id: 32 random hex digits.
+pub(crate) fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::io("/dev/urandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `name` is a valid container name (docker's rule).
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Reads every container record under the data root.
+pub fn list(layout: &Layout) -> Result<Vec<ContainerRecord>> {
+    let dir = layout.containers();
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path().join("container.json");
+        match std::fs::read(&path) {
+            Ok(data) => out.push(serde_json::from_slice(&data).map_err(|e| {
+                Error::invalid(
+                    format!("container record {}", path.display()),
+                    format!("{e}; remove the container's directory if it is left over"),
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `record` atomically; `durable` adds the fsyncs, which a `--rm`
+/// container's record does not need (it is gone after the run anyway, and a
+/// crash leaves a record of a dead container, which reaping handles).
+pub(crate) fn write(layout: &Layout, record: &ContainerRecord, durable: bool) -> Result<()> {
+    let path = layout.container_record(&record.id);
+    let data = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::invalid("container record", e.to_string()))?;
+    if durable {
+        atomic_write(&path, &data)?;
+        return Ok(());
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, &data).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+/// Takes the lock that serialises name claims and reaping.
+pub(crate) fn lock(layout: &Layout) -> Result<FileLock> {
+    let dir = layout.containers();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(FileLock::acquire(
+        &layout.containers_lock(),
+        LockMode::Exclusive,
+    )?)
+}
+
+/// Cleans up after owners that were killed (SIGKILL, OOM): kills and
+/// deletes their containers from the runtime, unmounts and removes their
+/// bundles; `--rm` containers lose their snapshot and record, kept ones are
+/// marked exited with an unknown exit code. Call with [`lock`] held.
+/// Problems are returned as warnings, one per line: reaping is best effort
+/// and must never stop the caller (a new run, gc).
+pub(crate) fn reap(
+    layout: &Layout,
+    records: &[ContainerRecord],
+    snapshotter: &Snapshotter,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for rec in records.iter().filter(|r| r.abandoned()) {
+        let mut warn = |what: &str, e: &dyn std::fmt::Display| {
+            warnings.push(format!(
+                "abandoned container {} ({}): {what}: {e}",
+                rec.name, rec.id
+            ));
+        };
+        if let Ok(c) = berth_runtime::Runtime::new(&rec.state_root).load(&rec.id) {
+            if let Err(e) = c.delete(true) {
+                warn("deleting it from the runtime", &e);
+            }
+        }
+        let bundle = bundle_dir(&rec.state_root, &rec.id);
+        let _ = berth_snapshot::unmount(&bundle.join("rootfs"));
+        if let Err(e) = remove_dir(&bundle) {
+            warn("removing its bundle", &e);
+        }
+        if rec.auto_remove {
+            match snapshotter.remove(&rec.snapshot) {
+                Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+                Err(e) => warn("removing its snapshot", &e),
+            }
+            if let Err(e) = remove_dir(&layout.container(&rec.id)) {
+                warn("removing its record", &e);
+            }
+        } else {
+            let mut done = rec.clone();
+            done.status = Status::Exited;
+            done.exit_code = None;
+            if let Err(e) = write(layout, &done, true) {
+                warn("marking it exited", &e);
+            }
+        }
+    }
+    warnings
+}
+
+/// Removes a directory tree; one already gone is fine.
+pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dockers_rule() {
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name("a/b"));
+    }
+
+    #[test]
+    fn status_is_recorded_in_lowercase_as_before() {
+        assert_eq!(
+            serde_json::to_string(&Status::Running).unwrap(),
+            "\"running\""
+        );
+        let s: Status = serde_json::from_str("\"exited\"").unwrap();
+        assert_eq!(s, Status::Exited);
+    }
+}

@@ -1,0 +1,103 @@
+//! Errors of the engine. Each names the thing involved (image, layer,
+//! container, path) and says each cause once: a wrapped error is either
+//! shown (transparent) or summarised, never both.
+
+use std::path::PathBuf;
+
+/// Result with the engine's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong between an image and a running container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the image store.
+    #[error(transparent)]
+    Image(#[from] berth_image::Error),
+    /// From the content store.
+    #[error(transparent)]
+    Content(#[from] berth_content::Error),
+    /// From the snapshotter.
+    #[error(transparent)]
+    Snapshot(#[from] berth_snapshot::SnapshotError),
+    /// From the runtime.
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::Error),
+    /// A layer blob could not be opened.
+    #[error("layer {index} ({digest}): cannot open its blob: {cause}")]
+    Blob {
+        /// Position of the layer in the image (0 = base).
+        index: usize,
+        /// The blob's digest.
+        digest: String,
+        /// Why.
+        cause: String,
+    },
+    /// A layer could not be applied into its snapshot.
+    #[error("layer {index} (diff_id {diff_id}): {cause}")]
+    Apply {
+        /// Position of the layer in the image (0 = base).
+        index: usize,
+        /// The layer's diff_id from the image config.
+        diff_id: String,
+        /// What went wrong (boxed: it is large, and rare).
+        cause: Box<berth_archive::ApplyError>,
+    },
+    /// The container name is taken.
+    #[error("the container name {name:?} is already in use by container {id} (choose another --name, or remove that container)")]
+    NameInUse {
+        /// The name asked for.
+        name: String,
+        /// The container holding it.
+        id: String,
+    },
+    /// An input that is not valid: a name, a path, a config field.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// The input, named as the user gave it.
+        what: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A file system operation on a named path failed.
+    #[error("{path}: {cause}")]
+    Io {
+        /// The path involved, or what was being done to it.
+        path: PathBuf,
+        /// The OS error.
+        cause: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{what}: {cause}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The errno.
+        cause: nix::errno::Errno,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            cause,
+        }
+    }
+
+    /// An invalid input.
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A failed system call.
+    pub fn sys(what: impl Into<String>, cause: nix::errno::Errno) -> Error {
+        Error::Sys {
+            what: what.into(),
+            cause,
+        }
+    }
+}

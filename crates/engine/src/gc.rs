@@ -1,0 +1,147 @@
+//! Garbage collection of the data root: containers whose owner was killed
+//! are reaped first (their snapshots and mounts are only free then), then
+//! unreachable blobs (berth-image) and the committed layer snapshots no
+//! image needs, all under the content store's exclusive GC lock.
+
+use std::collections::{HashMap, HashSet};
+
+use berth_image::media::{kind, Kind};
+use berth_image::Images;
+use berth_snapshot::{Kind as SnapshotKind, Snapshotter};
+
+use crate::container;
+use crate::error::Result;
+use crate::Engine;
+
+/// What [`Engine::gc`] did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Names of the abandoned containers reaped.
+    pub reaped: Vec<String>,
+    /// Problems met while reaping (reaping goes on past them).
+    pub warnings: Vec<String>,
+    /// Blobs and ingests removed from the image store.
+    pub blobs: berth_image::gc::GcReport,
+    /// Committed layer snapshots (chain IDs) no image needs any more.
+    pub snapshots: Vec<String>,
+}
+
+impl Engine {
+    /// Reaps, under the containers lock, the containers whose owning
+    /// process was killed: what a new run does before claiming a name.
+    /// Returns the names reaped and the problems met.
+    pub fn reap_abandoned(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let layout = self.layout();
+        if !layout.containers().is_dir() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let _names = container::lock(layout)?;
+        let gone: Vec<_> = container::list(layout)?
+            .into_iter()
+            .filter(|r| r.abandoned())
+            .collect();
+        if gone.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let warnings = container::reap(layout, &gone, &self.snapshotter()?);
+        Ok((gone.into_iter().map(|r| r.name).collect(), warnings))
+    }
+
+    /// `berth gc`: reaps abandoned containers, then removes every blob no
+    /// image reaches and every committed snapshot no image needs (active
+    /// snapshots — containers, running unpacks — are kept with their
+    /// ancestors). Waits for running loads, pulls and unpacks, which hold
+    /// leases on the store.
+    pub fn gc(&self) -> Result<GcReport> {
+        let (reaped, warnings) = self.reap_abandoned()?;
+        let images = self.images();
+        let _lock = images.content().gc_lock()?;
+        let blobs = berth_image::gc::gc_locked(images)?;
+        let snapshots = if self.layout().snapshotter().is_dir() {
+            gc_snapshots(images, &self.snapshotter()?)?
+        } else {
+            Vec::new()
+        };
+        Ok(GcReport {
+            reaped,
+            warnings,
+            blobs,
+            snapshots,
+        })
+    }
+}
+
+/// Chain IDs of every layer stack any image record reaches (all platforms
+/// present in the store).
+fn needed_chain_ids(images: &Images) -> Result<HashSet<String>> {
+    let mut marked = HashMap::new();
+    let mut problems = Vec::new();
+    for record in images.list()? {
+        images.reachable(&record.target, &mut marked, &mut problems);
+    }
+    let mut chains = HashSet::new();
+    for desc in marked.values() {
+        if kind(desc.media_type()) != Kind::Manifest {
+            continue;
+        }
+        let Ok(manifest) = images.read_manifest(desc) else {
+            continue;
+        };
+        let Ok(config) = images.read_config(manifest.config()) else {
+            continue;
+        };
+        chains.extend(berth_snapshot::chain_ids(config.rootfs().diff_ids()));
+    }
+    Ok(chains)
+}
+
+/// Removes committed snapshots that are neither a chain ID of an image nor
+/// the ancestor of a kept snapshot (active and view snapshots, i.e.
+/// containers and running unpacks, are always kept with their ancestors).
+/// Returns the removed names. Call it with the store's GC lock held.
+fn gc_snapshots(images: &Images, snapshotter: &Snapshotter) -> Result<Vec<String>> {
+    let chains = needed_chain_ids(images)?;
+    let mut all = Vec::new();
+    snapshotter.walk(|info| all.push(info.clone()))?;
+    let parent_of: HashMap<String, Option<String>> = all
+        .iter()
+        .map(|i| (i.name.clone(), i.parent.clone()))
+        .collect();
+    let mut keep = HashSet::new();
+    for info in &all {
+        if info.kind != SnapshotKind::Committed || chains.contains(&info.name) {
+            let mut name = Some(info.name.clone());
+            while let Some(n) = name {
+                if !keep.insert(n.clone()) {
+                    break;
+                }
+                name = parent_of.get(&n).cloned().flatten();
+            }
+        }
+    }
+    let mut doomed: Vec<String> = all
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !keep.contains(n))
+        .collect();
+    let mut removed = Vec::new();
+    // Children before parents.
+    while !doomed.is_empty() {
+        let before = doomed.len();
+        let parents: HashSet<String> = doomed
+            .iter()
+            .filter_map(|n| parent_of.get(n).cloned().flatten())
+            .collect();
+        let (leaves, rest): (Vec<String>, Vec<String>) =
+            doomed.into_iter().partition(|n| !parents.contains(n));
+        for leaf in leaves {
+            snapshotter.remove(&leaf)?;
+            removed.push(leaf);
+        }
+        doomed = rest;
+        if doomed.len() == before {
+            break;
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,71 @@
+//! The data root's layout, in one place:
+//!
+//! ```text
+//! <root>/                     the image store (berth-image: OCI layout, records)
+//! <root>/snapshotter/         layer and container snapshots (berth-snapshot)
+//! <root>/containers/.lock     held while names are claimed and records reaped
+//! <root>/containers/<id>/     container.json, volumes/
+//! <root>/run/                 the runtime's state root (default; --state-root)
+//! <root>/run/bundles/<id>/    the bundle while the container runs: rootfs/ mount
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// Where each part of berth's state lives under one data root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of the data root `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// The data root itself (also the image store's root).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The snapshotter's directory.
+    pub fn snapshotter(&self) -> PathBuf {
+        self.root.join("snapshotter")
+    }
+
+    /// The directory holding one directory per container.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// The lock serialising name claims and reaping.
+    pub fn containers_lock(&self) -> PathBuf {
+        self.containers().join(".lock")
+    }
+
+    /// Container `id`'s directory.
+    pub fn container(&self, id: &str) -> PathBuf {
+        self.containers().join(id)
+    }
+
+    /// Container `id`'s record.
+    pub fn container_record(&self, id: &str) -> PathBuf {
+        self.container(id).join("container.json")
+    }
+
+    /// Where container `id`'s image volumes get their host directories.
+    pub fn container_volumes(&self, id: &str) -> PathBuf {
+        self.container(id).join("volumes")
+    }
+
+    /// The runtime state root when none is given.
+    pub fn default_state_root(&self) -> PathBuf {
+        self.root.join("run")
+    }
+}
+
+/// Container `id`'s bundle under the runtime state root `state_root`: it
+/// only lives while the container runs, like containerd's.
+pub fn bundle_dir(state_root: &Path, id: &str) -> PathBuf {
+    state_root.join("bundles").join(id)
+}

@@ -1,0 +1,313 @@
+//! From an image to a running container: create (unpack, claim the name,
+//! record, snapshot, mount, runtime spec), start in the foreground, and the
+//! teardown that `--rm` or a failure asks for.
+
+use std::fs::File;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_image::PlatformSpec;
+use berth_runtime::{CreateOptions, Runtime};
+use berth_snapshot::{SnapshotError, Snapshotter};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use oci_spec::runtime::Spec;
+
+use crate::container::{self, ContainerRecord, Status, SNAPSHOT_PREFIX};
+use crate::error::{Error, Result};
+use crate::foreground::{copy_window_size, supervise, Terminal};
+use crate::layout::bundle_dir;
+use crate::spec::{spec_from_config, Overrides};
+use crate::Engine;
+
+/// What a new container is made of besides its image.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerOptions {
+    /// Unique name (default: the first 12 digits of the id).
+    pub name: Option<String>,
+    /// The process, mounts and hostname asked for on top of the image's
+    /// config. `hostname` defaults to the first 12 digits of the id; the
+    /// engine sets `volume_root`.
+    pub overrides: Overrides,
+    /// Remove the container (record, snapshot) when it exits.
+    pub auto_remove: bool,
+    /// The runtime's state root (default: the data root's `run/`).
+    pub state_root: Option<PathBuf>,
+}
+
+/// How a foreground container is attached to this process's stdio.
+#[derive(Debug, Clone)]
+pub struct Attach {
+    /// The container reads this process's stdin (else /dev/null).
+    pub interactive: bool,
+    /// After SIGINT/SIGTERM is forwarded, SIGKILL this much later.
+    pub stop_timeout: Duration,
+}
+
+/// A container set up and recorded but not started: its snapshot mounted
+/// at the bundle's rootfs, its runtime spec built in memory. Consumed by
+/// [`NewContainer::run_foreground`], which tears down what `--rm` or a
+/// failure asks for.
+pub struct NewContainer<'e> {
+    engine: &'e Engine,
+    record: ContainerRecord,
+    spec: Spec,
+    bundle: PathBuf,
+    mounted: bool,
+    snapshotter: Snapshotter,
+}
+
+impl Engine {
+    /// Creates a container from `image` (a name, ID or digest prefix of a
+    /// local image): unpacks the image's missing layers, claims the id and
+    /// name (reaping containers of killed owners first), writes the record,
+    /// prepares and mounts the container's snapshot and builds the runtime
+    /// spec. On failure nothing of the container is left.
+    pub fn create(&self, image_name: &str, opts: &ContainerOptions) -> Result<NewContainer<'_>> {
+        if let Some(name) = &opts.name {
+            if !container::valid_name(name) {
+                return Err(Error::invalid(
+                    format!("container name {name:?}"),
+                    "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+                ));
+            }
+        }
+        // The lease keeps gc away from the blobs and snapshots from here
+        // until the container's active snapshot exists (gc keeps active
+        // snapshots and their parents).
+        let lease = self.images().content().lease()?;
+        let image = self.images().image(image_name, &PlatformSpec::host())?;
+        let snapshotter = self.snapshotter()?;
+        let parent = self.unpack_image(&snapshotter, &image)?;
+
+        let layout = self.layout();
+        let names = container::lock(layout)?;
+        let id = container::new_id()?;
+        let name = opts.name.clone().unwrap_or_else(|| id[..12].to_string());
+        let existing = container::list(layout)?;
+        for warning in container::reap(layout, &existing, &snapshotter) {
+            eprintln!("berth: warning: {warning}");
+        }
+        if let Some(holder) = existing
+            .iter()
+            .find(|c| c.name == name && !(c.auto_remove && c.abandoned()))
+        {
+            return Err(Error::NameInUse {
+                name,
+                id: holder.id.clone(),
+            });
+        }
+        let dir = layout.container(&id);
+        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        let state_root = opts
+            .state_root
+            .clone()
+            .unwrap_or_else(|| layout.default_state_root());
+        let mut new = NewContainer {
+            engine: self,
+            bundle: bundle_dir(&state_root, &id),
+            mounted: false,
+            snapshotter,
+            spec: Spec::default(),
+            record: ContainerRecord {
+                id: id.clone(),
+                name,
+                image: image_name.to_string(),
+                image_ref: image.record.name.to_string(),
+                image_id: image.id().to_string(),
+                snapshot: format!("{SNAPSHOT_PREFIX}{id}"),
+                args: Vec::new(),
+                created: chrono::Utc::now().to_rfc3339(),
+                status: Status::Created,
+                exit_code: None,
+                auto_remove: opts.auto_remove,
+                owner: container::this_process(),
+                state_root,
+            },
+        };
+        let result = (|| {
+            let rootfs = new.bundle.join("rootfs");
+            std::fs::create_dir_all(&rootfs).map_err(|e| Error::io(&rootfs, e))?;
+            container::write(layout, &new.record, !opts.auto_remove)?;
+            drop(names);
+            let mounts = new
+                .snapshotter
+                .prepare(&new.record.snapshot, parent.as_deref())?;
+            drop(lease);
+            berth_snapshot::mount_all(&mounts, &rootfs)?;
+            new.mounted = true;
+            let mut ov = opts.overrides.clone();
+            ov.hostname.get_or_insert_with(|| id[..12].to_string());
+            ov.volume_root = Some(layout.container_volumes(&id));
+            for b in &ov.binds {
+                if !b.source.exists() {
+                    return Err(Error::invalid(
+                        format!("volume {}:{}", b.source.display(), b.destination),
+                        format!(
+                            "the host path {} does not exist (create it first)",
+                            b.source.display()
+                        ),
+                    ));
+                }
+            }
+            new.spec = spec_from_config(&image.config, &ov, &rootfs)?;
+            new.record.args = new
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.args().clone())
+                .unwrap_or_default();
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(new),
+            Err(e) => {
+                let _ = new.cleanup(true);
+                Err(e)
+            }
+        }
+    }
+
+    /// `berth run`: [`Engine::create`], then [`NewContainer::run_foreground`].
+    pub fn run(&self, image: &str, opts: &ContainerOptions, attach: &Attach) -> Result<i32> {
+        self.create(image, opts)?.run_foreground(attach)
+    }
+}
+
+impl NewContainer<'_> {
+    /// The container's record as written.
+    pub fn record(&self) -> &ContainerRecord {
+        &self.record
+    }
+
+    /// The runtime spec the container will run with.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Runs the container in the foreground of this process with the
+    /// runtime linked in: creates and starts it, relays signals (and the
+    /// terminal, with `process.terminal`), waits for it and deletes its
+    /// runtime state. Returns its exit code (128+signal when killed). Then
+    /// records the exit, or with `--rm` (or on failure) removes the
+    /// container; the bundle and mount go either way.
+    pub fn run_foreground(mut self, attach: &Attach) -> Result<i32> {
+        let result = self.start_and_wait(attach);
+        let remove = self.record.auto_remove || result.is_err();
+        if let Ok(code) = &result {
+            if !self.record.auto_remove {
+                self.record.status = Status::Exited;
+                self.record.exit_code = Some(*code);
+                container::write(self.engine.layout(), &self.record, true)?;
+            }
+        }
+        let cleaned = self.cleanup(remove);
+        let code = result?;
+        cleaned?;
+        Ok(code)
+    }
+
+    fn start_and_wait(&mut self, attach: &Attach) -> Result<i32> {
+        let id = self.record.id.clone();
+        let state_root = self.record.state_root.clone();
+        let tty = self
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        berth_runtime::set_child_subreaper()
+            .map_err(|e| Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
+        if !attach.interactive {
+            // The container inherits fds 0-2: without -i its stdin is /dev/null.
+            let null = File::open("/dev/null").map_err(|e| Error::io("/dev/null", e))?;
+            nix::unistd::dup2_stdin(&null)
+                .map_err(|e| Error::sys("redirecting stdin from /dev/null", e))?;
+        }
+        std::fs::create_dir_all(&state_root).map_err(|e| Error::io(&state_root, e))?;
+        let runtime = Runtime::new(&state_root);
+        let mut opts = CreateOptions {
+            spec: Some(self.spec.clone()),
+            ..Default::default()
+        };
+        let mut console = None;
+        if tty {
+            let path = state_root.join(format!(".tty-{id}.sock"));
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).map_err(|e| Error::io(&path, e))?;
+            opts.console_socket = Some(path.clone());
+            console = Some((listener, path));
+        }
+        let created = runtime.create(&id, &self.bundle, &opts);
+        if let Some((_, path)) = &console {
+            let _ = std::fs::remove_file(path);
+        }
+        let container = created?;
+        let outcome = (|| -> Result<i32> {
+            let master = match &console {
+                Some((listener, _)) => Some(
+                    berth_runtime::console::recv_master(listener)
+                        .map_err(|e| {
+                            Error::invalid("receiving the container's terminal", e.to_string())
+                        })?
+                        .0,
+                ),
+                None => None,
+            };
+            if let Some(m) = &master {
+                // Before start, so the process sees the size from its first ioctl.
+                copy_window_size(m);
+            }
+            // Signals are blocked and read from a signalfd from here on (the
+            // init was forked before, so it keeps the original mask).
+            let mut mask = SigSet::empty();
+            for s in berth_runtime::FORWARDED_SIGNALS {
+                mask.add(s);
+            }
+            mask.add(Signal::SIGCHLD);
+            mask.thread_block()
+                .map_err(|e| Error::sys("blocking signals", e))?;
+            let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+                .map_err(|e| Error::sys("creating a signalfd", e))?;
+            container.start()?;
+            self.record.status = Status::Running;
+            container::write(self.engine.layout(), &self.record, false)?;
+            let terminal = master.as_ref().map(|_| Terminal::enter(attach.interactive));
+            let code = supervise(
+                container.pid(),
+                &sfd,
+                master.as_ref(),
+                attach.interactive,
+                attach.stop_timeout,
+            );
+            drop(terminal);
+            code
+        })();
+        if outcome.is_err() {
+            let _ = container.kill(libc::SIGKILL, true);
+            let _ = berth_runtime::wait_exit(container.pid());
+        }
+        container.delete(true)?;
+        outcome
+    }
+
+    /// Unmounts the rootfs and removes the bundle; with `remove` also
+    /// removes the active snapshot and the container's directory.
+    fn cleanup(&mut self, remove: bool) -> Result<()> {
+        let rootfs = self.bundle.join("rootfs");
+        if self.mounted {
+            berth_snapshot::unmount(&rootfs)?;
+            self.mounted = false;
+        }
+        container::remove_dir(&self.bundle)?;
+        if remove {
+            match self.snapshotter.remove(&self.record.snapshot) {
+                Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            container::remove_dir(&self.engine.layout().container(&self.record.id))?;
+        }
+        Ok(())
+    }
+}
