@@ -1,0 +1,315 @@
+//! The snapshotter and its operations, after containerd's interface:
+//! open, prepare, view, commit, mounts, stat, walk, remove, usage and the
+//! crash cleanup. Each operation loads, checks and saves the metadata while
+//! holding its lock, so concurrent processes see one order of operations.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use crate::error::io_err;
+use crate::metadata::{self, Db, Record};
+use crate::{usage, Driver, Info, Kind, Mount, SnapshotError, Usage};
+
+/// A snapshotter rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    root: PathBuf,
+    driver: Driver,
+}
+
+impl Snapshotter {
+    /// Opens (creating if needed) a snapshotter at `root`. With `driver` unset,
+    /// overlay is used if a trial overlay mount under `root` works, otherwise
+    /// plain copy. Leftovers of crashed unpacks are removed.
+    pub fn open(root: &Path, driver: Option<Driver>) -> Result<Snapshotter, SnapshotError> {
+        fs::create_dir_all(root.join("snapshots")).map_err(io_err(root, "create"))?;
+        let mut s = Snapshotter {
+            root: root.to_path_buf(),
+            driver: driver.unwrap_or(Driver::Copy),
+        };
+        {
+            let l = metadata::lock(&s.root)?;
+            let mut db = l.load()?;
+            s.driver = match (db.driver, driver) {
+                (Some(stored), Some(asked)) if stored != asked => {
+                    return Err(SnapshotError::DriverMismatch {
+                        root: root.to_path_buf(),
+                        stored,
+                        asked,
+                    })
+                }
+                (Some(stored), _) => stored,
+                (None, asked) => {
+                    let d = asked.unwrap_or_else(|| Driver::detect(root));
+                    db.driver = Some(d);
+                    l.save(&db)?;
+                    d
+                }
+            };
+        }
+        s.cleanup()?;
+        Ok(s)
+    }
+
+    /// The storage driver in use.
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, id: u64) -> PathBuf {
+        self.root.join("snapshots").join(id.to_string())
+    }
+
+    /// The directory holding a snapshot's files: the upper directory of an
+    /// overlay active snapshot, or the full tree with the copy driver. Layers
+    /// are applied here.
+    pub fn fs_dir(&self, key: &str) -> Result<PathBuf, SnapshotError> {
+        let info = self.stat(key)?;
+        if info.kind == Kind::View {
+            return Err(SnapshotError::WrongKind {
+                key: key.to_string(),
+                actual: info.kind.name(),
+                expected: "active or committed",
+            });
+        }
+        Ok(self.dir(info.id).join("fs"))
+    }
+
+    /// Parent layer directories for overlay application onto `key`, topmost first.
+    pub fn parent_dirs(&self, key: &str) -> Result<Vec<PathBuf>, SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
+        let r = db
+            .snapshots
+            .get(key)
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        match &r.parent {
+            None => Ok(Vec::new()),
+            Some(p) => Ok(db
+                .lineage(p)?
+                .into_iter()
+                .map(|(_, id)| self.dir(id).join("fs"))
+                .collect()),
+        }
+    }
+
+    fn create(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
+        if db.snapshots.contains_key(key) {
+            return Err(SnapshotError::AlreadyExists(key.to_string()));
+        }
+        if let Some(p) = parent {
+            let r = db
+                .snapshots
+                .get(p)
+                .ok_or_else(|| SnapshotError::NotFound(p.to_string()))?;
+            if r.kind != Kind::Committed {
+                return Err(SnapshotError::WrongKind {
+                    key: p.to_string(),
+                    actual: r.kind.name(),
+                    expected: "committed (only committed snapshots can be parents)",
+                });
+            }
+        }
+        db.next_id += 1;
+        let id = db.next_id;
+        let dir = self.dir(id);
+        let needs_dirs = !(kind == Kind::View && parent.is_some());
+        if needs_dirs {
+            let parent_fs = parent.map(|p| self.dir(db.snapshots[p].id).join("fs"));
+            let made = self.driver.make_dirs(kind, &dir, parent_fs.as_deref());
+            if let Err(e) = made {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        } else {
+            fs::create_dir_all(&dir).map_err(io_err(&dir, "create"))?;
+        }
+        db.snapshots.insert(
+            key.to_string(),
+            Record {
+                id,
+                kind,
+                parent: parent.map(str::to_string),
+                created: metadata::now(),
+            },
+        );
+        if let Err(e) = l.save(&db) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.mounts_locked(&db, key)
+    }
+
+    /// Creates a writable snapshot `key` on top of committed `parent`.
+    pub fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(key, parent, Kind::Active)
+    }
+
+    /// Creates a read-only snapshot `key` of committed `parent`.
+    pub fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>, SnapshotError> {
+        self.create(key, parent, Kind::View)
+    }
+
+    /// Turns active snapshot `key` into committed snapshot `name`.
+    pub fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
+        if db.snapshots.contains_key(name) {
+            return Err(SnapshotError::AlreadyExists(name.to_string()));
+        }
+        let mut r = db
+            .snapshots
+            .get(key)
+            .cloned()
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        if r.kind != Kind::Active {
+            return Err(SnapshotError::WrongKind {
+                key: key.to_string(),
+                actual: r.kind.name(),
+                expected: "active",
+            });
+        }
+        // Make the layer durable before it becomes visible under its name.
+        let fsdir = self.dir(r.id).join("fs");
+        if let Ok(f) = File::open(&fsdir) {
+            nix::unistd::syncfs(&f).map_err(|e| io_err(&fsdir, "syncfs")(e.into()))?;
+        }
+        db.snapshots.remove(key);
+        r.kind = Kind::Committed;
+        db.snapshots.insert(name.to_string(), r);
+        l.save(&db)
+    }
+
+    fn mounts_locked(&self, db: &Db, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        let r = db
+            .snapshots
+            .get(key)
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let own = self.dir(r.id);
+        let parents: Vec<PathBuf> = match &r.parent {
+            Some(p) => db
+                .lineage(p)?
+                .into_iter()
+                .map(|(_, id)| self.dir(id).join("fs"))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(vec![self.driver.mount(r.kind, &own, parents)])
+    }
+
+    /// How to mount snapshot `key`.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
+        self.mounts_locked(&db, key)
+    }
+
+    /// Metadata of one snapshot.
+    pub fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
+        db.snapshots
+            .get(key)
+            .map(|r| r.info(key))
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))
+    }
+
+    /// Calls `f` for every snapshot, in name order.
+    pub fn walk(&self, mut f: impl FnMut(&Info)) -> Result<(), SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let db = l.load()?;
+        drop(l);
+        for (k, r) in &db.snapshots {
+            f(&r.info(k));
+        }
+        Ok(())
+    }
+
+    /// Removes snapshot `key` (unmount it first). Parents of others cannot be removed.
+    pub fn remove(&self, key: &str) -> Result<(), SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
+        let r = db
+            .snapshots
+            .get(key)
+            .cloned()
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let children: Vec<String> = db
+            .snapshots
+            .iter()
+            .filter(|(_, c)| c.parent.as_deref() == Some(key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !children.is_empty() {
+            return Err(SnapshotError::HasChildren {
+                key: key.to_string(),
+                children,
+            });
+        }
+        db.snapshots.remove(key);
+        l.save(&db)?;
+        // A crash here leaves an unreferenced directory that `open` removes.
+        let dir = self.dir(r.id);
+        remove_tree(&dir)
+    }
+
+    /// Disk use of the snapshot's own directory (the upper layer for overlay).
+    pub fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
+        let info = self.stat(key)?;
+        usage::measure(&self.dir(info.id).join("fs"))
+    }
+
+    /// Removes unreferenced snapshot directories (a crash between creating
+    /// and recording them) and active snapshots of unpacks whose process died.
+    pub fn cleanup(&self) -> Result<(), SnapshotError> {
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
+        let dead: Vec<String> = db
+            .snapshots
+            .iter()
+            .filter(|(k, r)| r.kind == Kind::Active && crate::unpack::owner_is_dead(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !dead.is_empty() {
+            for k in &dead {
+                db.snapshots.remove(k);
+            }
+            l.save(&db)?;
+        }
+        let live: std::collections::HashSet<u64> = db.snapshots.values().map(|r| r.id).collect();
+        let snaps = self.root.join("snapshots");
+        for e in fs::read_dir(&snaps).map_err(io_err(&snaps, "list"))? {
+            let e = e.map_err(io_err(&snaps, "list"))?;
+            let keep = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|id| live.contains(&id));
+            if !keep {
+                remove_tree(&e.path())?;
+            }
+        }
+        let _ = fs::remove_file(self.root.join(metadata::TEMP_NAME));
+        Ok(())
+    }
+}
+
+fn remove_tree(dir: &Path) -> Result<(), SnapshotError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(dir, "remove")(e)),
+    }
+}
