@@ -21,7 +21,7 @@ use crate::digest::{validate_name, Digest};
 use crate::error::{Code, Error, Result};
 use crate::lowat::{self, BodyLowat, ConnSocket};
 use crate::metrics::Metrics;
-use crate::store::{Session, Store, MAX_MANIFEST};
+use crate::store::{blob_too_large, Session, SharedSession, Store, MAX_MANIFEST};
 
 /// Everything a request handler needs.
 pub struct App {
@@ -639,12 +639,52 @@ async fn blob_get(app: &App, repo: &str, d: &Digest, req: Request) -> Result<Res
 }
 
 /// Streams a request body into an upload, writing in ~512 KiB pieces and
-/// aborting if the client stalls for `app.body_idle_timeout`.
+/// aborting if the client stalls for `app.body_idle_timeout`. A body that
+/// grows past the blob size limit is cut off (413) and the session, which
+/// can no longer become a blob, is dropped with its data.
 async fn pump(app: &App, session: &mut Session, req: Request) -> Result<()> {
     let received = pump_pieces(app, session, req).await;
     // Whatever happened, what was handed to storage is there before we answer.
     let settled = session.settle(&app.store).await;
+    if received
+        .as_ref()
+        .is_err_and(|e| e.status() == StatusCode::PAYLOAD_TOO_LARGE)
+    {
+        app.store.upload_cancel(session).await?;
+    }
     received.and(settled)
+}
+
+/// The body length a request declares in `Content-Length`, if any.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Refuses a request whose declared body would take `what`, holding
+/// `held` bytes already, past the blob size limit. It runs before the body
+/// is touched: hyper sends `100 Continue` only when a handler first reads
+/// the body, so a client that asked for it never sends the body at all.
+fn check_declared_size(app: &App, req: &Request, held: u64, what: &str) -> Result<()> {
+    let (Some(max), Some(len)) = (app.store.max_blob_size, declared_length(req)) else {
+        return Ok(());
+    };
+    if held.saturating_add(len) > max {
+        let on_top = match held {
+            0 => String::new(),
+            n => format!(" on top of the {n} bytes it holds"),
+        };
+        return Err(blob_too_large(
+            &format!("{what}: its declared Content-Length of {len} bytes{on_top}"),
+            max,
+        ));
+    }
+    Ok(())
 }
 
 /// The chunks of a request body received but not yet handed to storage.
@@ -737,6 +777,17 @@ async fn pump_pieces(app: &App, session: &mut Session, req: Request) -> Result<(
             }
             Some(Ok(chunk)) => {
                 last_data = Instant::now();
+                // Bodies without a declared length (chunked transfer, HTTP/2)
+                // are checked as they grow.
+                if let Some(max) = app.store.max_blob_size {
+                    let total = session.offset + (pending.len + chunk.len()) as u64;
+                    if total > max {
+                        return Err(blob_too_large(
+                            &format!("upload {} ({total} bytes received so far)", session.id),
+                            max,
+                        ));
+                    }
+                }
                 lowat.received(chunk.len() as u64);
                 app.metrics
                     .bytes_received
@@ -790,11 +841,26 @@ async fn upload_post(app: &App, repo: &str, req: Request) -> Result<Response> {
     let digest = query_one(&q, "digest")
         .map(|d| Digest::parse(&d))
         .transpose()?;
+    if digest.is_some() {
+        check_declared_size(app, &req, 0, &format!("monolithic upload to {repo}"))?;
+    }
     let session = app.store.upload_start(repo).await?;
     let mut s = session.lock().await;
     if let Some(d) = digest {
-        pump(app, &mut s, req).await?;
-        app.store.upload_finish(&mut s, &d).await?;
+        let pushed = async {
+            pump(app, &mut s, req).await?;
+            app.store.upload_finish(&mut s, &d).await
+        }
+        .await;
+        if let Err(e) = pushed {
+            // The client never learned this session's location: drop it.
+            if !s.is_closed() {
+                if let Err(c) = app.store.upload_cancel(&mut s).await {
+                    tracing::warn!(upload = %s.id, error = %c, "dropping a failed monolithic upload");
+                }
+            }
+            return Err(e);
+        }
         app.metrics.blobs_committed.fetch_add(1, Ordering::Relaxed);
         return Ok(created_blob(repo, &d));
     }
@@ -850,24 +916,53 @@ fn upload_status(repo: &str, s: &Session, status: StatusCode) -> Response {
     )
 }
 
-async fn upload_op(app: &App, repo: &str, id: &str, req: Request) -> Result<Response> {
-    let session = app.store.upload_get(repo, id).await?;
-    let mut s = session.lock().await;
-    // A session finished or cancelled while we waited for the lock.
-    if app.store.upload_get(repo, id).await.is_err() {
-        return Err(Error::new(
-            Code::BlobUploadUnknown,
-            format!("upload {id} in repository {repo} was finished or cancelled"),
-        ));
+/// Locks session `id` of `repo` for one request. A session finished,
+/// cancelled or expired while the request waited for it is unknown; one
+/// dropped from memory after a failed write is reloaded from storage.
+async fn lock_upload(
+    app: &App,
+    repo: &str,
+    id: &str,
+) -> Result<tokio::sync::OwnedMutexGuard<Session>> {
+    loop {
+        let session: SharedSession = app.store.upload_get(repo, id).await?;
+        let mut s = session.clone().lock_owned().await;
+        if app.store.is_current(id, &session) {
+            s.touch();
+            return Ok(s);
+        }
+        if s.is_closed() {
+            return Err(Error::new(
+                Code::BlobUploadUnknown,
+                format!("upload {id} in repository {repo} was finished, cancelled or expired: start a new one"),
+            ));
+        }
     }
+}
+
+async fn upload_op(app: &App, repo: &str, id: &str, req: Request) -> Result<Response> {
+    let mut s = lock_upload(app, repo, id).await?;
+    let result = upload_op_locked(app, repo, id, &mut s, req).await;
+    // Idle time counts from the end of the last request.
+    s.touch();
+    result
+}
+
+async fn upload_op_locked(
+    app: &App,
+    repo: &str,
+    id: &str,
+    s: &mut Session,
+    req: Request,
+) -> Result<Response> {
     match req.method().clone() {
-        Method::GET => Ok(upload_status(repo, &s, StatusCode::NO_CONTENT)),
+        Method::GET => Ok(upload_status(repo, s, StatusCode::NO_CONTENT)),
         Method::DELETE => {
-            app.store.upload_cancel(&mut s).await?;
+            app.store.upload_cancel(s).await?;
             Ok(finish(reply(StatusCode::NO_CONTENT), Body::empty()))
         }
         Method::PATCH => {
-            if let Err(e) = check_chunk(&req, &s) {
+            if let Err(e) = check_chunk(&req, s) {
                 let mut r = error_response(&e);
                 for (k, v) in [
                     (header::LOCATION, upload_location(repo, &s.id)),
@@ -879,8 +974,9 @@ async fn upload_op(app: &App, repo: &str, id: &str, req: Request) -> Result<Resp
                 }
                 return Ok(r);
             }
-            pump(app, &mut s, req).await?;
-            Ok(upload_status(repo, &s, StatusCode::ACCEPTED))
+            check_declared_size(app, &req, s.offset, &format!("upload {id}"))?;
+            pump(app, s, req).await?;
+            Ok(upload_status(repo, s, StatusCode::ACCEPTED))
         }
         Method::PUT => {
             let q = req.uri().query().unwrap_or("").to_string();
@@ -891,9 +987,10 @@ async fn upload_op(app: &App, repo: &str, id: &str, req: Request) -> Result<Resp
                 )
             })?;
             let d = Digest::parse(&d)?;
-            check_chunk(&req, &s)?;
-            pump(app, &mut s, req).await?;
-            app.store.upload_finish(&mut s, &d).await?;
+            check_chunk(&req, s)?;
+            check_declared_size(app, &req, s.offset, &format!("upload {id}"))?;
+            pump(app, s, req).await?;
+            app.store.upload_finish(s, &d).await?;
             app.metrics.blobs_committed.fetch_add(1, Ordering::Relaxed);
             Ok(created_blob(repo, &d))
         }

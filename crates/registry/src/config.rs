@@ -144,13 +144,39 @@ impl Default for GcConfig {
     }
 }
 
-/// Request limits.
+/// Request limits. Every one applies by default (`crates/registry/README.md`,
+/// "Request limits", explains each default):
+///
+/// - `max_blob_size`: largest blob, 16 GiB;
+/// - manifests: at most 4 MiB (fixed: clients refuse larger ones too), 413
+///   SIZE_INVALID otherwise, checked on `Content-Length` first;
+/// - `max_uploads_per_repo`: upload sessions open at once per repository, 1000;
+/// - `upload_idle_timeout_secs`: an upload session no request used for an
+///   hour is removed;
+/// - `header_timeout_secs`, `body_idle_timeout_secs`, `request_timeout_secs`:
+///   slow clients; `max_in_flight`: requests served at once (unlimited).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Largest blob accepted, in bytes (none by default).
-    #[serde(default)]
+    /// Largest blob accepted, in bytes (default 16 GiB; `null` for no
+    /// limit). A monolithic POST, PATCH or PUT whose `Content-Length`
+    /// (plus what its session holds) is larger gets 413 SIZE_INVALID at
+    /// once, before `100 Continue` and without its body being read; a body
+    /// without a length is cut off with 413 when it grows past the limit,
+    /// and its session is dropped.
+    #[serde(default = "default_max_blob_size")]
     pub max_blob_size: Option<u64>,
+    /// Upload sessions one repository may have open at once (default
+    /// 1000); a POST beyond gets 429 TOOMANYREQUESTS. Finished, cancelled
+    /// and expired sessions free their slot.
+    #[serde(default = "default_max_uploads_per_repo")]
+    pub max_uploads_per_repo: u64,
+    /// Seconds an upload session may go without a request before it is
+    /// abandoned (default 3600): a sweep in the serving process removes its
+    /// data, and later requests to it get 404 BLOB_UPLOAD_UNKNOWN. A
+    /// session a request is streaming into is never idle.
+    #[serde(default = "hour")]
+    pub upload_idle_timeout_secs: u64,
     /// Seconds a client may take to send its request headers.
     #[serde(default = "thirty")]
     pub header_timeout_secs: u64,
@@ -165,6 +191,12 @@ pub struct Limits {
     pub max_in_flight: Option<u64>,
 }
 
+fn default_max_blob_size() -> Option<u64> {
+    Some(16 << 30)
+}
+fn default_max_uploads_per_repo() -> u64 {
+    1000
+}
 fn thirty() -> u64 {
     30
 }
@@ -175,7 +207,9 @@ fn sixty() -> u64 {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_blob_size: None,
+            max_blob_size: default_max_blob_size(),
+            max_uploads_per_repo: default_max_uploads_per_repo(),
+            upload_idle_timeout_secs: hour(),
             header_timeout_secs: thirty(),
             body_idle_timeout_secs: sixty(),
             request_timeout_secs: sixty(),
@@ -271,6 +305,27 @@ mod tests {
         let c = Config::load(&t).unwrap();
         assert_eq!(c.storage.root, PathBuf::from("/x"));
         assert_eq!(c.limits.max_blob_size, Some(10));
+        // Limits apply without a config; `null` lifts the blob size limit.
+        let d = Config::default().limits;
+        assert_eq!(d.max_blob_size, Some(16 << 30));
+        assert_eq!(
+            (d.max_uploads_per_repo, d.upload_idle_timeout_secs),
+            (1000, 3600)
+        );
+        std::fs::write(
+            &y,
+            "limits:\n  max_blob_size: null\n  max_uploads_per_repo: 5\n  upload_idle_timeout_secs: 2\n",
+        )
+        .unwrap();
+        let c = Config::load(&y).unwrap();
+        assert_eq!(c.limits.max_blob_size, None);
+        assert_eq!(
+            (
+                c.limits.max_uploads_per_repo,
+                c.limits.upload_idle_timeout_secs
+            ),
+            (5, 2)
+        );
         std::fs::write(&y, "bogus: 1\n").unwrap();
         let e = Config::load(&y).unwrap_err().to_string();
         assert!(e.contains("bogus") && e.contains("c.yml"), "{e}");

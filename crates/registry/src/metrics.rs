@@ -25,6 +25,8 @@ pub struct Metrics {
     pub gc_manifests_deleted: AtomicU64,
     /// Upload sessions removed by GC.
     pub gc_uploads_deleted: AtomicU64,
+    /// Upload sessions removed after `limits.upload_idle_timeout_secs`.
+    pub uploads_expired: AtomicU64,
 }
 
 impl Metrics {
@@ -98,6 +100,11 @@ impl Metrics {
                 "berth_registry_gc_uploads_deleted_total",
                 "Stale uploads deleted by GC.",
                 &self.gc_uploads_deleted,
+            ),
+            (
+                "berth_registry_uploads_expired_total",
+                "Abandoned upload sessions removed.",
+                &self.uploads_expired,
             ),
         ];
         for (name, help, v) in counters {

@@ -1,5 +1,6 @@
 //! Starting, serving and stopping the registry: TCP or TLS accept loop,
-//! header timeouts, graceful shutdown, and the GC task.
+//! header timeouts, graceful shutdown, the GC task and the sweep of
+//! abandoned upload sessions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,6 +183,39 @@ fn spawn_access_log() -> (
     (tx, task)
 }
 
+/// Removes abandoned upload sessions while the registry serves (see
+/// [`Store::expire_uploads`]). Sessions in memory are checked every quarter
+/// of the idle timeout (at most every minute), so one goes at most 25 %
+/// after its time; storage is listed for sessions left from before a
+/// restart once per idle timeout (at most hourly), as listing costs a
+/// request per session on S3.
+async fn expire_uploads(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+    let idle = app.store.upload_idle_timeout;
+    let tick = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let scan_every = idle.min(Duration::from_secs(3600));
+    let mut last_scan = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stopped.changed() => return,
+        }
+        let stored = last_scan.elapsed() >= scan_every;
+        if stored {
+            last_scan = std::time::Instant::now();
+        }
+        match app.store.expire_uploads(stored).await {
+            Ok(0) => {}
+            Ok(n) => {
+                app.metrics
+                    .uploads_expired
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(uploads = n, "abandoned upload sessions removed");
+            }
+            Err(e) => tracing::warn!(error = %e, "removing abandoned upload sessions failed"),
+        }
+    }
+}
+
 /// Starts a registry for `config` on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let driver: Arc<dyn crate::storage::Driver> =
@@ -203,6 +237,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         };
     let mut store = Store::new(driver);
     store.max_blob_size = config.limits.max_blob_size;
+    store.max_uploads_per_repo = config.limits.max_uploads_per_repo;
+    store.upload_idle_timeout = Duration::from_secs(config.limits.upload_idle_timeout_secs.max(1));
     store.touch_after = Duration::from_secs(10).min(Duration::from_secs(config.gc.grace_secs) / 4);
     let auth = if config.auth.htpasswd.is_some() || config.auth.token.is_some() {
         Auth::from_config(&config.auth)?
@@ -269,6 +305,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 }
             }
         });
+    }
+
+    if !config.read_only {
+        tokio::spawn(expire_uploads(app.clone(), stopped.clone()));
     }
 
     let header_timeout = Duration::from_secs(config.limits.header_timeout_secs.max(1));

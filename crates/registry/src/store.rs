@@ -21,10 +21,17 @@
 //! the server runs, so no chunk is ever read back. After a restart the first
 //! request that touches an old session re-hashes its data file once (sha2's
 //! internal state has no portable serialisation).
+//!
+//! Upload limits: the sessions held in memory are counted per repository
+//! (`max_uploads_per_repo`), and [`Store::expire_uploads`] removes those no
+//! request has used for `upload_idle_timeout`. A session leaves storage
+//! before memory, and requests check, once they hold its lock, that it is
+//! still the one held ([`Store::is_current`]): a request racing with a
+//! finish, cancel or expiry gets BLOB_UPLOAD_UNKNOWN.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -94,6 +101,11 @@ pub struct Session {
     /// Bytes received.
     pub offset: u64,
     writer: Option<Box<dyn Appender>>,
+    /// When a request last used the session (the expiry sweep's clock).
+    touched: Instant,
+    /// Set when the session is finished, cancelled or expired, for
+    /// requests that were waiting for its lock.
+    closed: bool,
 }
 
 /// The running hash of an upload. Each piece is hashed on the blocking
@@ -144,20 +156,38 @@ impl Hashing {
     }
 }
 
+/// The 413 SIZE_INVALID answer for `what` (an upload or a request body)
+/// that would grow past the blob size limit `max`.
+pub fn blob_too_large(what: &str, max: u64) -> Error {
+    Error::with_status(
+        Code::SizeInvalid,
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "{what} would exceed the registry's blob size limit of {max} bytes \
+             (limits.max_blob_size in its config): push a smaller blob, or ask the \
+             registry's operator to raise the limit"
+        ),
+    )
+}
+
 impl Session {
+    /// Notes that a request uses the session now (the expiry sweep only
+    /// removes sessions idle for `limits.upload_idle_timeout_secs`).
+    pub fn touch(&mut self) {
+        self.touched = Instant::now();
+    }
+
+    /// True once the session was finished, cancelled or expired.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     /// Appends the concatenation of `parts`, hashing it on the way.
     pub async fn append(&mut self, store: &Store, parts: Vec<Bytes>) -> Result<()> {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if let Some(max) = store.max_blob_size {
             if self.offset + len > max {
-                return Err(Error::with_status(
-                    Code::SizeInvalid,
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "upload {} exceeds the registry's blob size limit of {max} bytes",
-                        self.id
-                    ),
-                ));
+                return Err(blob_too_large(&format!("upload {}", self.id), max));
             }
         }
         if self.writer.is_none() {
@@ -206,17 +236,96 @@ impl Session {
     }
 }
 
+/// An upload session shared by the requests that use it.
+pub type SharedSession = Arc<tokio::sync::Mutex<Session>>;
+
+/// The upload sessions held in memory, with their repositories, and how
+/// many each repository has open (counting reservations of sessions being
+/// created).
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, (String, SharedSession)>,
+    per_repo: HashMap<String, u64>,
+}
+
+fn count_up(per_repo: &mut HashMap<String, u64>, repo: &str) {
+    *per_repo.entry(repo.to_string()).or_default() += 1;
+}
+
+fn count_down(per_repo: &mut HashMap<String, u64>, repo: &str) {
+    if let Some(n) = per_repo.get_mut(repo) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_repo.remove(repo);
+        }
+    }
+}
+
+impl Sessions {
+    /// Adds `session` as `id` of `repo` unless `id` is held already;
+    /// returns the one held. `reserved`: its slot was counted by
+    /// [`Store::upload_start`] beforehand.
+    fn insert(
+        &mut self,
+        id: &str,
+        repo: &str,
+        session: SharedSession,
+        reserved: bool,
+    ) -> SharedSession {
+        use std::collections::hash_map::Entry;
+        match self.by_id.entry(id.to_string()) {
+            Entry::Occupied(e) => {
+                if reserved {
+                    count_down(&mut self.per_repo, repo);
+                }
+                e.get().1.clone()
+            }
+            Entry::Vacant(e) => {
+                if !reserved {
+                    count_up(&mut self.per_repo, repo);
+                }
+                e.insert((repo.to_string(), session.clone()));
+                session
+            }
+        }
+    }
+
+    /// Drops `id`, freeing its repository's slot.
+    fn remove(&mut self, id: &str) {
+        if let Some((repo, _)) = self.by_id.remove(id) {
+            count_down(&mut self.per_repo, &repo);
+        }
+    }
+
+    /// Drops `id` if it is still `session` (not a newer reload).
+    fn remove_if(&mut self, id: &str, session: &SharedSession) {
+        if self
+            .by_id
+            .get(id)
+            .is_some_and(|(_, s)| Arc::ptr_eq(s, session))
+        {
+            self.remove(id);
+        }
+    }
+}
+
 /// The repository store shared by all handlers.
 pub struct Store {
     /// The storage backend.
     pub driver: Arc<dyn Driver>,
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    sessions: Mutex<Sessions>,
     /// Held shared by operations that make a blob referenced, exclusively by
     /// GC while it deletes: a blob GC sees as old cannot gain a reference
     /// between GC's check and its delete.
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
-    /// Largest blob accepted, if limited.
+    /// Largest blob accepted, if limited (`limits.max_blob_size`).
     pub max_blob_size: Option<u64>,
+    /// Upload sessions one repository may have open at once
+    /// (`limits.max_uploads_per_repo`).
+    pub max_uploads_per_repo: u64,
+    /// An upload session no request used for this long is removed by
+    /// [`Store::expire_uploads`] (`limits.upload_idle_timeout_secs`).
+    pub upload_idle_timeout: Duration,
     /// A reference refreshes a blob's GC clock when it is older than this
     /// (well under the GC grace period; saves a write per hot read).
     pub touch_after: Duration,
@@ -245,9 +354,11 @@ impl Store {
     pub fn new(driver: Arc<dyn Driver>) -> Store {
         Store {
             driver,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             gc_lock: tokio::sync::RwLock::new(()),
             max_blob_size: None,
+            max_uploads_per_repo: u64::MAX,
+            upload_idle_timeout: Duration::from_secs(3600),
             touch_after: Duration::from_secs(10),
         }
     }
@@ -345,41 +456,68 @@ impl Store {
         Ok(true)
     }
 
-    /// Starts an upload session in `repo` and returns it.
-    pub async fn upload_start(&self, repo: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+    /// Starts an upload session in `repo` and returns it, or
+    /// TOOMANYREQUESTS when `repo` has `max_uploads_per_repo` open.
+    pub async fn upload_start(&self, repo: &str) -> Result<SharedSession> {
         let id = crate::storage::random_hex(16);
         let info = serde_json::to_vec(&UploadInfo {
             repo: repo.to_string(),
         })
         .map_err(std::io::Error::other)?;
+        {
+            let mut sessions = self.lock_sessions();
+            let open = sessions.per_repo.get(repo).copied().unwrap_or(0);
+            if open >= self.max_uploads_per_repo {
+                return Err(Error::new(
+                    Code::TooManyRequests,
+                    format!(
+                        "repository {repo} has {open} upload sessions open, the registry's limit \
+                         (limits.max_uploads_per_repo): finish or cancel one (DELETE on its \
+                         location), or wait until abandoned ones expire \
+                         (limits.upload_idle_timeout_secs)"
+                    ),
+                ));
+            }
+            // Reserved now, so concurrent POSTs cannot overshoot the limit.
+            count_up(&mut sessions.per_repo, repo);
+        }
         // Scratch: a session lost in a machine crash is simply started again.
         // The data file appears with the first chunk.
-        self.driver
+        let stored = self
+            .driver
             .put_scratch(&format!("uploads/{id}/info"), Bytes::from(info))
-            .await?;
+            .await;
+        if let Err(e) = stored {
+            count_down(&mut self.lock_sessions().per_repo, repo);
+            return Err(e.into());
+        }
         let session = Arc::new(tokio::sync::Mutex::new(Session {
             repo: repo.to_string(),
             id: id.clone(),
             hashing: Hashing::Idle(Hasher::new(Algorithm::Sha256)),
             offset: 0,
             writer: None,
+            touched: Instant::now(),
+            closed: false,
         }));
-        self.lock_sessions().insert(id, session.clone());
-        Ok(session)
+        Ok(self.lock_sessions().insert(&id, repo, session, true))
     }
 
-    fn lock_sessions(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Session>>>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// True while `session` is the one held in memory as `id`: false once
+    /// it was finished, cancelled, expired or dropped after a failed write.
+    pub fn is_current(&self, id: &str, session: &SharedSession) -> bool {
+        self.lock_sessions()
+            .by_id
+            .get(id)
+            .is_some_and(|(_, s)| Arc::ptr_eq(s, session))
+    }
+
     /// The session `id` of `repo`, reloading it from storage after a restart.
-    pub async fn upload_get(
-        &self,
-        repo: &str,
-        id: &str,
-    ) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+    pub async fn upload_get(&self, repo: &str, id: &str) -> Result<SharedSession> {
         let unknown = || {
             Error::new(
                 Code::BlobUploadUnknown,
@@ -389,8 +527,14 @@ impl Store {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(unknown());
         }
-        if let Some(s) = self.lock_sessions().get(id) {
-            return Ok(s.clone());
+        if let Some((owner, s)) = self.lock_sessions().by_id.get(id) {
+            // Another repository's session (or one being expired) is not
+            // this repository's to use.
+            return if owner == repo {
+                Ok(s.clone())
+            } else {
+                Err(unknown())
+            };
         }
         let info = self
             .driver
@@ -417,19 +561,27 @@ impl Store {
             hashing: Hashing::Idle(hasher),
             offset: size,
             writer: None,
+            touched: Instant::now(),
+            closed: false,
         }));
-        let mut sessions = self.lock_sessions();
-        Ok(sessions.entry(id.to_string()).or_insert(session).clone())
+        Ok(self.lock_sessions().insert(id, repo, session, false))
+    }
+
+    /// Removes a session's state from storage, then from memory. In that
+    /// order: a request arriving meanwhile finds the session in memory,
+    /// waits for its lock and then sees it closed, instead of reloading
+    /// it from what storage still held.
+    async fn close(&self, session: &mut Session) -> Result<()> {
+        session.writer = None;
+        let removed = self.driver.delete(&format!("uploads/{}", session.id)).await;
+        session.closed = true;
+        self.lock_sessions().remove(&session.id);
+        Ok(removed?)
     }
 
     /// Cancels and removes an upload session.
     pub async fn upload_cancel(&self, session: &mut Session) -> Result<()> {
-        session.writer = None;
-        self.lock_sessions().remove(&session.id);
-        self.driver
-            .delete(&format!("uploads/{}", session.id))
-            .await?;
-        Ok(())
+        self.close(session).await
     }
 
     /// Verifies the upload against `expected` and commits it as a blob of
@@ -502,21 +654,98 @@ impl Store {
             stored?;
             linked?;
         }
-        self.lock_sessions().remove(&session.id);
-        self.driver
-            .delete(&format!("uploads/{}", session.id))
-            .await?;
-        Ok(())
+        self.close(session).await
     }
 
     /// Ids of the upload sessions known in memory (GC keeps them).
     pub(crate) fn active_sessions(&self) -> BTreeSet<String> {
-        self.lock_sessions().keys().cloned().collect()
+        self.lock_sessions().by_id.keys().cloned().collect()
     }
 
     /// Drops a session from memory (GC expiry).
     pub(crate) fn forget_session(&self, id: &str) {
         self.lock_sessions().remove(id);
+    }
+
+    /// Removes the upload sessions no request has used for
+    /// `upload_idle_timeout`, from storage and memory; later requests to
+    /// them get BLOB_UPLOAD_UNKNOWN. Sessions held in memory are judged by
+    /// their last request (one a request is using is never idle); with
+    /// `stored`, sessions found only in storage (left from before a
+    /// restart) by the times of their files. Returns how many went.
+    pub async fn expire_uploads(&self, stored: bool) -> Result<u64> {
+        let idle = self.upload_idle_timeout;
+        let mut expired = 0;
+        let held: Vec<(String, SharedSession)> = self
+            .lock_sessions()
+            .by_id
+            .iter()
+            .map(|(id, (_, s))| (id.clone(), s.clone()))
+            .collect();
+        for (id, shared) in held {
+            let Ok(mut s) = shared.clone().try_lock_owned() else {
+                continue; // a request is using it
+            };
+            if s.closed || s.touched.elapsed() < idle || !self.is_current(&id, &shared) {
+                continue;
+            }
+            match self.close(&mut s).await {
+                Ok(()) => expired += 1,
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "removing an expired upload failed")
+                }
+            }
+        }
+        if !stored {
+            return Ok(expired);
+        }
+        let now = SystemTime::now();
+        for id in self.driver.list("uploads").await? {
+            if self.lock_sessions().by_id.contains_key(&id) {
+                continue;
+            }
+            let dir = format!("uploads/{id}");
+            let mut newest = None;
+            for key in [dir.clone(), format!("{dir}/data"), format!("{dir}/info")] {
+                if let Some(m) = self.driver.stat(&key).await? {
+                    newest = newest.max(Some(m.modified));
+                }
+            }
+            let stale = newest.is_some_and(|t| now.duration_since(t).is_ok_and(|age| age >= idle));
+            if !stale {
+                continue;
+            }
+            // Claim the id while its state is removed: a request for it
+            // meanwhile finds the claim (no repository's session) rather
+            // than reloading the session from storage.
+            let claim = Arc::new(tokio::sync::Mutex::new(Session {
+                repo: String::new(),
+                id: id.clone(),
+                hashing: Hashing::Idle(Hasher::new(Algorithm::Sha256)),
+                offset: 0,
+                writer: None,
+                touched: Instant::now(),
+                closed: false,
+            }));
+            let mut s = claim.clone().lock_owned().await;
+            {
+                let mut sessions = self.lock_sessions();
+                if sessions.by_id.contains_key(&id) {
+                    continue; // reloaded by a request meanwhile
+                }
+                sessions.insert(&id, "", claim.clone(), false);
+            }
+            let removed = self.driver.delete(&dir).await;
+            s.closed = true;
+            self.lock_sessions().remove_if(&id, &claim);
+            match removed {
+                Ok(()) => expired += 1,
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "removing an expired upload failed")
+                }
+            }
+        }
+        Ok(expired)
     }
 
     /// Resolves `reference` (tag or digest) in `repo` to a digest.
