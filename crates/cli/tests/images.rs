@@ -137,7 +137,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    berth_content::digest_of(data).digest().to_string()
+    berth_core::digest::sha256_of(data).digest().to_string()
 }
 
 /// Imports busybox as `name` and saves it to the OCI archive `<name>.tar`;

@@ -12,15 +12,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O error on a named path.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (shown, so not also chained as a source).
+        cause: std::io::Error,
     },
     /// A digest string that is not `sha256:<64 hex>` or `sha512:<128 hex>`.
-    #[error("invalid digest {digest:?}: {reason} (expected sha256:<64 hex> or sha512:<128 hex>)")]
+    #[error("invalid digest {digest:?}: {reason}")]
     InvalidDigest {
         /// The text that was given.
         digest: String,
@@ -54,12 +54,12 @@ pub enum Error {
         actual: u64,
     },
     /// A malformed JSON document (index.json, oci-layout, ...).
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: invalid JSON: {cause}")]
     Json {
         /// The file involved.
         path: PathBuf,
-        /// The parser's complaint.
-        source: serde_json::Error,
+        /// The parser's complaint (shown, so not also chained as a source).
+        cause: serde_json::Error,
     },
     /// A directory that is not a valid OCI image layout.
     #[error("{path}: not an OCI image layout: {reason}")]
@@ -71,12 +71,21 @@ pub enum Error {
     },
 }
 
+impl From<berth_core::digest::DigestError> for Error {
+    fn from(e: berth_core::digest::DigestError) -> Error {
+        Error::InvalidDigest {
+            digest: e.digest,
+            reason: e.reason,
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with the path it happened on.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

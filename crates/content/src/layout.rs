@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Digest, ImageIndex, ImageIndexBuilder, MediaType};
 
-use crate::digest::check_algorithm;
 use crate::error::{Error, Result};
-use crate::fsutil::atomic_write;
+use berth_core::digest::check_supported;
+use berth_core::fs::{atomic_write, Durability};
 
 /// The layout version this crate writes and reads.
 pub const LAYOUT_VERSION: &str = "1.0.0";
@@ -22,7 +22,7 @@ pub const CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 /// The path of a blob inside the layout at `dir`. Only sha256 and sha512
 /// digests are accepted, so the path never leaves `dir/blobs`.
 pub fn blob_path(dir: &Path, digest: &Digest) -> Result<PathBuf> {
-    check_algorithm(digest)?;
+    check_supported(digest)?;
     Ok(dir
         .join("blobs")
         .join(digest.algorithm().as_ref())
@@ -46,7 +46,8 @@ pub fn init(dir: &Path) -> Result<()> {
     let marker = dir.join("oci-layout");
     if !marker.exists() {
         let body = serde_json::json!({ "imageLayoutVersion": LAYOUT_VERSION });
-        atomic_write(&marker, body.to_string().as_bytes())?;
+        atomic_write(&marker, body.to_string().as_bytes(), Durability::Durable)
+            .map_err(|e| Error::io(&marker, e))?;
     }
     let index = dir.join("index.json");
     if !index.exists() {
@@ -66,7 +67,7 @@ pub fn read_index(dir: &Path) -> Result<ImageIndex> {
     })?;
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Json {
         path: marker.clone(),
-        source: e,
+        cause: e,
     })?;
     match value.get("imageLayoutVersion").and_then(|v| v.as_str()) {
         Some(v) if v.starts_with("1.") => {}
@@ -81,7 +82,7 @@ pub fn read_index(dir: &Path) -> Result<ImageIndex> {
     }
     let path = dir.join("index.json");
     let body = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_slice(&body).map_err(|e| Error::Json { path, source: e })
+    serde_json::from_slice(&body).map_err(|e| Error::Json { path, cause: e })
 }
 
 /// Replaces `dir/index.json` atomically.
@@ -89,9 +90,9 @@ pub fn write_index(dir: &Path, index: &ImageIndex) -> Result<()> {
     let path = dir.join("index.json");
     let body = serde_json::to_vec(index).map_err(|e| Error::Json {
         path: path.clone(),
-        source: e,
+        cause: e,
     })?;
-    atomic_write(&path, &body)
+    atomic_write(&path, &body, Durability::Durable).map_err(|e| Error::io(&path, e))
 }
 
 #[cfg(test)]

@@ -8,16 +8,12 @@
 //! into place: a blob is visible under its digest only when it is complete
 //! and verified.
 
-mod digest;
 mod error;
-mod fsutil;
 pub mod layout;
 mod lock;
 mod store;
 
-pub use digest::{digest_of, parse_digest, Hasher};
 pub use error::{Error, Result};
-pub use fsutil::{atomic_write, fsync_dir};
 pub use lock::{FileLock, LockMode};
 pub use store::{Expected, FsckReport, Info, Store, Writer};
 

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use oci_spec::image::{Descriptor, Digest, DigestAlgorithm};
 
-use crate::digest::{check_algorithm, parse_digest, Hasher};
 use crate::error::{Error, Result};
-use crate::fsutil::fsync_dir;
 use crate::layout;
 use crate::lock::{FileLock, LockMode};
+use berth_core::digest::{check_supported, Hasher};
+use berth_core::fs::fsync_dir;
 
 /// What the store knows about a committed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl Store {
         let lease = self.lease()?;
         let (name, algorithm) = match &expected.digest {
             Some(d) => {
-                check_algorithm(d)?;
+                check_supported(d)?;
                 if self.exists(d) {
                     return Err(Error::AlreadyExists(d.clone()));
                 }
@@ -278,7 +278,7 @@ impl Store {
     /// sha256 digest.
     pub fn put_bytes(&self, data: &[u8], what: &str) -> Result<Info> {
         let expected = Expected {
-            digest: Some(crate::digest::digest_of(data)),
+            digest: Some(berth_core::digest::sha256_of(data)),
             size: Some(data.len() as u64),
             what: what.to_string(),
         };
@@ -310,7 +310,7 @@ impl Store {
                 let path = entry.path();
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
-                match parse_digest(&format!("{alg}:{name}")) {
+                match berth_core::digest::parse(&format!("{alg}:{name}")) {
                     Ok(digest) if meta.is_file() => f(Ok(Info {
                         digest,
                         size: meta.len(),
@@ -502,7 +502,7 @@ impl Writer {
             .to_path_buf();
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         std::fs::rename(&self.data_path, &target).map_err(|e| Error::io(&target, e))?;
-        fsync_dir(&parent)?;
+        fsync_dir(&parent).map_err(|e| Error::io(&parent, e))?;
         let info = Info {
             digest: actual,
             size: self.written,
@@ -537,7 +537,7 @@ impl Write for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::digest_of;
+    use berth_core::digest::sha256_of as digest_of;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use berth_content::{atomic_write, FileLock, LockMode};
+use berth_content::{FileLock, LockMode};
+use berth_core::fs::{atomic_write, Durability};
 use berth_snapshot::{SnapshotError, Snapshotter};
 use serde::{Deserialize, Serialize};
 
@@ -132,13 +133,12 @@ pub(crate) fn write(layout: &Layout, record: &ContainerRecord, durable: bool) ->
     let path = layout.container_record(&record.id);
     let data = serde_json::to_vec_pretty(record)
         .map_err(|e| Error::invalid("container record", e.to_string()))?;
-    if durable {
-        atomic_write(&path, &data)?;
-        return Ok(());
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, &data).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    let durability = if durable {
+        Durability::Durable
+    } else {
+        Durability::Volatile
+    };
+    atomic_write(&path, &data, durability).map_err(|e| Error::io(&path, e))
 }
 
 /// Takes the lock that serialises name claims and reaping.

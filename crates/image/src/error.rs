@@ -40,6 +40,12 @@ pub enum Error {
     },
 }
 
+impl From<berth_core::digest::DigestError> for Error {
+    fn from(e: berth_core::digest::DigestError) -> Error {
+        Error::Content(e.into())
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Error {

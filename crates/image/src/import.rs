@@ -7,7 +7,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
-use berth_content::{Expected, Hasher};
+use berth_content::Expected;
+use berth_core::digest::Hasher;
 use oci_spec::image::{
     Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, MediaType, Os, RootFsBuilder,
 };
@@ -264,7 +265,7 @@ mod tests {
         let mut out = Vec::new();
         let mut diff = Hasher::sha256();
         compress_layer(&mut &stream[..], &mut out, &mut diff, Path::new("test.tar")).unwrap();
-        assert_eq!(diff.digest(), berth_content::digest_of(&stream));
+        assert_eq!(diff.digest(), berth_core::digest::sha256_of(&stream));
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(&out[..])
             .read_to_end(&mut back)

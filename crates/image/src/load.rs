@@ -15,7 +15,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use berth_content::layout::{CONTAINERD_IMAGE_NAME, REF_NAME};
-use berth_content::{parse_digest, Expected, Info};
+use berth_content::{Expected, Info};
+use berth_core::digest::parse as parse_digest;
 use oci_spec::image::{Descriptor, Digest};
 
 use crate::error::{Error, Result};
@@ -515,7 +516,7 @@ fn load_docker(
         let config_path = resolve(&entry.config);
         let config_at = format!("{input}:{config_path}");
         let config_bytes = if let Some(data) = streamed.json.get(&config_path) {
-            let computed = berth_content::digest_of(data);
+            let computed = berth_core::digest::sha256_of(data);
             let stem = config_path
                 .trim_end_matches(".json")
                 .rsplit('/')

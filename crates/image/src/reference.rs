@@ -108,8 +108,7 @@ impl Reference {
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
-                let digest =
-                    berth_content::parse_digest(d).map_err(|e| bad(input, e.to_string()))?;
+                let digest = berth_core::digest::parse(d).map_err(|e| bad(input, e.to_string()))?;
                 (r, Some(digest))
             }
             None => (input, None),

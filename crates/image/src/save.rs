@@ -2,6 +2,7 @@
 //! that skopeo's `oci-archive:` transport, umoci (after untar) and
 //! `berth load` read.
 
+use berth_core::fs::{write_atomically, Durability};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
@@ -80,8 +81,8 @@ fn collect(
 
 /// Writes the images `names` into the OCI layout directory `dir` (created
 /// if needed; an existing layout keeps its other images, and entries with
-/// the same tag are replaced). Each blob is copied to a temporary file,
-/// fsynced and renamed; index.json is replaced atomically last.
+/// the same tag are replaced). Each blob is copied in with a durable
+/// atomic write; index.json is replaced atomically last.
 pub fn save_layout(images: &Images, names: &[String], dir: &Path) -> Result<()> {
     let (blobs, entries) = collect(images, names)?;
     berth_content::layout::init(dir)?;
@@ -92,23 +93,15 @@ pub fn save_layout(images: &Images, names: &[String], dir: &Path) -> Result<()> 
         }
         let parent = path.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let tmp = parent.join(format!(".{}.tmp-{}", digest.digest(), std::process::id()));
-        let copy = || -> std::io::Result<()> {
+        write_atomically(&path, Durability::Durable, |file| {
             let mut reader = images
                 .content()
                 .reader(digest)
                 .map_err(std::io::Error::other)?;
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::copy(&mut reader, &mut file)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = copy() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&path, e));
-        }
+            std::io::copy(&mut reader, file).map(drop)
+        })
+        .map_err(|e| Error::io(&path, e))?;
     }
-    berth_content::fsync_dir(dir)?;
     let mut index = berth_content::layout::read_index(dir)?;
     let mut manifests = index.manifests().clone();
     for entry in entries {

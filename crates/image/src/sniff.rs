@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use berth_content::Hasher;
+use berth_core::digest::Hasher;
 use oci_spec::image::Digest;
 
 use crate::media::Compression;
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(sniffed.compression, Compression::Gzip);
         assert_eq!(
             sniffed.diff_id.unwrap(),
-            Some(berth_content::digest_of(b"layer bytes"))
+            Some(berth_core::digest::sha256_of(b"layer bytes"))
         );
     }
 
@@ -228,7 +228,7 @@ mod tests {
         s.write_all(&z).unwrap();
         assert_eq!(
             s.finish().1.diff_id.unwrap(),
-            Some(berth_content::digest_of(b"zz"))
+            Some(berth_core::digest::sha256_of(b"zz"))
         );
         let mut s = Sniffer::new(Vec::new());
         s.write_all(b"plain tar").unwrap();

@@ -1,0 +1,13 @@
+//! The primitives every berth crate shares, each written once:
+//!
+//! - [`fs`]: crash-safe replacement of a file (temp file with a unique name
+//!   in the same directory, rename) with an explicit [`fs::Durability`].
+//! - [`digest`]: strict parsing of the digests berth can verify (sha256,
+//!   sha512) into oci-spec's `Digest`, and a streaming [`digest::Hasher`].
+//! - [`name`]: the distribution spec's repository name and tag grammar.
+//!
+//! A leaf: it depends on no other berth crate.
+
+pub mod digest;
+pub mod fs;
+pub mod name;
