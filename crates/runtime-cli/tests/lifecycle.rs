@@ -283,6 +283,28 @@ fn exec_runs_inline_args_with_env_cwd_user_and_returns_the_exit_code() {
     rt.ok(&["delete", "--force", &id]);
 }
 
+/// A program the kernel refuses to exec (no ELF, no #!) fails `start` with
+/// the errno the exec trampoline reports over the start socket (its `X`
+/// message), and `run` exits 1 with it.
+#[test]
+fn a_program_the_kernel_cannot_exec_fails_start_naming_the_errno() {
+    let rt = Rt::new();
+    let bundle = Bundle::new(&default_spec(&["/bin/not-a-program"]));
+    let prog = bundle.rootfs().join("bin/not-a-program");
+    std::fs::write(&prog, "garbage\n").unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let id = unique_id("noexec");
+    rt.up(&bundle, &id, false);
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("/bin/not-a-program"), "{err}");
+    assert!(err.contains("ENOEXEC"), "{err}");
+    rt.ok(&["delete", "--force", &id]);
+    let (code, _, err) = rt.run(&bundle);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ENOEXEC"), "{err}");
+    assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());
+}
+
 #[test]
 fn kill_accepts_names_and_numbers_and_all() {
     let rt = Rt::new();

@@ -1,10 +1,14 @@
-//! The parent ↔ child synchronisation socket (SOCK_SEQPACKET: one message
-//! per send, so no framing is needed). A message is a tag byte and a payload.
+//! The sync channel between the parent and the children it forks: a
+//! SOCK_SEQPACKET pair (one message per send, so no framing is needed)
+//! carrying [`Message`]s (see `message.rs` for the wire table).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use crate::error::{sys_err, Error, Result};
+use crate::message::Message;
 
 /// One end of the socket pair.
 pub(crate) struct Channel(pub OwnedFd);
@@ -22,20 +26,28 @@ pub(crate) fn pair() -> nix::Result<(Channel, Channel)> {
 
 impl Channel {
     /// Sends one message.
-    pub fn send(&self, tag: u8, payload: &[u8]) -> nix::Result<()> {
-        let mut msg = Vec::with_capacity(payload.len() + 1);
-        msg.push(tag);
-        msg.extend_from_slice(payload);
+    pub fn send(&self, msg: &Message) -> nix::Result<()> {
+        let data = msg.encode();
         loop {
-            match send(self.0.as_raw_fd(), &msg, MsgFlags::MSG_NOSIGNAL) {
+            match send(self.0.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL) {
                 Err(Errno::EINTR) => continue,
                 r => return r.map(drop),
             }
         }
     }
 
-    /// Receives one message; None when the other side closed its end.
-    pub fn recv(&self) -> nix::Result<Option<(u8, Vec<u8>)>> {
+    /// Receives one message; None when the other side closed its end. A
+    /// packet that does not decode is an error naming its tag.
+    pub fn recv(&self) -> Result<Option<Message>> {
+        let Some(packet) = self.recv_packet().map_err(sys_err("sync channel"))? else {
+            return Ok(None);
+        };
+        Message::decode(&packet)
+            .map(Some)
+            .map_err(|e| Error::Init(format!("sync channel: {e}")))
+    }
+
+    fn recv_packet(&self) -> nix::Result<Option<Vec<u8>>> {
         // Peek at the length first: most messages are a few bytes, and a
         // large zeroed buffer per message costs page faults.
         let mut probe = [0u8; 1];
@@ -59,17 +71,32 @@ impl Channel {
                 Ok(0) => return Ok(None),
                 Ok(n) => {
                     buf.truncate(n);
-                    let tag = buf[0];
-                    buf.remove(0);
-                    return Ok(Some((tag, buf)));
+                    return Ok(Some(buf));
                 }
             }
         }
     }
 
+    /// In a child: receives the next message and returns it if `want`
+    /// accepts it; otherwise reports what came instead (unless the parent
+    /// is gone) and exits.
+    pub fn expect<T>(&self, what: &str, want: impl FnOnce(Message) -> Option<T>) -> T {
+        match self.recv() {
+            Ok(Some(msg)) => {
+                let shown = msg.to_string();
+                match want(msg) {
+                    Some(v) => v,
+                    None => self.fail(&format!("expected the {what} message, got {shown}")),
+                }
+            }
+            Ok(None) => crate::sys::exit_now(1),
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
     /// Reports a failure to the parent (best effort) and exits the child.
     pub fn fail(&self, msg: &str) -> ! {
-        let _ = self.send(b'E', msg.as_bytes());
+        let _ = self.send(&Message::Error(msg.to_string()));
         crate::sys::exit_now(1)
     }
 }
@@ -81,12 +108,20 @@ mod tests {
     #[test]
     fn messages_keep_their_boundaries_and_size() {
         let (a, b) = pair().unwrap();
-        let big = vec![7u8; 100_000];
-        a.send(b'X', b"small").unwrap();
-        a.send(b'Y', &big).unwrap();
-        assert_eq!(b.recv().unwrap(), Some((b'X', b"small".to_vec())));
-        assert_eq!(b.recv().unwrap(), Some((b'Y', big)));
+        let big = Message::HookState(vec![7u8; 100_000]);
+        a.send(&Message::Pid(12)).unwrap();
+        a.send(&big).unwrap();
+        assert_eq!(b.recv().unwrap(), Some(Message::Pid(12)));
+        assert_eq!(b.recv().unwrap(), Some(big));
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn an_unknown_tag_on_the_wire_is_an_error_naming_it() {
+        let (a, b) = pair().unwrap();
+        send(a.0.as_raw_fd(), b"Q", MsgFlags::empty()).unwrap();
+        let err = b.recv().unwrap_err().to_string();
+        assert_eq!(err, "sync channel: unknown message tag 0x51 'Q'");
     }
 }

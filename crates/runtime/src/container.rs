@@ -16,6 +16,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{io_err, sys_err, Error, Result};
 use crate::hooks::run_hooks_warn;
+use crate::message::Message;
 use crate::state::{self, annotations, Record, State, Status};
 
 /// The container's record in its state directory.
@@ -310,29 +311,28 @@ impl Container {
         let mut reply = Vec::new();
         let _ = conn.read_to_end(&mut reply);
         let _ = std::fs::remove_file(self.dir.join(EXEC_SOCK));
-        match reply.first() {
-            Some(b'0') if reply.len() == 1 => {}
-            Some(b'0') if reply.get(1) == Some(&b'X') => {
+        let reply = crate::message::decode_stream(&reply)
+            .map_err(|e| Error::Init(format!("the container init's answer to start: {e}")))?;
+        match reply.as_slice() {
+            [Message::Exec] => {}
+            [Message::Exec, Message::ExecFailed(errno)] => {
                 let process = self.record.config.process().clone().unwrap_or_default();
-                return Err(Error::Init(
-                    crate::trampoline::failure(&reply[1..], &process)
-                        .unwrap_or_else(|| String::from_utf8_lossy(&reply[1..]).into_owned()),
-                ));
+                return Err(Error::Init(crate::trampoline::failure(*errno, &process)));
             }
-            Some(b'0') => {
-                return Err(Error::Init(
-                    String::from_utf8_lossy(&reply[2..]).into_owned(),
-                ))
+            [Message::Exec, Message::Error(msg)] | [Message::Error(msg)] => {
+                return Err(Error::Init(msg.clone()))
             }
-            Some(b'E') => {
-                return Err(Error::Init(
-                    String::from_utf8_lossy(&reply[1..]).into_owned(),
-                ))
-            }
-            _ => {
+            [] => {
                 return Err(Error::Init(
                     "the container init exited before it could start the process".into(),
                 ))
+            }
+            other => {
+                let names: Vec<String> = other.iter().map(Message::to_string).collect();
+                return Err(Error::Init(format!(
+                    "the container init's answer to start: unexpected messages {}",
+                    names.join(", ")
+                )));
             }
         }
         run_hooks_warn(&self.record.config, "poststart", || {

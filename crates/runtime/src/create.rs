@@ -19,6 +19,7 @@ use crate::container::{bind_unix, valid_id, wait_gone, Container, Runtime, EXEC_
 use crate::error::{io_err, sys_err, Error, Result};
 use crate::hooks::hooks_of;
 use crate::init::{p1_main, InitPlan};
+use crate::message::Message;
 use crate::mounts;
 use crate::namespaces::{ns_plan, write_id_maps};
 use crate::process;
@@ -244,7 +245,7 @@ impl Runtime {
             return Err(e);
         }
         // Every limit (device rules included) is written while the child is
-        // in the cgroup but still blocked waiting for 'G', as runc sets the
+        // in the cgroup but still blocked waiting for Go, as runc sets the
         // cgroup before its init runs: in v1 the device rules start with a
         // deny-all, and a child creating /dev nodes meanwhile would get EPERM.
         if let Some(r) = linux.resources() {
@@ -256,17 +257,16 @@ impl Runtime {
         }
         // The init needs the binds computed from the cgroup it was put in.
         let binds = mounts::cgroup_binds(&cg.paths());
-        let binds_json = serde_json::to_vec(&binds).unwrap_or_default();
-        if let Err(e) = parent.send(b'G', &binds_json) {
+        if let Err(e) = parent.send(&Message::Go(binds)) {
             // P1 may have failed already (it creates namespaces early).
-            if let Ok(Some((b'E', msg))) = parent.recv() {
+            if let Ok(Some(Message::Error(msg))) = parent.recv() {
                 reap_p1();
-                return Err(Error::Init(String::from_utf8_lossy(&msg).into_owned()));
+                return Err(Error::Init(msg));
             }
             return Err(sys_err("cannot release the container's first child")(e));
         }
         let created = Utc::now();
-        // The init's 'H' or 'R' can overtake P1's 'P' (its host pid): the
+        // The init's HooksWanted or Ready can overtake P1's Pid: the
         // hooks and the state need that pid, so an early one waits for it.
         let mut early = None;
         loop {
@@ -283,24 +283,26 @@ impl Runtime {
                                     .into(),
                             ));
                         }
-                        Err(e) => return Err(sys_err("sync socket")(e)),
+                        Err(e) => return Err(e),
                     }
                 }
             };
-            if matches!(msg.0, b'H' | b'R') && *init_pid <= 0 {
+            if matches!(msg, Message::HooksWanted | Message::Ready) && *init_pid <= 0 {
                 early = Some(msg);
                 continue;
             }
             match msg {
-                (b'U', _) => {
+                Message::UserNsCreated => {
                     write_id_maps(p1.as_raw(), plan.spec)?;
-                    parent.send(b'u', b"").map_err(sys_err("sync socket"))?;
+                    parent
+                        .send(&Message::IdMapsWritten)
+                        .map_err(sys_err("sync channel"))?;
                 }
-                (b'P', pid) => {
-                    *init_pid = String::from_utf8_lossy(&pid).parse().unwrap_or(0);
+                Message::Pid(pid) => {
+                    *init_pid = pid;
                     reap_p1();
                 }
-                (b'H', _) => {
+                Message::HooksWanted => {
                     let st = State {
                         oci_version: plan.spec.version().clone(),
                         id: id.to_string(),
@@ -321,16 +323,18 @@ impl Runtime {
                         hooks_of(plan.spec, "createRuntime"),
                         &json,
                     )?;
-                    parent.send(b'h', &json).map_err(sys_err("sync socket"))?;
+                    parent
+                        .send(&Message::HookState(json))
+                        .map_err(sys_err("sync channel"))?;
                 }
-                (b'R', _) => break,
-                (b'E', msg) => {
+                Message::Ready => break,
+                Message::Error(msg) => {
                     reap_p1();
-                    return Err(Error::Init(String::from_utf8_lossy(&msg).into_owned()));
+                    return Err(Error::Init(msg));
                 }
-                (t, _) => {
+                other => {
                     return Err(Error::Init(format!(
-                        "unexpected message {t:?} from the container init"
+                        "unexpected message {other} from the container init"
                     )))
                 }
             }

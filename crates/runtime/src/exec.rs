@@ -19,6 +19,7 @@ use crate::channel::{self, Channel};
 use crate::console::TtySocket;
 use crate::container::Container;
 use crate::error::{io_err, sys_err, Error, Result};
+use crate::message::Message;
 use crate::process::{self, Prepared};
 use crate::state::{write_pid_file, Status};
 use crate::{namespaces, wait_exit};
@@ -96,19 +97,23 @@ impl Container {
             let _ = waitpid(p1, None);
             return Err(e);
         }
-        let _ = parent.send(b'G', b"");
+        let _ = parent.send(&Message::Go(Vec::new()));
         let mut pid = 0;
         let mut error = None;
+        // Until EOF: the channel is close-on-exec, so EOF after the pid
+        // means the process was exec'd.
         loop {
-            match parent.recv() {
-                Ok(Some((b'P', p))) => {
-                    pid = String::from_utf8_lossy(&p).parse().unwrap_or(0);
+            match parent.recv()? {
+                Some(Message::Pid(p)) => {
+                    pid = p;
                     let _ = waitpid(p1, None);
                 }
-                Ok(Some((b'E', msg))) => error = Some(String::from_utf8_lossy(&msg).into_owned()),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => return Err(sys_err("sync socket")(e)),
+                Some(Message::Error(msg)) => error = Some(msg),
+                Some(other) => {
+                    error
+                        .get_or_insert(format!("unexpected message {other} from the exec process"));
+                }
+                None => break,
             }
         }
         if let Some(e) = error {
@@ -180,13 +185,11 @@ fn exec_p1(
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ch.fail(&format!("PR_SET_DUMPABLE: {e}"));
     }
-    if !matches!(ch.recv(), Ok(Some((b'G', _)))) {
-        crate::sys::exit_now(1);
-    }
+    ch.expect("go", |m| matches!(m, Message::Go(_)).then_some(()));
     namespaces::join_all(ch, joins, "the container's namespace");
     match crate::sys::fork() {
         Ok(ForkResult::Parent { child }) => {
-            let _ = ch.send(b'P', child.as_raw().to_string().as_bytes());
+            let _ = ch.send(&Message::Pid(child.as_raw()));
             crate::sys::exit_now(0)
         }
         Err(e) => ch.fail(&format!("cannot fork: {e}")),

@@ -29,6 +29,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::channel::Channel;
 use crate::hooks::hooks_of;
+use crate::message::Message;
 use crate::mounts;
 use crate::namespaces::{self, NsPlan};
 use crate::process::{self, Prepared};
@@ -65,20 +66,21 @@ pub(crate) fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if early {
         unshare_new(ch, plan.ns.new_flags);
     }
-    match ch.recv() {
-        Ok(Some((b'G', binds))) => {
-            plan.cgroup_binds = serde_json::from_slice(&binds).unwrap_or_default();
-        }
-        _ => crate::sys::exit_now(1),
-    }
+    plan.cgroup_binds = ch.expect("go", |m| match m {
+        Message::Go(binds) => Some(binds),
+        _ => None,
+    });
     namespaces::join_all(ch, std::mem::take(&mut plan.ns.joins), "namespace");
     if plan.ns.new_user {
         if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
             ch.fail(&format!("cannot create a user namespace: {e}"));
         }
-        if ch.send(b'U', b"").is_err() || !matches!(ch.recv(), Ok(Some((b'u', _)))) {
+        if ch.send(&Message::UserNsCreated).is_err() {
             crate::sys::exit_now(1);
         }
+        ch.expect("id maps written", |m| {
+            (m == Message::IdMapsWritten).then_some(())
+        });
         namespaces::become_ns_root(ch);
     }
     if !early {
@@ -92,7 +94,7 @@ pub(crate) fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     match crate::sys::fork() {
         Ok(ForkResult::Child) => init_main(ch, plan),
         Ok(ForkResult::Parent { child }) => {
-            let _ = ch.send(b'P', child.as_raw().to_string().as_bytes());
+            let _ = ch.send(&Message::Pid(child.as_raw()));
             crate::sys::exit_now(0)
         }
         Err(e) => ch.fail(&format!("cannot fork the container init: {e}")),
@@ -141,13 +143,13 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     .any(|stage| !hooks_of(spec, stage).is_empty());
     let mut state_json = Vec::new();
     if hooked {
-        if ch.send(b'H', b"").is_err() {
+        if ch.send(&Message::HooksWanted).is_err() {
             crate::sys::exit_now(1);
         }
-        state_json = match ch.recv() {
-            Ok(Some((b'h', json))) => json,
-            _ => crate::sys::exit_now(1),
-        };
+        state_json = ch.expect("hook state", |m| match m {
+            Message::HookState(json) => Some(json),
+            _ => None,
+        });
     }
     if let Err(e) = crate::hooks::run_hooks(
         "createContainer",
@@ -222,7 +224,7 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         Some(l) => l,
         None => ch.fail("internal: no start socket"),
     };
-    if ch.send(b'R', b"").is_err() {
+    if ch.send(&Message::Ready).is_err() {
         crate::sys::exit_now(1);
     }
     // Until `start` the init is this runtime: make the usual terminating
@@ -246,16 +248,16 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         running["status"] = "created".into();
         let running = serde_json::to_vec(&running).unwrap_or_default();
         if let Err(e) = crate::hooks::run_hooks("startContainer", start_hooks, &running) {
-            let _ = conn.write_all(format!("E{e}").as_bytes());
+            let _ = conn.write_all(&Message::Error(e.to_string()).encode());
             crate::sys::exit_now(1);
         }
     }
-    let _ = conn.write_all(b"0");
+    let _ = conn.write_all(&Message::Exec.encode());
     let err = match &plan.trampoline {
         Some(t) => process::exec_via_trampoline(&plan.process, &program, t, conn.as_fd()),
         None => process::exec(&plan.process, &program),
     };
-    let _ = conn.write_all(format!("E{err}").as_bytes());
+    let _ = conn.write_all(&Message::Error(err).encode());
     crate::sys::exit_now(127)
 }
 

@@ -18,6 +18,7 @@ mod create;
 mod error;
 mod exec;
 mod init;
+mod message;
 pub mod mounts;
 mod namespaces;
 mod process;

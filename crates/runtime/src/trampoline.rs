@@ -140,20 +140,16 @@ fn memfd(flags: libc::c_uint) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Turns the trampoline's `X<errno>` report on exec'ing `process` into an
-/// error message.
-pub(crate) fn failure(report: &[u8], process: &oci_spec::runtime::Process) -> Option<String> {
-    let errno: i32 = std::str::from_utf8(report.strip_prefix(b"X")?)
-        .ok()?
-        .parse()
-        .ok()?;
+/// The error message for the trampoline's report that exec'ing `process`
+/// failed with `errno` (its `X<errno>` message on the start channel).
+pub(crate) fn failure(errno: i32, process: &oci_spec::runtime::Process) -> String {
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();
     let size = |v: &[String]| v.iter().map(|s| s.len() + 1).sum();
-    Some(crate::process::exec_error(
+    crate::process::exec_error(
         args.first().map_or("", |a| a.as_str()),
         Errno::from_raw(errno),
         size(&args),
         size(&env),
-    ))
+    )
 }
