@@ -1,7 +1,7 @@
 //! The cgroupfs manager: one directory per mounted hierarchy.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::files::{read, write};
 use crate::mounts::{self, Hierarchy, Mounts};
 use crate::{Error, Manager, Stats};
 
@@ -356,66 +357,6 @@ impl Manager for FsManager {
 
     fn hierarchy(&self) -> Hierarchy {
         self.hierarchy
-    }
-}
-
-/// Reads a whole cgroup or proc file.
-pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    fs::read_to_string(path).map_err(|err| Error::Read {
-        path: path.to_path_buf(),
-        err,
-    })
-}
-
-/// Writes `value` to an existing cgroup file in one write(2).
-pub(crate) fn write(path: &Path, value: &str) -> Result<(), Error> {
-    CgroupFile::open(path)?.write(value)
-}
-
-/// A cgroup file kept open for several writes (each write(2) is one
-/// request to the kernel, e.g. one device rule).
-pub(crate) struct CgroupFile {
-    path: PathBuf,
-    file: fs::File,
-}
-
-impl CgroupFile {
-    /// Opens an existing cgroup file for writing.
-    pub(crate) fn open(path: &Path) -> Result<CgroupFile, Error> {
-        match fs::OpenOptions::new().write(true).open(path) {
-            Ok(file) => Ok(CgroupFile {
-                path: path.to_path_buf(),
-                file,
-            }),
-            Err(source) => Err(write_error(path, "", source)),
-        }
-    }
-
-    /// Writes `value` in one write(2).
-    pub(crate) fn write(&mut self, value: &str) -> Result<(), Error> {
-        self.file
-            .write_all(value.as_bytes())
-            .map_err(|source| write_error(&self.path, value, source))
-    }
-}
-
-fn write_error(path: &Path, value: &str, source: std::io::Error) -> Error {
-    let hint = match source.kind() {
-        ErrorKind::NotFound => {
-            "; this kernel or hierarchy does not provide that file (controller not mounted or not enabled)".to_string()
-        }
-        _ if source.raw_os_error() == Some(libc::EINVAL)
-            || source.raw_os_error() == Some(libc::EBUSY) =>
-        {
-            "; the kernel refused the value: check the limit is valid and not below current usage".to_string()
-        }
-        _ => String::new(),
-    };
-    Error::Write {
-        path: path.to_path_buf(),
-        value: value.to_string(),
-        err: source,
-        hint,
     }
 }
 

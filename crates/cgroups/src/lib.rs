@@ -10,6 +10,7 @@
 
 mod bpf;
 mod error;
+mod files;
 mod fs;
 mod mounts;
 mod resources;

@@ -5,7 +5,8 @@ use oci_spec::runtime::{
 };
 
 use crate::bpf::{apply_device_rules, Rule};
-use crate::fs::{read, write, CgroupFile, FsManager, Loc};
+use crate::files::{read, write, CgroupFile};
+use crate::fs::{FsManager, Loc};
 use crate::{Error, Hierarchy};
 
 /// runc's default device rules, appended after the spec's own: mknod of

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{read, FsManager, Loc};
+use crate::files::{keyed, num, opt_num, read};
+use crate::fs::{FsManager, Loc};
 use crate::Error;
 
 /// Everything the cgroup files tell about a container's usage.
@@ -133,45 +134,6 @@ pub struct HugetlbStats {
     pub max: u64,
     /// Times the limit was hit.
     pub failcnt: u64,
-}
-
-/// Reads a number; "max" (v2's unlimited) reads as 0.
-fn num(path: &Path) -> Result<u64, Error> {
-    let text = read(path)?;
-    let t = text.trim();
-    if t == "max" {
-        return Ok(0);
-    }
-    t.parse().map_err(|_| Error::Parse {
-        path: path.to_path_buf(),
-        content: t.to_string(),
-    })
-}
-
-/// Like [`num`] but 0 when the file does not exist (optional counters).
-fn opt_num(path: &Path) -> Result<u64, Error> {
-    if path.exists() {
-        num(path)
-    } else {
-        Ok(0)
-    }
-}
-
-/// Parses "key value" lines (memory.stat, cpu.stat, ...).
-fn keyed(path: &Path) -> Result<HashMap<String, u64>, Error> {
-    if !path.exists() {
-        return Ok(HashMap::new());
-    }
-    let mut out = HashMap::new();
-    for line in read(path)?.lines() {
-        let mut it = line.split_whitespace();
-        if let (Some(k), Some(v)) = (it.next(), it.next()) {
-            if let Ok(v) = v.parse() {
-                out.insert(k.to_string(), v);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Huge page sizes of this machine as cgroup file names ("2MB", "1GB").
