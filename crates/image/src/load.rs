@@ -22,7 +22,9 @@ use oci_spec::image::{Descriptor, Digest};
 use crate::error::{Error, Result};
 use crate::media::{self, kind, Compression, Kind, MAX_JSON};
 use crate::records::{descriptor, Images};
-use crate::reference::{valid_tag, Reference};
+use berth_core::name::valid_tag;
+
+use crate::reference::Reference;
 use crate::sniff::{Sniffed, Sniffer};
 
 /// The most JSON (index.json, manifest.json, configs) an archive may hold.

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use oci_spec::image::Digest;
 
+use berth_core::name::{valid_component, valid_tag};
+
 use crate::error::{Error, Result};
 
 /// The registry a name without a domain belongs to.
@@ -27,46 +29,6 @@ fn bad(input: &str, reason: impl Into<String>) -> Error {
         input: input.to_string(),
         reason: reason.into(),
     }
-}
-
-fn valid_component(c: &str) -> bool {
-    // [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*
-    let bytes = c.as_bytes();
-    if bytes.is_empty() || !bytes[0].is_ascii_alphanumeric() {
-        return false;
-    }
-    if !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
-        return false;
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b.is_ascii_lowercase() || b.is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        // A separator run.
-        let start = i;
-        while i < bytes.len() && matches!(bytes[i], b'.' | b'_' | b'-') {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
-        if sep.is_empty() || !ok {
-            return false;
-        }
-    }
-    true
-}
-
-/// True if `tag` is a valid tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-pub fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn valid_domain(d: &str) -> bool {
