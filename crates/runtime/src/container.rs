@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{io_err, sys_err, Error, Result};
-use crate::hooks::run_hooks_warn;
+use crate::hooks::{run_hooks_warn, HookStage};
 use crate::message::Message;
 use crate::state::{self, annotations, Record, State, Status};
 
@@ -335,7 +335,7 @@ impl Container {
                 )));
             }
         }
-        run_hooks_warn(&self.record.config, "poststart", || {
+        run_hooks_warn(&self.record.config, HookStage::Poststart, || {
             self.state_json("running")
         });
         Ok(())
@@ -441,7 +441,7 @@ impl Container {
         }
         let cg = self.cgroup()?;
         cg.destroy()?;
-        run_hooks_warn(&self.record.config, "poststop", || {
+        run_hooks_warn(&self.record.config, HookStage::Poststop, || {
             self.state_json("stopped")
         });
         std::fs::remove_dir_all(&self.dir)

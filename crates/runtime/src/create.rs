@@ -17,7 +17,7 @@ use crate::channel;
 use crate::console::TtySocket;
 use crate::container::{bind_unix, valid_id, wait_gone, Container, Runtime, EXEC_SOCK, STATE_FILE};
 use crate::error::{io_err, sys_err, Error, Result};
-use crate::hooks::hooks_of;
+use crate::hooks::{run_hooks, HookStage};
 use crate::init::{p1_main, InitPlan};
 use crate::message::Message;
 use crate::mounts;
@@ -317,12 +317,9 @@ impl Runtime {
                     let mut json = serde_json::to_value(&st).unwrap_or_default();
                     json["status"] = "creating".into();
                     let json = serde_json::to_vec(&json).unwrap_or_default();
-                    crate::hooks::run_hooks("prestart", hooks_of(plan.spec, "prestart"), &json)?;
-                    crate::hooks::run_hooks(
-                        "createRuntime",
-                        hooks_of(plan.spec, "createRuntime"),
-                        &json,
-                    )?;
+                    for stage in [HookStage::Prestart, HookStage::CreateRuntime] {
+                        run_hooks(stage, stage.hooks(plan.spec), &json)?;
+                    }
                     parent
                         .send(&Message::HookState(json))
                         .map_err(sys_err("sync channel"))?;

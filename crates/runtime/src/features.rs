@@ -20,14 +20,15 @@ pub const OCI_VERSION_MAX: &str = crate::spec_template::OCI_VERSION;
 
 /// The hook stages [`crate::hooks::run_hooks`] is called for, in lifecycle
 /// order.
-pub const HOOKS: &[&str] = &[
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-];
+pub const HOOKS: [&str; 6] = {
+    let mut names = [""; 6];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = crate::hooks::HookStage::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// Mount options recognized in `mounts[].options` (by `mounts::parse_options`):
 /// the mount(2) flags and propagation types. Not listed: the recursive
@@ -184,7 +185,7 @@ mod tests {
         let back = serde_json::to_value(hooks).unwrap();
         for stage in HOOKS {
             assert!(
-                back.get(*stage).is_some(),
+                back.get(stage).is_some(),
                 "{stage} is not a runtime-spec hook stage"
             );
         }

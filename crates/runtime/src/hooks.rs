@@ -29,6 +29,83 @@ use oci_spec::runtime::{Hook, Spec};
 /// How many bytes of a hook's stdout and of its stderr are kept for errors.
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
 
+/// The lifecycle stages at which the runtime spec runs hooks, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookStage {
+    /// Deprecated by the spec (createRuntime replaces it); runs with it, in
+    /// the runtime's namespaces, after the container's namespaces exist.
+    Prestart,
+    /// In the runtime's namespaces, after the container's namespaces exist.
+    CreateRuntime,
+    /// In the container's mount namespace, before pivot_root.
+    CreateContainer,
+    /// In the container, at `start`, before the process is exec'd.
+    StartContainer,
+    /// In the runtime's namespaces, after `start` exec'd the process.
+    Poststart,
+    /// In the runtime's namespaces, when `delete` has removed the container.
+    Poststop,
+}
+
+impl HookStage {
+    /// Every stage, in lifecycle order.
+    pub const ALL: [HookStage; 6] = [
+        HookStage::Prestart,
+        HookStage::CreateRuntime,
+        HookStage::CreateContainer,
+        HookStage::StartContainer,
+        HookStage::Poststart,
+        HookStage::Poststop,
+    ];
+
+    /// The stage's name in config.json (`hooks.<name>`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            HookStage::Prestart => "prestart",
+            HookStage::CreateRuntime => "createRuntime",
+            HookStage::CreateContainer => "createContainer",
+            HookStage::StartContainer => "startContainer",
+            HookStage::Poststart => "poststart",
+            HookStage::Poststop => "poststop",
+        }
+    }
+
+    /// The hooks `spec` lists for this stage (empty when none).
+    pub fn hooks(self, spec: &Spec) -> &[Hook] {
+        let Some(h) = spec.hooks().as_ref() else {
+            return &[];
+        };
+        let list = match self {
+            #[allow(deprecated)]
+            HookStage::Prestart => h.prestart(),
+            HookStage::CreateRuntime => h.create_runtime(),
+            HookStage::CreateContainer => h.create_container(),
+            HookStage::StartContainer => h.start_container(),
+            HookStage::Poststart => h.poststart(),
+            HookStage::Poststop => h.poststop(),
+        };
+        list.as_deref().unwrap_or(&[])
+    }
+
+    /// Whether a failing hook of this stage fails the operation (create,
+    /// start) rather than being only a warning (poststart, poststop).
+    pub const fn fails_operation(self) -> bool {
+        match self {
+            HookStage::Prestart
+            | HookStage::CreateRuntime
+            | HookStage::CreateContainer
+            | HookStage::StartContainer => true,
+            HookStage::Poststart | HookStage::Poststop => false,
+        }
+    }
+}
+
+impl std::fmt::Display for HookStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a hook failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -38,7 +115,7 @@ pub enum HookError {
     )]
     RelativePath {
         /// Hook stage.
-        stage: String,
+        stage: HookStage,
         /// The hook's path.
         path: PathBuf,
     },
@@ -46,7 +123,7 @@ pub enum HookError {
     #[error("{stage} hook {path:?}: timeout must be greater than zero, got {timeout}; fix hooks.{stage}[].timeout in config.json")]
     InvalidTimeout {
         /// Hook stage.
-        stage: String,
+        stage: HookStage,
         /// The hook's path.
         path: PathBuf,
         /// The configured timeout.
@@ -56,7 +133,7 @@ pub enum HookError {
     #[error("{stage} hook {path:?}: cannot execute: {source}")]
     Spawn {
         /// Hook stage.
-        stage: String,
+        stage: HookStage,
         /// The hook's path.
         path: PathBuf,
         /// The underlying error.
@@ -66,7 +143,7 @@ pub enum HookError {
     #[error("{stage} hook {path:?}: {what}: {source}")]
     Io {
         /// Hook stage.
-        stage: String,
+        stage: HookStage,
         /// The hook's path.
         path: PathBuf,
         /// What the runtime was doing.
@@ -78,7 +155,7 @@ pub enum HookError {
     #[error("{stage} hook {path:?}: killed after running past its timeout of {timeout}s")]
     Timeout {
         /// Hook stage.
-        stage: String,
+        stage: HookStage,
         /// The hook's path.
         path: PathBuf,
         /// The configured timeout in seconds.
@@ -88,7 +165,7 @@ pub enum HookError {
     #[error("{stage} hook {path:?} failed: {status}{}", stderr_suffix(.stderr))]
     Failed {
         /// Hook stage.
-        stage: String,
+        stage: HookStage,
         /// The hook's path.
         path: PathBuf,
         /// "exit status N" or "killed by signal N".
@@ -106,11 +183,12 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-/// Runs the hooks of `stage` (e.g. "prestart", "createRuntime", "poststop")
-/// one after another, each with `state_json` (the container's state as
-/// `runtime state` prints it) on stdin, and stops at the first failure.
+/// Runs the hooks of `stage` one after another, each with `state_json` (the
+/// container's state as `runtime state` prints it) on stdin, and stops at
+/// the first failure.
 ///
-/// Failure semantics of the runtime spec are the caller's job:
+/// Failure semantics of the runtime spec are the caller's job (see
+/// [`HookStage::fails_operation`]):
 /// - `prestart`, `createRuntime`, `createContainer`, `startContainer`: an
 ///   error must abort the operation (create/start fails, the container is
 ///   destroyed and its state removed);
@@ -118,25 +196,22 @@ fn stderr_suffix(stderr: &str) -> String {
 ///   the operation carries on (the remaining hooks of the stage still run:
 ///   call this fn once per hook, e.g. `run_hooks(stage, std::slice::from_ref(h), ..)`,
 ///   if every hook must get its chance).
-pub fn run_hooks(stage: &str, hooks: &[Hook], state_json: &[u8]) -> Result<(), HookError> {
+pub fn run_hooks(stage: HookStage, hooks: &[Hook], state_json: &[u8]) -> Result<(), HookError> {
     for hook in hooks {
         run_one(stage, hook, state_json)?;
     }
     Ok(())
 }
 
-fn run_one(stage: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError> {
+fn run_one(stage: HookStage, hook: &Hook, state_json: &[u8]) -> Result<(), HookError> {
     let path = hook.path().clone();
     if !path.is_absolute() {
-        return Err(HookError::RelativePath {
-            stage: stage.to_string(),
-            path,
-        });
+        return Err(HookError::RelativePath { stage, path });
     }
     let timeout = match hook.timeout() {
         Some(t) if t <= 0 => {
             return Err(HookError::InvalidTimeout {
-                stage: stage.to_string(),
+                stage,
                 path,
                 timeout: t,
             })
@@ -145,7 +220,6 @@ fn run_one(stage: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError>
         None => None,
     };
     let io_err = |what: &'static str| {
-        let stage = stage.to_string();
         let path = path.clone();
         move |source: io::Error| HookError::Io {
             stage,
@@ -185,7 +259,7 @@ fn run_one(stage: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError>
             }
             r => {
                 break r.map_err(|source| HookError::Spawn {
-                    stage: stage.to_string(),
+                    stage,
                     path: path.clone(),
                     source,
                 })?
@@ -207,7 +281,7 @@ fn run_one(stage: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError>
         kill_group(&child);
         let _ = child.wait();
         return Err(HookError::Timeout {
-            stage: stage.to_string(),
+            stage,
             path,
             timeout: timeout.unwrap_or_default(),
         });
@@ -217,7 +291,7 @@ fn run_one(stage: &str, hook: &Hook, state_json: &[u8]) -> Result<(), HookError>
         return Ok(());
     }
     Err(HookError::Failed {
-        stage: stage.to_string(),
+        stage,
         path,
         status: describe_status(status),
         stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
@@ -385,28 +459,10 @@ fn pump(child: &mut Child, input: &[u8], deadline: Option<Instant>) -> io::Resul
     }
 }
 
-/// The hooks of `stage` in `spec`.
-pub(crate) fn hooks_of<'a>(spec: &'a Spec, stage: &str) -> &'a [Hook] {
-    let Some(h) = spec.hooks().as_ref() else {
-        return &[];
-    };
-    let v = match stage {
-        #[allow(deprecated)]
-        "prestart" => h.prestart(),
-        "createRuntime" => h.create_runtime(),
-        "createContainer" => h.create_container(),
-        "startContainer" => h.start_container(),
-        "poststart" => h.poststart(),
-        "poststop" => h.poststop(),
-        _ => return &[],
-    };
-    v.as_deref().unwrap_or(&[])
-}
-
 /// Runs every hook of a stage whose failure is only a warning.
 /// The state is only computed when the stage has hooks.
-pub(crate) fn run_hooks_warn(spec: &Spec, stage: &str, state_json: impl FnOnce() -> Vec<u8>) {
-    let hooks = hooks_of(spec, stage);
+pub(crate) fn run_hooks_warn(spec: &Spec, stage: HookStage, state_json: impl FnOnce() -> Vec<u8>) {
+    let hooks = stage.hooks(spec);
     if hooks.is_empty() {
         return;
     }
@@ -424,6 +480,44 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+
+    #[test]
+    fn each_stage_reads_its_own_list_of_the_spec() {
+        let mut hooks = serde_json::Map::new();
+        for stage in HookStage::ALL {
+            hooks.insert(
+                stage.name().into(),
+                serde_json::json!([{"path": format!("/hooks/{stage}")}]),
+            );
+        }
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "hooks": hooks
+        }))
+        .unwrap();
+        for stage in HookStage::ALL {
+            let list = stage.hooks(&spec);
+            assert_eq!(list.len(), 1, "{stage}");
+            assert_eq!(list[0].path(), &PathBuf::from(format!("/hooks/{stage}")));
+        }
+        let none: Spec =
+            serde_json::from_value(serde_json::json!({"ociVersion": "1.0.2"})).unwrap();
+        assert!(HookStage::ALL.iter().all(|s| s.hooks(&none).is_empty()));
+        let fatal: Vec<&str> = HookStage::ALL
+            .iter()
+            .filter(|s| s.fails_operation())
+            .map(|s| s.name())
+            .collect();
+        assert_eq!(
+            fatal,
+            [
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer"
+            ]
+        );
+    }
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         let path = dir.join(name);
@@ -461,7 +555,12 @@ mod tests {
         // argv0 of the interpreter itself is checked in the next test.
         let h = hook(&s, &["ignored-argv0", "a", "b c"], &["FOO=bar"], None);
         std::env::set_var("BERTH_HOOK_TEST_LEAK", "runtime-env");
-        run_hooks("prestart", &[h], br#"{"id":"x","status":"created"}"#).unwrap();
+        run_hooks(
+            HookStage::Prestart,
+            &[h],
+            br#"{"id":"x","status":"created"}"#,
+        )
+        .unwrap();
         let got = fs::read_to_string(&out).unwrap();
         assert!(got.contains("args=a b c"), "{got}");
         assert!(got.contains("foo=bar"), "{got}");
@@ -487,7 +586,7 @@ mod tests {
             &[],
             None,
         );
-        run_hooks("poststop", &[h], b"{}").unwrap();
+        run_hooks(HookStage::Poststop, &[h], b"{}").unwrap();
         // With -c, $0 of the script defaults to the shell's argv0.
         assert_eq!(fs::read_to_string(&out).unwrap().trim(), "mysh");
     }
@@ -519,7 +618,7 @@ mod tests {
             hook(&bad, &[], &[], None),
             hook(&three, &[], &[], None),
         ];
-        let err = run_hooks("createRuntime", &hooks, b"{}").unwrap_err();
+        let err = run_hooks(HookStage::CreateRuntime, &hooks, b"{}").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("createRuntime"), "{msg}");
         assert!(msg.contains("bad.sh"), "{msg}");
@@ -537,7 +636,8 @@ mod tests {
             "slow.sh",
             &format!("sleep 30; touch {}", marker.display()),
         );
-        let err = run_hooks("prestart", &[hook(&s, &[], &[], Some(1))], b"{}").unwrap_err();
+        let err =
+            run_hooks(HookStage::Prestart, &[hook(&s, &[], &[], Some(1))], b"{}").unwrap_err();
         assert!(matches!(err, HookError::Timeout { .. }), "{err}");
         let msg = err.to_string();
         assert!(
@@ -552,20 +652,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = script(dir.path(), "quiet.sh", "exit 0");
         let big = vec![b'x'; 1 << 20];
-        run_hooks("poststart", &[hook(&s, &[], &[], None)], &big).unwrap();
+        run_hooks(HookStage::Poststart, &[hook(&s, &[], &[], None)], &big).unwrap();
     }
 
     #[test]
     fn background_daemon_holding_pipes_does_not_block() {
         let dir = tempfile::tempdir().unwrap();
         let s = script(dir.path(), "daemon.sh", "sleep 5 & echo started");
-        run_hooks("createRuntime", &[hook(&s, &[], &[], None)], b"{}").unwrap();
+        run_hooks(HookStage::CreateRuntime, &[hook(&s, &[], &[], None)], b"{}").unwrap();
     }
 
     #[test]
     fn bad_hook_definitions_name_the_field() {
         let rel = hook(Path::new("bin/true"), &[], &[], None);
-        let msg = run_hooks("prestart", &[rel], b"{}")
+        let msg = run_hooks(HookStage::Prestart, &[rel], b"{}")
             .unwrap_err()
             .to_string();
         assert!(
@@ -573,7 +673,7 @@ mod tests {
             "{msg}"
         );
         let zero = hook(Path::new("/bin/true"), &[], &[], Some(0));
-        let msg = run_hooks("poststop", &[zero], b"{}")
+        let msg = run_hooks(HookStage::Poststop, &[zero], b"{}")
             .unwrap_err()
             .to_string();
         assert!(
@@ -581,7 +681,7 @@ mod tests {
             "{msg}"
         );
         let missing = hook(Path::new("/nonexistent/hook"), &[], &[], None);
-        let msg = run_hooks("startContainer", &[missing], b"{}")
+        let msg = run_hooks(HookStage::StartContainer, &[missing], b"{}")
             .unwrap_err()
             .to_string();
         assert!(
@@ -594,7 +694,7 @@ mod tests {
     fn signal_death_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let s = script(dir.path(), "kill.sh", "kill -TERM $$");
-        let msg = run_hooks("poststop", &[hook(&s, &[], &[], None)], b"{}")
+        let msg = run_hooks(HookStage::Poststop, &[hook(&s, &[], &[], None)], b"{}")
             .unwrap_err()
             .to_string();
         assert!(msg.contains("killed by signal 15"), "{msg}");

@@ -28,7 +28,7 @@ use nix::unistd::ForkResult;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::channel::Channel;
-use crate::hooks::hooks_of;
+use crate::hooks::{run_hooks, HookStage};
 use crate::message::Message;
 use crate::mounts;
 use crate::namespaces::{self, NsPlan};
@@ -134,13 +134,13 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     // state the hooks get; without any such hook there is nothing to wait
     // for (one round trip less).
     let hooked = [
-        "prestart",
-        "createRuntime",
-        "createContainer",
-        "startContainer",
+        HookStage::Prestart,
+        HookStage::CreateRuntime,
+        HookStage::CreateContainer,
+        HookStage::StartContainer,
     ]
     .iter()
-    .any(|stage| !hooks_of(spec, stage).is_empty());
+    .any(|stage| !stage.hooks(spec).is_empty());
     let mut state_json = Vec::new();
     if hooked {
         if ch.send(&Message::HooksWanted).is_err() {
@@ -151,9 +151,9 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
             _ => None,
         });
     }
-    if let Err(e) = crate::hooks::run_hooks(
-        "createContainer",
-        hooks_of(spec, "createContainer"),
+    if let Err(e) = run_hooks(
+        HookStage::CreateContainer,
+        HookStage::CreateContainer.hooks(spec),
         &state_json,
     ) {
         ch.fail(&e.to_string());
@@ -241,13 +241,13 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     };
     drop(listener);
     use std::io::Write;
-    let start_hooks = hooks_of(spec, "startContainer");
+    let start_hooks = HookStage::StartContainer.hooks(spec);
     if !start_hooks.is_empty() {
         let mut running =
             serde_json::from_slice::<serde_json::Value>(&state_json).unwrap_or_default();
         running["status"] = "created".into();
         let running = serde_json::to_vec(&running).unwrap_or_default();
-        if let Err(e) = crate::hooks::run_hooks("startContainer", start_hooks, &running) {
+        if let Err(e) = run_hooks(HookStage::StartContainer, start_hooks, &running) {
             let _ = conn.write_all(&Message::Error(e.to_string()).encode());
             crate::sys::exit_now(1);
         }

@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{sys_err, Result};
+use crate::hooks::HookStage;
 
 #[cfg(berth_trampoline)]
 const IMAGE: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "/trampoline")));
@@ -48,10 +49,9 @@ pub fn protects(spec: &Spec) -> bool {
             ns.iter()
                 .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
         });
-    let in_container_hooks = spec.hooks().as_ref().is_some_and(|h| {
-        h.create_container().as_ref().is_some_and(|v| !v.is_empty())
-            || h.start_container().as_ref().is_some_and(|v| !v.is_empty())
-    });
+    let in_container_hooks = [HookStage::CreateContainer, HookStage::StartContainer]
+        .iter()
+        .any(|stage| !stage.hooks(spec).is_empty());
     available() && new_pid_ns && !in_container_hooks
 }
 
