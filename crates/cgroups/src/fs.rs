@@ -1,4 +1,6 @@
-//! The cgroupfs manager: one directory per mounted hierarchy.
+//! The cgroupfs manager: the [`Manager`] operations on a [`Cgroup`]
+//! (create, join, freeze/thaw, pids, kill, destroy), with `set` handed to
+//! `resources` and `stats` to `stats`.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -9,258 +11,71 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::cgroup::{Cgroup, Loc};
 use crate::files::{read, write};
-use crate::mounts::{self, Hierarchy, Mounts};
+use crate::mounts::Hierarchy;
 use crate::{Error, Manager, Stats};
 
-/// The container's directory in one v1 hierarchy.
-#[derive(Debug, Clone)]
-pub(crate) struct Dir1 {
-    pub controllers: Vec<String>,
-    pub mountpoint: PathBuf,
-    pub path: PathBuf,
-}
-
-/// The container's directory in the cgroup2 hierarchy.
-#[derive(Debug, Clone)]
-pub(crate) struct Dir2 {
-    pub mountpoint: PathBuf,
-    pub path: PathBuf,
-    /// Controllers available at the root of the cgroup2 mount.
-    pub controllers: Vec<String>,
-}
-
-/// Where a controller's files live for this container.
-pub(crate) enum Loc<'a> {
-    V1(&'a Path),
-    V2(&'a Path),
-}
-
-/// A [`Manager`] over cgroupfs (v1, v2 or hybrid).
-#[derive(Debug)]
-pub(crate) struct FsManager {
-    pub hierarchy: Hierarchy,
-    pub v1: Vec<Dir1>,
-    pub v2: Option<Dir2>,
-}
-
-impl FsManager {
-    /// Resolves `cgroups_path` in every mounted hierarchy.
-    pub fn new(cgroups_path: &str, container_id: &str) -> Result<FsManager, Error> {
-        Self::with_mounts(Mounts::detect()?, cgroups_path, container_id)
+/// Creates the cgroup's directories: cpuset filled in v1, controllers
+/// enabled down the path in v2.
+fn make_dirs(cg: &Cgroup) -> Result<(), Error> {
+    for d in &cg.v1 {
+        mkdir_all(&d.path)?;
+        if d.controllers.iter().any(|c| c == "cpuset") {
+            fill_cpuset(&d.mountpoint, &d.path)?;
+        }
     }
+    if let Some(d) = &cg.v2 {
+        mkdir_all(&d.path)?;
+        enable_controllers(&d.mountpoint, &d.path);
+    }
+    Ok(())
+}
 
-    /// Like [`FsManager::new`] over the given hierarchies (tests use it to
-    /// drive the cgroup2 code on a hybrid machine's unified mount).
-    pub(crate) fn with_mounts(
-        mounts: Mounts,
-        cgroups_path: &str,
-        container_id: &str,
-    ) -> Result<FsManager, Error> {
-        let inner = mounts::inner_path(cgroups_path, container_id)?;
-        let own = match inner {
-            mounts::Inner::Relative(_) => mounts::own_cgroups()?,
-            mounts::Inner::Absolute(_) => Default::default(),
-        };
-        let v1 = mounts
-            .v1
-            .iter()
-            .map(|m| Dir1 {
-                controllers: m.controllers.clone(),
-                mountpoint: m.mountpoint.clone(),
-                path: mounts::v1_dir(m, &inner, &own),
+/// Freezes or thaws and waits until the kernel reports it done (v1
+/// passes through FREEZING; the request is repeated while it lingers).
+/// A freeze that never completes is undone.
+fn set_frozen(cg: &Cgroup, frozen: bool) -> Result<(), Error> {
+    let what = if frozen { "freezing" } else { "thawing" };
+    match cg.freezer()? {
+        Loc::V1(dir) => {
+            let file = dir.join("freezer.state");
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            let mut state = String::new();
+            for attempt in 0..2000u32 {
+                if attempt % 50 == 0 {
+                    write(&file, want)?;
+                }
+                state = read(&file)?.trim().to_string();
+                if state == want {
+                    return Ok(());
+                }
+                sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
+            }
+            if frozen {
+                let _ = write(&file, "THAWED");
+            }
+            Err(Error::Freeze {
+                what,
+                path: dir.to_path_buf(),
+                state,
             })
-            .collect();
-        let v2 = match &mounts.v2 {
-            Some(m) => {
-                let file = m.mountpoint.join("cgroup.controllers");
-                let controllers = read(&file)?
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
-                Some(Dir2 {
-                    mountpoint: m.mountpoint.clone(),
-                    path: mounts::v2_dir(m, &inner, &own),
-                    controllers,
-                })
-            }
-            None => None,
-        };
-        Ok(FsManager {
-            hierarchy: mounts.hierarchy(),
-            v1,
-            v2,
-        })
-    }
-
-    /// A manager for cgroup directories recorded earlier with
-    /// [`Manager::paths`], so a later call (delete, kill, exec) finds the
-    /// same cgroup even if the caller now lives in a different cgroup.
-    pub fn from_paths(paths: &[PathBuf]) -> Result<FsManager, Error> {
-        let mounts = Mounts::detect()?;
-        let mut v1 = Vec::new();
-        let mut v2 = None;
-        for path in paths {
-            let clean = path.components().all(|c| {
-                matches!(
-                    c,
-                    std::path::Component::RootDir | std::path::Component::Normal(_)
-                )
-            });
-            let in_v1 = mounts
-                .v1
-                .iter()
-                .filter(|m| path.starts_with(&m.mountpoint) && path != &m.mountpoint)
-                .max_by_key(|m| m.mountpoint.as_os_str().len());
-            let in_v2 = mounts
-                .v2
-                .as_ref()
-                .filter(|m| path.starts_with(&m.mountpoint) && path != &m.mountpoint);
-            let longer_v2 = match (in_v1, in_v2) {
-                (Some(a), Some(b)) => {
-                    b.mountpoint.as_os_str().len() > a.mountpoint.as_os_str().len()
-                }
-                (None, Some(_)) => true,
-                _ => false,
-            };
-            match (clean, in_v1, in_v2) {
-                (true, _, Some(m)) if longer_v2 => {
-                    let controllers = read(&m.mountpoint.join("cgroup.controllers"))?
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect();
-                    v2 = Some(Dir2 {
-                        mountpoint: m.mountpoint.clone(),
-                        path: path.clone(),
-                        controllers,
-                    });
-                }
-                (true, Some(m), _) => v1.push(Dir1 {
-                    controllers: m.controllers.clone(),
-                    mountpoint: m.mountpoint.clone(),
-                    path: path.clone(),
-                }),
-                _ => {
-                    return Err(Error::InvalidPath {
-                        path: path.display().to_string(),
-                        reason: "it is not a cgroup directory below a mounted cgroup hierarchy: \
-                                 pass the paths Manager::paths returned"
-                            .into(),
-                    })
-                }
-            }
         }
-        Ok(FsManager {
-            hierarchy: mounts.hierarchy(),
-            v1,
-            v2,
-        })
-    }
-
-    /// The directory holding `controller`'s files: its v1 hierarchy if it has
-    /// one, else the cgroup2 hierarchy if that offers it.
-    pub fn locate(&self, controller: &str) -> Option<Loc<'_>> {
-        if let Some(d) = self
-            .v1
-            .iter()
-            .find(|d| d.controllers.iter().any(|c| c == controller))
-        {
-            return Some(Loc::V1(&d.path));
+        Loc::V2(dir) => {
+            write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+            wait_v2_frozen(dir, frozen, what)
         }
-        match &self.v2 {
-            Some(d) if d.controllers.iter().any(|c| c == controller) => Some(Loc::V2(&d.path)),
-            _ => None,
-        }
-    }
-
-    /// The directory whose cgroup.procs lists the container's processes.
-    fn procs_dir(&self) -> Option<&Path> {
-        for c in ["pids", "freezer", "memory", "devices", "cpu"] {
-            if let Some(Loc::V1(p)) = self.locate(c) {
-                return Some(p);
-            }
-        }
-        if let Some(d) = self.v1.first() {
-            return Some(&d.path);
-        }
-        self.v2.as_ref().map(|d| d.path.as_path())
-    }
-
-    fn create(&self) -> Result<(), Error> {
-        for d in &self.v1 {
-            mkdir_all(&d.path)?;
-            if d.controllers.iter().any(|c| c == "cpuset") {
-                fill_cpuset(&d.mountpoint, &d.path)?;
-            }
-        }
-        if let Some(d) = &self.v2 {
-            mkdir_all(&d.path)?;
-            enable_controllers(&d.mountpoint, &d.path);
-        }
-        Ok(())
-    }
-
-    /// Freezes or thaws and waits until the kernel reports it done (v1
-    /// passes through FREEZING; the request is repeated while it lingers).
-    /// A freeze that never completes is undone.
-    fn set_frozen(&self, frozen: bool) -> Result<(), Error> {
-        let what = if frozen { "freezing" } else { "thawing" };
-        match self.freezer()? {
-            Loc::V1(dir) => {
-                let file = dir.join("freezer.state");
-                let want = if frozen { "FROZEN" } else { "THAWED" };
-                let mut state = String::new();
-                for attempt in 0..2000u32 {
-                    if attempt % 50 == 0 {
-                        write(&file, want)?;
-                    }
-                    state = read(&file)?.trim().to_string();
-                    if state == want {
-                        return Ok(());
-                    }
-                    sleep(Duration::from_millis(1 + u64::from(attempt.min(9))));
-                }
-                if frozen {
-                    let _ = write(&file, "THAWED");
-                }
-                Err(Error::Freeze {
-                    what,
-                    path: dir.to_path_buf(),
-                    state,
-                })
-            }
-            Loc::V2(dir) => {
-                write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
-                wait_v2_frozen(dir, frozen, what)
-            }
-        }
-    }
-
-    fn freezer(&self) -> Result<Loc<'_>, Error> {
-        if let Some(Loc::V1(p)) = self.locate("freezer") {
-            return Ok(Loc::V1(p));
-        }
-        if self.hierarchy == Hierarchy::V2 {
-            if let Some(d) = &self.v2 {
-                return Ok(Loc::V2(&d.path));
-            }
-        }
-        Err(Error::Unsupported {
-            resource: "freezer".into(),
-            reason: "the v1 freezer controller is not mounted: mount it on /sys/fs/cgroup/freezer"
-                .into(),
-        })
     }
 }
 
-impl Manager for FsManager {
+impl Manager for Cgroup {
     fn apply(&self, pid: i32) -> Result<(), Error> {
-        FsManager::create(self)?;
+        make_dirs(self)?;
         self.join(pid)
     }
 
     fn create(&self) -> Result<(), Error> {
-        FsManager::create(self)
+        make_dirs(self)
     }
 
     fn set(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
@@ -287,11 +102,11 @@ impl Manager for FsManager {
     }
 
     fn freeze(&self) -> Result<(), Error> {
-        self.set_frozen(true)
+        set_frozen(self, true)
     }
 
     fn thaw(&self) -> Result<(), Error> {
-        self.set_frozen(false)
+        set_frozen(self, false)
     }
 
     fn stats(&self) -> Result<Stats, Error> {
@@ -513,9 +328,10 @@ mod tests {
     //! normal layout. Needs root.
 
     use super::*;
+    use crate::mounts::Mounts;
     use std::process::{Command, Stdio};
 
-    fn v2_only(test: &str) -> FsManager {
+    fn v2_only(test: &str) -> Cgroup {
         let mut mounts = Mounts::detect().expect("mountinfo");
         assert!(
             mounts.v2.is_some(),
@@ -523,7 +339,7 @@ mod tests {
         );
         mounts.v1.clear();
         let path = format!("/berth-unit-v2-{test}-{}", std::process::id());
-        FsManager::with_mounts(mounts, &path, test).expect("manager")
+        Cgroup::with_mounts(mounts, &path, test).expect("manager")
     }
 
     #[test]
@@ -565,7 +381,7 @@ mod tests {
     fn cgroup2_unified_keys_are_written_and_bad_keys_refused() {
         let m = v2_only("unified");
         m.create().expect("create");
-        let m = FsManager::from_paths(&m.paths()).expect("reopen");
+        let m = Cgroup::from_paths(&m.paths()).expect("reopen");
         let result = (|| {
             let r: oci_spec::runtime::LinuxResources =
                 serde_json_like(r#"{"unified":{"cgroup.max.descendants":"3"}}"#);
@@ -584,7 +400,7 @@ mod tests {
     }
 
     /// Runs `sh -c 'read go; SCRIPT'` inside `m` and returns its output.
-    fn sh_in(m: &FsManager, script: &str) -> String {
+    fn sh_in(m: &Cgroup, script: &str) -> String {
         use std::io::Write as _;
         let busybox = berth_testutil::require_peer(berth_testutil::BUSYBOX);
         let mut child = Command::new(busybox)

@@ -9,6 +9,7 @@
 //! cgroup. The systemd driver ("slice:prefix:name") is not supported.
 
 mod bpf;
+mod cgroup;
 mod error;
 mod files;
 mod fs;
@@ -76,14 +77,14 @@ pub trait Manager: Send + Sync {
 /// empty) of container `container_id`, on whatever hierarchy this machine
 /// mounts. Nothing is created until [`Manager::apply`].
 pub fn manager(cgroups_path: &str, container_id: &str) -> Result<Box<dyn Manager>, Error> {
-    Ok(Box::new(fs::FsManager::new(cgroups_path, container_id)?))
+    Ok(Box::new(cgroup::Cgroup::new(cgroups_path, container_id)?))
 }
 
 /// The manager for cgroup directories recorded earlier from
 /// [`Manager::paths`] (e.g. in the container's state), independent of the
 /// caller's own cgroup. Each path must lie below a mounted hierarchy.
 pub fn manager_from_paths(paths: &[PathBuf]) -> Result<Box<dyn Manager>, Error> {
-    Ok(Box::new(fs::FsManager::from_paths(paths)?))
+    Ok(Box::new(cgroup::Cgroup::from_paths(paths)?))
 }
 
 /// Where every cgroup hierarchy (v1 and cgroup2) is mounted.

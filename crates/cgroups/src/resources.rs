@@ -5,8 +5,8 @@ use oci_spec::runtime::{
 };
 
 use crate::bpf::{apply_device_rules, Rule};
+use crate::cgroup::{Cgroup, Loc};
 use crate::files::{read, write, CgroupFile};
-use crate::fs::{FsManager, Loc};
 use crate::{Error, Hierarchy};
 
 /// runc's default device rules, appended after the spec's own: mknod of
@@ -27,7 +27,7 @@ pub const DEFAULT_DEVICE_RULES: &[&str] = &[
 ];
 
 /// The directory of `controller`, or a clear error naming the spec field.
-fn need<'a>(m: &'a FsManager, controller: &str, field: &str) -> Result<Loc<'a>, Error> {
+fn need<'a>(m: &'a Cgroup, controller: &str, field: &str) -> Result<Loc<'a>, Error> {
     m.locate(controller).ok_or_else(|| Error::Unsupported {
         resource: format!("linux.resources.{field}"),
         reason: format!(
@@ -38,7 +38,7 @@ fn need<'a>(m: &'a FsManager, controller: &str, field: &str) -> Result<Loc<'a>, 
 }
 
 /// Applies every resource set in `r`, controller by controller.
-pub(crate) fn set(m: &FsManager, r: &LinuxResources) -> Result<(), Error> {
+pub(crate) fn set(m: &Cgroup, r: &LinuxResources) -> Result<(), Error> {
     if let Some(cpu) = r.cpu() {
         set_cpuset(m, cpu)?;
     }
@@ -151,7 +151,7 @@ fn v2_unsupported(field: &str) -> Error {
     }
 }
 
-fn set_cpuset(m: &FsManager, cpu: &LinuxCpu) -> Result<(), Error> {
+fn set_cpuset(m: &Cgroup, cpu: &LinuxCpu) -> Result<(), Error> {
     for (value, file, field) in [
         (cpu.cpus(), "cpuset.cpus", "cpu.cpus"),
         (cpu.mems(), "cpuset.mems", "cpu.mems"),
@@ -270,7 +270,7 @@ fn v1_transition(
     Ok(Some(writes))
 }
 
-fn set_devices(m: &FsManager, devices: &[LinuxDeviceCgroup]) -> Result<(), Error> {
+fn set_devices(m: &Cgroup, devices: &[LinuxDeviceCgroup]) -> Result<(), Error> {
     match m.locate("devices") {
         Some(Loc::V1(d)) => {
             if let Some(writes) = v1_transition(d, devices)? {
@@ -338,7 +338,7 @@ fn set_devices(m: &FsManager, devices: &[LinuxDeviceCgroup]) -> Result<(), Error
     }
 }
 
-fn set_memory(m: &FsManager, mem: &LinuxMemory) -> Result<(), Error> {
+fn set_memory(m: &Cgroup, mem: &LinuxMemory) -> Result<(), Error> {
     let loc = need(m, "memory", "memory")?;
     match loc {
         Loc::V1(d) => {
@@ -451,7 +451,7 @@ fn swap_to_v2(swap: i64, limit: Option<i64>) -> Result<Option<i64>, Error> {
     }
 }
 
-fn set_cpu(m: &FsManager, cpu: &LinuxCpu) -> Result<(), Error> {
+fn set_cpu(m: &Cgroup, cpu: &LinuxCpu) -> Result<(), Error> {
     let wants_cpu = cpu.shares().is_some()
         || cpu.quota().is_some()
         || cpu.period().is_some()
@@ -533,7 +533,7 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
-fn set_blkio(m: &FsManager, b: &LinuxBlockIo) -> Result<(), Error> {
+fn set_blkio(m: &Cgroup, b: &LinuxBlockIo) -> Result<(), Error> {
     match need(m, "blkio", "blockIO").or_else(|e| need(m, "io", "blockIO").map_err(|_| e))? {
         Loc::V1(d) => {
             let weight_file = |name: &str| {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::{Cgroup, Loc};
 use crate::files::{keyed, num, opt_num, read};
-use crate::fs::{FsManager, Loc};
 use crate::Error;
 
 /// Everything the cgroup files tell about a container's usage.
@@ -164,7 +164,7 @@ pub(crate) fn hugepage_sizes() -> Vec<String> {
 }
 
 /// Reads every counter the mounted controllers offer.
-pub(crate) fn collect(m: &FsManager) -> Result<Stats, Error> {
+pub(crate) fn collect(m: &Cgroup) -> Result<Stats, Error> {
     let mut s = Stats::default();
     match m.locate("cpuacct") {
         Some(Loc::V1(d)) => {
