@@ -7,6 +7,12 @@
 //! relative to each hierarchy's root, relative paths to the caller's own
 //! cgroup, and an empty path is the container id relative to the caller's own
 //! cgroup. The systemd driver ("slice:prefix:name") is not supported.
+//!
+//! Source layout, imports going one way: `fs` (the [`Manager`] operations)
+//! calls `resources` (`set`, with `bpf` for v2 device rules) and `stats`;
+//! all three find the container's directories through `cgroup`, which
+//! builds on `mounts` (the hierarchies); every cgroup file is read, written
+//! and parsed through `files`.
 
 mod bpf;
 mod cgroup;
