@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::Spec;
 
 use crate::cgroup_join::CgroupJoin;
 use crate::channel;
@@ -92,12 +92,6 @@ impl Runtime {
         let Some(process_spec) = spec.process().as_ref() else {
             return Err(Error::Init("config has no process".into()));
         };
-        if !crate::spec::has_namespace(&spec, LinuxNamespaceType::Mount) {
-            return Err(Error::Config {
-                path: bundle.join("config.json"),
-                msg: "field `linux.namespaces`: a mount namespace is required".into(),
-            });
-        }
         let terminal = process_spec.terminal().unwrap_or(false);
         if terminal && opts.console_socket.is_none() {
             return Err(Error::BadState(

@@ -115,8 +115,22 @@ pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<(
         ));
     }
     validate_user(process.user(), path, field)?;
+    for (i, a) in process.args().iter().flatten().enumerate() {
+        if a.contains('\0') {
+            return Err(bad(
+                path,
+                format!("field `{field}.args[{i}]`: {a:?} contains a NUL byte"),
+            ));
+        }
+    }
     if let Some(env) = process.env() {
         for (i, e) in env.iter().enumerate() {
+            if e.contains('\0') {
+                return Err(bad(
+                    path,
+                    format!("field `{field}.env[{i}]`: {e:?} contains a NUL byte"),
+                ));
+            }
             if !e.contains('=') || e.starts_with('=') {
                 return Err(bad(
                     path,
@@ -205,6 +219,12 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
             }
         }
     }
+    if !seen.contains(&LinuxNamespaceType::Mount) {
+        return Err(bad(
+            path,
+            "field `linux.namespaces`: a mount namespace is required",
+        ));
+    }
     let userns = seen.contains(&LinuxNamespaceType::User);
     let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
@@ -247,6 +267,9 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
                     m.destination()
                 ),
             ));
+        }
+        if let Err(e) = crate::mounts::parse_options(m.options().as_deref().unwrap_or(&[])) {
+            return Err(bad(path, format!("field `mounts[{i}].options`: {e}")));
         }
     }
     if let Some(p) = linux.rootfs_propagation() {
@@ -391,4 +414,57 @@ pub fn add_capabilities(p: &mut Process, names: &[String]) -> Result<()> {
 /// any error; `path` names the source in messages.
 pub fn parse_resources(path: &Path, data: &[u8]) -> Result<oci_spec::runtime::LinuxResources> {
     parse_json(path, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `validate` of the template spec changed by `edit`, in a bundle with
+    /// a rootfs directory; the error message on failure.
+    fn check(edit: impl FnOnce(&mut serde_json::Value)) -> std::result::Result<(), String> {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::create_dir(bundle.path().join("rootfs")).unwrap();
+        let mut json = crate::spec_template::default_spec_json(false);
+        edit(&mut json);
+        let spec: Spec = serde_json::from_value(json).unwrap();
+        validate(&spec, bundle.path(), Path::new("config.json")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_template_is_valid() {
+        check(|_| {}).unwrap();
+    }
+
+    #[test]
+    fn a_mount_namespace_is_required() {
+        let err = check(|s| {
+            let ns = s["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "mount");
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "config.json: field `linux.namespaces`: a mount namespace is required"
+        );
+    }
+
+    #[test]
+    fn unsupported_mount_options_name_the_mount() {
+        let err = check(|s| {
+            s["mounts"][1]["options"] = serde_json::json!(["nosuid", "rro"]);
+        })
+        .unwrap_err();
+        assert!(err.contains("field `mounts[1].options`"), "{err}");
+        assert!(err.contains("\"rro\""), "{err}");
+    }
+
+    #[test]
+    fn nul_bytes_in_args_and_env_are_refused() {
+        let err =
+            check(|s| s["process"]["args"] = serde_json::json!(["sh", "a\u{0}b"])).unwrap_err();
+        assert!(err.contains("field `process.args[1]`"), "{err}");
+        let err = check(|s| s["process"]["env"] = serde_json::json!(["A=\u{0}"])).unwrap_err();
+        assert!(err.contains("field `process.env[0]`"), "{err}");
+    }
 }
