@@ -17,10 +17,8 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use crate::error::{io_err, sys_err, Error, Result};
 use crate::hooks::{run_hooks_warn, HookStage};
 use crate::message::Message;
-use crate::state::{self, annotations, Record, State, Status};
+use crate::state::{self, annotations, Record, State, Status, STATE_FILE};
 
-/// The container's record in its state directory.
-pub(crate) const STATE_FILE: &str = "state.json";
 /// The socket the init waits on for `start`; it exists while the container
 /// is created.
 pub(crate) const EXEC_SOCK: &str = "exec.sock";
@@ -231,9 +229,16 @@ impl Container {
         )?)
     }
 
-    /// The current status, derived from the init process, the start socket
-    /// and the freezer.
+    /// The current status, derived from the process running `create` (while
+    /// it has not finished), the init process, the start socket and the
+    /// freezer.
     pub fn status(&self) -> Status {
+        if let Some((pid, start)) = self.record.creator {
+            return match state::proc_start_time(pid) {
+                Some((t, false)) if t == start => Status::Creating,
+                _ => Status::Stopped,
+            };
+        }
         if !self.alive() {
             return Status::Stopped;
         }
@@ -292,6 +297,7 @@ impl Container {
     pub fn start(&self) -> Result<()> {
         match self.status() {
             Status::Created => {}
+            Status::Creating => return Err(self.still_creating("start")),
             Status::Stopped => {
                 return Err(Error::BadState(
                     "cannot start a container that has stopped".into(),
@@ -344,10 +350,14 @@ impl Container {
     /// Sends `signal` to the init, or with `all` to every process of the
     /// container's cgroup.
     pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
-        if self.status() == Status::Stopped {
-            return Err(Error::NotRunning {
-                id: self.record.id.clone(),
-            });
+        match self.status() {
+            Status::Stopped => {
+                return Err(Error::NotRunning {
+                    id: self.record.id.clone(),
+                })
+            }
+            Status::Creating => return Err(self.still_creating("signal")),
+            _ => {}
         }
         if all {
             return Ok(self.cgroup()?.kill_all(signal)?);
@@ -355,8 +365,22 @@ impl Container {
         self.signal_init(signal)
     }
 
+    /// The error for an operation on a container `create` has not finished.
+    fn still_creating(&self, what: &str) -> Error {
+        Error::BadState(format!(
+            "cannot {what} container {}: it is still being created",
+            self.record.id
+        ))
+    }
+
     fn signal_init(&self, signal: i32) -> Result<()> {
         let pid = self.record.init_pid;
+        if pid <= 0 {
+            // Never kill(0, ..): that would signal our own process group.
+            return Err(Error::NotRunning {
+                id: self.record.id.clone(),
+            });
+        }
         let ctx = || format!("cannot send signal {signal} to the container init (pid {pid})");
         if let Some(fd) = crate::sys::pidfd_open(pid) {
             if !self.alive() {
@@ -395,22 +419,24 @@ impl Container {
     /// as runc does, records them in the saved config (state.json): the
     /// fields given replace the saved ones, the others are kept.
     pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
-        if self.status() == Status::Stopped {
-            return Err(Error::NotRunning {
-                id: self.record.id.clone(),
-            });
+        match self.status() {
+            Status::Stopped => {
+                return Err(Error::NotRunning {
+                    id: self.record.id.clone(),
+                })
+            }
+            Status::Creating => return Err(self.still_creating("update")),
+            _ => {}
         }
         self.cgroup()?.set(resources)?;
         let mut record = self.record.clone();
         record.config = merge_resources(&record.config, resources)?;
-        let data = serde_json::to_vec(&record)
-            .map_err(|e| Error::Init(format!("cannot encode the state: {e}")))?;
-        state::write_atomic(&self.dir.join(STATE_FILE), &data)
+        record.save(&self.dir, true)
     }
 
     /// Usage counters of the container's cgroup (`events --stats`).
     pub fn stats(&self) -> Result<berth_cgroups::Stats> {
-        if self.status() == Status::Stopped {
+        if matches!(self.status(), Status::Stopped | Status::Creating) {
             return Err(Error::NotRunning {
                 id: self.record.id.clone(),
             });
@@ -424,11 +450,16 @@ impl Container {
     }
 
     /// Deletes the container: a created one is killed; a running or paused
-    /// one only with `force`. Removes the cgroup, runs poststop hooks
-    /// (failures are warnings) and removes the state directory.
+    /// one only with `force`; one still being created never (the process
+    /// running `create` cleans up if it fails). Removes the cgroup, runs
+    /// poststop hooks (failures are warnings) and removes the state
+    /// directory.
     pub fn delete(&self, force: bool) -> Result<()> {
         let status = self.status();
         match status {
+            Status::Creating => return Err(self.still_creating("delete")),
+            // A `create` that died half-way: what it started is killed.
+            Status::Stopped if self.record.creator.is_some() => self.kill_abandoned()?,
             Status::Stopped => {}
             Status::Created => self.kill_and_wait()?,
             Status::Running | Status::Paused if force => self.kill_and_wait()?,
@@ -464,6 +495,27 @@ impl Container {
         )
     }
 
+    /// Kills whatever a `create` that died half-way left in the cgroup and
+    /// waits until the cgroup is empty.
+    fn kill_abandoned(&self) -> Result<()> {
+        let cg = self.cgroup()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = cg.pids().unwrap_or_default();
+            if pids.is_empty() {
+                return Ok(());
+            }
+            let _ = cg.kill_all(libc::SIGKILL);
+            if Instant::now() > deadline {
+                return Err(Error::Init(format!(
+                    "processes {pids:?} of the abandoned container {} did not exit within 10s of SIGKILL",
+                    self.record.id
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub(crate) fn destroy_after_failure(&self, cg: &dyn berth_cgroups::Manager) -> Result<()> {
         let _ = self.kill_and_wait();
         let _ = cg.destroy();
@@ -474,6 +526,50 @@ impl Container {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(creator: Option<(i32, u64)>) -> Record {
+        Record {
+            id: "c1".into(),
+            init_pid: 0,
+            init_start_time: 0,
+            bundle: PathBuf::from("/bundle"),
+            rootfs: PathBuf::from("/bundle/rootfs"),
+            created: chrono::Utc::now(),
+            cgroups_path: String::new(),
+            cgroup_paths: Vec::new(),
+            config: serde_json::from_value(serde_json::json!({"ociVersion": "1.0.2"})).unwrap(),
+            creator,
+        }
+    }
+
+    #[test]
+    fn a_container_is_creating_while_the_creating_process_lives() {
+        let me = std::process::id() as i32;
+        let (start, _) = state::proc_start_time(me).unwrap();
+        let c = Container::new(PathBuf::from("/nonexistent"), record(Some((me, start))));
+        assert_eq!(c.status(), Status::Creating);
+        let st = serde_json::to_value(c.state()).unwrap();
+        assert_eq!(st["status"], "creating");
+        for err in [
+            c.start().unwrap_err(),
+            c.kill(libc::SIGKILL, false).unwrap_err(),
+            c.delete(true).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("still being created"), "{err}");
+        }
+        // A creator that died (or a reused pid) leaves a stopped container.
+        let c = Container::new(PathBuf::from("/nonexistent"), record(Some((me, start + 1))));
+        assert_eq!(c.status(), Status::Stopped);
+    }
+
+    #[test]
+    fn a_record_without_a_creator_reads_as_created() {
+        let mut json = serde_json::to_value(record(None)).unwrap();
+        assert!(json.get("creator").is_none(), "{json}");
+        json.as_object_mut().unwrap().remove("creator");
+        let r: Record = serde_json::from_value(json).unwrap();
+        assert_eq!(r.creator, None);
+    }
 
     #[test]
     fn an_update_replaces_the_fields_it_sets_and_keeps_the_others() {

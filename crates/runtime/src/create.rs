@@ -15,7 +15,7 @@ use oci_spec::runtime::Spec;
 use crate::cgroup_join::CgroupJoin;
 use crate::channel;
 use crate::console::TtySocket;
-use crate::container::{bind_unix, valid_id, wait_gone, Container, Runtime, EXEC_SOCK, STATE_FILE};
+use crate::container::{bind_unix, valid_id, wait_gone, Container, Runtime, EXEC_SOCK};
 use crate::error::{io_err, sys_err, Error, Result};
 use crate::hooks::{run_hooks, HookStage};
 use crate::init::{p1_main, InitPlan};
@@ -121,6 +121,24 @@ impl Runtime {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         let cg = berth_cgroups::manager(&cgroups_path, id)?;
+        // From here on `state` and `list` show the container as creating.
+        // Not fsynced: after a crash there is nothing to come back to.
+        let me = std::process::id() as i32;
+        let (my_start, _) = state::proc_start_time(me)
+            .ok_or_else(|| Error::Init("cannot read this process's start time in /proc".into()))?;
+        let mut record = Record {
+            id: id.to_string(),
+            init_pid: 0,
+            init_start_time: 0,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: Utc::now(),
+            cgroups_path,
+            cgroup_paths: cg.paths(),
+            config: spec.clone(),
+            creator: Some((me, my_start)),
+        };
+        record.save(&dir, false)?;
         let listener = bind_unix(&dir, EXEC_SOCK)?;
         let console = match (&opts.console_socket, terminal) {
             (Some(p), true) => Some(crate::console::connect_console_socket(p)?),
@@ -175,23 +193,19 @@ impl Runtime {
             trampoline,
         };
         let mut init_pid = 0;
-        let res = self.spawn_init(id, plan, cg.as_ref(), &mut init_pid, &dir);
-        let record = match res {
-            Ok(r) => r,
-            Err(e) => {
-                if init_pid > 0 {
-                    let _ = nix::sys::signal::kill(
-                        Pid::from_raw(init_pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    if let Some((t, _)) = state::proc_start_time(init_pid) {
-                        let _ = wait_gone(init_pid, t, Duration::from_secs(10));
-                    }
+        if let Err(e) = self.spawn_init(&mut record, plan, cg.as_ref(), &mut init_pid, &dir) {
+            if init_pid > 0 {
+                let _ = nix::sys::signal::kill(
+                    Pid::from_raw(init_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                if let Some((t, _)) = state::proc_start_time(init_pid) {
+                    let _ = wait_gone(init_pid, t, Duration::from_secs(10));
                 }
-                let _ = cg.destroy();
-                return Err(e);
             }
-        };
+            let _ = cg.destroy();
+            return Err(e);
+        }
         let container = Container::new(dir, record);
         if let Some(p) = &opts.pid_file {
             if let Err(e) = write_pid_file(p, container.pid()) {
@@ -203,14 +217,16 @@ impl Runtime {
         Ok(container)
     }
 
+    /// Forks P1, answers it and the init until the init is ready, then
+    /// saves `record` (in the creating state until then) as created.
     fn spawn_init(
         &self,
-        id: &str,
+        record: &mut Record,
         mut plan: InitPlan<'_>,
         cg: &dyn berth_cgroups::Manager,
         init_pid: &mut i32,
         dir: &Path,
-    ) -> Result<Record> {
+    ) -> Result<()> {
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
         let linux = plan
             .spec
@@ -259,7 +275,6 @@ impl Runtime {
             }
             return Err(sys_err("cannot release the container's first child")(e));
         }
-        let created = Utc::now();
         // The init's HooksWanted or Ready can overtake P1's Pid: the
         // hooks and the state need that pid, so an early one waits for it.
         let mut early = None;
@@ -299,18 +314,16 @@ impl Runtime {
                 Message::HooksWanted => {
                     let st = State {
                         oci_version: plan.spec.version().clone(),
-                        id: id.to_string(),
+                        id: record.id.clone(),
                         pid: *init_pid,
-                        status: Status::Created,
+                        status: Status::Creating,
                         bundle: plan.bundle.to_path_buf(),
                         rootfs: plan.rootfs.to_path_buf(),
-                        created: state::rfc3339_nano(&created),
+                        created: state::rfc3339_nano(&record.created),
                         annotations: annotations(plan.spec),
                         owner: String::new(),
                     };
-                    let mut json = serde_json::to_value(&st).unwrap_or_default();
-                    json["status"] = "creating".into();
-                    let json = serde_json::to_vec(&json).unwrap_or_default();
+                    let json = serde_json::to_vec(&st).unwrap_or_default();
                     for stage in [HookStage::Prestart, HookStage::CreateRuntime] {
                         run_hooks(stage, stage.hooks(plan.spec), &json)?;
                     }
@@ -332,25 +345,10 @@ impl Runtime {
         }
         let (start_time, _) = state::proc_start_time(*init_pid)
             .ok_or_else(|| Error::Init("container init exited right after it was ready".into()))?;
-        let record = Record {
-            id: id.to_string(),
-            init_pid: *init_pid,
-            init_start_time: start_time,
-            bundle: plan.bundle.to_path_buf(),
-            rootfs: plan.rootfs.to_path_buf(),
-            created,
-            cgroups_path: linux
-                .cgroups_path()
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            cgroup_paths: cg.paths(),
-            config: plan.spec.clone(),
-        };
-        let data = serde_json::to_vec(&record)
-            .map_err(|e| Error::Init(format!("cannot encode the state: {e}")))?;
-        state::write_atomic(&dir.join(STATE_FILE), &data)?;
-        Ok(record)
+        record.init_pid = *init_pid;
+        record.init_start_time = start_time;
+        record.creator = None;
+        record.save(dir, true)
     }
 
     /// `run`: create, start, wait for the init and delete the container;

@@ -40,8 +40,16 @@ impl Container {
     /// and cgroup). Returns the new process's host pid once it has exec'd;
     /// to wait for it the caller must be its parent or a subreaper.
     pub fn exec(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
-        if self.status() == Status::Stopped {
-            return Err(Error::BadState("cannot exec in a stopped container".into()));
+        match self.status() {
+            Status::Stopped => {
+                return Err(Error::BadState("cannot exec in a stopped container".into()))
+            }
+            Status::Creating => {
+                return Err(Error::BadState(
+                    "cannot exec in a container that is still being created".into(),
+                ))
+            }
+            _ => {}
         }
         crate::spec::validate_process(process, Path::new("process.json"), "process")?;
         let terminal = process.terminal().unwrap_or(false);

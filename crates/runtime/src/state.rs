@@ -15,6 +15,8 @@ use crate::error::{io_err, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// `create` is still setting the container up.
+    Creating,
     /// The init is set up and waits for `start`.
     Created,
     /// The user process runs.
@@ -28,6 +30,7 @@ pub enum Status {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
             Status::Paused => "paused",
@@ -62,7 +65,36 @@ pub struct Record {
     pub cgroup_paths: Vec<PathBuf>,
     /// The whole runtime spec (hooks for delete, namespaces for exec, ...).
     pub config: Spec,
+    /// While `create` runs: the process running it and its start time. The
+    /// container is `creating` while that process lives, `stopped` if it
+    /// died before finishing. None once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<(i32, u64)>,
 }
+
+impl Record {
+    /// Writes the record to `state.json` in the state directory `dir`
+    /// (temp file and rename; with `durable`, fsynced first).
+    pub(crate) fn save(&self, dir: &Path, durable: bool) -> Result<()> {
+        let data = serde_json::to_vec(self).map_err(|e| {
+            crate::Error::Init(format!("cannot encode the state of {}: {e}", self.id))
+        })?;
+        let path = dir.join(STATE_FILE);
+        if durable {
+            return write_atomic(&path, &data);
+        }
+        let tmp = dir.join(format!(".{STATE_FILE}.tmp{}", std::process::id()));
+        std::fs::write(&tmp, &data)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                io_err(format!("cannot write {}", path.display()))(e)
+            })
+    }
+}
+
+/// The file holding a container's [`Record`] in its state directory.
+pub(crate) const STATE_FILE: &str = "state.json";
 
 /// The container state printed by `state` and `list --format json`: runc's
 /// `containerState` (the OCI state plus `rootfs`, `created`, `owner`).
@@ -138,7 +170,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// Reads `state.json` from a container's state directory.
 pub fn read_record(dir: &Path) -> Result<Record> {
-    let path = dir.join("state.json");
+    let path = dir.join(STATE_FILE);
     let data = std::fs::read(&path).map_err(io_err(format!("cannot read {}", path.display())))?;
     crate::spec::parse_json(&path, &data)
 }
