@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use berth_runtime::spec::MAX_ID;
-use berth_runtime::{CreateOptions, ExecOptions, Runtime, Status};
+use berth_runtime::{CreateOptions, ExecOptions, Intent, Runtime, Status};
 use clap::{Parser, Subcommand, ValueEnum};
 use oci_spec::runtime::Spec;
 
@@ -273,25 +273,22 @@ struct ExecArgs {
 fn main() {
     let cli = Cli::parse();
     // Processes forked into the container must not expose the host's binary
-    // writable through /proc/<pid>/exe (CVE-2019-5736 class): re-execute from
-    // a read-only mount, unless the exec trampoline covers the container.
+    // writable through /proc/<pid>/exe (CVE-2019-5736 class): the library
+    // decides whether to re-execute from a read-only mount first.
     let bundle = match &cli.cmd {
         Cmd::Create(args) | Cmd::Run { create: args, .. } => Some(args.bundle.as_path()),
         _ => None,
     };
     let spec = bundle.and_then(|b| berth_runtime::spec::load(b).ok());
-    let reexec = match bundle {
-        Some(_) => !spec
-            .as_ref()
-            .is_some_and(berth_runtime::trampoline::protects),
-        None => matches!(cli.cmd, Cmd::Exec(_)),
+    let intent = match (&cli.cmd, bundle) {
+        (_, Some(_)) => Intent::Create(spec.as_ref()),
+        (Cmd::Exec(_), None) => Intent::Exec,
+        _ => Intent::Other,
     };
-    if reexec {
-        if let Err(e) = berth_runtime::reexec_read_only() {
-            logging::fatal(&anyhow::anyhow!(
-                "cannot re-execute berth-runtime from a read-only mount of itself (needs open_tree and mount_setattr, Linux 5.12+): {e}"
-            ));
-        }
+    if let Err(e) = berth_runtime::reexec_if_needed(intent) {
+        logging::fatal(&anyhow::anyhow!(
+            "cannot re-execute berth-runtime from a read-only mount of itself (needs open_tree and mount_setattr, Linux 5.12+): {e}"
+        ));
     }
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("{e:#}");

@@ -158,14 +158,14 @@ impl Runtime {
             .collect();
         // The init's /proc/self/exe is this binary: unless that sits on a
         // read-only mount, the process must be exec'd via the trampoline.
-        let trampoline = if crate::sys::exe_is_read_only("self") {
+        let trampoline = if crate::reexec::exe_is_read_only("self") {
             None
         } else if crate::trampoline::protects(&spec) {
             Some(Trampoline::load()?)
         } else {
             return Err(Error::Init(
                 "the runtime binary is writable and this container joins a pid namespace or runs hooks inside it: \
-                 re-execute from a read-only mount first (berth_runtime::reexec_read_only)"
+                 re-execute from a read-only mount first (berth_runtime::reexec_if_needed)"
                     .into(),
             ));
         };

@@ -61,7 +61,7 @@ impl Container {
         let init = self.record.init_pid;
         if self.status() == Status::Created
             && has_sys_ptrace(process)
-            && !crate::sys::exe_is_read_only(&init.to_string())
+            && !crate::reexec::exe_is_read_only(&init.to_string())
         {
             return Err(Error::BadState(
                 "cannot exec a process with CAP_SYS_PTRACE into this container before `start`: its init still runs the runtime's own (writable) binary, which that capability could reopen through /proc (CVE-2019-5736); start the container first".into(),
