@@ -1,0 +1,212 @@
+//! The layer applier: one thread inflates, hashes and parses; a small pool
+//! creates regular files. Ordering rules: directories, links, devices and
+//! whiteouts are done by the parsing thread; an operation on a path (or below
+//! a path, or a hardlink to a path) still being written by the pool waits for
+//! it; removals of whole trees wait for the pool to drain; directory times are
+//! set last.
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | `apply_layer`: the pipeline (inflater thread → parser → writer pool) and the diff_id check |
+//! | `stream.rs` | the reading side: counting and size/ratio-limited readers, the inflater thread and its chunks |
+//! | `entry.rs` | the parsing thread's `Applier`: one tar entry at a time, parent directories, copy-up, the end pass |
+//! | `whiteouts.rs` | `.wh.` whiteouts and opaque directories, in both whiteout modes |
+//! | `pool.rs` | the writer pool: jobs, pending paths and who waits for them, the shared error |
+//! | `files.rs` | one file's metadata (`Meta`) and creating and setting it |
+//! | `paths.rs` | entry names: normalisation, joining, parents, opening inside the root, error naming |
+
+mod entry;
+mod files;
+mod paths;
+mod pool;
+mod stream;
+mod whiteouts;
+
+use std::collections::HashSet;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use sha2::{Digest, Sha256};
+
+use crate::tarstream::TarStream;
+use crate::{Applied, ApplyError, ApplyOptions, Compression, WhiteoutMode};
+use entry::Applier;
+use pool::{write_job, Job, Pending, Shared};
+use stream::{inflate, Chunks, Counting, Limited, CHUNKS_IN_FLIGHT};
+
+/// Files up to this size are handed to the writer pool; larger ones are
+/// streamed by the parsing thread.
+const POOL_FILE_MAX: u64 = 1 << 20;
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// Applies one layer blob to `target` in a single streaming pass and returns
+/// its diff_id (the sha256 of the uncompressed tar stream) and size.
+///
+/// `target` must exist. In [`WhiteoutMode::Overlay`] it should be an empty
+/// overlay upper directory; in [`WhiteoutMode::Remove`] it holds the parent
+/// layers already. If `options.expected_diff_id` is set and differs, the call
+/// fails with [`ApplyError::DiffIdMismatch`] after applying: the caller must
+/// then discard `target`, as after any other error.
+pub fn apply_layer<R: Read + Send>(
+    reader: R,
+    compression: Compression,
+    target: &Path,
+    options: &ApplyOptions,
+) -> Result<Applied, ApplyError> {
+    let open_dir = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ApplyError::Target {
+            path: p.to_path_buf(),
+            source: e.into(),
+        })
+    };
+    let root = open_dir(target)?;
+    let mut lowers = Vec::new();
+    if options.whiteouts == WhiteoutMode::Overlay {
+        for l in &options.lowers {
+            lowers.push(open_dir(l)?);
+        }
+    }
+
+    let count = Arc::new(AtomicU64::new(0));
+    let counting = BufReader::with_capacity(
+        256 << 10,
+        Counting {
+            inner: reader,
+            count: count.clone(),
+        },
+    );
+    let (decoded, compressed): (Box<dyn Read + Send>, _) = match compression {
+        Compression::None => (Box::new(counting), None),
+        Compression::Gzip => (
+            Box::new(flate2::bufread::MultiGzDecoder::new(counting)),
+            Some(count),
+        ),
+        Compression::Zstd => (
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(counting).map_err(|e| {
+                    ApplyError::Stream {
+                        entry: "zstd header".to_string(),
+                        source: e,
+                    }
+                })?,
+            ),
+            Some(count),
+        ),
+    };
+    let limited = Limited {
+        inner: decoded,
+        total: 0,
+        compressed,
+        max_size: options.max_size,
+        max_ratio: options.max_ratio,
+    };
+
+    let shared = Shared {
+        root,
+        pending: Mutex::new(Pending::default()),
+        cv: Condvar::new(),
+        error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+        create_ns: AtomicU64::new(0),
+    };
+
+    std::thread::scope(|scope| -> Result<Applied, ApplyError> {
+        // One thread inflates while this one hashes, parses and applies
+        // (inflating is the larger half of the CPU work).
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+        let inflater = scope.spawn(move || inflate(limited, chunk_tx, spare_rx));
+        let mut stream = TarStream::new(Chunks {
+            rx: chunk_rx,
+            spare: spare_tx,
+            hasher: Sha256::new(),
+            cur: Vec::new(),
+            pos: 0,
+        });
+        let tx = if options.threads > 0 {
+            let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(4);
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..options.threads {
+                let rx = rx.clone();
+                let shared = &shared;
+                scope.spawn(move || loop {
+                    let job = {
+                        let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+                        guard.recv()
+                    };
+                    let Ok(batch) = job else { break };
+                    for job in &batch {
+                        if shared.failed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if let Err(e) = write_job(shared, job) {
+                            shared.fail(e);
+                        }
+                    }
+                    shared.done_pending(batch.iter().map(|j| j.path.as_slice()));
+                });
+            }
+            Some(tx)
+        } else {
+            None
+        };
+        let mut applier = Applier {
+            shared: &shared,
+            opts: options,
+            tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            written: HashSet::new(),
+            touched_dirs: HashSet::new(),
+            dir_times: Vec::new(),
+            opaque: Vec::new(),
+            lowers,
+        };
+        let run = (|| {
+            while let Some(entry) = stream.next_entry()? {
+                applier.check_pool()?;
+                applier.apply_entry(&entry, &mut stream)?;
+            }
+            applier.finish()
+        })();
+        applier.tx = None;
+        shared.drain();
+        // Hash whatever follows the end-of-archive marker too: the diff_id covers the whole stream.
+        let mut chunks = stream.into_inner();
+        let run = run.and_then(|()| {
+            io::copy(&mut chunks, &mut io::sink())
+                .map(|_| ())
+                .map_err(|e| ApplyError::from_stream(e, "end of archive"))
+        });
+        let hasher = chunks.hasher;
+        // On error the receiver is gone, so the inflater stops at its next send.
+        drop(chunks.rx);
+        let limited = inflater.join().map_err(|_| {
+            ApplyError::io("", "inflate", io::Error::other("inflate thread panicked"))
+        })?;
+        run?;
+        let diff_id = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if let Some(expected) = &options.expected_diff_id {
+            if !expected.eq_ignore_ascii_case(&diff_id) {
+                return Err(ApplyError::DiffIdMismatch {
+                    expected: expected.clone(),
+                    actual: diff_id,
+                });
+            }
+        }
+        Ok(Applied {
+            diff_id,
+            size: limited.total,
+        })
+    })
+}
