@@ -69,27 +69,6 @@ pub enum SnapshotError {
         /// What failed.
         detail: String,
     },
-    /// Applying a layer failed (the half-applied snapshot has been removed).
-    #[error("layer {index} ({diff_id}): {source}")]
-    Apply {
-        /// Index in the image's layer list.
-        index: usize,
-        /// Expected diff_id.
-        diff_id: String,
-        /// Why.
-        #[source]
-        source: berth_archive::ApplyError,
-    },
-    /// The caller's layer opener failed.
-    #[error("layer {index} ({diff_id}): cannot open the blob: {detail}")]
-    OpenLayer {
-        /// Index in the image's layer list.
-        index: usize,
-        /// Expected diff_id.
-        diff_id: String,
-        /// The opener's message.
-        detail: String,
-    },
 }
 
 pub(crate) fn io_err<'a>(

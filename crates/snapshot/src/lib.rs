@@ -8,8 +8,8 @@
 //! JSON file replaced atomically under an exclusive `flock`; snapshot
 //! contents live in `<root>/snapshots/<id>/{fs,work}`.
 //!
-//! [`unpack_chain`] applies an image's layers, skipping those already
-//! committed, so layers shared by images are unpacked once.
+//! Image layers are committed under their chain IDs ([`chain_ids`]);
+//! unpacking them (reading blobs, applying layers) is berth-engine's job.
 //!
 //! Source layout, one job per file:
 //!
@@ -21,23 +21,23 @@
 //! | `usage.rs` | [`Usage`]: disk use of a snapshot's directory |
 //! | `copy.rs` | [`copy_tree`], the copy driver's faithful tree copy |
 //! | `mount.rs` | [`Mount`], [`mount_all`], [`unmount`] |
-//! | `unpack.rs` | [`unpack_chain`], [`chain_ids`]: an image's layers into committed snapshots |
+//! | `chain.rs` | [`chain_ids`], [`EXTRACT_PREFIX`]: how layer snapshots and unpacks' active snapshots are named |
 //! | `error.rs` | [`SnapshotError`] |
 
+mod chain;
 mod copy;
 mod driver;
 mod error;
 mod metadata;
 mod mount;
 mod snapshotter;
-mod unpack;
 mod usage;
 
+pub use chain::{chain_ids, EXTRACT_PREFIX};
 pub use copy::copy_tree;
 pub use driver::Driver;
 pub use error::SnapshotError;
 pub use metadata::{Info, Kind};
 pub use mount::{mount_all, unmount, Mount};
 pub use snapshotter::Snapshotter;
-pub use unpack::{chain_ids, unpack_chain, LayerOpener, EXTRACT_PREFIX};
 pub use usage::Usage;

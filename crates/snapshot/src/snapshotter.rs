@@ -279,7 +279,7 @@ impl Snapshotter {
         let dead: Vec<String> = db
             .snapshots
             .iter()
-            .filter(|(k, r)| r.kind == Kind::Active && crate::unpack::owner_is_dead(k))
+            .filter(|(k, r)| r.kind == Kind::Active && crate::chain::owner_is_dead(k))
             .map(|(k, _)| k.clone())
             .collect();
         if !dead.is_empty() {
