@@ -337,9 +337,9 @@ fn run(cli: Cli, spec: Option<Spec>) -> Result<i32> {
             if keep {
                 nix_subreaper()?;
                 let c = rt.create(&create.id, &create.bundle, &create.options(spec))?;
-                berth_runtime::forward_signals(c.pid())?;
+                let fg = berth_runtime::Foreground::catch_signals()?;
                 c.start()?;
-                return Ok(berth_runtime::wait_exit(c.pid())?);
+                return Ok(fg.supervise(c.pid(), None, true, None)?);
             }
             return Ok(rt.run(&create.id, &create.bundle, &create.options(spec))?);
         }

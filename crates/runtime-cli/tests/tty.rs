@@ -105,3 +105,18 @@ fn exec_with_a_tty_and_no_console_socket_proxies_the_pty() {
     rt.ok(&["delete", "--force", &id]);
     assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());
 }
+
+/// The end of the runtime's stdin reaches a process on a proxied terminal
+/// as the terminal's EOF character (^D), so a program reading it ends (it
+/// used to wait forever).
+#[test]
+fn the_end_of_stdin_reaches_a_terminal_container_as_eof() {
+    let rt = Rt::new();
+    let mut spec = default_spec(&["sh", "-c", "cat; echo after-eof; exit 6"]);
+    spec["process"]["terminal"] = json!(true);
+    let bundle = Bundle::new(&spec);
+    let (code, out, err) = rt.run(&bundle);
+    assert_eq!(code, 6, "{err}");
+    assert_eq!(out, "after-eof\r\n");
+    assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());
+}

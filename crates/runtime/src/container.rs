@@ -10,7 +10,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -97,20 +96,6 @@ pub(crate) fn wait_gone(pid: i32, start_time: u64, timeout: Duration) -> Result<
             )));
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits for a child (or adopted orphan, see `set_child_subreaper`) and
-/// returns its exit code, 128+signal if it was killed.
-pub fn wait_exit(pid: i32) -> Result<i32> {
-    loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(sys_err(format!("cannot wait for process {pid}"))(e)),
-        }
     }
 }
 

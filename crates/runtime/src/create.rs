@@ -4,6 +4,7 @@
 //! limits, then answer P1's and the init's messages on the sync channel
 //! until the init is ready, and record the container.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::channel;
 use crate::console::TtySocket;
 use crate::container::{bind_unix, valid_id, wait_gone, Container, Runtime, EXEC_SOCK};
 use crate::error::{io_err, sys_err, Error, Result};
+use crate::foreground::Foreground;
 use crate::hooks::{run_hooks, HookStage};
 use crate::init::{p1_main, InitPlan};
 use crate::message::Message;
@@ -25,7 +27,6 @@ use crate::namespaces::{ns_plan, write_id_maps};
 use crate::process;
 use crate::state::{self, annotations, write_pid_file, Record, State, Status};
 use crate::trampoline::Trampoline;
-use crate::wait_exit;
 
 /// Options of `create` (runc's flags).
 #[derive(Debug, Clone, Default)]
@@ -351,9 +352,10 @@ impl Runtime {
         record.save(dir, true)
     }
 
-    /// `run`: create, start, wait for the init and delete the container;
-    /// returns the exit code (128+signal when killed). The calling process
-    /// becomes a child subreaper so the init is its child.
+    /// `run`: create, start, supervise the init in the foreground
+    /// ([`crate::Foreground`]) and delete the container; returns the exit
+    /// code (128+signal when killed). The calling process becomes a child
+    /// subreaper so the init is its child.
     pub fn run(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<i32> {
         nix::sys::prctl::set_child_subreaper(true).map_err(sys_err("PR_SET_CHILD_SUBREAPER"))?;
         let mut opts = opts.clone();
@@ -367,7 +369,7 @@ impl Runtime {
             tty = Some(t);
             // The pty gets our size before the process runs (a resize after
             // `start` would race with its first look at the size).
-            size = crate::sys::terminal_size();
+            size = crate::foreground::terminal_size();
         }
         let c = self.create_sized(id, bundle, &opts, size)?;
         let master = match tty.map(TtySocket::recv).transpose() {
@@ -377,15 +379,19 @@ impl Runtime {
                 return Err(e);
             }
         };
-        crate::sys::forward_signals(c.pid()).map_err(sys_err("cannot forward signals"))?;
-        if let Err(e) = c.start() {
-            let _ = c.delete(true);
-            return Err(e);
-        }
-        if let Some(m) = &master {
-            crate::sys::proxy_tty(m);
-        }
-        let code = wait_exit(c.pid())?;
+        // After the init was forked (it must not inherit the blocked
+        // signals), before start (no signal to forward is lost).
+        let supervised = Foreground::catch_signals().and_then(|fg| {
+            c.start()?;
+            fg.supervise(c.pid(), master.as_ref().map(|m| m.as_fd()), true, None)
+        });
+        let code = match supervised {
+            Ok(code) => code,
+            Err(e) => {
+                let _ = c.delete(true);
+                return Err(e);
+            }
+        };
         c.delete(true)?;
         Ok(code)
     }

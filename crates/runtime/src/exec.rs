@@ -19,10 +19,11 @@ use crate::channel::{self, Channel};
 use crate::console::TtySocket;
 use crate::container::Container;
 use crate::error::{io_err, sys_err, Error, Result};
+use crate::foreground::{wait_exit, Foreground};
 use crate::message::Message;
+use crate::namespaces;
 use crate::process::{self, Prepared};
 use crate::state::{write_pid_file, Status};
-use crate::{namespaces, wait_exit};
 
 /// Options of `exec`.
 #[derive(Debug, Clone, Default)]
@@ -141,11 +142,12 @@ impl Container {
     }
 
     /// `exec` in the foreground (`berth-runtime exec` without `-d`): runs
-    /// `process`, forwards this process's signals to it and returns its
-    /// exit code (128+signal when killed). With a terminal and no
-    /// `--console-socket`, this process takes the pty master and proxies it
-    /// to its own stdio, as `run` does (runc's behaviour). The caller must
-    /// be a child subreaper (see [`crate::set_child_subreaper`]).
+    /// `process` under the foreground supervisor ([`crate::Foreground`]:
+    /// signals forwarded, exit code returned, 128+signal when killed). With
+    /// a terminal and no `--console-socket`, this process takes the pty
+    /// master and proxies it to its own stdio, as `run` does (runc's
+    /// behaviour). The caller must be a child subreaper (see
+    /// [`crate::set_child_subreaper`]).
     pub fn exec_foreground(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
         let mut opts = opts.clone();
         let mut process = process.clone();
@@ -156,7 +158,7 @@ impl Container {
             opts.console_socket = Some(t.path.clone());
             tty = Some(t);
             // Our terminal's size, applied before the process runs.
-            if let Some((rows, cols)) = crate::sys::terminal_size() {
+            if let Some((rows, cols)) = crate::foreground::terminal_size() {
                 let size = oci_spec::runtime::BoxBuilder::default()
                     .height(rows)
                     .width(cols)
@@ -166,20 +168,16 @@ impl Container {
             }
         }
         let pid = self.exec(&process, &opts)?;
-        let master = match tty.map(TtySocket::recv).transpose() {
-            Ok(m) => m,
-            Err(e) => {
-                let _ =
-                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                let _ = wait_exit(pid);
-                return Err(e);
-            }
-        };
-        crate::sys::forward_signals(pid).map_err(sys_err("cannot forward signals"))?;
-        if let Some(m) = &master {
-            crate::sys::proxy_tty(m);
+        let master = tty.map(TtySocket::recv).transpose();
+        let supervised = master.and_then(|master| {
+            let fg = Foreground::catch_signals()?;
+            fg.supervise(pid, master.as_ref().map(|m| m.as_fd()), true, None)
+        });
+        if supervised.is_err() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = wait_exit(pid);
         }
-        wait_exit(pid)
+        supervised
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod console;
 pub mod features;
+pub mod foreground;
 pub mod hooks;
 pub mod spec_template;
 
@@ -30,10 +31,11 @@ pub mod state;
 mod sys;
 pub mod trampoline;
 
-pub use container::{wait_exit, Container, Runtime};
+pub use container::{Container, Runtime};
 pub use create::CreateOptions;
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
+pub use foreground::{wait_exit, Foreground, FORWARDED_SIGNALS};
 pub use reexec::{reexec_if_needed, reexec_read_only, Intent};
 pub use state::{State, Status};
-pub use sys::{forward_signals, set_child_subreaper, FORWARDED_SIGNALS};
+pub use sys::set_child_subreaper;
