@@ -15,13 +15,18 @@ use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
 use futures::StreamExt;
+use oci_spec::image::Digest;
 
 use crate::auth::{Access, Action, Auth};
-use crate::digest::{validate_name, Digest};
+use crate::digest::{self, validate_name};
 use crate::error::{Code, Error, Result};
 use crate::lowat::{self, BodyLowat, ConnSocket};
 use crate::metrics::Metrics;
 use crate::store::{blob_too_large, Session, SharedSession, Store, MAX_MANIFEST};
+
+/// Request parsing helpers exposed for the fuzz targets (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// Everything a request handler needs.
 pub struct App {
@@ -381,7 +386,7 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
             if method != Method::GET {
                 return Err(unsupported(&method, "referrers"));
             }
-            let subject = Digest::parse(&d)?;
+            let subject = digest::parse(&d)?;
             let at = query_one(req.uri().query().unwrap_or(""), "artifactType");
             let manifests = app.store.referrers(&repo, &subject, at.as_deref()).await?;
             let mut r = json_response(
@@ -415,7 +420,7 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
         }
         Route::Blob(repo, d) => {
             validate_name(&repo)?;
-            let d = Digest::parse(&d)?;
+            let d = digest::parse(&d)?;
             match method {
                 Method::GET | Method::HEAD => blob_get(app, &repo, &d, req).await,
                 Method::DELETE => {
@@ -823,7 +828,7 @@ fn created_blob(repo: &str, d: &Digest) -> Response {
 async fn upload_post(app: &App, repo: &str, req: Request) -> Result<Response> {
     let q = req.uri().query().unwrap_or("").to_string();
     if let Some(mount) = query_one(&q, "mount") {
-        let d = Digest::parse(&mount)?;
+        let d = digest::parse(&mount)?;
         let from = query_one(&q, "from");
         let from_ok = match &from {
             Some(f) => {
@@ -839,7 +844,7 @@ async fn upload_post(app: &App, repo: &str, req: Request) -> Result<Response> {
         // Not mountable: fall through to a normal upload session (spec).
     }
     let digest = query_one(&q, "digest")
-        .map(|d| Digest::parse(&d))
+        .map(|d| digest::parse(&d))
         .transpose()?;
     if digest.is_some() {
         check_declared_size(app, &req, 0, &format!("monolithic upload to {repo}"))?;
@@ -986,7 +991,7 @@ async fn upload_op_locked(
                     format!("PUT to finish upload {id} needs a ?digest= parameter"),
                 )
             })?;
-            let d = Digest::parse(&d)?;
+            let d = digest::parse(&d)?;
             check_chunk(&req, s)?;
             check_declared_size(app, &req, s.offset, &format!("upload {id}"))?;
             pump(app, s, req).await?;

@@ -14,8 +14,9 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use oci_spec::image::Digest;
+
 use crate::config::GcConfig;
-use crate::digest::Digest;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::store::{blob_key, Store};
@@ -45,7 +46,7 @@ fn children(body: &[u8]) -> Vec<Digest> {
     let mut push = |d: Option<&serde_json::Value>| {
         if let Some(d) = d
             .and_then(|d| d.as_str())
-            .and_then(|d| Digest::parse(d).ok())
+            .and_then(|d| crate::digest::parse(d).ok())
         {
             out.push(d);
         }
@@ -146,7 +147,7 @@ pub async fn collect_at(
                 };
                 if older_than(meta.modified, grace, now) {
                     let _g = store.gc_lock.write().await;
-                    store.manifest_delete(repo, &d.to_string()).await?;
+                    store.manifest_delete(repo, d.as_ref()).await?;
                     report.manifests += 1;
                 } else {
                     keep.insert(d.clone());

@@ -33,12 +33,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use berth_core::digest::{digest_of, sha256_of, Hasher};
 use bytes::Bytes;
 use futures::TryStreamExt;
-use oci_spec::image::{ImageIndex, ImageManifest};
+use oci_spec::image::{Digest, DigestAlgorithm, ImageIndex, ImageManifest};
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{is_tag, Algorithm, Digest, Hasher};
+use crate::digest::{self, is_tag};
 use crate::error::{Code, Error, Result};
 use crate::storage::{Appender, ByteStream, Driver};
 
@@ -58,20 +59,16 @@ const INDEX_TYPES: [&str; 2] = [
 
 /// Blob key.
 pub fn blob_key(d: &Digest) -> String {
-    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+    format!("blobs/{}/{}", d.algorithm(), d.digest())
 }
 fn layer_key(repo: &str, d: &Digest) -> String {
-    format!(
-        "repos/{repo}/_layers/{}/{}",
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    format!("repos/{repo}/_layers/{}/{}", d.algorithm(), d.digest())
 }
 fn revision_key(repo: &str, d: &Digest) -> String {
     format!(
         "repos/{repo}/_manifests/revisions/{}/{}",
-        d.algorithm().as_str(),
-        d.hex()
+        d.algorithm(),
+        d.digest()
     )
 }
 fn tag_key(repo: &str, tag: &str) -> String {
@@ -80,8 +77,8 @@ fn tag_key(repo: &str, tag: &str) -> String {
 fn referrers_dir(repo: &str, subject: &Digest) -> String {
     format!(
         "repos/{repo}/_referrers/{}/{}",
-        subject.algorithm().as_str(),
-        subject.hex()
+        subject.algorithm(),
+        subject.digest()
     )
 }
 
@@ -150,7 +147,7 @@ impl Hashing {
     /// The digest of everything appended so far.
     async fn digest(&mut self) -> Result<Digest> {
         let hasher = self.take().await?;
-        let digest = hasher.finish();
+        let digest = hasher.digest();
         *self = Hashing::Idle(hasher);
         Ok(digest)
     }
@@ -494,7 +491,7 @@ impl Store {
         let session = Arc::new(tokio::sync::Mutex::new(Session {
             repo: repo.to_string(),
             id: id.clone(),
-            hashing: Hashing::Idle(Hasher::new(Algorithm::Sha256)),
+            hashing: Hashing::Idle(Hasher::sha256()),
             offset: 0,
             writer: None,
             touched: Instant::now(),
@@ -548,7 +545,7 @@ impl Store {
         // Restart recovery: hash what was received before the restart, once.
         let data_key = format!("uploads/{id}/data");
         let size = self.driver.stat(&data_key).await?.map_or(0, |m| m.size);
-        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut hasher = Hasher::sha256();
         if size > 0 {
             let mut stream = self.driver.reader(&data_key, 0, size).await?;
             while let Some(chunk) = stream.try_next().await? {
@@ -592,7 +589,7 @@ impl Store {
         if let Some(w) = session.writer.as_mut() {
             w.settle().await?;
         }
-        let actual = if expected.algorithm() == Algorithm::Sha256 {
+        let actual = if *expected.algorithm() == DigestAlgorithm::Sha256 {
             match session.hashing.digest().await {
                 Ok(d) => d,
                 Err(e) => {
@@ -605,14 +602,14 @@ impl Store {
             // algorithm, known only now, needs one pass over the data.
             // An empty upload has no data object to read (it appears with
             // the first chunk).
-            let mut h = Hasher::new(expected.algorithm());
+            let mut h = Hasher::new(expected.algorithm())?;
             if session.offset > 0 {
                 let mut stream = self.driver.reader(&data_key, 0, session.offset).await?;
                 while let Some(chunk) = stream.try_next().await? {
                     h.update(&chunk);
                 }
             }
-            h.finish()
+            h.digest()
         };
         if &actual != expected {
             self.upload_cancel(session).await?;
@@ -721,7 +718,7 @@ impl Store {
             let claim = Arc::new(tokio::sync::Mutex::new(Session {
                 repo: String::new(),
                 id: id.clone(),
-                hashing: Hashing::Idle(Hasher::new(Algorithm::Sha256)),
+                hashing: Hashing::Idle(Hasher::sha256()),
                 offset: 0,
                 writer: None,
                 touched: Instant::now(),
@@ -751,7 +748,7 @@ impl Store {
     /// Resolves `reference` (tag or digest) in `repo` to a digest.
     pub async fn resolve(&self, repo: &str, reference: &str) -> Result<Digest> {
         if reference.contains(':') {
-            return Digest::parse(reference);
+            return digest::parse(reference);
         }
         if !is_tag(reference) {
             // No manifest can have this name: reading it finds nothing (404,
@@ -772,7 +769,7 @@ impl Store {
                     format!("tag {reference:?} does not exist in repository {repo}"),
                 )
             })?;
-        Digest::parse(String::from_utf8_lossy(&raw).trim())
+        digest::parse(String::from_utf8_lossy(&raw).trim())
     }
 
     /// The media type of manifest `d` in `repo`, or MANIFEST_UNKNOWN.
@@ -810,7 +807,7 @@ impl Store {
     }
 
     async fn require_blob(&self, repo: &str, d: &str, what: &str) -> Result<Digest> {
-        let digest = Digest::parse(d).map_err(|_| {
+        let digest = digest::parse(d).map_err(|_| {
             Error::new(
                 Code::ManifestInvalid,
                 format!("{what} has an invalid digest {d:?}"),
@@ -873,10 +870,10 @@ impl Store {
                 )
             })?
             .to_string();
-        let mut digest = Digest::of(Algorithm::Sha256, &body);
+        let mut digest = sha256_of(&body);
         if reference.contains(':') {
-            let given = Digest::parse(reference)?;
-            let actual = Digest::of(given.algorithm(), &body);
+            let given = digest::parse(reference)?;
+            let actual = digest_of(given.algorithm(), &body)?;
             if actual != given {
                 return Err(Error::new(
                     Code::DigestInvalid,
@@ -945,7 +942,7 @@ impl Store {
                 )
             })?;
             for child in idx.manifests() {
-                let cd = Digest::parse(child.digest().as_ref())?;
+                let cd = digest::parse(child.digest().as_ref())?;
                 if self.driver.stat(&revision_key(repo, &cd)).await?.is_none() {
                     return Err(Error::new(
                         Code::ManifestBlobUnknown,
@@ -978,7 +975,7 @@ impl Store {
         stored?;
         revised?;
         if let Some(s) = &subject {
-            let sd = Digest::parse(s)?;
+            let sd = digest::parse(s)?;
             let mut desc = serde_json::json!({
                 "mediaType": media_type,
                 "digest": digest.to_string(),
@@ -995,8 +992,8 @@ impl Store {
                     &format!(
                         "{}/{}-{}",
                         referrers_dir(repo, &sd),
-                        digest.algorithm().as_str(),
-                        digest.hex()
+                        digest.algorithm(),
+                        digest.digest()
                     ),
                     Bytes::from(desc.to_string()),
                 )
@@ -1027,7 +1024,7 @@ impl Store {
             self.driver.delete(&key).await?;
             return Ok(());
         }
-        let d = Digest::parse(reference)?;
+        let d = digest::parse(reference)?;
         let manifest = self.manifest_get(repo, reference).await?;
         for t in self.tags(repo).await.unwrap_or_default() {
             if let Ok(td) = self.resolve(repo, &t).await {
@@ -1040,14 +1037,14 @@ impl Store {
             if let Some(s) = v
                 .pointer("/subject/digest")
                 .and_then(|s| s.as_str())
-                .and_then(|s| Digest::parse(s).ok())
+                .and_then(|s| digest::parse(s).ok())
             {
                 self.driver
                     .delete(&format!(
                         "{}/{}-{}",
                         referrers_dir(repo, &s),
-                        d.algorithm().as_str(),
-                        d.hex()
+                        d.algorithm(),
+                        d.digest()
                     ))
                     .await?;
             }
@@ -1155,7 +1152,7 @@ impl Store {
         let mut out = Vec::new();
         for alg in self.driver.list(dir).await? {
             for hex in self.driver.list(&format!("{dir}/{alg}")).await? {
-                if let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) {
+                if let Ok(d) = digest::parse(&format!("{alg}:{hex}")) {
                     out.push(d);
                 }
             }
