@@ -5,12 +5,13 @@
 //! `blobs/sha256/ab…`). A driver never interprets them; the layout lives in
 //! [`crate::store`].
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use berth_core::fs::{atomic_write, fsync_dir, is_temp_name, Durability};
 use bytes::Bytes;
 use futures::Stream;
 
@@ -112,29 +113,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(io::Error::other)?
 }
 
-/// Writes `data` to a temporary file beside `full` and renames it into
-/// place; with `durable`, syncs the file before and the directory after.
-fn write_atomic(full: &Path, key: &str, data: &[u8], durable: bool) -> io::Result<()> {
-    let dir = parent_dir(full, key)?;
-    std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join(format!(".tmp-{}", random_hex(8)));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        if durable {
-            f.sync_data()?;
-        }
-        drop(f);
-        std::fs::rename(&tmp, full)?;
-        if durable {
-            fsync_dir(&dir)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// Stores `data` as `key` (at `full`) with [`atomic_write`]: a temporary
+/// file beside it renamed into place, the parent directories created first.
+fn put_file(full: &Path, key: &str, data: &[u8], durability: Durability) -> io::Result<()> {
+    std::fs::create_dir_all(parent_dir(full, key)?)?;
+    atomic_write(full, data, durability)
 }
 
 fn parent_dir(full: &Path, key: &str) -> io::Result<PathBuf> {
@@ -244,10 +227,6 @@ fn pread_fresh(file: &std::fs::File, offset: u64, n: usize) -> io::Result<Bytes>
     Ok(Bytes::from(buf))
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[async_trait]
 impl Driver for FsDriver {
     async fn stat(&self, path: &str) -> io::Result<Option<Meta>> {
@@ -267,12 +246,12 @@ impl Driver for FsDriver {
 
     async fn put(&self, path: &str, data: Bytes) -> io::Result<()> {
         let (full, key) = (self.full(path), path.to_string());
-        blocking(move || write_atomic(&full, &key, &data, true)).await
+        blocking(move || put_file(&full, &key, &data, Durability::Durable)).await
     }
 
     async fn put_scratch(&self, path: &str, data: Bytes) -> io::Result<()> {
         let (full, key) = (self.full(path), path.to_string());
-        blocking(move || write_atomic(&full, &key, &data, false)).await
+        blocking(move || put_file(&full, &key, &data, Durability::Volatile)).await
     }
 
     async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
@@ -313,7 +292,7 @@ impl Driver for FsDriver {
             let mut out = Vec::new();
             for entry in entries {
                 if let Some(name) = entry?.file_name().to_str() {
-                    if !name.starts_with(".tmp-") {
+                    if !is_temp_name(name) {
                         out.push(name.to_string());
                     }
                 }
@@ -394,6 +373,12 @@ mod tests {
         assert_eq!(d.get("a/b/c").await.unwrap().unwrap(), "hello world");
         assert_eq!(d.stat("a/b/c").await.unwrap().unwrap().size, 11);
         assert!(d.stat("a/b/x").await.unwrap().is_none());
+        assert_eq!(d.list("a/b").await.unwrap(), vec!["c".to_string()]);
+        // Temporary files a crash left behind (berth-core's names, and the
+        // registry's own from before it used berth-core) are not listed.
+        for leftover in [".c.tmp-123-0", ".tmp-0123abcd"] {
+            std::fs::write(dir.path().join("a/b").join(leftover), b"half").unwrap();
+        }
         assert_eq!(d.list("a/b").await.unwrap(), vec!["c".to_string()]);
         let part: Vec<Bytes> = d
             .reader("a/b/c", 6, 3)
