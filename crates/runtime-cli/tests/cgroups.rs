@@ -3,8 +3,7 @@
 //! setup, which cgroup later commands act on, what `update` records and how
 //! cgroup errors are reported.
 
-mod common_rt;
-use common_rt::*;
+use berth_testutil::runtime::*;
 
 /// Issue 2.1: the limits (device rules included) must be written before the
 /// child that builds the container runs, as runc writes them before its init
@@ -116,7 +115,8 @@ fn commands_from_another_cgroup_act_on_the_cgroup_create_made() {
     spec["linux"].as_object_mut().unwrap().remove("cgroupsPath");
     let bundle = Bundle::new(&spec);
     let script = format!(
-        "{moves}exec {BIN} --root {} create --bundle {} {id}",
+        "{moves}exec {} --root {} create --bundle {} {id}",
+        rt.bin().display(),
         rt.root().display(),
         bundle.path().display()
     );

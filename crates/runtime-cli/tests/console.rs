@@ -7,8 +7,6 @@
 //! `console_size_is_applied` failed until 30d8169 applied
 //! `process.consoleSize` with `console::set_window_size`.
 
-mod e2e_util;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -17,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use berth_runtime::console::{recv_master, ConsoleError};
 
-use e2e_util::Rt;
+use berth_testutil::runtime::*;
 
 /// Reads from the master until `want` shows up or the slave side is gone
 /// (EIO once every process holding it has exited).
@@ -147,7 +145,7 @@ fn exec_tty_sends_its_own_pty_master() {
     let id = berth_testutil::unique_id("console-exec");
     rt.start_new(&id, bundle.path());
     let (sock, receiver) = listen(&rt);
-    let out = rt.run_detached(&[
+    let out = rt.output(&[
         "exec",
         "--tty",
         "--detach",
@@ -190,7 +188,7 @@ fn terminal_without_console_socket_is_refused() {
         stderr.contains("console"),
         "error should name the console socket: {stderr}"
     );
-    assert!(rt.state(&id).is_none());
+    assert!(rt.try_state(&id).is_none());
 }
 
 #[test]
@@ -207,5 +205,5 @@ fn missing_console_socket_is_named() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nobody-listens.sock"), "{stderr}");
-    assert!(rt.state(&id).is_none());
+    assert!(rt.try_state(&id).is_none());
 }

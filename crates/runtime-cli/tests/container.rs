@@ -2,8 +2,7 @@
 //! masked and read-only paths, hostname, ids, rlimits, capabilities,
 //! cgroups, hooks — each checked from inside a real busybox container.
 
-mod common_rt;
-use common_rt::*;
+use berth_testutil::runtime::*;
 
 fn status_field(status: &str, key: &str) -> String {
     status
@@ -121,7 +120,7 @@ fn a_mount_through_a_dangling_symlink_lands_at_its_target_inside_the_rootfs() {
         .push(json!({"destination": "/cache", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
     let bundle = Bundle::new(&spec);
     std::os::unix::fs::symlink("/var/cache/app", bundle.rootfs().join("cache")).unwrap();
-    let (code, out, err) = rt.run(&bundle);
+    let (code, out, err) = rt.run_bundle(&bundle);
     assert_eq!((code, out.as_str()), (0, "data\n1\n"), "{err}");
     assert!(bundle.rootfs().join("var/cache/app").is_dir());
     assert!(
@@ -288,7 +287,7 @@ fn user_namespace_with_id_mappings() {
     let bundle = Bundle::new(&spec);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(bundle.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (code, out, err) = rt.run(&bundle);
+    let (code, out, err) = rt.run_bundle(&bundle);
     assert_eq!(code, 0, "{err}");
     let norm: Vec<String> = out
         .lines()
@@ -341,7 +340,7 @@ fn no_pivot_moves_the_rootfs() {
         "ls /bin/busybox && awk '$5 == \"/\"' /proc/self/mountinfo | wc -l",
     ]));
     let id = unique_id("nopivot");
-    let out = rt.cmd(&[
+    let out = rt.output(&[
         "run",
         "--no-pivot",
         "--bundle",
@@ -370,7 +369,7 @@ fn preserve_fds_passes_fds_to_the_container() {
     let script = format!(
         "exec 3<{} 4</dev/null; exec {} --root {} run --preserve-fds 1 --bundle {} {}",
         data.display(),
-        BIN,
+        rt.bin().display(),
         rt.root().display(),
         bundle.path().display(),
         id
@@ -395,7 +394,7 @@ fn lifecycle_hooks_get_the_state_and_a_failing_hook_aborts_create() {
         "poststop": [hook("poststop")]
     });
     bundle.write_config(&spec);
-    let (code, _, err) = rt.run(&bundle);
+    let (code, _, err) = rt.run_bundle(&bundle);
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&log).unwrap();
     let stages: Vec<_> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
@@ -561,7 +560,7 @@ fn a_user_namespace_can_be_joined_by_path() {
     ]);
     let bundle2 = Bundle::new(&joiner);
     std::fs::set_permissions(bundle2.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (code, out, err) = rt.run(&bundle2);
+    let (code, out, err) = rt.run_bundle(&bundle2);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<_> = out.lines().collect();
     let theirs = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();

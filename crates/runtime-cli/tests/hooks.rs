@@ -15,13 +15,10 @@
 //! `start` returns success before its init runs the startContainer hooks;
 //! the spec says a failing startContainer hook MUST generate an error).
 
-mod e2e_util;
-
 use std::fs;
 use std::path::Path;
 
-use e2e_util::{alive, same_path_bind, script, wait_until, Rt};
-use serde_json::{json, Value};
+use berth_testutil::runtime::*;
 
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -83,7 +80,7 @@ fn every_stage_runs_at_its_moment_with_the_state() {
     let id = berth_testutil::unique_id("hooks-all");
 
     rt.create_ok(&id, bundle.path());
-    let state = rt.state(&id).expect("state after create");
+    let state = rt.try_state(&id).expect("state after create");
     assert_eq!(state["status"], "created");
     let pid = state["pid"].as_i64().expect("pid");
     let order = fs::read_to_string(dir.join("order")).expect("create-time hooks ran");
@@ -147,7 +144,7 @@ fn every_stage_runs_at_its_moment_with_the_state() {
     let stop = read_json(&dir.join("poststop.json"));
     assert_eq!(stop["id"], id.as_str(), "{stop}");
     assert_eq!(stop["status"], "stopped", "{stop}");
-    assert!(rt.state(&id).is_none());
+    assert!(rt.try_state(&id).is_none());
 }
 
 /// A failing create-time hook must fail `create`, name the hook, and leave
@@ -175,13 +172,13 @@ fn failing_create_hook_aborts(stage: &str) {
         "{stderr}"
     );
     assert!(
-        rt.state(&id).is_none(),
+        rt.try_state(&id).is_none(),
         "state of {id} left behind after a failed {stage} hook"
     );
     assert!(
-        !rt.root_entries().contains(&id),
+        !rt.leftovers().iter().any(|p| p.ends_with(&id)),
         "{id} left under --root: {:?}",
-        rt.root_entries()
+        rt.leftovers()
     );
     if let Ok(pid) = fs::read_to_string(&pid_file) {
         let pid: i64 = pid.trim().parse().expect("pid file holds a pid");
@@ -222,8 +219,10 @@ fn failing_start_container_fails_start_before_the_process_runs() {
     );
     let id = berth_testutil::unique_id("hooks-startfail");
     rt.create_ok(&id, bundle.path());
-    let pid = rt.state(&id).expect("state")["pid"].as_i64().expect("pid");
-    let out = rt.run(&["start", &id]);
+    let pid = rt.try_state(&id).expect("state")["pid"]
+        .as_i64()
+        .expect("pid");
+    let out = rt.output(&["start", &id]);
     assert!(
         !out.status.success(),
         "start must fail when a startContainer hook fails"
@@ -258,7 +257,7 @@ fn logged_failure(path: &Path, needle: &str) -> bool {
 fn run_logged(rt: &Rt, log: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--log", log.to_str().unwrap(), "--log-format", "json"];
     all.extend_from_slice(args);
-    rt.run_detached(&all)
+    rt.output(&all)
 }
 
 #[test]
@@ -278,7 +277,7 @@ fn failing_poststop_is_only_a_warning() {
         "delete must succeed despite a failing poststop hook: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(rt.state(&id).is_none());
+    assert!(rt.try_state(&id).is_none());
     assert!(
         logged_failure(&log, "cleanup went wrong"),
         "expected the poststop failure in the log, got: {}",
@@ -308,7 +307,7 @@ fn failing_poststart_is_only_a_warning() {
         "start must succeed despite a failing poststart hook: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let state = rt.state(&id).expect("container still exists");
+    let state = rt.try_state(&id).expect("container still exists");
     assert_eq!(state["status"], "running", "{state}");
     assert!(
         logged_failure(&log, "could not register"),
@@ -348,5 +347,5 @@ fn hook_timeout_kills_the_hook_and_fails_create() {
         .parse()
         .unwrap();
     assert!(!alive(pid), "hook {pid} still running after its timeout");
-    assert!(rt.state(&id).is_none());
+    assert!(rt.try_state(&id).is_none());
 }

@@ -2,8 +2,7 @@
 //! it: create → state → start → exec → kill → delete, `run`, `list`, and
 //! runc's error wording and exit codes for bad input.
 
-mod common_rt;
-use common_rt::*;
+use berth_testutil::runtime::*;
 
 #[test]
 fn run_prints_output_and_returns_the_exit_code() {
@@ -13,7 +12,7 @@ fn run_prints_output_and_returns_the_exit_code() {
         "-c",
         "echo hello from berth; exit 3",
     ]));
-    let (code, out, err) = rt.run(&bundle);
+    let (code, out, err) = rt.run_bundle(&bundle);
     assert_eq!(code, 3, "stderr: {err}");
     assert_eq!(out, "hello from berth\n");
     assert!(
@@ -32,7 +31,7 @@ fn run_reports_a_signal_death_as_128_plus_signal() {
     spec["linux"]["namespaces"] =
         json!([{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}]);
     let bundle = Bundle::new(&spec);
-    let (code, _, err) = rt.run(&bundle);
+    let (code, _, err) = rt.run_bundle(&bundle);
     assert_eq!(code, 137, "stderr: {err}");
 }
 
@@ -131,12 +130,13 @@ fn state_says_creating_while_create_runs() {
     let out = bundle.path().join("seen");
     let hook = bundle.path().join("hook.sh");
     let root = rt.root().display().to_string();
+    let bin = rt.bin().display().to_string();
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\n{BIN} --root {root} state {id} > {o}.state\n\
-             {BIN} --root {root} list --format json > {o}.list\n\
-             {BIN} --root {root} start {id} 2> {o}.start\n\
+            "#!/bin/sh\n{bin} --root {root} state {id} > {o}.state\n\
+             {bin} --root {root} list --format json > {o}.list\n\
+             {bin} --root {root} start {id} 2> {o}.start\n\
              exit 0\n",
             o = out.display()
         ),
@@ -216,7 +216,7 @@ fn start_reports_an_exec_the_kernel_refuses() {
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
     // `run` reports it too (the exec trampoline's errno report), exit 1.
-    let (code, _, err) = rt.run(&bundle);
+    let (code, _, err) = rt.run_bundle(&bundle);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Exec format error"), "{err}");
     assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());
@@ -268,7 +268,7 @@ fn exec_runs_inline_args_with_env_cwd_user_and_returns_the_exit_code() {
     let bundle = Bundle::new(&sleeper());
     let id = unique_id("exec");
     rt.up(&bundle, &id, true);
-    let out = rt.cmd(&[
+    let out = rt.output(&[
         "exec",
         "-e",
         "GREETING=hi",
@@ -478,7 +478,7 @@ fn spec_writes_a_config_that_runs_and_refuses_to_overwrite() {
     spec["process"]["terminal"] = json!(false);
     spec["process"]["args"] = json!(["echo", "spec-ok"]);
     bundle.write_config(&spec);
-    let (code, out, err) = rt.run(&bundle);
+    let (code, out, err) = rt.run_bundle(&bundle);
     assert_eq!((code, out.as_str()), (0, "spec-ok\n"), "{err}");
     let features: Value = serde_json::from_str(&rt.ok(&["features"])).unwrap();
     assert!(features["ociVersionMax"].is_string(), "{features}");
@@ -514,7 +514,7 @@ fn run_with_a_terminal_and_no_console_socket_proxies_the_pty() {
     let mut spec = default_spec(&["sh", "-c", "tty; echo on-a-tty; exit 4"]);
     spec["process"]["terminal"] = json!(true);
     let bundle = Bundle::new(&spec);
-    let (code, out, err) = rt.run(&bundle);
+    let (code, out, err) = rt.run_bundle(&bundle);
     assert_eq!(code, 4, "{err}");
     assert_eq!(out, "/dev/pts/0\r\non-a-tty\r\n");
     assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());

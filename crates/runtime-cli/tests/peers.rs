@@ -13,9 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_testutil::runtime::runtime_bin;
 use berth_testutil::{busybox_rootfs, require_peer, require_root, run_ok, unique_id};
 
-const RUNTIME: &str = env!("CARGO_BIN_EXE_berth-runtime");
+/// The runtime the peers are given (the one the harness tests).
+fn runtime() -> String {
+    runtime_bin().display().to_string()
+}
 
 /// A scratch directory with a lowercase path (podman turns `oci:` paths into
 /// image names, which must be lowercase). Dropping it kills every process
@@ -231,7 +235,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         let mut cmd = self.ctr();
         cmd.arg("run")
             .args(extra)
-            .args(["--runc-binary", RUNTIME, "--runc-root"])
+            .args(["--runc-binary", runtime().as_str(), "--runc-root"])
             .arg(s.path("runc-root"))
             .args([image, id])
             .args(args);
@@ -531,7 +535,7 @@ impl Podman {
                 "--events-backend".into(),
                 "file".into(),
                 "--runtime".into(),
-                RUNTIME.into(),
+                runtime(),
             ],
             env: vec![
                 ("CONTAINERS_CONF".into(), s.path("containers.conf")),

@@ -9,8 +9,7 @@
 //! (`(uid_t)-1`) ran the process as uid 0 with the spec's capabilities, in
 //! `process.user` and through `exec -u`.
 
-mod common_rt;
-use common_rt::*;
+use berth_testutil::runtime::*;
 
 fn host_sysctl(key: &str) -> String {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -26,7 +25,7 @@ fn refused(rt: &Rt, spec: Value) -> String {
     let mut spec = spec;
     spec["process"]["args"] = json!(["sh", "-c", "echo ran"]);
     let bundle = Bundle::new(&spec);
-    let (code, out, err) = rt.run(&bundle);
+    let (code, out, err) = rt.run_bundle(&bundle);
     assert_ne!(
         code, 0,
         "the spec should be refused; stdout {out} stderr {err}"
@@ -168,7 +167,7 @@ fn exec_refuses_ids_the_kernel_reads_as_unchanged() {
         let mut all = vec!["exec"];
         all.extend(&args);
         all.extend([id.as_str(), "id", "-u"]);
-        let out = rt.cmd(&all);
+        let out = rt.output(&all);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} ran: {stdout}");
@@ -193,7 +192,7 @@ fn a_too_large_environment_says_so() {
     let mut spec = default_spec(&["true"]);
     spec["process"]["env"] = json!(["PATH=/bin", format!("BIG={}", "x".repeat(200 << 10))]);
     let bundle = Bundle::new(&spec);
-    let (code, _, err) = rt.run(&bundle);
+    let (code, _, err) = rt.run_bundle(&bundle);
     assert_ne!(code, 0);
     assert!(
         err.contains("E2BIG") && err.contains("process.env") && !err.contains("seccomp"),

@@ -27,16 +27,13 @@
 //! chdir, and `cd ../..` reached the host's `/`) until 7e65475 closed host
 //! directory fds before the chdir and checked getcwd() afterwards.
 
-mod e2e_util;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use e2e_util::{runtime_bin, same_path_bind, wait_until, Rt};
-use serde_json::json;
+use berth_testutil::runtime::*;
 
 /// Env var that turns [`attacker_role`] on inside the container.
 const ATTACKER_ENV: &str = "BERTH_SECURITY_ATTACKER";
@@ -177,7 +174,7 @@ impl Attacker {
     fn start(rt: &Rt, id: &str, bin: &Path) -> Attacker {
         let meta = fs::metadata(bin).expect("runtime binary");
         let mut child = rt
-            .cmd()
+            .command(&[])
             .args([
                 "exec",
                 "--env",
@@ -254,8 +251,8 @@ fn cve_2019_5736_runtime_binary_not_reachable_from_container() {
     // Make the runtime exec into the container, including through a
     // `#!/proc/self/exe` script, several times.
     for _ in 0..10 {
-        let _ = rt.run(&["exec", &id, "/evil"]);
-        let _ = rt.run(&["exec", &id, "true"]);
+        let _ = rt.output(&["exec", &id, "/evil"]);
+        let _ = rt.output(&["exec", &id, "true"]);
     }
     attacker.finish(&rt, &id, &bin);
     assert!(
@@ -281,7 +278,7 @@ fn cve_2019_5736_created_init_not_reachable_from_container() {
     }
     attacker.finish(&rt, &id, &bin);
     rt.ok(&["start", &id]);
-    let state = rt.state(&id).expect("state");
+    let state = rt.try_state(&id).expect("state");
     assert_eq!(state["status"], "running", "{state}");
 }
 
@@ -297,7 +294,7 @@ fn cve_2019_5736_no_ptrace_capable_exec_into_a_created_container() {
     let id = berth_testutil::unique_id("sec-5736p");
     rt.create_ok(&id, bundle.path());
     rt.ok(&["exec", &id, "true"]);
-    let out = rt.run(&["exec", "--cap", "CAP_SYS_PTRACE", &id, "true"]);
+    let out = rt.output(&["exec", "--cap", "CAP_SYS_PTRACE", &id, "true"]);
     let err = String::from_utf8_lossy(&out.stderr);
     // runc's init is a sealed copy already, so runc allows this exec.
     if runtime_bin().ends_with("berth-runtime") {
@@ -322,7 +319,7 @@ fn cve_2019_5736_proc_self_exe_entrypoint_does_not_run_the_runtime() {
     let rt = Rt::new();
     let bundle = attack_bundle(&["/evil", "--version"]);
     let id = berth_testutil::unique_id("sec-5736e");
-    let out = rt.run(&["run", "-b", bundle.path().to_str().unwrap(), &id]);
+    let out = rt.output(&["run", "-b", bundle.path().to_str().unwrap(), &id]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -375,7 +372,7 @@ fn cve_2024_21626_no_runtime_fds_in_container() {
     assert_no_leaked_fds(&fs::read_to_string(&listing).unwrap(), "container init");
 
     let out = rt.ok(&["exec", &id, "ls", "-l", "/proc/self/fd"]);
-    assert_no_leaked_fds(&String::from_utf8_lossy(&out.stdout), "exec'd process");
+    assert_no_leaked_fds(&out, "exec'd process");
 }
 
 #[test]
@@ -408,7 +405,7 @@ fn cve_2024_21626_cwd_cannot_escape_through_a_leaked_fd() {
             // Refusing the cwd is a correct answer.
             continue;
         }
-        if !rt.run(&["start", &id]).status.success() {
+        if !rt.output(&["start", &id]).status.success() {
             continue;
         }
         rt.wait_stopped(&id);
@@ -419,7 +416,7 @@ fn cve_2024_21626_cwd_cannot_escape_through_a_leaked_fd() {
                 "cwd /proc/self/fd/{n} reached the host's root (CVE-2024-21626)"
             );
         }
-        let _ = rt.run(&["delete", "--force", &id]);
+        let _ = rt.output(&["delete", "--force", &id]);
     }
 }
 
@@ -435,7 +432,7 @@ fn cve_2024_21626_exec_cwd_cannot_escape_through_a_leaked_fd() {
     rt.start_new(&id, bundle.path());
     for n in 3..=9 {
         let cwd = format!("/proc/self/fd/{n}");
-        let out = rt.run(&[
+        let out = rt.output(&[
             "exec",
             "--cwd",
             &cwd,

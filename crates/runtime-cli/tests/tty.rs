@@ -3,8 +3,7 @@
 //! behaviour), forwarding window resizes. The runtime's stdio here is the
 //! slave of a pty this test holds the master of, as a user's shell would.
 
-mod common_rt;
-use common_rt::*;
+use berth_testutil::runtime::*;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -115,7 +114,7 @@ fn the_end_of_stdin_reaches_a_terminal_container_as_eof() {
     let mut spec = default_spec(&["sh", "-c", "cat; echo after-eof; exit 6"]);
     spec["process"]["terminal"] = json!(true);
     let bundle = Bundle::new(&spec);
-    let (code, out, err) = rt.run(&bundle);
+    let (code, out, err) = rt.run_bundle(&bundle);
     assert_eq!(code, 6, "{err}");
     assert_eq!(out, "after-eof\r\n");
     assert!(rt.leftovers().is_empty(), "{:?}", rt.leftovers());

@@ -8,6 +8,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod runtime;
+
 /// Where Debian's busybox-static installs its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 
