@@ -74,7 +74,7 @@ pub struct StorageConfig {
     pub root: PathBuf,
     /// Store everything in an S3-compatible bucket instead.
     #[serde(default)]
-    pub s3: Option<crate::s3::S3Config>,
+    pub s3: Option<crate::storage::S3Config>,
 }
 
 fn default_root() -> PathBuf {

@@ -220,14 +220,12 @@ async fn expire_uploads(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let driver: Arc<dyn crate::storage::Driver> =
         match &config.storage.s3 {
-            Some(s3) => {
-                Arc::new(
-                    crate::s3::S3Driver::new(s3).map_err(|source| StartError::Storage {
-                        path: format!("{}/{}", s3.endpoint, s3.bucket),
-                        source,
-                    })?,
-                )
-            }
+            Some(s3) => Arc::new(crate::storage::S3Driver::new(s3).map_err(|source| {
+                StartError::Storage {
+                    path: format!("{}/{}", s3.endpoint, s3.bucket),
+                    source,
+                }
+            })?),
             None => Arc::new(FsDriver::new(&config.storage.root).map_err(|source| {
                 StartError::Storage {
                     path: config.storage.root.display().to_string(),

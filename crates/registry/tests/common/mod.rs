@@ -26,7 +26,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
     };
     c.storage.root = dir.join("storage");
     if on_s3() {
-        c.storage.s3 = Some(berth_registry::s3::S3Config {
+        c.storage.s3 = Some(berth_registry::storage::S3Config {
             endpoint: s3_server().endpoint.clone(),
             bucket: S3_BUCKET.into(),
             region: s3_server().region.into(),

@@ -30,7 +30,7 @@ use object_store::{
 };
 use serde::Deserialize;
 
-use crate::storage::{random_hex, Appender, ByteStream, Driver, Meta};
+use super::{random_hex, Appender, ByteStream, Driver, Meta};
 
 /// S3 settings in the config file (`storage.s3`).
 #[derive(Debug, Clone, Deserialize)]

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::storage::Appender;
+use super::Appender;
 
 /// Alignment of direct writes (offset, length and memory).
 const ALIGN: usize = 4096;
@@ -37,7 +37,7 @@ const CAPACITY: usize = 1024 * 1024;
 const WRITEBACK_EVERY: u64 = 2 * 1024 * 1024;
 
 /// Appends to one file (see the module docs).
-pub(crate) struct FsAppender {
+pub(super) struct FsAppender {
     /// `None` while a write is in flight (it owns the state) or after a
     /// write failed.
     state: Option<State>,
@@ -65,7 +65,7 @@ struct State {
 
 impl FsAppender {
     /// Opens (creating) `path` for appending.
-    pub(crate) fn open(path: &Path) -> io::Result<FsAppender> {
+    pub(super) fn open(path: &Path) -> io::Result<FsAppender> {
         let buffered = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
