@@ -14,7 +14,6 @@
 
 mod container;
 mod error;
-mod foreground;
 mod gc;
 mod layout;
 mod run;

@@ -8,15 +8,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_image::PlatformSpec;
-use berth_runtime::{CreateOptions, Runtime};
+use std::os::fd::AsFd;
+
+use berth_runtime::foreground::copy_window_size;
+use berth_runtime::{CreateOptions, Foreground, Runtime};
 use berth_snapshot::{SnapshotError, Snapshotter};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use oci_spec::runtime::Spec;
 
 use crate::container::{self, ContainerRecord, Status, SNAPSHOT_PREFIX};
 use crate::error::{Error, Result};
-use crate::foreground::{copy_window_size, supervise, Terminal};
 use crate::layout::bundle_dir;
 use crate::spec::{spec_from_config, Overrides};
 use crate::Engine;
@@ -257,32 +257,19 @@ impl NewContainer<'_> {
             };
             if let Some(m) = &master {
                 // Before start, so the process sees the size from its first ioctl.
-                copy_window_size(m);
+                copy_window_size(m.as_fd());
             }
-            // Signals are blocked and read from a signalfd from here on (the
-            // init was forked before, so it keeps the original mask).
-            let mut mask = SigSet::empty();
-            for s in berth_runtime::FORWARDED_SIGNALS {
-                mask.add(s);
-            }
-            mask.add(Signal::SIGCHLD);
-            mask.thread_block()
-                .map_err(|e| Error::sys("blocking signals", e))?;
-            let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-                .map_err(|e| Error::sys("creating a signalfd", e))?;
+            // The init was forked already, so it keeps the original mask.
+            let foreground = Foreground::catch_signals()?;
             container.start()?;
             self.record.status = Status::Running;
             container::write(self.engine.layout(), &self.record, false)?;
-            let terminal = master.as_ref().map(|_| Terminal::enter(attach.interactive));
-            let code = supervise(
+            Ok(foreground.supervise(
                 container.pid(),
-                &sfd,
-                master.as_ref(),
+                master.as_ref().map(|m| m.as_fd()),
                 attach.interactive,
-                attach.stop_timeout,
-            );
-            drop(terminal);
-            code
+                Some(attach.stop_timeout),
+            )?)
         })();
         if outcome.is_err() {
             let _ = container.kill(libc::SIGKILL, true);
