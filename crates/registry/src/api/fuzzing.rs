@@ -3,7 +3,7 @@
 //! (routing, `Range`, `Content-Range`, query parameters) that run before
 //! any storage is touched.
 
-use super::Route;
+use super::route::Route;
 use crate::error::Result;
 
 /// What [`parse_route`] found in a request path.
@@ -33,7 +33,7 @@ pub enum Routed {
 
 /// Routes a request path as the server does (`None`: no such endpoint).
 pub fn parse_route(path: &str) -> Option<Routed> {
-    Some(match super::parse_route(path)? {
+    Some(match super::route::parse_route(path)? {
         Route::Base => Routed::Base,
         Route::Catalog => Routed::Catalog,
         Route::Metrics => Routed::Metrics,
@@ -50,23 +50,23 @@ pub fn parse_route(path: &str) -> Option<Routed> {
 /// Parses a `Range` header against a blob of `size` bytes: the first and
 /// last byte served.
 pub fn parse_range(value: &str, size: u64) -> Result<(u64, u64)> {
-    super::parse_range(value, size)
+    super::blobs::parse_range(value, size)
 }
 
 /// Parses an upload chunk's `Content-Range`.
 pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
-    super::parse_content_range(value)
+    super::uploads::parse_content_range(value)
 }
 
 /// The source repository of a blob mount query (`mount=…&from=…`).
 pub fn mount_source(query: &str) -> Option<String> {
-    super::mount_source(query)
+    super::uploads::mount_source(query)
 }
 
 /// Paginates `all` with the `n` and `last` parameters of `query`, as the
 /// tags list does; returns the response status and its `Link` header.
 pub fn paginate(all: Vec<String>, query: &str) -> Result<(u16, Option<String>)> {
-    let r = super::paginate(all, query, "/v2/a/tags/list", "tags", Some("a"))?;
+    let r = super::tags::paginate(all, query, "/v2/a/tags/list", "tags", Some("a"))?;
     let link = r
         .headers()
         .get(axum::http::header::LINK)
