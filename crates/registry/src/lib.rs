@@ -11,7 +11,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gc;
-pub mod lowat;
+mod lowat;
 pub mod metrics;
 pub mod server;
 pub mod storage;
