@@ -65,6 +65,11 @@ enum Command {
     },
 }
 
+/// An error and its causes on one line, each cause said once.
+pub(crate) fn describe(err: &anyhow::Error) -> String {
+    berth_core::error_chain(err.as_ref())
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -87,7 +92,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("berth: {err:#}");
+            eprintln!("berth: {}", describe(&err));
             std::process::exit(1);
         }
     }

@@ -5,9 +5,13 @@
 //! - [`digest`]: strict parsing of the digests berth can verify (sha256,
 //!   sha512) into oci-spec's `Digest`, and a streaming [`digest::Hasher`].
 //! - [`name`]: the distribution spec's repository name and tag grammar.
+//! - [`error_chain`]: an error and its causes on one line, each said once.
 //!
 //! A leaf: it depends on no other berth crate.
 
 pub mod digest;
+mod error;
 pub mod fs;
 pub mod name;
+
+pub use error::error_chain;
