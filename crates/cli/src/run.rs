@@ -133,6 +133,7 @@ fn overrides(args: &RunArgs) -> Result<Overrides> {
         binds,
         volume_root: None,
         terminal: args.tty,
+        security: Default::default(),
     })
 }
 

@@ -17,6 +17,8 @@ mod error;
 mod gc;
 mod layout;
 mod run;
+pub mod seccomp;
+pub mod security;
 pub mod spec;
 mod unpack;
 pub mod user;
@@ -29,6 +31,7 @@ pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use layout::{bundle_dir, Layout};
 pub use run::{Attach, ContainerOptions, NewContainer};
+pub use security::Security;
 pub use spec::{spec_from_config, BindMount, Overrides};
 pub use unpack::{unpack, BlobProvider};
 

@@ -1,6 +1,8 @@
 //! Image config → OCI runtime spec: containerd's default Linux spec, the
 //! image's config (User, Env, Entrypoint/Cmd, WorkingDir, Volumes, Labels,
-//! StopSignal) and the user's overrides, in containerd's order.
+//! StopSignal) and the user's overrides, in containerd's order; then the
+//! container's security settings ([`Security`]: capabilities, seccomp,
+//! `--privileged`).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,7 @@ use oci_spec::runtime::Spec;
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::security::Security;
 use crate::user::resolve_user;
 
 /// The PATH a container gets when the image sets none.
@@ -136,6 +139,8 @@ pub struct Overrides {
     pub volume_root: Option<PathBuf>,
     /// Allocate a terminal.
     pub terminal: bool,
+    /// Capabilities, seccomp, no_new_privs, `--privileged`.
+    pub security: Security,
 }
 
 fn merge_env(env: &mut Vec<String>, entries: &[String]) {
@@ -304,6 +309,8 @@ pub fn spec_from_config(
         }
         mounts.push(json!({"destination": bind.destination, "type": "bind", "source": bind.source, "options": options}));
     }
+
+    overrides.security.apply(&mut spec)?;
 
     serde_json::from_value(spec).map_err(|e| Error::invalid("runtime spec", e.to_string()))
 }
@@ -505,6 +512,42 @@ mod tests {
         assert_eq!(
             spec.process().as_ref().unwrap().args().as_ref().unwrap(),
             &vec!["/bin/sh".to_string()]
+        );
+    }
+
+    #[test]
+    fn security_reaches_the_spec() {
+        let r = rootfs();
+        let cfg = config(json!({"Cmd": ["x"]}));
+        let spec = spec_from_config(&cfg, &Overrides::default(), r.path()).unwrap();
+        let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        assert!(!seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .any(|s| s.names().contains(&"mount".to_string())));
+        let o = Overrides {
+            security: Security {
+                cap_drop: vec!["ALL".into()],
+                cap_add: vec!["SYS_ADMIN".into()],
+                no_new_privileges: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let spec = spec_from_config(&cfg, &o, r.path()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.no_new_privileges(), Some(true));
+        let caps = p.capabilities().as_ref().unwrap();
+        assert_eq!(caps.effective().as_ref().unwrap().len(), 1);
+        let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        assert!(
+            seccomp
+                .syscalls()
+                .iter()
+                .flatten()
+                .any(|s| s.names().contains(&"mount".to_string())),
+            "CAP_SYS_ADMIN allows mount"
         );
     }
 
