@@ -363,7 +363,17 @@ impl Runtime {
         // master ourselves and copy between it and our stdio.
         let mut tty = None;
         let mut size = None;
-        if opts.console_socket.is_none() && wants_terminal(bundle) {
+        // The bundle's config is read once: by the caller, or here for
+        // create (unreadable: create reads it again and reports why).
+        if opts.spec.is_none() {
+            opts.spec = crate::spec::load(bundle).ok();
+        }
+        let terminal = opts
+            .spec
+            .as_ref()
+            .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+            .unwrap_or(false);
+        if opts.console_socket.is_none() && terminal {
             let t = TtySocket::bind(&self.root)?;
             opts.console_socket = Some(t.path.clone());
             tty = Some(t);
@@ -395,13 +405,4 @@ impl Runtime {
         c.delete(true)?;
         Ok(code)
     }
-}
-
-/// Whether the bundle's process asks for a terminal (false if unreadable:
-/// create then reports the real problem).
-fn wants_terminal(bundle: &Path) -> bool {
-    crate::spec::load(bundle)
-        .ok()
-        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
-        .unwrap_or(false)
 }
