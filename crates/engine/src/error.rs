@@ -12,16 +12,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     /// From the image store.
     #[error(transparent)]
-    Image(#[from] berth_image::Error),
+    Image(Box<berth_image::Error>),
     /// From the content store.
     #[error(transparent)]
-    Content(#[from] berth_content::Error),
+    Content(Box<berth_content::Error>),
     /// From the snapshotter.
     #[error(transparent)]
-    Snapshot(#[from] berth_snapshot::SnapshotError),
+    Snapshot(Box<berth_snapshot::SnapshotError>),
     /// From the runtime.
     #[error(transparent)]
-    Runtime(#[from] berth_runtime::Error),
+    Runtime(Box<berth_runtime::Error>),
     /// A layer blob could not be opened.
     #[error("layer {index} ({digest}): cannot open its blob: {cause}")]
     Blob {
@@ -75,6 +75,24 @@ pub enum Error {
         cause: nix::errno::Errno,
     },
 }
+
+/// The wrapped errors are boxed: `Error` stays small on every `Result`.
+macro_rules! boxed_from {
+    ($($variant:ident($ty:ty)),*) => {$(
+        impl From<$ty> for Error {
+            fn from(e: $ty) -> Error {
+                Error::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from!(
+    Image(berth_image::Error),
+    Content(berth_content::Error),
+    Snapshot(berth_snapshot::SnapshotError),
+    Runtime(berth_runtime::Error)
+);
 
 impl Error {
     /// An I/O error on `path`.
