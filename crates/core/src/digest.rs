@@ -154,7 +154,7 @@ mod tests {
         h.update(b"bc");
         let d5 = h.digest();
         assert_eq!(d5, digest_of(&DigestAlgorithm::Sha512, b"abc").unwrap());
-        assert_eq!(parse(&d5.to_string()).unwrap(), d5);
+        assert_eq!(parse(d5.as_ref()).unwrap(), d5);
     }
 
     #[test]
