@@ -133,7 +133,10 @@ fn overrides(args: &RunArgs) -> Result<Overrides> {
         binds,
         volume_root: None,
         terminal: args.tty,
+        group_add: Vec::new(),
+        labels: Vec::new(),
         security: Default::default(),
+        limits: Default::default(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! image's config (User, Env, Entrypoint/Cmd, WorkingDir, Volumes, Labels,
 //! StopSignal) and the user's overrides, in containerd's order; then the
 //! container's security settings ([`Security`]: capabilities, seccomp,
-//! `--privileged`).
+//! `--privileged`) and limits ([`Limits`]).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use oci_spec::runtime::Spec;
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::security::Security;
 use crate::user::resolve_user;
 
@@ -139,8 +140,86 @@ pub struct Overrides {
     pub volume_root: Option<PathBuf>,
     /// Allocate a terminal.
     pub terminal: bool,
+    /// Supplementary groups added to the user's (`--group-add`): group
+    /// names resolved in the image's /etc/group, or numeric gids.
+    pub group_add: Vec<String>,
+    /// Labels (`--label`), added to the image's Labels (replacing those of
+    /// the same key); both become the spec's annotations.
+    pub labels: Vec<(String, String)>,
     /// Capabilities, seccomp, no_new_privs, `--privileged`.
     pub security: Security,
+    /// cgroup limits, rlimits, sysctls, OOM score, /dev/shm size.
+    pub limits: Limits,
+}
+
+/// `--label KEY[=VALUE]` (a missing value is empty, as podman).
+pub fn parse_label(text: &str) -> Result<(String, String)> {
+    let (k, v) = text.split_once('=').unwrap_or((text, ""));
+    if k.trim().is_empty() {
+        return Err(Error::invalid(
+            format!("--label {text:?}"),
+            "expected KEY=VALUE",
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Reads an `--env-file`: one `KEY=value` per line (the value taken as it
+/// is, quotes included), `KEY` alone for this process's value of KEY
+/// (skipped when unset), blank lines and lines starting with `#` ignored.
+/// The entries come in file order, for [`Overrides::env`].
+pub fn read_env_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut env = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(Error::invalid(
+                format!("--env-file {} line {}", path.display(), n + 1),
+                format!("{key:?} is not a variable name: expected KEY=value or KEY"),
+            ));
+        }
+        match value {
+            Some(v) => env.push(format!("{key}={v}")),
+            None => {
+                if let Some(v) = std::env::var_os(key) {
+                    env.push(format!("{key}={}", v.to_string_lossy()));
+                }
+            }
+        }
+    }
+    Ok(env)
+}
+
+/// The gids of `--group-add` entries: numbers as they are, names looked
+/// up in the image's /etc/group.
+fn resolve_groups(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>> {
+    groups
+        .iter()
+        .map(|g| match g.trim().parse::<u32>() {
+            Ok(gid) if gid <= berth_runtime::spec::MAX_ID => Ok(gid),
+            Ok(gid) => Err(Error::invalid(
+                format!("--group-add {gid}"),
+                format!(
+                    "out of range: gids run from 0 to {}",
+                    berth_runtime::spec::MAX_ID
+                ),
+            )),
+            Err(_) if g.trim() == "keep-groups" => Err(Error::invalid(
+                "--group-add keep-groups",
+                "only for rootless containers, which berth does not run",
+            )),
+            // "0:NAME" resolves NAME through the image's /etc/group.
+            Err(_) => Ok(resolve_user(rootfs, &format!("0:{}", g.trim()))?.gid),
+        })
+        .collect()
 }
 
 fn merge_env(env: &mut Vec<String>, entries: &[String]) {
@@ -252,8 +331,14 @@ pub fn spec_from_config(
     process["cwd"] = json!(cwd);
     process["terminal"] = json!(overrides.terminal);
     process["user"] = json!({"uid": user.uid, "gid": user.gid});
-    if !user.additional_gids.is_empty() {
-        process["user"]["additionalGids"] = json!(user.additional_gids);
+    let mut gids = user.additional_gids.clone();
+    for gid in resolve_groups(rootfs, &overrides.group_add)? {
+        if !gids.contains(&gid) {
+            gids.push(gid);
+        }
+    }
+    if !gids.is_empty() {
+        process["user"]["additionalGids"] = json!(gids);
     }
     if let Some(h) = &overrides.hostname {
         spec["hostname"] = json!(h);
@@ -266,6 +351,9 @@ pub fn spec_from_config(
         for (k, v) in labels {
             annotations.insert(k.clone(), json!(v));
         }
+    }
+    for (k, v) in &overrides.labels {
+        annotations.insert(k.clone(), json!(v));
     }
     if let Some(sig) = image.stop_signal() {
         annotations.insert(STOP_SIGNAL_ANNOTATION.into(), json!(sig));
@@ -311,6 +399,7 @@ pub fn spec_from_config(
     }
 
     overrides.security.apply(&mut spec)?;
+    overrides.limits.apply(&mut spec)?;
 
     serde_json::from_value(spec).map_err(|e| Error::invalid("runtime spec", e.to_string()))
 }
@@ -516,31 +605,43 @@ mod tests {
     }
 
     #[test]
-    fn security_reaches_the_spec() {
+    fn labels_groups_security_and_limits_reach_the_spec() {
         let r = rootfs();
-        let cfg = config(json!({"Cmd": ["x"]}));
-        let spec = spec_from_config(&cfg, &Overrides::default(), r.path()).unwrap();
-        let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
-        assert!(!seccomp
-            .syscalls()
-            .iter()
-            .flatten()
-            .any(|s| s.names().contains(&"mount".to_string())));
+        let cfg =
+            config(json!({"User": "web", "Cmd": ["x"], "Labels": {"a": "image", "b": "image"}}));
         let o = Overrides {
+            labels: vec![parse_label("b=mine").unwrap(), parse_label("c").unwrap()],
+            group_add: vec!["log".into(), "7".into(), "90".into()],
             security: Security {
                 cap_drop: vec!["ALL".into()],
                 cap_add: vec!["SYS_ADMIN".into()],
                 no_new_privileges: true,
                 ..Default::default()
             },
+            limits: Limits {
+                memory: Some(64 << 20),
+                pids_limit: Some(10),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let spec = spec_from_config(&cfg, &o, r.path()).unwrap();
+        let ann = spec.annotations().as_ref().unwrap();
+        assert_eq!(
+            (ann["a"].as_str(), ann["b"].as_str(), ann["c"].as_str()),
+            ("image", "mine", "")
+        );
         let p = spec.process().as_ref().unwrap();
+        assert_eq!(
+            p.user().additional_gids().as_ref().unwrap(),
+            &vec![90, 7],
+            "deduplicated"
+        );
         assert_eq!(p.no_new_privileges(), Some(true));
         let caps = p.capabilities().as_ref().unwrap();
         assert_eq!(caps.effective().as_ref().unwrap().len(), 1);
-        let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let seccomp = linux.seccomp().as_ref().unwrap();
         assert!(
             seccomp
                 .syscalls()
@@ -549,6 +650,39 @@ mod tests {
                 .any(|s| s.names().contains(&"mount".to_string())),
             "CAP_SYS_ADMIN allows mount"
         );
+        let res = linux.resources().as_ref().unwrap();
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(res.pids().as_ref().unwrap().limit(), 10);
+        let err = spec_from_config(
+            &cfg,
+            &Overrides {
+                group_add: vec!["nosuch".into()],
+                ..Default::default()
+            },
+            r.path(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"nosuch\""), "{err}");
+    }
+
+    #[test]
+    fn env_files_follow_podmans_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("e");
+        std::env::set_var("BERTH_SPEC_ENV_FILE_PASS", "p");
+        std::fs::write(
+            &file,
+            "# c\n\n  A=1\nB= spaced = \"q\"\nBERTH_SPEC_ENV_FILE_PASS\nBERTH_SPEC_ENV_FILE_UNSET\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_env_file(&file).unwrap(),
+            ["A=1", "B= spaced = \"q\"", "BERTH_SPEC_ENV_FILE_PASS=p"]
+        );
+        std::fs::write(&file, "A B=1\n").unwrap();
+        let err = read_env_file(&file).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("\"A B\""), "{err}");
+        assert!(read_env_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]
