@@ -98,7 +98,7 @@ fn open_log(path: &Path) -> anyhow::Result<File> {
         })
 }
 
-/// Logs `err` (with its causes, `outer: inner`) at level error, prints it
+/// Logs `err` (with its causes, `outer: inner`, each once) at level error, prints it
 /// to stderr unless the log already goes there, and exits with status 1.
 /// This is what every `berth-runtime` failure must end in.
 pub fn fatal(err: &anyhow::Error) -> ! {
@@ -107,7 +107,7 @@ pub fn fatal(err: &anyhow::Error) -> ! {
 
 /// [`fatal`] with a chosen exit status.
 pub fn fatal_with_code(err: &anyhow::Error, code: i32) -> ! {
-    let msg = format!("{err:#}");
+    let msg = berth_core::error_chain(err.as_ref());
     if INITIALIZED.load(Ordering::Relaxed) {
         tracing::error!("{msg}");
     }

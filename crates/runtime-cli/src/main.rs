@@ -291,7 +291,7 @@ fn main() {
         ));
     }
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
-        eprintln!("{e:#}");
+        eprintln!("{}", berth_core::error_chain(e.as_ref()));
         std::process::exit(1);
     }
     match run(cli, spec) {
