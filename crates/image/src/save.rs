@@ -2,13 +2,12 @@
 //! that skopeo's `oci-archive:` transport, umoci (after untar) and
 //! `berth load` read.
 
-use berth_core::fs::{write_atomically, Durability};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use berth_content::layout::{empty_index, CONTAINERD_IMAGE_NAME, LAYOUT_VERSION, REF_NAME};
+use berth_core::fs::{write_atomically, Durability};
 use oci_spec::image::{Descriptor, Digest};
 
 use crate::error::{Error, Result};
@@ -125,34 +124,22 @@ pub fn save_layout(images: &Images, names: &[String], dir: &Path) -> Result<()> 
 /// `io.containerd.image.name` = its full name, as containerd and docker
 /// write them.
 pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.berth-tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        let writer = save_to(images, names, BufWriter::with_capacity(1 << 20, file), out)?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // save_to's own error (naming the image or blob) is kept aside; the
+    // atomic write only needs to know that the archive is incomplete.
+    let mut failed = None;
+    let written = write_atomically(out, Durability::Durable, |file| {
+        match save_to(images, names, BufWriter::with_capacity(1 << 20, file), out) {
+            Ok(w) => w.into_inner().map(drop).map_err(|e| e.into_error()),
+            Err(e) => {
+                failed = Some(e);
+                Err(std::io::Error::other("the archive is incomplete"))
+            }
+        }
+    });
+    match (failed, written) {
+        (Some(e), _) => Err(e),
+        (None, r) => r.map_err(|e| Error::io(out, e)),
     }
-    result
 }
 
 /// Streams the OCI archive of `names` into `writer` (e.g. stdout); `out`

@@ -2,9 +2,9 @@
 //! and the state JSON it prints (runc's shape).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use berth_core::fs::{atomic_write, Durability};
 use chrono::{DateTime, Utc};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -80,16 +80,13 @@ impl Record {
             crate::Error::Init(format!("cannot encode the state of {}: {e}", self.id))
         })?;
         let path = dir.join(STATE_FILE);
-        if durable {
-            return write_atomic(&path, &data);
-        }
-        let tmp = dir.join(format!(".{STATE_FILE}.tmp{}", std::process::id()));
-        std::fs::write(&tmp, &data)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                io_err(format!("cannot write {}", path.display()))(e)
-            })
+        let durability = if durable {
+            Durability::Durable
+        } else {
+            Durability::Volatile
+        };
+        atomic_write(&path, &data, durability)
+            .map_err(io_err(format!("cannot write {}", path.display())))
     }
 }
 
@@ -150,24 +147,6 @@ pub fn proc_start_time(pid: i32) -> Option<(u64, bool)> {
     Some((fields.get(19)?.parse().ok()?, zombie))
 }
 
-/// Writes `data` to `path` atomically: temp file in the same directory,
-/// fsync, rename. Nothing half-written is visible under `path`.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(format!("cannot write {}", path.display()))(e)
-    })
-}
-
 /// Reads `state.json` from a container's state directory.
 pub fn read_record(dir: &Path) -> Result<Record> {
     let path = dir.join(STATE_FILE);
@@ -201,7 +180,8 @@ pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
             .map_err(io_err("cannot read the current directory"))?
             .join(path)
     };
-    write_atomic(&path, pid.to_string().as_bytes())
+    atomic_write(&path, pid.to_string().as_bytes(), Durability::Durable)
+        .map_err(io_err(format!("cannot write {}", path.display())))
 }
 
 /// The config's annotations, sorted.
@@ -235,15 +215,5 @@ mod tests {
         assert!(t > 0);
         assert!(!zombie);
         assert!(proc_start_time(0).is_none());
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pid");
-        write_atomic(&p, b"123").unwrap();
-        write_atomic(&p, b"45").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"45");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

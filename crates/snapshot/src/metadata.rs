@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use berth_core::fs::{atomic_write, Durability};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io_err;
@@ -131,9 +131,6 @@ pub(crate) fn lock(root: &Path) -> Result<Locked, SnapshotError> {
     })
 }
 
-/// Name of the temp file the database is written to before the rename.
-pub(crate) const TEMP_NAME: &str = "metadata.json.tmp";
-
 impl Locked {
     fn db_path(&self) -> PathBuf {
         self.root.join("metadata.json")
@@ -155,19 +152,11 @@ impl Locked {
     /// Replaces the database atomically and durably.
     pub fn save(&self, db: &Db) -> Result<(), SnapshotError> {
         let p = self.db_path();
-        let tmp = self.root.join(TEMP_NAME);
         let data = serde_json::to_vec_pretty(db).map_err(|e| SnapshotError::Corrupt {
             path: p.clone(),
             detail: e.to_string(),
         })?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-        f.write_all(&data).map_err(io_err(&tmp, "write"))?;
-        f.sync_all().map_err(io_err(&tmp, "fsync"))?;
-        fs::rename(&tmp, &p).map_err(io_err(&p, "rename"))?;
-        if let Ok(d) = File::open(&self.root) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        atomic_write(&p, &data, Durability::Durable).map_err(io_err(&p, "replace"))
     }
 }
 

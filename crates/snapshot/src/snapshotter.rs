@@ -301,7 +301,18 @@ impl Snapshotter {
                 remove_tree(&e.path())?;
             }
         }
-        let _ = fs::remove_file(self.root.join(metadata::TEMP_NAME));
+        // A database write cut short by a crash leaves its temp file.
+        for e in fs::read_dir(&self.root)
+            .map_err(io_err(&self.root, "read"))?
+            .flatten()
+        {
+            if e.file_name()
+                .to_str()
+                .is_some_and(berth_core::fs::is_temp_name)
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         Ok(())
     }
 }
