@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use berth_engine::{Attach, BindMount, ContainerOptions, Engine, Overrides};
+use berth_engine::limits::{self, Ulimit};
+use berth_engine::spec::{parse_label, read_env_file};
+use berth_engine::{Attach, BindMount, ContainerOptions, Engine, Limits, Overrides, Security};
 
 use crate::Global;
 
@@ -60,6 +62,85 @@ pub struct RunArgs {
     /// Command and arguments (replace the image's Cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+    /// --env-file, --label, --group-add (boxed, like the option groups
+    /// below, to keep the command enum small; last, so that the groups'
+    /// help headings cover only their own options).
+    #[command(flatten)]
+    pub config: Box<ConfigArgs>,
+    /// Capabilities, seccomp, no_new_privs, --privileged.
+    #[command(flatten, next_help_heading = "Security")]
+    pub security: Box<SecurityArgs>,
+    /// cgroup limits, rlimits, sysctls.
+    #[command(flatten, next_help_heading = "Resources")]
+    pub limits: Box<LimitArgs>,
+}
+
+/// `berth run`'s environment files, labels and extra groups.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Read environment variables from a file (`KEY=value` lines; `-e` wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Add a label (`KEY=VALUE`) to the container's annotations.
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Add a supplementary group (name in the image's /etc/group, or gid).
+    #[arg(long = "group-add", value_name = "GROUP", value_delimiter = ',')]
+    pub group_add: Vec<String>,
+}
+
+/// `berth run`'s security options (podman's names and meanings; see
+/// [`berth_engine::security`]).
+#[derive(Debug, clap::Args)]
+pub struct SecurityArgs {
+    /// Add capabilities (NET_ADMIN, CAP_NET_ADMIN, ALL).
+    #[arg(long = "cap-add", value_name = "CAP", value_delimiter = ',')]
+    pub cap_add: Vec<String>,
+    /// Drop capabilities (names, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP", value_delimiter = ',')]
+    pub cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined, seccomp=FILE, no-new-privileges.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opts: Vec<String>,
+    /// Every capability, no seccomp, no masked paths, the host's devices.
+    #[arg(long)]
+    pub privileged: bool,
+}
+
+/// `berth run`'s resource options (podman's names and units; see
+/// [`berth_engine::limits`]).
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(long, short = 'm', value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap; default twice --memory).
+    #[arg(long = "memory-swap", value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs (0.5: a CFS quota of 50000 per 100000 µs).
+    #[arg(long, value_name = "NUMBER", allow_hyphen_values = true)]
+    pub cpus: Option<String>,
+    /// Relative CPU weight (cgroup v1 cpu.shares).
+    #[arg(long = "cpu-shares", short = 'c', value_name = "SHARES")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the container may use (e.g. 0-2,4).
+    #[arg(long = "cpuset-cpus", value_name = "CPUS")]
+    pub cpuset_cpus: Option<String>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// rlimit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Namespaced sysctl: KEY=VALUE (net.*, kernel.shm*, kernel.msg*, ...).
+    #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+    pub sysctls: Vec<String>,
+    /// OOM score adjustment of the container's init (-1000..1000).
+    #[arg(long = "oom-score-adj", value_name = "N", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<String>,
+    /// Size of /dev/shm (default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
 }
 
 /// Runs `berth run`: returns the container's exit code, or 125 (with the
@@ -102,6 +183,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
 /// Builds the spec overrides from the command line.
 fn overrides(args: &RunArgs) -> Result<Overrides> {
     let mut env = Vec::new();
+    for file in &args.config.env_files {
+        env.extend(read_env_file(file)?);
+    }
     for e in &args.env {
         if e.contains('=') {
             env.push(e.clone());
@@ -111,11 +195,7 @@ fn overrides(args: &RunArgs) -> Result<Overrides> {
             env.push(format!("{e}={}", v.to_string_lossy()));
         }
     }
-    let binds = args
-        .volumes
-        .iter()
-        .map(|v| BindMount::parse(v))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let binds = each(&args.volumes, BindMount::parse)?;
     Ok(Overrides {
         entrypoint: args.entrypoint.as_ref().map(|e| {
             if e.is_empty() {
@@ -133,11 +213,70 @@ fn overrides(args: &RunArgs) -> Result<Overrides> {
         binds,
         volume_root: None,
         terminal: args.tty,
-        group_add: Vec::new(),
-        labels: Vec::new(),
-        security: Default::default(),
-        limits: Default::default(),
+        group_add: args.config.group_add.clone(),
+        labels: each(&args.config.labels, parse_label)?,
+        security: security(&args.security)?,
+        limits: resource_limits(&args.limits)?,
     })
+}
+
+fn security(args: &SecurityArgs) -> Result<Security> {
+    let mut security = Security {
+        privileged: args.privileged,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        ..Default::default()
+    };
+    for opt in &args.security_opts {
+        security.security_opt(opt)?;
+    }
+    Ok(security)
+}
+
+/// `parse(flag, value)` of an optional flag value.
+fn flag<T>(
+    flag: &str,
+    value: &Option<String>,
+    parse: fn(&str, &str) -> berth_engine::Result<T>,
+) -> Result<Option<T>> {
+    match value {
+        Some(v) => Ok(Some(parse(flag, v)?)),
+        None => Ok(None),
+    }
+}
+
+/// `parse` of every value of a repeated flag.
+fn each<T>(values: &[String], parse: fn(&str) -> berth_engine::Result<T>) -> Result<Vec<T>> {
+    Ok(values
+        .iter()
+        .map(String::as_str)
+        .map(parse)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+fn resource_limits(args: &LimitArgs) -> Result<Limits> {
+    let limits = Limits {
+        memory: flag("--memory", &args.memory, limits::parse_size)?.map(|m| m as i64),
+        memory_swap: flag(
+            "--memory-swap",
+            &args.memory_swap,
+            limits::parse_memory_swap,
+        )?,
+        cpus: flag("--cpus", &args.cpus, limits::parse_cpus)?,
+        cpu_shares: args.cpu_shares,
+        cpuset_cpus: flag("--cpuset-cpus", &args.cpuset_cpus, limits::parse_cpuset)?,
+        pids_limit: args.pids_limit,
+        ulimits: each(&args.ulimits, Ulimit::parse)?,
+        sysctls: each(&args.sysctls, limits::parse_sysctl)?,
+        oom_score_adj: flag(
+            "--oom-score-adj",
+            &args.oom_score_adj,
+            limits::parse_oom_score_adj,
+        )?,
+        shm_size: flag("--shm-size", &args.shm_size, limits::parse_size)?,
+    };
+    limits.validate()?;
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -184,8 +323,74 @@ mod tests {
         assert_eq!(ov.hostname, None, "the engine names it after the id");
         assert!(ov.terminal);
         assert!(ov.binds[0].readonly);
+        assert!(matches!(
+            ov.security.seccomp,
+            berth_engine::seccomp::Seccomp::Default
+        ));
+        assert!(ov.limits.memory.is_none());
         let bad = parse(&["-v", "relative:/x", "img"]);
         let err = overrides(&bad).unwrap_err();
         assert!(err.to_string().contains("relative:/x"), "{err}");
+    }
+
+    #[test]
+    fn security_and_resource_flags_map_onto_the_engine() {
+        let args = parse(&[
+            "--cap-add",
+            "net_admin,SYS_TIME",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "no-new-privileges",
+            "--privileged",
+            "-m",
+            "1g",
+            "--memory-swap",
+            "-1",
+            "--cpus",
+            "1.5",
+            "-c",
+            "100",
+            "--cpuset-cpus",
+            "0,1",
+            "--pids-limit",
+            "-1",
+            "--ulimit",
+            "nofile=1:2",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--oom-score-adj",
+            "-10",
+            "--shm-size",
+            "1m",
+            "--group-add",
+            "a,b",
+            "-l",
+            "k=v",
+            "img",
+        ]);
+        let ov = overrides(&args).unwrap();
+        let s = &ov.security;
+        assert!(s.privileged && s.no_new_privileges);
+        assert_eq!(s.cap_add, ["net_admin", "SYS_TIME"]);
+        assert_eq!(s.cap_drop, ["ALL"]);
+        assert!(matches!(
+            s.seccomp,
+            berth_engine::seccomp::Seccomp::Unconfined
+        ));
+        let l = &ov.limits;
+        assert_eq!((l.memory, l.memory_swap), (Some(1 << 30), Some(-1)));
+        assert_eq!((l.cpus, l.cpu_shares), (Some(1.5), Some(100)));
+        assert_eq!(l.cpuset_cpus.as_deref(), Some("0,1"));
+        assert_eq!(l.pids_limit, Some(-1));
+        assert_eq!(l.ulimits[0].name, "RLIMIT_NOFILE");
+        assert_eq!(l.sysctls, [("net.core.somaxconn".into(), "1024".into())]);
+        assert_eq!((l.oom_score_adj, l.shm_size), (Some(-10), Some(1 << 20)));
+        assert_eq!(ov.group_add, ["a", "b"]);
+        assert_eq!(ov.labels, [("k".into(), "v".into())]);
+        let err = overrides(&parse(&["--cpus", "lots", "img"])).unwrap_err();
+        assert!(err.to_string().contains("--cpus \"lots\""), "{err}");
     }
 }
