@@ -25,7 +25,7 @@ pub struct Global {
 /// The data root when none is given: /var/lib/berth for root, else the
 /// user's data directory.
 fn default_root() -> PathBuf {
-    if nix_euid_is_root() {
+    if nix::unistd::Uid::effective().is_root() {
         return PathBuf::from("/var/lib/berth");
     }
     match std::env::var_os("XDG_DATA_HOME") {
@@ -33,12 +33,6 @@ fn default_root() -> PathBuf {
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
             .join(".local/share/berth"),
     }
-}
-
-fn nix_euid_is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
 }
 
 #[derive(Debug, Parser)]

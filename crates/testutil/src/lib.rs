@@ -27,25 +27,14 @@ pub fn require_peer(program: &str) -> PathBuf {
             return full;
         }
     }
-    panic!("this test needs `{program}`, which is not installed: run scripts/install-deps as root");
+    panic!("this test needs `{program}`, which is not installed: run scripts/install-test-deps as root");
 }
 
 /// Panics with a clear message unless the test runs as root.
 pub fn require_root() {
-    if !nix_is_root() {
+    if !nix::unistd::Uid::effective().is_root() {
         panic!("this test needs root (namespaces, mounts, cgroups): run the suite as root");
     }
-}
-
-fn nix_is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Fills `rootfs` with a minimal busybox-static userland: /bin/busybox, one
