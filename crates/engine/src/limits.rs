@@ -217,19 +217,6 @@ impl Ulimit {
     }
 }
 
-/// The sysctls a container with its own IPC and network namespaces may set
-/// (podman's list): these, and everything under `fs.mqueue.` and `net.`.
-const IPC_SYSCTLS: [&str; 8] = [
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-];
-
 /// `--sysctl KEY=VALUE` (`/` works in place of `.`). Only sysctls of the
 /// container's own namespaces are allowed: IPC (`kernel.msg*`,
 /// `kernel.sem`, `kernel.shm*`, `fs.mqueue.*`), network (`net.*`) and UTS
@@ -241,18 +228,17 @@ pub fn parse_sysctl(text: &str) -> Result<(String, String)> {
         .filter(|(k, _)| !k.trim().is_empty())
         .ok_or_else(|| invalid(what, text, "expected KEY=VALUE, e.g. net.ipv4.ip_forward=1"))?;
     let key = key.trim().replace('/', ".");
-    let allowed = IPC_SYSCTLS.contains(&key.as_str())
-        || key.starts_with("fs.mqueue.")
-        || key.starts_with("net.")
-        || key == "kernel.domainname";
-    if !allowed {
+    // berth run gives every container its own IPC, network and UTS
+    // namespaces; the hostname has a flag of its own.
+    let namespaced = berth_runtime::spec::sysctl_namespace(&key).is_some();
+    if !namespaced || key == "kernel.hostname" {
         let hint = if key == "kernel.hostname" {
             "set the hostname with --hostname".to_string()
         } else {
             format!(
-                "{key} is not namespaced: setting it would change the host; allowed are {}, \
-                 fs.mqueue.*, net.* and kernel.domainname",
-                IPC_SYSCTLS.join(", ")
+                "{key} is not namespaced: setting it would change the host; allowed are the \
+                 IPC ones (kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*), net.* and \
+                 kernel.domainname"
             )
         };
         return Err(invalid(what, text, hint));

@@ -292,11 +292,11 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The namespace a sysctl belongs to, or `None` for one the kernel keeps
-/// global (written from any container, it would change the host). The
-/// list is runc's: IPC owns the System V IPC limits and POSIX message
-/// queues, UTS the host and domain names, network the whole `net.` tree.
-fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+/// The namespace a sysctl (dotted key) belongs to, or `None` for one the
+/// kernel keeps global (written from any container, it would change the
+/// host). The list is runc's: IPC owns the System V IPC limits and POSIX
+/// message queues, UTS the host and domain names, network the `net.` tree.
+pub fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
     const IPC: &[&str] = &[
         "kernel.msgmax",
         "kernel.msgmnb",
