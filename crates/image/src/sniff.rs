@@ -22,8 +22,13 @@ pub struct Sniffed {
 
 type Worker = std::thread::JoinHandle<std::result::Result<Digest, String>>;
 
+/// The longest magic number [`Compression::detect`] reads (zstd's).
+const MAGIC_LEN: usize = 4;
+
 enum Decoder {
-    Undecided,
+    /// The first bytes, kept until there are enough to recognise the
+    /// compression (a writer may hand them over a few at a time).
+    Undecided(Vec<u8>),
     Plain,
     /// Decompression and hashing run on their own thread, fed through a
     /// bounded channel, so they overlap with hashing and writing the blob.
@@ -106,9 +111,12 @@ fn decode(
         }
         Compression::Zstd => {
             let d = zstd::stream::write::Decoder::new(sink).map_err(|e| e.to_string())?;
-            let mut d = run(d, rx)?;
-            d.flush().map_err(|e| e.to_string())?;
-            Ok(d.into_inner().hasher.digest())
+            // finish, not flush: only finish fails on a stream that stops
+            // inside a frame (which the unpacker's reader refuses).
+            run(d, rx)?
+                .finish()
+                .map(|l| l.hasher.digest())
+                .map_err(|e| e.to_string())
         }
         Compression::None => Err("not compressed".into()),
     }
@@ -129,28 +137,45 @@ impl<W: Write> Sniffer<W> {
     pub fn new(inner: W) -> Sniffer<W> {
         Sniffer {
             inner,
-            decoder: Decoder::Undecided,
+            decoder: Decoder::Undecided(Vec::new()),
             compression: Compression::None,
             compressed: Default::default(),
         }
     }
 
+    /// Picks the compression from the blob's first bytes and starts the
+    /// decompressor, if any, with them.
+    fn start(&mut self, head: Vec<u8>) {
+        self.compression = Compression::detect(&head);
+        self.decoder = match self.compression {
+            Compression::None => Decoder::Plain,
+            c => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(16);
+                let compressed = self.compressed.clone();
+                Decoder::Worker(tx, std::thread::spawn(move || decode(c, rx, compressed)))
+            }
+        };
+        self.send(head);
+    }
+
     fn feed(&mut self, buf: &[u8]) {
-        if let Decoder::Undecided = self.decoder {
-            self.compression = Compression::detect(buf);
-            self.decoder = match self.compression {
-                Compression::None => Decoder::Plain,
-                c => {
-                    let (tx, rx) = std::sync::mpsc::sync_channel(16);
-                    let compressed = self.compressed.clone();
-                    Decoder::Worker(tx, std::thread::spawn(move || decode(c, rx, compressed)))
-                }
-            };
-        }
         self.compressed
             .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Decoder::Undecided(head) = &mut self.decoder {
+            head.extend_from_slice(buf);
+            if head.len() >= MAGIC_LEN {
+                let head = std::mem::take(head);
+                self.start(head);
+            }
+            return;
+        }
+        self.send(buf.to_vec());
+    }
+
+    /// Hands a chunk to the decompressor, if one runs.
+    fn send(&mut self, chunk: Vec<u8>) {
         if let Decoder::Worker(tx, _) = &self.decoder {
-            if tx.send(buf.to_vec()).is_err() {
+            if tx.send(chunk).is_err() {
                 let old = std::mem::replace(&mut self.decoder, Decoder::Plain);
                 if let Decoder::Worker(_, handle) = old {
                     self.decoder = Decoder::Stopped(handle);
@@ -160,7 +185,14 @@ impl<W: Write> Sniffer<W> {
     }
 
     /// Ends the stream: returns the inner writer and what was learned.
-    pub fn finish(self) -> (W, Sniffed) {
+    pub fn finish(mut self) -> (W, Sniffed) {
+        // A blob shorter than the longest magic number.
+        if let Decoder::Undecided(head) = &mut self.decoder {
+            let head = std::mem::take(head);
+            if !head.is_empty() {
+                self.start(head);
+            }
+        }
         let join = |handle: Worker| {
             handle
                 .join()
@@ -168,7 +200,7 @@ impl<W: Write> Sniffer<W> {
                 .map(Some)
         };
         let diff_id = match self.decoder {
-            Decoder::Undecided | Decoder::Plain => Ok(None),
+            Decoder::Undecided(_) | Decoder::Plain => Ok(None),
             Decoder::Worker(tx, handle) => {
                 drop(tx);
                 join(handle)
@@ -237,6 +269,50 @@ mod tests {
         s.write_all(&[0x1f, 0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3])
             .unwrap();
         assert!(s.finish().1.diff_id.is_err());
+    }
+
+    #[test]
+    fn compression_is_recognised_in_writes_of_one_byte() {
+        // Found by fuzzing (layer_sniff): the compression was picked from
+        // the first write alone, so a gzip or zstd layer whose first write
+        // was shorter than its magic number counted as uncompressed.
+        let z = zstd::encode_all(&b"zz"[..], 1).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"zz").unwrap();
+        for (blob, compression) in [
+            (z, Compression::Zstd),
+            (enc.finish().unwrap(), Compression::Gzip),
+            (b"zz".to_vec(), Compression::None),
+            (vec![0x1f, 0x8b], Compression::Gzip),
+        ] {
+            let mut s = Sniffer::new(Vec::new());
+            for b in &blob {
+                s.write_all(std::slice::from_ref(b)).unwrap();
+            }
+            let (out, sniffed) = s.finish();
+            assert_eq!(out, blob);
+            assert_eq!(sniffed.compression, compression);
+            match compression {
+                Compression::None => assert_eq!(sniffed.diff_id.unwrap(), None),
+                _ if blob.len() > 2 => assert_eq!(
+                    sniffed.diff_id.unwrap(),
+                    Some(berth_core::digest::sha256_of(b"zz"))
+                ),
+                _ => assert!(sniffed.diff_id.is_err()),
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_zstd_is_an_error() {
+        // Found by fuzzing (berth-fuzz's layer_sniff): a zstd stream cut
+        // inside its frame hashed as whatever had been inflated so far.
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let z = zstd::encode_all(&data[..], 1).unwrap();
+        let mut s = Sniffer::new(Vec::new());
+        s.write_all(&z[..z.len() / 2]).unwrap();
+        let err = s.finish().1.diff_id.unwrap_err();
+        assert!(err.contains("incomplete frame"), "{err}");
     }
 
     #[test]
