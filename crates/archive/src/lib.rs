@@ -16,6 +16,8 @@
 mod apply;
 mod create;
 pub mod fsops;
+#[doc(hidden)]
+pub mod fuzzing;
 mod tarstream;
 
 use std::io;
