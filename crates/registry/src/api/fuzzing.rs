@@ -3,48 +3,14 @@
 //! (routing, `Range`, `Content-Range`, query parameters) that run before
 //! any storage is touched.
 
-use super::route::Route;
 use crate::error::Result;
 
 /// What [`parse_route`] found in a request path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Routed {
-    /// `/v2/`.
-    Base,
-    /// `/v2/_catalog`.
-    Catalog,
-    /// `/metrics`.
-    Metrics,
-    /// `/token`.
-    Token,
-    /// `/v2/<repo>/tags/list`.
-    Tags(String),
-    /// `/v2/<repo>/manifests/<reference>`.
-    Manifest(String, String),
-    /// `/v2/<repo>/blobs/<digest>`.
-    Blob(String, String),
-    /// `/v2/<repo>/blobs/uploads/`.
-    UploadStart(String),
-    /// `/v2/<repo>/blobs/uploads/<id>`.
-    Upload(String, String),
-    /// `/v2/<repo>/referrers/<digest>`.
-    Referrers(String, String),
-}
+pub use super::route::Route as Routed;
 
 /// Routes a request path as the server does (`None`: no such endpoint).
 pub fn parse_route(path: &str) -> Option<Routed> {
-    Some(match super::route::parse_route(path)? {
-        Route::Base => Routed::Base,
-        Route::Catalog => Routed::Catalog,
-        Route::Metrics => Routed::Metrics,
-        Route::Token => Routed::Token,
-        Route::Tags(r) => Routed::Tags(r),
-        Route::Manifest(r, t) => Routed::Manifest(r, t),
-        Route::Blob(r, d) => Routed::Blob(r, d),
-        Route::UploadStart(r) => Routed::UploadStart(r),
-        Route::Upload(r, i) => Routed::Upload(r, i),
-        Route::Referrers(r, d) => Routed::Referrers(r, d),
-    })
+    super::route::parse_route(path)
 }
 
 /// Parses a `Range` header against a blob of `size` bytes: the first and

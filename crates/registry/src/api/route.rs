@@ -20,17 +20,29 @@ use crate::auth::{Access, Action};
 use crate::digest::validate_name;
 use crate::error::{Code, Error, Result};
 
-/// What a request path names.
-pub(super) enum Route {
+/// What a request path names (public for the fuzz targets, through
+/// [`super::fuzzing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`.
     Base,
+    /// `/v2/_catalog`.
     Catalog,
+    /// `/metrics`.
     Metrics,
+    /// `/token`.
     Token,
+    /// `/v2/<repo>/tags/list`.
     Tags(String),
+    /// `/v2/<repo>/manifests/<reference>`.
     Manifest(String, String),
+    /// `/v2/<repo>/blobs/<digest>`.
     Blob(String, String),
+    /// `/v2/<repo>/blobs/uploads/`.
     UploadStart(String),
+    /// `/v2/<repo>/blobs/uploads/<id>`.
     Upload(String, String),
+    /// `/v2/<repo>/referrers/<digest>`.
     Referrers(String, String),
 }
 
@@ -57,7 +69,7 @@ fn split_last<'a>(rest: &'a str, sep: &str) -> Option<(&'a str, &'a str)> {
 }
 
 /// The route table: which endpoint `path` names (`None`: no such endpoint).
-pub(super) fn parse_route(path: &str) -> Option<Route> {
+pub(crate) fn parse_route(path: &str) -> Option<Route> {
     match path {
         "/metrics" => return Some(Route::Metrics),
         "/token" => return Some(Route::Token),
