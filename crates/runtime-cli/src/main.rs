@@ -279,7 +279,8 @@ fn main() {
         Cmd::Create(args) | Cmd::Run { create: args, .. } => Some(args.bundle.as_path()),
         _ => None,
     };
-    let spec = bundle.and_then(|b| berth_runtime::spec::load(b).ok());
+    // Parsed only: create checks it, once.
+    let spec = bundle.and_then(|b| berth_runtime::spec::read(b).ok());
     let intent = match (&cli.cmd, bundle) {
         (_, Some(_)) => Intent::Create(spec.as_ref()),
         (Cmd::Exec(_), None) => Intent::Exec,

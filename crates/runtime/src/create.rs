@@ -366,7 +366,7 @@ impl Runtime {
         // The bundle's config is read once: by the caller, or here for
         // create (unreadable: create reads it again and reports why).
         if opts.spec.is_none() {
-            opts.spec = crate::spec::load(bundle).ok();
+            opts.spec = crate::spec::read(bundle).ok();
         }
         let terminal = opts
             .spec

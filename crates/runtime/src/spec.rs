@@ -30,6 +30,14 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, data: &[u8
 
 /// Reads `bundle/config.json` and checks it (see [`validate`]).
 pub fn load(bundle: &Path) -> Result<Spec> {
+    let spec = read(bundle)?;
+    validate(&spec, bundle, &bundle.join("config.json"))?;
+    Ok(spec)
+}
+
+/// Reads and parses `bundle/config.json` without checking it: for a caller
+/// that hands the spec to `create`, which checks it once (see [`validate`]).
+pub fn read(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|e| {
         bad(
@@ -37,9 +45,7 @@ pub fn load(bundle: &Path) -> Result<Spec> {
             format!("cannot read the bundle's config: {e} (create one with `berth-runtime spec --bundle {}`)", bundle.display()),
         )
     })?;
-    let spec: Spec = parse_json(&path, &data)?;
-    validate(&spec, bundle, &path)?;
-    Ok(spec)
+    parse_json(&path, &data)
 }
 
 /// The absolute path of the root filesystem of `spec` in `bundle`.
