@@ -168,6 +168,19 @@ pub fn blob_too_large(what: &str, max: u64) -> Error {
 }
 
 impl Session {
+    /// A session of `repo` with nothing received yet.
+    fn new(repo: &str, id: &str) -> Session {
+        Session {
+            repo: repo.to_string(),
+            id: id.to_string(),
+            hashing: Hashing::Idle(Hasher::sha256()),
+            offset: 0,
+            writer: None,
+            touched: Instant::now(),
+            closed: false,
+        }
+    }
+
     /// Notes that a request uses the session now (the expiry sweep only
     /// removes sessions idle for `limits.upload_idle_timeout_secs`).
     pub fn touch(&mut self) {
@@ -488,15 +501,7 @@ impl Store {
             count_down(&mut self.lock_sessions().per_repo, repo);
             return Err(e.into());
         }
-        let session = Arc::new(tokio::sync::Mutex::new(Session {
-            repo: repo.to_string(),
-            id: id.clone(),
-            hashing: Hashing::Idle(Hasher::sha256()),
-            offset: 0,
-            writer: None,
-            touched: Instant::now(),
-            closed: false,
-        }));
+        let session = Arc::new(tokio::sync::Mutex::new(Session::new(repo, &id)));
         Ok(self.lock_sessions().insert(&id, repo, session, true))
     }
 
@@ -553,13 +558,9 @@ impl Store {
             }
         }
         let session = Arc::new(tokio::sync::Mutex::new(Session {
-            repo: repo.to_string(),
-            id: id.to_string(),
             hashing: Hashing::Idle(hasher),
             offset: size,
-            writer: None,
-            touched: Instant::now(),
-            closed: false,
+            ..Session::new(repo, id)
         }));
         Ok(self.lock_sessions().insert(id, repo, session, false))
     }
@@ -715,15 +716,7 @@ impl Store {
             // Claim the id while its state is removed: a request for it
             // meanwhile finds the claim (no repository's session) rather
             // than reloading the session from storage.
-            let claim = Arc::new(tokio::sync::Mutex::new(Session {
-                repo: String::new(),
-                id: id.clone(),
-                hashing: Hashing::Idle(Hasher::sha256()),
-                offset: 0,
-                writer: None,
-                touched: Instant::now(),
-                closed: false,
-            }));
+            let claim = Arc::new(tokio::sync::Mutex::new(Session::new("", &id)));
             let mut s = claim.clone().lock_owned().await;
             {
                 let mut sessions = self.lock_sessions();
