@@ -87,7 +87,7 @@ impl Engine {
         let name = opts.name.clone().unwrap_or_else(|| id[..12].to_string());
         let existing = container::list(layout)?;
         for warning in container::reap(layout, &existing, &snapshotter) {
-            eprintln!("berth: warning: {warning}");
+            tracing::warn!("{warning}");
         }
         if let Some(holder) = existing
             .iter()
