@@ -86,7 +86,8 @@ pub struct TokenConfig {
     /// Service name (the token's audience).
     #[serde(default = "default_service")]
     pub service: String,
-    /// HMAC key for HS256; default: random per start (tokens then die with the process).
+    /// HMAC key for HS256; default: a random key kept in the storage
+    /// (`secrets/token`), shared by every replica on that storage.
     #[serde(default)]
     pub secret: Option<String>,
     /// Token lifetime in seconds.

@@ -124,6 +124,7 @@ impl Error {
         match self {
             Error::Spec { status, .. } => *status,
             Error::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::Io(e) if unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,10 +137,23 @@ impl Error {
                 Code::BlobUploadInvalid.as_str(),
                 format!("range not satisfiable: {m}"),
             ),
+            Error::Io(e) if unavailable(e) => (
+                "UNAVAILABLE",
+                format!(
+                    "storage unavailable: {e}; this replica cannot reach its storage, retry \
+                     (a load balancer should use another replica, see /readyz)"
+                ),
+            ),
             Error::Io(e) => ("UNKNOWN", format!("storage error: {e}")),
         };
         serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]})
     }
+}
+
+/// True for an I/O error that says the storage cannot be used at all.
+fn unavailable(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<crate::storage::Unavailable>())
 }
 
 /// Result of a registry operation.

@@ -4,9 +4,10 @@
 //! layers and child manifests. Sweep: unmarked blobs, and repository links
 //! to them, are deleted once their last reference or upload is older than
 //! the grace period. Operations that create references (upload commit,
-//! mount, manifest PUT, blob HEAD) refresh a blob's clock under a shared
-//! lock that GC takes exclusively for each deletion, so a push in progress
-//! never loses a blob it relies on. Stale upload sessions go after their
+//! mount, manifest PUT, blob HEAD) refresh a blob's clock and GC deletes
+//! each key inside a deletion mark in storage (`store::holds`), so a push
+//! in progress on any replica never loses a blob it relies on, whichever
+//! replicas run GC and however many at once. Stale upload sessions go after their
 //! own grace period; with `delete_untagged`, manifests no tag, index or
 //! subject reaches go too.
 
@@ -30,12 +31,6 @@ pub struct GcReport {
     pub manifests: u64,
     /// Upload sessions deleted.
     pub uploads: u64,
-}
-
-fn older_than(t: SystemTime, grace: Duration, now: SystemTime) -> bool {
-    now.duration_since(t)
-        .map(|age| age >= grace)
-        .unwrap_or(false)
 }
 
 fn children(body: &[u8]) -> Vec<Digest> {
@@ -76,31 +71,13 @@ pub async fn collect_at(
     now: SystemTime,
 ) -> Result<GcReport> {
     let grace = Duration::from_secs(cfg.grace_secs);
-    let mut report = GcReport::default();
-
     // Stale uploads.
-    let active = store.active_sessions();
-    for id in store.driver.list("uploads").await? {
-        // The directory's own time covers a session being created right now
-        // (its files may still be temporary names).
-        let dir = store.driver.stat(&format!("uploads/{id}")).await?;
-        let data = store.driver.stat(&format!("uploads/{id}/data")).await?;
-        let info = store.driver.stat(&format!("uploads/{id}/info")).await?;
-        let newest = [dir, data, info]
-            .into_iter()
-            .flatten()
-            .map(|m| m.modified)
-            .max();
-        let stale =
-            newest.is_some_and(|t| older_than(t, Duration::from_secs(cfg.upload_grace_secs), now));
-        if stale {
-            if active.contains(&id) {
-                store.forget_session(&id);
-            }
-            store.driver.delete(&format!("uploads/{id}")).await?;
-            report.uploads += 1;
-        }
-    }
+    let mut report = GcReport {
+        uploads: store
+            .sweep_uploads(true, Duration::from_secs(cfg.upload_grace_secs), now)
+            .await?,
+        ..GcReport::default()
+    };
 
     // Mark.
     let mut marked: HashSet<Digest> = HashSet::new();
@@ -142,12 +119,10 @@ pub async fn collect_at(
                     continue;
                 }
                 let key = Store::revision_link_key(repo, d);
-                let Some(meta) = store.driver.stat(&key).await? else {
-                    continue;
-                };
-                if older_than(meta.modified, grace, now) {
-                    let _g = store.gc_lock.write().await;
-                    store.manifest_delete(repo, d.as_ref()).await?;
+                let removed = store
+                    .gc_remove(&key, grace, now, || store.manifest_delete(repo, d.as_ref()))
+                    .await?;
+                if removed {
                     report.manifests += 1;
                 } else {
                     keep.insert(d.clone());
@@ -171,12 +146,11 @@ pub async fn collect_at(
                 continue;
             }
             let key = Store::layer_link_key(repo, &d);
-            let _g = store.gc_lock.write().await;
-            if let Some(meta) = store.driver.stat(&key).await? {
-                if older_than(meta.modified, grace, now) {
-                    store.driver.delete(&key).await?;
-                }
-            }
+            store
+                .gc_remove(&key, grace, now, || async {
+                    Ok(store.driver.delete(&key).await?)
+                })
+                .await?;
         }
     }
     for d in store.all_blobs().await? {
@@ -184,12 +158,13 @@ pub async fn collect_at(
             continue;
         }
         let key = blob_key(&d);
-        let _g = store.gc_lock.write().await;
-        if let Some(meta) = store.driver.stat(&key).await? {
-            if older_than(meta.modified, grace, now) {
-                store.driver.delete(&key).await?;
-                report.blobs += 1;
-            }
+        let removed = store
+            .gc_remove(&key, grace, now, || async {
+                Ok(store.driver.delete(&key).await?)
+            })
+            .await?;
+        if removed {
+            report.blobs += 1;
         }
     }
     metrics.gc_runs.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@ pub mod gc;
 mod lowat;
 pub mod metrics;
 pub mod server;
+mod sha256_state;
 pub mod storage;
 pub mod store;
 

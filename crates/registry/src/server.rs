@@ -216,6 +216,33 @@ async fn expire_uploads(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
+/// Where the token signing key lives when `auth.token.secret` is not set.
+const TOKEN_SECRET_KEY: &str = "secrets/token";
+
+/// The token signing key every replica sharing the storage uses: read
+/// from storage, or created there by the first replica to start (a
+/// conditional create, so concurrent starts agree on one). A token issued
+/// by one replica is then accepted by all, and survives restarts.
+async fn shared_token_secret(driver: &dyn crate::storage::Driver) -> std::io::Result<String> {
+    use crate::storage::Precondition;
+    loop {
+        if let Some(s) = driver.get(TOKEN_SECRET_KEY).await? {
+            return Ok(String::from_utf8_lossy(&s).into_owned());
+        }
+        let fresh = crate::storage::random_hex(32);
+        let created = driver
+            .put_if(
+                TOKEN_SECRET_KEY,
+                fresh.clone().into(),
+                &Precondition::Absent,
+            )
+            .await?;
+        if created.is_some() {
+            return Ok(fresh);
+        }
+    }
+}
+
 /// Starts a registry for `config` on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let driver: Arc<dyn crate::storage::Driver> =
@@ -238,8 +265,18 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     store.max_uploads_per_repo = config.limits.max_uploads_per_repo;
     store.upload_idle_timeout = Duration::from_secs(config.limits.upload_idle_timeout_secs.max(1));
     store.touch_after = Duration::from_secs(10).min(Duration::from_secs(config.gc.grace_secs) / 4);
-    let auth = if config.auth.htpasswd.is_some() || config.auth.token.is_some() {
-        Auth::from_config(&config.auth)?
+    let mut auth_config = config.auth.clone();
+    if let Some(token) = auth_config.token.as_mut() {
+        if token.secret.is_none() {
+            let secret = shared_token_secret(store.driver.as_ref()).await;
+            token.secret = Some(secret.map_err(|source| StartError::Storage {
+                path: TOKEN_SECRET_KEY.into(),
+                source,
+            })?);
+        }
+    }
+    let auth = if auth_config.htpasswd.is_some() || auth_config.token.is_some() {
+        Auth::from_config(&auth_config)?
     } else {
         Auth::open()
     };

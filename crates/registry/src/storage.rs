@@ -34,6 +34,30 @@ pub struct Meta {
     pub modified: SystemTime,
 }
 
+/// The version of a stored object, for conditional writes: the S3 ETag, on
+/// the filesystem a hash of the content (callers that need to tell equal
+/// contents apart put a generation counter in them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// What [`Driver::put_if`] requires of the stored object before it
+/// replaces it.
+#[derive(Debug, Clone)]
+pub enum Precondition {
+    /// The object does not exist (S3 `If-None-Match: *`).
+    Absent,
+    /// The object exists at this version (S3 `If-Match`).
+    Matches(Version),
+}
+
+/// Why a storage request failed when the backend cannot be reached or
+/// refuses service (an S3 server down, timing out, or refusing the
+/// credentials): requests answer `503` with it, so a load balancer moves
+/// on to another replica.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
 /// An open writer that appends to an object (an upload in progress).
 #[async_trait]
 pub trait Appender: Send {
@@ -66,12 +90,29 @@ pub trait Driver: Send + Sync + 'static {
     async fn put_scratch(&self, path: &str, data: Bytes) -> io::Result<()> {
         self.put(path, data).await
     }
+    /// The whole content of `path` with its version, or `None`.
+    async fn get_versioned(&self, path: &str) -> io::Result<Option<(Bytes, Version)>>;
+    /// Stores `data` under `path` (atomically and durably, like
+    /// [`Driver::put`]) only if `cond` holds, as one atomic step also
+    /// between processes and machines sharing the storage. Returns the new
+    /// version, or `None`, storing nothing, when `cond` does not hold.
+    /// Like [`Driver::put_scratch`], need not be durable across a machine
+    /// crash.
+    async fn put_if(
+        &self,
+        path: &str,
+        data: Bytes,
+        cond: &Precondition,
+    ) -> io::Result<Option<Version>>;
     /// A stream of `len` bytes of `path` starting at `offset`.
     async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
     /// Opens `path` for appending, creating it if needed.
     async fn appender(&self, path: &str) -> io::Result<Box<dyn Appender>>;
     /// Atomically moves `from` to `to`, replacing `to`.
     async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Stores the concatenation of the (appended) objects `from`, in order,
+    /// as `to` and removes them. `from` must not be empty.
+    async fn concat(&self, from: &[String], to: &str) -> io::Result<()>;
     /// Names of the direct children of the directory `path` (empty if absent).
     async fn list(&self, path: &str) -> io::Result<Vec<String>>;
     /// Removes `path` and, for a directory, everything under it. Absent is fine.

@@ -1,5 +1,6 @@
 //! The endpoints outside repositories: the `/v2/` version check, the
-//! built-in token endpoint `/token` and `/metrics`.
+//! built-in token endpoint `/token`, `/metrics`, and the load balancer's
+//! `/healthz` and `/readyz`.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -13,6 +14,39 @@ use crate::error::{Code, Error, Result};
 /// `/v2/`: an empty JSON object (the client may talk to this registry).
 pub(super) fn version() -> Response {
     json_response(StatusCode::OK, "application/json", &serde_json::json!({}))
+}
+
+/// `/healthz`: 200 while the process serves requests at all.
+pub(super) fn health() -> Response {
+    json_response(
+        StatusCode::OK,
+        "application/json",
+        &serde_json::json!({"status": "ok"}),
+    )
+}
+
+/// How long `/readyz` waits for the storage probe.
+const READY_PROBE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `/readyz`: 200 when a storage request succeeds within a few seconds,
+/// else 503 naming the storage error, so a load balancer sends requests
+/// to the other replicas.
+pub(super) async fn ready(app: &App) -> Result<Response> {
+    let probe = tokio::time::timeout(READY_PROBE, app.store.driver.stat("readyz")).await;
+    let failed = match probe {
+        Ok(Ok(_)) => {
+            return Ok(json_response(
+                StatusCode::OK,
+                "application/json",
+                &serde_json::json!({"status": "ready"}),
+            ))
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {}s", READY_PROBE.as_secs()),
+    };
+    Err(Error::Io(std::io::Error::other(
+        crate::storage::Unavailable(failed),
+    )))
 }
 
 /// `/metrics`: the Prometheus text, behind `metrics.token` when set.

@@ -26,7 +26,7 @@ use crate::store::{blob_too_large, Session};
 pub(super) async fn pump(app: &App, session: &mut Session, req: Request) -> Result<()> {
     let received = pump_pieces(app, session, req).await;
     // Whatever happened, what was handed to storage is there before we answer.
-    let settled = session.settle(&app.store).await;
+    let settled = session.settle().await;
     if received
         .as_ref()
         .is_err_and(|e| e.status() == StatusCode::PAYLOAD_TOO_LARGE)

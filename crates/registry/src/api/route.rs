@@ -32,6 +32,10 @@ pub enum Route {
     Metrics,
     /// `/token`.
     Token,
+    /// `/healthz`: the process serves (liveness).
+    Health,
+    /// `/readyz`: the process can use its storage (readiness).
+    Ready,
     /// `/v2/<repo>/tags/list`.
     Tags(String),
     /// `/v2/<repo>/manifests/<reference>`.
@@ -50,7 +54,12 @@ impl Route {
     /// The repository a route is about, if any.
     fn repository(&self) -> Option<&str> {
         match self {
-            Route::Base | Route::Catalog | Route::Metrics | Route::Token => None,
+            Route::Base
+            | Route::Catalog
+            | Route::Metrics
+            | Route::Token
+            | Route::Health
+            | Route::Ready => None,
             Route::Tags(r)
             | Route::Manifest(r, _)
             | Route::Blob(r, _)
@@ -73,6 +82,8 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
     match path {
         "/metrics" => return Some(Route::Metrics),
         "/token" => return Some(Route::Token),
+        "/healthz" => return Some(Route::Health),
+        "/readyz" => return Some(Route::Ready),
         "/v2" | "/v2/" => return Some(Route::Base),
         "/v2/_catalog" => return Some(Route::Catalog),
         _ => {}
@@ -109,7 +120,8 @@ pub(super) async fn handle(State(app): State<Arc<App>>, req: Request) -> Respons
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let busy = app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let over_limit = app.max_in_flight.is_some_and(|max| busy >= max) && path != "/metrics";
+    let over_limit = app.max_in_flight.is_some_and(|max| busy >= max)
+        && !matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz");
     let result = if over_limit {
         Err(Error::new(
             Code::TooManyRequests,
@@ -218,7 +230,7 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
     );
     // Authorisation first, so an anonymous client learns nothing else.
     let needed = match &route {
-        Route::Metrics | Route::Token => None,
+        Route::Metrics | Route::Token | Route::Health | Route::Ready => None,
         Route::Base => Some(vec![]),
         Route::Catalog => Some(vec![Access {
             repo: String::new(),
@@ -258,6 +270,8 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
     match route {
         Route::Metrics => base::metrics(app, req),
         Route::Token => base::token(app, req).await,
+        Route::Health => Ok(base::health()),
+        Route::Ready => base::ready(app).await,
         Route::Base => Ok(base::version()),
         Route::Catalog => catalog::list(app, req).await,
         Route::Tags(repo) => tags::list(app, &repo, req).await,

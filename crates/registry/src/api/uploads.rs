@@ -18,7 +18,7 @@ use super::App;
 use crate::auth::Action;
 use crate::digest::{self, validate_name};
 use crate::error::{Code, Error, Result};
-use crate::store::{Session, SharedSession};
+use crate::store::Session;
 
 /// The repository a blob mount (`?mount=…&from=REPO`) reads from.
 pub(super) fn mount_source(query: &str) -> Option<String> {
@@ -78,8 +78,7 @@ pub(super) async fn start(app: &App, repo: &str, req: Request) -> Result<Respons
     if digest.is_some() {
         check_declared_size(app, &req, 0, &format!("monolithic upload to {repo}"))?;
     }
-    let session = app.store.upload_start(repo).await?;
-    let mut s = session.lock().await;
+    let mut s = app.store.upload_start(repo, digest.is_none()).await?;
     if let Some(d) = digest {
         let pushed = async {
             pump(app, &mut s, req).await?;
@@ -153,42 +152,45 @@ fn upload_status(repo: &str, s: &Session, status: StatusCode) -> Response {
     )
 }
 
-/// Locks session `id` of `repo` for one request. A session finished,
-/// cancelled or expired while the request waited for it is unknown; one
-/// dropped from memory after a failed write is reloaded from storage.
-async fn lock_upload(
-    app: &App,
-    repo: &str,
-    id: &str,
-) -> Result<tokio::sync::OwnedMutexGuard<Session>> {
-    loop {
-        let session: SharedSession = app.store.upload_get(repo, id).await?;
-        let mut s = session.clone().lock_owned().await;
-        if app.store.is_current(id, &session) {
-            s.touch();
-            return Ok(s);
-        }
-        if s.is_closed() {
-            return Err(Error::new(
-                Code::BlobUploadUnknown,
-                format!("upload {id} in repository {repo} was finished, cancelled or expired: start a new one"),
-            ));
+/// A response carrying the upload's `Location` and its current `Range`
+/// (an out-of-order chunk, or a race lost to a request on another replica).
+fn with_upload_headers(e: &Error, repo: &str, s: &Session) -> Response {
+    let mut r = error_response(e);
+    for (k, v) in [
+        (header::LOCATION, upload_location(repo, &s.id)),
+        (header::RANGE, range_header(s.offset)),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(k, v);
         }
     }
+    r
 }
 
 /// `/v2/<name>/blobs/uploads/<id>`: `GET` status, `PATCH` a chunk, `PUT`
-/// the last one and commit, `DELETE` to cancel.
+/// the last one and commit, `DELETE` to cancel. The session's state is
+/// loaded from storage for each request, so each may land on any replica.
 pub(super) async fn serve(app: &App, repo: &str, id: &str, req: Request) -> Result<Response> {
-    let mut s = lock_upload(app, repo, id).await?;
-    let result = serve_locked(app, repo, id, &mut s, req).await;
-    // Idle time counts from the end of the last request.
-    s.touch();
-    result
+    let mut s = app.store.upload_get(repo, id).await?;
+    match serve_loaded(app, repo, id, &mut s, req).await {
+        Err(e @ Error::Range(_)) => Ok(with_upload_headers(&e, repo, &s)),
+        other => other,
+    }
 }
 
-/// One operation on a session the request holds the lock of.
-async fn serve_locked(
+/// Records what a request appended even when its body failed part way
+/// (a stalled or broken-off body keeps what arrived, so the client can
+/// resume), then reports the body's failure if any.
+async fn save_after(app: &App, s: &mut Session, pumped: Result<()>) -> Result<()> {
+    if s.is_closed() {
+        return pumped; // dropped with its data (413)
+    }
+    let saved = app.store.upload_save(s).await;
+    pumped.and(saved)
+}
+
+/// One operation on a loaded session.
+async fn serve_loaded(
     app: &App,
     repo: &str,
     id: &str,
@@ -196,26 +198,20 @@ async fn serve_locked(
     req: Request,
 ) -> Result<Response> {
     match req.method().clone() {
-        Method::GET => Ok(upload_status(repo, s, StatusCode::NO_CONTENT)),
+        Method::GET => {
+            // Using the session restarts its idle clock.
+            app.store.upload_save(s).await?;
+            Ok(upload_status(repo, s, StatusCode::NO_CONTENT))
+        }
         Method::DELETE => {
             app.store.upload_cancel(s).await?;
             Ok(finish(reply(StatusCode::NO_CONTENT), Body::empty()))
         }
         Method::PATCH => {
-            if let Err(e) = check_chunk(&req, s) {
-                let mut r = error_response(&e);
-                for (k, v) in [
-                    (header::LOCATION, upload_location(repo, &s.id)),
-                    (header::RANGE, range_header(s.offset)),
-                ] {
-                    if let Ok(v) = HeaderValue::from_str(&v) {
-                        r.headers_mut().insert(k, v);
-                    }
-                }
-                return Ok(r);
-            }
+            check_chunk(&req, s)?;
             check_declared_size(app, &req, s.offset, &format!("upload {id}"))?;
-            pump(app, s, req).await?;
+            let pumped = pump(app, s, req).await;
+            save_after(app, s, pumped).await?;
             Ok(upload_status(repo, s, StatusCode::ACCEPTED))
         }
         Method::PUT => {
@@ -229,7 +225,9 @@ async fn serve_locked(
             let d = digest::parse(&d)?;
             check_chunk(&req, s)?;
             check_declared_size(app, &req, s.offset, &format!("upload {id}"))?;
-            pump(app, s, req).await?;
+            if let Err(e) = pump(app, s, req).await {
+                save_after(app, s, Err(e)).await?;
+            }
             app.store.upload_finish(s, &d).await?;
             app.metrics.blobs_committed.fetch_add(1, Ordering::Relaxed);
             Ok(created_blob(repo, &d))

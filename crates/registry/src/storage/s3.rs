@@ -18,7 +18,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,11 +26,12 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+    ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig, UpdateVersion, WriteMultipart,
 };
 use serde::Deserialize;
 
-use super::{random_hex, Appender, ByteStream, Driver, Meta};
+use super::{random_hex, Appender, ByteStream, Driver, Meta, Precondition, Unavailable, Version};
 
 /// S3 settings in the config file (`storage.s3`).
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +51,14 @@ pub struct S3Config {
     /// Key prefix inside the bucket (so several registries can share one).
     #[serde(default)]
     pub prefix: String,
+    /// Longest wait for one S3 request, retries included, before the
+    /// registry answers `503` (seconds).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    30
 }
 
 fn default_region() -> String {
@@ -68,7 +77,7 @@ fn io_err(e: object_store::Error) -> io::Error {
         object_store::Error::NotFound { .. } => {
             io::Error::new(io::ErrorKind::NotFound, e.to_string())
         }
-        other => io::Error::other(other.to_string()),
+        other => io::Error::other(Unavailable(format!("S3 storage: {other}"))),
     }
 }
 
@@ -90,14 +99,29 @@ impl S3Driver {
         // reqwest is built without a crypto provider; use ring, like the
         // server's TLS. An already installed provider is fine.
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
         let store = AmazonS3Builder::new()
             .with_endpoint(&cfg.endpoint)
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
             .with_access_key_id(&cfg.access_key_id)
             .with_secret_access_key(&cfg.secret_access_key)
-            .with_allow_http(cfg.endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(false)
+            // A lost server must not hold requests for object_store's
+            // default of 3 minutes of retries: fail within the timeout,
+            // so the registry answers 503 and a load balancer moves on.
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(2).min(timeout))
+                    .with_timeout(timeout),
+            )
+            // After the client options, which would reset it.
+            .with_allow_http(cfg.endpoint.starts_with("http://"))
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: timeout,
+                ..Default::default()
+            })
             .build()
             .map_err(|e| {
                 io::Error::other(format!("S3 storage config (bucket {}): {e}", cfg.bucket))
@@ -213,6 +237,79 @@ impl Driver for S3Driver {
             .map_err(io_err)
     }
 
+    async fn get_versioned(&self, path: &str) -> io::Result<Option<(Bytes, Version)>> {
+        let r = match self.store.get(&self.key(path)).await {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let etag = r.meta.e_tag.clone().ok_or_else(|| {
+            io::Error::other(format!(
+                "S3 storage: the server sent no ETag for {path}; conditional writes need one"
+            ))
+        })?;
+        Ok(Some((r.bytes().await.map_err(io_err)?, Version(etag))))
+    }
+
+    async fn put_if(
+        &self,
+        path: &str,
+        data: Bytes,
+        cond: &Precondition,
+    ) -> io::Result<Option<Version>> {
+        let mode = match cond {
+            Precondition::Absent => PutMode::Create,
+            Precondition::Matches(v) => PutMode::Update(UpdateVersion {
+                e_tag: Some(v.0.clone()),
+                version: None,
+            }),
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.key(path), PutPayload::from(data), opts)
+            .await
+        {
+            Ok(r) => match r.e_tag {
+                Some(etag) => Ok(Some(Version(etag))),
+                None => Err(io::Error::other(format!(
+                    "S3 storage: the server sent no ETag for {path}; conditional writes need one"
+                ))),
+            },
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn concat(&self, from: &[String], to: &str) -> io::Result<()> {
+        let mut parts = Vec::new();
+        for f in from {
+            parts.extend(self.parts(f).await?.0);
+        }
+        let single = parts.len() == 1 && from.len() == 1 && parts[0].location == self.key(&from[0]);
+        if single {
+            self.store
+                .copy(&self.key(&from[0]), &self.key(to))
+                .await
+                .map_err(io_err)?;
+        } else if let Err(e) = self.concatenate(&parts, to).await {
+            // Some servers (Garage) cancel other multipart uploads of a key
+            // when one completes. If a concurrent writer stored `to`, that
+            // is the same as our concatenation followed by theirs.
+            if self.store.head(&self.key(to)).await.is_err() {
+                return Err(e);
+            }
+        }
+        for f in from {
+            self.delete(f).await?;
+        }
+        Ok(())
+    }
+
     async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
         let (parts, _) = self.parts(path).await?;
         if parts.is_empty() {
@@ -262,22 +359,7 @@ impl Driver for S3Driver {
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let (parts, _) = self.parts(from).await?;
-        let single = parts.len() == 1 && parts[0].location == self.key(from);
-        if single {
-            self.store
-                .copy(&self.key(from), &self.key(to))
-                .await
-                .map_err(io_err)?;
-        } else if let Err(e) = self.concatenate(&parts, to).await {
-            // Some servers (Garage) cancel other multipart uploads of a key
-            // when one completes. If a concurrent writer stored `to`, that
-            // is the same as our rename followed by theirs.
-            if self.store.head(&self.key(to)).await.is_err() {
-                return Err(e);
-            }
-        }
-        self.delete(from).await
+        self.concat(&[from.to_string()], to).await
     }
 
     async fn list(&self, path: &str) -> io::Result<Vec<String>> {

@@ -34,6 +34,7 @@ pub fn config_for(dir: &std::path::Path) -> Config {
             secret_access_key: S3_SECRET.into(),
             // Each registry gets its own corner of the shared bucket.
             prefix: format!("t-{}", berth_registry::storage::random_hex(8)),
+            timeout_secs: 30,
         });
     }
     c.log.access = false;
