@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_testutil::{busybox_rootfs, require_peer, require_root, run_ok};
+use berth_testutil::{busybox_layout, require_peer, require_root, run_ok};
 
 /// A `berth registry serve` child process.
 struct Serve {
@@ -147,27 +147,6 @@ fn skopeo(args: &[&str], refs: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::
 /// Runs `cmd`, failing the test unless it exits 0; returns its stdout.
 fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
-}
-
-/// An OCI layout at `dir/layout` holding `busybox:latest`, built with umoci
-/// from the host's busybox-static.
-fn busybox_layout(dir: &Path) -> PathBuf {
-    require_peer("umoci");
-    let rootfs = dir.join("rootfs");
-    busybox_rootfs(&rootfs);
-    let layout = dir.join("layout");
-    run(Command::new("umoci")
-        .args(["init", "--layout"])
-        .arg(&layout));
-    run(Command::new("umoci")
-        .args(["new", "--image"])
-        .arg(format!("{}:latest", layout.display())));
-    run(Command::new("umoci")
-        .args(["insert", "--image"])
-        .arg(format!("{}:latest", layout.display()))
-        .arg(&rootfs)
-        .arg("/"));
-    layout
 }
 
 #[test]

@@ -142,6 +142,29 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     out
 }
 
+/// An OCI layout at `dir/layout` holding `busybox:latest`, built with umoci
+/// from the host's busybox-static (`dir/rootfs`).
+pub fn busybox_layout(dir: &Path) -> PathBuf {
+    require_peer("umoci");
+    let rootfs = dir.join("rootfs");
+    busybox_rootfs(&rootfs);
+    let layout = dir.join("layout");
+    let image = format!("{}:latest", layout.display());
+    run_ok(
+        Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout),
+    );
+    run_ok(Command::new("umoci").args(["new", "--image", &image]));
+    run_ok(
+        Command::new("umoci")
+            .args(["insert", "--image", &image])
+            .arg(&rootfs)
+            .arg("/"),
+    );
+    layout
+}
+
 /// A fresh, unique container id for a test.
 pub fn unique_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -26,16 +26,9 @@ pub fn config_for(dir: &std::path::Path) -> Config {
     };
     c.storage.root = dir.join("storage");
     if on_s3() {
-        c.storage.s3 = Some(berth_registry::storage::S3Config {
-            endpoint: s3_server().endpoint.clone(),
-            bucket: S3_BUCKET.into(),
-            region: s3_server().region.into(),
-            access_key_id: S3_KEY.into(),
-            secret_access_key: S3_SECRET.into(),
-            // Each registry gets its own corner of the shared bucket.
-            prefix: format!("t-{}", berth_registry::storage::random_hex(8)),
-            timeout_secs: 30,
-        });
+        // Each registry gets its own corner of the shared bucket.
+        let prefix = format!("t-{}", berth_registry::storage::random_hex(8));
+        c.storage.s3 = Some(s3_config(&prefix));
     }
     c.log.access = false;
     c.gc.enabled = false;
@@ -219,6 +212,20 @@ const S3_BUCKET: &str = "registry";
 /// takes anything).
 const S3_KEY: &str = "GK0123456789abcdef01234567";
 const S3_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// S3 storage under `prefix` of the test bucket on this binary's S3
+/// server (started on first use).
+pub fn s3_config(prefix: &str) -> berth_registry::storage::S3Config {
+    berth_registry::storage::S3Config {
+        endpoint: s3_server().endpoint.clone(),
+        bucket: S3_BUCKET.into(),
+        region: s3_server().region.into(),
+        access_key_id: S3_KEY.into(),
+        secret_access_key: S3_SECRET.into(),
+        prefix: prefix.into(),
+        timeout_secs: 30,
+    }
+}
 
 /// True in the `s3` test binary, which runs the same suites with S3 storage
 /// on a real S3 server instead of the filesystem.
