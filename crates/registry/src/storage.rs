@@ -108,8 +108,6 @@ pub trait Driver: Send + Sync + 'static {
     async fn reader(&self, path: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
     /// Opens `path` for appending, creating it if needed.
     async fn appender(&self, path: &str) -> io::Result<Box<dyn Appender>>;
-    /// Atomically moves `from` to `to`, replacing `to`.
-    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Stores the concatenation of the (appended) objects `from`, in order,
     /// as `to` and removes them. `from` must not be empty.
     async fn concat(&self, from: &[String], to: &str) -> io::Result<()>;

@@ -553,13 +553,15 @@ async fn a_replica_that_loses_s3_answers_503_and_is_not_ready() {
 }
 
 /// nginx (Debian's) balancing request by request over the three replicas,
-/// and `skopeo copy` of busybox in and out through it.
+/// `skopeo copy` of busybox in and out through it, then `podman pull` and
+/// `podman push` through it.
 #[tokio::test]
 async fn skopeo_copies_through_a_round_robin_proxy() {
     use berth_testutil::{busybox_layout, require_peer, run_ok};
     use std::process::Command;
     let nginx = require_peer("nginx");
     require_peer("skopeo");
+    require_peer("podman");
     let set = Replicas::start(3, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -628,9 +630,27 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
                 );
                 String::from_utf8_lossy(&out.stdout).into_owned()
             };
+            let podman = |args: &[&str]| {
+                let root = out.with_file_name("podman");
+                run_ok(
+                    Command::new("podman")
+                        .arg("--root")
+                        .arg(root.join("root"))
+                        .arg("--runroot")
+                        .arg(root.join("run"))
+                        .args(["--storage-driver", "vfs", "--events-backend", "none"])
+                        .args(["--cgroup-manager", "cgroupfs"])
+                        .args(args),
+                );
+            };
+            let src = format!("127.0.0.1:{port}/proxied/busybox:latest");
+            podman(&["pull", "--tls-verify=false", &src]);
+            let dst = format!("127.0.0.1:{port}/podman/busybox:pushed");
+            podman(&["push", "--tls-verify=false", &src, &dst]);
             (
                 inspect(format!("oci:{}:latest", layout.display())),
                 inspect(format!("oci:{}:copied", out.display())),
+                inspect(format!("docker://{dst}")),
             )
         }
     })
@@ -649,4 +669,8 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
     }
     let m = sha256(pushed.0.as_bytes());
     set.check_image("proxied/busybox", &m).await;
+    // podman pushed what it pulled (possibly converted to another media
+    // type): every replica serves it whole.
+    set.check_image("podman/busybox", &sha256(pushed.2.as_bytes()))
+        .await;
 }

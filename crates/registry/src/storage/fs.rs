@@ -292,17 +292,6 @@ impl Driver for FsDriver {
         Ok(Box::new(appender))
     }
 
-    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from, dest) = (self.full(from), self.full(to));
-        let dir = parent_dir(&dest, to)?;
-        blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            std::fs::rename(from, &dest)?;
-            fsync_dir(&dir)
-        })
-        .await
-    }
-
     async fn list(&self, path: &str) -> io::Result<Vec<String>> {
         let full = self.full(path);
         blocking(move || {
@@ -418,8 +407,12 @@ mod tests {
         .await
         .unwrap();
         w.sync().await.unwrap();
-        d.rename("u/data", "z/data").await.unwrap();
-        assert_eq!(d.get("z/data").await.unwrap().unwrap(), "abcd");
+        d.put("u/more", Bytes::from_static(b"ef")).await.unwrap();
+        d.concat(&["u/data".into(), "u/more".into()], "z/data")
+            .await
+            .unwrap();
+        assert_eq!(d.get("z/data").await.unwrap().unwrap(), "abcdef");
+        assert_eq!(d.list("u").await.unwrap(), Vec::<String>::new());
         d.delete("a").await.unwrap();
         assert!(d.get("a/b/c").await.unwrap().is_none());
         d.delete("a").await.unwrap();

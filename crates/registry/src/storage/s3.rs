@@ -7,7 +7,7 @@
 //! - S3 has no append, so an [`Appender`] stores each write as its own object
 //!   `<key>/<offset, 20 digits>`; `stat` and `reader` see the parts as one
 //!   object, so an upload survives a restart like on the filesystem;
-//! - `rename` of a single object is copy + delete; of parts, one multipart
+//! - `concat` of a single object is copy + delete; of parts, one multipart
 //!   upload of their concatenation (the parts are read back once, at commit);
 //! - `list` reports a prefix only when an object lies under it (one extra
 //!   request per prefix; some servers keep emptied "directories");
@@ -356,10 +356,6 @@ impl Driver for S3Driver {
             base: self.key(path),
             offset,
         }))
-    }
-
-    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.concat(&[from.to_string()], to).await
     }
 
     async fn list(&self, path: &str) -> io::Result<Vec<String>> {
