@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_testutil::{busybox_layout, require_peer, require_root, run_ok};
+use berth_testutil::{busybox_layout, require_peer, require_root, run_ok, Containerd};
 
 /// A `berth registry serve` child process.
 struct Serve {
@@ -230,67 +230,6 @@ fn podman_pushes_and_pulls() {
     assert!(images.contains("podman/busybox:pushed"), "{images}");
 }
 
-/// A private containerd for one test, on its own socket and directories.
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Containerd {
-    /// A `ctr` command against this daemon, in the test namespace.
-    fn ctr(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "berth-test"])
-            .args(args);
-        c
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn containerd(dir: &Path) -> Containerd {
-    let root = dir.join("containerd-root");
-    let state = dir.join("containerd-state");
-    let socket = dir.join("containerd.sock");
-    let config = dir.join("containerd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
-            root.display(),
-            state.display(),
-            socket.display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("containerd")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start containerd");
-    let d = Containerd { child, socket };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !d.socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not create {}",
-            d.socket.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    d
-}
-
 #[test]
 fn containerd_ctr_pushes_and_pulls() {
     require_root();
@@ -299,7 +238,7 @@ fn containerd_ctr_pushes_and_pulls() {
     require_peer("skopeo");
     let dir = tempfile::tempdir().unwrap();
     let reg = seeded_registry(dir.path());
-    let cd = containerd(dir.path());
+    let cd = Containerd::start(dir.path());
     let ctr = |args: &[&str]| run(&mut cd.ctr(args));
     let src = format!("{}/seed/busybox:latest", reg.addr);
     ctr(&["images", "pull", "--plain-http", &src]);
@@ -428,7 +367,7 @@ fn containerd_ctr_uses_the_token_flow() {
     )
     .status
     .success());
-    let cd = containerd(dir.path());
+    let cd = Containerd::start(dir.path());
     let ctr = |args: &[&str]| cd.ctr(args).output().expect("run ctr");
     let anon = ctr(&["images", "pull", "--plain-http", &src]);
     assert!(

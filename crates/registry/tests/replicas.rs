@@ -554,14 +554,15 @@ async fn a_replica_that_loses_s3_answers_503_and_is_not_ready() {
 
 /// nginx (Debian's) balancing request by request over the three replicas,
 /// `skopeo copy` of busybox in and out through it, then `podman pull` and
-/// `podman push` through it.
+/// `podman push` through it, and `ctr images pull` and `push` through it.
 #[tokio::test]
 async fn skopeo_copies_through_a_round_robin_proxy() {
-    use berth_testutil::{busybox_layout, require_peer, run_ok};
+    use berth_testutil::{busybox_layout, require_peer, run_ok, Containerd};
     use std::process::Command;
     let nginx = require_peer("nginx");
     require_peer("skopeo");
     require_peer("podman");
+    require_peer("ctr");
     let set = Replicas::start(3, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -647,10 +648,16 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
             podman(&["pull", "--tls-verify=false", &src]);
             let dst = format!("127.0.0.1:{port}/podman/busybox:pushed");
             podman(&["push", "--tls-verify=false", &src, &dst]);
+            let cd = Containerd::start(&out.with_file_name("containerd"));
+            let ctr_dst = format!("127.0.0.1:{port}/ctr/busybox:pushed");
+            run_ok(&mut cd.ctr(&["images", "pull", "--plain-http", &src]));
+            run_ok(&mut cd.ctr(&["images", "tag", &src, &ctr_dst]));
+            run_ok(&mut cd.ctr(&["images", "push", "--plain-http", &ctr_dst]));
             (
                 inspect(format!("oci:{}:latest", layout.display())),
                 inspect(format!("oci:{}:copied", out.display())),
                 inspect(format!("docker://{dst}")),
+                inspect(format!("docker://{ctr_dst}")),
             )
         }
     })
@@ -672,5 +679,9 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
     // podman pushed what it pulled (possibly converted to another media
     // type): every replica serves it whole.
     set.check_image("podman/busybox", &sha256(pushed.2.as_bytes()))
+        .await;
+    // ctr pushed the manifest it pulled, unchanged.
+    assert_eq!(pushed.3, pushed.0);
+    set.check_image("ctr/busybox", &sha256(pushed.3.as_bytes()))
         .await;
 }

@@ -165,6 +165,72 @@ pub fn busybox_layout(dir: &Path) -> PathBuf {
     layout
 }
 
+/// A private containerd for one test, on its own socket and directories
+/// (under the directory given to [`Containerd::start`]); killed on drop.
+pub struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    /// Starts containerd (its CRI plugin off) with its state under `dir`
+    /// and waits for its socket.
+    pub fn start(dir: &Path) -> Containerd {
+        require_peer("containerd");
+        fs::create_dir_all(dir).expect("create the containerd directory");
+        let root = dir.join("containerd-root");
+        let state = dir.join("containerd-state");
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("containerd.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                root.display(),
+                state.display(),
+                socket.display(),
+                socket.display()
+            ),
+        )
+        .expect("write containerd config");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start containerd");
+        let d = Containerd { child, socket };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !d.socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not create {}",
+                d.socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// A `ctr` command against this daemon, in the namespace `berth-test`.
+    pub fn ctr(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(require_peer("ctr"));
+        c.arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "berth-test"])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A fresh, unique container id for a test.
 pub fn unique_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
