@@ -25,36 +25,10 @@ RUNS=${RUNS:-5}
 BERTH=${BERTH:-$ROOT/target/x86_64-unknown-linux-gnu/release/berth}
 WEED=${BERTH_WEED:-/opt/berth-seaweedfs/bin/weed}
 BASE_PORT=${BASE_PORT:-15800}
-need_tools hyperfine skopeo umoci nginx curl
-[ -x "$WEED" ] || { echo "bench/replicas.sh needs $WEED: run scripts/install-test-deps" >&2; exit 1; }
-[ -x "$BERTH" ] || (cd "$ROOT" && cargo build --release -p berth-cli)
-rm -rf "$WORK"
-mkdir -p "$WORK"
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$WORK/replicas.pids" ] && kill $(cat "$WORK/replicas.pids") 2>/dev/null || true
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
 
 # Ports: weed uses BASE_PORT..+7, replicas +10..+12, nginx +20 (one) and +21 (three).
 P=$BASE_PORT
 S3=$((P + 6))
-"$WEED" server -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
-    -master.port=$P -master.port.grpc=$((P + 1)) -volume.port=$((P + 2)) \
-    -volume.port.grpc=$((P + 3)) -volume.max=50 -master.volumeSizeLimitMB=256 -filer \
-    -filer.port=$((P + 4)) -filer.port.grpc=$((P + 5)) -s3 -s3.port=$S3 \
-    -s3.port.grpc=$((P + 7)) -s3.port.iceberg=0 -s3.port.lance=0 -iam=false \
-    >"$WORK/weed.log" 2>&1 &
-PIDS+=($!)
-mkdir -p "$WORK/weed"
-for _ in $(seq 300); do
-    curl -sf -X POST -H 'Content-Length: 0' "http://127.0.0.1:$((P + 4))/buckets/registry/?op=mkdir" \
-        >/dev/null 2>&1 && curl -s -o /dev/null "http://127.0.0.1:$S3/" && break
-    sleep 0.2
-done
 
 # start_replicas N: N replicas on a fresh bucket prefix (stopping earlier ones).
 start_replicas() {
@@ -78,13 +52,51 @@ EOF
     done
 }
 
+# hyperfine --prepare runs `bench/replicas.sh --start-replicas N`.
+if [ "${1:-}" = --start-replicas ]; then
+    start_replicas "$2"
+    exit 0
+fi
+
+export WORK BASE_PORT BERTH
+need_tools hyperfine skopeo umoci nginx curl
+[ -x "$WEED" ] || { echo "bench/replicas.sh needs $WEED: run scripts/install-test-deps" >&2; exit 1; }
+[ -x "$BERTH" ] || (cd "$ROOT" && cargo build --release -p berth-cli)
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+PIDS=()
+cleanup() {
+    local all="${PIDS[*]} $(cat "$WORK/replicas.pids" 2>/dev/null)" p
+    for p in $all; do kill "$p" 2>/dev/null || true; done
+    sleep 2 # SeaweedFS may not stop on SIGTERM
+    for p in $all; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+"$WEED" server -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+    -master.port=$P -master.port.grpc=$((P + 1)) -volume.port=$((P + 2)) \
+    -volume.port.grpc=$((P + 3)) -volume.max=50 -master.volumeSizeLimitMB=256 -filer \
+    -filer.port=$((P + 4)) -filer.port.grpc=$((P + 5)) -s3 -s3.port=$S3 \
+    -s3.port.grpc=$((P + 7)) -s3.port.iceberg=0 -s3.port.lance=0 -iam=false \
+    >"$WORK/weed.log" 2>&1 &
+PIDS+=($!)
+mkdir -p "$WORK/weed"
+for _ in $(seq 300); do
+    curl -sf -X POST -H 'Content-Length: 0' "http://127.0.0.1:$((P + 4))/buckets/registry/?op=mkdir" \
+        >/dev/null 2>&1 && curl -s -o /dev/null "http://127.0.0.1:$S3/" && break
+    sleep 0.2
+done
+
+
 # nginx on PORT in front of the first N replicas.
 start_nginx() {
     local port=$1 n=$2 dir="$WORK/nginx$2" servers="" i
     mkdir -p "$dir"
     for i in $(seq 0 $((n - 1))); do servers="$servers server 127.0.0.1:$((P + 10 + i));"; done
     cat >"$dir/nginx.conf" <<EOF
-daemon off; worker_processes 2; pid $dir/nginx.pid; error_log $dir/error.log;
+daemon off; master_process off; pid $dir/nginx.pid; error_log $dir/error.log;
 events { worker_connections 1024; }
 http {
   access_log off; client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
@@ -134,15 +146,13 @@ done
 wait
 EOF
 chmod +x "$WORK/push.sh" "$WORK/pull.sh"
-export -f start_replicas
-export WORK P S3 BERTH
 
 mbps() { python3 -c "import json,sys; r=json.load(open('$1'))['results']; [print(f\"{x['command']}: {$BYTES/x['median']/1e6:.1f} MB/s (median {x['median']:.2f} s)\") for x in r]"; }
 
 echo "== push: $JOBS concurrent skopeo pushes, $((BYTES / 1048576)) MiB in all, hyperfine --runs $RUNS"
-hyperfine --runs "$RUNS" --export-json "$WORK/push1.json" --prepare "bash -c 'start_replicas 1'" \
+hyperfine --runs "$RUNS" --export-json "$WORK/push1.json" --prepare "$ROOT/bench/replicas.sh --start-replicas 1" \
     -n "one replica" "$WORK/push.sh $ONE"
-hyperfine --runs "$RUNS" --export-json "$WORK/push3.json" --prepare "bash -c 'start_replicas 3'" \
+hyperfine --runs "$RUNS" --export-json "$WORK/push3.json" --prepare "$ROOT/bench/replicas.sh --start-replicas 3" \
     -n "three replicas" "$WORK/push.sh $THREE"
 mbps "$WORK/push1.json"
 mbps "$WORK/push3.json"

@@ -552,6 +552,16 @@ async fn a_replica_that_loses_s3_answers_503_and_is_not_ready() {
     hold.abort();
 }
 
+/// A child process killed and reaped when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// nginx (Debian's) balancing request by request over the three replicas,
 /// `skopeo copy` of busybox in and out through it, then `podman pull` and
 /// `podman push` through it, and `ctr images pull` and `push` through it.
@@ -579,7 +589,7 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
     std::fs::write(
         dir.path().join("nginx.conf"),
         format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{}}\n\
              http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
@@ -590,13 +600,17 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
         ),
     )
     .unwrap();
-    let mut proxy = Command::new(&nginx)
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .spawn()
-        .expect("start nginx");
+    // One process (master_process off), stopped when the test ends, even
+    // by a panic.
+    let _proxy = Stopped(
+        Command::new(&nginx)
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .spawn()
+            .expect("start nginx"),
+    );
     let proxy_url = format!("http://127.0.0.1:{port}");
     let client = Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -663,8 +677,6 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
     })
     .await
     .unwrap();
-    let _ = proxy.kill();
-    let _ = proxy.wait();
     assert_eq!(pushed.0, pushed.1, "the manifest came back unchanged");
     // Every replica served some of the pushes' and pulls' requests.
     for reg in &set.regs {
