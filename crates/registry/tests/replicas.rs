@@ -697,3 +697,62 @@ async fn skopeo_copies_through_a_round_robin_proxy() {
     set.check_image("ctr/busybox", &sha256(pushed.3.as_bytes()))
         .await;
 }
+
+/// Without `auth.token.secret`, the replicas share the signing key the
+/// first one created in the bucket: a token issued by one is accepted by
+/// every other.
+#[tokio::test]
+async fn a_token_from_one_replica_is_accepted_by_the_others() {
+    use berth_registry::auth::{Action, AuthConfig, Rule, TokenConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let alice = bcrypt::hash("alice-pw", 4).unwrap();
+    std::fs::write(&htpasswd, format!("alice:{alice}\n")).unwrap();
+    let set = Replicas::start(3, |c| {
+        c.auth = AuthConfig {
+            htpasswd: Some(htpasswd.clone()),
+            token: Some(TokenConfig {
+                realm: None,
+                service: "replicas".into(),
+                secret: None,
+                expiry_secs: 300,
+                rules: vec![Rule {
+                    account: "alice".into(),
+                    repos: "*".into(),
+                    actions: vec![Action::Pull, Action::Push],
+                }],
+            }),
+        }
+    })
+    .await;
+    let issuer = &set.regs[0];
+    let r = issuer
+        .client
+        .get(issuer.url("/token?service=replicas&scope=repository:shared/app:pull,push"))
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for reg in &set.regs {
+        let d = sha256(reg.base.as_bytes());
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/shared/app/blobs/uploads/?digest={d}")))
+            .bearer_auth(&token)
+            .body(reg.base.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "push with the token on {}",
+            reg.base
+        );
+    }
+}
