@@ -756,3 +756,60 @@ async fn a_token_from_one_replica_is_accepted_by_the_others() {
         );
     }
 }
+
+/// A session whose stored hash state cannot be resumed (here: removed
+/// from its state) is re-hashed from the stored data by the replica that
+/// serves the next request, and commits with the right digest.
+#[tokio::test]
+async fn a_session_without_a_usable_hash_state_is_rehashed_from_storage() {
+    let set = Replicas::start(3, |_| {}).await;
+    let r = set
+        .send(reqwest::Method::POST, "/v2/rehash/blobs/uploads/")
+        .await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let first = pattern(9, 700_000);
+    let r = set
+        .client
+        .patch(set.url(&loc))
+        .body(first.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = loc.rsplit('/').next().unwrap();
+    let driver = &set.regs[0].server.as_ref().unwrap().app().store.driver;
+    let key = format!("uploads/{id}/info");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&driver.get(&key).await.unwrap().unwrap()).unwrap();
+    assert!(
+        state["sha256"].is_string(),
+        "the hash state is stored: {state}"
+    );
+    state["sha256"] = "damaged".into();
+    driver.put(&key, state.to_string().into()).await.unwrap();
+    let second = pattern(10, 300_000);
+    let r = set
+        .client
+        .patch(set.url(&loc))
+        .body(second.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let whole = [first, second].concat();
+    let d = sha256(&whole);
+    let r = set
+        .client
+        .put(set.url(&format!("{loc}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let r = set.regs[2].get(&format!("/v2/rehash/blobs/{d}")).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), d);
+}
