@@ -164,6 +164,18 @@ pub(crate) fn hugepage_sizes() -> Vec<String> {
 }
 
 /// Reads every counter the mounted controllers offer.
+/// How many processes of the cgroup the OOM killer has killed so far:
+/// `oom_kill` of memory.events (v2) or memory.oom_control (v1); 0 without
+/// a memory controller or on kernels that do not count.
+pub(crate) fn oom_kills(m: &Cgroup) -> Result<u64, Error> {
+    let file = match m.locate("memory") {
+        Some(Loc::V1(d)) => d.join("memory.oom_control"),
+        Some(Loc::V2(d)) => d.join("memory.events"),
+        None => return Ok(0),
+    };
+    Ok(keyed(&file)?.get("oom_kill").copied().unwrap_or(0))
+}
+
 pub(crate) fn collect(m: &Cgroup) -> Result<Stats, Error> {
     let mut s = Stats::default();
     match m.locate("cpuacct") {

@@ -429,6 +429,11 @@ impl Container {
         Ok(self.cgroup()?.stats()?)
     }
 
+    /// How many of the container's processes the OOM killer has killed.
+    pub fn oom_kills(&self) -> Result<u64> {
+        Ok(self.cgroup()?.oom_kills()?)
+    }
+
     /// Host pids of every process in the container's cgroup.
     pub fn pids(&self) -> Result<Vec<i32>> {
         Ok(self.cgroup()?.pids()?)
