@@ -55,6 +55,7 @@ const EXPECTED: &[&str] = &[
     "pids-max-file",
     "pids-fork-refused",
     "pids-update-allows-fork",
+    "kill-all",
     "pids-down",
     "cpu-up",
     "cpu-max-file",
@@ -71,7 +72,7 @@ const EXPECTED: &[&str] = &[
     "pause-stops-progress",
     "resume-restarts-progress",
     "ps-lists-the-container",
-    "freeze-down",
+    "delete-paused",
     "devices-up",
     "device-rules-enforced",
     "devices-down",
@@ -81,6 +82,9 @@ const EXPECTED: &[&str] = &[
     "podman-pids-max",
     "podman-cpu-max",
     "podman-limits-inside",
+    "update-period-keeps-quota",
+    "update-swap-alone",
+    "update-memory-keeps-swap",
     "podman-down",
     "files-up",
     "hugetlb-max-file",
@@ -92,18 +96,23 @@ const EXPECTED: &[&str] = &[
     "memory-swap-max-file",
     "cpu-idle-file",
     "cpu-burst-file",
+    "io-stats",
+    "hugetlb-limit-enforced",
+    "hugetlb-stats",
     "unified-file",
     "controllers-delegated",
     "files-down",
     "run-foreground",
+    "relative-cgroups-path",
+    "relative-down",
 ];
 
 /// The guest's bundles: name, process args, `linux.resources` added to the
 /// template's (whose device rules deny everything but runc's defaults) and
-/// `linux.devices`.
+/// other `linux` fields.
 fn bundles() -> Vec<(&'static str, Vec<&'static str>, Value, Value)> {
     let idle = vec!["sleep", "100000"];
-    let none = json!([]);
+    let none = json!({});
     vec![
         (
             "memory",
@@ -173,7 +182,7 @@ fn bundles() -> Vec<(&'static str, Vec<&'static str>, Value, Value)> {
                 "cpu": {"idle": 1, "burst": 1000},
                 "unified": {"memory.high": "52428800"},
             }),
-            json!([{"path": "/dev/ram0", "type": "b", "major": 1, "minor": 0}]),
+            json!({"devices": [{"path": "/dev/ram0", "type": "b", "major": 1, "minor": 0}]}),
         ),
         (
             "run",
@@ -181,17 +190,30 @@ fn bundles() -> Vec<(&'static str, Vec<&'static str>, Value, Value)> {
             json!({"pids": {"limit": 7}}),
             none,
         ),
+        // No cgroupsPath: the container id, beside the caller's own cgroup.
+        (
+            "relative",
+            vec!["sleep", "100000"],
+            json!({"pids": {"limit": 9}}),
+            json!({"cgroupsPath": ""}),
+        ),
     ]
 }
 
 /// The runtime spec of bundle `name`: the template with a cgroup namespace,
-/// a writable shared root filesystem, its cgroup at /berth/NAME, and the
-/// given resources and devices.
-fn spec(name: &str, args: &[&str], resources: &Value, devices: &Value) -> Value {
+/// hugetlbfs on /huge, a writable shared root filesystem, its cgroup at /berth/NAME, and the
+/// given resources and `linux` fields.
+fn spec(name: &str, args: &[&str], resources: &Value, linux: &Value) -> Value {
     let mut spec = default_spec(args);
+    spec["mounts"].as_array_mut().expect("mounts").push(json!({
+        "destination": "/huge", "type": "hugetlbfs", "source": "hugetlbfs",
+        "options": ["pagesize=2M"],
+    }));
     spec["root"] = json!({"path": "/rootfs", "readonly": false});
     spec["linux"]["cgroupsPath"] = json!(format!("/berth/{name}"));
-    spec["linux"]["devices"] = devices.clone();
+    for (k, v) in linux.as_object().expect("linux fields") {
+        spec["linux"][k] = v.clone();
+    }
     spec["linux"]["namespaces"]
         .as_array_mut()
         .expect("namespaces")
@@ -268,11 +290,11 @@ fn initramfs(dir: &Path, kernel: &Path) -> PathBuf {
     let init = stage.join("init");
     fs::write(&init, INIT).expect("write the guest's init");
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).expect("chmod init");
-    for (name, args, resources, devices) in bundles() {
+    for (name, args, resources, linux) in bundles() {
         let bundle = stage.join("bundles").join(name);
         fs::create_dir_all(&bundle).expect("create bundle");
         let config =
-            serde_json::to_vec_pretty(&spec(name, &args, &resources, &devices)).expect("json");
+            serde_json::to_vec_pretty(&spec(name, &args, &resources, &linux)).expect("json");
         fs::write(bundle.join("config.json"), config).expect("write config.json");
     }
     let cpio = dir.join("initramfs.cpio");

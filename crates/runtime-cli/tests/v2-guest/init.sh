@@ -132,6 +132,12 @@ raise() {
     [ "$out" = "forked all" ] || { echo "after update: $out"; return 1; }
 }
 check pids-update-allows-fork raise
+kill_all() {
+    rt kill --all pids KILL || return 1
+    until_true status_is pids stopped || return 1
+    want "$(cg pids)/cgroup.procs" ""
+}
+check kill-all kill_all
 check pids-down down pids
 
 # --- cpu: cpu.max and cpu.weight, then a busy loop is throttled; cpuset. ---
@@ -200,7 +206,10 @@ ps_lists() {
     echo "$out" | grep -Eq "^ *(root +)?$pid " || { echo "pid $pid not in: $out"; return 1; }
 }
 check ps-lists-the-container ps_lists
-check freeze-down down freeze
+delete_paused() {
+    rt pause freeze && down freeze
+}
+check delete-paused delete_paused
 
 # --- devices: the BPF program allows what the rules allow, denies the rest. ---
 check devices-up up devices
@@ -229,10 +238,21 @@ inside() {
     [ "$out" = "67108864 20 50000 100000 " ] || { echo "inside: $out"; return 1; }
 }
 check podman-limits-inside inside
+# update completes a pair from the saved config, as runc's does: cgroup v2
+# writes quota and period into one file (cpu.max) and derives swap alone
+# (memory.swap.max) from memory+swap minus the memory limit.
+check update-period-keeps-quota sh -c 'berth-runtime --root /run/berth update --cpu-period 200000 podman &&
+    v=$(cat /sys/fs/cgroup/berth/podman/cpu.max) && [ "$v" = "50000 200000" ] || { echo "cpu.max: $v"; exit 1; }'
+check update-swap-alone sh -c 'berth-runtime --root /run/berth update --memory-swap 256m podman &&
+    v=$(cat /sys/fs/cgroup/berth/podman/memory.swap.max) && [ "$v" = 201326592 ] || { echo "memory.swap.max: $v"; exit 1; }'
+check update-memory-keeps-swap sh -c 'berth-runtime --root /run/berth update --memory 32m podman &&
+    v=$(cat /sys/fs/cgroup/berth/podman/memory.max /sys/fs/cgroup/berth/podman/memory.swap.max | tr "\n" " ") &&
+    [ "$v" = "33554432 234881024 " ] || { echo "memory.max memory.swap.max: $v"; exit 1; }'
 check podman-down down podman
 
 # --- the other files: hugetlb, io, unified, every controller delegated. ---
 insmod /lib/brd.ko rd_nr=1 rd_size=4096
+echo 4 >/proc/sys/vm/nr_hugepages
 check files-up up files
 check hugetlb-max-file want "$(cg files)/hugetlb.2MB.max" 4194304
 check io-weight-file has "$(cg files)/io.weight" '^default 4950$'
@@ -244,6 +264,19 @@ check memory-swap-max-file want "$(cg files)/memory.swap.max" max
 check cpu-idle-file want "$(cg files)/cpu.idle" 1
 check cpu-burst-file want "$(cg files)/cpu.max.burst" 1000
 check unified-file want "$(cg files)/memory.high" 52428800
+stats_files() {
+    rt events --stats files >/tmp/files.stats || return 1
+    grep -Eq "$1" /tmp/files.stats || { echo "no $1 in: $(cat /tmp/files.stats)"; return 1; }
+}
+check io-stats stats_files '"major":1,"minor":0,"op":"Read","value":[1-9]'
+hugetlb() {
+    rt exec files fallocate -l 4194304 /huge/fits || { echo "4 MiB of huge pages under a 4 MiB limit failed"; return 1; }
+    rt exec files fallocate -l 2097152 /huge/over && { echo "2 MiB more huge pages were allowed"; return 1; }
+    want "$(cg files)/hugetlb.2MB.current" 4194304 && has "$(cg files)/hugetlb.2MB.events" '^max [1-9]'
+}
+check hugetlb-limit-enforced hugetlb
+check hugetlb-stats stats_files '"hugetlb":\{"2MB":\{"failcnt":[1-9][0-9]*,"max":0,"usage":4194304\}'
+
 check controllers-delegated want "$(cg files)/cgroup.controllers" "$all"
 check files-down down files
 
@@ -254,6 +287,24 @@ run_fg() {
     [ ! -e "$(cg run)" ] || { echo "$(cg run) is left after run"; return 1; }
 }
 check run-foreground run_fg
+
+# --- no cgroupsPath, called from a service's cgroup: the container's
+# cgroup goes beside it, as runc's cgroupfs driver places it. ---
+relative() {
+    svc=/sys/fs/cgroup/system.slice/runner.service
+    mkdir -p $svc || return 1
+    sh -c "echo \$\$ >$svc/cgroup.procs && exec berth-runtime --root /run/berth create --bundle /bundles/relative relative" \
+        >/tmp/relative.out 2>&1 || { cat /tmp/relative.out; return 1; }
+    rt start relative || return 1
+    want /sys/fs/cgroup/system.slice/relative/pids.max 9 &&
+        has /sys/fs/cgroup/system.slice/relative/cgroup.procs '^[0-9]+$'
+}
+check relative-cgroups-path relative
+relative_down() {
+    rt delete --force relative && [ ! -e /sys/fs/cgroup/system.slice/relative ] ||
+        { echo "/sys/fs/cgroup/system.slice/relative is left after delete"; return 1; }
+}
+check relative-down relative_down
 
 say "done in $(cut -d" " -f1 /proc/uptime) s"
 poweroff -f
