@@ -256,7 +256,11 @@ pub(crate) fn collect(m: &Cgroup) -> Result<Stats, Error> {
     }
     if let Some(Loc::V1(d) | Loc::V2(d)) = m.locate("pids") {
         s.pids.current = opt_num(&d.join("pids.current"))?;
-        s.pids.limit = opt_num(&d.join("pids.max"))?;
+        // runc's "no limit" for pids is 0 (its "max" for memory is u64::MAX).
+        s.pids.limit = match opt_num(&d.join("pids.max"))? {
+            u64::MAX => 0,
+            limit => limit,
+        };
     }
     match m.locate("blkio") {
         Some(Loc::V1(d)) => {

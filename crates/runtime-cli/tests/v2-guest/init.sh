@@ -192,6 +192,12 @@ pause() {
     [ "$a" = "$b" ] || { echo "the counter moved from $a to $b while paused"; return 1; }
 }
 check pause-stops-progress pause
+exec_paused() {
+    out=$(timeout 60 berth-runtime --root /run/berth exec freeze true 2>&1) &&
+        { echo "exec in a paused container succeeded"; return 1; }
+    case "$out" in *"paused container"*) ;; *) echo "exec in a paused container: $out"; return 1 ;; esac
+}
+check exec-paused-refused exec_paused
 resume() {
     a=$(count)
     rt resume freeze || return 1
@@ -206,6 +212,13 @@ ps_lists() {
     echo "$out" | grep -Eq "^ *(root +)?$pid " || { echo "pid $pid not in: $out"; return 1; }
 }
 check ps-lists-the-container ps_lists
+unlimited() {
+    s=$(rt events --stats freeze) || return 1
+    echo "$s" | grep -q '"usage":{"failcnt":0,"limit":18446744073709551615,' &&
+        echo "$s" | grep -Eq '"pids":\{"current":[1-9][0-9]*,"limit":0\}' ||
+        { echo "no limits should read as runc's: $s"; return 1; }
+}
+check stats-unlimited unlimited
 delete_paused() {
     rt pause freeze && down freeze
 }
