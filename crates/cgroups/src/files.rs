@@ -71,12 +71,13 @@ fn write_error(path: &Path, value: &str, source: std::io::Error) -> Error {
     }
 }
 
-/// Reads a number; "max" (v2's unlimited) reads as 0.
+/// Reads a number; "max" (v2's unlimited) reads as `u64::MAX`, as runc
+/// reports it.
 pub(crate) fn num(path: &Path) -> Result<u64, Error> {
     let text = read(path)?;
     let t = text.trim();
     if t == "max" {
-        return Ok(0);
+        return Ok(u64::MAX);
     }
     t.parse().map_err(|_| Error::Parse {
         path: path.to_path_buf(),

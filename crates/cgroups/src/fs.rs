@@ -113,6 +113,10 @@ impl Manager for Cgroup {
         crate::stats::collect(self)
     }
 
+    fn oom_kills(&self) -> Result<u64, Error> {
+        crate::stats::oom_kills(self)
+    }
+
     fn destroy(&self) -> Result<(), Error> {
         for p in self.paths() {
             remove_tree(&p)?;

@@ -55,6 +55,9 @@ pub trait Manager: Send + Sync {
     fn thaw(&self) -> Result<(), Error>;
     /// Reads the usage counters (shaped like runc's `events --stats` data).
     fn stats(&self) -> Result<Stats, Error>;
+    /// How many of the cgroup's processes the OOM killer has killed so far
+    /// (what `events` watches to report OOM events).
+    fn oom_kills(&self) -> Result<u64, Error>;
     /// Removes the cgroup directories (and any child cgroups) in every
     /// hierarchy, retrying while the kernel still reports them busy. Kills
     /// nothing; a missing cgroup is not an error.

@@ -164,6 +164,18 @@ pub(crate) fn hugepage_sizes() -> Vec<String> {
 }
 
 /// Reads every counter the mounted controllers offer.
+/// How many processes of the cgroup the OOM killer has killed so far:
+/// `oom_kill` of memory.events (v2) or memory.oom_control (v1); 0 without
+/// a memory controller or on kernels that do not count.
+pub(crate) fn oom_kills(m: &Cgroup) -> Result<u64, Error> {
+    let file = match m.locate("memory") {
+        Some(Loc::V1(d)) => d.join("memory.oom_control"),
+        Some(Loc::V2(d)) => d.join("memory.events"),
+        None => return Ok(0),
+    };
+    Ok(keyed(&file)?.get("oom_kill").copied().unwrap_or(0))
+}
+
 pub(crate) fn collect(m: &Cgroup) -> Result<Stats, Error> {
     let mut s = Stats::default();
     match m.locate("cpuacct") {
@@ -244,7 +256,11 @@ pub(crate) fn collect(m: &Cgroup) -> Result<Stats, Error> {
     }
     if let Some(Loc::V1(d) | Loc::V2(d)) = m.locate("pids") {
         s.pids.current = opt_num(&d.join("pids.current"))?;
-        s.pids.limit = opt_num(&d.join("pids.max"))?;
+        // runc's "no limit" for pids is 0 (its "max" for memory is u64::MAX).
+        s.pids.limit = match opt_num(&d.join("pids.max"))? {
+            u64::MAX => 0,
+            limit => limit,
+        };
     }
     match m.locate("blkio") {
         Some(Loc::V1(d)) => {

@@ -666,19 +666,37 @@ fn parse_interval(v: &str) -> Result<std::time::Duration> {
     })
 }
 
+/// Prints the stats once (`--stats`) or every `interval`, and between
+/// them, like runc, `{"type":"oom","id":ID}` each time the OOM killer
+/// killed a process of the container (checked every 100 ms).
 fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> {
     let c = rt.load(id)?;
     let every = parse_interval(interval)?;
-    loop {
-        let stats = c.stats()?;
-        let line = serde_json::json!({"type": "stats", "id": id, "data": stats});
+    let print = |line: serde_json::Value| -> Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
         out.flush()?;
-        if once {
-            return Ok(());
+        Ok(())
+    };
+    let mut oom_kills = c.oom_kills()?;
+    let mut next_stats = std::time::Instant::now();
+    loop {
+        let now = std::time::Instant::now();
+        if now >= next_stats {
+            let stats = c.stats()?;
+            print(serde_json::json!({"type": "stats", "id": id, "data": stats}))?;
+            if once {
+                return Ok(());
+            }
+            next_stats = now + every;
         }
-        std::thread::sleep(every);
+        let kills = c.oom_kills()?;
+        if kills > oom_kills {
+            print(serde_json::json!({"type": "oom", "id": id}))?;
+        }
+        oom_kills = kills;
+        let wait = next_stats.saturating_duration_since(std::time::Instant::now());
+        std::thread::sleep(wait.min(std::time::Duration::from_millis(100)));
     }
 }
 

@@ -168,6 +168,42 @@ fn merge_resources(spec: &Spec, update: &oci_spec::runtime::LinuxResources) -> R
     serde_json::from_value(config).map_err(encode)
 }
 
+/// `update` resources completed from the saved ones where the cgroup files
+/// need both halves of a pair, as runc's update (which starts from the saved
+/// config) writes them: cgroup v2 keeps quota and period in one file
+/// (cpu.max, so a period alone would reset the quota to "max") and derives
+/// memory.swap.max from memory+swap minus the memory limit (so a limit
+/// alone would change memory+swap, and swap alone could not be computed).
+fn with_saved_pairs(
+    update: &oci_spec::runtime::LinuxResources,
+    saved: Option<&oci_spec::runtime::LinuxResources>,
+) -> oci_spec::runtime::LinuxResources {
+    let mut out = update.clone();
+    if let (Some(mem), Some(old)) = (out.memory_mut(), saved.and_then(|s| s.memory().as_ref())) {
+        match (mem.limit(), mem.swap()) {
+            (Some(_), None) => {
+                mem.set_swap(old.swap());
+            }
+            (None, Some(_)) => {
+                mem.set_limit(old.limit());
+            }
+            _ => {}
+        }
+    }
+    if let (Some(cpu), Some(old)) = (out.cpu_mut(), saved.and_then(|s| s.cpu().as_ref())) {
+        match (cpu.quota(), cpu.period()) {
+            (Some(_), None) => {
+                cpu.set_period(old.period());
+            }
+            (None, Some(_)) => {
+                cpu.set_quota(old.quota());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 impl Container {
     /// A container of the state directory `dir` with the record `record`.
     pub(crate) fn new(dir: PathBuf, record: Record) -> Container {
@@ -413,7 +449,13 @@ impl Container {
             Status::Creating => return Err(self.still_creating("update")),
             _ => {}
         }
-        self.cgroup()?.set(resources)?;
+        let saved = self
+            .record
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref());
+        self.cgroup()?.set(&with_saved_pairs(resources, saved))?;
         let mut record = self.record.clone();
         record.config = merge_resources(&record.config, resources)?;
         record.save(&self.dir, true)
@@ -427,6 +469,11 @@ impl Container {
             });
         }
         Ok(self.cgroup()?.stats()?)
+    }
+
+    /// How many of the container's processes the OOM killer has killed.
+    pub fn oom_kills(&self) -> Result<u64> {
+        Ok(self.cgroup()?.oom_kills()?)
     }
 
     /// Host pids of every process in the container's cgroup.
@@ -554,6 +601,35 @@ mod tests {
         json.as_object_mut().unwrap().remove("creator");
         let r: Record = serde_json::from_value(json).unwrap();
         assert_eq!(r.creator, None);
+    }
+
+    #[test]
+    fn an_update_gets_the_other_half_of_a_pair_from_the_saved_config() {
+        let saved: oci_spec::runtime::LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": 100, "swap": 300},
+            "cpu": {"quota": 5000, "period": 10000, "shares": 2}
+        }))
+        .unwrap();
+        let update = |json| -> oci_spec::runtime::LinuxResources {
+            let u = serde_json::from_value(json).unwrap();
+            with_saved_pairs(&u, Some(&saved))
+        };
+        let r = update(serde_json::json!({"memory": {"limit": 200}, "cpu": {"period": 20000}}));
+        let (mem, cpu) = (r.memory().unwrap(), r.cpu().as_ref().unwrap());
+        assert_eq!((mem.limit(), mem.swap()), (Some(200), Some(300)));
+        assert_eq!(
+            (cpu.quota(), cpu.period(), cpu.shares()),
+            (Some(5000), Some(20000), None)
+        );
+        let r = update(serde_json::json!({"memory": {"swap": 400}, "cpu": {"quota": 1000}}));
+        let (mem, cpu) = (r.memory().unwrap(), r.cpu().as_ref().unwrap());
+        assert_eq!((mem.limit(), mem.swap()), (Some(100), Some(400)));
+        assert_eq!((cpu.quota(), cpu.period()), (Some(1000), Some(10000)));
+        let r = update(serde_json::json!({"pids": {"limit": 3}}));
+        assert!(r.memory().is_none() && r.cpu().is_none());
+        let alone: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"cpu": {"period": 20000}})).unwrap();
+        assert_eq!(with_saved_pairs(&alone, None), alone);
     }
 
     #[test]

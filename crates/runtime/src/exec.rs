@@ -50,6 +50,12 @@ impl Container {
                     "cannot exec in a container that is still being created".into(),
                 ))
             }
+            // Its process would join the frozen cgroup and never run.
+            Status::Paused => {
+                return Err(Error::BadState(
+                    "cannot exec in a paused container: resume it first".into(),
+                ))
+            }
             _ => {}
         }
         crate::spec::validate_process(process, Path::new("process.json"), "process")?;
