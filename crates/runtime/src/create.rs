@@ -189,7 +189,7 @@ impl Runtime {
             seccomp: linux
                 .seccomp()
                 .as_ref()
-                .map(crate::seccomp::compile)
+                .map(|s| crate::seccomp::Filter::prepare(s, &crate::seccomp::cache_dir(&self.root)))
                 .transpose()?,
             trampoline,
         };

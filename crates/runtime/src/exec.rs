@@ -86,7 +86,12 @@ impl Container {
             .linux()
             .as_ref()
             .and_then(|l| l.seccomp().as_ref())
-            .map(crate::seccomp::compile)
+            .map(|s| {
+                crate::seccomp::Filter::prepare(
+                    s,
+                    &crate::seccomp::cache_dir(self.dir.parent().unwrap_or(&self.dir)),
+                )
+            })
             .transpose()?;
         let p1 = join.spawn(&parent, &child, || {
             exec_p1(&child, joins, &prepared, seccomp.as_ref(), console.as_ref())
@@ -185,7 +190,7 @@ fn exec_p1(
     ch: &Channel,
     joins: Vec<(CloneFlags, OwnedFd)>,
     p: &Prepared,
-    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    seccomp: Option<&crate::seccomp::Filter>,
     console: Option<&UnixStream>,
 ) -> ! {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {

@@ -48,7 +48,7 @@ pub(crate) struct InitPlan<'a> {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub time_offsets: String,
-    pub seccomp: Option<libseccomp::ScmpFilterContext>,
+    pub seccomp: Option<crate::seccomp::Filter>,
     /// Set when the runtime's binary is writable: the init execs the
     /// process through it (CVE-2019-5736 class).
     pub trampoline: Option<Trampoline>,

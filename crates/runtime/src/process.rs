@@ -14,6 +14,7 @@ use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
 use crate::error::{Error, Result};
+use crate::seccomp::Filter;
 
 /// The five capability sets of the process.
 #[derive(Debug, Clone, Default)]
@@ -145,11 +146,8 @@ type CResult<T> = std::result::Result<T, String>;
 /// Applies rlimits, then the bounding set, groups, gid, uid, the other
 /// capability sets, umask, no_new_privs and the cwd (in that order: each
 /// step needs the privileges the next one drops).
-pub(crate) fn apply(p: &Prepared, seccomp: Option<&libseccomp::ScmpFilterContext>) -> CResult<()> {
-    let load = |f: &libseccomp::ScmpFilterContext| {
-        f.load()
-            .map_err(|e| format!("cannot load the seccomp filter (linux.seccomp): {e}"))
-    };
+pub(crate) fn apply(p: &Prepared, seccomp: Option<&Filter>) -> CResult<()> {
+    let load = |f: &Filter| f.load().map(drop);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it
     // while the capabilities are still there (as runc does).
     if let (Some(f), false) = (seccomp, p.no_new_privs) {
@@ -258,7 +256,7 @@ pub(crate) fn lookup(p: &Prepared) -> CResult<CString> {
 /// Returns the program to exec (see [`exec`]).
 pub(crate) fn become_process(
     p: &Prepared,
-    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    seccomp: Option<&Filter>,
     slave: Option<std::os::fd::OwnedFd>,
 ) -> CResult<CString> {
     apply(p, seccomp)?;

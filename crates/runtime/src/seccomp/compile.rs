@@ -1,19 +1,12 @@
-//! linux.seccomp: the spec's filter compiled with libseccomp in the parent
-//! and loaded by the container process right before exec.
+//! The spec's filter compiled to BPF with libseccomp.
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
+use super::bad;
 use crate::error::{Error, Result};
-
-fn bad(msg: String) -> Error {
-    Error::Config {
-        path: "config.json".into(),
-        msg,
-    }
-}
 
 /// The spec name of a serde-renamed enum value (SCMP_ACT_ERRNO, ...).
 fn spec_name<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
@@ -52,9 +45,34 @@ fn op(o: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
     }
 }
 
+/// The BPF program of `s`, as libseccomp would load it: an array of
+/// `struct sock_filter` in this machine's byte order.
+pub(crate) fn to_bpf(s: &LinuxSeccomp) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let ctx = compile(s)?;
+    let fd = nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| {
+            bad(format!(
+                "linux.seccomp: cannot create a memfd for the program: {e}"
+            ))
+        })?;
+    let mut file = std::fs::File::from(fd);
+    ctx.export_bpf(&file)
+        .map_err(|e| bad(format!("linux.seccomp: cannot export the program: {e}")))?;
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| {
+            bad(format!(
+                "linux.seccomp: cannot read the exported program: {e}"
+            ))
+        })?;
+    Ok(bytes)
+}
+
 /// Compiles `s` (not loaded yet). Unknown syscall names are skipped, as
 /// runc does, so one profile serves several kernels.
-pub(crate) fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
+fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     fn err(what: String) -> impl FnOnce(libseccomp::error::SeccompError) -> Error {
         move |e| bad(format!("linux.seccomp: {what}: {e}"))
     }
