@@ -69,6 +69,20 @@ impl Container {
             ));
         }
         let joins = namespaces::container_joins(init)?;
+        // A container without a mount namespace of its own is only
+        // chroot'ed: the new process takes the init's root the same way.
+        let chroot = if crate::spec::has_namespace(
+            &self.record.config,
+            oci_spec::runtime::LinuxNamespaceType::Mount,
+        ) {
+            None
+        } else {
+            Some(
+                std::fs::File::open(format!("/proc/{init}/root"))
+                    .map(OwnedFd::from)
+                    .map_err(io_err("cannot open the container's root"))?,
+            )
+        };
         if !self.alive() {
             return Err(Error::BadState("cannot exec in a stopped container".into()));
         }
@@ -94,7 +108,14 @@ impl Container {
             })
             .transpose()?;
         let p1 = join.spawn(&parent, &child, || {
-            exec_p1(&child, joins, &prepared, seccomp.as_ref(), console.as_ref())
+            exec_p1(
+                &child,
+                joins,
+                chroot.as_ref(),
+                &prepared,
+                seccomp.as_ref(),
+                console.as_ref(),
+            )
         })?;
         drop(join);
         drop(child);
@@ -189,6 +210,7 @@ impl Container {
 fn exec_p1(
     ch: &Channel,
     joins: Vec<(CloneFlags, OwnedFd)>,
+    chroot: Option<&OwnedFd>,
     p: &Prepared,
     seccomp: Option<&crate::seccomp::Filter>,
     console: Option<&UnixStream>,
@@ -198,6 +220,11 @@ fn exec_p1(
     }
     ch.expect("go", |m| matches!(m, Message::Go(_)).then_some(()));
     namespaces::join_all(ch, joins, "the container's namespace");
+    if let Some(root) = chroot {
+        if let Err(e) = nix::unistd::fchdir(root).and_then(|_| nix::unistd::chroot(".")) {
+            ch.fail(&format!("cannot chroot into the container's root: {e}"));
+        }
+    }
     match crate::sys::fork() {
         Ok(ForkResult::Parent { child }) => {
             let _ = ch.send(&Message::Pid(child.as_raw()));
