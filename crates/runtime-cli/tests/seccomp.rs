@@ -1,6 +1,8 @@
 //! linux.seccomp through berth-runtime: filtering of the process and of
 //! `exec`, and the cache of compiled programs under the state root.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
 use berth_testutil::runtime::*;
@@ -31,7 +33,8 @@ fn seccomp_filters_the_process_and_exec() {
     rt.ok(&["delete", "--force", &id]);
 
     let mut spec = sleeper();
-    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+    spec["linux"]["seccomp"] =
+        json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/nowhere"});
     let bundle = Bundle::new(&spec);
     let err = rt.fails(&[
         "create",
@@ -39,7 +42,23 @@ fn seccomp_filters_the_process_and_exec() {
         bundle.path().to_str().unwrap(),
         &unique_id("seccomp"),
     ]);
-    assert!(err.contains("SCMP_ACT_NOTIFY"), "{err}");
+    assert!(
+        err.contains("SCMP_ACT_NOTIFY cannot be the default action"),
+        "{err}"
+    );
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]});
+    let bundle = Bundle::new(&spec);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &unique_id("seccomp"),
+    ]);
+    assert!(
+        err.contains("field `linux.seccomp.listenerPath`: missing"),
+        "{err}"
+    );
     assert!(rt.leftovers().is_empty());
 }
 
@@ -136,4 +155,190 @@ fn compiled_filters_are_cached_and_a_bad_entry_never_loads() {
         assert_eq!(mkdir_under(&rt, &eperm), EPERM);
         assert_eq!(std::fs::read(&eperm_entry).unwrap(), eperm_bytes);
     }
+}
+
+/// What `sh -c script` prints in a container whose mkdir takes `action`.
+fn under_action(rt: &Rt, action: &str, flags: &[&str]) -> String {
+    let mut spec = default_spec(&["true"]);
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "flags": flags,
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": action}]
+    });
+    rt.sh(spec, "sh -c 'mkdir /dev/shm/d 2>&1'; echo \"status $?\"")
+}
+
+/// Every action but NOTIFY (below), seen from inside: the kill actions and
+/// TRAP end the process with SIGSYS (128+31), TRACE without a tracer fails
+/// the call with ENOSYS, LOG and ALLOW let it through; with the filter
+/// flags LOG and SPEC_ALLOW the filter still loads and acts.
+#[test]
+fn every_action_does_what_it_says() {
+    let rt = Rt::new();
+    for action in [
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_TRAP",
+    ] {
+        assert_eq!(under_action(&rt, action, &[]), "status 159\n", "{action}");
+    }
+    assert_eq!(
+        under_action(&rt, "SCMP_ACT_TRACE", &[]),
+        "mkdir: can't create directory '/dev/shm/d': Function not implemented\nstatus 1\n"
+    );
+    for action in ["SCMP_ACT_LOG", "SCMP_ACT_ALLOW"] {
+        assert_eq!(under_action(&rt, action, &[]), "status 0\n", "{action}");
+    }
+    let flags = [
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        "SECCOMP_FILTER_FLAG_TSYNC",
+    ];
+    assert_eq!(
+        under_action(&rt, "SCMP_ACT_KILL_PROCESS", &flags),
+        "status 159\n"
+    );
+}
+
+/// `struct seccomp_notif` and `struct seccomp_notif_resp` (linux/seccomp.h).
+#[repr(C)]
+struct Notif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: i32,
+    arch: u32,
+    ip: u64,
+    args: [u64; 6],
+}
+#[repr(C)]
+struct NotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+const NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+
+/// A seccomp agent: takes one connection, returns the JSON and the fd it
+/// carried.
+fn agent_receive(listener: &UnixListener) -> (Value, OwnedFd) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<UnixAddr>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(r) = c {
+            fds.extend(r);
+        }
+    }
+    let len = msg.bytes;
+    assert_eq!(fds.len(), 1, "one fd in SCM_RIGHTS");
+    let json = serde_json::from_slice(&buf[..len]).expect("the container process state");
+    // SAFETY: the fd was just received and is owned by nobody else.
+    (json, unsafe { OwnedFd::from_raw_fd(fds[0]) })
+}
+
+/// Answers notifications on `fd`: each gets the next of `answers` (an
+/// errno, or 0 for success).
+fn agent_answer(fd: &OwnedFd, answers: &[i32]) {
+    for &errno in answers {
+        let mut n = Notif {
+            id: 0,
+            pid: 0,
+            flags: 0,
+            nr: 0,
+            arch: 0,
+            ip: 0,
+            args: [0; 6],
+        };
+        // SAFETY: NOTIF_RECV fills the zeroed struct of the kernel's size.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV, &mut n as *mut Notif) };
+        assert_eq!(
+            r,
+            0,
+            "SECCOMP_IOCTL_NOTIF_RECV: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut resp = NotifResp {
+            id: n.id,
+            val: 0,
+            error: -errno,
+            flags: 0,
+        };
+        // SAFETY: NOTIF_SEND reads the response struct.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND, &mut resp as *mut NotifResp) };
+        assert_eq!(
+            r,
+            0,
+            "SECCOMP_IOCTL_NOTIF_SEND: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// SCMP_ACT_NOTIFY: the listener goes to the agent at listenerPath with
+/// the container process state and listenerMetadata, and the agent's
+/// answers are what the container's system calls return; `exec` does the
+/// same for its process.
+#[test]
+fn a_notify_listener_reaches_the_agent_and_answers_for_the_container() {
+    let rt = Rt::new();
+    let sock = rt.path("agent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut spec = sleeper();
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "listenerMetadata": "answer-mkdir",
+        "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    let bundle = Bundle::new(&spec);
+    let id = unique_id("notify");
+    let agent = std::thread::spawn(move || {
+        let (state, fd) = agent_receive(&listener);
+        // `exec`'s process gets its own listener.
+        let (exec_state, exec_fd) = agent_receive(&listener);
+        agent_answer(&exec_fd, &[libc::EXDEV, 0]);
+        drop(fd);
+        (state, exec_state)
+    });
+    rt.up(&bundle, &id, true);
+    let out = rt.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "mkdir /tmp/a 2>&1; mkdir /tmp/b && echo 'b made'; test -d /tmp/b || echo 'b absent'",
+    ]);
+    assert_eq!(
+        out,
+        "mkdir: can't create directory '/tmp/a': Invalid cross-device link\nb made\nb absent\n"
+    );
+    let (state, exec_state) = agent.join().unwrap();
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+    assert_eq!(state["fds"], json!(["seccompFd"]));
+    assert_eq!(state["metadata"], "answer-mkdir");
+    assert_eq!(state["pid"], init);
+    assert_eq!(state["state"]["id"], id.as_str());
+    assert_eq!(state["state"]["status"], "creating");
+    assert_eq!(
+        state["state"]["bundle"],
+        bundle.path().canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(exec_state["state"]["status"], "running");
+    assert_ne!(exec_state["pid"], init, "exec's process is not the init");
+    rt.ok(&["delete", "--force", &id]);
 }

@@ -135,13 +135,32 @@ impl Container {
         let _ = parent.send(&Message::Go(Vec::new()));
         let mut pid = 0;
         let mut error = None;
+        // The process's listener fd, held until P1's pid message came.
+        let mut listener_fd = None;
         // Until EOF: the channel is close-on-exec, so EOF after the pid
         // means the process was exec'd.
         loop {
-            match parent.recv()? {
+            let msg = match listener_fd {
+                Some(fd) if pid > 0 => {
+                    listener_fd = None;
+                    Some(Message::SeccompListener(fd))
+                }
+                _ => parent.recv()?,
+            };
+            match msg {
                 Some(Message::Pid(p)) => {
                     pid = p;
                     let _ = waitpid(p1, None);
+                }
+                Some(Message::SeccompListener(fd)) if pid <= 0 => listener_fd = Some(fd),
+                Some(Message::SeccompListener(fd)) => {
+                    if let Err(e) = self.pass_seccomp_listener(&parent, pid, fd) {
+                        let _ = nix::sys::signal::kill(
+                            Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        error.get_or_insert(e.to_string());
+                    }
                 }
                 Some(Message::Error(msg)) => error = Some(msg),
                 Some(other) => {
@@ -250,10 +269,34 @@ fn exec_p1(
             Err(e) => ch.fail(&e.to_string()),
         }
     }
-    let program = process::become_process(p, seccomp, slave).unwrap_or_else(|e| ch.fail(&e));
+    let (program, seccomp_listener) =
+        process::become_process(p, seccomp, slave).unwrap_or_else(|e| ch.fail(&e));
+    if let Some(l) = seccomp_listener {
+        crate::seccomp::notify::hand_over(ch, l);
+    }
     // The sync socket is close-on-exec: the parent sees EOF once exec worked.
     let err = process::exec(p, &program);
     ch.fail(&err)
+}
+
+impl Container {
+    /// Takes the seccomp listener (fd `fd`) of the exec'd process `pid`,
+    /// lets it go on and passes the listener to the container's agent.
+    fn pass_seccomp_listener(&self, ch: &Channel, pid: i32, fd: i32) -> Result<()> {
+        let listener = crate::seccomp::notify::take(pid, fd)?;
+        ch.send(&Message::SeccompListenerTaken)
+            .map_err(sys_err("sync channel"))?;
+        let seccomp = self
+            .record
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().clone())
+            .unwrap_or_default();
+        let path = seccomp.listener_path().clone().unwrap_or_default();
+        let metadata = seccomp.listener_metadata().clone().unwrap_or_default();
+        crate::seccomp::notify::send_to_agent(&path, &listener, pid, &metadata, &self.state())
+    }
 }
 
 /// Whether any capability set of `p` holds CAP_SYS_PTRACE.

@@ -230,8 +230,12 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if !plan.no_new_keyring {
         crate::sys::join_session_keyring();
     }
-    let program = process::become_process(&plan.process, plan.seccomp.as_ref(), slave)
-        .unwrap_or_else(|e| ch.fail(&e));
+    let (program, seccomp_listener) =
+        process::become_process(&plan.process, plan.seccomp.as_ref(), slave)
+            .unwrap_or_else(|e| ch.fail(&e));
+    if let Some(l) = seccomp_listener {
+        crate::seccomp::notify::hand_over(ch, l);
+    }
     let listener = match plan.listener.take() {
         Some(l) => l,
         None => ch.fail("internal: no start socket"),

@@ -16,21 +16,23 @@ fn spec_name<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
         .unwrap_or_else(|| format!("{v:?}"))
 }
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<ScmpAction> {
-    Ok(match a {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
+    match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32),
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16),
+        LinuxSeccompAction::ScmpActErrno => {
+            ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32)
+        }
+        LinuxSeccompAction::ScmpActTrace => {
+            ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16)
+        }
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(bad(format!(
-                "field `{field}`: SCMP_ACT_NOTIFY (seccomp user notification) is not supported by berth-runtime"
-            )))
-        }
-    })
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
+    }
 }
 
 fn op(o: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
@@ -76,11 +78,7 @@ fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     fn err(what: String) -> impl FnOnce(libseccomp::error::SeccompError) -> Error {
         move |e| bad(format!("linux.seccomp: {what}: {e}"))
     }
-    let default = action(
-        s.default_action(),
-        s.default_errno_ret(),
-        "linux.seccomp.defaultAction",
-    )?;
+    let default = action(s.default_action(), s.default_errno_ret());
     let mut ctx =
         ScmpFilterContext::new(default).map_err(err("cannot create the filter".into()))?;
     // no_new_privs is the process's own setting, not the filter's.
@@ -99,11 +97,7 @@ fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
         }
     }
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
-        let act = action(
-            rule.action(),
-            rule.errno_ret(),
-            &format!("linux.seccomp.syscalls[{i}].action"),
-        )?;
+        let act = action(rule.action(), rule.errno_ret());
         if act == default {
             continue;
         }

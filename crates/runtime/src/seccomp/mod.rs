@@ -13,6 +13,7 @@
 
 mod cache;
 mod compile;
+pub(crate) mod notify;
 
 pub(crate) use cache::dir as cache_dir;
 
@@ -48,6 +49,55 @@ fn uses_notify(s: &LinuxSeccomp) -> bool {
             .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
 }
 
+/// The filter flags of `linux.seccomp.flags` berth knows, by spec name,
+/// with their SECCOMP_FILTER_FLAG_* bits (in the `features` order).
+pub(crate) const FLAGS: &[(&str, libc::c_ulong)] = &[
+    ("SECCOMP_FILTER_FLAG_LOG", libc::SECCOMP_FILTER_FLAG_LOG),
+    (
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+    ),
+    ("SECCOMP_FILTER_FLAG_TSYNC", libc::SECCOMP_FILTER_FLAG_TSYNC),
+    (
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+        libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+    ),
+];
+
+/// The flags of [`FLAGS`] this kernel takes: a load with the flag and no
+/// program fails with EFAULT (EACCES without CAP_SYS_ADMIN) when the flag
+/// is known, EINVAL when it is not (WAIT_KILLABLE_RECV is asked with
+/// NEW_LISTENER, which it needs).
+pub(crate) fn supported_flags() -> Vec<&'static str> {
+    FLAGS
+        .iter()
+        .filter(|(_, bit)| {
+            let bit = match *bit {
+                libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV => {
+                    bit | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+                }
+                b => b,
+            };
+            // SAFETY: a null program makes the kernel fail the call
+            // (EFAULT) after checking the flags; nothing is installed.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    bit,
+                    std::ptr::null::<libc::sock_fprog>(),
+                )
+            };
+            ret < 0
+                && matches!(
+                    nix::errno::Errno::last(),
+                    nix::errno::Errno::EFAULT | nix::errno::Errno::EACCES
+                )
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 /// The load flags `linux.seccomp.flags` asks for. TSYNC is accepted and
 /// has nothing to do (the process loading the filter has one thread), as
 /// in runc. WAIT_KILLABLE_RECV only means something for a filter with a
@@ -76,12 +126,30 @@ fn load_flags(s: &LinuxSeccomp) -> libc::c_ulong {
     flags
 }
 
+/// SCMP_ACT_NOTIFY needs an agent to answer, and cannot be the default:
+/// the few system calls the runtime makes between loading the filter and
+/// the exec would wait for an agent that has no listener yet.
+fn check_notify(s: &LinuxSeccomp) -> Result<()> {
+    if s.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(bad(
+            "field `linux.seccomp.defaultAction`: SCMP_ACT_NOTIFY cannot be the default action (name the system calls to notify in linux.seccomp.syscalls)".into(),
+        ));
+    }
+    if uses_notify(s) && s.listener_path().is_none() {
+        return Err(bad(
+            "field `linux.seccomp.listenerPath`: missing; SCMP_ACT_NOTIFY rules need the unix socket of a seccomp agent to send the listener to".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Filter {
     /// The filter of `s`: its program from the cache under `cache_dir`
     /// when a valid entry is there, else compiled with libseccomp (and
     /// then cached; a cache that cannot be written is only a slower
     /// create, never an error).
     pub(crate) fn prepare(s: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter> {
+        check_notify(s)?;
         let key = cache::key(s);
         let program = match cache::read(cache_dir, &key) {
             Some(p) => p,
