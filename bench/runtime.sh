@@ -2,9 +2,11 @@
 # Runtime benchmark: `berth-runtime run` against `runc run` of /bin/true in
 # the same busybox bundle (pid, net, ipc, uts, mount namespaces, cgroups,
 # read-only root: what `runc spec` writes), measured by hyperfine in one
-# run. Prints the ratio berth/runc (target: <= 0.25).
+# run. Both get berth's default seccomp profile (containerd's), resolved
+# for the bundle's bounding set (SECCOMP=none: no filter on either side).
+# Prints the ratio berth/runc (target: <= 0.25).
 #
-#   bench/runtime.sh                     # RUNS=50 WARMUP=5
+#   bench/runtime.sh                     # RUNS=50 WARMUP=5 SECCOMP=default
 #   BERTH=target/x86_64-unknown-linux-gnu/release/berth-runtime RUNS=100 bench/runtime.sh
 set -euo pipefail
 
@@ -12,6 +14,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-50}
 WARMUP=${WARMUP:-5}
+SECCOMP=${SECCOMP:-default}
 BERTH=${BERTH:-$ROOT/target/x86_64-unknown-linux-gnu/release/berth-runtime}
 need_tools hyperfine runc busybox python3
 if [ ! -x "$BERTH" ]; then
@@ -44,12 +47,24 @@ cp "$(command -v busybox)" "$BUNDLE/rootfs/bin/busybox"
 ln -s busybox "$BUNDLE/rootfs/bin/true"
 ln -s busybox "$BUNDLE/rootfs/bin/sh"
 (cd "$BUNDLE" && runc spec)
-python3 - "$BUNDLE/config.json" <<'PY'
+PROFILE=$WORK/seccomp.json
+case $SECCOMP in
+default)
+    CAPS=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["process"]["capabilities"]["bounding"]))' "$BUNDLE/config.json")
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && cargo run -q --release -p berth-engine --example default-seccomp -- $CAPS) > "$PROFILE" ;;
+none) echo null > "$PROFILE" ;;
+*) echo "SECCOMP must be default or none, not $SECCOMP" >&2; exit 1 ;;
+esac
+python3 - "$BUNDLE/config.json" "$PROFILE" <<'PY'
 import json, sys
 path = sys.argv[1]
 spec = json.load(open(path))
 spec["process"]["terminal"] = False
 spec["process"]["args"] = ["/bin/true"]
+profile = json.load(open(sys.argv[2]))
+if profile is not None:
+    spec["linux"]["seccomp"] = profile
 json.dump(spec, open(path, "w"), indent=2)
 PY
 

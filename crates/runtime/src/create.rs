@@ -189,7 +189,7 @@ impl Runtime {
             seccomp: linux
                 .seccomp()
                 .as_ref()
-                .map(crate::seccomp::compile)
+                .map(|s| crate::seccomp::Filter::prepare(s, &crate::seccomp::cache_dir(&self.root)))
                 .transpose()?,
             trampoline,
         };
@@ -276,7 +276,19 @@ impl Runtime {
             }
             return Err(sys_err("cannot release the container's first child")(e));
         }
-        // The init's HooksWanted or Ready can overtake P1's Pid: the
+        // The state hooks and a seccomp agent get while the init sets up.
+        let creating = |pid: i32| State {
+            oci_version: plan.spec.version().clone(),
+            id: record.id.clone(),
+            pid,
+            status: Status::Creating,
+            bundle: plan.bundle.to_path_buf(),
+            rootfs: plan.rootfs.to_path_buf(),
+            created: state::rfc3339_nano(&record.created),
+            annotations: annotations(plan.spec),
+            owner: String::new(),
+        };
+        // The init's HooksWanted, SeccompListener or Ready can overtake P1's Pid: the
         // hooks and the state need that pid, so an early one waits for it.
         let mut early = None;
         loop {
@@ -297,7 +309,11 @@ impl Runtime {
                     }
                 }
             };
-            if matches!(msg, Message::HooksWanted | Message::Ready) && *init_pid <= 0 {
+            if matches!(
+                msg,
+                Message::HooksWanted | Message::Ready | Message::SeccompListener(_)
+            ) && *init_pid <= 0
+            {
                 early = Some(msg);
                 continue;
             }
@@ -313,24 +329,27 @@ impl Runtime {
                     reap_p1();
                 }
                 Message::HooksWanted => {
-                    let st = State {
-                        oci_version: plan.spec.version().clone(),
-                        id: record.id.clone(),
-                        pid: *init_pid,
-                        status: Status::Creating,
-                        bundle: plan.bundle.to_path_buf(),
-                        rootfs: plan.rootfs.to_path_buf(),
-                        created: state::rfc3339_nano(&record.created),
-                        annotations: annotations(plan.spec),
-                        owner: String::new(),
-                    };
-                    let json = serde_json::to_vec(&st).unwrap_or_default();
+                    let json = serde_json::to_vec(&creating(*init_pid)).unwrap_or_default();
                     for stage in [HookStage::Prestart, HookStage::CreateRuntime] {
                         run_hooks(stage, stage.hooks(plan.spec), &json)?;
                     }
                     parent
                         .send(&Message::HookState(json))
                         .map_err(sys_err("sync channel"))?;
+                }
+                Message::SeccompListener(fd) => {
+                    let listener = crate::seccomp::notify::take(*init_pid, fd)?;
+                    parent
+                        .send(&Message::SeccompListenerTaken)
+                        .map_err(sys_err("sync channel"))?;
+                    let seccomp = linux.seccomp().clone().unwrap_or_default();
+                    crate::seccomp::notify::send_to_agent(
+                        &seccomp.listener_path().clone().unwrap_or_default(),
+                        &listener,
+                        *init_pid,
+                        &seccomp.listener_metadata().clone().unwrap_or_default(),
+                        &creating(*init_pid),
+                    )?;
                 }
                 Message::Ready => break,
                 Message::Error(msg) => {

@@ -75,6 +75,20 @@ impl Container {
             ));
         }
         let joins = namespaces::container_joins(init)?;
+        // A container without a mount namespace of its own is only
+        // chroot'ed: the new process takes the init's root the same way.
+        let chroot = if crate::spec::has_namespace(
+            &self.record.config,
+            oci_spec::runtime::LinuxNamespaceType::Mount,
+        ) {
+            None
+        } else {
+            Some(
+                std::fs::File::open(format!("/proc/{init}/root"))
+                    .map(OwnedFd::from)
+                    .map_err(io_err("cannot open the container's root"))?,
+            )
+        };
         if !self.alive() {
             return Err(Error::BadState("cannot exec in a stopped container".into()));
         }
@@ -92,10 +106,22 @@ impl Container {
             .linux()
             .as_ref()
             .and_then(|l| l.seccomp().as_ref())
-            .map(crate::seccomp::compile)
+            .map(|s| {
+                crate::seccomp::Filter::prepare(
+                    s,
+                    &crate::seccomp::cache_dir(self.dir.parent().unwrap_or(&self.dir)),
+                )
+            })
             .transpose()?;
         let p1 = join.spawn(&parent, &child, || {
-            exec_p1(&child, joins, &prepared, seccomp.as_ref(), console.as_ref())
+            exec_p1(
+                &child,
+                joins,
+                chroot.as_ref(),
+                &prepared,
+                seccomp.as_ref(),
+                console.as_ref(),
+            )
         })?;
         drop(join);
         drop(child);
@@ -115,13 +141,32 @@ impl Container {
         let _ = parent.send(&Message::Go(Vec::new()));
         let mut pid = 0;
         let mut error = None;
+        // The process's listener fd, held until P1's pid message came.
+        let mut listener_fd = None;
         // Until EOF: the channel is close-on-exec, so EOF after the pid
         // means the process was exec'd.
         loop {
-            match parent.recv()? {
+            let msg = match listener_fd {
+                Some(fd) if pid > 0 => {
+                    listener_fd = None;
+                    Some(Message::SeccompListener(fd))
+                }
+                _ => parent.recv()?,
+            };
+            match msg {
                 Some(Message::Pid(p)) => {
                     pid = p;
                     let _ = waitpid(p1, None);
+                }
+                Some(Message::SeccompListener(fd)) if pid <= 0 => listener_fd = Some(fd),
+                Some(Message::SeccompListener(fd)) => {
+                    if let Err(e) = self.pass_seccomp_listener(&parent, pid, fd) {
+                        let _ = nix::sys::signal::kill(
+                            Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        error.get_or_insert(e.to_string());
+                    }
                 }
                 Some(Message::Error(msg)) => error = Some(msg),
                 Some(other) => {
@@ -190,8 +235,9 @@ impl Container {
 fn exec_p1(
     ch: &Channel,
     joins: Vec<(CloneFlags, OwnedFd)>,
+    chroot: Option<&OwnedFd>,
     p: &Prepared,
-    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    seccomp: Option<&crate::seccomp::Filter>,
     console: Option<&UnixStream>,
 ) -> ! {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
@@ -199,6 +245,11 @@ fn exec_p1(
     }
     ch.expect("go", |m| matches!(m, Message::Go(_)).then_some(()));
     namespaces::join_all(ch, joins, "the container's namespace");
+    if let Some(root) = chroot {
+        if let Err(e) = nix::unistd::fchdir(root).and_then(|_| nix::unistd::chroot(".")) {
+            ch.fail(&format!("cannot chroot into the container's root: {e}"));
+        }
+    }
     match crate::sys::fork() {
         Ok(ForkResult::Parent { child }) => {
             let _ = ch.send(&Message::Pid(child.as_raw()));
@@ -224,10 +275,34 @@ fn exec_p1(
             Err(e) => ch.fail(&e.to_string()),
         }
     }
-    let program = process::become_process(p, seccomp, slave).unwrap_or_else(|e| ch.fail(&e));
+    let (program, seccomp_listener) =
+        process::become_process(p, seccomp, slave).unwrap_or_else(|e| ch.fail(&e));
+    if let Some(l) = seccomp_listener {
+        crate::seccomp::notify::hand_over(ch, l);
+    }
     // The sync socket is close-on-exec: the parent sees EOF once exec worked.
     let err = process::exec(p, &program);
     ch.fail(&err)
+}
+
+impl Container {
+    /// Takes the seccomp listener (fd `fd`) of the exec'd process `pid`,
+    /// lets it go on and passes the listener to the container's agent.
+    fn pass_seccomp_listener(&self, ch: &Channel, pid: i32, fd: i32) -> Result<()> {
+        let listener = crate::seccomp::notify::take(pid, fd)?;
+        ch.send(&Message::SeccompListenerTaken)
+            .map_err(sys_err("sync channel"))?;
+        let seccomp = self
+            .record
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().clone())
+            .unwrap_or_default();
+        let path = seccomp.listener_path().clone().unwrap_or_default();
+        let metadata = seccomp.listener_metadata().clone().unwrap_or_default();
+        crate::seccomp::notify::send_to_agent(&path, &listener, pid, &metadata, &self.state())
+    }
 }
 
 /// Whether any capability set of `p` holds CAP_SYS_PTRACE.

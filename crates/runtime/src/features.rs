@@ -103,15 +103,15 @@ pub fn features() -> Value {
                 "systemd": false,
                 "systemdUser": false
             },
-            // linux.seccomp through libseccomp (seccomp.rs): every action but
-            // SCMP_ACT_NOTIFY, all operators, no filter flags. No AppArmor or
+            // linux.seccomp (seccomp/): every action, all operators, the
+            // filter flags this kernel takes (probed). No AppArmor or
             // SELinux (process.apparmorProfile, selinuxLabel).
             "seccomp": {
                 "enabled": true,
                 "actions": [
                     "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
                     "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG",
-                    "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
+                    "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
                 ],
                 "operators": [
                     "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
@@ -121,8 +121,8 @@ pub fn features() -> Value {
                     "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM", "SCMP_ARCH_X32",
                     "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"
                 ],
-                "knownFlags": [],
-                "supportedFlags": []
+                "knownFlags": crate::seccomp::FLAGS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+                "supportedFlags": crate::seccomp::supported_flags()
             },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
@@ -172,6 +172,36 @@ mod tests {
         assert!(listed
             .iter()
             .all(|c| c.as_str().unwrap().starts_with("CAP_")));
+    }
+
+    #[test]
+    fn seccomp_reports_notify_and_the_flags_this_kernel_takes() {
+        let f = features();
+        let s = &f["linux"]["seccomp"];
+        assert!(s["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SCMP_ACT_NOTIFY")));
+        assert_eq!(
+            s["knownFlags"],
+            json!([
+                "SECCOMP_FILTER_FLAG_LOG",
+                "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                "SECCOMP_FILTER_FLAG_TSYNC",
+                "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"
+            ])
+        );
+        // LOG (4.14) and SPEC_ALLOW (4.17) are older than any kernel berth
+        // supports; a bogus bit is never reported.
+        let supported = s["supportedFlags"].as_array().unwrap();
+        assert!(
+            supported.contains(&json!("SECCOMP_FILTER_FLAG_LOG")),
+            "{supported:?}"
+        );
+        assert!(
+            supported.contains(&json!("SECCOMP_FILTER_FLAG_SPEC_ALLOW")),
+            "{supported:?}"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! create ──fork──▶ P1: joins namespaces by path, unshares the user
 //!                      namespace (the parent writes the id maps), then all
 //!                      other new namespaces, then forks and exits
-//!                  └──fork──▶ init: mounts, pivot_root, hostname, sysctls,
+//!                  └──fork──▶ init: mounts, pivot_root (without a mount
+//!                             namespace of its own: chroot only), hostname, sysctls,
 //!                             masked/readonly paths, rlimits, user, caps;
 //!                             reports "ready", then blocks in accept() on
 //!                             <root>/<id>/exec.sock
@@ -48,7 +49,7 @@ pub(crate) struct InitPlan<'a> {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub time_offsets: String,
-    pub seccomp: Option<libseccomp::ScmpFilterContext>,
+    pub seccomp: Option<crate::seccomp::Filter>,
     /// Set when the runtime's binary is writable: the init execs the
     /// process through it (CVE-2019-5736 class).
     pub trampoline: Option<Trampoline>,
@@ -117,6 +118,10 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         ch.fail(&format!("setsid: {e}"));
     }
     let userns = crate::spec::has_namespace(spec, LinuxNamespaceType::User);
+    // Without a mount namespace of its own (inherited: the runtime's) the
+    // container gets no mounts at all (spec::validate refused any asked
+    // for): it is only chroot'ed into its rootfs.
+    let own_mount_ns = crate::spec::has_namespace(spec, LinuxNamespaceType::Mount);
     let mounts_list = spec.mounts().clone().unwrap_or_default();
     let devices = linux.devices().clone().unwrap_or_default();
     let rplan = mounts::RootfsPlan {
@@ -127,8 +132,10 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         userns,
         cgroup_binds: &plan.cgroup_binds,
     };
-    if let Err(e) = mounts::prepare_rootfs(&rplan) {
-        ch.fail(&e);
+    if own_mount_ns {
+        if let Err(e) = mounts::prepare_rootfs(&rplan) {
+            ch.fail(&e);
+        }
     }
     // The parent runs the prestart and createRuntime hooks now and sends the
     // state the hooks get; without any such hook there is nothing to wait
@@ -158,12 +165,17 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     ) {
         ch.fail(&e.to_string());
     }
-    if let Err(e) = mounts::enter_rootfs(plan.rootfs, plan.no_pivot) {
+    let entered = if own_mount_ns {
+        mounts::enter_rootfs(plan.rootfs, plan.no_pivot)
+    } else {
+        mounts::chroot_into(plan.rootfs)
+    };
+    if let Err(e) = entered {
         ch.fail(&e);
     }
     let mut slave = None;
     if let Some(sock) = &plan.console {
-        match console_setup(sock, plan.process.console_size) {
+        match console_setup(sock, plan.process.console_size, own_mount_ns) {
             Ok(s) => slave = Some(s),
             Err(e) => ch.fail(&e),
         }
@@ -218,8 +230,12 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if !plan.no_new_keyring {
         crate::sys::join_session_keyring();
     }
-    let program = process::become_process(&plan.process, plan.seccomp.as_ref(), slave)
-        .unwrap_or_else(|e| ch.fail(&e));
+    let (program, seccomp_listener) =
+        process::become_process(&plan.process, plan.seccomp.as_ref(), slave)
+            .unwrap_or_else(|e| ch.fail(&e));
+    if let Some(l) = seccomp_listener {
+        crate::seccomp::notify::hand_over(ch, l);
+    }
     let listener = match plan.listener.take() {
         Some(l) => l,
         None => ch.fail("internal: no start socket"),
@@ -262,15 +278,21 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
 }
 
 /// Allocates the container's pty (after pivot_root, so it belongs to the
-/// container's devpts), binds the slave on /dev/console and sends the master
-/// over the console socket.
+/// container's devpts), binds the slave on /dev/console (with a mount
+/// namespace of the container's own: a bind would be the host's otherwise)
+/// and sends the master over the console socket.
 fn console_setup(
     sock: &UnixStream,
     size: Option<(u16, u16)>,
+    bind_console: bool,
 ) -> std::result::Result<OwnedFd, String> {
     let (master, slave) = crate::console::new_pty().map_err(|e| e.to_string())?;
     if let Some((rows, cols)) = size {
         crate::console::set_window_size(&master, rows, cols).map_err(|e| e.to_string())?;
+    }
+    if !bind_console {
+        crate::console::send_master_on(sock.as_fd(), &master).map_err(|e| e.to_string())?;
+        return Ok(slave);
     }
     let slave_path = crate::console::pty_slave_path(&master).map_err(|e| e.to_string())?;
     if !Path::new("/dev/console").exists() {

@@ -32,6 +32,10 @@ mod sys;
 pub mod trampoline;
 
 pub use container::{Container, Runtime};
+
+/// The directory under a state root that holds the runtime's caches (the
+/// compiled seccomp programs), not a container: no container id contains `@`.
+pub const CACHE_DIR: &str = "@cache";
 pub use create::CreateOptions;
 pub use error::{Error, Result};
 pub use exec::ExecOptions;

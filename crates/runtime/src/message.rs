@@ -26,6 +26,8 @@
 //! | `R` | [`Message::Ready`] | sync: init → parent | none; set up, now waiting on exec.sock |
 //! | `E` | [`Message::Error`] | sync: any child → parent; start: init → `start` | the error, UTF-8; the sender exits |
 //! | `0` | [`Message::Exec`] | start: init → `start` | none; startContainer hooks passed, exec'ing the process |
+//! | `S` | [`Message::SeccompListener`] | sync: init, exec's process → parent | the number, in the sender, of the seccomp listener fd its filter's SCMP_ACT_NOTIFY rules gave it, decimal; the parent takes it with pidfd_getfd and passes it to `linux.seccomp.listenerPath` |
+//! | `s` | [`Message::SeccompListenerTaken`] | sync: parent → init, exec's process | none; the sender may close its copy |
 //! | `X` | [`Message::ExecFailed`] | start: exec trampoline → `start` | the errno of the failed execve, decimal digits (the trampoline writes four) |
 //!
 //! Decoding an unknown tag, or a payload that does not fit its tag, is an
@@ -57,6 +59,10 @@ pub(crate) enum Message {
     Exec,
     /// `X`: the exec trampoline's execve failed with this errno.
     ExecFailed(i32),
+    /// `S`: the sender's seccomp listener is its fd with this number.
+    SeccompListener(i32),
+    /// `s`: the parent has the seccomp listener.
+    SeccompListenerTaken,
 }
 
 /// Why a message could not be decoded.
@@ -92,8 +98,8 @@ fn show_tag(tag: u8) -> String {
 /// Whether messages of `tag` carry a payload; None for an unknown tag.
 fn has_payload(tag: u8) -> Option<bool> {
     match tag {
-        b'G' | b'P' | b'h' | b'E' | b'X' => Some(true),
-        b'U' | b'u' | b'H' | b'R' | b'0' => Some(false),
+        b'G' | b'P' | b'h' | b'E' | b'X' | b'S' => Some(true),
+        b'U' | b'u' | b'H' | b'R' | b'0' | b's' => Some(false),
         _ => None,
     }
 }
@@ -112,6 +118,8 @@ impl Message {
             Message::Error(_) => b'E',
             Message::Exec => b'0',
             Message::ExecFailed(_) => b'X',
+            Message::SeccompListener(_) => b'S',
+            Message::SeccompListenerTaken => b's',
         }
     }
 
@@ -132,7 +140,9 @@ impl Message {
             Message::HookState(json) => out.extend(json),
             Message::Error(msg) => out.extend(msg.as_bytes()),
             Message::ExecFailed(errno) => out.extend(errno.to_string().as_bytes()),
-            Message::UserNsCreated
+            Message::SeccompListener(fd) => out.extend(fd.to_string().as_bytes()),
+            Message::SeccompListenerTaken
+            | Message::UserNsCreated
             | Message::IdMapsWritten
             | Message::HooksWanted
             | Message::Ready
@@ -182,6 +192,14 @@ impl Message {
             b'E' => Message::Error(lossy(payload)),
             b'0' => Message::Exec,
             b'X' => Message::ExecFailed(number("errno")?),
+            b'S' => {
+                let fd = number("fd")?;
+                if fd < 0 {
+                    return Err(bad(format!("fd {fd} is not a descriptor")));
+                }
+                Message::SeccompListener(fd)
+            }
+            b's' => Message::SeccompListenerTaken,
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -206,6 +224,8 @@ fn name_of(tag: u8) -> &'static str {
         b'E' => "error",
         b'0' => "exec",
         b'X' => "exec failed",
+        b'S' => "seccomp listener",
+        b's' => "seccomp listener taken",
         _ => "unknown",
     }
 }
@@ -255,6 +275,8 @@ mod tests {
             Message::Error("cannot mount proc: EPERM".into()),
             Message::Exec,
             Message::ExecFailed(2),
+            Message::SeccompListener(7),
+            Message::SeccompListenerTaken,
         ]
     }
 
@@ -268,10 +290,10 @@ mod tests {
     #[test]
     fn tags_are_unique_and_as_the_table_says() {
         let tags: Vec<u8> = all().iter().map(Message::tag).collect();
-        assert_eq!(tags, b"GGUuPHhRE0X");
+        assert_eq!(tags, b"GGUuPHhRE0XSs");
         let mut unique = tags.clone();
         unique.dedup();
-        assert_eq!(unique.len(), 10);
+        assert_eq!(unique.len(), 12);
         assert!(all().iter().all(|m| has_payload(m.tag()).is_some()));
     }
 

@@ -621,6 +621,15 @@ pub(crate) fn enter_rootfs(rootfs: &Path, no_pivot: bool) -> MResult<()> {
     nix::unistd::chdir("/").map_err(e("cannot chdir to /"))
 }
 
+/// Makes `rootfs` the root of this process alone, for a container without
+/// a mount namespace of its own (pivot_root would move the runtime's own
+/// namespace's root): chroot, as runc does then.
+pub(crate) fn chroot_into(rootfs: &Path) -> MResult<()> {
+    nix::unistd::chdir(rootfs).map_err(e(format!("cannot chdir to {}", rootfs.display())))?;
+    nix::unistd::chroot(".").map_err(e("cannot chroot into the rootfs"))?;
+    nix::unistd::chdir("/").map_err(e("cannot chdir to /"))
+}
+
 /// Hides `path` (after pivot_root): an empty read-only tmpfs over a
 /// directory, /dev/null over anything else. Missing paths are skipped.
 pub(crate) fn mask_path(path: &str) -> MResult<()> {

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
 use crate::error::{Error, Result};
+use crate::seccomp::Filter;
 
 /// The five capability sets of the process.
 #[derive(Debug, Clone, Default)]
@@ -144,16 +146,14 @@ type CResult<T> = std::result::Result<T, String>;
 
 /// Applies rlimits, then the bounding set, groups, gid, uid, the other
 /// capability sets, umask, no_new_privs and the cwd (in that order: each
-/// step needs the privileges the next one drops).
-pub(crate) fn apply(p: &Prepared, seccomp: Option<&libseccomp::ScmpFilterContext>) -> CResult<()> {
-    let load = |f: &libseccomp::ScmpFilterContext| {
-        f.load()
-            .map_err(|e| format!("cannot load the seccomp filter (linux.seccomp): {e}"))
-    };
+/// step needs the privileges the next one drops). Returns the seccomp
+/// listener when the filter has SCMP_ACT_NOTIFY rules.
+pub(crate) fn apply(p: &Prepared, seccomp: Option<&Filter>) -> CResult<Option<OwnedFd>> {
+    let mut listener = None;
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it
     // while the capabilities are still there (as runc does).
     if let (Some(f), false) = (seccomp, p.no_new_privs) {
-        load(f)?;
+        listener = f.load()?;
     }
     for (r, soft, hard) in &p.rlimits {
         setrlimit(*r, *soft, *hard)
@@ -221,9 +221,9 @@ pub(crate) fn apply(p: &Prepared, seccomp: Option<&libseccomp::ScmpFilterContext
     // With no_new_privs: as late as possible, so the profile needs to allow
     // few of the runtime's own syscalls.
     if let (Some(f), true) = (seccomp, p.no_new_privs) {
-        load(f)?;
+        listener = f.load()?;
     }
-    Ok(())
+    Ok(listener)
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -255,18 +255,19 @@ pub(crate) fn lookup(p: &Prepared) -> CResult<CString> {
 
 /// In a forked child: applies the process's credentials and limits, finds
 /// its program and makes the pty slave (if any) the controlling terminal.
-/// Returns the program to exec (see [`exec`]).
+/// Returns the program to exec (see [`exec`]) and the seccomp listener, if
+/// any (see `seccomp::notify`).
 pub(crate) fn become_process(
     p: &Prepared,
-    seccomp: Option<&libseccomp::ScmpFilterContext>,
-    slave: Option<std::os::fd::OwnedFd>,
-) -> CResult<CString> {
-    apply(p, seccomp)?;
+    seccomp: Option<&Filter>,
+    slave: Option<OwnedFd>,
+) -> CResult<(CString, Option<OwnedFd>)> {
+    let listener = apply(p, seccomp)?;
     let program = lookup(p)?;
     if let Some(s) = &slave {
         crate::console::make_controlling_terminal(s).map_err(|e| e.to_string())?;
     }
-    Ok(program)
+    Ok((program, listener))
 }
 
 /// Marks every runtime fd close-on-exec (keeping 0-2 and the preserved

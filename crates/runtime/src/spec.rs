@@ -226,10 +226,7 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
         }
     }
     if !seen.contains(&LinuxNamespaceType::Mount) {
-        return Err(bad(
-            path,
-            "field `linux.namespaces`: a mount namespace is required",
-        ));
+        validate_inherited_mount_ns(spec, path)?;
     }
     let userns = seen.contains(&LinuxNamespaceType::User);
     let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
@@ -296,6 +293,54 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A container without a mount namespace of its own shares the runtime's
+/// (the Runtime Spec's "inherited"): it is only chroot'ed into root.path,
+/// and the runtime makes no mount for it. A mount would be the host's and
+/// outlive the container (runc 1.1 makes them anyway and leaves them
+/// behind), so a config asking for one is refused, naming the field.
+fn validate_inherited_mount_ns(spec: &Spec, path: &Path) -> Result<()> {
+    let fix = "add {\"type\": \"mount\"} to linux.namespaces, or remove the field";
+    let linux = spec.linux().clone().unwrap_or_default();
+    let asked = [
+        (
+            "mounts",
+            spec.mounts().as_ref().is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "linux.maskedPaths",
+            linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "linux.readonlyPaths",
+            linux
+                .readonly_paths()
+                .as_ref()
+                .is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "linux.devices",
+            linux.devices().as_ref().is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "linux.rootfsPropagation",
+            linux.rootfs_propagation().is_some(),
+        ),
+        (
+            "root.readonly",
+            spec.root().as_ref().and_then(|r| r.readonly()) == Some(true),
+        ),
+    ];
+    match asked.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err(bad(
+            path,
+            format!(
+                "field `{field}`: needs a mount namespace of the container's own (without one, linux.namespaces has the runtime's, where a mount would reach the host); {fix}"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The namespace a sysctl (dotted key) belongs to, or `None` for one the
@@ -443,16 +488,43 @@ mod tests {
     }
 
     #[test]
-    fn a_mount_namespace_is_required() {
-        let err = check(|s| {
+    fn without_a_mount_namespace_no_mount_may_be_asked_for() {
+        let no_mnt = |s: &mut serde_json::Value| {
             let ns = s["linux"]["namespaces"].as_array_mut().unwrap();
             ns.retain(|n| n["type"] != "mount");
+        };
+        let err = check(no_mnt).unwrap_err();
+        assert!(
+            err.contains("field `mounts`: needs a mount namespace"),
+            "{err}"
+        );
+        let bare = |s: &mut serde_json::Value| {
+            no_mnt(s);
+            s.as_object_mut().unwrap().remove("mounts");
+            let linux = s["linux"].as_object_mut().unwrap();
+            linux.remove("maskedPaths");
+            linux.remove("readonlyPaths");
+            s["root"]["readonly"] = false.into();
+        };
+        check(bare).unwrap();
+        for (field, value) in [
+            ("maskedPaths", serde_json::json!(["/proc/kcore"])),
+            ("readonlyPaths", serde_json::json!(["/proc/sys"])),
+            ("rootfsPropagation", serde_json::json!("private")),
+        ] {
+            let err = check(|s| {
+                bare(s);
+                s["linux"][field] = value.clone();
+            })
+            .unwrap_err();
+            assert!(err.contains(&format!("field `linux.{field}`")), "{err}");
+        }
+        let err = check(|s| {
+            bare(s);
+            s["root"]["readonly"] = true.into();
         })
         .unwrap_err();
-        assert_eq!(
-            err,
-            "config.json: field `linux.namespaces`: a mount namespace is required"
-        );
+        assert!(err.contains("field `root.readonly`"), "{err}");
     }
 
     #[test]

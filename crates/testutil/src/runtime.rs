@@ -255,10 +255,16 @@ impl Rt {
         });
     }
 
-    /// Entries left under the root (state directories, sockets).
+    /// Entries left under the root (state directories, sockets), the
+    /// runtime's cache aside.
     pub fn leftovers(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.root.path())
-            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name() != berth_runtime::CACHE_DIR)
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -1,19 +1,12 @@
-//! linux.seccomp: the spec's filter compiled with libseccomp in the parent
-//! and loaded by the container process right before exec.
+//! The spec's filter compiled to BPF with libseccomp.
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
+use super::bad;
 use crate::error::{Error, Result};
-
-fn bad(msg: String) -> Error {
-    Error::Config {
-        path: "config.json".into(),
-        msg,
-    }
-}
 
 /// The spec name of a serde-renamed enum value (SCMP_ACT_ERRNO, ...).
 fn spec_name<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
@@ -23,21 +16,23 @@ fn spec_name<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
         .unwrap_or_else(|| format!("{v:?}"))
 }
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<ScmpAction> {
-    Ok(match a {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
+    match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32),
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16),
+        LinuxSeccompAction::ScmpActErrno => {
+            ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32)
+        }
+        LinuxSeccompAction::ScmpActTrace => {
+            ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16)
+        }
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(bad(format!(
-                "field `{field}`: SCMP_ACT_NOTIFY (seccomp user notification) is not supported by berth-runtime"
-            )))
-        }
-    })
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
+    }
 }
 
 fn op(o: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
@@ -52,17 +47,38 @@ fn op(o: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
     }
 }
 
+/// The BPF program of `s`, as libseccomp would load it: an array of
+/// `struct sock_filter` in this machine's byte order.
+pub(crate) fn to_bpf(s: &LinuxSeccomp) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let ctx = compile(s)?;
+    let fd = nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| {
+            bad(format!(
+                "linux.seccomp: cannot create a memfd for the program: {e}"
+            ))
+        })?;
+    let mut file = std::fs::File::from(fd);
+    ctx.export_bpf(&file)
+        .map_err(|e| bad(format!("linux.seccomp: cannot export the program: {e}")))?;
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| {
+            bad(format!(
+                "linux.seccomp: cannot read the exported program: {e}"
+            ))
+        })?;
+    Ok(bytes)
+}
+
 /// Compiles `s` (not loaded yet). Unknown syscall names are skipped, as
 /// runc does, so one profile serves several kernels.
-pub(crate) fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
+fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     fn err(what: String) -> impl FnOnce(libseccomp::error::SeccompError) -> Error {
         move |e| bad(format!("linux.seccomp: {what}: {e}"))
     }
-    let default = action(
-        s.default_action(),
-        s.default_errno_ret(),
-        "linux.seccomp.defaultAction",
-    )?;
+    let default = action(s.default_action(), s.default_errno_ret());
     let mut ctx =
         ScmpFilterContext::new(default).map_err(err("cannot create the filter".into()))?;
     // no_new_privs is the process's own setting, not the filter's.
@@ -81,11 +97,7 @@ pub(crate) fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
         }
     }
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
-        let act = action(
-            rule.action(),
-            rule.errno_ret(),
-            &format!("linux.seccomp.syscalls[{i}].action"),
-        )?;
+        let act = action(rule.action(), rule.errno_ret());
         if act == default {
             continue;
         }
