@@ -356,3 +356,22 @@ fn tty_term_workdir_creation_command_not_found_and_loopback() {
     );
     env.assert_no_containers_left();
 }
+
+#[test]
+fn gc_frees_the_snapshot_of_a_container_whose_record_is_gone() {
+    let env = setup();
+    let _c = Containers(&env);
+    let id = env.ok(&["run", "-d", "--name", "lost", "bb", "true"]);
+    let id = id.trim();
+    assert_eq!(env.ok(&["wait", "lost"]), "0\n");
+    // What a crash between the record's removal and the snapshot's leaves.
+    std::fs::remove_dir_all(env.root().join("containers").join(id)).unwrap();
+    let out = env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!(
+            "deleted snapshot of a removed container: container-{id}"
+        )),
+        "{out}"
+    );
+    env.assert_no_containers_left();
+}
