@@ -182,6 +182,9 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             for d in &report.blobs.removed {
                 println!("deleted: {d}");
             }
+            for s in &report.orphans {
+                println!("deleted snapshot of a removed container: {s}");
+            }
             for s in &report.snapshots {
                 println!("deleted snapshot: {s}");
             }
@@ -190,7 +193,7 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
                 report.blobs.removed.len(),
                 report.blobs.freed,
                 report.blobs.ingests,
-                report.snapshots.len()
+                report.snapshots.len() + report.orphans.len()
             );
             Ok(0)
         }
@@ -375,6 +378,11 @@ fn inspect(images: &Images, names: &[String], platform: Option<&str>) -> Result<
     let mut out = Vec::new();
     let mut code = 0;
     for name in names {
+        // Containers first, as podman's inspect looks them up.
+        if let Some(c) = crate::containers::inspect_json(images.root(), name)? {
+            out.push(c);
+            continue;
+        }
         let image = match images.image(name, &platform) {
             Ok(i) => i,
             Err(e) => {

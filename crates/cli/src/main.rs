@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod containers;
 mod images;
 mod registry;
 mod run;
@@ -50,8 +51,10 @@ enum Command {
     Version,
     #[command(flatten)]
     Image(images::Command),
-    /// Run a command in a new container from an image (foreground).
+    /// Run a command in a new container from an image (foreground, or -d).
     Run(run::RunArgs),
+    #[command(flatten)]
+    Container(containers::Command),
     /// Run a distribution-spec registry server.
     Registry {
         #[command(subcommand)]
@@ -81,6 +84,7 @@ fn main() {
         }
         Command::Image(cmd) => images::run(cmd, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
+        Command::Container(cmd) => containers::run(cmd, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
     match result {

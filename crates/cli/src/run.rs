@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use berth_engine::limits::{self, Ulimit};
 use berth_engine::spec::{parse_label, read_env_file};
-use berth_engine::{Attach, BindMount, ContainerOptions, Engine, Limits, Overrides, Security};
+use berth_engine::{
+    Attach, BindMount, ContainerOptions, Engine, Limits, Overrides, RestartPolicy, Security,
+};
 
 use crate::Global;
 
@@ -21,6 +23,9 @@ pub struct RunArgs {
     /// Remove the container (state, snapshot, mounts) when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background under a monitor; print the container's id.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
     /// Keep stdin open: the container reads berth's stdin (else /dev/null).
     #[arg(long, short = 'i')]
     pub interactive: bool,
@@ -62,7 +67,7 @@ pub struct RunArgs {
     /// Command and arguments (replace the image's Cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
-    /// --env-file, --label, --group-add (boxed, like the option groups
+    /// --restart, --env-file, --label, --group-add (boxed, like the option groups
     /// below, to keep the command enum small; last, so that the groups'
     /// help headings cover only their own options).
     #[command(flatten)]
@@ -75,9 +80,12 @@ pub struct RunArgs {
     pub limits: Box<LimitArgs>,
 }
 
-/// `berth run`'s environment files, labels and extra groups.
+/// `berth run`'s restart policy, environment files, labels and extra groups.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
+    /// Restart policy of a detached container: no, on-failure[:MAX], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// Read environment variables from a file (`KEY=value` lines; `-e` wins).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
@@ -151,6 +159,13 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     // The image's spec always has a new pid namespace and no hooks, so the
     // runtime's exec trampoline covers it; without one, re-execute from a
     // read-only mount of berth first.
+    if args.detach {
+        return detached(&args, global);
+    }
+    if args.config.restart != "no" {
+        eprintln!("berth: --restart needs -d (a foreground container is not restarted)");
+        return Ok(BERTH_ERROR);
+    }
     if !berth_runtime::trampoline::available() {
         if let Err(e) = berth_runtime::reexec_read_only() {
             eprintln!("berth: cannot re-execute from a read-only copy of berth: {e}");
@@ -164,6 +179,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             overrides,
             auto_remove: args.rm,
             state_root: args.state_root.clone(),
+            restart: RestartPolicy::No,
         };
         let attach = Attach {
             interactive: args.interactive,
@@ -174,8 +190,45 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     match outcome {
         Ok(code) => Ok(code),
         Err(e) => {
-            eprintln!("berth: {e:#}");
-            Ok(BERTH_ERROR)
+            let text = format!("{e:#}");
+            eprintln!("berth: {text}");
+            Ok(berth_engine::command_failure_code(&text).unwrap_or(BERTH_ERROR))
+        }
+    }
+}
+
+/// `berth run -d`: creates the container here, starts it under a new
+/// monitor and prints its id; a container that fails to start is removed.
+fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
+    let outcome = (|| -> Result<String> {
+        let restart: RestartPolicy = args.config.restart.parse()?;
+        if args.rm && restart != RestartPolicy::No {
+            bail!("--rm and --restart {restart}: a removed container cannot restart; choose one");
+        }
+        let engine = Engine::open(&global.root)?;
+        let opts = ContainerOptions {
+            name: args.name.clone(),
+            overrides: overrides(args)?,
+            auto_remove: args.rm,
+            state_root: args.state_root.clone(),
+            restart,
+        };
+        let record = engine.create(&args.image, &opts)?.detach()?;
+        if let Err(e) = engine.start_detached(&record, &crate::containers::monitor_program()) {
+            let _ = engine.remove_container(&record, true);
+            return Err(e.into());
+        }
+        Ok(record.id)
+    })();
+    match outcome {
+        Ok(id) => {
+            println!("{id}");
+            Ok(0)
+        }
+        Err(e) => {
+            let text = format!("{e:#}");
+            eprintln!("berth: {text}");
+            Ok(berth_engine::command_failure_code(&text).unwrap_or(BERTH_ERROR))
         }
     }
 }

@@ -58,13 +58,106 @@ pub struct ContainerRecord {
     /// The runtime state root (holding the bundle too).
     #[serde(default)]
     pub state_root: PathBuf,
+    /// What its monitor does when it exits (`--restart`).
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// How many times its monitor restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Host pid of its process while it runs (0 otherwise).
+    #[serde(default)]
+    pub pid: i32,
+    /// When it was last started (RFC 3339).
+    #[serde(default)]
+    pub started: Option<String>,
+    /// When it last exited, or was found dead (RFC 3339).
+    #[serde(default)]
+    pub finished: Option<String>,
+}
+
+/// What the monitor does when a container exits (podman's `--restart`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RestartPolicy {
+    /// Never restart.
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most this many times (None: no limit).
+    OnFailure(Option<u32>),
+    /// Restart after every exit, unless stopped by the user.
+    Always,
+    /// As `Always` (berth has no daemon whose restart would tell them apart).
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `code` after `restarts`
+    /// restarts, when it was not stopped on purpose.
+    pub fn restarts(self, code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|m| restarts < m),
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
+    }
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<RestartPolicy> {
+        let bad = || {
+            Error::invalid(
+                format!("restart policy {s:?}"),
+                "use no, on-failure[:MAX], always or unless-stopped",
+            )
+        };
+        Ok(match s.split_once(':') {
+            None => match s {
+                "" | "no" => RestartPolicy::No,
+                "on-failure" => RestartPolicy::OnFailure(None),
+                "always" => RestartPolicy::Always,
+                "unless-stopped" => RestartPolicy::UnlessStopped,
+                _ => return Err(bad()),
+            },
+            Some(("on-failure", n)) => {
+                RestartPolicy::OnFailure(Some(n.parse().map_err(|_| bad())?))
+            }
+            Some(_) => return Err(bad()),
+        })
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::OnFailure(None) => f.write_str("on-failure"),
+            RestartPolicy::OnFailure(Some(n)) => write!(f, "on-failure:{n}"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+        }
+    }
+}
+
+impl TryFrom<String> for RestartPolicy {
+    type Error = Error;
+    fn try_from(s: String) -> Result<RestartPolicy> {
+        s.parse()
+    }
+}
+
+impl From<RestartPolicy> for String {
+    fn from(p: RestartPolicy) -> String {
+        p.to_string()
+    }
 }
 
 /// Prefix of a container's active snapshot key (followed by its id).
 pub const SNAPSHOT_PREFIX: &str = "container-";
 
-/// The calling process as a record's owner.
-pub(crate) fn this_process() -> (i32, u64) {
+/// The calling process as a record's owner (pid and start time).
+pub fn this_process() -> (i32, u64) {
     let pid = std::process::id() as i32;
     let start = berth_runtime::state::proc_start_time(pid).map_or(0, |(t, _)| t);
     (pid, start)
@@ -192,6 +285,8 @@ pub(crate) fn reap(
             let mut done = rec.clone();
             done.status = Status::Exited;
             done.exit_code = None;
+            done.pid = 0;
+            done.finished = Some(chrono::Utc::now().to_rfc3339());
             if let Err(e) = write(layout, &done, true) {
                 warn("marking it exited", &e);
             }
@@ -219,6 +314,28 @@ mod tests {
         assert!(!valid_name(""));
         assert!(!valid_name("-x"));
         assert!(!valid_name("a/b"));
+    }
+
+    #[test]
+    fn restart_policies_parse_print_and_decide_as_podmans() {
+        for text in [
+            "no",
+            "on-failure",
+            "on-failure:2",
+            "always",
+            "unless-stopped",
+        ] {
+            let p: RestartPolicy = text.parse().unwrap();
+            assert_eq!(p.to_string(), text);
+        }
+        let err = "sometimes".parse::<RestartPolicy>().unwrap_err();
+        assert!(err.to_string().contains("\"sometimes\""), "{err}");
+        assert!("on-failure:x".parse::<RestartPolicy>().is_err());
+        let two = RestartPolicy::OnFailure(Some(2));
+        assert!(two.restarts(1, 0) && two.restarts(1, 1) && !two.restarts(1, 2));
+        assert!(!two.restarts(0, 0));
+        assert!(RestartPolicy::Always.restarts(0, 100));
+        assert!(!RestartPolicy::No.restarts(1, 0));
     }
 
     #[test]

@@ -50,6 +50,28 @@ pub enum Error {
         /// The container holding it.
         id: String,
     },
+    /// No container has this name, id or id prefix.
+    #[error("no container with name or ID {query:?} found (see `berth ps -a`)")]
+    NoSuchContainer {
+        /// The name, id or prefix asked for.
+        query: String,
+    },
+    /// An id prefix matches more than one container.
+    #[error("more than one container matches {query:?}: {ids} (give more digits or the name)")]
+    Ambiguous {
+        /// The prefix asked for.
+        query: String,
+        /// The ids it matches, comma-separated.
+        ids: String,
+    },
+    /// The container is not in a state that allows the operation.
+    #[error("container {name}: {reason}")]
+    State {
+        /// The container's name.
+        name: String,
+        /// Why the operation is refused, and what to do.
+        reason: String,
+    },
     /// An input that is not valid: a name, a path, a config field.
     #[error("{what}: {reason}")]
     Invalid {
@@ -117,5 +139,20 @@ impl Error {
             what: what.into(),
             cause,
         }
+    }
+}
+
+/// The exit code podman gives when a container's command could not be
+/// started, from the runtime's message: 127 when it is not found, 126
+/// when it is found but cannot be executed; None for any other error
+/// (berth's own: 125).
+pub fn command_failure_code(message: &str) -> Option<i32> {
+    if message.contains("no such executable file") || message.contains("executable file not found")
+    {
+        Some(127)
+    } else if message.contains("exec") && message.contains("Permission denied") {
+        Some(126)
+    } else {
+        None
     }
 }

@@ -20,6 +20,9 @@ pub struct GcReport {
     pub reaped: Vec<String>,
     /// Problems met while reaping (reaping goes on past them).
     pub warnings: Vec<String>,
+    /// Container snapshots whose record is gone (a crashed run, a record
+    /// removed by hand), removed with their mounts.
+    pub orphans: Vec<String>,
     /// Blobs and ingests removed from the image store.
     pub blobs: berth_image::gc::GcReport,
     /// Committed layer snapshots (chain IDs) no image needs any more.
@@ -54,6 +57,7 @@ impl Engine {
     /// leases on the store.
     pub fn gc(&self) -> Result<GcReport> {
         let (reaped, warnings) = self.reap_abandoned()?;
+        let orphans = self.remove_orphan_snapshots()?;
         let images = self.images();
         let _lock = images.content().gc_lock()?;
         let blobs = berth_image::gc::gc_locked(images)?;
@@ -65,9 +69,42 @@ impl Engine {
         Ok(GcReport {
             reaped,
             warnings,
+            orphans,
             blobs,
             snapshots,
         })
+    }
+}
+
+impl Engine {
+    /// Removes the active container snapshots (`container-<id>`) no
+    /// container record owns, unmounting them from the default state
+    /// root's bundle first. Returns their names.
+    fn remove_orphan_snapshots(&self) -> Result<Vec<String>> {
+        let layout = self.layout();
+        if !layout.snapshotter().is_dir() {
+            return Ok(Vec::new());
+        }
+        let _names = container::lock(layout)?;
+        let snapshotter = self.snapshotter()?;
+        let mut orphans = Vec::new();
+        snapshotter.walk(|info| {
+            if let Some(id) = info.name.strip_prefix(container::SNAPSHOT_PREFIX) {
+                if info.kind == SnapshotKind::Active && !layout.container_record(id).exists() {
+                    orphans.push((info.name.clone(), id.to_string()));
+                }
+            }
+        })?;
+        let mut removed = Vec::new();
+        for (name, id) in orphans {
+            let bundle = crate::layout::bundle_dir(&layout.default_state_root(), &id);
+            let _ = berth_snapshot::unmount(&bundle.join("rootfs"));
+            let _ = container::remove_dir(&bundle);
+            let _ = container::remove_dir(&layout.container(&id));
+            snapshotter.remove(&name)?;
+            removed.push(name);
+        }
+        Ok(removed)
     }
 }
 

@@ -53,6 +53,32 @@ impl Layout {
         self.container(id).join("container.json")
     }
 
+    /// Container `id`'s runtime spec, kept between its runs.
+    pub fn container_spec(&self, id: &str) -> PathBuf {
+        self.container(id).join("config.json")
+    }
+
+    /// Container `id`'s output log (JSON lines; the rotated file adds `.1`).
+    pub fn container_log(&self, id: &str) -> PathBuf {
+        self.container(id).join("ctr.log")
+    }
+
+    /// The lock container `id`'s monitor holds while it lives.
+    pub fn monitor_lock(&self, id: &str) -> PathBuf {
+        self.container(id).join("monitor.lock")
+    }
+
+    /// Where container `id`'s monitor writes its own errors.
+    pub fn monitor_log(&self, id: &str) -> PathBuf {
+        self.container(id).join("monitor.log")
+    }
+
+    /// Present while container `id` was stopped on purpose (stop, kill):
+    /// its restart policy then does not restart it.
+    pub fn stop_marker(&self, id: &str) -> PathBuf {
+        self.container(id).join("stopped")
+    }
+
     /// Where container `id`'s image volumes get their host directories.
     pub fn container_volumes(&self, id: &str) -> PathBuf {
         self.container(id).join("volumes")

@@ -16,7 +16,9 @@ mod container;
 mod error;
 mod gc;
 mod layout;
+mod lifecycle;
 pub mod limits;
+pub mod logs;
 mod run;
 pub mod seccomp;
 pub mod security;
@@ -27,12 +29,14 @@ pub mod user;
 use berth_image::Images;
 use berth_snapshot::Snapshotter;
 
-pub use container::{valid_name, ContainerRecord, Status, SNAPSHOT_PREFIX};
-pub use error::{Error, Result};
+pub use container::{
+    this_process, valid_name, ContainerRecord, RestartPolicy, Status, SNAPSHOT_PREFIX,
+};
+pub use error::{command_failure_code, Error, Result};
 pub use gc::GcReport;
 pub use layout::{bundle_dir, Layout};
 pub use limits::Limits;
-pub use run::{Attach, ContainerOptions, NewContainer};
+pub use run::{create_in_runtime, Attach, ContainerOptions, NewContainer};
 pub use security::Security;
 pub use spec::{spec_from_config, BindMount, Overrides};
 pub use unpack::{unpack, BlobProvider};

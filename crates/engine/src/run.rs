@@ -8,14 +8,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_image::PlatformSpec;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+
+use berth_core::fs::{atomic_write, Durability};
 
 use berth_runtime::foreground::copy_window_size;
 use berth_runtime::{CreateOptions, Foreground, Runtime};
 use berth_snapshot::{SnapshotError, Snapshotter};
 use oci_spec::runtime::Spec;
 
-use crate::container::{self, ContainerRecord, Status, SNAPSHOT_PREFIX};
+use crate::container::{self, ContainerRecord, RestartPolicy, Status, SNAPSHOT_PREFIX};
 use crate::error::{Error, Result};
 use crate::layout::bundle_dir;
 use crate::spec::{spec_from_config, Overrides};
@@ -34,6 +36,8 @@ pub struct ContainerOptions {
     pub auto_remove: bool,
     /// The runtime's state root (default: the data root's `run/`).
     pub state_root: Option<PathBuf>,
+    /// What the monitor of a detached container does when it exits.
+    pub restart: RestartPolicy,
 }
 
 /// How a foreground container is attached to this process's stdio.
@@ -124,6 +128,11 @@ impl Engine {
                 auto_remove: opts.auto_remove,
                 owner: container::this_process(),
                 state_root,
+                restart: opts.restart,
+                restart_count: 0,
+                pid: 0,
+                started: None,
+                finished: None,
             },
         };
         let result = (|| {
@@ -152,6 +161,9 @@ impl Engine {
                 }
             }
             new.spec = spec_from_config(&image.config, &ov, &rootfs)?;
+            if let Some(p) = new.spec.process() {
+                make_workdir(&rootfs, &p.cwd().to_string_lossy())?;
+            }
             new.record.args = new
                 .spec
                 .process()
@@ -173,6 +185,79 @@ impl Engine {
     pub fn run(&self, image: &str, opts: &ContainerOptions, attach: &Attach) -> Result<i32> {
         self.create(image, opts)?.run_foreground(attach)
     }
+}
+
+/// Creates the working directory `cwd` inside `rootfs` when it is missing,
+/// as podman does for `-w`: each component is resolved inside the rootfs
+/// (symlinks cannot lead out of it).
+fn make_workdir(rootfs: &std::path::Path, cwd: &str) -> Result<()> {
+    use berth_archive::fsops::{mkdir_at, open_dir_in};
+    let what = || format!("working directory {cwd}");
+    let root = File::open(rootfs).map_err(|e| Error::io(rootfs, e))?;
+    let mut prefix = String::new();
+    for part in cwd.split('/').filter(|p| !p.is_empty()) {
+        let dir = open_dir_in(root.as_fd(), prefix.as_bytes())
+            .map_err(|e| Error::sys(format!("{}: opening {prefix:?}", what()), e))?;
+        match mkdir_at(dir.as_fd(), part.as_bytes(), 0o755) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Error::sys(format!("{}: creating {part:?}", what()), e)),
+        }
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+    }
+    Ok(())
+}
+
+/// Creates `record`'s container in the runtime from `spec` and the bundle
+/// (whose rootfs is mounted): the init is forked as a child of the caller,
+/// inherits its fds 0-2 (unless the spec asks for a terminal) and waits for
+/// `start`. With `process.terminal` the pty master is returned too.
+pub fn create_in_runtime(
+    record: &ContainerRecord,
+    spec: &Spec,
+    bundle: &std::path::Path,
+) -> Result<(berth_runtime::Container, Option<OwnedFd>)> {
+    let (id, state_root) = (&record.id, &record.state_root);
+    let tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    std::fs::create_dir_all(state_root).map_err(|e| Error::io(state_root, e))?;
+    let runtime = Runtime::new(state_root);
+    let mut opts = CreateOptions {
+        spec: Some(spec.clone()),
+        ..Default::default()
+    };
+    let mut console = None;
+    if tty {
+        let path = state_root.join(format!(".tty-{id}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| Error::io(&path, e))?;
+        opts.console_socket = Some(path.clone());
+        console = Some((listener, path));
+    }
+    let created = runtime.create(id, bundle, &opts);
+    if let Some((_, path)) = &console {
+        let _ = std::fs::remove_file(path);
+    }
+    let container = created?;
+    let master = match &console {
+        Some((listener, _)) => match berth_runtime::console::recv_master(listener) {
+            Ok((m, _)) => Some(m),
+            Err(e) => {
+                let _ = container.delete(true);
+                return Err(Error::invalid(
+                    "receiving the container's terminal",
+                    e.to_string(),
+                ));
+            }
+        },
+        None => None,
+    };
+    Ok((container, master))
 }
 
 impl NewContainer<'_> {
@@ -199,6 +284,8 @@ impl NewContainer<'_> {
             if !self.record.auto_remove {
                 self.record.status = Status::Exited;
                 self.record.exit_code = Some(*code);
+                self.record.pid = 0;
+                self.record.finished = Some(chrono::Utc::now().to_rfc3339());
                 container::write(self.engine.layout(), &self.record, true)?;
             }
         }
@@ -209,14 +296,6 @@ impl NewContainer<'_> {
     }
 
     fn start_and_wait(&mut self, attach: &Attach) -> Result<i32> {
-        let id = self.record.id.clone();
-        let state_root = self.record.state_root.clone();
-        let tty = self
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false);
         berth_runtime::set_child_subreaper()
             .map_err(|e| Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
         if !attach.interactive {
@@ -225,36 +304,8 @@ impl NewContainer<'_> {
             nix::unistd::dup2_stdin(&null)
                 .map_err(|e| Error::sys("redirecting stdin from /dev/null", e))?;
         }
-        std::fs::create_dir_all(&state_root).map_err(|e| Error::io(&state_root, e))?;
-        let runtime = Runtime::new(&state_root);
-        let mut opts = CreateOptions {
-            spec: Some(self.spec.clone()),
-            ..Default::default()
-        };
-        let mut console = None;
-        if tty {
-            let path = state_root.join(format!(".tty-{id}.sock"));
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path).map_err(|e| Error::io(&path, e))?;
-            opts.console_socket = Some(path.clone());
-            console = Some((listener, path));
-        }
-        let created = runtime.create(&id, &self.bundle, &opts);
-        if let Some((_, path)) = &console {
-            let _ = std::fs::remove_file(path);
-        }
-        let container = created?;
+        let (container, master) = create_in_runtime(&self.record, &self.spec, &self.bundle)?;
         let outcome = (|| -> Result<i32> {
-            let master = match &console {
-                Some((listener, _)) => Some(
-                    berth_runtime::console::recv_master(listener)
-                        .map_err(|e| {
-                            Error::invalid("receiving the container's terminal", e.to_string())
-                        })?
-                        .0,
-                ),
-                None => None,
-            };
             if let Some(m) = &master {
                 // Before start, so the process sees the size from its first ioctl.
                 copy_window_size(m.as_fd());
@@ -263,6 +314,8 @@ impl NewContainer<'_> {
             let foreground = Foreground::catch_signals()?;
             container.start()?;
             self.record.status = Status::Running;
+            self.record.pid = container.pid();
+            self.record.started = Some(chrono::Utc::now().to_rfc3339());
             container::write(self.engine.layout(), &self.record, false)?;
             Ok(foreground.supervise(
                 container.pid(),
@@ -277,6 +330,28 @@ impl NewContainer<'_> {
         }
         container.delete(true)?;
         outcome
+    }
+
+    /// Hands the container to a monitor: keeps its spec beside its record
+    /// (every later start reads it), leaves its rootfs mounted and returns
+    /// its record; [`Engine::start_detached`] then starts it. On failure
+    /// the container is removed.
+    pub fn detach(mut self) -> Result<ContainerRecord> {
+        let layout = self.engine.layout();
+        let path = layout.container_spec(&self.record.id);
+        let saved = serde_json::to_vec(&self.spec)
+            .map_err(|e| Error::invalid("container spec", e.to_string()))
+            .and_then(|data| {
+                atomic_write(&path, &data, Durability::Durable).map_err(|e| Error::io(&path, e))
+            })
+            .and_then(|()| container::write(layout, &self.record, true));
+        match saved {
+            Ok(()) => Ok(self.record.clone()),
+            Err(e) => {
+                let _ = self.cleanup(true);
+                Err(e)
+            }
+        }
     }
 
     /// Unmounts the rootfs and removes the bundle; with `remove` also

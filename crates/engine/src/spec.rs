@@ -324,6 +324,10 @@ pub fn spec_from_config(
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
+    // A terminal gets a TERM, as podman gives it.
+    if overrides.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
 
     let process = &mut spec["process"];
     process["env"] = json!(env);

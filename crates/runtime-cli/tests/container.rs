@@ -107,6 +107,15 @@ fn hostname_domainname_and_sysctl() {
     assert_eq!(out, "box-1\nexample.test\n1\n1234\n");
 }
 
+/// A new network namespace has its loopback interface up, as runc gives it
+/// (operstate "unknown" is lo's when up; "down" before).
+#[test]
+fn a_new_network_namespace_has_loopback_up() {
+    let rt = Rt::new();
+    let out = rt.sh(default_spec(&[]), "cat /sys/class/net/lo/operstate");
+    assert_eq!(out, "unknown\n");
+}
+
 /// A mount destination through a symlink to a missing path: the target is
 /// created inside the rootfs and mounted there (as runc does); was ENOENT.
 #[test]

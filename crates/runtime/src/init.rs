@@ -185,6 +185,15 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
             ch.fail(&format!("sethostname {h:?}: {e}"));
         }
     }
+    let new_netns =
+        linux.namespaces().iter().flatten().any(|n| {
+            n.typ() == oci_spec::runtime::LinuxNamespaceType::Network && n.path().is_none()
+        });
+    if new_netns {
+        if let Err(e) = crate::sys::loopback_up() {
+            ch.fail(&format!("bringing the loopback interface up: {e}"));
+        }
+    }
     if let Some(d) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
         if let Err(e) = crate::sys::setdomainname(d) {
             ch.fail(&format!("setdomainname {d:?}: {e}"));

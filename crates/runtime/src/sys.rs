@@ -78,7 +78,7 @@ pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> String {
 }
 
 /// `pidfd_open(2)`, or None on kernels without it.
-pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes two integers and returns a new descriptor.
     let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if ret < 0 {
@@ -207,4 +207,33 @@ pub(crate) fn exit_on_terminating_signals() {
         // SAFETY: the handler only calls the async-signal-safe _exit.
         let _ = unsafe { sigaction(sig, &action) };
     }
+}
+
+/// Brings the loopback interface of the calling process's network
+/// namespace up (runc does this for every new network namespace).
+pub(crate) fn loopback_up() -> nix::Result<()> {
+    // SAFETY: socket takes integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; we own it.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: SIOCGIFFLAGS fills the live ifreq `req` points to.
+    if unsafe { libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: the flags member is the one SIOCGIFFLAGS just set.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS only reads the live ifreq `req` points to.
+    if unsafe { libc::ioctl(raw, libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
 }

@@ -1,0 +1,377 @@
+//! End-to-end tests of detached containers: `berth run -d` under its
+//! monitor, and ps, logs, exec, stop, kill, start, restart, rm, wait,
+//! attach, inspect and container prune on them, with a busybox image made
+//! with `berth import`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+
+use common::Env;
+use serde_json::Value;
+
+/// Removes (killing) every container of the test's data root when the test
+/// ends, passed or not, so no monitor or container outlives it.
+struct Containers<'a>(&'a Env);
+
+impl Drop for Containers<'_> {
+    fn drop(&mut self) {
+        for rec in self.0.container_records() {
+            if let Some(id) = rec["id"].as_str() {
+                let _ = self.0.berth(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+/// A data root with the busybox image `bb`.
+fn setup() -> Env {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    env
+}
+
+/// `berth inspect NAME` as JSON.
+fn inspect(env: &Env, name: &str) -> Value {
+    let out = env.ok(&["inspect", name]);
+    let list: Value = serde_json::from_str(&out).expect("inspect JSON");
+    list[0].clone()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: i64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    pid > 0
+        && stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// A shell loop that runs until SIGTERM (pid 1 ignores it otherwise).
+const SERVE: &str = "trap 'exit 3' TERM; echo hello; echo oops >&2; while true; do sleep 0.1; done";
+
+#[test]
+fn a_detached_container_outlives_its_cli_and_shows_in_ps_logs_and_inspect() {
+    let env = setup();
+    let _c = Containers(&env);
+    // The CLI runs in a process group of its own, killed whole afterwards
+    // (what closing its terminal does): the container must not notice.
+    let out = env
+        .command(&["run", "-d", "--name", "web", "bb", "sh", "-c", SERVE])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth");
+    let id = env.stdout_of(&out, 0).trim().to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "run -d prints the id: {id:?}"
+    );
+    let pid = inspect(&env, "web")["State"]["Pid"].as_i64().unwrap();
+    assert!(alive(pid), "the container's process runs");
+
+    // An attached CLI killed with SIGKILL leaves it running too.
+    let mut attach = env
+        .command(&["attach", "web"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn attach");
+    attach.kill().expect("SIGKILL attach");
+    attach.wait().unwrap();
+
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains(&id[..12]), "{ps}");
+    assert!(ps.contains("Up "), "{ps}");
+    assert_eq!(env.ok(&["ps", "-q"]), format!("{}\n", &id[..12]));
+    let json: Value = serde_json::from_str(&env.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["State"], "running");
+    assert_eq!(json[0]["Names"][0], "web");
+
+    let logs = env.berth(&["logs", "web"]);
+    assert_eq!(env.stdout_of(&logs, 0), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&logs.stderr), "oops\n");
+    let stamped = env.ok(&["logs", "-t", &id[..6]]);
+    assert!(
+        stamped.ends_with(" hello\n") && stamped.starts_with("20"),
+        "{stamped}"
+    );
+
+    let state = inspect(&env, &id[..8]);
+    assert_eq!(state["Name"], "web");
+    assert_eq!(state["State"]["Running"], true);
+
+    assert_eq!(env.ok(&["stop", "web"]), "web\n");
+    assert!(!alive(pid), "stop ended the process");
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (3)"), "{ps}");
+    assert_eq!(
+        env.ok(&["ps", "-q"]),
+        "",
+        "ps without -a lists running ones"
+    );
+    assert_eq!(inspect(&env, "web")["State"]["ExitCode"], 3);
+    env.ok(&["rm", "web"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn stop_kills_a_process_that_ignores_sigterm_after_the_timeout() {
+    let env = setup();
+    let _c = Containers(&env);
+    let script = "trap '' TERM; while true; do sleep 0.1; done";
+    env.ok(&["run", "-d", "--name", "stubborn", "bb", "sh", "-c", script]);
+    env.ok(&["stop", "-t", "1", "stubborn"]);
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(
+        ps.contains("Exited (137)"),
+        "SIGKILL after the timeout: {ps}"
+    );
+    let state = inspect(&env, "stubborn")["State"].clone();
+    assert_eq!(
+        (state["ExitCode"].as_i64(), state["Running"].as_bool()),
+        (Some(137), Some(false))
+    );
+    env.ok(&["rm", "stubborn"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn logs_follow_new_lines_and_exec_runs_in_the_container() {
+    let env = setup();
+    let _c = Containers(&env);
+    let script = "echo one; while [ ! -e /go ]; do sleep 0.05; done; echo two";
+    env.ok(&["run", "-d", "--name", "f", "bb", "sh", "-c", script]);
+    let mut follow = env
+        .command(&["logs", "-f", "f"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn logs -f");
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "one");
+    // exec shares the container's filesystem and sees its process.
+    let out = env.berth(&[
+        "exec",
+        "f",
+        "sh",
+        "-c",
+        "touch /go; echo $HOSTNAME; ps -o comm | head -3",
+    ]);
+    let text = env.stdout_of(&out, 0);
+    assert!(text.contains("sh"), "{text}");
+    assert_eq!(lines.next().unwrap().unwrap(), "two");
+    assert!(
+        lines.next().is_none(),
+        "logs -f ends when the container does"
+    );
+    assert!(follow.wait().unwrap().success());
+    assert_eq!(env.ok(&["wait", "f"]), "0\n");
+    assert_eq!(env.ok(&["logs", "--tail", "1", "f"]), "two\n");
+    env.ok(&["rm", "f"]);
+}
+
+#[test]
+fn exec_flags_a_pty_and_podmans_exit_codes() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "--name", "x", "bb", "sleep", "1000"]);
+    let out = env.berth(&[
+        "exec",
+        "-u",
+        "1000:1000",
+        "-e",
+        "A=b",
+        "-w",
+        "/tmp",
+        "x",
+        "sh",
+        "-c",
+        "echo $(id -u):$(id -g) $A $(pwd)",
+    ]);
+    assert_eq!(env.stdout_of(&out, 0), "1000:1000 b /tmp\n");
+    let out = env.berth(&[
+        "exec",
+        "-it",
+        "x",
+        "sh",
+        "-c",
+        "test -t 0 && echo tty $TERM",
+    ]);
+    assert_eq!(env.stdout_of(&out, 0), "tty xterm\r\n");
+    let out = env.berth(&["exec", "x", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", env.describe(&out));
+    let out = env.berth(&["exec", "x", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", env.describe(&out));
+    env.ok(&["exec", "-d", "x", "touch", "/detached"]);
+    env.ok(&["kill", "x"]);
+    assert_eq!(env.ok(&["wait", "x"]), "137\n");
+    let out = env.berth(&["exec", "x", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "not running: {}",
+        env.describe(&out)
+    );
+    env.ok(&["rm", "x"]);
+}
+
+#[test]
+fn rm_frees_the_name_and_the_snapshot() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "--name", "keep", "bb", "sh", "-c", "exit 3"]);
+    assert_eq!(env.ok(&["wait", "keep"]), "3\n");
+    let ps = env.ok(&["ps", "-a", "--format", "json"]);
+    let json: Value = serde_json::from_str(&ps).unwrap();
+    assert_eq!(
+        (json[0]["State"].as_str(), json[0]["ExitCode"].as_i64()),
+        (Some("exited"), Some(3))
+    );
+    let again = env.berth(&["run", "-d", "--name", "keep", "bb", "true"]);
+    assert_eq!(
+        again.status.code(),
+        Some(125),
+        "the name is taken: {}",
+        env.describe(&again)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already in use"));
+    env.ok(&["rm", "keep"]);
+    env.assert_no_containers_left();
+    env.ok(&["run", "-d", "--name", "keep", "bb", "sleep", "1000"]);
+    let out = env.berth(&["rm", "keep"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "running needs -f: {}",
+        env.describe(&out)
+    );
+    env.ok(&["rm", "-f", "keep"]);
+    env.assert_no_containers_left();
+    let out = env.berth(&["rm", "keep"]);
+    assert_eq!(out.status.code(), Some(1), "{}", env.describe(&out));
+}
+
+#[test]
+fn a_killed_monitor_leaves_an_honest_record_and_rm_f_cleans_up() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "--name", "m", "bb", "sleep", "1000"]);
+    let rec = env.container_records().pop().unwrap();
+    let monitor = rec["owner"][0].as_i64().unwrap();
+    let pid = rec["pid"].as_i64().unwrap();
+    assert!(alive(monitor) && alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    while alive(monitor) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (exit code unknown)"), "{ps}");
+    let state = inspect(&env, "m")["State"].clone();
+    assert_eq!(state["Running"], false);
+    assert!(state["ExitCode"].is_null(), "{state}");
+    assert!(
+        !alive(pid),
+        "the container is not left running unsupervised"
+    );
+    env.ok(&["rm", "-f", "m"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn start_runs_it_again_and_on_failure_2_restarts_exactly_twice() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s",
+        "bb",
+        "sh",
+        "-c",
+        "echo run >> /count; wc -l < /count; exit 4",
+    ]);
+    assert_eq!(env.ok(&["wait", "s"]), "4\n");
+    let out = env.berth(&["start", "-a", "s"]);
+    assert_eq!(
+        env.stdout_of(&out, 4),
+        "2\n",
+        "the same snapshot: the file grew"
+    );
+    assert_eq!(env.ok(&["logs", "s"]), "1\n2\n");
+    env.ok(&["restart", "s"]);
+    assert_eq!(env.ok(&["wait", "s"]), "4\n");
+
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r",
+        "--restart",
+        "on-failure:2",
+        "bb",
+        "sh",
+        "-c",
+        "echo x; exit 1",
+    ]);
+    assert_eq!(env.ok(&["wait", "r"]), "1\n");
+    assert_eq!(env.ok(&["logs", "r"]), "x\nx\nx\n");
+    assert_eq!(inspect(&env, "r")["RestartCount"], 2);
+    let out = env.berth(&["run", "-d", "--restart", "sometimes", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"sometimes\""));
+
+    env.ok(&["run", "-d", "--name", "up", "bb", "sleep", "1000"]);
+    let pruned = env.ok(&["container", "prune"]);
+    assert_eq!(pruned.lines().count(), 2, "{pruned}");
+    let ps = env.ok(&["ps", "-a", "-q"]);
+    assert_eq!(ps.lines().count(), 1, "the running one stays: {ps}");
+    env.ok(&["rm", "-f", "up"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn tty_term_workdir_creation_command_not_found_and_loopback() {
+    let env = setup();
+    let out = env.berth(&["run", "--rm", "-t", "bb", "sh", "-c", "echo $TERM"]);
+    assert_eq!(env.stdout_of(&out, 0), "xterm\r\n");
+    let out = env.berth(&["run", "--rm", "-w", "/new/dir", "bb", "pwd"]);
+    assert_eq!(env.stdout_of(&out, 0), "/new/dir\n");
+    let out = env.berth(&["run", "--rm", "bb", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", env.describe(&out));
+    let out = env.berth(&["run", "--rm", "bb", "cat", "/sys/class/net/lo/operstate"]);
+    assert_eq!(
+        env.stdout_of(&out, 0),
+        "unknown\n",
+        "lo is up (its operstate is unknown)"
+    );
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn gc_frees_the_snapshot_of_a_container_whose_record_is_gone() {
+    let env = setup();
+    let _c = Containers(&env);
+    let id = env.ok(&["run", "-d", "--name", "lost", "bb", "true"]);
+    let id = id.trim();
+    assert_eq!(env.ok(&["wait", "lost"]), "0\n");
+    // What a crash between the record's removal and the snapshot's leaves.
+    std::fs::remove_dir_all(env.root().join("containers").join(id)).unwrap();
+    let out = env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!(
+            "deleted snapshot of a removed container: container-{id}"
+        )),
+        "{out}"
+    );
+    env.assert_no_containers_left();
+}
