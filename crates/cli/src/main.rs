@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod images;
+mod pull;
+mod push;
 mod registry;
 mod run;
 
@@ -50,6 +52,8 @@ enum Command {
     Version,
     #[command(flatten)]
     Image(images::Command),
+    #[command(flatten)]
+    Distribution(pull::Command),
     /// Run a command in a new container from an image (foreground).
     Run(run::RunArgs),
     /// Run a distribution-spec registry server.
@@ -80,6 +84,7 @@ fn main() {
             Ok(0)
         }
         Command::Image(cmd) => images::run(cmd, &cli.global),
+        Command::Distribution(cmd) => pull::run(cmd, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
