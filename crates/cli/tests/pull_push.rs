@@ -402,3 +402,107 @@ fn a_dropped_connection_is_resumed_by_range() {
     let out = other.ok(&["run", "--rm", &image, "echo", "resumed"]);
     assert_eq!(out, "resumed\n");
 }
+
+/// `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    run(Command::new(require_peer("openssl"))
+        .current_dir(dir)
+        .args(args));
+}
+
+#[test]
+fn a_registry_over_tls_with_its_own_ca() {
+    let env = Env::new();
+    let pki = env.path("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=berth test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        pki.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let cfg = env.path("tls.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tls:\n  cert: {}\n  key: {}\n",
+            pki.join("server.crt").display(),
+            pki.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let reg = Serve::start(&env.path("storage"), &["--config", cfg.to_str().unwrap()]);
+    let certs = env.path("certs.d");
+    std::fs::create_dir_all(certs.join(&reg.addr)).unwrap();
+    std::fs::copy(pki.join("ca.crt"), certs.join(&reg.addr).join("ca.crt")).unwrap();
+    let certs = certs.to_str().unwrap();
+
+    env.import_busybox("bb", &[]);
+    let dest = format!("{}/tls/bb:1", reg.addr);
+    let err = fails(&env, &["push", "bb", &dest]);
+    assert!(
+        err.contains("https://") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    env.ok(&["push", "--cert-dir", certs, "bb", &dest]);
+    let other = Env::new();
+    other.ok(&["pull", "--cert-dir", certs, &dest]);
+    let out = other.ok(&["run", "--rm", "--pull", "never", &dest, "echo", "tls"]);
+    assert_eq!(out, "tls\n");
+}

@@ -190,7 +190,7 @@ impl Registry {
         } else {
             &["https"]
         };
-        let mut last = None;
+        let mut failures = Vec::new();
         for scheme in schemes {
             let base = Url::parse(&format!("{scheme}://{api}/"))
                 .map_err(|e| Error::invalid(format!("registry {host:?}"), e.to_string()))?;
@@ -211,16 +211,17 @@ impl Registry {
                         tokens: Mutex::new(HashMap::new()),
                     });
                 }
-                Err(e) => last = Some(Error::network(url.as_str(), &e)),
+                Err(e) => failures.push(format!("{url}: {}", berth_core::error_chain(&e))),
             }
         }
-        let err = last.expect("at least one scheme is tried");
-        Err(match err {
-            Error::Network { url, cause } if !insecure && !is_local(host) => Error::Network {
-                url,
-                cause: format!("{cause} (if {host} speaks plain HTTP or has a certificate berth cannot verify, mark it insecure: --tls-verify=false or registries.conf)"),
-            },
-            e => e,
+        let hint = if insecure || is_local(host) {
+            String::new()
+        } else {
+            format!(" (if {host} speaks plain HTTP or has a certificate berth cannot verify, give its CA in certs.d/--cert-dir or use --tls-verify=false)")
+        };
+        Err(Error::Network {
+            url: format!("registry {host}"),
+            cause: format!("{}{hint}", failures.join("; ")),
         })
     }
 
