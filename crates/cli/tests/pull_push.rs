@@ -105,6 +105,24 @@ fn push_pull_and_run_through_docker_registry() {
     let err = fails(&fourth, &["run", "--rm", "--pull", "never", &v2, "true"]);
     assert!(err.contains("not found"), "{err}");
     assert_eq!(image_count(&fourth), 0);
+    // registries.conf can block a registry.
+    let conf = fourth.path("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\nblocked = true\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let out = fourth
+        .command(&["pull", &v2])
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("blocked"), "{err}");
 }
 
 #[test]

@@ -30,8 +30,7 @@ pub const MAX_MANIFEST: usize = 4 << 20;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Registries (`host[:port]`) spoken to over plain HTTP or without TLS
-    /// verification (podman's `--tls-verify=false`, registries.conf's
-    /// `insecure = true`). `localhost`, `127.0.0.1` and `[::1]` are always
+    /// verification, besides those registries.conf marks `insecure = true`. `localhost`, `127.0.0.1` and `[::1]` are always
     /// allowed plain HTTP.
     pub insecure: Vec<String>,
     /// Every registry is insecure (`--tls-verify=false`).
@@ -169,7 +168,9 @@ impl Registry {
     /// the authentication challenge. Credentials come from `options`, else
     /// from the auth files.
     pub async fn connect(host: &str, options: &Options) -> Result<Registry> {
-        let insecure = options.is_insecure(host);
+        let conf = crate::registries::RegistriesConf::load()?;
+        conf.check_blocked(host)?;
+        let insecure = options.is_insecure(host) || conf.insecure(host);
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())

@@ -12,6 +12,7 @@
 //!   each layer as soon as it is in; the image record is written last.
 //! - [`push`]: HEAD, cross-repository mount, monolithic or chunked upload,
 //!   manifests and index, several tags.
+//! - [`registries`]: registries.conf's insecure and blocked registries.
 //! - [`progress`]: events for a progress display.
 //!
 //! Plain HTTP is used only for `localhost`, `127.0.0.0/8`, `[::1]` and
@@ -23,6 +24,7 @@ mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod registries;
 
 pub use auth::Credentials;
 pub use client::{Options, Registry};
