@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 mod containers;
 mod images;
+mod pull;
+mod push;
 mod registry;
 mod run;
 
@@ -51,6 +53,8 @@ enum Command {
     Version,
     #[command(flatten)]
     Image(images::Command),
+    #[command(flatten)]
+    Distribution(pull::Command),
     /// Run a command in a new container from an image (foreground, or -d).
     Run(run::RunArgs),
     #[command(flatten)]
@@ -83,6 +87,7 @@ fn main() {
             Ok(0)
         }
         Command::Image(cmd) => images::run(cmd, &cli.global),
+        Command::Distribution(cmd) => pull::run(cmd, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
         Command::Container(cmd) => containers::run(cmd, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),

@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Runtime state directory (default: `<root>/run`).
     #[arg(long, env = "BERTH_STATE_ROOT")]
     pub state_root: Option<PathBuf>,
+    /// When to pull the image: missing, always, never (podman's names).
+    #[arg(long, value_enum, default_value_t = crate::pull::PullPolicy::Missing)]
+    pub pull: crate::pull::PullPolicy,
     /// The image (name, ID or digest prefix).
     pub image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -78,6 +81,9 @@ pub struct RunArgs {
     /// cgroup limits, rlimits, sysctls.
     #[command(flatten, next_help_heading = "Resources")]
     pub limits: Box<LimitArgs>,
+    /// How to reach the registry when the image is pulled.
+    #[command(flatten, next_help_heading = "Registry")]
+    pub registry: Box<crate::pull::RegistryArgs>,
 }
 
 /// `berth run`'s restart policy, environment files, labels and extra groups.
@@ -174,6 +180,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     }
     let outcome = overrides(&args).and_then(|overrides| {
         let engine = Engine::open(&global.root)?;
+        crate::pull::ensure_image(&engine, &args.image, args.pull, &args.registry)?;
         let opts = ContainerOptions {
             name: args.name.clone(),
             overrides,

@@ -1,153 +1,16 @@
 //! `berth registry serve` against real clients: skopeo, podman, containerd's
 //! ctr; auth modes through skopeo; kill -9 during an upload; SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_testutil::{busybox_layout, require_peer, require_root, run_ok, Containerd};
-
-/// A `berth registry serve` child process.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(storage: &Path, extra: &[&str]) -> Serve {
-        Serve::start_with_stdout(storage, extra, Stdio::null())
-    }
-
-    /// Like [`Serve::start`], with the access log (stdout) going to `stdout`.
-    fn start_with_stdout(storage: &Path, extra: &[&str], stdout: Stdio) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["registry", "serve", "--addr", "127.0.0.1:0", "--storage"])
-            .arg(storage)
-            .args(extra)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn berth registry serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.expect("read stderr");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                addr = rest.split_whitespace().next().map(str::to_string);
-                break;
-            }
-            eprintln!("registry: {line}");
-        }
-        let addr = addr.expect("berth registry serve exited before listening");
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("registry: {line}");
-            }
-        });
-        Serve { child, addr }
-    }
-
-    fn kill9(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Minimal HTTP/1.1 exchange (Connection: close): status, headers, body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect to registry");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, raw[end + 4..].to_vec())
-}
-
-fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
-    h.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    // Hash with the system's sha256sum to stay independent of the server's code.
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// Runs skopeo with `args` then the `refs` (paths or references).
-fn skopeo(args: &[&str], refs: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
-    let mut c = Command::new("skopeo");
-    c.args(args);
-    for r in refs {
-        c.arg(r);
-    }
-    c.output().expect("run skopeo")
-}
-
-/// Runs `cmd`, failing the test unless it exits 0; returns its stdout.
-fn run(cmd: &mut Command) -> String {
-    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
-}
+use common::registry::*;
 
 #[test]
 fn skopeo_copies_in_and_out() {
@@ -182,18 +45,6 @@ fn skopeo_copies_in_and_out() {
         .args(["list-tags", "--tls-verify=false"])
         .arg(format!("docker://{}/other/busybox", reg.addr)));
     assert!(tags.contains("\"v2\""), "{tags}");
-}
-
-/// A registry holding busybox (made with umoci, pushed with skopeo) as
-/// `seed/busybox:latest`.
-fn seeded_registry(dir: &Path) -> Serve {
-    let layout = busybox_layout(dir);
-    let reg = Serve::start(&dir.join("storage"), &[]);
-    run(Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{}/seed/busybox:latest", reg.addr)));
-    reg
 }
 
 #[test]
@@ -413,35 +264,6 @@ fn containerd_ctr_uses_the_token_flow() {
     assert!(!wrong.status.success(), "a wrong password must be refused");
 }
 
-/// An htpasswd file in `dir` with user alice, password s3cret.
-fn alice_htpasswd(dir: &Path) -> PathBuf {
-    let path = dir.join("htpasswd");
-    std::fs::write(&path, format!("alice:{}\n", bcrypt_hash("s3cret"))).unwrap();
-    path
-}
-
-/// A bcrypt hash from `berth registry htpasswd` (password on stdin).
-fn bcrypt_hash(password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["registry", "htpasswd", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    line.strip_prefix("alice:")
-        .expect("user:hash line")
-        .to_string()
-}
-
 #[test]
 fn kill_9_during_an_upload_keeps_committed_blobs_and_the_upload_resumes() {
     require_root();
@@ -568,4 +390,69 @@ fn serve_refuses_a_bad_config_naming_the_field() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yml") && err.contains("grace"), "{err}");
+}
+
+/// `berth import` of the host's busybox as `bb` in a fresh data root under `dir`.
+fn berth_busybox(dir: &Path) -> PathBuf {
+    let root = dir.join("berth-root");
+    let rootfs = dir.join("bb-rootfs");
+    berth_testutil::busybox_rootfs(&rootfs);
+    let tar = dir.join("bb.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["-cf"])
+        .arg(&tar)
+        .arg("."));
+    run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(&root)
+        .arg("import")
+        .arg(&tar)
+        .arg("bb"));
+    root
+}
+
+#[test]
+fn an_image_pushed_by_berth_is_pulled_by_podman_and_run_by_ctr() {
+    require_root();
+    require_peer("podman");
+    require_peer("containerd");
+    require_peer("ctr");
+    let dir = tempfile::tempdir().unwrap();
+    let root = berth_busybox(dir.path());
+    let reg = Serve::start(&dir.path().join("storage"), &[]);
+    let image = format!("{}/berth/bb:1", reg.addr);
+    run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(&root)
+        .args(["push", "bb", &image]));
+
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(dir.path().join("podman-root"))
+            .arg("--runroot")
+            .arg(dir.path().join("podman-run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(args);
+        run(&mut c)
+    };
+    podman(&["pull", "--tls-verify=false", &image]);
+    // (podman run is not asserted: on these machines its default rlimits are
+    // refused by the sandbox the tests run in, whatever the image.)
+    let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.contains("berth/bb:1"), "{images}");
+
+    let cd = containerd(dir.path());
+    run(&mut cd.ctr(&["images", "pull", "--plain-http", &image]));
+    let out = run(&mut cd.ctr(&["run", "--rm", &image, "berth-interop", "echo", "ctr ran it"]));
+    assert_eq!(out.trim(), "ctr ran it");
 }

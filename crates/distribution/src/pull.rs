@@ -1,0 +1,395 @@
+//! Pull: resolve a reference to a manifest (choosing the platform from an
+//! index), fetch the config and the layers concurrently, each verified
+//! while it streams into the content store, and unpack every layer into its
+//! snapshot as soon as it and the layers below it have arrived — extraction
+//! overlaps the download of later layers. The image record is written
+//! last: a failed or interrupted pull leaves no image, no blob under a
+//! digest it does not match, and no uncommitted snapshot visible.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use berth_content::{Expected, Store};
+use berth_engine::{BlobProvider, Engine};
+use berth_image::media::{self, Kind, PlatformSpec};
+use berth_image::Reference;
+use futures::StreamExt;
+use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, MediaType};
+
+use crate::client::{transient, Manifest, Registry};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Progress, State};
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform to choose from an index.
+    pub platform: PlatformSpec,
+    /// Blobs downloaded at once.
+    pub max_concurrent: usize,
+    /// Times a dropped download is resumed (with backoff) before failing.
+    pub retries: u32,
+    /// Unpack the layers into snapshots (as `berth run` needs).
+    pub unpack: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: PlatformSpec::host(),
+            max_concurrent: 3,
+            retries: 5,
+            unpack: true,
+        }
+    }
+}
+
+/// What a pull made.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The record's name.
+    pub name: Reference,
+    /// The digest of what the name resolved to (the index, if it was one).
+    pub digest: Digest,
+    /// The chosen manifest's digest.
+    pub manifest: Digest,
+    /// The image ID (config digest).
+    pub id: Digest,
+}
+
+/// Pulls `reference` from `registry` into `engine`'s store (and snapshots).
+pub async fn pull(
+    engine: &Engine,
+    registry: &Registry,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let images = engine.images();
+    let _lease = images.content().lease()?;
+    let repo = reference.path();
+    let tag_or_digest = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => berth_image::reference::DEFAULT_TAG.to_string(),
+    };
+    let top = registry
+        .manifest(repo, &tag_or_digest, reference.digest())
+        .await?;
+    let mut documents = vec![top.clone()];
+    let mut current = top.clone();
+    for _ in 0..4 {
+        match media::kind(&MediaType::from(current.media_type.as_str())) {
+            Kind::Manifest => break,
+            Kind::Index => {
+                let what = format!("index {} of {reference}", current.digest);
+                let index = media::parse_index(&current.data, &what)?;
+                let desc = media::select_platform(&index, &options.platform, &what)?;
+                let next = registry
+                    .manifest(repo, desc.digest().as_ref(), Some(desc.digest()))
+                    .await?;
+                documents.push(next.clone());
+                current = next;
+            }
+            _ => {
+                return Err(Error::invalid(
+                    format!("{reference}"),
+                    format!(
+                        "resolves to {} of type {}, which is not an image manifest or index",
+                        current.digest, current.media_type
+                    ),
+                ))
+            }
+        }
+    }
+    let what = format!("manifest {} of {reference}", current.digest);
+    let manifest = media::parse_manifest(&current.data, &what)?;
+    if media::kind(&MediaType::from(current.media_type.as_str())) != Kind::Manifest {
+        return Err(Error::invalid(what, "indexes nested too deeply"));
+    }
+    for layer in manifest.layers() {
+        if !matches!(media::kind(layer.media_type()), Kind::Layer(_)) {
+            return Err(Error::invalid(
+                &what,
+                format!(
+                    "layer {} has media type {}, which is not a filesystem layer berth can unpack",
+                    layer.digest(),
+                    layer.media_type()
+                ),
+            ));
+        }
+    }
+
+    let store = images.content().clone();
+    let arrivals = Arc::new(Arrivals::new(store.clone()));
+    let config_desc = manifest.config().clone();
+    let fetch = Fetch {
+        registry,
+        store: &store,
+        repo,
+        reference,
+        retries: options.retries,
+        progress,
+    };
+    // The config first among equals: the unpacker needs its diff_ids.
+    let config_and_unpack = async {
+        fetch.blob(&config_desc, "config").await?;
+        let data = store.read_blob(config_desc.digest(), media::MAX_JSON)?;
+        let config = media::parse_config(
+            &data,
+            &format!("config {} of {reference}", config_desc.digest()),
+        )?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if !options.unpack {
+            return Ok::<_, Error>(None);
+        }
+        let snapshotter = engine.snapshotter()?;
+        let layers = manifest.layers().clone();
+        let provider = arrivals.clone();
+        Ok(Some(tokio::task::spawn_blocking(move || {
+            berth_engine::unpack(
+                &snapshotter,
+                &*provider,
+                &layers,
+                &diff_ids,
+                &berth_archive::ApplyOptions::default(),
+            )
+        })))
+    };
+    let layers = manifest.layers().clone();
+    let downloads = async {
+        let results: Vec<Result<()>> = futures::stream::iter(layers.iter().enumerate())
+            .map(|(i, layer)| {
+                let fetch = &fetch;
+                let arrivals = &arrivals;
+                async move {
+                    let r = fetch.blob(layer, &format!("layer {i}")).await;
+                    arrivals.arrived(layer.digest(), r.as_ref().err().map(|e| e.to_string()));
+                    r
+                }
+            })
+            .buffered(options.max_concurrent.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()
+    };
+    for layer in manifest.layers() {
+        if store.exists(layer.digest()) {
+            progress.event(Event::Blob {
+                digest: layer.digest().clone(),
+                size: layer.size(),
+                state: State::Exists,
+            });
+        } else {
+            progress.event(Event::Blob {
+                digest: layer.digest().clone(),
+                size: layer.size(),
+                state: State::Waiting,
+            });
+        }
+    }
+    let (unpacker, downloaded) = futures::join!(config_and_unpack, downloads);
+    if let Err(e) = &downloaded {
+        arrivals.fail_all(&e.to_string());
+    }
+    let unpacked = match unpacker {
+        Ok(Some(task)) => Some(
+            task.await
+                .map_err(|e| Error::invalid("unpacking", e.to_string())),
+        ),
+        Ok(None) => None,
+        Err(e) => {
+            arrivals.fail_all(&e.to_string());
+            return Err(e);
+        }
+    };
+    downloaded?;
+    if let Some(u) = unpacked {
+        u??;
+    }
+    // Every blob is in; the documents last, then the record.
+    for doc in documents.iter().rev() {
+        put_document(&store, doc, reference)?;
+    }
+    let name = match (reference.tag(), reference.digest()) {
+        (Some(_), Some(_)) => {
+            Reference::parse(&format!("{}@{}", reference.repository(), top.digest))?
+        }
+        _ => reference.clone(),
+    };
+    images.put(&[(name.clone(), descriptor_of(&top))])?;
+    Ok(Pulled {
+        name,
+        digest: top.digest.clone(),
+        manifest: current.digest.clone(),
+        id: config_desc.digest().clone(),
+    })
+}
+
+/// The descriptor of a fetched manifest or index.
+pub(crate) fn descriptor_of(doc: &Manifest) -> Descriptor {
+    DescriptorBuilder::default()
+        .media_type(MediaType::from(doc.media_type.as_str()))
+        .digest(doc.digest.clone())
+        .size(doc.data.len() as u64)
+        .build()
+        .expect("a descriptor with media type, digest and size always builds")
+}
+
+fn put_document(store: &Store, doc: &Manifest, reference: &Reference) -> Result<()> {
+    let expected = Expected {
+        digest: Some(doc.digest.clone()),
+        size: Some(doc.data.len() as u64),
+        what: format!("manifest {} of {reference}", doc.digest),
+    };
+    store.ingest(expected, &doc.data[..])?;
+    Ok(())
+}
+
+/// Downloads of one pull.
+struct Fetch<'a> {
+    registry: &'a Registry,
+    store: &'a Store,
+    repo: &'a str,
+    reference: &'a Reference,
+    retries: u32,
+    progress: &'a dyn Progress,
+}
+
+impl Fetch<'_> {
+    /// Makes sure the blob `desc` is in the store: downloads it (resuming
+    /// a dropped connection by Range, with backoff) verified while it
+    /// streams; `role` names it in errors ("layer 2").
+    async fn blob(&self, desc: &Descriptor, role: &str) -> Result<()> {
+        let digest = desc.digest();
+        if self.store.exists(digest) {
+            return Ok(());
+        }
+        let what = format!("{role} {digest} of {}", self.reference);
+        let mut writer = match self
+            .store
+            .writer(Expected::from_descriptor(desc, what.clone()))
+        {
+            Ok(w) => w,
+            Err(berth_content::Error::AlreadyExists(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let event = |state| {
+            self.progress.event(Event::Blob {
+                digest: digest.clone(),
+                size: desc.size(),
+                state,
+            })
+        };
+        event(State::Transferring);
+        let mut failures = 0;
+        loop {
+            let offset = writer.offset();
+            if offset > 0 {
+                event(State::Resumed(offset));
+            }
+            match self.stream(digest, &mut writer, offset).await {
+                Ok(()) => break,
+                Err(e) if transient(&e) && failures < self.retries => {
+                    failures += 1;
+                    tracing::debug!("{what}: {e}; resuming (attempt {failures})");
+                    tokio::time::sleep(Duration::from_millis(100 << failures.min(6))).await;
+                }
+                Err(e) => {
+                    // A wrong size (more than the descriptor says) is the
+                    // writer's own error, naming the blob.
+                    let err = writer.overflow_error().map(Error::from).unwrap_or(e);
+                    if writer.overflow_error().is_some() {
+                        writer.abort();
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        writer.commit()?;
+        event(State::Done);
+        Ok(())
+    }
+
+    /// Streams the blob from `offset` into `writer`.
+    async fn stream(
+        &self,
+        digest: &Digest,
+        writer: &mut berth_content::Writer,
+        offset: u64,
+    ) -> Result<()> {
+        let (mut resp, partial) = self.registry.blob(self.repo, digest, offset).await?;
+        if offset > 0 && !partial {
+            writer.restart()?;
+        }
+        let url = resp.url().to_string();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::network(&url, &e))? {
+            writer.write_all(&chunk).map_err(|e| {
+                writer
+                    .overflow_error()
+                    .map(Error::from)
+                    .unwrap_or_else(|| Error::io(self.store.dir(), e))
+            })?;
+            self.progress.event(Event::Bytes {
+                digest: digest.clone(),
+                done: writer.offset(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The blobs of one pull as they arrive: the unpacker waits here for each
+/// layer in turn while later ones are still downloading.
+struct Arrivals {
+    store: Store,
+    state: Mutex<HashMap<Digest, std::result::Result<(), String>>>,
+    changed: Condvar,
+    failed: Mutex<Option<String>>,
+}
+
+impl Arrivals {
+    fn new(store: Store) -> Arrivals {
+        Arrivals {
+            store,
+            state: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            failed: Mutex::new(None),
+        }
+    }
+
+    fn arrived(&self, digest: &Digest, error: Option<String>) {
+        let mut s = self.state.lock().expect("arrivals");
+        s.insert(digest.clone(), error.map_or(Ok(()), Err));
+        self.changed.notify_all();
+    }
+
+    fn fail_all(&self, why: &str) {
+        *self.failed.lock().expect("arrivals") = Some(why.to_string());
+        let _s = self.state.lock().expect("arrivals");
+        self.changed.notify_all();
+    }
+}
+
+impl BlobProvider for Arrivals {
+    fn open_blob(&self, desc: &Descriptor) -> std::io::Result<Box<dyn Read + Send + '_>> {
+        let mut s = self.state.lock().expect("arrivals");
+        loop {
+            if let Some(r) = s.get(desc.digest()) {
+                r.clone().map_err(std::io::Error::other)?;
+                break;
+            }
+            if self.store.exists(desc.digest()) {
+                break;
+            }
+            if let Some(why) = self.failed.lock().expect("arrivals").clone() {
+                return Err(std::io::Error::other(format!("the pull failed: {why}")));
+            }
+            s = self.changed.wait(s).expect("arrivals");
+        }
+        drop(s);
+        self.store.open_blob(desc)
+    }
+}
