@@ -6,10 +6,10 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_testutil::{busybox_layout, require_peer, require_root, run_ok, Containerd};
+use berth_testutil::{busybox_layout, require_peer, require_root, Containerd};
 use common::registry::*;
 
 #[test]
@@ -451,7 +451,7 @@ fn an_image_pushed_by_berth_is_pulled_by_podman_and_run_by_ctr() {
     let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.contains("berth/bb:1"), "{images}");
 
-    let cd = containerd(dir.path());
+    let cd = Containerd::start(dir.path());
     run(&mut cd.ctr(&["images", "pull", "--plain-http", &image]));
     let out = run(&mut cd.ctr(&["run", "--rm", &image, "berth-interop", "echo", "ctr ran it"]));
     assert_eq!(out.trim(), "ctr ran it");

@@ -13,7 +13,7 @@ use base64::Engine;
 use berth_registry::api::fuzzing::{self as api, Routed};
 use berth_registry::auth::{Access, Action, Auth, AuthConfig, Rule, TokenConfig};
 use berth_registry::digest::{self, is_tag, validate_name};
-use berth_registry::storage::{Appender, ByteStream, Driver, Meta};
+use berth_registry::storage::{Appender, ByteStream, Driver, Meta, Precondition, Version};
 use berth_registry::store::Store;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -52,6 +52,8 @@ fn rebuild(route: &Routed) -> Vec<String> {
         Routed::Catalog => vec!["/v2/_catalog".into()],
         Routed::Metrics => vec!["/metrics".into()],
         Routed::Token => vec!["/token".into()],
+        Routed::Health => vec!["/healthz".into()],
+        Routed::Ready => vec!["/readyz".into()],
         Routed::Tags(r) => vec![format!("/v2/{r}/tags/list")],
         Routed::Manifest(r, t) => vec![format!("/v2/{r}/manifests/{t}")],
         Routed::Blob(r, d) => vec![format!("/v2/{r}/blobs/{d}")],
@@ -94,7 +96,12 @@ pub fn registry_route(data: &[u8]) {
                 let _ = validate_name(r);
                 let _ = digest::parse(d);
             }
-            Routed::Base | Routed::Catalog | Routed::Metrics | Routed::Token => {}
+            Routed::Base
+            | Routed::Catalog
+            | Routed::Metrics
+            | Routed::Token
+            | Routed::Health
+            | Routed::Ready => {}
         }
     }
     let _ = api::mount_source(query);
@@ -401,6 +408,11 @@ impl YesDriver {
     }
 }
 
+/// The fuzzing driver's object version: a hash of the content.
+fn version_of(data: &[u8]) -> Version {
+    Version(hex::encode(Sha256::digest(data)))
+}
+
 fn unsupported() -> io::Error {
     io::Error::other("not supported by the fuzzing driver")
 }
@@ -437,7 +449,29 @@ impl Driver for YesDriver {
     async fn appender(&self, _path: &str) -> io::Result<Box<dyn Appender>> {
         Err(unsupported())
     }
-    async fn rename(&self, _from: &str, _to: &str) -> io::Result<()> {
+    async fn get_versioned(&self, path: &str) -> io::Result<Option<(Bytes, Version)>> {
+        Ok(self.objects().get(path).map(|d| (d.clone(), version_of(d))))
+    }
+    async fn put_if(
+        &self,
+        path: &str,
+        data: Bytes,
+        cond: &Precondition,
+    ) -> io::Result<Option<Version>> {
+        let mut objects = self.objects();
+        let holds = match (cond, objects.get(path)) {
+            (Precondition::Absent, None) => true,
+            (Precondition::Matches(v), Some(old)) => *v == version_of(old),
+            _ => false,
+        };
+        if !holds {
+            return Ok(None);
+        }
+        let version = version_of(&data);
+        objects.insert(path.to_string(), data);
+        Ok(Some(version))
+    }
+    async fn concat(&self, _from: &[String], _to: &str) -> io::Result<()> {
         Err(unsupported())
     }
     async fn list(&self, path: &str) -> io::Result<Vec<String>> {
