@@ -107,6 +107,7 @@ const EXPECTED: &[&str] = &[
     "run-foreground",
     "relative-cgroups-path",
     "relative-down",
+    "busy-parent-refused-clearly",
 ];
 
 /// The guest's bundles: name, process args, `linux.resources` added to the
@@ -366,7 +367,10 @@ fn boot(kernel: &Path, initrd: &Path, log: &Path) -> String {
         status.success(),
         "qemu exited with {status}: {stderr}\nthe guest's console:\n{console}"
     );
-    eprintln!("the guest ran for {:?}", start.elapsed());
+    eprintln!(
+        "the guest ran for {:?}; its console:\n{console}",
+        start.elapsed()
+    );
     console
 }
 
