@@ -5,8 +5,9 @@
 //!
 //! The guest is QEMU in software emulation (`-accel tcg`: a KVM guest hangs
 //! at boot on these VMs) booting Debian's kernel (`/boot/vmlinuz-*` from
-//! linux-image-amd64; every cgroup controller is built in, no module is
-//! loaded) with an initramfs the test builds with cpio: busybox-static, the
+//! linux-image-amd64; every cgroup controller is built in, the one module
+//! loaded is brd from /lib/modules/VERSION, a ramdisk for the io checks)
+//! with an initramfs the test builds with cpio: busybox-static, the
 //! static berth-runtime cargo built (stripped), the guest's init
 //! (`tests/v2-guest/init.sh`) and one bundle per check group, all sharing a
 //! busybox root filesystem. The init checks each resource twice, the value
@@ -107,6 +108,7 @@ const EXPECTED: &[&str] = &[
     "run-foreground",
     "relative-cgroups-path",
     "relative-down",
+    "busy-parent-refused-clearly",
 ];
 
 /// The guest's bundles: name, process args, `linux.resources` added to the
@@ -366,7 +368,10 @@ fn boot(kernel: &Path, initrd: &Path, log: &Path) -> String {
         status.success(),
         "qemu exited with {status}: {stderr}\nthe guest's console:\n{console}"
     );
-    eprintln!("the guest ran for {:?}", start.elapsed());
+    eprintln!(
+        "the guest ran for {:?}; its console:\n{console}",
+        start.elapsed()
+    );
     console
 }
 

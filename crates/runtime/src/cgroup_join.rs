@@ -44,7 +44,19 @@ impl CgroupJoin {
     /// parent moves it with a cgroup.procs write.
     fn fork(&self) -> Result<ForkResult> {
         let (r, into) = crate::sys::fork_into_cgroup(self.v2.as_ref().map(|(_, fd)| fd.as_fd()))
-            .map_err(sys_err("fork"))?;
+            .map_err(|e| match (&self.v2, e) {
+                // The kernel's answer when the cgroup's parent holds processes.
+                (Some((path, _)), nix::Error::EOPNOTSUPP | nix::Error::EBUSY) => {
+                    sys_err(format!(
+                    "cannot start a process in cgroup {}: its parent cgroup holds processes, and \
+                     cgroup v2 lets only leaf cgroups hold them once controllers are enabled \
+                     (the no internal processes rule): choose a cgroupsPath whose parent has no \
+                     processes",
+                    path.display()
+                ))(e)
+                }
+                _ => sys_err("fork")(e),
+            })?;
         if let (ForkResult::Parent { child }, false, Some((path, _))) = (&r, into, &self.v2) {
             std::fs::write(path.join("cgroup.procs"), child.as_raw().to_string()).map_err(
                 io_err(format!(

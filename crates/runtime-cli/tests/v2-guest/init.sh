@@ -318,6 +318,20 @@ relative_down() {
         { echo "/sys/fs/cgroup/system.slice/relative is left after delete"; return 1; }
 }
 check relative-down relative_down
+# A cgroupsPath below a cgroup holding processes: a clear error naming
+# cgroup v2's rule, and nothing left behind.
+busy_parent() {
+    svc=/sys/fs/cgroup/system.slice/busy.service
+    mkdir -p $svc /tmp/busy || return 1
+    sh -c "echo \$\$ >$svc/cgroup.procs && exec sleep 1000" >/dev/null 2>&1 &
+    until_true has $svc/cgroup.procs '^[0-9]+$' || return 1
+    sed 's|"cgroupsPath": ""|"cgroupsPath": "/system.slice/busy.service/ctr"|' \
+        /bundles/relative/config.json >/tmp/busy/config.json || return 1
+    rt create --bundle /tmp/busy busy >/tmp/busy.out 2>&1 && { echo "create succeeded"; return 1; }
+    grep -q "no internal processes" /tmp/busy.out || { cat /tmp/busy.out; return 1; }
+    [ ! -e $svc/ctr ] || { echo "$svc/ctr is left after the failed create"; return 1; }
+}
+check busy-parent-refused-clearly busy_parent
 
 say "done in $(cut -d" " -f1 /proc/uptime) s"
 poweroff -f
