@@ -72,6 +72,18 @@ pub(crate) fn describe(err: &anyhow::Error) -> String {
 }
 
 fn main() {
+    // `--init`: berth is the container's pid 1 (see berth_runtime::mini_init).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == berth_engine::spec::INIT_ARG)
+    {
+        let command = match argv.get(2) {
+            Some(dashes) if dashes == "--" => &argv[3..],
+            _ => &argv[2..],
+        };
+        std::process::exit(berth_runtime::mini_init::run(command));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

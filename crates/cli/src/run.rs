@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use berth_engine::limits::{self, Ulimit};
 use berth_engine::spec::{parse_label, read_env_file};
 use berth_engine::{
@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Run in the background under a monitor; print the container's id.
     #[arg(long, short = 'd')]
     pub detach: bool,
+    /// Run a minimal init as pid 1 (berth itself, read-only at /dev/init)
+    /// that forwards signals to the command and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
     /// Keep stdin open: the container reads berth's stdin (else /dev/null).
     #[arg(long, short = 'i')]
     pub interactive: bool,
@@ -119,6 +123,9 @@ pub struct SecurityArgs {
     /// Every capability, no seccomp, no masked paths, the host's devices.
     #[arg(long)]
     pub privileged: bool,
+    /// Add a host device: HOST[:CONTAINER][:PERMS], PERMS from rwm.
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
 }
 
 /// `berth run`'s resource options (podman's names and units; see
@@ -256,7 +263,12 @@ fn overrides(args: &RunArgs) -> Result<Overrides> {
         }
     }
     let binds = each(&args.volumes, BindMount::parse)?;
+    let init = match args.init {
+        true => Some(std::env::current_exe().context("--init: cannot find berth's own binary")?),
+        false => None,
+    };
     Ok(Overrides {
+        init,
         entrypoint: args.entrypoint.as_ref().map(|e| {
             if e.is_empty() {
                 Vec::new()
@@ -285,6 +297,7 @@ fn security(args: &SecurityArgs) -> Result<Security> {
         privileged: args.privileged,
         cap_add: args.cap_add.clone(),
         cap_drop: args.cap_drop.clone(),
+        devices: each(&args.devices, berth_engine::security::parse_device)?,
         ..Default::default()
     };
     for opt in &args.security_opts {

@@ -510,7 +510,10 @@ fn the_next_run_cleans_up_after_a_killed_berth() {
     assert_eq!(records[0]["status"], "exited");
     let mut state = std::fs::read_dir(env.root().join("run")).unwrap();
     assert!(
-        state.all(|e| e.unwrap().file_name() == "bundles"),
+        state.all(|e| {
+            let name = e.unwrap().file_name();
+            name == "bundles" || name == berth_runtime::CACHE_DIR
+        }),
         "no runtime state left"
     );
     let bundles = std::fs::read_dir(env.root().join("run/bundles"))
@@ -571,7 +574,7 @@ fn gc_reaps_the_containers_of_a_killed_berth() {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        state.retain(|n| n != "bundles");
+        state.retain(|n| n != "bundles" && n != berth_runtime::CACHE_DIR);
         assert!(state.is_empty(), "{name}: runtime state left: {state:?}");
         let bundles = std::fs::read_dir(env.root().join("run/bundles"))
             .unwrap()

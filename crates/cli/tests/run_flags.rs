@@ -648,3 +648,75 @@ fn group_add_env_file_and_labels() {
     assert_refused(&env, &out, &["--label \"=x\"", "KEY=VALUE"]);
     env.assert_no_containers_left();
 }
+
+/// `--device HOST[:CONTAINER][:PERMS]`: the host's node appears in the
+/// container with its numbers, and only the permissions given reach the
+/// device cgroup (a write open of an `r` device is refused).
+#[test]
+fn device_adds_a_host_device_with_its_permissions() {
+    let env = busybox();
+    assert_eq!(
+        sh_ok(&env, &[], "test -e /dev/fuse || echo absent"),
+        "absent\n"
+    );
+    assert_eq!(
+        sh_ok(
+            &env,
+            &["--device", "/dev/fuse"],
+            "stat -c '%t,%T %F' /dev/fuse; : > /dev/fuse && echo opened"
+        ),
+        "a,e5 character special file\nopened\n"
+    );
+    assert_eq!(
+        sh_ok(
+            &env,
+            &["--device", "/dev/fuse:/dev/f:r"],
+            ": < /dev/f && echo read; (: > /dev/f) 2>/dev/null || echo refused"
+        ),
+        "read\nrefused\n"
+    );
+    let out = run_sh(&env, &["--device", "/dev/fuse:/dev/f:rwx"], "true");
+    assert_refused(&env, &out, &["--device \"/dev/fuse:/dev/f:rwx\"", "rwm"]);
+    let out = run_sh(&env, &["--device", "/etc/passwd:/dev/p"], "true");
+    assert_refused(
+        &env,
+        &out,
+        &["/etc/passwd", "not a character or block device"],
+    );
+    let out = run_sh(&env, &["--device", "/dev/fuse:/etc/f"], "true");
+    assert_refused(&env, &out, &["under /dev"]);
+    env.assert_no_containers_left();
+}
+
+/// `--init`: berth's minimal init is pid 1 and the command its child; a
+/// signal sent to pid 1 reaches the command, whose exit code is the
+/// container's, and orphans are reaped (no zombie stays).
+#[test]
+fn init_is_pid_1_forwards_signals_and_reaps() {
+    let env = busybox();
+    assert_eq!(
+        sh_ok(
+            &env,
+            &["--init"],
+            "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo"
+        ),
+        "2\n/dev/init container-init -- sh -c echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo \n"
+    );
+    assert_eq!(sh_ok(&env, &[], "echo $$"), "1\n");
+    let out = run_sh(
+        &env,
+        &["--init"],
+        "trap 'echo got TERM; exit 3' TERM; kill -TERM 1; sleep 5 & wait",
+    );
+    assert_eq!(env.stdout_of(&out, 3), "got TERM\n");
+    // An orphan that ends is reparented to pid 1 and reaped there.
+    assert_eq!(
+        sh_ok(
+            &env,
+            &["--init"],
+            "(sleep 0.2 &); sleep 1; ps -o stat | grep -c '^Z' || true"
+        ),
+        "0\n"
+    );
+    env.assert_no_containers_left();
+}

@@ -14,6 +14,7 @@
 //!   device under /dev created in the container and allowed by the devices
 //!   cgroup.
 
+use std::collections::HashSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,89 @@ pub struct Security {
     pub seccomp: Seccomp,
     /// Set no_new_privs: setuid binaries and file capabilities grant nothing.
     pub no_new_privileges: bool,
+    /// `--device`: host devices made in the container and allowed by its
+    /// device cgroup.
+    pub devices: Vec<Device>,
+}
+
+/// `--device HOST[:CONTAINER][:PERMS]`: the host's device node `host`
+/// (symlinks followed), made at `container` (default: the same path) with
+/// the host's type, numbers, mode and owner, and `perms` (a non-empty
+/// subset of `rwm`, default `rwm`) allowed in the device cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device node on the host.
+    pub host: PathBuf,
+    /// Where it appears in the container (under /dev).
+    pub container: PathBuf,
+    /// Read, write, mknod: the device cgroup's access string.
+    pub perms: String,
+}
+
+/// Parses `--device HOST[:CONTAINER][:PERMS]` as podman does: a second
+/// field made only of `r`, `w`, `m` is the permissions.
+pub fn parse_device(text: &str) -> Result<Device> {
+    let what = || format!("--device {text:?}");
+    let is_perms = |p: &str| {
+        !p.is_empty()
+            && p.chars().all(|c| "rwm".contains(c))
+            && p.chars().collect::<HashSet<_>>().len() == p.len()
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    let (host, container, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if is_perms(p) => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(Error::invalid(what(), "expected HOST[:CONTAINER][:PERMS]")),
+    };
+    if !is_perms(perms) {
+        return Err(Error::invalid(
+            what(),
+            format!("permissions {perms:?} must be letters of rwm (read, write, mknod), each once"),
+        ));
+    }
+    let container_path = Path::new(container);
+    if !Path::new(host).is_absolute()
+        || !container_path.is_absolute()
+        || !container_path.starts_with("/dev")
+        || container_path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::invalid(
+            what(),
+            "the host path must be absolute and the container path absolute under /dev, without `..`",
+        ));
+    }
+    Ok(Device {
+        host: PathBuf::from(host),
+        container: PathBuf::from(container),
+        perms: perms.to_string(),
+    })
+}
+
+/// The `linux.devices` entry for device node `meta` at `path` in the
+/// container, or None when `meta` is no character or block device.
+fn device_entry(path: &Path, meta: &std::fs::Metadata) -> Option<Value> {
+    let ft = meta.file_type();
+    let typ = if ft.is_char_device() {
+        "c"
+    } else if ft.is_block_device() {
+        "b"
+    } else {
+        return None;
+    };
+    let rdev = meta.rdev();
+    Some(json!({
+        "path": path,
+        "type": typ,
+        "major": nix::sys::stat::major(rdev),
+        "minor": nix::sys::stat::minor(rdev),
+        "fileMode": meta.mode() & 0o7777,
+        "uid": meta.uid(),
+        "gid": meta.gid(),
+    }))
 }
 
 impl Security {
@@ -166,6 +250,38 @@ impl Security {
                         opts.retain(|o| o != "ro");
                     }
                 }
+            }
+        }
+        for d in &self.devices {
+            let what = format!("--device {}", d.host.display());
+            let meta = std::fs::metadata(&d.host).map_err(|e| Error::io(&d.host, e))?;
+            let entry = device_entry(&d.container, &meta).ok_or_else(|| {
+                Error::invalid(
+                    what.as_str(),
+                    "not a character or block device on this host",
+                )
+            })?;
+            let rule = json!({
+                "allow": true,
+                "type": entry["type"],
+                "major": entry["major"],
+                "minor": entry["minor"],
+                "access": d.perms,
+            });
+            let devices = &mut spec["linux"]["devices"];
+            if !devices.is_array() {
+                *devices = json!([]);
+            }
+            if let Some(list) = devices.as_array_mut() {
+                list.retain(|e| e["path"] != entry["path"]);
+                list.push(entry);
+            }
+            let rules = &mut spec["linux"]["resources"]["devices"];
+            if !rules.is_array() {
+                *rules = json!([]);
+            }
+            if let Some(list) = rules.as_array_mut() {
+                list.push(rule);
             }
         }
         Ok(())
@@ -288,23 +404,7 @@ fn host_devices(dir: &Path) -> Vec<Value> {
             if path == Path::new("/dev/console") || path == Path::new("/dev/ptmx") {
                 continue;
             }
-            let typ = if ft.is_char_device() {
-                "c"
-            } else if ft.is_block_device() {
-                "b"
-            } else {
-                continue;
-            };
-            let rdev = meta.rdev();
-            out.push(json!({
-                "path": path,
-                "type": typ,
-                "major": nix::sys::stat::major(rdev),
-                "minor": nix::sys::stat::minor(rdev),
-                "fileMode": meta.mode() & 0o7777,
-                "uid": meta.uid(),
-                "gid": meta.gid(),
-            }));
+            out.extend(device_entry(&path, &meta));
         }
     }
     out.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));

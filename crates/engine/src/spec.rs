@@ -150,7 +150,17 @@ pub struct Overrides {
     pub security: Security,
     /// cgroup limits, rlimits, sysctls, OOM score, /dev/shm size.
     pub limits: Limits,
+    /// `--init`: this static binary is bind-mounted read-only at
+    /// [`INIT_PATH`] and runs as pid 1 as `INIT_PATH INIT_ARG -- ARGS...`
+    /// (berth itself answers [`INIT_ARG`] with
+    /// `berth_runtime::mini_init`), the container's command its child.
+    pub init: Option<PathBuf>,
 }
+
+/// Where `--init`'s binary appears in the container (docker's place).
+pub const INIT_PATH: &str = "/dev/init";
+/// The first argument that makes berth's binary the container's init.
+pub const INIT_ARG: &str = "container-init";
 
 /// `--label KEY[=VALUE]` (a missing value is empty, as podman).
 pub fn parse_label(text: &str) -> Result<(String, String)> {
@@ -331,7 +341,14 @@ pub fn spec_from_config(
 
     let process = &mut spec["process"];
     process["env"] = json!(env);
-    process["args"] = json!(args);
+    process["args"] = match &overrides.init {
+        Some(_) => json!([INIT_PATH, INIT_ARG, "--"]
+            .into_iter()
+            .map(String::from)
+            .chain(args)
+            .collect::<Vec<_>>()),
+        None => json!(args),
+    };
     process["cwd"] = json!(cwd);
     process["terminal"] = json!(overrides.terminal);
     process["user"] = json!({"uid": user.uid, "gid": user.gid});
@@ -402,6 +419,14 @@ pub fn spec_from_config(
         mounts.push(json!({"destination": bind.destination, "type": "bind", "source": bind.source, "options": options}));
     }
 
+    if let Some(bin) = &overrides.init {
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            mounts.push(
+                json!({"destination": INIT_PATH, "type": "bind", "source": bin,
+                "options": ["bind", "ro", "nosuid", "nodev", "rprivate"]}),
+            );
+        }
+    }
     overrides.security.apply(&mut spec)?;
     overrides.limits.apply(&mut spec)?;
 

@@ -10,6 +10,7 @@ pub mod console;
 pub mod features;
 pub mod foreground;
 pub mod hooks;
+pub mod mini_init;
 pub mod spec_template;
 
 mod cgroup_join;

@@ -157,7 +157,7 @@ impl Env {
         dirs.retain(|n| n != ".lock");
         assert!(dirs.is_empty(), "container directories left: {dirs:?}");
         let mut state = dir_names(&self.root().join("run"));
-        state.retain(|n| n != "bundles");
+        state.retain(|n| n != "bundles" && n != berth_runtime::CACHE_DIR);
         assert!(state.is_empty(), "runtime state left: {state:?}");
         let bundles = dir_names(&self.root().join("run/bundles"));
         assert!(bundles.is_empty(), "bundles left: {bundles:?}");
