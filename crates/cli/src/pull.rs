@@ -73,6 +73,10 @@ pub struct PullArgs {
     /// Blobs downloaded at once.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent_downloads: u16,
+    /// Only download and record the image; its layers are unpacked when it
+    /// is first run.
+    #[arg(long)]
+    pub download_only: bool,
     /// How to reach the registry.
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -158,6 +162,7 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
             let options = PullOptions {
                 platform,
                 max_concurrent: args.max_concurrent_downloads.into(),
+                unpack: !args.download_only,
                 ..Default::default()
             };
             let pulled = pull(&engine, &args.image, &args.registry, &options, args.quiet)?;

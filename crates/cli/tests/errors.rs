@@ -33,7 +33,7 @@ fn a_taken_address_is_named_once() {
 #[test]
 fn a_missing_image_is_named_once() {
     let env = Env::new();
-    let out = env.berth(&["run", "--rm", "keep", "true"]);
+    let out = env.berth(&["run", "--rm", "--pull", "never", "keep", "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(count(&err, "\"keep\""), 1, "{err}");

@@ -366,7 +366,7 @@ fn stdin_reaches_the_container_with_i() {
 #[test]
 fn unknown_image_is_a_clear_error() {
     let env = Env::new();
-    let out = env.berth(&["run", "--rm", "nosuchimage", "true"]);
+    let out = env.berth(&["run", "--rm", "--pull", "never", "nosuchimage", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("nosuchimage"),
