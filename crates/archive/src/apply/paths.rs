@@ -69,17 +69,11 @@ pub(super) fn self_and_ancestors(path: &[u8]) -> Vec<&[u8]> {
     v
 }
 
-/// Turns an archive name into a clean relative path, refusing escapes.
+/// Turns an archive name into a clean relative path, refusing escapes. A
+/// leading `/` is dropped, as GNU tar, containerd and podman do (umoci
+/// writes the layer root as `/`): every path is resolved inside the layer
+/// root anyway, so an absolute name cannot reach outside it.
 pub(super) fn normalize(raw: &[u8], entry: &str, what: &str) -> Result<Vec<u8>, ApplyError> {
-    if raw.starts_with(b"/") {
-        return Err(ApplyError::Refused {
-            entry: entry.to_string(),
-            reason: format!(
-                "{what} {:?} is absolute; layer entries must be relative to the layer root",
-                String::from_utf8_lossy(raw)
-            ),
-        });
-    }
     let mut out: Vec<u8> = Vec::with_capacity(raw.len());
     for comp in raw.split(|&b| b == b'/') {
         if comp.is_empty() || comp == b"." {
@@ -124,7 +118,8 @@ mod tests {
     pub(super) fn normalize_refuses_escapes_and_cleans_dots() {
         assert_eq!(normalize(b"./a//b/./c", "e", "name").unwrap(), b"a/b/c");
         assert!(normalize(b"a/../../etc", "e", "name").is_err());
-        assert!(normalize(b"/etc/passwd", "e", "name").is_err());
+        assert_eq!(normalize(b"/etc/passwd", "e", "name").unwrap(), b"etc/passwd");
         assert_eq!(normalize(b"./", "e", "name").unwrap(), b"");
+        assert_eq!(normalize(b"/", "e", "name").unwrap(), b"");
     }
 }
