@@ -118,7 +118,10 @@ mod tests {
     pub(super) fn normalize_refuses_escapes_and_cleans_dots() {
         assert_eq!(normalize(b"./a//b/./c", "e", "name").unwrap(), b"a/b/c");
         assert!(normalize(b"a/../../etc", "e", "name").is_err());
-        assert_eq!(normalize(b"/etc/passwd", "e", "name").unwrap(), b"etc/passwd");
+        assert_eq!(
+            normalize(b"/etc/passwd", "e", "name").unwrap(),
+            b"etc/passwd"
+        );
         assert_eq!(normalize(b"./", "e", "name").unwrap(), b"");
         assert_eq!(normalize(b"/", "e", "name").unwrap(), b"");
     }
