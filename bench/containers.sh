@@ -2,8 +2,8 @@
 # Detached containers: `berth run -d` + `berth stop` + `berth rm` against
 # `podman run -d` + `podman stop` + `podman rm` (podman 4 with runc and
 # conmon), warm (the same busybox image in both, run once before measuring),
-# `--network none` on podman's side (berth gives containers no network
-# yet), cgroupfs, no events. Both data roots on disk, both state
+# `--network none` and explicit rlimits on podman's side (berth gives
+# containers no network yet; see below for the rlimits), cgroupfs, no events. Both data roots on disk, both state
 # directories on a tmpfs. hyperfine measures both in one run and prints the
 # ratio (target <= 0.2). Then the resident memory (VmRSS, and Pss) of one
 # container's berth-monitor against its conmon (target <= 1).
@@ -29,13 +29,16 @@ mkdir -p "$STATE"
 mount -t tmpfs -o size=64m tmpfs "$STATE"
 B="$BERTH --root $WORK/berth"
 export BERTH_STATE_ROOT=$STATE/berth
-P="podman --root $WORK/podman --runroot $STATE/podman --runtime runc --storage-driver overlay --cgroup-manager cgroupfs --events-backend none --tmpdir $STATE/podman-tmp"
+# podman refuses a runroot path longer than 50 characters: /run (a tmpfs).
+PRUN=$(mktemp -d /run/berth-bench.XXXXXX)
+P="podman --root $WORK/podman --runroot $PRUN --runtime runc --storage-driver overlay --cgroup-manager cgroupfs --events-backend none --tmpdir $PRUN/tmp"
 cleanup() {
     $B rm -f bench-mem >/dev/null 2>&1 || true
     $P rm -f -a >/dev/null 2>&1 || true
     grep -o " $WORK[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     umount -l "$STATE" 2>/dev/null || true
-    rm -rf "$WORK"
+    grep -o " $PRUN[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$WORK" "$PRUN"
 }
 trap cleanup EXIT
 
@@ -54,7 +57,9 @@ $P load -q -i "$WORK/busybox-oci.tar" >/dev/null
 IMG=docker.io/bench/busybox:latest
 # A service that exits on SIGTERM at once (the trap interrupts `wait`).
 CMD=(sh -c 'trap "exit 0" TERM; sleep 1000 & wait')
-PN="--network none"
+# Explicit rlimits: podman's defaults (nofile/nproc 1048576/4194304) are
+# above what this sandbox (no CAP_SYS_RESOURCE) may set.
+PN="--network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
 
 # Sanity (and warm: layers unpacked in both).
 [ "$($B run --rm $IMG echo berth-ok)" = berth-ok ]

@@ -76,9 +76,10 @@ impl Engine {
         })
     }
 
-    /// Writes `record` durably (the monitor's status changes).
-    pub fn save_container(&self, record: &ContainerRecord) -> Result<()> {
-        container::write(self.layout(), record, true)
+    /// Writes `record`; `durable` adds the fsyncs (an exit is recorded
+    /// durably; "running" need not be: after a crash reaping corrects it).
+    pub fn save_container(&self, record: &ContainerRecord, durable: bool) -> Result<()> {
+        container::write(self.layout(), record, durable)
     }
 
     /// The runtime spec container `id` runs with (kept by

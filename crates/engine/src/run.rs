@@ -337,14 +337,13 @@ impl NewContainer<'_> {
     /// its record; [`Engine::start_detached`] then starts it. On failure
     /// the container is removed.
     pub fn detach(mut self) -> Result<ContainerRecord> {
-        let layout = self.engine.layout();
-        let path = layout.container_spec(&self.record.id);
+        // The record was written durably by create, as it stands.
+        let path = self.engine.layout().container_spec(&self.record.id);
         let saved = serde_json::to_vec(&self.spec)
             .map_err(|e| Error::invalid("container spec", e.to_string()))
             .and_then(|data| {
                 atomic_write(&path, &data, Durability::Durable).map_err(|e| Error::io(&path, e))
-            })
-            .and_then(|()| container::write(layout, &self.record, true));
+            });
         match saved {
             Ok(()) => Ok(self.record.clone()),
             Err(e) => {

@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_content::{FileLock, LockMode};
 use berth_engine::logs::{LogWriter, Stream, DEFAULT_MAX_SIZE};
 use berth_engine::{ContainerRecord, Engine, Status};
 use nix::errno::Errno;
@@ -20,22 +19,69 @@ struct Args {
     root: PathBuf,
     id: String,
     ready: Option<File>,
+    mode: Mode,
 }
+
+/// The three lives of a monitor process (see the crate's README): berth
+/// starts it in `Start`; once the container runs it re-executes itself in
+/// `Watch`, which touches little memory while the container runs; at the
+/// exit it re-executes itself in `Exited` to record it and restart it.
+enum Mode {
+    Start,
+    Watch { pid: i32, lock: File, io: Io },
+    Exited { code: i32, lock: File },
+}
+
+/// Takes the descriptor number `fd` handed over by the previous program
+/// of this process.
+fn inherited(fd: Option<i32>, what: &str) -> Result<OwnedFd, String> {
+    let fd = fd
+        .filter(|fd| *fd > 2)
+        .ok_or(format!("{what}: expected a descriptor number above 2"))?;
+    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{what}: descriptor {fd} is not open"));
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to
+    // this process for its sole use by berth or by the monitor's previous
+    // program; nothing else here owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The flags that hand a descriptor over.
+const FD_FLAGS: [&str; 5] = [
+    "--ready-fd",
+    "--lock-fd",
+    "--out-fd",
+    "--err-fd",
+    "--pty-fd",
+];
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args_os().skip(1);
-    let (mut root, mut ready, mut id) = (None, None, None);
+    let (mut root, mut id) = (None, None);
+    let mut fds: std::collections::HashMap<&'static str, i32> = Default::default();
+    let (mut watch, mut pid, mut code) = (false, None, None);
     while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> Result<i32, String> {
+            args.next()
+                .and_then(|v| v.to_str()?.parse().ok())
+                .ok_or(format!("{name}: expected a number"))
+        };
         match arg.to_str() {
             Some("--root") => root = args.next().map(PathBuf::from),
-            Some("--ready-fd") => {
-                let fd: i32 = args
-                    .next()
-                    .and_then(|v| v.to_str()?.parse().ok())
-                    .filter(|fd| *fd > 2)
-                    .ok_or("--ready-fd: expected a descriptor number above 2")?;
-                ready = Some(fd);
+            Some(flag) if FD_FLAGS.contains(&flag) => {
+                let n = number(flag)?;
+                let name = FD_FLAGS
+                    .iter()
+                    .find(|f| **f == flag)
+                    .copied()
+                    .unwrap_or_default();
+                fds.insert(name, n);
             }
+            Some("--watch") => watch = true,
+            Some("--pid") => pid = Some(number("--pid")?),
+            Some("--exit-code") => code = Some(number("--exit-code")?),
             Some(a) if !a.starts_with('-') && id.is_none() => id = Some(a.to_string()),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
@@ -45,48 +91,81 @@ fn parse_args() -> Result<Args, String> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("container id {id:?}: expected 32 hex digits"));
     }
-    // SAFETY: the caller gave this descriptor to us for our sole use
-    // (berth's ready pipe); nothing else in this process owns it.
-    let ready = ready.map(|fd| unsafe { File::from_raw_fd(fd) });
-    Ok(Args { root, id, ready })
+    let fd = |name: &str| inherited(fds.get(name).copied(), name);
+    let ready = match fds.contains_key("--ready-fd") {
+        true => Some(File::from(fd("--ready-fd")?)),
+        false => None,
+    };
+    let mode = match (watch, code) {
+        (false, None) => Mode::Start,
+        (true, None) => Mode::Watch {
+            pid: pid.filter(|p| *p > 0).ok_or("--watch needs --pid")?,
+            lock: File::from(fd("--lock-fd")?),
+            io: match fds.contains_key("--pty-fd") {
+                true => Io::Pty(fd("--pty-fd")?),
+                false => Io::Pipes(fd("--out-fd")?, fd("--err-fd")?),
+            },
+        },
+        (false, Some(code)) => Mode::Exited {
+            code,
+            lock: File::from(fd("--lock-fd")?),
+        },
+        (true, Some(_)) => return Err("--watch and --exit-code exclude each other".into()),
+    };
+    Ok(Args {
+        root,
+        id,
+        ready,
+        mode,
+    })
 }
 
 /// The monitor program: returns its exit code (0 once it is detached; the
 /// detached process's outcome goes to the record, the ready pipe and
 /// stderr, which berth points at `monitor.log`).
 pub fn main() -> i32 {
-    let mut args = match parse_args() {
+    let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("berth-monitor: {e}");
             return 2;
         }
     };
-    // CVE-2019-5736: the containers are forked from this process.
-    if let Err(e) = berth_runtime::reexec_if_needed(berth_runtime::Intent::CreateIsolated) {
-        fail(
-            &mut args.ready,
-            &format!("cannot seal the monitor binary: {e}"),
-        );
-        return 1;
-    }
-    // Fork once more: the first process exits now, so the monitor is
-    // nobody's child (its starter does not have to reap it).
-    // SAFETY: no other thread exists yet; the child only continues with
-    // this single-threaded program.
-    match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Parent { .. }) => return 0,
-        Ok(ForkResult::Child) => {}
-        Err(e) => {
-            fail(&mut args.ready, &format!("fork: {e}"));
-            return 1;
+    let Args {
+        root,
+        id,
+        mut ready,
+        mode,
+    } = args;
+    let outcome = match mode {
+        Mode::Start => {
+            // CVE-2019-5736: the containers are forked from this process.
+            if let Err(e) = berth_runtime::reexec_if_needed(berth_runtime::Intent::CreateIsolated) {
+                fail(&mut ready, &format!("cannot seal the monitor binary: {e}"));
+                return 1;
+            }
+            // Fork once more: the first process exits now, so the monitor
+            // is nobody's child (its starter does not have to reap it).
+            // SAFETY: no other thread exists yet; the child only continues
+            // with this single-threaded program.
+            match unsafe { nix::unistd::fork() } {
+                Ok(ForkResult::Parent { .. }) => return 0,
+                Ok(ForkResult::Child) => {}
+                Err(e) => {
+                    fail(&mut ready, &format!("fork: {e}"));
+                    return 1;
+                }
+            }
+            run(&root, &id, &mut ready, None)
         }
-    }
-    match run(&args.root, &args.id, &mut args.ready) {
+        Mode::Watch { pid, lock, io } => watch(&root, &id, pid, lock, io),
+        Mode::Exited { code, lock } => run(&root, &id, &mut ready, Some((code, lock))),
+    };
+    match outcome {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("berth-monitor {}: {e}", args.id);
-            fail(&mut args.ready, &e);
+            eprintln!("berth-monitor {id}: {e}");
+            fail(&mut ready, &e);
             1
         }
     }
@@ -99,59 +178,155 @@ fn fail(ready: &mut Option<File>, msg: &str) {
     }
 }
 
-fn run(root: &std::path::Path, id: &str, ready: &mut Option<File>) -> Result<(), String> {
+/// Takes the container's monitor lock, or says it has a monitor already.
+fn take_lock(path: &std::path::Path) -> Result<File, String> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err("the container already has a monitor (it is running)".into());
+    }
+    Ok(file)
+}
+
+/// Starts the container (after recording the previous run's exit `code`
+/// and applying the restart policy, when resumed with one) and re-executes
+/// into the watch mode; returns when the container is done for good.
+fn run(
+    root: &std::path::Path,
+    id: &str,
+    ready: &mut Option<File>,
+    resumed: Option<(i32, File)>,
+) -> Result<(), String> {
     let engine = Engine::open(root).map_err(|e| e.to_string())?;
     let layout = engine.layout();
-    let lock_path = layout.monitor_lock(id);
-    let lock = FileLock::try_acquire(&lock_path, LockMode::Exclusive)
-        .map_err(|e| e.to_string())?
-        .ok_or("the container already has a monitor (it is running)")?;
+    let (exited, lock) = match resumed {
+        Some((code, lock)) => (Some(code), lock),
+        None => (None, take_lock(&layout.monitor_lock(id))?),
+    };
     berth_runtime::set_child_subreaper().map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let mut rec = engine.container_record(id).map_err(|e| e.to_string())?;
     let spec = engine.container_spec(id).map_err(|e| e.to_string())?;
-    let mut log =
-        LogWriter::open(&layout.container_log(id), DEFAULT_MAX_SIZE).map_err(|e| e.to_string())?;
     rec.owner = berth_engine::this_process();
     let marker = layout.stop_marker(id);
-    loop {
-        let started = start(&engine, &mut rec, &spec);
-        let (container, io) = match started {
-            Ok(s) => s,
-            Err(e) => {
-                rec.status = Status::Exited;
-                rec.exit_code = if ready.is_some() { Some(127) } else { None };
-                rec.pid = 0;
-                rec.finished = Some(chrono::Utc::now().to_rfc3339());
-                let _ = engine.save_container(&rec);
-                let _ = engine.release_rootfs(&rec);
-                return Err(e);
-            }
-        };
-        if let Some(mut r) = ready.take() {
-            let _ = r.write_all(b"ok");
+    if let Some(code) = exited {
+        if let Ok(c) = berth_runtime::Runtime::new(&rec.state_root).load(id) {
+            let _ = c.delete(true);
         }
-        let code = supervise(container.pid(), io, &mut log);
-        let _ = container.delete(true);
         rec.status = Status::Exited;
         rec.exit_code = Some(code);
         rec.pid = 0;
         rec.finished = Some(chrono::Utc::now().to_rfc3339());
-        engine.save_container(&rec).map_err(|e| e.to_string())?;
+        engine
+            .save_container(&rec, true)
+            .map_err(|e| e.to_string())?;
         if marker.exists() || !rec.restart.restarts(code, rec.restart_count) {
-            break;
+            return finish(&engine, &rec, lock);
         }
         // docker's back-off: 100 ms, doubling, at most 6.4 s.
         std::thread::sleep(Duration::from_millis(100 << rec.restart_count.min(6)));
         if marker.exists() {
-            break;
+            return finish(&engine, &rec, lock);
         }
         rec.restart_count += 1;
     }
-    engine.release_rootfs(&rec).map_err(|e| e.to_string())?;
+    let (container, io) = match start(&engine, &mut rec, &spec) {
+        Ok(s) => s,
+        Err(e) => {
+            rec.status = Status::Exited;
+            rec.exit_code = if ready.is_some() { Some(127) } else { None };
+            rec.pid = 0;
+            rec.finished = Some(chrono::Utc::now().to_rfc3339());
+            let _ = engine.save_container(&rec, true);
+            let _ = engine.release_rootfs(&rec);
+            return Err(e);
+        }
+    };
+    if let Some(mut r) = ready.take() {
+        let _ = r.write_all(b"ok");
+    }
+    let mut args = vec![
+        "--watch".to_string(),
+        "--pid".into(),
+        container.pid().to_string(),
+    ];
+    let mut keep = vec![lock.as_fd()];
+    match &io {
+        Io::Pipes(out, err) => {
+            args.extend(["--out-fd".into(), out.as_raw_fd().to_string()]);
+            args.extend(["--err-fd".into(), err.as_raw_fd().to_string()]);
+            keep.extend([out.as_fd(), err.as_fd()]);
+        }
+        Io::Pty(m) => {
+            args.extend(["--pty-fd".into(), m.as_raw_fd().to_string()]);
+            keep.push(m.as_fd());
+        }
+    }
+    let e = reexec(root, id, &lock, &keep, &args);
+    // Without the watch mode, watch here (more memory, same outcome).
+    eprintln!("berth-monitor {id}: {e}; watching without re-executing");
+    let mut log =
+        LogWriter::open(&layout.container_log(id), DEFAULT_MAX_SIZE).map_err(|e| e.to_string())?;
+    let code = supervise(container.pid(), io, &mut log);
+    run(root, id, ready, Some((code, lock)))
+}
+
+/// Re-executes this process's program (`/proc/self/exe`, so the same
+/// binary) with `args`, keeping the lock and the descriptors in `keep`
+/// open across the exec; returns only when that fails.
+fn reexec(
+    root: &std::path::Path,
+    id: &str,
+    lock: &File,
+    keep: &[std::os::fd::BorrowedFd<'_>],
+    args: &[String],
+) -> String {
+    use std::os::unix::process::CommandExt;
+    for fd in keep {
+        if let Err(e) = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        ) {
+            return format!("keeping descriptor {} open: {e}", fd.as_raw_fd());
+        }
+    }
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0("berth-monitor")
+        .arg("--root")
+        .arg(root)
+        .arg("--lock-fd")
+        .arg(lock.as_raw_fd().to_string())
+        .args(args)
+        .arg(id)
+        .exec();
+    format!("re-executing the monitor: {err}")
+}
+
+/// The watch mode: logs the output of the container's process `pid` until
+/// it exits, then re-executes into the exited mode with its exit code.
+fn watch(root: &std::path::Path, id: &str, pid: i32, lock: File, io: Io) -> Result<(), String> {
+    let layout = berth_engine::Layout::new(root);
+    let mut log =
+        LogWriter::open(&layout.container_log(id), DEFAULT_MAX_SIZE).map_err(|e| e.to_string())?;
+    let code = supervise(pid, io, &mut log);
+    drop(log);
+    let args = ["--exit-code".to_string(), code.to_string()];
+    Err(reexec(root, id, &lock, &[lock.as_fd()], &args))
+}
+
+/// Removes the container's rootfs mount and bundle, lets go of the lock,
+/// and removes a `--rm` container.
+fn finish(engine: &Engine, rec: &ContainerRecord, lock: File) -> Result<(), String> {
+    engine.release_rootfs(rec).map_err(|e| e.to_string())?;
     drop(lock);
     if rec.auto_remove {
         engine
-            .remove_container(&rec, false)
+            .remove_container(rec, false)
             .map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -213,7 +388,9 @@ fn start(
     rec.exit_code = None;
     rec.started = Some(chrono::Utc::now().to_rfc3339());
     rec.finished = None;
-    engine.save_container(rec).map_err(|e| e.to_string())?;
+    engine
+        .save_container(rec, false)
+        .map_err(|e| e.to_string())?;
     Ok((container, io))
 }
 
