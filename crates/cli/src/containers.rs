@@ -309,24 +309,9 @@ fn status_text(engine: &Engine, rec: &ContainerRecord) -> String {
     }
 }
 
-/// How long ago an RFC 3339 time was, in words.
+/// How long ago `time` was, in words ("a while" when it is unknown).
 fn ago(time: Option<&str>) -> String {
-    let Some(t) = time.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
-        return "a while".to_string();
-    };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
-    match secs {
-        0 => "Less than a second".to_string(),
-        1 => "1 second".to_string(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".to_string(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".to_string(),
-        s if s < 86400 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86400),
-    }
+    crate::table::since(time).unwrap_or_else(|| "a while".to_string())
 }
 
 fn ps(engine: &Engine, all: bool, quiet: bool, format: &str) -> Result<i32> {
@@ -388,23 +373,7 @@ fn ps(engine: &Engine, all: bool, quiet: bool, format: &str) -> Result<i32> {
                     r.name.clone(),
                 ]);
             }
-            let mut widths = [0usize; 6];
-            for row in &rows {
-                for (w, cell) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            for row in &rows {
-                let mut line = String::new();
-                for (i, cell) in row.iter().enumerate() {
-                    if i + 1 == row.len() {
-                        line.push_str(cell);
-                    } else {
-                        line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-                    }
-                }
-                writeln!(out, "{line}")?;
-            }
+            crate::table::write_table(&mut out, &rows, 2)?;
         }
         other => bail!("--format {other:?}: use table or json"),
     }

@@ -258,28 +258,6 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-fn human_age(created: Option<&str>) -> String {
-    let Some(when) = created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
-        return "N/A".into();
-    };
-    let secs = (chrono::Utc::now() - when.with_timezone(&chrono::Utc)).num_seconds();
-    let (n, unit) = match secs {
-        s if s < 1 => return "Less than a second ago".into(),
-        s if s < 60 => (s, "second"),
-        s if s < 3600 => (s / 60, "minute"),
-        s if s < 86400 => (s / 3600, "hour"),
-        s if s < 86400 * 7 => (s / 86400, "day"),
-        s if s < 86400 * 30 => (s / (86400 * 7), "week"),
-        s if s < 86400 * 365 => (s / (86400 * 30), "month"),
-        s => (s / (86400 * 365), "year"),
-    };
-    if n == 1 {
-        format!("{} {unit} ago", if unit == "hour" { "An" } else { "1" })
-    } else {
-        format!("{n} {unit}s ago")
-    }
-}
-
 fn short_id(digest: &oci_spec::image::Digest) -> String {
     digest.digest().chars().take(12).collect()
 }
@@ -334,7 +312,8 @@ fn list(images: &Images, format: &str, quiet: bool) -> Result<i32> {
                 let (id, created, size) = match resolved {
                     Ok(image) => (
                         short_id(image.id()),
-                        human_age(image.config.created().as_deref()),
+                        crate::table::since(image.config.created().as_deref())
+                            .map_or_else(|| "N/A".to_string(), |t| format!("{t} ago")),
                         human_size(image.size()),
                     ),
                     Err(_) => ("<broken>".into(), "N/A".into(), "N/A".into()),
@@ -347,23 +326,7 @@ fn list(images: &Images, format: &str, quiet: bool) -> Result<i32> {
                     size,
                 ]);
             }
-            let mut widths = [0usize; 5];
-            for row in &table {
-                for (i, cell) in row.iter().enumerate() {
-                    widths[i] = widths[i].max(cell.len());
-                }
-            }
-            for row in &table {
-                let mut line = String::new();
-                for (i, cell) in row.iter().enumerate() {
-                    if i + 1 == row.len() {
-                        line.push_str(cell);
-                    } else {
-                        line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
-                    }
-                }
-                println!("{}", line.trim_end());
-            }
+            crate::table::write_table(&mut std::io::stdout().lock(), &table, 3)?;
         }
         other => bail!("unknown --format {other:?} (use table or json)"),
     }

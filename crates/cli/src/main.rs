@@ -13,6 +13,7 @@ mod pull;
 mod push;
 mod registry;
 mod run;
+mod table;
 
 /// Options every subcommand sees.
 #[derive(Debug, clap::Args)]

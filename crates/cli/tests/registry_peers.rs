@@ -47,6 +47,26 @@ fn skopeo_copies_in_and_out() {
     assert!(tags.contains("\"v2\""), "{tags}");
 }
 
+/// Runs podman with its store under `dir` (vfs, no events, cgroupfs),
+/// failing the test unless it succeeds; returns its stdout.
+fn podman_in(dir: &Path, args: &[&str]) -> String {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(dir.join("podman-root"))
+        .arg("--runroot")
+        .arg(dir.join("podman-run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+            "--cgroup-manager",
+            "cgroupfs",
+        ])
+        .args(args);
+    run(&mut c)
+}
+
 #[test]
 fn podman_pushes_and_pulls() {
     require_root();
@@ -54,23 +74,7 @@ fn podman_pushes_and_pulls() {
     require_peer("skopeo");
     let dir = tempfile::tempdir().unwrap();
     let reg = seeded_registry(dir.path());
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(dir.path().join("podman-root"))
-            .arg("--runroot")
-            .arg(dir.path().join("podman-run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--events-backend",
-                "none",
-                "--cgroup-manager",
-                "cgroupfs",
-            ])
-            .args(args);
-        run(&mut c)
-    };
+    let podman = |args: &[&str]| podman_in(dir.path(), args);
     let src = format!("{}/seed/busybox:latest", reg.addr);
     podman(&["pull", "--tls-verify=false", &src]);
     let dst = format!("{}/podman/busybox:pushed", reg.addr);
@@ -452,23 +456,7 @@ fn an_image_pushed_by_berth_is_pulled_by_podman_and_run_by_ctr() {
         .arg(&root)
         .args(["push", "bb", &image]));
 
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(dir.path().join("podman-root"))
-            .arg("--runroot")
-            .arg(dir.path().join("podman-run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--events-backend",
-                "none",
-                "--cgroup-manager",
-                "cgroupfs",
-            ])
-            .args(args);
-        run(&mut c)
-    };
+    let podman = |args: &[&str]| podman_in(dir.path(), args);
     podman(&["pull", "--tls-verify=false", &image]);
     // (podman run is not asserted: on these machines its default rlimits are
     // refused by the sandbox the tests run in, whatever the image.)
