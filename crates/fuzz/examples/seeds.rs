@@ -456,20 +456,6 @@ fn ranges() -> Seeds {
 
 const SECRET: &str = "fuzzing-secret-0123456789";
 
-fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut k = [0u8; 64];
-    k[..key.len()].copy_from_slice(key);
-    let inner = Sha256::new()
-        .chain_update(k.map(|b| b ^ 0x36))
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(k.map(|b| b ^ 0x5c))
-        .chain_update(inner)
-        .finalize()
-        .to_vec()
-}
-
 fn claims(exp: &str, aud: &str, grants: &str) -> String {
     format!(
         r#"{{"iss":"berth-registry","sub":"alice","aud":"{aud}","exp":{exp},"nbf":$NOW,"iat":$NOW,"jti":"0011","access":{grants}}}"#
@@ -488,7 +474,10 @@ fn auth() -> (Seeds, Seeds, Seeds, Seeds) {
         .replace("$NOW", "1700000000");
     let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let signing = format!("{h}.{}", URL_SAFE_NO_PAD.encode(payload));
-    let sig = URL_SAFE_NO_PAD.encode(hmac(SECRET.as_bytes(), signing.as_bytes()));
+    let sig = URL_SAFE_NO_PAD.encode(berth_fuzz::hmac_sha256(
+        SECRET.as_bytes(),
+        signing.as_bytes(),
+    ));
     for (i, v) in [
         basic("alice:alice-password"),
         basic("alice:wrong"),

@@ -23,7 +23,7 @@ mod scratch;
 pub use archive::{layer_apply, layer_apply_overlay, tar_stream};
 pub use image::{image_import, image_json, image_load, image_reference, layer_sniff};
 pub use registry::{
-    registry_auth_header, registry_htpasswd, registry_jwt_claims, registry_manifest,
+    hmac_sha256, registry_auth_header, registry_htpasswd, registry_jwt_claims, registry_manifest,
     registry_names, registry_range, registry_route, registry_token_request,
 };
 pub use runtime::runtime_config;

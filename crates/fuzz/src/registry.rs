@@ -243,7 +243,7 @@ pub fn registry_auth_header(data: &[u8]) {
 }
 
 /// HMAC-SHA256 (RFC 2104) with a key of at most 64 bytes.
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut k = [0u8; 64];
     k[..key.len()].copy_from_slice(key);
     let inner = Sha256::new()
