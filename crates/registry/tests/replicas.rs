@@ -100,21 +100,7 @@ impl Replicas {
     }
 
     async fn push_monolithic(&self, repo: &str, data: &[u8]) -> String {
-        let d = sha256(data);
-        let r = self
-            .client
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
-        d
+        common::push_blob_at(&self.client, |path| self.url(path), repo, data).await
     }
 
     /// Pushes blobs `config` and `layers` (skipping those a HEAD finds,
@@ -147,14 +133,8 @@ impl Replicas {
             "config": config_desc, "layers": descs,
         });
         let body = serde_json::to_vec(&manifest).unwrap();
-        let r = self
-            .client
-            .put(self.url(&format!("/v2/{repo}/manifests/{tag}")))
-            .header("content-type", OCI_MANIFEST)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let url = self.url(&format!("/v2/{repo}/manifests/{tag}"));
+        let r = common::put_manifest_at(&self.client, url, OCI_MANIFEST, body.clone()).await;
         assert_eq!(
             r.status(),
             StatusCode::CREATED,

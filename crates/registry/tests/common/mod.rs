@@ -106,13 +106,7 @@ impl TestRegistry {
         media_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
-        self.client
-            .put(self.url(path))
-            .header("content-type", media_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        put_manifest_at(&self.client, self.url(path), media_type, body).await
     }
 
     /// PATCH of one upload chunk to session `loc`, with a Content-Range
@@ -148,21 +142,7 @@ impl TestRegistry {
 
     /// Monolithic push; returns the digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let d = sha256(data);
-        let r = self
-            .client
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
-        d
+        push_blob_at(&self.client, |path| self.url(path), repo, data).await
     }
 
     /// Pushes a config and one layer and an image manifest under `tag`;
@@ -199,6 +179,47 @@ impl TestRegistry {
         );
         (sha256(&body), body, vec![cd, ld])
     }
+}
+
+/// Monolithic push of `data` to `repo`, the POST's URL made by `url_of`
+/// from its path (so a round-robin client can pick the server); returns
+/// the digest.
+pub async fn push_blob_at(
+    client: &Client,
+    url_of: impl Fn(&str) -> String,
+    repo: &str,
+    data: &[u8],
+) -> String {
+    let d = sha256(data);
+    let r = client
+        .post(url_of(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    d
+}
+
+/// PUT of a manifest body of `media_type` to `url`.
+pub async fn put_manifest_at(
+    client: &Client,
+    url: String,
+    media_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client
+        .put(url)
+        .header("content-type", media_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The spec error code of a response body.
