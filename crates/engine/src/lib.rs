@@ -25,6 +25,7 @@ pub mod security;
 pub mod spec;
 mod unpack;
 pub mod user;
+pub mod volumes;
 
 use berth_image::Images;
 use berth_snapshot::Snapshotter;
@@ -38,8 +39,9 @@ pub use layout::{bundle_dir, Layout};
 pub use limits::Limits;
 pub use run::{create_in_runtime, Attach, ContainerOptions, NewContainer};
 pub use security::Security;
-pub use spec::{spec_from_config, BindMount, Overrides};
+pub use spec::{spec_from_config, Overrides};
 pub use unpack::{unpack, BlobProvider};
+pub use volumes::{MountRequest, MountSource, Volume};
 
 /// One data root, opened.
 pub struct Engine {
