@@ -412,8 +412,14 @@ pub(crate) fn inspect_json(root: &Path, query: &str) -> Result<Option<Value>> {
         .iter()
         .filter(|m| m.typ().as_deref() == Some("bind"))
         .map(|m| {
+            // A volume's mount is a bind of its _data.
+            let volume = rec
+                .volumes
+                .iter()
+                .find(|v| m.source().as_deref() == Some(engine.volume_mountpoint(v).as_path()));
             json!({
-                "Type": "bind",
+                "Type": if volume.is_some() { "volume" } else { "bind" },
+                "Name": volume,
                 "Source": m.source(),
                 "Destination": m.destination(),
                 "Options": m.options(),

@@ -133,6 +133,19 @@ fn a_named_volume_is_shared_by_two_containers_and_survives_rm() {
         "from-writer\n"
     );
 
+    let info: Value = serde_json::from_str(&env.ok(&["inspect", "writer"])).unwrap();
+    let mount = info[0]["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/data")
+        .cloned()
+        .expect("inspect shows the volume's mount");
+    assert_eq!(
+        (&mount["Type"], &mount["Name"]),
+        (&"volume".into(), &"shared".into())
+    );
+
     // rm, even with -v, leaves a named volume and its content.
     env.ok(&["rm", "-f", "-v", "writer"]);
     assert_eq!(volume_names(&env), ["shared"]);

@@ -26,11 +26,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use berth_archive::fsops::{list_dir, open_dir_in, remove_all_at};
+use berth_archive::fsops::{list_dir, open_dir_in};
 use berth_content::{FileLock, LockMode};
 use berth_core::fs::{atomic_write, fsync_dir, Durability};
+use nix::errno::Errno;
+use nix::fcntl::{renameat2, RenameFlags};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::Mount;
 use serde::{Deserialize, Serialize};
@@ -572,6 +575,9 @@ pub(crate) fn remove_anonymous(layout: &Layout, record: &ContainerRecord) -> Res
         .collect();
     let mut removed = Vec::new();
     for name in &record.volumes {
+        if check_name("container record", name).is_err() {
+            continue;
+        }
         let anonymous = read(layout, name)?.is_some_and(|v| v.anonymous);
         if anonymous && !others.iter().any(|r| r.volumes.contains(name)) {
             delete(layout, name)?;
@@ -705,6 +711,15 @@ impl Engine {
     ) -> Result<(Claimed, FileLock)> {
         let mut all = requests.to_vec();
         for (i, r) in all.iter().enumerate() {
+            // Requests made by a library caller rather than the parsers
+            // are held to the same rules.
+            let what = format!("mount target {}", r.target);
+            if check_target(&what, &r.target)? != r.target {
+                return Err(Error::invalid(what, "give a clean absolute path"));
+            }
+            if let MountSource::Volume(Some(name)) = &r.source {
+                check_name(&what, name)?;
+            }
             if all[..i].iter().any(|o| o.target == r.target) {
                 return Err(Error::invalid(
                     format!("mount target {}", r.target),
@@ -781,6 +796,13 @@ impl Engine {
     /// started root: resolved inside it, symlinks cannot lead out), as
     /// docker and podman do. A target that is missing or not a directory
     /// in the image leaves the volume empty.
+    ///
+    /// A running container may share the volume and write into it
+    /// meanwhile (planting symlinks, say): the copy is made in a directory
+    /// beside `_data` that no container sees, then each top entry is
+    /// renamed into `_data` without replacing anything, and the root's
+    /// owner and mode are set through a descriptor. Nothing is ever
+    /// written through a path a container could change.
     pub(crate) fn copy_up(&self, claimed: &Claimed, rootfs: &Path) -> Result<()> {
         if claimed.copy_ups.is_empty() {
             return Ok(());
@@ -789,10 +811,10 @@ impl Engine {
         let _lock = lock(layout)?;
         let root = File::open(rootfs).map_err(|e| Error::io(rootfs, e))?;
         for (target, name) in &claimed.copy_ups {
-            let data = layout.volume_data(name);
             let what = || format!("volume {name}: filling it from the image's {target}");
-            let dest = File::open(&data).map_err(|e| Error::io(&data, e))?;
-            if !list_dir(dest.as_fd())
+            let data_path = layout.volume_data(name);
+            let data = File::open(&data_path).map_err(|e| Error::io(&data_path, e))?;
+            if !list_dir(data.as_fd())
                 .map_err(|e| Error::sys(what(), e))?
                 .is_empty()
             {
@@ -800,22 +822,49 @@ impl Engine {
             }
             let src = match open_dir_in(root.as_fd(), target.trim_start_matches('/').as_bytes()) {
                 Ok(fd) => fd,
-                Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => continue,
+                Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
                 Err(e) => return Err(Error::sys(what(), e)),
             };
             // The O_PATH descriptor as a path: the resolved directory itself.
             let src_path = PathBuf::from(format!("/proc/self/fd/{}/.", src.as_raw_fd()));
-            if let Err(e) = berth_snapshot::copy_tree(&src_path, &data) {
-                // Half a copy would never be completed (the volume is not
-                // empty any more): empty it again.
-                for child in list_dir(dest.as_fd()).unwrap_or_default() {
-                    let _ = remove_all_at(dest.as_fd(), &child);
-                }
-                return Err(Error::invalid(what(), e.to_string()));
-            }
+            let staging = layout.volume(name).join(".copy-up");
+            container::remove_dir(&staging)?;
+            std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+            let moved = berth_snapshot::copy_tree(&src_path, &staging)
+                .map_err(|e| Error::invalid(what(), e.to_string()))
+                .and_then(|()| move_into(&staging, &data));
+            container::remove_dir(&staging)?;
+            moved?;
         }
         Ok(())
     }
+}
+
+/// Moves every entry of the directory `from` into the open directory
+/// `into` (renames that never replace an entry: one a container made
+/// meanwhile stays), then gives `into` the owner and mode of `from`.
+fn move_into(from: &Path, into: &File) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = File::open(from).map_err(|e| Error::io(from, e))?;
+    let names =
+        list_dir(dir.as_fd()).map_err(|e| Error::sys(format!("listing {}", from.display()), e))?;
+    for name in names {
+        let name = std::ffi::OsStr::from_bytes(&name);
+        match renameat2(
+            dir.as_fd(),
+            name,
+            into.as_fd(),
+            name,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Error::sys(format!("moving {name:?} into the volume"), e)),
+        }
+    }
+    let meta = dir.metadata().map_err(|e| Error::io(from, e))?;
+    std::os::unix::fs::fchown(into, Some(meta.uid()), Some(meta.gid()))
+        .and_then(|()| into.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777)))
+        .map_err(|e| Error::io(from, e))
 }
 
 #[cfg(test)]
@@ -935,6 +984,32 @@ mod tests {
             let err = parse_mount(text).unwrap_err().to_string();
             assert!(err.contains(says), "{text}: {err}");
         }
+    }
+
+    /// A container sharing the volume plants a symlink where the copy will
+    /// put a file: the copy must not write through it.
+    #[test]
+    fn copy_up_never_writes_through_what_a_container_planted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (staging, data, outside) = (
+            dir.path().join("staging"),
+            dir.path().join("data"),
+            dir.path().join("outside"),
+        );
+        std::fs::create_dir_all(staging.join("d")).unwrap();
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(staging.join("passwd"), "from the image").unwrap();
+        std::fs::write(staging.join("d/f"), "f").unwrap();
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::write(&outside, "host file").unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("passwd")).unwrap();
+        move_into(&staging, &File::open(&data).unwrap()).unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host file");
+        assert!(data.join("passwd").symlink_metadata().unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(data.join("d/f")).unwrap(), "f");
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777);
     }
 
     fn config(volumes: serde_json::Value) -> ImageConfiguration {
