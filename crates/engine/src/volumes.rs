@@ -701,14 +701,14 @@ impl Engine {
     /// Claims a new container's mounts: `requests` (checked: one mount per
     /// target, bind sources present) plus an anonymous volume for each
     /// image Volume no request covers; makes the volumes missing. Returns
-    /// them with the volumes lock, to be held until the container's record
-    /// (listing the volumes) is written. On failure no volume made here is
-    /// left.
+    /// them with the volumes lock (none without mounts), to be held until
+    /// the container's record (listing the volumes) is written. On failure
+    /// no volume made here is left.
     pub(crate) fn claim_mounts(
         &self,
         config: &ImageConfiguration,
         requests: &[MountRequest],
-    ) -> Result<(Claimed, FileLock)> {
+    ) -> Result<(Claimed, Option<FileLock>)> {
         let mut all = requests.to_vec();
         for (i, r) in all.iter().enumerate() {
             // Requests made by a library caller rather than the parsers
@@ -745,15 +745,18 @@ impl Engine {
         }
         // Parents before children, as docker orders them.
         all.sort_by_key(|r| r.target.matches('/').count());
+        let mut claimed = Claimed {
+            mounts: Vec::new(),
+            volumes: Vec::new(),
+            copy_ups: Vec::new(),
+        };
+        if all.is_empty() {
+            return Ok((claimed, None));
+        }
         let layout = self.layout();
         let lock = lock(layout)?;
         let before = dir_entries(layout)?;
         let result = (|| {
-            let mut claimed = Claimed {
-                mounts: Vec::new(),
-                volumes: Vec::new(),
-                copy_ups: Vec::new(),
-            };
             for r in &all {
                 let source = match &r.source {
                     MountSource::Volume(name) => {
@@ -775,10 +778,10 @@ impl Engine {
                 };
                 claimed.mounts.push(r.runtime_mount(&source));
             }
-            Ok(claimed)
+            Ok(())
         })();
         match result {
-            Ok(claimed) => Ok((claimed, lock)),
+            Ok(()) => Ok((claimed, Some(lock))),
             Err(e) => {
                 // Volumes this claim made are not in any record yet.
                 for name in dir_entries(layout).unwrap_or_default() {
