@@ -544,3 +544,37 @@ fn concurrent_creates_of_one_volume_do_not_race() {
     assert_eq!(files, 4);
     env.assert_no_containers_left();
 }
+
+/// A SIGKILLed `berth run --rm` leaves its container to be reaped by the
+/// next command; reaping removes its anonymous volumes as `--rm` would
+/// have, and keeps those of a kept container.
+#[test]
+fn reaping_a_killed_run_rm_removes_its_anonymous_volumes() {
+    let env = Env::new();
+    import_volume_image(&env);
+    let script = "echo ready; exec sleep 60";
+    let mut kept = env.spawn_until_ready(&["run", "--name", "kept", "vimg", "sh", "-c", script]);
+    kept.kill().expect("SIGKILL berth");
+    kept.wait().expect("wait berth");
+    env.ok(&["ps", "-a"]);
+    let names = volume_names(&env);
+    assert_eq!(
+        names.len(),
+        2,
+        "a kept container keeps its volumes: {names:?}"
+    );
+
+    let mut gone = env.spawn_until_ready(&["run", "--rm", "vimg", "sh", "-c", script]);
+    assert_eq!(volume_names(&env).len(), 4);
+    gone.kill().expect("SIGKILL berth");
+    gone.wait().expect("wait berth");
+    env.ok(&["ps", "-a"]);
+    assert_eq!(
+        volume_names(&env),
+        names,
+        "the --rm container's volumes went with it"
+    );
+    env.ok(&["rm", "-v", "kept"]);
+    assert!(volume_names(&env).is_empty());
+    env.assert_no_containers_left();
+}
