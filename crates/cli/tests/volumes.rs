@@ -101,6 +101,13 @@ fn a_named_volume_is_shared_by_two_containers_and_survives_rm() {
         mountpoint.starts_with(env.root().to_str().unwrap()),
         "{mountpoint}"
     );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(
+        mode(&env.root().join("volumes")),
+        0o700,
+        "only root reaches volumes"
+    );
+    assert_eq!(mode(std::path::Path::new(&mountpoint)), 0o755);
 
     // One container writes and keeps running; a second one reads what it
     // wrote and answers through the same volume.

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use berth_archive::fsops::{list_dir, open_dir_in};
@@ -458,10 +459,17 @@ fn anonymous_name() -> Result<String> {
     Ok(format!("{}{}", container::new_id()?, container::new_id()?))
 }
 
-/// Takes the volumes lock.
+/// Takes the volumes lock. The volumes directory is root's alone (0700):
+/// a container may leave a setuid binary in a volume, which no other user
+/// of the host may reach.
 fn lock(layout: &Layout) -> Result<FileLock> {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = layout.volumes();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
     Ok(FileLock::acquire(
         &layout.volumes_lock(),
         LockMode::Exclusive,
@@ -504,7 +512,9 @@ fn make(
     let tmp = layout.volumes().join(format!(".new-{name}"));
     container::remove_dir(&tmp)?;
     let data = tmp.join("_data");
-    std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
+    std::fs::create_dir_all(&data)
+        .and_then(|()| std::fs::set_permissions(&data, PermissionsExt::from_mode(0o755)))
+        .map_err(|e| Error::io(&data, e))?;
     let record = serde_json::to_vec_pretty(&volume)
         .map_err(|e| Error::invalid("volume record", e.to_string()))?;
     let path = tmp.join("volume.json");
@@ -847,7 +857,7 @@ impl Engine {
 /// `into` (renames that never replace an entry: one a container made
 /// meanwhile stays), then gives `into` the owner and mode of `from`.
 fn move_into(from: &Path, into: &File) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let dir = File::open(from).map_err(|e| Error::io(from, e))?;
     let names =
         list_dir(dir.as_fd()).map_err(|e| Error::sys(format!("listing {}", from.display()), e))?;
