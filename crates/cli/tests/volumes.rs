@@ -272,15 +272,26 @@ fn image_volumes_are_filled_from_the_image() {
     // A bind or tmpfs at an image Volume's path replaces its volume.
     let host = env.path("host");
     std::fs::create_dir_all(&host).unwrap();
-    let bind = format!("{}:/data", host.display());
+    let bind = format!("type=bind,source={},target=/data", host.display());
+    let before = volume_names(&env);
     env.ok(&[
-        "run", "--rm", "-v", &bind, "--tmpfs", "/empty", "vimg", "true",
+        "run",
+        "--rm",
+        "--mount",
+        &bind,
+        "--tmpfs",
+        "/empty",
+        "vimg",
+        "sh",
+        "-c",
+        "echo via-bind > /data/b",
     ]);
-    assert_eq!(
-        std::fs::read_dir(&host).unwrap().count(),
-        0,
-        "binds are never filled"
-    );
+    let entries: Vec<_> = std::fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["b"], "binds are never filled");
+    assert_eq!(volume_names(&env), before, "no anonymous volume was made");
     env.ok(&["rm", "a"]);
 }
 
