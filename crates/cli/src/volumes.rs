@@ -73,6 +73,10 @@ pub enum Command {
         /// Output format: `table` or `json`.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Only volumes matching every filter: `dangling=true|false` (no container uses it),
+        /// `label=KEY[=VALUE]`, `name=SUBSTRING`.
+        #[arg(long, short = 'f', value_name = "KEY=VALUE")]
+        filter: Vec<String>,
     },
     /// Print volumes' details as JSON.
     Inspect {
@@ -112,6 +116,49 @@ fn volume_json(engine: &Engine, v: &Volume) -> Value {
     })
 }
 
+/// One `volume ls --filter KEY=VALUE`.
+enum Filter {
+    /// `dangling=true|false`: no container uses it (or some does).
+    Dangling(bool),
+    /// `label=KEY[=VALUE]`.
+    Label(String, Option<String>),
+    /// `name=SUBSTRING`.
+    Name(String),
+}
+
+impl Filter {
+    fn parse(filter: &str) -> Result<Filter> {
+        let Some((key, value)) = filter.split_once('=') else {
+            bail!("--filter {filter:?}: expected KEY=VALUE (dangling, label, name)");
+        };
+        Ok(match key {
+            "dangling" => Filter::Dangling(match value {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => bail!("--filter {filter:?}: dangling takes true or false"),
+            }),
+            "label" => match value.split_once('=') {
+                Some((k, v)) => Filter::Label(k.into(), Some(v.into())),
+                None => Filter::Label(value.into(), None),
+            },
+            "name" => Filter::Name(value.into()),
+            _ => bail!("--filter {filter:?}: unknown filter {key:?} (use dangling, label or name)"),
+        })
+    }
+
+    /// Whether `v` passes; `used` names the volumes some container uses.
+    fn matches(&self, v: &Volume, used: &[String]) -> bool {
+        match self {
+            Filter::Dangling(dangling) => used.contains(&v.name) != *dangling,
+            Filter::Label(k, want) => v
+                .labels
+                .get(k)
+                .is_some_and(|have| want.as_ref().is_none_or(|w| w == have)),
+            Filter::Name(part) => v.name.contains(part.as_str()),
+        }
+    }
+}
+
 /// Runs one volume command.
 pub fn run(cmd: Command, global: &Global) -> Result<i32> {
     let engine = Engine::open(&global.root)?;
@@ -130,8 +177,21 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
             writeln!(out, "{}", v.name)?;
             Ok(0)
         }
-        Command::Ls { quiet, format } => {
-            let volumes = engine.volumes()?;
+        Command::Ls {
+            quiet,
+            format,
+            filter,
+        } => {
+            let used: Vec<String> = engine
+                .containers()?
+                .into_iter()
+                .flat_map(|r| r.volumes)
+                .collect();
+            let mut volumes = engine.volumes()?;
+            for f in &filter {
+                let f = Filter::parse(f)?;
+                volumes.retain(|v| f.matches(v, &used));
+            }
             if quiet {
                 for v in &volumes {
                     writeln!(out, "{}", v.name)?;

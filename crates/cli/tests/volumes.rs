@@ -96,6 +96,11 @@ fn a_named_volume_is_shared_by_two_containers_and_survives_rm() {
     assert_eq!(v["Name"], "shared");
     assert_eq!(v["Labels"]["k"], "v");
     assert_eq!(v["Anonymous"], false);
+    assert_eq!(
+        env.ok(&["volume", "ls", "-q", "-f", "label=k=v"]),
+        "shared\n"
+    );
+    assert_eq!(env.ok(&["volume", "ls", "-q", "-f", "label=k=w"]), "");
     let mountpoint = v["Mountpoint"].as_str().unwrap().to_string();
     assert!(
         mountpoint.starts_with(env.root().to_str().unwrap()),
@@ -349,6 +354,11 @@ fn a_volume_in_use_is_not_removed() {
         "{}",
         env.describe(&out)
     );
+    let ls = |filter: &str| env.ok(&["volume", "ls", "-q", "--filter", filter]);
+    assert_eq!(ls("dangling=true"), "idle\n");
+    assert_eq!(ls("dangling=false"), "busy\n");
+    assert_eq!(ls("name=dl"), "idle\n");
+    assert_eq!(ls("label=none"), "");
     assert_eq!(
         env.ok(&["volume", "prune"]),
         "idle\n",

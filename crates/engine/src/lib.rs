@@ -5,8 +5,8 @@
 //! from a [`BlobProvider`] into snapshots ([`unpack`]), turns the image's
 //! config into a runtime spec ([`spec_from_config`]), creates, records and
 //! runs containers with the runtime linked in ([`Engine::create`],
-//! [`Engine::run`]), reaps containers whose owner was killed and collects
-//! garbage ([`Engine::gc`]). `berth` maps its arguments onto this API; the
+//! [`Engine::run`]), keeps the volumes they mount ([`volumes`]), reaps
+//! containers whose owner was killed and collects garbage ([`Engine::gc`]). `berth` maps its arguments onto this API; the
 //! monitor and the containerd shim are meant to build on it too.
 //!
 //! A reference goes down through the crates and never back up: engine →
