@@ -650,6 +650,8 @@ impl Engine {
     /// containers first (podman's `volume rm -f`).
     pub fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
         self.volume(name)?;
+        // A killed `run --rm` must not hold the volume (reaping frees it).
+        self.reap_abandoned()?;
         if force {
             for rec in self.volume_users(name)? {
                 self.remove_container(&rec, true)?;
@@ -677,6 +679,7 @@ impl Engine {
     /// `berth volume prune`: removes every volume no container uses (as
     /// podman, named ones too); returns their names.
     pub fn prune_volumes(&self) -> Result<Vec<String>> {
+        self.reap_abandoned()?;
         self.remove_unused_volumes(false)
     }
 
