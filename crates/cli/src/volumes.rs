@@ -61,6 +61,9 @@ pub enum Command {
         /// Do not fail when the volume exists already.
         #[arg(long)]
         ignore: bool,
+        /// The volume driver: only `local` (a directory under the data root).
+        #[arg(long, short = 'd', default_value = "local")]
+        driver: String,
         /// The volume's name: letters, digits, '_', '.', '-', starting with a letter or digit.
         name: Option<String>,
     },
@@ -83,6 +86,11 @@ pub enum Command {
         /// The volumes.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Exit 0 when the volume exists, 1 when it does not.
+    Exists {
+        /// The volume.
+        name: String,
     },
     /// Remove volumes (refused while a container uses one, unless -f).
     #[command(alias = "remove")]
@@ -167,8 +175,12 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
         Command::Create {
             labels,
             ignore,
+            driver,
             name,
         } => {
+            if driver != "local" {
+                bail!("--driver {driver:?}: berth has only the local driver (a directory under the data root)");
+            }
             let labels = labels
                 .iter()
                 .map(|l| parse_label(l))
@@ -232,6 +244,11 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
             writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             Ok(code)
         }
+        Command::Exists { name } => match engine.volume(&name) {
+            Ok(_) => Ok(0),
+            Err(berth_engine::Error::NoSuchVolume { .. }) => Ok(1),
+            Err(e) => Err(e.into()),
+        },
         Command::Rm { force, names } => {
             let mut code = 0;
             for name in &names {

@@ -510,6 +510,17 @@ fn bad_names_targets_and_options_are_clear_errors() {
         env.ok(&["volume", "create", "--ignore", "taken"]),
         "taken\n"
     );
+    let out = env.berth(&["volume", "create", "--driver", "nfs", "x"]);
+    assert!(
+        stderr(&out).contains("only the local driver"),
+        "{}",
+        env.describe(&out)
+    );
+    assert_eq!(
+        env.berth(&["volume", "exists", "taken"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(env.berth(&["volume", "exists", "x"]).status.code(), Some(1));
     assert_eq!(
         volume_names(&env),
         ["taken"],
