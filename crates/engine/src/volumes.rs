@@ -49,6 +49,9 @@ use crate::Engine;
 /// (`.new-NAME`) must fit in NAME_MAX too.
 pub const MAX_NAME_LEN: usize = 250;
 
+/// Where the kernel's filesystems are mounted: no image Volume there.
+const KERNEL_DIRS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
 /// Options a user may give a bind, volume or tmpfs mount that set a mount
 /// flag, with the opposite that clears it.
 const TOGGLES: [(&str, &str); 7] = [
@@ -752,6 +755,17 @@ impl Engine {
             }
         }
         for target in image_volumes(config)? {
+            if KERNEL_DIRS
+                .iter()
+                .any(|d| target == *d || target.starts_with(&format!("{d}/")))
+            {
+                // An image may not hide the kernel's filesystems (or put
+                // the runtime's device nodes on the host's disk).
+                tracing::warn!(
+                    "ignoring the image's Volume {target}: it lies in a kernel filesystem"
+                );
+                continue;
+            }
             if !all.iter().any(|r| r.target == target) {
                 all.push(MountRequest::new(MountSource::Volume(None), target));
             }
@@ -1110,6 +1124,12 @@ mod tests {
             .clone();
         assert!(engine.volume(&anon).unwrap().anonymous);
         assert!(!engine.volume("new").unwrap().anonymous);
+
+        // The image cannot hide the kernel's filesystems.
+        let (claimed, _) = engine
+            .claim_mounts(&config(json!({"/dev": {}, "/proc/x": {}, "/sys": {}})), &[])
+            .unwrap();
+        assert!(claimed.mounts.is_empty() && claimed.volumes.is_empty());
 
         // A failed claim leaves nothing it made.
         let before = engine.volumes().unwrap().len();
