@@ -49,6 +49,12 @@ use crate::Engine;
 /// (`.new-NAME`) must fit in NAME_MAX too.
 pub const MAX_NAME_LEN: usize = 250;
 
+/// The most Volumes an image may ask for (each is a directory on the host).
+pub const MAX_IMAGE_VOLUMES: usize = 256;
+
+/// The longest mount target, in bytes (PATH_MAX).
+const MAX_TARGET_LEN: usize = 4096;
+
 /// Where the kernel's filesystems are mounted: no image Volume there.
 const KERNEL_DIRS: [&str; 3] = ["/proc", "/sys", "/dev"];
 
@@ -241,6 +247,15 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
 /// A mount target given by `what` checked: absolute, no `..`, not `/`;
 /// returned clean.
 pub fn check_target(what: &str, target: &str) -> Result<String> {
+    if target.len() > MAX_TARGET_LEN {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "the target is {} bytes long, more than {MAX_TARGET_LEN}",
+                target.len()
+            ),
+        ));
+    }
     if target.split('/').any(|p| p == "..") {
         return Err(Error::invalid(
             what,
@@ -426,13 +441,29 @@ pub fn parse_mount(text: &str) -> Result<MountRequest> {
 /// and `/` itself are refused (a hostile image's "/.." once reached the
 /// container's record directory).
 pub fn image_volumes(config: &ImageConfiguration) -> Result<Vec<String>> {
-    let mut volumes = config
+    let entries = config
         .config()
         .as_ref()
         .and_then(|c| c.volumes().clone())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if entries.len() > MAX_IMAGE_VOLUMES {
+        return Err(Error::invalid(
+            "the image's Volumes",
+            format!(
+                "{} entries, more than berth's limit of {MAX_IMAGE_VOLUMES}; rebuild the image with fewer",
+                entries.len()
+            ),
+        ));
+    }
+    let mut volumes = entries
         .iter()
-        .map(|v| clean_path("the image's Volumes entry", v))
+        .map(|v| match v.len() {
+            n if n > MAX_TARGET_LEN => Err(Error::invalid(
+                "the image's Volumes entry",
+                format!("{n} bytes long, more than {MAX_TARGET_LEN}"),
+            )),
+            _ => clean_path("the image's Volumes entry", v),
+        })
         .collect::<Result<Vec<_>>>()?;
     volumes.sort();
     volumes.dedup();
@@ -1060,6 +1091,15 @@ mod tests {
             json!({"/a_b": {}, "/a/b": {}, "/a/../c/": {}, "/c": {}}),
         ));
         assert_eq!(v.unwrap(), ["/a/b", "/a_b", "/c"]);
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_IMAGE_VOLUMES)
+            .map(|i| (format!("/v{i}"), json!({})))
+            .collect();
+        let long = format!("/{}", "a".repeat(MAX_TARGET_LEN));
+        for bad in [json!(many), json!({ long.clone(): {} })] {
+            let err = image_volumes(&config(bad)).unwrap_err().to_string();
+            assert!(err.contains("more than"), "{err}");
+        }
+        assert!(parse_volume(&format!("v:{long}")).is_err());
         for bad in ["/..", "/data/../../x", "/.", "/"] {
             let err = image_volumes(&config(json!({ bad: {} })))
                 .unwrap_err()
