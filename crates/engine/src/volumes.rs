@@ -139,6 +139,7 @@ impl MountRequest {
         let bind = matches!(self.source, MountSource::Bind(_));
         let volume = matches!(self.source, MountSource::Volume(_));
         let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+        let toggle = TOGGLES.iter().find(|(a, b)| key == *a || key == *b);
         match (key, opt.contains('=')) {
             ("ro" | "readonly", false) => self.readonly = true,
             ("rw", false) => self.readonly = false,
@@ -156,13 +157,9 @@ impl MountRequest {
                 }
                 self.options[1] = p.to_string();
             }
-            (t, false) if TOGGLES.iter().any(|(a, b)| t == *a || t == *b) => {
-                let pair = TOGGLES
-                    .iter()
-                    .find(|(a, b)| t == *a || t == *b)
-                    .map(|(a, b)| [*a, *b])
-                    .unwrap_or_default();
-                self.options.retain(|o| !pair.contains(&o.as_str()));
+            (t, false) if toggle.is_some() => {
+                let (set, clear) = toggle.copied().unwrap_or_default();
+                self.options.retain(|o| o != set && o != clear);
                 self.options.push(t.to_string());
             }
             ("size" | "mode" | "uid" | "gid" | "nr_inodes", true) if tmpfs => {
@@ -632,9 +629,10 @@ pub(crate) fn remove_anonymous(layout: &Layout, record: &ContainerRecord) -> Res
 }
 
 impl Engine {
-    /// `berth volume create`: a new named volume, or with `name` None an
-    /// anonymous one. A name in use is refused unless `ignore`, which
-    /// returns the existing volume.
+    /// `berth volume create`: a new named volume; with `name` None one
+    /// with a random name (64 hex digits; not anonymous, as docker's: only
+    /// `volume rm` and `prune` remove it). A name in use is refused unless
+    /// `ignore`, which returns the existing volume.
     pub fn create_volume(
         &self,
         name: Option<&str>,
