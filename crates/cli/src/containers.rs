@@ -90,7 +90,7 @@ pub enum Command {
         /// Kill and remove running containers too.
         #[arg(long, short = 'f')]
         force: bool,
-        /// Remove the container's anonymous volumes (always: they live in its directory).
+        /// Remove the container's anonymous volumes too.
         #[arg(long, short = 'v')]
         volumes: bool,
         /// The containers (names or id prefixes).
@@ -202,14 +202,18 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
         }),
         Command::Rm {
             force,
-            volumes: _,
+            volumes,
             containers,
         } => {
             let mut code = 0;
             for query in &containers {
-                let removed = engine
-                    .find_container(query)
-                    .and_then(|rec| engine.remove_container(&rec, force).map(|()| rec));
+                let removed = engine.find_container(query).and_then(|rec| {
+                    engine.remove_container(&rec, force)?;
+                    if volumes {
+                        engine.remove_anonymous_volumes(&rec)?;
+                    }
+                    Ok(rec)
+                });
                 match removed {
                     Ok(rec) => println!("{}", rec.id),
                     Err(e) => {
@@ -408,8 +412,14 @@ pub(crate) fn inspect_json(root: &Path, query: &str) -> Result<Option<Value>> {
         .iter()
         .filter(|m| m.typ().as_deref() == Some("bind"))
         .map(|m| {
+            // A volume's mount is a bind of its _data.
+            let volume = rec
+                .volumes
+                .iter()
+                .find(|v| m.source().as_deref() == Some(engine.volume_mountpoint(v).as_path()));
             json!({
-                "Type": "bind",
+                "Type": if volume.is_some() { "volume" } else { "bind" },
+                "Name": volume,
                 "Source": m.source(),
                 "Destination": m.destination(),
                 "Options": m.options(),

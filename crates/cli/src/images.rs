@@ -76,7 +76,7 @@ pub enum Command {
         tarball: PathBuf,
         /// The new image's name.
         name: String,
-        /// Dockerfile-style config changes: CMD, ENTRYPOINT, ENV, WORKDIR, USER.
+        /// Dockerfile-style config changes: CMD, ENTRYPOINT, ENV, WORKDIR, USER, VOLUME.
         #[arg(long, short)]
         change: Vec<String>,
     },
@@ -185,6 +185,9 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             for s in &report.orphans {
                 println!("deleted snapshot of a removed container: {s}");
             }
+            for v in &report.volumes {
+                println!("deleted anonymous volume of a removed container: {v}");
+            }
             for s in &report.snapshots {
                 println!("deleted snapshot: {s}");
             }
@@ -233,7 +236,14 @@ fn parse_changes(changes: &[String]) -> Result<ImportOptions> {
             }
             "WORKDIR" => opts.working_dir = Some(value.trim().to_string()),
             "USER" => opts.user = Some(value.trim().to_string()),
-            other => bail!("--change {change:?}: unsupported instruction {other} (supported: CMD, ENTRYPOINT, ENV, WORKDIR, USER)"),
+            "VOLUME" => match value.trim() {
+                v if v.starts_with('[') => opts.volumes.extend(
+                    serde_json::from_str::<Vec<String>>(v)
+                        .with_context(|| format!("--change {change:?}: invalid JSON array"))?,
+                ),
+                v => opts.volumes.extend(v.split_whitespace().map(String::from)),
+            },
+            other => bail!("--change {change:?}: unsupported instruction {other} (supported: CMD, ENTRYPOINT, ENV, WORKDIR, USER, VOLUME)"),
         }
     }
     Ok(opts)

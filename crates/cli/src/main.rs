@@ -14,6 +14,7 @@ mod push;
 mod registry;
 mod run;
 mod table;
+mod volumes;
 
 /// Options every subcommand sees.
 #[derive(Debug, clap::Args)]
@@ -60,6 +61,11 @@ enum Command {
     Run(run::RunArgs),
     #[command(flatten)]
     Container(containers::Command),
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        command: volumes::Command,
+    },
     /// Run a distribution-spec registry server.
     Registry {
         #[command(subcommand)]
@@ -103,6 +109,7 @@ fn main() {
         Command::Distribution(cmd) => pull::run(cmd, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
         Command::Container(cmd) => containers::run(cmd, &cli.global),
+        Command::Volume { command } => volumes::run(command, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
     match result {

@@ -8,9 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use berth_engine::limits::{self, Ulimit};
 use berth_engine::spec::{parse_label, read_env_file};
-use berth_engine::{
-    Attach, BindMount, ContainerOptions, Engine, Limits, Overrides, RestartPolicy, Security,
-};
+use berth_engine::{Attach, ContainerOptions, Engine, Limits, Overrides, RestartPolicy, Security};
 
 use crate::Global;
 
@@ -39,9 +37,9 @@ pub struct RunArgs {
     /// Set an environment variable (`KEY=value`, or `KEY` to pass berth's value).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Bind mount a host path: `/host/path:/container/path[:ro]`.
-    #[arg(long = "volume", short = 'v', value_name = "SRC:DST[:ro]")]
-    pub volumes: Vec<String>,
+    /// -v, --mount, --tmpfs.
+    #[command(flatten)]
+    pub mounts: crate::volumes::MountArgs,
     /// User to run as: name, uid, name:group or uid:gid (resolved in the image).
     #[arg(long, short = 'u')]
     pub user: Option<String>,
@@ -191,6 +189,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
         let opts = ContainerOptions {
             name: args.name.clone(),
             overrides,
+            mounts: args.mounts.requests()?,
             auto_remove: args.rm,
             state_root: args.state_root.clone(),
             restart: RestartPolicy::No,
@@ -223,6 +222,7 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
         let opts = ContainerOptions {
             name: args.name.clone(),
             overrides: overrides(args)?,
+            mounts: args.mounts.requests()?,
             auto_remove: args.rm,
             state_root: args.state_root.clone(),
             restart,
@@ -230,6 +230,7 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
         let record = engine.create(&args.image, &opts)?.detach()?;
         if let Err(e) = engine.start_detached(&record, &crate::containers::monitor_program()) {
             let _ = engine.remove_container(&record, true);
+            let _ = engine.remove_anonymous_volumes(&record);
             return Err(e.into());
         }
         Ok(record.id)
@@ -262,7 +263,6 @@ fn overrides(args: &RunArgs) -> Result<Overrides> {
             env.push(format!("{e}={}", v.to_string_lossy()));
         }
     }
-    let binds = each(&args.volumes, BindMount::parse)?;
     let init = match args.init {
         true => Some(std::env::current_exe().context("--init: cannot find berth's own binary")?),
         false => None,
@@ -282,8 +282,7 @@ fn overrides(args: &RunArgs) -> Result<Overrides> {
         workdir: args.workdir.clone(),
         hostname: args.hostname.clone(),
         read_only: args.read_only,
-        binds,
-        volume_root: None,
+        mounts: Vec::new(),
         terminal: args.tty,
         group_add: args.config.group_add.clone(),
         labels: each(&args.config.labels, parse_label)?,
@@ -395,15 +394,15 @@ mod tests {
         assert_eq!(ov.user.as_deref(), Some("7:8"));
         assert_eq!(ov.hostname, None, "the engine names it after the id");
         assert!(ov.terminal);
-        assert!(ov.binds[0].readonly);
+        assert!(args.mounts.requests().unwrap()[0].readonly);
         assert!(matches!(
             ov.security.seccomp,
             berth_engine::seccomp::Seccomp::Default
         ));
         assert!(ov.limits.memory.is_none());
-        let bad = parse(&["-v", "relative:/x", "img"]);
-        let err = overrides(&bad).unwrap_err();
-        assert!(err.to_string().contains("relative:/x"), "{err}");
+        let bad = parse(&["-v", "./relative:/x", "img"]);
+        let err = bad.mounts.requests().unwrap_err();
+        assert!(err.to_string().contains("./relative:/x"), "{err}");
     }
 
     #[test]

@@ -190,9 +190,9 @@ fn volumes_rw_and_ro_and_read_only_root() {
         "{}",
         env.describe(&out)
     );
-    let out = env.berth(&["run", "--rm", "-v", "relative:/x", "bb", "true"]);
+    let out = env.berth(&["run", "--rm", "-v", "./relative:/x", "bb", "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("relative:/x"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("./relative:/x"));
     env.assert_no_containers_left();
 }
 

@@ -73,6 +73,9 @@ pub struct ContainerRecord {
     /// When it last exited, or was found dead (RFC 3339).
     #[serde(default)]
     pub finished: Option<String>,
+    /// The volumes it mounts, named and anonymous.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// What the monitor does when a container exits (podman's `--restart`).
@@ -280,6 +283,9 @@ pub(crate) fn reap(
             }
             if let Err(e) = remove_dir(&layout.container(&rec.id)) {
                 warn("removing its record", &e);
+            }
+            if let Err(e) = crate::volumes::remove_anonymous(layout, rec) {
+                warn("removing its anonymous volumes", &e);
             }
         } else {
             let mut done = rec.clone();

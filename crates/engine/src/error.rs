@@ -64,6 +64,26 @@ pub enum Error {
         /// The ids it matches, comma-separated.
         ids: String,
     },
+    /// No volume has this name.
+    #[error("no volume with name {name:?} found (see `berth volume ls`)")]
+    NoSuchVolume {
+        /// The name asked for.
+        name: String,
+    },
+    /// `berth volume create NAME` of a name in use.
+    #[error("volume with name {name:?} already exists (choose another name, or add --ignore)")]
+    VolumeExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// A volume that containers use cannot be removed.
+    #[error("volume {name:?} is being used by container(s) {containers} (remove them first, or use `volume rm -f`, which removes them too)")]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// The names of the containers using it, comma-separated.
+        containers: String,
+    },
     /// The container is not in a state that allows the operation.
     #[error("container {name}: {reason}")]
     State {

@@ -1,6 +1,6 @@
 //! Garbage collection of the data root: containers whose owner was killed
 //! are reaped first (their snapshots and mounts are only free then), then
-//! unreachable blobs (berth-image) and the committed layer snapshots no
+//! anonymous volumes no container uses any more, then unreachable blobs (berth-image) and the committed layer snapshots no
 //! image needs, all under the content store's exclusive GC lock.
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +23,9 @@ pub struct GcReport {
     /// Container snapshots whose record is gone (a crashed run, a record
     /// removed by hand), removed with their mounts.
     pub orphans: Vec<String>,
+    /// Anonymous volumes no container uses (their container was removed
+    /// without `-v`, or its create crashed).
+    pub volumes: Vec<String>,
     /// Blobs and ingests removed from the image store.
     pub blobs: berth_image::gc::GcReport,
     /// Committed layer snapshots (chain IDs) no image needs any more.
@@ -50,7 +53,8 @@ impl Engine {
         Ok((gone.into_iter().map(|r| r.name).collect(), warnings))
     }
 
-    /// `berth gc`: reaps abandoned containers, then removes every blob no
+    /// `berth gc`: reaps abandoned containers, removes the anonymous
+    /// volumes no container uses, then removes every blob no
     /// image reaches and every committed snapshot no image needs (active
     /// snapshots — containers, running unpacks — are kept with their
     /// ancestors). Waits for running loads, pulls and unpacks, which hold
@@ -58,6 +62,7 @@ impl Engine {
     pub fn gc(&self) -> Result<GcReport> {
         let (reaped, warnings) = self.reap_abandoned()?;
         let orphans = self.remove_orphan_snapshots()?;
+        let volumes = self.remove_unused_volumes(true)?;
         let images = self.images();
         let _lock = images.content().gc_lock()?;
         let blobs = berth_image::gc::gc_locked(images)?;
@@ -70,6 +75,7 @@ impl Engine {
             reaped,
             warnings,
             orphans,
+            volumes,
             blobs,
             snapshots,
         })

@@ -4,7 +4,9 @@
 //! <root>/                     the image store (berth-image: OCI layout, records)
 //! <root>/snapshotter/         layer and container snapshots (berth-snapshot)
 //! <root>/containers/.lock     held while names are claimed and records reaped
-//! <root>/containers/<id>/     container.json, volumes/
+//! <root>/containers/<id>/     container.json, config.json, logs
+//! <root>/volumes/.lock        held while volumes are made, claimed, filled, removed
+//! <root>/volumes/<name>/      volume.json and _data/, the volume's content
 //! <root>/run/                 the runtime's state root (default; --state-root)
 //! <root>/run/bundles/<id>/    the bundle while the container runs: rootfs/ mount
 //! ```
@@ -79,9 +81,29 @@ impl Layout {
         self.container(id).join("stopped")
     }
 
-    /// Where container `id`'s image volumes get their host directories.
-    pub fn container_volumes(&self, id: &str) -> PathBuf {
-        self.container(id).join("volumes")
+    /// The directory holding one directory per volume.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// The lock serialising volume creation, claims, copy-up and removal.
+    pub fn volumes_lock(&self) -> PathBuf {
+        self.volumes().join(".lock")
+    }
+
+    /// Volume `name`'s directory.
+    pub fn volume(&self, name: &str) -> PathBuf {
+        self.volumes().join(name)
+    }
+
+    /// Volume `name`'s record.
+    pub fn volume_record(&self, name: &str) -> PathBuf {
+        self.volume(name).join("volume.json")
+    }
+
+    /// Volume `name`'s content, what containers mount.
+    pub fn volume_data(&self, name: &str) -> PathBuf {
+        self.volume(name).join("_data")
     }
 
     /// The runtime state root when none is given.

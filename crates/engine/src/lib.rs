@@ -5,8 +5,8 @@
 //! from a [`BlobProvider`] into snapshots ([`unpack`]), turns the image's
 //! config into a runtime spec ([`spec_from_config`]), creates, records and
 //! runs containers with the runtime linked in ([`Engine::create`],
-//! [`Engine::run`]), reaps containers whose owner was killed and collects
-//! garbage ([`Engine::gc`]). `berth` maps its arguments onto this API; the
+//! [`Engine::run`]), keeps the volumes they mount ([`volumes`]), reaps
+//! containers whose owner was killed and collects garbage ([`Engine::gc`]). `berth` maps its arguments onto this API; the
 //! monitor and the containerd shim are meant to build on it too.
 //!
 //! A reference goes down through the crates and never back up: engine →
@@ -25,6 +25,7 @@ pub mod security;
 pub mod spec;
 mod unpack;
 pub mod user;
+pub mod volumes;
 
 use berth_image::Images;
 use berth_snapshot::Snapshotter;
@@ -38,8 +39,9 @@ pub use layout::{bundle_dir, Layout};
 pub use limits::Limits;
 pub use run::{create_in_runtime, Attach, ContainerOptions, NewContainer};
 pub use security::Security;
-pub use spec::{spec_from_config, BindMount, Overrides};
+pub use spec::{spec_from_config, Overrides};
 pub use unpack::{unpack, BlobProvider};
+pub use volumes::{MountRequest, MountSource, Volume};
 
 /// One data root, opened.
 pub struct Engine {

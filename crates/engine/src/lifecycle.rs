@@ -279,8 +279,9 @@ impl Engine {
     }
 
     /// Removes `record`'s container: its runtime state, rootfs mount,
-    /// bundle, snapshot and directory (log, spec, volumes), freeing its
-    /// name. A running one is refused unless `force`, which kills it first.
+    /// bundle, snapshot and directory (log, spec), freeing its name; for a
+    /// `--rm` container its anonymous volumes too. A running one is
+    /// refused unless `force`, which kills it first.
     pub fn remove_container(&self, record: &ContainerRecord, force: bool) -> Result<()> {
         if self.monitor_alive(&record.id) {
             if !force {
@@ -298,16 +299,22 @@ impl Engine {
             Ok(()) | Err(SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        container::remove_dir(&self.layout().container(&record.id))
+        container::remove_dir(&self.layout().container(&record.id))?;
+        if record.auto_remove {
+            self.remove_anonymous_volumes(record)?;
+        }
+        Ok(())
     }
 
-    /// Removes every container that is not running; returns their ids.
+    /// Removes every container that is not running, with its anonymous
+    /// volumes; returns their ids.
     pub fn prune_containers(&self) -> Result<Vec<String>> {
         self.reap_abandoned()?;
         let mut removed = Vec::new();
         for rec in self.containers()? {
             if rec.status != Status::Running && !self.monitor_alive(&rec.id) {
                 self.remove_container(&rec, false)?;
+                self.remove_anonymous_volumes(&rec)?;
                 removed.push(rec.id);
             }
         }

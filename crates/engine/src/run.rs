@@ -21,6 +21,7 @@ use crate::container::{self, ContainerRecord, RestartPolicy, Status, SNAPSHOT_PR
 use crate::error::{Error, Result};
 use crate::layout::bundle_dir;
 use crate::spec::{spec_from_config, Overrides};
+use crate::volumes::MountRequest;
 use crate::Engine;
 
 /// What a new container is made of besides its image.
@@ -30,8 +31,10 @@ pub struct ContainerOptions {
     pub name: Option<String>,
     /// The process, mounts and hostname asked for on top of the image's
     /// config. `hostname` defaults to the first 12 digits of the id; the
-    /// engine sets `volume_root`.
+    /// engine sets `mounts` (from `mounts` below and the image's Volumes).
     pub overrides: Overrides,
+    /// Volumes, binds and tmpfs mounts (`-v`, `--mount`, `--tmpfs`).
+    pub mounts: Vec<MountRequest>,
     /// Remove the container (record, snapshot) when it exits.
     pub auto_remove: bool,
     /// The runtime's state root (default: the data root's `run/`).
@@ -133,12 +136,16 @@ impl Engine {
                 pid: 0,
                 started: None,
                 finished: None,
+                volumes: Vec::new(),
             },
         };
         let result = (|| {
             let rootfs = new.bundle.join("rootfs");
             std::fs::create_dir_all(&rootfs).map_err(|e| Error::io(&rootfs, e))?;
+            let (claimed, volumes_lock) = self.claim_mounts(&image.config, &opts.mounts)?;
+            new.record.volumes = claimed.volumes.clone();
             container::write(layout, &new.record, !opts.auto_remove)?;
+            drop(volumes_lock);
             drop(names);
             let mounts = new
                 .snapshotter
@@ -146,20 +153,10 @@ impl Engine {
             drop(lease);
             berth_snapshot::mount_all(&mounts, &rootfs)?;
             new.mounted = true;
+            self.copy_up(&claimed, &rootfs)?;
             let mut ov = opts.overrides.clone();
             ov.hostname.get_or_insert_with(|| id[..12].to_string());
-            ov.volume_root = Some(layout.container_volumes(&id));
-            for b in &ov.binds {
-                if !b.source.exists() {
-                    return Err(Error::invalid(
-                        format!("volume {}:{}", b.source.display(), b.destination),
-                        format!(
-                            "the host path {} does not exist (create it first)",
-                            b.source.display()
-                        ),
-                    ));
-                }
-            }
+            ov.mounts = claimed.mounts;
             new.spec = spec_from_config(&image.config, &ov, &rootfs)?;
             if let Some(p) = new.spec.process() {
                 make_workdir(&rootfs, &p.cwd().to_string_lossy())?;
@@ -354,7 +351,8 @@ impl NewContainer<'_> {
     }
 
     /// Unmounts the rootfs and removes the bundle; with `remove` also
-    /// removes the active snapshot and the container's directory.
+    /// removes the active snapshot, the container's directory and its
+    /// anonymous volumes.
     fn cleanup(&mut self, remove: bool) -> Result<()> {
         let rootfs = self.bundle.join("rootfs");
         if self.mounted {
@@ -368,6 +366,7 @@ impl NewContainer<'_> {
                 Err(e) => return Err(e.into()),
             }
             container::remove_dir(&self.engine.layout().container(&self.record.id))?;
+            self.engine.remove_anonymous_volumes(&self.record)?;
         }
         Ok(())
     }

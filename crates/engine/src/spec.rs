@@ -1,13 +1,14 @@
 //! Image config → OCI runtime spec: containerd's default Linux spec, the
-//! image's config (User, Env, Entrypoint/Cmd, WorkingDir, Volumes, Labels,
-//! StopSignal) and the user's overrides, in containerd's order; then the
+//! image's config (User, Env, Entrypoint/Cmd, WorkingDir, Labels,
+//! StopSignal) and the user's overrides (the mounts resolved by
+//! [`crate::volumes`], the image's Volumes among them), in containerd's order; then the
 //! container's security settings ([`Security`]: capabilities, seccomp,
 //! `--privileged`) and limits ([`Limits`]).
 
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Mount, Spec};
 use serde_json::json;
 
 use crate::error::{Error, Result};
@@ -39,43 +40,6 @@ pub const DEFAULT_CAPS: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-/// A bind mount the user asks for (`-v SRC:DST[:ro]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindMount {
-    /// Host path.
-    pub source: PathBuf,
-    /// Path in the container.
-    pub destination: String,
-    /// Mount read-only.
-    pub readonly: bool,
-}
-
-impl BindMount {
-    /// Parses `SRC:DST[:ro|rw]`.
-    pub fn parse(text: &str) -> Result<BindMount> {
-        let parts: Vec<&str> = text.split(':').collect();
-        let bad = || {
-            Error::invalid(
-                format!("volume {text:?}"),
-                "expected /host/path:/container/path[:ro]",
-            )
-        };
-        let (src, dst, mode) = match parts.as_slice() {
-            [s, d] => (*s, *d, "rw"),
-            [s, d, m] => (*s, *d, *m),
-            _ => return Err(bad()),
-        };
-        if !src.starts_with('/') || !dst.starts_with('/') || !matches!(mode, "ro" | "rw") {
-            return Err(bad());
-        }
-        Ok(BindMount {
-            source: PathBuf::from(src),
-            destination: clean_path(&format!("volume {text:?}: destination"), dst)?,
-            readonly: mode == "ro",
-        })
-    }
-}
-
 /// `path` (a path inside the container, from an image or a flag) made
 /// absolute-canonical without touching any file system: `.` and empty
 /// components dropped, `..` taking one back. A `..` above `/` is refused,
@@ -106,15 +70,6 @@ pub fn clean_path(what: &str, path: &str) -> Result<String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-/// The name of a volume's host directory: its clean path with `%` and `/`
-/// escaped, so distinct paths never share one (`/a_b` vs `/a/b`).
-fn volume_dir_name(volume: &str) -> String {
-    volume
-        .trim_start_matches('/')
-        .replace('%', "%25")
-        .replace('/', "%2F")
-}
-
 /// What the user overrides on top of the image config.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -132,12 +87,10 @@ pub struct Overrides {
     pub hostname: Option<String>,
     /// Mount the root filesystem read-only.
     pub read_only: bool,
-    /// Extra bind mounts.
-    pub binds: Vec<BindMount>,
-    /// Directory under which each image Volume gets a host directory
-    /// (created here) bind-mounted at the volume's path. Without it the
-    /// image's Volumes stay part of the container's root filesystem.
-    pub volume_root: Option<PathBuf>,
+    /// Mounts added after the defaults, each replacing a default at the
+    /// same destination: the volumes, binds and tmpfs mounts the engine
+    /// resolved (`crate::volumes`), the image's Volumes among them.
+    pub mounts: Vec<Mount>,
     /// Allocate a terminal.
     pub terminal: bool,
     /// Supplementary groups added to the user's (`--group-add`): group
@@ -383,40 +336,18 @@ pub fn spec_from_config(
         spec["annotations"] = serde_json::Value::Object(annotations);
     }
 
-    // Volumes and bind mounts.
+    // Volumes, binds and tmpfs mounts.
     let mounts = spec["mounts"]
         .as_array_mut()
         .expect("the default spec has mounts");
-    let mut volumes = image
-        .volumes()
-        .iter()
-        .flatten()
-        .map(|v| clean_path("the image's Volumes entry", v))
-        .collect::<Result<Vec<_>>>()?;
-    volumes.sort();
-    volumes.dedup();
-    if let Some(root) = &overrides.volume_root {
-        for volume in volumes {
-            if volume == "/" {
-                return Err(Error::invalid(
-                    "the image's Volumes entry \"/\"",
-                    "a volume cannot replace the container's root; rebuild the image without it",
-                ));
-            }
-            if overrides.binds.iter().any(|b| b.destination == volume) {
-                continue;
-            }
-            let source = root.join(volume_dir_name(&volume));
-            std::fs::create_dir_all(&source).map_err(|e| Error::io(&source, e))?;
-            mounts.push(json!({"destination": volume, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
-        }
-    }
-    for bind in &overrides.binds {
-        let mut options = vec!["rbind", "rprivate"];
-        if bind.readonly {
-            options.push("ro");
-        }
-        mounts.push(json!({"destination": bind.destination, "type": "bind", "source": bind.source, "options": options}));
+    mounts.retain(|m| {
+        !overrides
+            .mounts
+            .iter()
+            .any(|o| m["destination"].as_str() == o.destination().to_str())
+    });
+    for m in &overrides.mounts {
+        mounts.push(json!(m));
     }
 
     if let Some(bin) = &overrides.init {
@@ -458,15 +389,9 @@ mod tests {
         let r = rootfs();
         let cfg = config(json!({
             "User": "web", "Env": ["PATH=/app/bin", "A=1"], "Entrypoint": ["/app/run"], "Cmd": ["--serve"],
-            "WorkingDir": "/app", "Labels": {"org.example": "yes"}, "StopSignal": "SIGQUIT",
-            "Volumes": {"/data": {}}
+            "WorkingDir": "/app", "Labels": {"org.example": "yes"}, "StopSignal": "SIGQUIT"
         }));
-        let vols = tempfile::tempdir().unwrap();
-        let overrides = Overrides {
-            volume_root: Some(vols.path().to_path_buf()),
-            ..Default::default()
-        };
-        let spec = spec_from_config(&cfg, &overrides, r.path()).unwrap();
+        let spec = spec_from_config(&cfg, &Overrides::default(), r.path()).unwrap();
         let p = spec.process().as_ref().unwrap();
         assert_eq!(
             p.args().as_ref().unwrap(),
@@ -482,11 +407,6 @@ mod tests {
         let ann = spec.annotations().as_ref().unwrap();
         assert_eq!(ann["org.example"], "yes");
         assert_eq!(ann[STOP_SIGNAL_ANNOTATION], "SIGQUIT");
-        let mounts = spec.mounts().as_ref().unwrap();
-        assert!(mounts
-            .iter()
-            .any(|m| m.destination().to_str() == Some("/data")));
-        assert!(vols.path().join("data").is_dir());
         let caps = p
             .capabilities()
             .as_ref()
@@ -517,70 +437,18 @@ mod tests {
         }
     }
 
-    /// A hostile image's Volumes entry of "/.." once bind-mounted the
-    /// container's record directory (the volume root's parent) over the
-    /// container's root; "/" would have replaced the root.
     #[test]
-    fn hostile_volumes_and_workdirs_are_refused() {
+    fn hostile_workdirs_are_refused() {
         let r = rootfs();
-        let vols = tempfile::tempdir().unwrap();
-        let overrides = Overrides {
-            volume_root: Some(vols.path().join("volumes")),
-            ..Default::default()
-        };
-        for (field, cfg) in [
-            ("Volumes", json!({"Cmd": ["true"], "Volumes": {"/..": {}}})),
-            (
-                "Volumes",
-                json!({"Cmd": ["true"], "Volumes": {"/data/../../x": {}}}),
-            ),
-            ("Volumes", json!({"Cmd": ["true"], "Volumes": {"/.": {}}})),
-            (
-                "WorkingDir",
-                json!({"Cmd": ["true"], "WorkingDir": "/../etc"}),
-            ),
-        ] {
-            let err = spec_from_config(&config(cfg.clone()), &overrides, r.path())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(field), "{cfg}: {err}");
-        }
-        assert_eq!(
-            std::fs::read_dir(vols.path()).unwrap().count(),
-            0,
-            "nothing may be created for a refused image"
-        );
-        let err = BindMount::parse("/tmp:/../etc").unwrap_err().to_string();
-        assert!(err.contains("/../etc"), "{err}");
-
-        // Cleaned paths: "/a/../b" is "/b"; "/a_b" and "/a/b" get
-        // directories of their own.
-        let cfg = config(json!({"Cmd": ["true"], "WorkingDir": "/a/../w",
-            "Volumes": {"/a_b": {}, "/a/b": {}, "/a/../c/": {}}}));
-        let spec = spec_from_config(&cfg, &overrides, r.path()).unwrap();
+        let cfg = config(json!({"Cmd": ["true"], "WorkingDir": "/../etc"}));
+        let err = spec_from_config(&cfg, &Overrides::default(), r.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WorkingDir"), "{err}");
+        // Cleaned paths: "/a/../w" is "/w".
+        let cfg = config(json!({"Cmd": ["true"], "WorkingDir": "/a/../w"}));
+        let spec = spec_from_config(&cfg, &Overrides::default(), r.path()).unwrap();
         assert_eq!(spec.process().as_ref().unwrap().cwd().to_str(), Some("/w"));
-        let mut sources: Vec<(String, std::path::PathBuf)> = spec
-            .mounts()
-            .iter()
-            .flatten()
-            .filter(|m| m.typ().as_deref() == Some("bind"))
-            .map(|m| {
-                (
-                    m.destination().to_string_lossy().into_owned(),
-                    m.source().clone().unwrap(),
-                )
-            })
-            .collect();
-        sources.sort();
-        let root = vols.path().join("volumes");
-        assert_eq!(
-            sources,
-            vec![
-                ("/a/b".to_string(), root.join("a%2Fb")),
-                ("/a_b".to_string(), root.join("a_b")),
-                ("/c".to_string(), root.join("c")),
-            ]
-        );
     }
 
     #[test]
@@ -594,7 +462,14 @@ mod tests {
             workdir: Some("/w".into()),
             hostname: Some("h".into()),
             read_only: true,
-            binds: vec![BindMount::parse("/tmp:/mnt:ro").unwrap()],
+            mounts: vec![
+                serde_json::from_value(json!({"destination": "/mnt", "type": "bind",
+                "source": "/tmp", "options": ["rbind", "ro"]}))
+                .unwrap(),
+                serde_json::from_value(json!({"destination": "/run", "type": "tmpfs",
+                "source": "tmpfs", "options": ["size=1k"]}))
+                .unwrap(),
+            ],
             ..Default::default()
         };
         let spec = spec_from_config(&cfg, &o, r.path()).unwrap();
@@ -621,6 +496,18 @@ mod tests {
             .find(|m| m.destination().to_str() == Some("/mnt"))
             .unwrap();
         assert!(bind.options().as_ref().unwrap().contains(&"ro".to_string()));
+        // A mount at a default's destination replaces it.
+        let runs: Vec<_> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.destination().to_str() == Some("/run"))
+            .collect();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            runs[0].options().as_deref(),
+            Some(&["size=1k".to_string()][..])
+        );
         // A new entrypoint drops the image's Cmd.
         let o = Overrides {
             entrypoint: Some(vec!["/bin/sh".into()]),
@@ -745,6 +632,5 @@ mod tests {
             err.to_string().contains("neither Entrypoint nor Cmd"),
             "{err}"
         );
-        assert!(BindMount::parse("relative:/x").is_err());
     }
 }

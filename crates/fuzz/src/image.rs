@@ -130,6 +130,7 @@ pub fn image_json(data: &[u8]) {
         let _ = media::os_name(config.os());
         let _ = media::arch_name(config.architecture());
         let _ = spec_from_config(&config, &Overrides::default(), &rootfs());
+        let _ = berth_engine::volumes::image_volumes(&config);
     }
 }
 

@@ -31,6 +31,8 @@ pub struct ImportOptions {
     pub working_dir: Option<String>,
     /// Config.User.
     pub user: Option<String>,
+    /// Config.Volumes: paths in the container.
+    pub volumes: Vec<String>,
 }
 
 /// Checks the 512-byte header at the start of a tar stream.
@@ -210,6 +212,9 @@ pub fn import(
     }
     if let Some(u) = &opts.user {
         config = config.user(u.clone());
+    }
+    if !opts.volumes.is_empty() {
+        config = config.volumes(opts.volumes.clone());
     }
     let image_config = ImageConfigurationBuilder::default()
         .created(now.clone())
