@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# containerd's shims side by side: `ctr run --rm` of busybox `true` through
+# containerd-shim-berth-v2 (berth's runtime linked in) against
+# containerd-shim-runc-v2 (exec'ing runc per step), on one private
+# containerd started by this script (CRI off, overlayfs snapshotter, state
+# under /var/tmp). hyperfine measures both in one run and prints the ratio
+# (target <= 0.5). A third command, `ctr container create` + `ctr container
+# rm` of the same image (no task, so no shim and no runtime), is the floor
+# ctr and containerd cost in both: run minus floor is what the shim and the
+# runtime take. Then the resident memory (VmRSS, and Pss) of one detached
+# container's shim, berth's against runc's (target <= 0.5).
+#
+#   bench/shim.sh                  # RUNS=20 WARMUP=3
+#   RUNS=40 bench/shim.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
+RUNS=${RUNS:-20}
+WARMUP=${WARMUP:-3}
+SHIM=${SHIM:-$ROOT/target/x86_64-unknown-linux-gnu/release/containerd-shim-berth-v2}
+need_tools hyperfine containerd ctr containerd-shim-runc-v2 runc umoci busybox python3 tar
+if [ ! -x "$SHIM" ]; then
+    (cd "$ROOT" && cargo build --release -p berth-shim)
+fi
+[ "$(id -u)" = 0 ] || { echo "bench/shim.sh needs root (namespaces, mounts, cgroups)" >&2; exit 1; }
+
+WORK=$(mktemp -d /var/tmp/berth-bench-shim.XXXXXX)
+SOCK=$WORK/c.sock
+NS=bench
+cat > "$WORK/containerd.toml" <<EOF
+version = 2
+root = "$WORK/root"
+state = "$WORK/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+EOF
+PATH="$(dirname "$SHIM"):$PATH" containerd --config "$WORK/containerd.toml" >"$WORK/containerd.log" 2>&1 &
+CONTAINERD=$!
+CTR="ctr --address $SOCK --namespace $NS"
+cleanup() {
+    for id in mem-berth mem-runc; do
+        $CTR task kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+    for id in mem-berth mem-runc; do
+        $CTR task delete "$id" >/dev/null 2>&1 || true
+        $CTR container rm "$id" >/dev/null 2>&1 || true
+    done
+    kill "$CONTAINERD" 2>/dev/null || true
+    wait "$CONTAINERD" 2>/dev/null || true
+    grep -o " $WORK[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+for _ in $(seq 600); do $CTR version >/dev/null 2>&1 && break; sleep 0.1; done
+
+# The image: the host's busybox in an OCI layout made with umoci.
+ROOTFS=$WORK/rootfs
+mkdir -p "$ROOTFS/bin" "$ROOTFS/etc" "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/dev" "$ROOTFS/tmp"
+cp "$(command -v busybox)" "$ROOTFS/bin/busybox"
+for applet in sh sleep true echo; do ln -s busybox "$ROOTFS/bin/$applet"; done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$ROOTFS/etc/passwd"
+printf 'root:x:0:\n' > "$ROOTFS/etc/group"
+umoci init --layout "$WORK/oci" >/dev/null
+umoci new --image "$WORK/oci:latest" >/dev/null
+umoci insert --image "$WORK/oci:latest" "$ROOTFS" / >/dev/null
+umoci config --image "$WORK/oci:latest" --config.env PATH=/bin >/dev/null
+tar -C "$WORK/oci" -cf "$WORK/busybox-oci.tar" .
+$CTR images import --base-name bench/busybox "$WORK/busybox-oci.tar" >/dev/null
+IMG=bench/busybox:latest
+
+# Sanity (and warm: the snapshot unpacked once).
+[ "$($CTR run --rm --runtime io.containerd.berth.v2 $IMG ok-berth echo berth-ok)" = berth-ok ]
+[ "$($CTR run --rm --runtime io.containerd.runc.v2 $IMG ok-runc echo runc-ok)" = runc-ok ]
+
+hyperfine --warmup "$WARMUP" --runs "$RUNS" -N --export-json "$WORK/run.json" \
+    -n "berth shim" "$CTR run --rm --runtime io.containerd.berth.v2 $IMG b1 true" \
+    -n "runc shim" "$CTR run --rm --runtime io.containerd.runc.v2 $IMG r1 true" \
+    -n "floor (no task)" "sh -c '$CTR container create $IMG f1 true && $CTR container rm f1'"
+python3 - "$WORK/run.json" <<'EOF'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+b, c, f = (r[k]["median"] * 1000 for k in ("berth shim", "runc shim", "floor (no task)"))
+print(f"ctr run --rm, medians: berth {b:.1f} ms, runc {c:.1f} ms: ratio {b / c:.3f}")
+print(f"floor (ctr + containerd, no task) {f:.1f} ms; shim + runtime: berth {b - f:.1f} ms, runc {c - f:.1f} ms: ratio {(b - f) / (c - f):.3f}")
+EOF
+
+# Resident memory of one detached container's shim.
+$CTR run -d --runtime io.containerd.berth.v2 $IMG mem-berth sleep 1000
+$CTR run -d --runtime io.containerd.runc.v2 $IMG mem-runc sleep 1000
+sleep 1
+shim_pid() {
+    for p in /proc/[0-9]*; do
+        if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q "containerd-shim-$1-v2 .*$SOCK"; then
+            basename "$p"
+            return
+        fi
+    done
+}
+kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/$3"; }
+BP=$(shim_pid berth)
+RP=$(shim_pid runc)
+BR=$(kb "$BP" VmRSS status); RR=$(kb "$RP" VmRSS status)
+BS=$(kb "$BP" Pss smaps_rollup); RS=$(kb "$RP" Pss smaps_rollup)
+python3 -c "print(f'shim RSS: berth {$BR} kB, runc {$RR} kB: ratio {$BR / $RR:.3f}; Pss: berth {$BS} kB, runc {$RS} kB: ratio {$BS / $RS:.3f}')"
