@@ -255,6 +255,18 @@ pub fn delete(flags: &Flags) -> Result<()> {
         Err(e) => return Err(e).with_context(|| format!("load container {}", flags.id)),
     }
     crate::service::unmount_rootfs(&bundle);
+    // The dead shim's socket, unless another shim of the group serves on it.
+    let address = socket_address(
+        &flags.address,
+        &flags.namespace,
+        &grouping(&bundle, &flags.id),
+    );
+    let path = address.strip_prefix("unix://").unwrap_or(&address);
+    if UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    // The namespace's state root, once it holds no container.
+    let _ = std::fs::remove_dir(runtime.root());
     let response = containerd_shim_protos::shim::shim::DeleteResponse {
         pid: pid.max(0) as u32,
         exit_status: 128 + libc::SIGKILL as u32,
@@ -282,7 +294,7 @@ pub fn serve(flags: &Flags) -> Result<()> {
     let ttrpc_address = std::env::var(TTRPC_ADDRESS)
         .context("TTRPC_ADDRESS is not set: run the shim through containerd")?;
     let events = crate::events::Publisher::start(ttrpc_address, flags.namespace.clone());
-    let service = Arc::new(Service::new(flags.namespace.clone(), root, events));
+    let service = Arc::new(Service::new(flags.namespace.clone(), root.clone(), events));
     crate::reaper::start(service.clone())?;
     let task: Arc<dyn containerd_shim_protos::Task + Send + Sync> =
         Arc::new(crate::service::TaskService(service.clone()));
@@ -305,6 +317,8 @@ pub fn serve(flags: &Flags) -> Result<()> {
     );
     service.wait_for_shutdown();
     server.shutdown();
+    // The namespace's state root, once it holds no container.
+    let _ = std::fs::remove_dir(&root);
     let path = flags
         .socket
         .strip_prefix("unix://")

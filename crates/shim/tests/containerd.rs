@@ -24,6 +24,7 @@ fn shim_dir() -> PathBuf {
 /// A private containerd that finds the shim, with busybox imported.
 struct Setup {
     cd: Containerd,
+    namespace: String,
     image: String,
     _dir: tempfile::TempDir,
 }
@@ -36,16 +37,18 @@ impl Setup {
             .prefix("berth-shim-")
             .tempdir()
             .expect("tempdir");
+        let namespace = unique_id("shim");
         let cd = Containerd::start_with(
             dir.path(),
             ContainerdOptions {
                 path_prefix: Some(shim_dir()),
-                namespace: unique_id("shim"),
+                namespace: namespace.clone(),
             },
         );
         let image = cd.import_busybox(dir.path());
         Setup {
             cd,
+            namespace,
             image,
             _dir: dir,
         }
@@ -125,6 +128,37 @@ impl Setup {
         self.wait_status(id, "STOPPED");
         self.ctr_ok(&["task", "delete", id]);
         self.ctr_ok(&["container", "rm", id]);
+    }
+}
+
+impl Drop for Setup {
+    /// After a failing test: kills and deletes what is left (containerd
+    /// still runs here) and unmounts rootfs mounts under the directory.
+    fn drop(&mut self) {
+        if let Ok(out) = self.cd.ctr(&["task", "ls", "-q"]).output() {
+            for id in text(&out.stdout).lines() {
+                let _ = self.cd.ctr(&["task", "delete", "--force", id]).output();
+                let _ = self.cd.ctr(&["container", "rm", id]).output();
+            }
+        }
+        let dir = self._dir.path().to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(dir.as_str()))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+        // containerd's cgroupsPath is /NAMESPACE/ID: the namespace's cgroup
+        // stays behind in every hierarchy.
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.namespace));
+            }
+        }
     }
 }
 
@@ -269,17 +303,16 @@ fn metrics_report_the_memory_limit_set_with_memory_limit() {
     assert_eq!(value("memory.limit_in_bytes"), limit.to_string(), "{t}");
     assert_ne!(value("memory.usage_in_bytes"), "0", "{t}");
     assert_ne!(value("pids.current"), "0", "{t}");
-    // The limit is the container's cgroup's, as the container sees it.
-    let inside = s.ctr_ok(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "m1",
-        &id,
-        "cat",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]);
-    assert_eq!(text(&inside.stdout).trim(), limit.to_string());
+    // The limit is the one on the container's cgroup.
+    let pid = s.task_pid(&id);
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read cgroup");
+    let memory = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .unwrap_or_else(|| panic!("no v1 memory cgroup in {cgroups}"));
+    let file = format!("/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes");
+    let on_host = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert_eq!(on_host.trim(), limit.to_string());
     s.kill_and_remove(&id);
 }
 
