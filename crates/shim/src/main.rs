@@ -14,6 +14,7 @@ mod bootstrap;
 mod events;
 mod logger;
 mod metrics;
+mod oom;
 mod reaper;
 mod service;
 mod stdio;

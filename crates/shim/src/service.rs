@@ -90,6 +90,8 @@ struct Task {
     bundle: PathBuf,
     init: Proc,
     execs: HashMap<String, (Proc, oci_spec::runtime::Process)>,
+    /// OOM kills already reported with TaskOOM.
+    oom_reported: u64,
 }
 
 impl Task {
@@ -169,7 +171,7 @@ impl Service {
         for (id, t) in st.tasks.iter_mut() {
             if t.init.pid == pid && t.init.exit.is_none() {
                 t.init.exit = Some(exited.clone());
-                found = Some((id.clone(), id.clone(), Some(t.container.clone())));
+                found = Some((id.clone(), id.clone(), true));
                 break;
             }
             if let Some((eid, (p, _))) = t
@@ -178,7 +180,7 @@ impl Service {
                 .find(|(_, (p, _))| p.pid == pid && p.exit.is_none())
             {
                 p.exit = Some(exited.clone());
-                found = Some((id.clone(), eid.clone(), None));
+                found = Some((id.clone(), eid.clone(), false));
                 break;
             }
         }
@@ -191,18 +193,10 @@ impl Service {
         };
         drop(st);
         self.changed.notify_all();
-        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = init {
-            if c.oom_kills().unwrap_or(0) > 0 {
-                self.events.publish(
-                    topics::TASK_OOM_EVENT_TOPIC,
-                    TaskOOM {
-                        container_id: cid.clone(),
-                        ..Default::default()
-                    },
-                );
-            }
+        if init {
+            self.check_oom(&cid);
         }
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         self.events.publish(
             topics::TASK_EXIT_EVENT_TOPIC,
             TaskExit {
@@ -211,6 +205,32 @@ impl Service {
                 pid: pid as u32,
                 exit_status: exited.code,
                 exited_at: Some(exited.at).into(),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Sends TaskOOM when the OOM killer struck in container `id` since the
+    /// last report.
+    fn check_oom(&self, id: &str) {
+        let Ok(container) = self.container(id) else {
+            return;
+        };
+        let kills = container.oom_kills().unwrap_or(0);
+        let mut st = self.lock();
+        let Some(t) = st.tasks.get_mut(id) else {
+            return;
+        };
+        if kills <= t.oom_reported {
+            return;
+        }
+        t.oom_reported = kills;
+        drop(st);
+        log::info!("container {id}: the OOM killer struck ({kills} kills so far)");
+        self.events.publish(
+            topics::TASK_OOM_EVENT_TOPIC,
+            TaskOOM {
+                container_id: id.to_string(),
                 ..Default::default()
             },
         );
@@ -236,7 +256,7 @@ impl Service {
         })
     }
 
-    fn create(&self, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+    fn create(self: &Arc<Self>, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
             return Err(err(
                 Code::UNIMPLEMENTED,
@@ -296,6 +316,7 @@ impl Service {
             }
         };
         let pid = container.pid();
+        let memory = crate::oom::memory_cgroup_v1(&container.record().cgroup_paths);
         let mut init = Proc::new(io.clone());
         init.pid = pid;
         init.handles = handles;
@@ -306,8 +327,25 @@ impl Service {
                 bundle: bundle.clone(),
                 init,
                 execs: HashMap::new(),
+                oom_reported: 0,
             },
         );
+        if let Some(dir) = memory {
+            let service = Arc::downgrade(self);
+            let id = req.id.clone();
+            let watching = crate::oom::watch(&dir, move || {
+                if let Some(s) = service.upgrade() {
+                    s.check_oom(&id);
+                }
+            });
+            if !watching {
+                log::warn!(
+                    "container {}: no OOM notifications from {}",
+                    req.id,
+                    dir.display()
+                );
+            }
+        }
         self.events.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             TaskCreate {

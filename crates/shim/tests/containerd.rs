@@ -410,3 +410,49 @@ fn a_task_whose_shim_is_killed_is_reported_exited() {
     }
     s.ctr_ok(&["container", "rm", &id]);
 }
+
+#[test]
+fn the_oom_killer_in_a_task_is_published_as_a_task_oom_event() {
+    let s = Setup::new();
+    let id = unique_id("oom");
+    let events_file = s._dir.path().join("events.txt");
+    let mut events =
+        s.cd.ctr(&["events"])
+            .stdout(std::fs::File::create(&events_file).expect("create the events file"))
+            .spawn()
+            .expect("start ctr events");
+    // `tail` holds a line of 64 MiB in memory: the OOM killer kills it.
+    let out = s
+        .run(
+            &["--rm", "--memory-limit", &(16 * 1024 * 1024).to_string()],
+            &id,
+            &["sh", "-c", "head -c 67108864 /dev/zero | tail"],
+        )
+        .output()
+        .expect("run ctr");
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let t = std::fs::read_to_string(&events_file).unwrap_or_default();
+        if t.contains("/tasks/oom") || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(
+        seen.contains("/tasks/oom"),
+        "no /tasks/oom event:\n{seen}\n{}",
+        s.problems()
+    );
+    let oom = seen.lines().position(|l| l.contains("/tasks/oom"));
+    let exit = seen.lines().position(|l| l.contains("/tasks/exit"));
+    assert!(oom < exit, "the OOM event came after the exit:\n{seen}");
+}
