@@ -305,7 +305,13 @@ pub fn serve(flags: &Flags) -> Result<()> {
         .into_iter()
         .map(|(k, v)| (k.replace("containerd.task.v3.", "containerd.task.v2."), v))
         .collect();
+    // Every Wait holds a worker thread until its process exits; the pool
+    // grows on demand (one idle worker kept), so a pod with many processes
+    // never starves the other requests.
     let mut server = containerd_shim_protos::ttrpc::Server::new()
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(1024)
         .add_listener(fd)?
         .register_service(v3)
         .register_service(v2);
