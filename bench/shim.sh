@@ -8,7 +8,10 @@
 # rm` of the same image (no task, so no shim and no runtime), is the floor
 # ctr and containerd cost in both: run minus floor is what the shim and the
 # runtime take. Then the resident memory (VmRSS, and Pss) of one detached
-# container's shim, berth's against runc's (target <= 0.5).
+# container's shim, berth's against runc's (target <= 0.5). Last, containerd
+# restarted at debug level, where berth's shim logs how long each runtime
+# step (create, start, delete) took: the runtime's share of berth's time,
+# the rest being the shim's own.
 #
 #   bench/shim.sh                  # RUNS=20 WARMUP=3
 #   RUNS=40 bench/shim.sh
@@ -111,3 +114,26 @@ RP=$(shim_pid runc)
 BR=$(kb "$BP" VmRSS status); RR=$(kb "$RP" VmRSS status)
 BS=$(kb "$BP" Pss smaps_rollup); RS=$(kb "$RP" Pss smaps_rollup)
 python3 -c "print(f'shim RSS: berth {$BR} kB, runc {$RR} kB: ratio {$BR / $RR:.3f}; Pss: berth {$BS} kB, runc {$RS} kB: ratio {$BS / $RS:.3f}')"
+
+# The runtime's share: containerd at debug level passes -debug to the shim,
+# which then logs each runtime step's time.
+for id in mem-berth mem-runc; do $CTR task kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+sleep 0.5
+for id in mem-berth mem-runc; do $CTR task delete "$id" >/dev/null 2>&1 || true; $CTR container rm "$id" >/dev/null 2>&1 || true; done
+kill "$CONTAINERD"; wait "$CONTAINERD" 2>/dev/null || true
+sed -i '/^\[debug\]$/a\  level = "debug"' "$WORK/containerd.toml"
+PATH="$(dirname "$SHIM"):$PATH" containerd --config "$WORK/containerd.toml" >"$WORK/containerd-debug.log" 2>&1 &
+CONTAINERD=$!
+for _ in $(seq 600); do $CTR version >/dev/null 2>&1 && break; sleep 0.1; done
+for i in $(seq "$RUNS"); do $CTR run --rm --runtime io.containerd.berth.v2 $IMG "s$i" true; done
+python3 - "$WORK/containerd-debug.log" <<'EOF2'
+import re, statistics, sys
+steps = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"runtime step (\w+) (\S+): ([0-9.]+) ms", line)
+    if m and m.group(2).startswith("s"):
+        steps.setdefault(m.group(1), []).append(float(m.group(3)))
+med = {k: statistics.median(v) for k, v in steps.items()}
+total = sum(med.values())
+print("berth runtime steps, medians: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items()) + f"; sum {total:.1f} ms")
+EOF2

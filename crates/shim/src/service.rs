@@ -51,6 +51,11 @@ fn rt_err(what: &str, e: berth_runtime::Error) -> ttrpc::Error {
     err(code, format!("{what}: {e}"))
 }
 
+/// Milliseconds since `t0` (for the debug log's step times).
+fn ms(t0: std::time::Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
 /// Any other failure as a ttrpc error.
 fn other(what: &str, e: impl std::fmt::Display) -> ttrpc::Error {
     err(Code::UNKNOWN, format!("{what}: {e:#}"))
@@ -305,7 +310,9 @@ impl Service {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
+        let t0 = std::time::Instant::now();
         let created = self.create_container(&req.id, &bundle, opts, &io);
+        log::debug!("runtime step create {}: {:.3} ms", req.id, ms(t0));
         let (container, handles) = match created {
             Ok(c) => c,
             Err(e) => {
@@ -408,7 +415,9 @@ impl Service {
         let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         if req.exec_id.is_empty() {
             let container = Self::task(&self.lock(), &req.id)?.container.clone();
+            let t0 = std::time::Instant::now();
             container.start().map_err(|e| rt_err("start", e))?;
+            log::debug!("runtime step start {}: {:.3} ms", req.id, ms(t0));
             let pid = container.pid();
             if let Some(t) = self.lock().tasks.get_mut(&req.id) {
                 t.init.started = true;
@@ -679,7 +688,9 @@ impl Service {
         }
         let t = st.tasks.remove(&req.id).expect("checked above");
         drop(st);
+        let t0 = std::time::Instant::now();
         t.container.delete(true).map_err(|e| rt_err("delete", e))?;
+        log::debug!("runtime step delete {}: {:.3} ms", req.id, ms(t0));
         unmount_rootfs(&t.bundle);
         let e = t.init.exit.unwrap_or_else(|| Exited {
             code: 128 + libc::SIGKILL as u32,

@@ -166,6 +166,23 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs `cmd` with a terminal of its own (ctr -t needs one): under
+/// script(1), which gives it a pty.
+fn in_terminal(cmd: &Command) -> Output {
+    require_peer("script");
+    let quote = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"));
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script")
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit(')')
@@ -244,6 +261,16 @@ fn a_detached_task_runs_execs_lists_pids_and_is_killed_and_deleted() {
     );
     // The exec'd process sees the container's pid namespace: not pid 1.
     assert_ne!(text(&out.stdout).trim(), "in-exec 1");
+    // An exec'd process with a terminal of its own.
+    let out = in_terminal(
+        &s.cd
+            .ctr(&["task", "exec", "-t", "--exec-id", "t1", &id, "tty"]),
+    );
+    assert!(
+        text(&out.stdout).contains("/dev/pts/"),
+        "{}",
+        text(&out.stdout)
+    );
     let ps = s.ctr_ok(&["task", "ps", &id]);
     let init = s.task_pid(&id);
     assert!(
@@ -319,23 +346,8 @@ fn metrics_report_the_memory_limit_set_with_memory_limit() {
 #[test]
 fn a_terminal_with_t_gives_the_process_a_pty() {
     let s = Setup::new();
-    require_peer("script");
     let id = unique_id("tty");
-    // ctr -t needs a terminal of its own: script(1) gives it one.
-    let ctr = s.run(&["--rm", "-t"], &id, &["sh", "-c", "tty; exit 7"]);
-    let line = format!(
-        "{} {}",
-        ctr.get_program().to_string_lossy(),
-        ctr.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let out = Command::new("script")
-        .args(["-qefc", &line, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run script");
+    let out = in_terminal(&s.run(&["--rm", "-t"], &id, &["sh", "-c", "tty; exit 7"]));
     let t = text(&out.stdout);
     assert!(
         t.contains("/dev/pts/"),
