@@ -7,7 +7,8 @@
 # (target <= 0.5). A third command, `ctr container create` + `ctr container
 # rm` of the same image (no task, so no shim and no runtime), is the floor
 # ctr and containerd cost in both: run minus floor is what the shim and the
-# runtime take. Then the resident memory (VmRSS, and Pss) of one detached
+# runtime take. The two are then measured again as interleaved A/B pairs
+# (less sensitive to the host's load drifting). Then the resident memory (VmRSS, and Pss) of one detached
 # container's shim, berth's against runc's (target <= 0.5). Last, containerd
 # restarted at debug level, where berth's shim logs how long each runtime
 # step (create, start, delete) took: the runtime's share of berth's time,
@@ -98,6 +99,25 @@ print(f"ctr run --rm, medians: berth {b:.1f} ms, runc {c:.1f} ms: ratio {b / c:.
 # (measured by `ctr version`) comes off.
 f1 = f - v
 print(f"floor (ctr + containerd, no task, one ctr start-up) {f1:.1f} ms; shim + runtime: berth {b - f1:.1f} ms, runc {c - f1:.1f} ms: ratio {(b - f1) / (c - f1):.3f}")
+EOF
+
+# The same two commands as interleaved A/B pairs of whole processes (order
+# alternating), so that the host's load drifting during the run (hyperfine
+# measures one command's runs, then the other's) weighs on both alike.
+python3 - "$RUNS" "$CTR" "$IMG" <<'EOF'
+import statistics, subprocess, sys, time
+runs, ctr, img = int(sys.argv[1]), sys.argv[2].split(), sys.argv[3]
+def once(runtime, id):
+    t = time.perf_counter()
+    subprocess.run(ctr + ["run", "--rm", "--runtime", runtime, img, id, "true"], check=True)
+    return (time.perf_counter() - t) * 1000
+times = {"berth": [], "runc": []}
+for i in range(runs):
+    order = [("berth", "io.containerd.berth.v2"), ("runc", "io.containerd.runc.v2")]
+    for name, rt in order if i % 2 == 0 else reversed(order):
+        times[name].append(once(rt, f"p{name}"))
+b, c = statistics.median(times["berth"]), statistics.median(times["runc"])
+print(f"interleaved pairs ({runs}), medians: berth {b:.1f} ms, runc {c:.1f} ms: ratio {b / c:.3f}")
 EOF
 
 # Resident memory of one detached container's shim.
