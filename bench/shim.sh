@@ -126,7 +126,7 @@ $CTR run -d --runtime io.containerd.runc.v2 $IMG mem-runc sleep 1000
 sleep 1
 shim_pid() {
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q "containerd-shim-$1-v2 .*$SOCK"; then
+        if tr '\0' ' ' 2>/dev/null < "$p/cmdline" | grep -q "containerd-shim-$1-v2 .*$SOCK"; then
             basename "$p"
             return
         fi
