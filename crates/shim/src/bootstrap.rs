@@ -196,7 +196,18 @@ pub fn start(flags: &Flags) -> Result<()> {
 /// Starts the serving shim with `listener` as its fd 3; returns its pid.
 fn spawn_server(flags: &Flags, address: &str, listener: &UnixListener) -> Result<u32> {
     let exe = std::env::current_exe().context("the shim's own path")?;
-    let mut cmd = Command::new(exe);
+    // The server starts from a read-only mount of this binary, so that it
+    // need not re-execute itself to seal /proc/self/exe (see `serve`).
+    let sealed = berth_runtime::reexec::read_only_exe()
+        .context("a read-only mount of the shim binary (Linux 5.12+)")?;
+    // Not on fd 3, which the listener takes in the child before the exec.
+    let sealed = if sealed.as_raw_fd() == LISTENER_FD {
+        sealed.try_clone().context("dup the read-only mount")?
+    } else {
+        sealed
+    };
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", sealed.as_raw_fd()));
+    cmd.arg0(&exe);
     cmd.args(["-namespace", &flags.namespace, "-id", &flags.id])
         .args(["-address", &flags.address, "-socket", address]);
     if !flags.publish_binary.is_empty() {
@@ -281,6 +292,8 @@ pub fn delete(flags: &Flags) -> Result<()> {
 pub fn serve(flags: &Flags) -> Result<()> {
     // Before any thread: every process forked into a container must see a
     // read-only /proc/self/exe (CVE-2019-5736), exec'd processes included.
+    // `start` runs the server from a read-only mount already; this
+    // re-executes only a server started some other way.
     berth_runtime::reexec_read_only().context("re-execute from a read-only mount")?;
     crate::logger::init(flags.debug);
     let root = state_root(&flags.namespace)?;

@@ -406,7 +406,8 @@ fn a_task_whose_shim_is_killed_is_reported_exited() {
         let stopped = line
             .as_deref()
             .is_none_or(|l| l.split_whitespace().nth(2) == Some("STOPPED"));
-        if stopped && !alive(pid) {
+        // The cleanup (the shim binary's `delete`) has finished too.
+        if stopped && !alive(pid) && s.cd.shim_pids().is_empty() {
             break;
         }
         assert!(
