@@ -469,3 +469,38 @@ fn the_oom_killer_in_a_task_is_published_as_a_task_oom_event() {
     let exit = seen.lines().position(|l| l.contains("/tasks/exit"));
     assert!(oom < exit, "the OOM event came after the exit:\n{seen}");
 }
+
+#[test]
+fn containers_of_one_sandbox_share_one_shim() {
+    let s = Setup::new();
+    let pod = unique_id("pod");
+    let annotation = format!("io.kubernetes.cri.sandbox-id={pod}");
+    let (a, b) = (unique_id("pod-a"), unique_id("pod-b"));
+    for id in [&a, &b] {
+        run_ok(&mut s.run(&["-d", "--annotation", &annotation], id, &["sleep", "1000"]));
+        s.wait_status(id, "RUNNING");
+    }
+    let shims = s.cd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the sandbox, not {shims:?}");
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e", &b, "echo", "in b"]);
+    assert_eq!(text(&out.stdout), "in b\n");
+    // Deleting one container leaves the shim serving the other.
+    s.kill_and_remove(&a);
+    assert_eq!(s.cd.shim_pids(), shims);
+    assert_eq!(
+        s.task_line(&b)
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+            .as_deref(),
+        Some("RUNNING")
+    );
+    s.kill_and_remove(&b);
+    // With its last container gone, containerd shuts the shim down.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.cd.shim_pids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the shim outlived its last container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
