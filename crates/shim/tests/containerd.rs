@@ -229,6 +229,35 @@ fn ctr_run_in_the_foreground_prints_the_output_and_returns_the_exit_code() {
 }
 
 #[test]
+fn stdin_reaches_the_process_and_its_end_is_an_eof() {
+    let s = Setup::new();
+    let id = unique_id("stdin");
+    let mut child = s
+        .run(&["--rm"], &id, &["sh", "-c", "cat; echo after-eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ctr");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"line one\nline two\n")
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait for ctr");
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        s.problems()
+    );
+    assert_eq!(text(&out.stdout), "line one\nline two\nafter-eof\n");
+}
+
+#[test]
 fn a_detached_task_runs_execs_lists_pids_and_is_killed_and_deleted() {
     let s = Setup::new();
     let id = unique_id("detached");
