@@ -277,6 +277,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     // The namespace's state root, once it holds no container.
+    let _ = std::fs::remove_dir(runtime.root().join("@console"));
     let _ = std::fs::remove_dir(runtime.root());
     let response = containerd_shim_protos::shim::shim::DeleteResponse {
         pid: pid.max(0) as u32,
@@ -337,6 +338,7 @@ pub fn serve(flags: &Flags) -> Result<()> {
     service.wait_for_shutdown();
     server.shutdown();
     // The namespace's state root, once it holds no container.
+    let _ = std::fs::remove_dir(root.join("@console"));
     let _ = std::fs::remove_dir(&root);
     let path = flags
         .socket

@@ -120,11 +120,21 @@ pub struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
-    /// Binds a fresh socket in `dir`.
-    pub fn bind(dir: &Path) -> Result<ConsoleSocket> {
+    /// Binds a fresh socket in `root`'s `@console` directory (no container id has an @), which only
+    /// root may enter (so no other user can connect first and hand over a
+    /// terminal of their own).
+    pub fn bind(root: &Path) -> Result<ConsoleSocket> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let dir = root.join("@console");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", dir.display()))?;
         let path = dir.join(format!(
             ".console-{}-{}.sock",
             std::process::id(),
