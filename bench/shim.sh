@@ -31,7 +31,7 @@ fi
 
 WORK=$(mktemp -d /var/tmp/berth-bench-shim.XXXXXX)
 SOCK=$WORK/c.sock
-NS=bench
+NS=berth-bench-shim-$$
 cat > "$WORK/containerd.toml" <<EOF
 version = 2
 root = "$WORK/root"
@@ -60,8 +60,10 @@ cleanup() {
     done
     kill "$CONTAINERD" 2>/dev/null || true
     wait "$CONTAINERD" 2>/dev/null || true
-    grep -o " $WORK[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    grep -o " $WORK[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
     rm -rf "$WORK"
+    # containerd's cgroupsPath is /NAMESPACE/ID: the namespace's cgroups stay.
+    for h in /sys/fs/cgroup/*/; do rmdir "$h$NS" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 for _ in $(seq 600); do $CTR version >/dev/null 2>&1 && break; sleep 0.1; done
