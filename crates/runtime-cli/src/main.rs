@@ -80,6 +80,7 @@ impl CreateArgs {
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
             spec,
+            stdio: None,
         }
     }
 }
@@ -527,6 +528,7 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
         pid_file: a.pid_file.clone(),
         console_socket: a.console_socket.clone(),
         preserve_fds: a.preserve_fds,
+        stdio: None,
     };
     if a.detach {
         c.exec(&process, &opts)?;

@@ -44,6 +44,10 @@ pub struct CreateOptions {
     /// The bundle's config.json when the caller has it already (read from
     /// the bundle otherwise); checked with [`crate::spec::validate`] either way.
     pub spec: Option<Spec>,
+    /// The container process's stdin, stdout and stderr (a shim handing
+    /// over containerd's FIFOs); None: it inherits the caller's. Ignored
+    /// for a terminal, which gets the pty.
+    pub stdio: Option<std::sync::Arc<[std::os::fd::OwnedFd; 3]>>,
 }
 
 /// Removes a half-created state directory unless disarmed.
@@ -194,7 +198,15 @@ impl Runtime {
             trampoline,
         };
         let mut init_pid = 0;
-        if let Err(e) = self.spawn_init(&mut record, plan, cg.as_ref(), &mut init_pid, &dir) {
+        let stdio = opts.stdio.clone();
+        if let Err(e) = self.spawn_init(
+            &mut record,
+            plan,
+            cg.as_ref(),
+            &mut init_pid,
+            &dir,
+            stdio.as_deref(),
+        ) {
             if init_pid > 0 {
                 let _ = nix::sys::signal::kill(
                     Pid::from_raw(init_pid),
@@ -227,6 +239,7 @@ impl Runtime {
         cg: &dyn berth_cgroups::Manager,
         init_pid: &mut i32,
         dir: &Path,
+        stdio: Option<&[std::os::fd::OwnedFd; 3]>,
     ) -> Result<()> {
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
         let linux = plan
@@ -235,7 +248,12 @@ impl Runtime {
             .as_ref()
             .ok_or_else(|| Error::Init("no linux section".into()))?;
         let join = CgroupJoin::prepare(cg, true)?;
-        let p1 = join.spawn(&parent, &child, || p1_main(&child, &mut plan))?;
+        let p1 = join.spawn(&parent, &child, || {
+            if let Some(Err(e)) = stdio.map(crate::sys::dup_stdio) {
+                child.fail(&e);
+            }
+            p1_main(&child, &mut plan)
+        })?;
         drop(join);
         drop(child);
         plan.listener = None;

@@ -34,6 +34,9 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     /// Pass fds 3 .. 3+N of the caller on to the process.
     pub preserve_fds: u32,
+    /// The process's stdin, stdout and stderr; None: it inherits the
+    /// caller's. Ignored for a terminal, which gets the pty.
+    pub stdio: Option<std::sync::Arc<[OwnedFd; 3]>>,
 }
 
 impl Container {
@@ -113,7 +116,11 @@ impl Container {
                 )
             })
             .transpose()?;
+        let stdio = opts.stdio.as_deref();
         let p1 = join.spawn(&parent, &child, || {
+            if let Some(Err(e)) = stdio.map(crate::sys::dup_stdio) {
+                child.fail(&e);
+            }
             exec_p1(
                 &child,
                 joins,

@@ -104,6 +104,39 @@ pub fn reexec_read_only() -> std::io::Result<()> {
             "re-executed from a read-only bind mount, but /proc/self/exe is still writable",
         ));
     }
+    let fd = read_only_exe()?;
+    let cstrs = |it: Vec<std::ffi::OsString>| -> Vec<CString> {
+        it.into_iter()
+            .filter_map(|s| CString::new(s.as_bytes()).ok())
+            .collect()
+    };
+    let argv = cstrs(std::env::args_os().collect());
+    let mut env: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut s = k;
+            s.push("=");
+            s.push(v);
+            s
+        })
+        .collect();
+    env.push(format!("{SEALED_ENV}=1").into());
+    let envp = cstrs(env);
+    let err = nix::unistd::execveat(
+        fd.as_fd(),
+        c"",
+        &argv,
+        &envp,
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    );
+    Err(std::io::Error::from(err.unwrap_err()))
+}
+
+/// A private, read-only, nosuid, nodev bind mount of the running binary
+/// (detached, close-on-exec): exec'ing it (`execveat` on it, or the path
+/// `/proc/self/fd/N`) starts the program with a read-only `/proc/self/exe`,
+/// as [`reexec_read_only`] does for the calling process itself. Needs
+/// open_tree/mount_setattr (Linux 5.12+).
+pub fn read_only_exe() -> std::io::Result<OwnedFd> {
     let path = c"/proc/self/exe";
     // SAFETY: open_tree takes a dirfd, a NUL-terminated path and flags, and
     // returns a new descriptor (a detached bind mount of the binary).
@@ -140,30 +173,7 @@ pub fn reexec_read_only() -> std::io::Result<()> {
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let cstrs = |it: Vec<std::ffi::OsString>| -> Vec<CString> {
-        it.into_iter()
-            .filter_map(|s| CString::new(s.as_bytes()).ok())
-            .collect()
-    };
-    let argv = cstrs(std::env::args_os().collect());
-    let mut env: Vec<std::ffi::OsString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut s = k;
-            s.push("=");
-            s.push(v);
-            s
-        })
-        .collect();
-    env.push(format!("{SEALED_ENV}=1").into());
-    let envp = cstrs(env);
-    let err = nix::unistd::execveat(
-        fd.as_fd(),
-        c"",
-        &argv,
-        &envp,
-        nix::fcntl::AtFlags::AT_EMPTY_PATH,
-    );
-    Err(std::io::Error::from(err.unwrap_err()))
+    Ok(fd)
 }
 
 #[cfg(test)]

@@ -57,6 +57,23 @@ pub(crate) fn cloexec_from(first: u32) -> nix::Result<()> {
 }
 
 /// Clears close-on-exec on `fd` (for --preserve-fds).
+/// In a forked child: makes `fds` its stdin, stdout and stderr (dup2
+/// clears close-on-exec on the copies).
+pub(crate) fn dup_stdio(fds: &[std::os::fd::OwnedFd; 3]) -> std::result::Result<(), String> {
+    use std::os::fd::AsRawFd;
+    for (target, fd) in fds.iter().enumerate() {
+        // SAFETY: dup2 onto a standard descriptor; `fd` is open (borrowed
+        // from the caller's options) and the kernel closes the old target.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target as i32) } < 0 {
+            return Err(format!(
+                "cannot make the given descriptor the process's fd {target}: {}",
+                nix::errno::Errno::last()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn clear_cloexec(fd: i32) -> nix::Result<()> {
     // SAFETY: F_SETFD only changes the flags of the descriptor number.
     let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };

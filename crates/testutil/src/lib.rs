@@ -166,16 +166,43 @@ pub fn busybox_layout(dir: &Path) -> PathBuf {
 }
 
 /// A private containerd for one test, on its own socket and directories
-/// (under the directory given to [`Containerd::start`]); killed on drop.
+/// (under the directory given to [`Containerd::start`]); killed on drop,
+/// with the shims it started.
 pub struct Containerd {
     child: std::process::Child,
     socket: PathBuf,
+    dir: PathBuf,
+    opts: ContainerdOptions,
+}
+
+/// How [`Containerd::start_with`] sets containerd up.
+#[derive(Debug, Clone)]
+pub struct ContainerdOptions {
+    /// A directory put first on containerd's PATH (where it finds shims).
+    pub path_prefix: Option<PathBuf>,
+    /// The namespace `ctr` works in.
+    pub namespace: String,
+}
+
+impl Default for ContainerdOptions {
+    fn default() -> Self {
+        ContainerdOptions {
+            path_prefix: None,
+            namespace: "berth-test".into(),
+        }
+    }
 }
 
 impl Containerd {
     /// Starts containerd (its CRI plugin off) with its state under `dir`
     /// and waits for its socket.
     pub fn start(dir: &Path) -> Containerd {
+        Containerd::start_with(dir, ContainerdOptions::default())
+    }
+
+    /// [`Containerd::start`] with `opts`; containerd logs at debug level
+    /// to `dir/containerd.log` (see [`Containerd::log_text`]).
+    pub fn start_with(dir: &Path, opts: ContainerdOptions) -> Containerd {
         require_peer("containerd");
         fs::create_dir_all(dir).expect("create the containerd directory");
         let root = dir.join("containerd-root");
@@ -185,7 +212,7 @@ impl Containerd {
         fs::write(
             &config,
             format!(
-                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n  level = \"debug\"\n[metrics]\n  address = \"\"\n",
                 root.display(),
                 state.display(),
                 socket.display(),
@@ -193,34 +220,140 @@ impl Containerd {
             ),
         )
         .expect("write containerd config");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start containerd");
-        let d = Containerd { child, socket };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !d.socket.exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "containerd did not create {}",
-                d.socket.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let child = Containerd::spawn(dir, &opts);
+        let mut d = Containerd {
+            child,
+            socket,
+            dir: dir.to_path_buf(),
+            opts,
+        };
+        d.wait_ready();
         d
     }
 
-    /// A `ctr` command against this daemon, in the namespace `berth-test`.
+    fn spawn(dir: &Path, opts: &ContainerdOptions) -> std::process::Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("containerd.log"))
+            .expect("open the containerd log");
+        let mut cmd = Command::new(require_peer("containerd"));
+        cmd.arg("--config")
+            .arg(dir.join("containerd.toml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("dup the log"))
+            .stderr(log);
+        if let Some(prefix) = &opts.path_prefix {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let dirs = std::iter::once(prefix.clone()).chain(std::env::split_paths(&path));
+            cmd.env(
+                "PATH",
+                std::env::join_paths(dirs).expect("PATH with the prefix"),
+            );
+        }
+        cmd.spawn().expect("start containerd")
+    }
+
+    /// Waits until containerd answers (a readiness wait, not a timing
+    /// assertion).
+    fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let ok = self
+                .ctr(&["version"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "containerd exited ({status}) before serving:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not answer on {} within 60 s:\n{}",
+                self.socket.display(),
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills containerd (its shims and containers live on) and starts it
+    /// again on the same state.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Containerd::spawn(&self.dir, &self.opts);
+        self.wait_ready();
+    }
+
+    /// containerd's log so far (its own lines and its shims').
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// A `ctr` command against this daemon, in its namespace.
     pub fn ctr(&self, args: &[&str]) -> Command {
         let mut c = Command::new(require_peer("ctr"));
         c.arg("--address")
             .arg(&self.socket)
-            .args(["--namespace", "berth-test"])
+            .args(["--namespace", &self.opts.namespace])
             .args(args);
         c
+    }
+
+    /// Imports a busybox image (built with umoci under `dir`, running `sh`
+    /// with PATH set) as `berth.test/busybox:latest` and returns its name.
+    pub fn import_busybox(&self, dir: &Path) -> String {
+        let umoci = require_peer("umoci");
+        let layout = busybox_layout(dir);
+        let image = format!("{}:latest", layout.display());
+        run_ok(Command::new(&umoci).args([
+            "config",
+            "--image",
+            &image,
+            "--config.cmd",
+            "sh",
+            "--config.env",
+            "PATH=/bin:/sbin:/usr/bin",
+        ]));
+        let tarball = dir.join("busybox-oci.tar");
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&layout)
+                .arg("-cf")
+                .arg(&tarball)
+                .arg("."),
+        );
+        run_ok(
+            self.ctr(&["images", "import", "--base-name", "berth.test/busybox"])
+                .arg(&tarball),
+        );
+        "berth.test/busybox:latest".to_string()
+    }
+
+    /// Pids of the shims this containerd started (their command line names
+    /// its socket).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let needle = self.socket.to_string_lossy().into_owned();
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| *pid != self.child.id() as i32)
+            .filter(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("containerd-shim") && cmdline.contains(&needle)
+            })
+            .collect()
     }
 }
 
@@ -228,6 +361,12 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in self.shim_pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
