@@ -26,6 +26,12 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove the stored credentials for a registry.
     Logout(LogoutArgs),
+    /// Attach artifacts to an image in a registry, list its referrers.
+    Artifact {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::artifact::Command,
+    },
 }
 
 /// How to reach a registry (podman's flag names).
@@ -177,6 +183,7 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
             Ok(0)
         }
         Command::Push(args) => crate::push::run(args, global),
+        Command::Artifact { command } => crate::artifact::run(command),
         Command::Login(args) => login(args),
         Command::Logout(args) => {
             let host = server_host(&args.server)?;

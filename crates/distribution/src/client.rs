@@ -598,14 +598,15 @@ impl Registry {
     }
 
     /// PUTs a manifest or index under `reference` (tag or digest); returns
-    /// the digest the registry reports.
+    /// the answer's headers (`OCI-Subject` says the registry indexed the
+    /// manifest's subject for the referrers API).
     pub async fn put_manifest(
         &self,
         repo: &str,
         reference: &str,
         media_type: &str,
         data: &[u8],
-    ) -> Result<()> {
+    ) -> Result<HeaderMap> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -627,7 +628,45 @@ impl Registry {
         if !resp.status().is_success() {
             return Err(status_error(&format!("PUT {url}"), resp).await);
         }
-        Ok(())
+        Ok(resp.headers().clone())
+    }
+
+    /// GETs `/v2/<repo>/referrers/<subject>` (with `artifactType` as a
+    /// filter the registry may apply). `None` when the registry has no
+    /// referrers API (404), else the index's bytes and whether the registry
+    /// applied the filter (`OCI-Filters-Applied`).
+    pub async fn referrers_api(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<(Vec<u8>, bool)>> {
+        let mut url = self.url(&format!("v2/{repo}/referrers/{subject}"));
+        if let Some(t) = artifact_type {
+            url.query_pairs_mut().append_pair("artifactType", t);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+        );
+        let scope = Scope::repository(repo, "pull");
+        let resp = self
+            .send(&scope, Method::GET, url.clone(), headers, &|| Ok(None))
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(status_error(&format!("GET {url}"), resp).await);
+        }
+        let filtered = resp
+            .headers()
+            .get("oci-filters-applied")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
+        let data = read_limited(resp, MAX_MANIFEST, url.as_str()).await?;
+        Ok(Some((data, filtered)))
     }
 }
 

@@ -12,6 +12,8 @@
 //!   each layer as soon as it is in; the image record is written last.
 //! - [`push`]: HEAD, cross-repository mount, monolithic or chunked upload,
 //!   manifests and index, several tags.
+//! - [`referrers`]: the referrers API with the tag schema's fallback, and
+//!   artifacts attached to a manifest.
 //! - [`registries`]: registries.conf's insecure and blocked registries.
 //! - [`progress`]: events for a progress display.
 //!
@@ -24,6 +26,7 @@ mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 pub mod registries;
 
 pub use auth::Credentials;
