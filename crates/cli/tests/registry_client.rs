@@ -5,8 +5,15 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
+use berth_testutil::require_peer;
 use common::registry::*;
 use common::Env;
 use serde_json::Value;
@@ -237,4 +244,271 @@ fn artifacts_through_the_fallback_tag_on_docker_registry() {
         .args(["list-tags", "--tls-verify=false"])
         .arg(format!("docker://{}/test/bb", reg.addr)));
     assert!(tags.contains("sha256-"), "{tags}");
+}
+
+/// Reads one HTTP request head from `stream` (no body expected).
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// `%XX` decoding of a query value (`+` is a space).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// One token request: the user (if any) and the scopes asked for.
+#[derive(Debug, Clone)]
+struct TokenRequest {
+    user: Option<String>,
+    scopes: Vec<String>,
+}
+
+/// A token issuer for docker-registry's `auth: token`: RS256 JWTs signed
+/// (by the `openssl` command) with a self-signed certificate that the
+/// registry trusts as its `rootcertbundle`. alice:s3cret gets every action
+/// she asks for; anonymous requests get a token granting nothing; wrong
+/// passwords a 401.
+struct TokenServer {
+    realm: String,
+    cert: PathBuf,
+    log: Arc<Mutex<Vec<TokenRequest>>>,
+    /// The next token issued is already expired (beyond the registry's leeway).
+    expire_next: Arc<AtomicBool>,
+}
+
+const ISSUER: &str = "berth-test-issuer";
+const SERVICE: &str = "berth-test-registry";
+
+impl TokenServer {
+    fn start(dir: &Path) -> TokenServer {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new(require_peer("openssl"))
+            .current_dir(dir)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=berth-test-issuer",
+            ]));
+        run(Command::new("openssl").current_dir(dir).args([
+            "x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der",
+        ]));
+        let der = std::fs::read(dir.join("cert.der")).unwrap();
+        let key = dir.join("key.pem");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let expire_next = Arc::new(AtomicBool::new(false));
+        let (seen, expire) = (log.clone(), expire_next.clone());
+        std::thread::spawn(move || {
+            let header = serde_json::json!({
+                "typ": "JWT", "alg": "RS256",
+                "x5c": [base64::engine::general_purpose::STANDARD.encode(&der)],
+            });
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(mut client) = client else { return };
+                let head = read_head(&mut client);
+                let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let scopes: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(percent_decode)
+                    .collect();
+                let basic = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("authorization")
+                            .then(|| v.trim().to_string())
+                    })
+                    .and_then(|v| v.strip_prefix("Basic ").map(str::to_string))
+                    .map(|b| {
+                        let raw = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+                        String::from_utf8(raw).unwrap()
+                    });
+                let user = basic
+                    .as_ref()
+                    .map(|b| b.split(':').next().unwrap().to_string());
+                seen.lock().unwrap().push(TokenRequest {
+                    user: user.clone(),
+                    scopes: scopes.clone(),
+                });
+                if basic.as_ref().is_some_and(|b| b != "alice:s3cret") {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+                let access: Vec<Value> = if user.is_some() {
+                    scopes
+                        .iter()
+                        .filter_map(|s| {
+                            let mut parts = s.splitn(3, ':');
+                            let (t, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                            Some(serde_json::json!({
+                                "type": t, "name": name,
+                                "actions": actions.split(',').collect::<Vec<_>>(),
+                            }))
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let exp = if expire.swap(false, Ordering::SeqCst) {
+                    now - 600
+                } else {
+                    now + 300
+                };
+                let claims = serde_json::json!({
+                    "iss": ISSUER, "sub": user.clone().unwrap_or_default(), "aud": SERVICE,
+                    "exp": exp, "nbf": now - 600, "iat": now - 600, "jti": format!("t{n}"),
+                    "access": access,
+                });
+                let b64 = |v: &Value| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(serde_json::to_vec(v).unwrap())
+                };
+                let input = format!("{}.{}", b64(&header), b64(&claims));
+                let mut sign = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                sign.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let sig = sign.wait_with_output().unwrap().stdout;
+                let token = format!(
+                    "{input}.{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+                );
+                let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+                let _ = client.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        TokenServer {
+            realm,
+            cert: dir.join("cert.pem"),
+            log,
+            expire_next,
+        }
+    }
+
+    /// The `auth:` section of docker-registry's configuration.
+    fn registry_config(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            self.realm,
+            self.cert.display()
+        )
+    }
+
+    /// The requests since the last call.
+    fn take(&self) -> Vec<TokenRequest> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+#[test]
+fn token_auth_in_front_of_docker_registry() {
+    let env = Env::new();
+    let tokens = TokenServer::start(&env.path("issuer"));
+    let reg = DockerRegistry::start_with(&env.path(""), &tokens.registry_config());
+    env.import_busybox("bb", &[]);
+    let image = format!("{}/test/bb:1", reg.addr);
+
+    // Anonymous: a token that grants nothing, so the registry refuses.
+    let err = fails(&env, &["push", "bb", &image]);
+    assert!(
+        err.contains("401") && err.contains("needs credentials"),
+        "{err}"
+    );
+    tokens.take();
+
+    // With credentials: one token for the push's scope, reused for every
+    // HEAD, upload and manifest of the push.
+    env.ok(&["push", "--creds", "alice:s3cret", "bb", &image]);
+    let asked = tokens.take();
+    assert_eq!(asked.len(), 1, "one token per scope: {asked:?}");
+    assert_eq!(asked[0].user.as_deref(), Some("alice"));
+    assert_eq!(asked[0].scopes, ["repository:test/bb:pull,push"]);
+
+    let other = Env::new();
+    let err = fails(&other, &["pull", &image]);
+    assert!(err.contains("401") && err.contains("test/bb"), "{err}");
+    let err = fails(&other, &["pull", "--creds", "alice:wrong", &image]);
+    assert!(
+        err.contains("refused the credentials of user \"alice\""),
+        "{err}"
+    );
+    tokens.take();
+    other.ok(&["pull", "--creds", "alice:s3cret", &image]);
+    let asked = tokens.take();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].scopes, ["repository:test/bb:pull"]);
+    let out = other.ok(&["run", "--rm", "--pull", "never", &image, "echo", "token"]);
+    assert_eq!(out, "token\n");
+
+    // An expired token: the registry answers 401, berth fetches a fresh one.
+    tokens.expire_next.store(true, Ordering::SeqCst);
+    let third = Env::new();
+    third.ok(&["pull", "--creds", "alice:s3cret", &image]);
+    let asked = tokens.take();
+    assert_eq!(
+        asked.len(),
+        2,
+        "the expired token was replaced once: {asked:?}"
+    );
 }

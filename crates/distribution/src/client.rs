@@ -129,6 +129,7 @@ pub struct Registry {
     credentials: Option<Credentials>,
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<Scope, Token>>,
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -210,6 +211,7 @@ impl Registry {
                         credentials,
                         challenge: Mutex::new(challenge),
                         tokens: Mutex::new(HashMap::new()),
+                        fetching: tokio::sync::Mutex::new(()),
                     });
                 }
                 Err(e) => failures.push(format!("{url}: {}", berth_core::error_chain(&e))),
@@ -244,6 +246,9 @@ impl Registry {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic)),
             Some(Challenge::Bearer { realm, service, .. }) => {
+                // One fetch at a time: concurrent requests of one scope
+                // wait for the first one's token instead of each asking.
+                let _fetching = self.fetching.lock().await;
                 if let Some(t) = self.tokens.lock().expect("token cache").get(scope) {
                     if t.expires > Instant::now() {
                         return Ok(Some(t.header.clone()));
@@ -364,7 +369,8 @@ impl Registry {
                 .http
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
-            if let Some(a) = self.authorization(scope).await? {
+            let sent = self.authorization(scope).await?;
+            if let Some(a) = &sent {
                 req = req.header(AUTHORIZATION, a);
             }
             if let Some(b) = body()? {
@@ -377,7 +383,14 @@ impl Registry {
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            self.tokens.lock().expect("token cache").remove(scope);
+            {
+                // Drop the refused token, unless a concurrent request has
+                // already replaced it.
+                let mut tokens = self.tokens.lock().expect("token cache");
+                if tokens.get(scope).map(|t| &t.header) == sent.as_ref() {
+                    tokens.remove(scope);
+                }
+            }
             if attempt == 0 {
                 if let Some(fresh) = challenge_of(&resp) {
                     *self.challenge.lock().expect("auth state") = Some(fresh);
