@@ -52,6 +52,10 @@ pub struct RegistryArgs {
     /// /etc/containers/certs.d and /etc/docker/certs.d).
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// registries.conf to use (default $CONTAINERS_REGISTRIES_CONF, then
+    /// ~/.config/containers/registries.conf, then /etc/containers/registries.conf).
+    #[arg(long, value_name = "PATH")]
+    pub registries_conf: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -62,6 +66,7 @@ impl RegistryArgs {
             credentials: self.creds.as_deref().map(Credentials::parse).transpose()?,
             auth_file: self.authfile.clone(),
             cert_dirs: self.cert_dir.iter().cloned().collect(),
+            registries_conf: self.registries_conf.clone(),
             ..Default::default()
         })
     }
@@ -127,13 +132,15 @@ pub enum PullPolicy {
     Never,
 }
 
-/// Pulls `image` for `berth run` as `policy` says, with progress on stderr.
+/// Pulls `image` for `berth run` as `policy` says, with progress on stderr;
+/// returns the name to run (a short name resolved by registries.conf is
+/// recorded under its full name).
 pub fn ensure_image(
     engine: &Engine,
     image: &str,
     policy: PullPolicy,
     registry: &RegistryArgs,
-) -> Result<()> {
+) -> Result<String> {
     let present = engine.images().get(image).is_ok();
     let pull_it = match policy {
         PullPolicy::Never => false,
@@ -141,10 +148,10 @@ pub fn ensure_image(
         PullPolicy::Always => true,
     };
     if !pull_it || (!present && Reference::parse(image).is_err()) {
-        return Ok(());
+        return Ok(image.to_string());
     }
-    pull(engine, image, registry, &PullOptions::default(), false)?;
-    Ok(())
+    let pulled = pull(engine, image, registry, &PullOptions::default(), false)?;
+    Ok(pulled.name.to_string())
 }
 
 /// The async runtime of one client command.
@@ -249,15 +256,17 @@ pub fn pull(
     options: &PullOptions,
     quiet: bool,
 ) -> Result<berth_distribution::Pulled> {
-    let reference = Reference::parse(image)?;
     let client_options = registry.options()?;
     let display = Display::new(quiet);
-    let pulled = runtime()?.block_on(async {
-        let registry = Registry::connect(reference.domain(), &client_options).await?;
-        berth_distribution::pull(engine, &registry, &reference, options, &display).await
-    });
+    let pulled = runtime()?.block_on(berth_distribution::pull_name(
+        engine,
+        image,
+        &client_options,
+        options,
+        &display,
+    ));
     display.finish();
-    pulled.with_context(|| format!("pulling {reference}"))
+    pulled.with_context(|| format!("pulling {image}"))
 }
 
 /// Progress on stderr: bars on a terminal, one line per blob event

@@ -187,7 +187,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     }
     let outcome = overrides(&args).and_then(|overrides| {
         let engine = Engine::open(&global.root)?;
-        crate::pull::ensure_image(&engine, &args.image, args.pull, &args.registry)?;
+        let image = crate::pull::ensure_image(&engine, &args.image, args.pull, &args.registry)?;
         let opts = ContainerOptions {
             name: args.name.clone(),
             overrides,
@@ -199,7 +199,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             interactive: args.interactive,
             stop_timeout: Duration::from_secs(args.stop_timeout),
         };
-        Ok(engine.run(&args.image, &opts, &attach)?)
+        Ok(engine.run(&image, &opts, &attach)?)
     });
     match outcome {
         Ok(code) => Ok(code),

@@ -512,3 +512,160 @@ fn token_auth_in_front_of_docker_registry() {
         "the expired token was replaced once: {asked:?}"
     );
 }
+
+#[test]
+fn registries_conf_mirrors_search_registries_and_aliases() {
+    let env = Env::new();
+    let primary = Serve::start(&env.path("primary"), &[]);
+    let mirror = DockerRegistry::start(&env.path(""), None);
+    env.import_busybox("from-primary", &["ENV FROM=primary"]);
+    env.import_busybox("from-mirror", &["ENV FROM=mirror"]);
+    for tag in ["1", "2"] {
+        env.ok(&[
+            "push",
+            "from-primary",
+            &format!("{}/seed/bb:{tag}", primary.addr),
+        ]);
+    }
+    // The mirror has tag 1 only, under its own namespace.
+    env.ok(&[
+        "push",
+        "from-mirror",
+        &format!("{}/hub/seed/bb:1", mirror.addr),
+    ]);
+    // A port nothing listens on: the first mirror fails, the next is tried.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let conf = env.path("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{p}\"\n[[registry.mirror]]\nlocation = \"{dead}/x\"\n\
+             [[registry.mirror]]\nlocation = \"{m}/hub\"\n",
+            p = primary.addr,
+            m = mirror.addr
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    let echo_from = |env: &Env, image: &str| {
+        env.ok(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            image,
+            "sh",
+            "-c",
+            "echo $FROM",
+        ])
+    };
+
+    let other = Env::new();
+    let one = format!("{}/seed/bb:1", primary.addr);
+    other.ok(&["pull", "--registries-conf", conf, &one]);
+    assert_eq!(
+        echo_from(&other, &one),
+        "mirror\n",
+        "tag 1 came from the mirror"
+    );
+    let two = format!("{}/seed/bb:2", primary.addr);
+    other.ok(&["pull", "--registries-conf", conf, &two]);
+    assert_eq!(
+        echo_from(&other, &two),
+        "primary\n",
+        "tag 2 from the registry itself"
+    );
+    let err = fails(
+        &other,
+        &[
+            "pull",
+            "--registries-conf",
+            conf,
+            &format!("{}/seed/bb:3", primary.addr),
+        ],
+    );
+    assert!(
+        err.contains(&dead) && err.contains(&mirror.addr) && err.contains(&primary.addr),
+        "every source named: {err}"
+    );
+
+    // Short names: one search registry resolves them; several are refused.
+    let search = env.path("search.conf");
+    std::fs::write(
+        &search,
+        format!(
+            "unqualified-search-registries = [\"{p}\"]\n[aliases]\n\"mybb\" = \"{p}/seed/bb\"\n",
+            p = primary.addr
+        ),
+    )
+    .unwrap();
+    let search = search.to_str().unwrap();
+    let third = Env::new();
+    let out = third.ok(&[
+        "run",
+        "--rm",
+        "--registries-conf",
+        search,
+        "seed/bb:2",
+        "sh",
+        "-c",
+        "echo $FROM",
+    ]);
+    assert_eq!(out, "primary\n");
+    assert!(third
+        .ok(&["images"])
+        .contains(&format!("{}/seed/bb", primary.addr)));
+    third.ok(&["pull", "--registries-conf", search, "mybb:1"]);
+    assert_eq!(
+        echo_from(&third, &one),
+        "primary\n",
+        "the alias, not the mirror"
+    );
+
+    let both = env.path("both.conf");
+    std::fs::write(
+        &both,
+        format!(
+            "unqualified-search-registries = [\"{}\", \"{}\"]\n",
+            primary.addr, mirror.addr
+        ),
+    )
+    .unwrap();
+    let err = fails(
+        &Env::new(),
+        &[
+            "pull",
+            "--registries-conf",
+            both.to_str().unwrap(),
+            "seed/bb:1",
+        ],
+    );
+    assert!(
+        err.contains(&format!("{}/seed/bb:1", primary.addr))
+            && err.contains(&format!("{}/seed/bb:1", mirror.addr))
+            && err.contains("short-name-mode enforcing")
+            && err.contains("[aliases]"),
+        "{err}"
+    );
+    std::fs::write(
+        &both,
+        format!(
+            "short-name-mode = \"permissive\"\nunqualified-search-registries = [\"{}\", \"{}\"]\n",
+            mirror.addr, primary.addr
+        ),
+    )
+    .unwrap();
+    // Permissive: each is tried in order (the mirror lacks seed/bb outside /hub).
+    let fourth = Env::new();
+    fourth.ok(&[
+        "pull",
+        "--registries-conf",
+        both.to_str().unwrap(),
+        "seed/bb:1",
+    ]);
+    assert_eq!(echo_from(&fourth, &one), "primary\n");
+}

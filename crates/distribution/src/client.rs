@@ -42,6 +42,8 @@ pub struct Options {
     /// Directories holding `HOST[:PORT]/*.crt` CA certificates; default
     /// `/etc/containers/certs.d` and `/etc/docker/certs.d`.
     pub cert_dirs: Vec<PathBuf>,
+    /// The registries.conf to read instead of the usual ones.
+    pub registries_conf: Option<PathBuf>,
 }
 
 impl Options {
@@ -169,7 +171,7 @@ impl Registry {
     /// the authentication challenge. Credentials come from `options`, else
     /// from the auth files.
     pub async fn connect(host: &str, options: &Options) -> Result<Registry> {
-        let conf = crate::registries::RegistriesConf::load()?;
+        let conf = crate::registries::RegistriesConf::load(options.registries_conf.as_deref())?;
         conf.check_blocked(host)?;
         let insecure = options.is_insecure(host) || conf.insecure(host);
         let mut builder = reqwest::Client::builder()

@@ -14,7 +14,8 @@
 //!   manifests and index, several tags.
 //! - [`referrers`]: the referrers API with the tag schema's fallback, and
 //!   artifacts attached to a manifest.
-//! - [`registries`]: registries.conf's insecure and blocked registries.
+//! - [`registries`]: registries.conf: insecure and blocked registries,
+//!   mirrors, short-name search and aliases.
 //! - [`progress`]: events for a progress display.
 //!
 //! Plain HTTP is used only for `localhost`, `127.0.0.0/8`, `[::1]` and
@@ -33,5 +34,5 @@ pub use auth::Credentials;
 pub use client::{Options, Registry};
 pub use error::{Error, Result};
 pub use progress::{Event, Progress, Silent, State};
-pub use pull::{pull, PullOptions, Pulled};
+pub use pull::{pull, pull_name, PullOptions, Pulled};
 pub use push::{push, PushOptions};

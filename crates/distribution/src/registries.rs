@@ -1,11 +1,18 @@
 //! containers' `registries.conf` (v2 TOML), the parts berth applies:
 //! `[[registry]]` entries with `insecure = true` (plain HTTP or an
-//! unverified certificate allowed) and `blocked = true` (refused). Read
-//! from `$CONTAINERS_REGISTRIES_CONF`, else
-//! `~/.config/containers/registries.conf` and
-//! `/etc/containers/registries.conf` (the first that exists).
-
+//! unverified certificate allowed), `blocked = true` (refused), a
+//! `location` other than the `prefix` (the prefix's images are pulled from
+//! there) and `[[registry.mirror]]` locations (tried in order before the
+//! registry itself, for pulls); `unqualified-search-registries` with
+//! `short-name-mode`, and `[aliases]`, for short names such as `busybox`.
+//! Read from `--registries-conf`, else `$CONTAINERS_REGISTRIES_CONF`, else
+//! the first of `~/.config/containers/registries.conf` and
+//! `/etc/containers/registries.conf` that exists. Without any file (or
+//! without search registries) a short name is docker.io's, as docker
+//! normalises it.
 use std::path::{Path, PathBuf};
+
+use berth_image::Reference;
 
 use crate::error::{Error, Result};
 
@@ -25,6 +32,34 @@ pub struct RegistryEntry {
     /// Pulls and pushes refused.
     #[serde(default)]
     pub blocked: bool,
+    /// Mirrors, tried in order before `location` when pulling.
+    #[serde(default)]
+    pub mirror: Vec<Mirror>,
+}
+
+/// One `[[registry.mirror]]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Mirror {
+    /// `host[:port][/path]`: the prefix's images are under this path.
+    pub location: String,
+    /// Plain HTTP / unverified TLS allowed for this mirror.
+    #[serde(default)]
+    pub insecure: bool,
+    /// `all` (default), `digest-only` or `tag-only`: which pulls may use it.
+    #[serde(default)]
+    pub pull_from_mirror: Option<String>,
+}
+
+/// Somewhere to pull a reference from: a mirror or the registry itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// `host[:port]`.
+    pub host: String,
+    /// The repository there.
+    pub repo: String,
+    /// A mirror (else the registry the name points to, or its `location`).
+    pub mirror: bool,
 }
 
 /// The settings read from registries.conf.
@@ -34,22 +69,73 @@ pub struct RegistriesConf {
     /// `[[registry]]` entries.
     #[serde(default)]
     pub registry: Vec<RegistryEntry>,
+    /// Registries a short name is looked for in, in order.
+    #[serde(default)]
+    pub unqualified_search_registries: Vec<String>,
+    /// `enforcing` (default: a short name matching several search
+    /// registries is refused, as podman does without a terminal),
+    /// `permissive` or `disabled` (each is tried in order).
+    #[serde(default)]
+    pub short_name_mode: Option<String>,
+    /// Short name → fully qualified repository.
+    #[serde(default)]
+    pub aliases: std::collections::BTreeMap<String, String>,
+    /// The file these came from (for messages).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 impl RegistriesConf {
     /// Parses a registries.conf; `path` names it in errors. Fields berth
     /// does not apply (mirrors, short-name settings) are accepted and ignored.
     pub fn parse(text: &str, path: &Path) -> Result<RegistriesConf> {
-        toml::from_str(text).map_err(|e| {
-            Error::invalid(
-                path.display().to_string(),
-                format!("invalid registries.conf: {e}"),
-            )
-        })
+        let bad = |reason: String| Error::invalid(path.display().to_string(), reason);
+        let mut conf: RegistriesConf =
+            toml::from_str(text).map_err(|e| bad(format!("invalid registries.conf: {e}")))?;
+        conf.path = Some(path.to_path_buf());
+        if let Some(mode) = &conf.short_name_mode {
+            if !matches!(mode.as_str(), "enforcing" | "permissive" | "disabled") {
+                return Err(bad(format!(
+                    "short-name-mode {mode:?}: use enforcing, permissive or disabled"
+                )));
+            }
+        }
+        for r in &conf.registry {
+            for m in &r.mirror {
+                check_location(&m.location).map_err(|e| bad(format!("mirror {e}")))?;
+                if let Some(p) = &m.pull_from_mirror {
+                    if !matches!(p.as_str(), "all" | "digest-only" | "tag-only") {
+                        return Err(bad(format!(
+                            "pull-from-mirror {p:?} of mirror {}: use all, digest-only or tag-only",
+                            m.location
+                        )));
+                    }
+                }
+            }
+            if !r.location.is_empty() {
+                check_location(&r.location).map_err(|e| bad(format!("registry {e}")))?;
+            }
+        }
+        for (short, full) in &conf.aliases {
+            if is_short_name(full) || Reference::parse(full).is_err() {
+                return Err(bad(format!(
+                    "alias {short:?} = {full:?}: the value must be a fully qualified name such as quay.io/org/app"
+                )));
+            }
+        }
+        for r in &conf.unqualified_search_registries {
+            check_location(r).map_err(|e| bad(format!("unqualified-search-registries: {e}")))?;
+        }
+        Ok(conf)
     }
 
-    /// Reads the first registries.conf that exists (none: empty settings).
-    pub fn load() -> Result<RegistriesConf> {
+    /// Reads `path`, else the first registries.conf that exists (none:
+    /// empty settings).
+    pub fn load(path: Option<&Path>) -> Result<RegistriesConf> {
+        if let Some(p) = path {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            return RegistriesConf::parse(&text, p);
+        }
         for path in conf_paths() {
             match std::fs::read_to_string(&path) {
                 Ok(text) => return RegistriesConf::parse(&text, &path),
@@ -67,9 +153,112 @@ impl RegistriesConf {
         })
     }
 
-    /// Whether `host` is marked insecure.
+    /// Whether `host` is marked insecure (as a registry or as a mirror).
     pub fn insecure(&self, host: &str) -> bool {
         self.entry(host).is_some_and(|r| r.insecure)
+            || self.registry.iter().any(|r| {
+                r.mirror
+                    .iter()
+                    .any(|m| m.insecure && m.location.split('/').next() == Some(host))
+            })
+    }
+
+    /// The entry whose prefix is the longest that `name` (`host/path`)
+    /// starts with, at a `/` boundary.
+    fn entry_for(&self, name: &str) -> Option<(&RegistryEntry, usize)> {
+        self.registry
+            .iter()
+            .filter_map(|r| {
+                let key = r.prefix.as_deref().unwrap_or(&r.location);
+                let key = key.trim_end_matches('/');
+                let hit = !key.is_empty()
+                    && name.starts_with(key)
+                    && (name.len() == key.len() || name.as_bytes()[key.len()] == b'/');
+                hit.then_some((r, key.len()))
+            })
+            .max_by_key(|(_, len)| *len)
+    }
+
+    /// Where to pull `reference` from, in order: its registry entry's
+    /// mirrors (those its `pull-from-mirror` allows), then the registry
+    /// (its `location` when that differs from the prefix).
+    pub fn pull_sources(&self, reference: &Reference) -> Vec<Source> {
+        let name = format!("{}/{}", reference.domain(), reference.path());
+        let primary = Source {
+            host: reference.domain().to_string(),
+            repo: reference.path().to_string(),
+            mirror: false,
+        };
+        let Some((entry, len)) = self.entry_for(&name) else {
+            return vec![primary];
+        };
+        let rest = &name[len..];
+        let at = |location: &str, mirror: bool| {
+            let full = format!("{}{rest}", location.trim_end_matches('/'));
+            let (host, repo) = full.split_once('/').unwrap_or((&full, ""));
+            Source {
+                host: host.to_string(),
+                repo: repo.to_string(),
+                mirror,
+            }
+        };
+        let mut out: Vec<Source> = entry
+            .mirror
+            .iter()
+            .filter(|m| match m.pull_from_mirror.as_deref() {
+                Some("digest-only") => reference.digest().is_some(),
+                Some("tag-only") => reference.digest().is_none(),
+                _ => true,
+            })
+            .map(|m| at(&m.location, true))
+            .filter(|s| !s.repo.is_empty())
+            .collect();
+        let location = if entry.location.is_empty() {
+            primary
+        } else {
+            at(&entry.location, false)
+        };
+        out.push(location);
+        out
+    }
+
+    /// The fully qualified names `input` may mean: itself when it names a
+    /// registry; for a short name its alias, else its search registries
+    /// (several only when `short-name-mode` is not enforcing), else
+    /// docker.io's.
+    pub fn resolve(&self, input: &str) -> Result<Vec<Reference>> {
+        if !is_short_name(input) {
+            return Ok(vec![Reference::parse(input)?]);
+        }
+        let (name, suffix) = split_suffix(input);
+        if let Some(full) = self.aliases.get(name) {
+            return Ok(vec![Reference::parse(&format!("{full}{suffix}"))?]);
+        }
+        let candidates: Vec<Reference> = self
+            .unqualified_search_registries
+            .iter()
+            .map(|r| Reference::parse(&format!("{r}/{input}")))
+            .collect::<std::result::Result<_, _>>()?;
+        match candidates.len() {
+            0 => Ok(vec![Reference::parse(input)?]),
+            1 => Ok(candidates),
+            _ if self.short_name_mode.as_deref().unwrap_or("enforcing") == "enforcing" => {
+                let names: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+                let file = self
+                    .path
+                    .as_ref()
+                    .map(|p| format!(" of {}", p.display()))
+                    .unwrap_or_default();
+                Err(Error::invalid(
+                    format!("short name {input:?}"),
+                    format!(
+                        "it could be any of {} (unqualified-search-registries{file}, short-name-mode enforcing); give the full name, or add an alias under [aliases]",
+                        names.join(", ")
+                    ),
+                ))
+            }
+            _ => Ok(candidates),
+        }
     }
 
     /// Refuses a blocked `host`.
@@ -81,6 +270,41 @@ impl RegistriesConf {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// Whether `input` names no registry (`busybox`, `library/busybox:1`):
+/// its first `/` component has no `.` or `:` and is not `localhost`.
+pub fn is_short_name(input: &str) -> bool {
+    let name = input.split('@').next().unwrap_or(input);
+    match name.split_once('/') {
+        Some((first, _)) => !(first.contains('.') || first.contains(':') || first == "localhost"),
+        None => true,
+    }
+}
+
+/// `name` and its `:tag` / `@digest` suffix.
+fn split_suffix(input: &str) -> (&str, &str) {
+    let end = input.find('@').unwrap_or(input.len());
+    let slash = input[..end].rfind('/').map(|i| i + 1).unwrap_or(0);
+    let end = input[slash..end]
+        .find(':')
+        .map(|i| slash + i)
+        .unwrap_or(end);
+    input.split_at(end)
+}
+
+/// A registries.conf location: `host[:port][/path]` as references spell it.
+fn check_location(location: &str) -> std::result::Result<(), String> {
+    let host = location.split('/').next().unwrap_or("");
+    if Reference::parse(&format!("{}/x", location.trim_end_matches('/'))).is_ok()
+        && !is_short_name(&format!("{host}/x"))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "location {location:?}: give HOST[:PORT][/PATH], e.g. mirror.example.com:5000/dockerhub"
+        ))
     }
 }
 
@@ -132,5 +356,90 @@ location = "mirror.example"
             .unwrap_err()
             .to_string();
         assert!(err.contains("x.conf"), "{err}");
+    }
+
+    #[test]
+    fn mirrors_aliases_and_short_names() {
+        let conf = RegistriesConf::parse(
+            r#"
+unqualified-search-registries = ["one.example", "two.example:5000"]
+[aliases]
+"app" = "quay.example/org/app"
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry.mirror]]
+location = "mirror.example:5000/hub"
+[[registry.mirror]]
+location = "digests.example"
+pull-from-mirror = "digest-only"
+[[registry]]
+prefix = "old.example/team"
+location = "new.example/team"
+"#,
+            Path::new("r.conf"),
+        )
+        .unwrap();
+        let r = |s: &str| Reference::parse(s).unwrap();
+        let hosts = |s: &str| -> Vec<String> {
+            conf.pull_sources(&r(s))
+                .iter()
+                .map(|x| format!("{}/{}", x.host, x.repo))
+                .collect()
+        };
+        assert_eq!(
+            hosts("docker.io/library/busybox:1"),
+            [
+                "mirror.example:5000/hub/library/busybox",
+                "docker.io/library/busybox"
+            ]
+        );
+        let at = format!("docker.io/library/busybox@sha256:{}", "a".repeat(64));
+        assert_eq!(hosts(&at)[1], "digests.example/library/busybox");
+        assert_eq!(hosts("old.example/team/x:1"), ["new.example/team/x"]);
+        assert_eq!(hosts("old.example/teamx/y:1"), ["old.example/teamx/y"]);
+
+        assert_eq!(
+            conf.resolve("app:2").unwrap(),
+            [r("quay.example/org/app:2")]
+        );
+        assert_eq!(conf.resolve("q.example/a").unwrap(), [r("q.example/a")]);
+        let err = conf.resolve("busybox").unwrap_err().to_string();
+        assert!(
+            err.contains("one.example/busybox:latest")
+                && err.contains("two.example:5000/busybox:latest")
+                && err.contains("r.conf"),
+            "{err}"
+        );
+        let one = RegistriesConf::parse(
+            "unqualified-search-registries = [\"one.example\"]",
+            Path::new("r"),
+        )
+        .unwrap();
+        assert_eq!(one.resolve("busybox").unwrap(), [r("one.example/busybox")]);
+        assert_eq!(
+            RegistriesConf::default().resolve("busybox").unwrap(),
+            [r("docker.io/library/busybox")]
+        );
+        for (short, yes) in [
+            ("busybox", true),
+            ("a/b:1", true),
+            ("localhost/a", false),
+            ("h:5/a", false),
+        ] {
+            assert_eq!(is_short_name(short), yes, "{short}");
+        }
+        assert_eq!(split_suffix("a/b:1"), ("a/b", ":1"));
+        assert_eq!(split_suffix("a@sha256:x"), ("a", "@sha256:x"));
+        for bad in [
+            "[aliases]\n\"x\" = \"short\"",
+            "short-name-mode = \"lax\"",
+            "[[registry]]\nlocation = \"r.example\"\n[[registry.mirror]]\nlocation = \"no spaces\"",
+        ] {
+            let err = RegistriesConf::parse(bad, Path::new("bad.conf"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("bad.conf"), "{err}");
+        }
     }
 }
