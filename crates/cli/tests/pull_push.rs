@@ -523,4 +523,27 @@ fn a_registry_over_tls_with_its_own_ca() {
     other.ok(&["pull", "--cert-dir", certs, &dest]);
     let out = other.ok(&["run", "--rm", "--pull", "never", &dest, "echo", "tls"]);
     assert_eq!(out, "tls\n");
+    // A CA in the system's trust store (here $SSL_CERT_FILE, which replaces
+    // /etc/ssl/certs/ca-certificates.crt) is trusted without certs.d.
+    let third = Env::new();
+    let out = third
+        .command(&["pull", &dest])
+        .env("SSL_CERT_FILE", pki.join("ca.crt"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", third.describe(&out));
+    let out = third
+        .command(&["pull", &dest])
+        .env("SSL_CERT_FILE", pki.join("server.key"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("server.key")
+            && err.contains("not a PEM certificate"),
+        "{err}"
+    );
 }

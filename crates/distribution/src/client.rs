@@ -140,6 +140,18 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// The PEM certificates in the file at `path`.
+fn pem_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |why: String| Error::invalid(path.display().to_string(), why);
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("not a PEM certificate: no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
 /// Reads the CA certificates `DIR/HOST/*.crt` for `host`.
 fn host_cas(host: &str, dirs: &[PathBuf]) -> Result<Vec<reqwest::Certificate>> {
     let mut out = Vec::new();
@@ -151,18 +163,39 @@ fn host_cas(host: &str, dirs: &[PathBuf]) -> Result<Vec<reqwest::Certificate>> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "crt") {
-                let pem = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    Error::invalid(
-                        path.display().to_string(),
-                        format!("not a PEM certificate: {e}"),
-                    )
-                })?;
-                out.extend(certs);
+                out.extend(pem_certificates(&path)?);
             }
         }
     }
     Ok(out)
+}
+
+/// Where distributions keep the system's CA bundle (Debian and Arch,
+/// Fedora and RHEL, openSUSE, Alpine).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's trusted CAs: `$SSL_CERT_FILE` (an error if unreadable),
+/// else the first system bundle that exists (skipped with a warning if it
+/// does not parse). They are trusted besides webpki's Mozilla roots.
+fn system_cas() -> Result<Vec<reqwest::Certificate>> {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        return pem_certificates(Path::new(&file));
+    }
+    for bundle in SYSTEM_BUNDLES {
+        let path = Path::new(bundle);
+        if path.exists() {
+            return Ok(pem_certificates(path).unwrap_or_else(|e| {
+                tracing::warn!("ignoring the system CA bundle: {e}");
+                Vec::new()
+            }));
+        }
+    }
+    Ok(Vec::new())
 }
 
 impl Registry {
@@ -180,7 +213,10 @@ impl Registry {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .danger_accept_invalid_certs(insecure);
-        for ca in host_cas(host, &options.cert_dirs())? {
+        for ca in system_cas()?
+            .into_iter()
+            .chain(host_cas(host, &options.cert_dirs())?)
+        {
             builder = builder.add_root_certificate(ca);
         }
         let http = builder.build().map_err(|e| Error::network(host, &e))?;
