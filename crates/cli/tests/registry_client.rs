@@ -246,13 +246,14 @@ fn artifacts_through_the_fallback_tag_on_docker_registry() {
     assert!(tags.contains("sha256-"), "{tags}");
 }
 
-/// Reads one HTTP request head from `stream` (no body expected).
+/// Reads one HTTP request head from `stream`; empty for a TLS handshake
+/// (berth tries HTTPS first), which closes the connection at once.
 fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).unwrap_or(0) == 0 {
-            break;
+        if stream.read(&mut byte).unwrap_or(0) == 0 || (head.is_empty() && byte[0] == 0x16) {
+            return String::new();
         }
         head.push(byte[0]);
     }
@@ -668,4 +669,272 @@ fn registries_conf_mirrors_search_registries_and_aliases() {
         "seed/bb:1",
     ]);
     assert_eq!(echo_from(&fourth, &one), "primary\n");
+}
+
+/// What a [`Proxy`] does with one request.
+enum Action {
+    /// Send it upstream and the answer back.
+    Forward,
+    /// Send it upstream with this header line added (e.g. credentials).
+    ForwardWith(String),
+    /// Send it upstream, then drop the client's connection unanswered.
+    ForwardThenCut,
+    /// Answer with these raw bytes.
+    Answer(Vec<u8>),
+}
+
+/// An HTTP proxy on `bind` in front of `upstream`, one request per
+/// connection (`Connection: close` added), logging every request head.
+struct Proxy {
+    addr: String,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn start(
+        bind: &str,
+        upstream: String,
+        decide: impl Fn(&str) -> Action + Send + 'static,
+    ) -> Proxy {
+        let listener = TcpListener::bind(bind).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let log = heads.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let head = read_head(&mut client);
+                if head.is_empty() {
+                    continue;
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if client.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                log.lock().unwrap().push(head.clone());
+                let action = decide(&head);
+                let forward = |extra: &str| {
+                    let request =
+                        head.replacen("\r\n", &format!("\r\nConnection: close\r\n{extra}"), 1);
+                    let mut up = TcpStream::connect(&upstream).ok()?;
+                    up.write_all(request.as_bytes()).ok()?;
+                    up.write_all(&body).ok()?;
+                    let mut response = Vec::new();
+                    up.read_to_end(&mut response).ok()?;
+                    Some(response)
+                };
+                let answer = match action {
+                    Action::Forward => forward(""),
+                    Action::ForwardWith(line) => forward(&format!("{line}\r\n")),
+                    Action::ForwardThenCut => {
+                        forward("");
+                        None
+                    }
+                    Action::Answer(raw) => Some(raw),
+                };
+                if let Some(a) = answer {
+                    let _ = client.write_all(&a);
+                }
+            }
+        });
+        Proxy { addr, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+fn has_authorization(head: &str) -> bool {
+    head.to_ascii_lowercase().contains("\r\nauthorization:")
+}
+
+#[test]
+fn a_redirect_to_another_host_drops_the_authorization_header() {
+    let env = Env::new();
+    let htpasswd = alice_htpasswd(&env.path(""));
+    let reg = DockerRegistry::start(&env.path(""), Some(&htpasswd));
+    env.import_busybox("bb", &[]);
+    env.ok(&[
+        "push",
+        "--creds",
+        "alice:s3cret",
+        "bb",
+        &format!("{}/test/bb:1", reg.addr),
+    ]);
+    // The blob host (another loopback address, so another origin) fetches
+    // from the registry with its own credentials, as a CDN would.
+    let basic = format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    let cdn = Proxy::start("127.0.0.2:0", reg.addr.clone(), move |_| {
+        Action::ForwardWith(basic.clone())
+    });
+    let cdn_addr = cdn.addr.clone();
+    let front = Proxy::start("127.0.0.1:0", reg.addr.clone(), move |head| {
+        let path = head.split(' ').nth(1).unwrap_or("");
+        if head.starts_with("GET ") && path.contains("/blobs/sha256:") {
+            let location = format!("http://{cdn_addr}{path}");
+            Action::Answer(
+                format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .into_bytes(),
+            )
+        } else {
+            Action::Forward
+        }
+    });
+
+    let other = Env::new();
+    let image = format!("{}/test/bb:1", front.addr);
+    other.ok(&["pull", "--creds", "alice:s3cret", &image]);
+    let out = other.ok(&["run", "--rm", "--pull", "never", &image, "echo", "via cdn"]);
+    assert_eq!(out, "via cdn\n");
+    let front_heads = front.heads();
+    assert!(
+        front_heads
+            .iter()
+            .any(|h| h.contains("/manifests/") && has_authorization(h)),
+        "the registry itself got the credentials: {front_heads:?}"
+    );
+    let cdn_heads = cdn.heads();
+    assert!(
+        cdn_heads.len() >= 2,
+        "config and layer came from the blob host: {cdn_heads:?}"
+    );
+    assert!(
+        cdn_heads.iter().all(|h| !has_authorization(h)),
+        "no Authorization to another host: {cdn_heads:?}"
+    );
+}
+
+#[test]
+fn a_chunked_push_resumes_where_the_registry_says() {
+    let env = Env::new();
+    let reg = Serve::start(&env.path("storage"), &[]);
+    let cut_once = Arc::new(AtomicBool::new(false));
+    let cut = cut_once.clone();
+    // The registry receives the first chunk, but its answer is lost.
+    let proxy = Proxy::start("127.0.0.1:0", reg.addr.clone(), move |head| {
+        if head.starts_with("PATCH ") && !cut.swap(true, Ordering::SeqCst) {
+            Action::ForwardThenCut
+        } else {
+            Action::Forward
+        }
+    });
+    env.import_busybox("bb", &[]);
+    let image = format!("{}/test/chunked:1", proxy.addr);
+    env.ok(&["push", "--chunk-size", "65536", "bb", &image]);
+
+    let ranges: Vec<String> = proxy
+        .heads()
+        .iter()
+        .filter_map(|h| {
+            let lower = h.to_ascii_lowercase();
+            if lower.starts_with("patch ") {
+                let range = lower.split("\r\ncontent-range: ").nth(1)?;
+                Some(format!("PATCH {}", range.lines().next()?.trim()))
+            } else if lower.starts_with("get ") && lower.contains("/blobs/uploads/") {
+                Some("GET".to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(
+        ranges.len() > 3 && ranges[0] == "PATCH 0-65535" && ranges[1] == "GET",
+        "the first chunk's answer was lost, then the upload's state asked: {ranges:?}"
+    );
+    assert_eq!(
+        ranges[2], "PATCH 65536-131071",
+        "resumed after the chunk the registry holds, not from 0: {ranges:?}"
+    );
+    let other = Env::new();
+    let direct = format!("{}/test/chunked:1", reg.addr);
+    let out = other.ok(&["run", "--rm", &direct, "echo", "whole"]);
+    assert_eq!(out, "whole\n");
+}
+
+#[test]
+fn a_credential_helper_gives_the_credentials() {
+    let env = Env::new();
+    let htpasswd = alice_htpasswd(&env.path(""));
+    let reg = DockerRegistry::start(&env.path(""), Some(&htpasswd));
+    env.import_busybox("bb", &[]);
+    let image = format!("{}/test/bb:1", reg.addr);
+    env.ok(&["push", "--creds", "alice:s3cret", "bb", &image]);
+
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = env.path("helper-asked");
+    let helper = bin.join("docker-credential-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\necho \"$server\" >> {}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}' \"$server\"\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    let empty = bin.join("docker-credential-empty");
+    std::fs::write(
+        &empty,
+        "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
+    )
+    .unwrap();
+    for f in [&helper, &empty] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let docker = env.path("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let pull = |config: Value| {
+        std::fs::write(docker.join("config.json"), config.to_string()).unwrap();
+        let other = Env::new();
+        let out = other
+            .command(&["pull", &image])
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", &docker)
+            .env("HOME", env.path("home"))
+            .env("XDG_RUNTIME_DIR", env.path("runtime"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (other, out)
+    };
+
+    let (other, out) = pull(serde_json::json!({"credHelpers": {reg.addr.clone(): "test"}}));
+    assert!(out.status.success(), "{}", other.describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap(),
+        format!("{}\n", reg.addr),
+        "the helper was asked for this registry"
+    );
+    // A credsStore that has nothing for the registry: no credentials, a 401.
+    let (other, out) = pull(serde_json::json!({"credsStore": "empty"}));
+    assert!(!out.status.success(), "{}", other.describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && err.contains("needs credentials"),
+        "{err}"
+    );
+    // The store is used when there is no helper for the registry itself.
+    let (other, out) = pull(serde_json::json!({"credsStore": "test"}));
+    assert!(out.status.success(), "{}", other.describe(&out));
 }

@@ -313,7 +313,13 @@ impl Upload<'_> {
                 }
                 Err(e) if transient(&e) && failures < self.options.retries => {
                     failures += 1;
-                    offset = self.upload_offset(&url).await?;
+                    (offset, url) = self.upload_offset(&url).await?;
+                    if offset > size {
+                        return Err(Error::invalid(
+                            format!("upload {url} of blob {digest}"),
+                            format!("the registry claims {offset} bytes of a {size}-byte blob"),
+                        ));
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -321,8 +327,9 @@ impl Upload<'_> {
         Ok(url)
     }
 
-    /// How much of an upload the server holds (GET on the session: `Range: 0-N`).
-    async fn upload_offset(&self, url: &Url) -> Result<u64> {
+    /// How much of an upload the server holds (GET on the session: `Range:
+    /// 0-N`), and where to continue it (its `Location`, else `url`).
+    async fn upload_offset(&self, url: &Url) -> Result<(u64, Url)> {
         let resp = self
             .registry
             .send(
@@ -336,6 +343,10 @@ impl Upload<'_> {
         if !resp.status().is_success() {
             return Err(status_error(&format!("GET {url}"), resp).await);
         }
+        let next = match resp.headers().contains_key(reqwest::header::LOCATION) {
+            true => self.registry.location(url, &resp)?,
+            false => url.clone(),
+        };
         let range = resp
             .headers()
             .get(RANGE)
@@ -346,6 +357,8 @@ impl Upload<'_> {
             .next()
             .and_then(|e| e.parse::<u64>().ok())
             .ok_or_else(|| Error::invalid(format!("GET {url}"), format!("bad Range {range:?}")))?;
-        Ok(if range == "0-0" { 0 } else { end + 1 })
+        let offset = if range == "0-0" { 0 } else { end + 1 };
+        tracing::debug!("upload {url} resumes at byte {offset}");
+        Ok((offset, next))
     }
 }
