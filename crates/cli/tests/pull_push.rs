@@ -367,10 +367,16 @@ impl CuttingProxy {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                    // A TLS handshake (berth tries HTTPS first) is closed at once.
+                    if client.read(&mut byte).unwrap_or(0) == 0
+                        || (head.is_empty() && byte[0] == 0x16)
+                    {
                         break;
                     }
                     head.push(byte[0]);
+                }
+                if !head.ends_with(b"\r\n\r\n") {
+                    continue;
                 }
                 let text = String::from_utf8_lossy(&head).to_string();
                 let is_blob =
