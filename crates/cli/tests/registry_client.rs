@@ -502,6 +502,31 @@ fn token_auth_in_front_of_docker_registry() {
     let out = other.ok(&["run", "--rm", "--pull", "never", &image, "echo", "token"]);
     assert_eq!(out, "token\n");
 
+    // `berth login` checks the credentials with a token for no scope.
+    let authfile = env.path("auth.json");
+    let login = |password: &str| {
+        let mut child = env
+            .command(&["login", "-u", "alice", "--password-stdin", "--authfile"])
+            .arg(&authfile)
+            .arg(&reg.addr)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("wrong");
+    assert!(!out.status.success(), "{}", env.describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credentials"));
+    let out = login("s3cret");
+    assert!(out.status.success(), "{}", env.describe(&out));
+    tokens.take();
+    let fifth = Env::new();
+    fifth.ok(&["pull", "--authfile", authfile.to_str().unwrap(), &image]);
+    assert_eq!(tokens.take()[0].user.as_deref(), Some("alice"));
+
     // An expired token: the registry answers 401, berth fetches a fresh one.
     tokens.expire_next.store(true, Ordering::SeqCst);
     let third = Env::new();
