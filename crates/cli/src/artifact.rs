@@ -1,6 +1,6 @@
-//! `berth artifact attach` and `berth artifact ls`: artifacts (signatures,
-//! SBOMs, any files) attached to an image in a registry, and the referrers
-//! of an image — oras's `attach` and `discover`.
+//! `berth artifact attach`, `ls` and `pull`: artifacts (signatures, SBOMs,
+//! any files) attached to an image in a registry, the referrers of an
+//! image, and an artifact's files — oras's `attach`, `discover` and `pull`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +20,24 @@ pub enum Command {
     Attach(AttachArgs),
     /// List the artifacts attached to IMAGE (its referrers).
     Ls(LsArgs),
+    /// Download the files of an artifact (REPO@DIGEST as `ls` lists it) into a directory.
+    Pull(PullArgs),
+}
+
+/// `berth artifact pull` options.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The directory to write the files into (created if needed).
+    #[arg(long, short = 'o', default_value = ".")]
+    pub output: PathBuf,
+    /// Print nothing but the paths written.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// How to reach the registry.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The artifact, e.g. 127.0.0.1:5000/app@sha256:….
+    pub artifact: String,
 }
 
 /// `berth artifact attach` options.
@@ -67,7 +85,29 @@ pub fn run(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Attach(args) => attach(args),
         Command::Ls(args) => ls(args),
+        Command::Pull(args) => pull(args),
     }
+}
+
+fn pull(args: PullArgs) -> Result<i32> {
+    let reference = Reference::parse(&args.artifact)?;
+    let target = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => berth_image::reference::DEFAULT_TAG.to_string(),
+    };
+    let options = args.registry.options()?;
+    let display = Display::new(args.quiet);
+    let written = runtime()?.block_on(async {
+        let registry = Registry::connect(reference.domain(), &options).await?;
+        referrers::fetch_files(&registry, reference.path(), &target, &args.output, &display).await
+    });
+    display.finish();
+    let written = written.with_context(|| format!("pulling artifact {reference}"))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(0)
 }
 
 /// `FILE[:MEDIA_TYPE]`: a media type follows the last colon when it has a slash.

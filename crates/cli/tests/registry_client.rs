@@ -188,6 +188,49 @@ fn attach_and_list(env: &Env, addr: &str, native: bool) {
     assert_eq!(entry["artifactType"], "application/spdx+json");
     assert_eq!(entry["annotations"]["made-by"], "test");
 
+    // The files come back by the artifact's digest, under their names.
+    let out_dir = env.path("fetched");
+    let written = env.ok(&[
+        "artifact",
+        "pull",
+        "-q",
+        "-o",
+        out_dir.to_str().unwrap(),
+        &format!("{addr}/test/bb@{sbom_digest}"),
+    ]);
+    assert_eq!(written.trim(), out_dir.join("sbom.json").to_str().unwrap());
+    assert_eq!(
+        std::fs::read(out_dir.join("sbom.json")).unwrap(),
+        br#"{"spdxVersion":"SPDX-2.3"}"#
+    );
+    // A file name that would leave the directory is refused.
+    let mut evil = m.clone();
+    evil["layers"][0]["annotations"]["org.opencontainers.image.title"] = "../evil".into();
+    let evil = serde_json::to_vec(&evil).unwrap();
+    let (status, _, body) = http(
+        addr,
+        "PUT",
+        "/v2/test/bb/manifests/evil",
+        &[("Content-Type", OCI_MANIFEST)],
+        &evil,
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let err = fails(
+        env,
+        &[
+            "artifact",
+            "pull",
+            "-o",
+            out_dir.to_str().unwrap(),
+            &format!("{addr}/test/bb:evil"),
+        ],
+    );
+    assert!(
+        err.contains("\"../evil\"") && err.contains("not a plain file name"),
+        "{err}"
+    );
+    assert!(!env.path("evil").exists());
+
     // Bad input is refused before anything is sent.
     let err = fails(
         env,

@@ -4,6 +4,7 @@
 //! - [`list`] asks `GET /v2/<name>/referrers/<digest>`; a registry without
 //!   that API (404) is read through the tag schema's fallback: the index
 //!   tagged `<alg>-<hex>` of the subject's digest.
+//! - [`fetch_files`] downloads an artifact's files (oras's `pull`).
 //! - [`attach`] pushes an artifact (files as blobs, an empty config, the
 //!   subject) and, when the registry does not answer `OCI-Subject` to the
 //!   manifest's PUT, adds it to that fallback index itself, as the spec
@@ -246,6 +247,120 @@ async fn add_to_fallback(
         .put_manifest(repo, &fallback_tag(subject), INDEX_TYPE, &data)
         .await?;
     Ok(())
+}
+
+/// The most files an artifact may have.
+const MAX_ARTIFACT_FILES: usize = 1000;
+
+/// Downloads the files of the artifact manifest `reference` (a digest as
+/// `berth artifact ls` prints it, or a tag) of `repo` into `dir`, each
+/// under its title annotation, verified while it streams and renamed into
+/// place only when whole. Returns the paths written.
+pub async fn fetch_files(
+    registry: &Registry,
+    repo: &str,
+    reference: &str,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Vec<PathBuf>> {
+    use futures::StreamExt;
+    use std::io::Write;
+
+    let expected = berth_core::digest::parse(reference).ok();
+    let m = registry
+        .manifest(repo, reference, expected.as_ref())
+        .await?;
+    let what = format!("artifact {}/{repo}@{}", registry.host(), m.digest);
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&m.data)
+        .map_err(|e| Error::invalid(&what, format!("not an OCI image manifest: {e}")))?;
+    if manifest.layers().len() > MAX_ARTIFACT_FILES {
+        return Err(Error::invalid(&what, "more than 1000 files"));
+    }
+    // Every name is checked before anything is written.
+    let mut files = Vec::new();
+    for layer in manifest.layers() {
+        let Some(title) = layer
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_TITLE))
+        else {
+            continue; // e.g. the empty blob of an artifact without files
+        };
+        let plain = !title.is_empty()
+            && title.len() <= 255
+            && title != "."
+            && title != ".."
+            && !title.contains(['/', '\0']);
+        if !plain {
+            return Err(Error::invalid(
+                &what,
+                format!(
+                    "file name {title:?} of {} is not a plain file name; refused",
+                    layer.digest()
+                ),
+            ));
+        }
+        if files.iter().any(|(t, _): &(String, Descriptor)| t == title) {
+            return Err(Error::invalid(&what, format!("two files named {title:?}")));
+        }
+        berth_core::digest::check_supported(layer.digest())
+            .map_err(|e| Error::invalid(&what, e.to_string()))?;
+        files.push((title.clone(), layer.clone()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+    for (title, layer) in files {
+        let digest = layer.digest();
+        let event = |state| {
+            progress.event(crate::progress::Event::Blob {
+                digest: digest.clone(),
+                size: layer.size(),
+                state,
+            })
+        };
+        event(crate::progress::State::Transferring);
+        let (resp, _) = registry.blob(repo, digest, 0).await?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".berth-artifact-")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        let mut hasher = berth_core::digest::Hasher::new(digest.algorithm())
+            .map_err(|e| Error::invalid(&what, e.to_string()))?;
+        let mut size = 0u64;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::network(&format!("blob {digest}"), &e))?;
+            size += chunk.len() as u64;
+            if size > layer.size() {
+                return Err(Error::invalid(
+                    format!("file {title} ({digest})"),
+                    format!(
+                        "the registry sent more than the {} bytes the manifest says",
+                        layer.size()
+                    ),
+                ));
+            }
+            hasher.update(&chunk);
+            tmp.write_all(&chunk)
+                .map_err(|e| Error::io(tmp.path(), e))?;
+        }
+        let actual = hasher.digest();
+        if size != layer.size() || &actual != digest {
+            return Err(Error::invalid(
+                format!("file {title} ({digest})"),
+                format!("digest mismatch: the registry sent {size} bytes hashing to {actual}; nothing written"),
+            ));
+        }
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        let path = dir.join(&title);
+        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        event(crate::progress::State::Done);
+        written.push(path);
+    }
+    berth_core::fs::fsync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(written)
 }
 
 /// A media type as RFC 6838 shapes it: `type/subtype`, restricted characters.
