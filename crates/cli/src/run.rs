@@ -220,6 +220,7 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
             bail!("--rm and --restart {restart}: a removed container cannot restart; choose one");
         }
         let engine = Engine::open(&global.root)?;
+        let image = crate::pull::ensure_image(&engine, &args.image, args.pull, &args.registry)?;
         let opts = ContainerOptions {
             name: args.name.clone(),
             overrides: overrides(args)?,
@@ -227,7 +228,7 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
             state_root: args.state_root.clone(),
             restart,
         };
-        let record = engine.create(&args.image, &opts)?.detach()?;
+        let record = engine.create(&image, &opts)?.detach()?;
         if let Err(e) = engine.start_detached(&record, &crate::containers::monitor_program()) {
             let _ = engine.remove_container(&record, true);
             return Err(e.into());

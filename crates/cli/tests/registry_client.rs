@@ -1006,3 +1006,27 @@ fn a_credential_helper_gives_the_credentials() {
     let (other, out) = pull(serde_json::json!({"credsStore": "test"}));
     assert!(out.status.success(), "{}", other.describe(&out));
 }
+
+#[test]
+fn a_detached_run_pulls_a_missing_image() {
+    let env = Env::new();
+    let reg = Serve::start(&env.path("storage"), &[]);
+    env.import_busybox("bb", &[]);
+    let image = format!("{}/test/detached:1", reg.addr);
+    env.ok(&["push", "bb", &image]);
+    let other = Env::new();
+    let id = other
+        .ok(&["run", "-d", &image, "sh", "-c", "exit 7"])
+        .trim()
+        .to_string();
+    assert_eq!(other.ok(&["wait", &id]).trim(), "7");
+    assert!(other
+        .ok(&["images"])
+        .contains(&format!("{}/test/detached", reg.addr)));
+    other.ok(&["rm", &id]);
+    let err = fails(
+        &Env::new(),
+        &["run", "-d", "--pull", "never", &image, "true"],
+    );
+    assert!(err.contains(&image), "{err}");
+}
