@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
+use berth_distribution::registries::RegistriesConf;
 use berth_distribution::{Credentials, Event, Options, Progress, PullOptions, Registry, State};
 use berth_engine::Engine;
 use berth_image::{PlatformSpec, Reference};
@@ -141,17 +142,31 @@ pub fn ensure_image(
     policy: PullPolicy,
     registry: &RegistryArgs,
 ) -> Result<String> {
-    let present = engine.images().get(image).is_ok();
+    let local = local_name(engine, image, registry);
     let pull_it = match policy {
         PullPolicy::Never => false,
-        PullPolicy::Missing => !present,
+        PullPolicy::Missing => local.is_none(),
         PullPolicy::Always => true,
     };
-    if !pull_it || (!present && Reference::parse(image).is_err()) {
-        return Ok(image.to_string());
+    if !pull_it || (local.is_none() && Reference::parse(image).is_err()) {
+        return Ok(local.unwrap_or_else(|| image.to_string()));
     }
     let pulled = pull(engine, image, registry, &PullOptions::default(), false)?;
     Ok(pulled.name.to_string())
+}
+
+/// The local image `image` names: itself, or for a short name the first
+/// name registries.conf resolves it to that is in the store.
+fn local_name(engine: &Engine, image: &str, registry: &RegistryArgs) -> Option<String> {
+    if engine.images().get(image).is_ok() {
+        return Some(image.to_string());
+    }
+    let conf = RegistriesConf::load(registry.registries_conf.as_deref()).ok()?;
+    conf.resolve(image)
+        .ok()?
+        .into_iter()
+        .map(|r| r.to_string())
+        .find(|name| engine.images().get(name).is_ok())
 }
 
 /// The async runtime of one client command.

@@ -688,6 +688,18 @@ fn registries_conf_mirrors_search_registries_and_aliases() {
     assert!(third
         .ok(&["images"])
         .contains(&format!("{}/seed/bb", primary.addr)));
+    // The short name finds the pulled image locally too.
+    let out = third.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--registries-conf",
+        search,
+        "seed/bb:2",
+        "true",
+    ]);
+    assert_eq!(out, "");
     third.ok(&["pull", "--registries-conf", search, "mybb:1"]);
     assert_eq!(
         echo_from(&third, &one),
