@@ -545,6 +545,26 @@ fn token_auth_in_front_of_docker_registry() {
     let out = other.ok(&["run", "--rm", "--pull", "never", &image, "echo", "token"]);
     assert_eq!(out, "token\n");
 
+    // Artifacts through the fallback tag, with tokens.
+    let note = env.path("note.txt");
+    std::fs::write(&note, b"note").unwrap();
+    let digest = env
+        .ok(&[
+            "artifact",
+            "attach",
+            "-q",
+            "--creds",
+            "alice:s3cret",
+            "--artifact-type",
+            "application/vnd.test.note",
+            &image,
+            note.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    let listed = env.ok(&["artifact", "ls", "-q", "--creds", "alice:s3cret", &image]);
+    assert_eq!(listed.trim(), digest);
+
     // `berth login` checks the credentials with a token for no scope.
     let authfile = env.path("auth.json");
     let login = |password: &str| {
