@@ -5,11 +5,13 @@
 //! there) and `[[registry.mirror]]` locations (tried in order before the
 //! registry itself, for pulls); `unqualified-search-registries` with
 //! `short-name-mode`, and `[aliases]`, for short names such as `busybox`.
-//! Read from `--registries-conf`, else `$CONTAINERS_REGISTRIES_CONF`, else
-//! the first of `~/.config/containers/registries.conf` and
-//! `/etc/containers/registries.conf` that exists. Without any file (or
-//! without search registries) a short name is docker.io's, as docker
-//! normalises it.
+//! Read from `--registries-conf`, else `$CONTAINERS_REGISTRIES_CONF` (that
+//! file alone), else the first of `~/.config/containers/registries.conf`
+//! and `/etc/containers/registries.conf` that exists, with the `*.conf`
+//! drop-ins of `/etc/containers/registries.conf.d` and
+//! `~/.config/containers/registries.conf.d` merged over it (podman's
+//! `shortnames.conf` aliases among them). Without any file (or without
+//! search registries) a short name is docker.io's, as docker normalises it.
 use std::path::{Path, PathBuf};
 
 use berth_image::Reference;
@@ -136,14 +138,79 @@ impl RegistriesConf {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
             return RegistriesConf::parse(&text, p);
         }
-        for path in conf_paths() {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => return RegistriesConf::parse(&text, &path),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&path, e)),
+        if let Some(p) = std::env::var_os("CONTAINERS_REGISTRIES_CONF") {
+            return RegistriesConf::load(Some(Path::new(&p)));
+        }
+        let config_home = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        let mut files = Vec::new();
+        let mut dropins = vec![PathBuf::from("/etc/containers/registries.conf.d")];
+        if let Some(c) = config_home {
+            files.push(c.join("containers/registries.conf"));
+            dropins.push(c.join("containers/registries.conf.d"));
+        }
+        files.push(PathBuf::from("/etc/containers/registries.conf"));
+        RegistriesConf::load_from(&files, &dropins)
+    }
+
+    /// The first of `files` that exists, then every `*.conf` of `dropins`
+    /// (each directory in name order) merged over it, as podman reads
+    /// `registries.conf.d`.
+    fn load_from(files: &[PathBuf], dropins: &[PathBuf]) -> Result<RegistriesConf> {
+        let read = |path: &Path| match std::fs::read_to_string(path) {
+            Ok(text) => RegistriesConf::parse(&text, path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        };
+        let mut conf = RegistriesConf::default();
+        for path in files {
+            if let Some(c) = read(path)? {
+                conf = c;
+                break;
             }
         }
-        Ok(RegistriesConf::default())
+        for dir in dropins {
+            let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+                Ok(entries) => entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(dir, e)),
+            };
+            paths.sort();
+            for path in paths {
+                if let Some(c) = read(&path)? {
+                    conf.merge(c);
+                }
+            }
+        }
+        Ok(conf)
+    }
+
+    /// Applies a drop-in: its `[[registry]]` entries replace those of the
+    /// same prefix, its search registries and mode (when set) replace
+    /// these, its aliases are added.
+    fn merge(&mut self, other: RegistriesConf) {
+        for entry in other.registry {
+            let key = |r: &RegistryEntry| r.prefix.clone().unwrap_or_else(|| r.location.clone());
+            match self.registry.iter_mut().find(|r| key(r) == key(&entry)) {
+                Some(existing) => *existing = entry,
+                None => self.registry.push(entry),
+            }
+        }
+        if !other.unqualified_search_registries.is_empty() {
+            self.unqualified_search_registries = other.unqualified_search_registries;
+        }
+        if other.short_name_mode.is_some() {
+            self.short_name_mode = other.short_name_mode;
+        }
+        self.aliases.extend(other.aliases);
+        if self.path.is_none() {
+            self.path = other.path;
+        }
     }
 
     fn entry(&self, host: &str) -> Option<&RegistryEntry> {
@@ -308,21 +375,6 @@ fn check_location(location: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn conf_paths() -> Vec<PathBuf> {
-    if let Some(p) = std::env::var_os("CONTAINERS_REGISTRIES_CONF") {
-        return vec![PathBuf::from(p)];
-    }
-    let mut out = Vec::new();
-    let config_home = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-    if let Some(c) = config_home {
-        out.push(c.join("containers/registries.conf"));
-    }
-    out.push(PathBuf::from("/etc/containers/registries.conf"));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +493,42 @@ location = "new.example/team"
                 .to_string();
             assert!(err.contains("bad.conf"), "{err}");
         }
+    }
+
+    #[test]
+    fn dropins_merge_over_the_main_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("registries.conf");
+        std::fs::write(
+            &main,
+            "unqualified-search-registries = [\"a.example\"]\n[aliases]\n\"x\" = \"a.example/x\"\n\
+             [[registry]]\nlocation = \"r.example\"\ninsecure = true\n",
+        )
+        .unwrap();
+        let d = dir.path().join("registries.conf.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(
+            d.join("10-names.conf"),
+            "[aliases]\n\"y\" = \"b.example/y\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("20-reg.conf"),
+            "[[registry]]\nlocation = \"r.example\"\nblocked = true\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("ignored.txt"), "not toml").unwrap();
+        let missing = dir.path().join("none.conf");
+        let conf = RegistriesConf::load_from(&[missing, main], &[d.clone()]).unwrap();
+        let r = |s: &str| Reference::parse(s).unwrap();
+        assert_eq!(conf.resolve("x").unwrap(), [r("a.example/x")]);
+        assert_eq!(conf.resolve("y:1").unwrap(), [r("b.example/y:1")]);
+        assert_eq!(conf.resolve("z").unwrap(), [r("a.example/z")]);
+        assert!(conf.check_blocked("r.example").is_err() && !conf.insecure("r.example"));
+        std::fs::write(d.join("30-bad.conf"), "[[registry]]\ninsecure = 3").unwrap();
+        let err = RegistriesConf::load_from(&[], &[d])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("30-bad.conf"), "{err}");
     }
 }
