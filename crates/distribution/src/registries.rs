@@ -519,7 +519,7 @@ location = "new.example/team"
         .unwrap();
         std::fs::write(d.join("ignored.txt"), "not toml").unwrap();
         let missing = dir.path().join("none.conf");
-        let conf = RegistriesConf::load_from(&[missing, main], &[d.clone()]).unwrap();
+        let conf = RegistriesConf::load_from(&[missing, main], std::slice::from_ref(&d)).unwrap();
         let r = |s: &str| Reference::parse(s).unwrap();
         assert_eq!(conf.resolve("x").unwrap(), [r("a.example/x")]);
         assert_eq!(conf.resolve("y:1").unwrap(), [r("b.example/y:1")]);
