@@ -46,7 +46,8 @@ pub enum Command {
     },
     /// Load images from an OCI archive, an OCI layout directory or a `docker save` archive (`-` for stdin).
     Load {
-        /// The archive or directory (or use -i).
+        /// The archive or directory (or use -i); skopeo's `oci:DIR[:REF]`
+        /// and `oci-archive:FILE[:REF]` load only the image REF names.
         path: Option<PathBuf>,
         /// The archive or directory.
         #[arg(long, short = 'i')]
@@ -62,7 +63,8 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
         /// The archive to write (stdout when omitted or `-`), or the
-        /// directory for `--format oci-dir`.
+        /// directory for `--format oci-dir`; skopeo's `oci:DIR[:REF]` and
+        /// `oci-archive:FILE[:REF]` name the format and the image's ref.name.
         #[arg(long, short)]
         output: Option<PathBuf>,
         /// `oci-archive` (a tar of an OCI layout) or `oci-dir` (an OCI layout
@@ -119,7 +121,22 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
                 }
                 (None, None) => bail!("name the archive or directory to load (berth load FILE)"),
             };
-            let names = berth_image::load::load(&images, &path, &LoadOptions { name })
+            let (path, reference) = match transport(&path)? {
+                Some((kind, p, reference)) => {
+                    if (kind == "oci") != p.is_dir() {
+                        let want = if kind == "oci" {
+                            "an OCI layout directory"
+                        } else {
+                            "an OCI archive file"
+                        };
+                        bail!("{kind}:{}: not {want}", p.display());
+                    }
+                    (p, reference)
+                }
+                None => (path, None),
+            };
+            let opts = LoadOptions { name, reference };
+            let names = berth_image::load::load(&images, &path, &opts)
                 .with_context(|| format!("loading {}", path.display()))?;
             for n in names {
                 println!("Loaded image: {n}");
@@ -131,18 +148,24 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             output,
             format,
         } => {
+            let (format, output, ref_name) = match output.as_deref().map(transport).transpose()? {
+                Some(Some(("oci", dir, r))) => ("oci-dir".to_string(), Some(dir), r),
+                Some(Some((_, file, r))) => ("oci-archive".to_string(), Some(file), r),
+                _ => (format, output, None),
+            };
+            let ref_name = ref_name.as_deref();
             match format.as_str() {
                 "oci-archive" => {}
                 "oci-dir" => {
                     let dir = output.context("--format oci-dir needs -o DIRECTORY")?;
-                    berth_image::save::save_layout(&images, &names, &dir)
+                    berth_image::save::save_layout(&images, &names, ref_name, &dir)
                         .with_context(|| format!("saving to {}", dir.display()))?;
                     return Ok(0);
                 }
                 other => bail!("unknown --format {other:?} (use oci-archive or oci-dir)"),
             }
             match output.filter(|o| o != std::path::Path::new("-")) {
-                Some(output) => berth_image::save::save(&images, &names, &output)
+                Some(output) => berth_image::save::save(&images, &names, ref_name, &output)
                     .with_context(|| format!("saving to {}", output.display()))?,
                 None => {
                     use std::io::{IsTerminal, Write};
@@ -151,7 +174,8 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
                         bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
                     }
                     let out = std::path::Path::new("<stdout>");
-                    let mut lock = berth_image::save::save_to(&images, &names, stdout.lock(), out)?;
+                    let mut lock =
+                        berth_image::save::save_to(&images, &names, None, stdout.lock(), out)?;
                     lock.flush().context("writing the archive to stdout")?;
                 }
             }
@@ -341,6 +365,29 @@ fn list(images: &Images, format: &str, quiet: bool) -> Result<i32> {
         other => bail!("unknown --format {other:?} (use table or json)"),
     }
     Ok(0)
+}
+
+/// skopeo's transport names: `oci:PATH[:REF]` (an OCI layout directory)
+/// and `oci-archive:PATH[:REF]` (its tar); the path ends at the first
+/// colon, as skopeo splits it. `None` for a plain path.
+#[allow(clippy::type_complexity)]
+fn transport(arg: &std::path::Path) -> Result<Option<(&'static str, PathBuf, Option<String>)>> {
+    let Some(text) = arg.to_str() else {
+        return Ok(None);
+    };
+    let (kind, rest) = match text.split_once(':') {
+        Some(("oci", rest)) => ("oci", rest),
+        Some(("oci-archive", rest)) => ("oci-archive", rest),
+        _ => return Ok(None),
+    };
+    let (path, reference) = match rest.split_once(':') {
+        Some((p, r)) => (p, Some(r.to_string())),
+        None => (rest, None),
+    };
+    if path.is_empty() || reference.as_deref() == Some("") {
+        bail!("{text:?}: give {kind}:PATH or {kind}:PATH:REFERENCE");
+    }
+    Ok(Some((kind, PathBuf::from(path), reference)))
 }
 
 fn inspect(images: &Images, names: &[String], platform: Option<&str>) -> Result<i32> {

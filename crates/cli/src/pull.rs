@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
+use berth_distribution::registries::RegistriesConf;
 use berth_distribution::{Credentials, Event, Options, Progress, PullOptions, Registry, State};
 use berth_engine::Engine;
 use berth_image::{PlatformSpec, Reference};
@@ -26,6 +27,12 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove the stored credentials for a registry.
     Logout(LogoutArgs),
+    /// Attach artifacts to an image in a registry, list its referrers.
+    Artifact {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::artifact::Command,
+    },
 }
 
 /// How to reach a registry (podman's flag names).
@@ -46,6 +53,10 @@ pub struct RegistryArgs {
     /// /etc/containers/certs.d and /etc/docker/certs.d).
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// registries.conf to use (default $CONTAINERS_REGISTRIES_CONF, then
+    /// ~/.config/containers/registries.conf, then /etc/containers/registries.conf).
+    #[arg(long, value_name = "PATH")]
+    pub registries_conf: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -56,6 +67,7 @@ impl RegistryArgs {
             credentials: self.creds.as_deref().map(Credentials::parse).transpose()?,
             auth_file: self.authfile.clone(),
             cert_dirs: self.cert_dir.iter().cloned().collect(),
+            registries_conf: self.registries_conf.clone(),
             ..Default::default()
         })
     }
@@ -121,24 +133,40 @@ pub enum PullPolicy {
     Never,
 }
 
-/// Pulls `image` for `berth run` as `policy` says, with progress on stderr.
+/// Pulls `image` for `berth run` as `policy` says, with progress on stderr;
+/// returns the name to run (a short name resolved by registries.conf is
+/// recorded under its full name).
 pub fn ensure_image(
     engine: &Engine,
     image: &str,
     policy: PullPolicy,
     registry: &RegistryArgs,
-) -> Result<()> {
-    let present = engine.images().get(image).is_ok();
+) -> Result<String> {
+    let local = local_name(engine, image, registry);
     let pull_it = match policy {
         PullPolicy::Never => false,
-        PullPolicy::Missing => !present,
+        PullPolicy::Missing => local.is_none(),
         PullPolicy::Always => true,
     };
-    if !pull_it || (!present && Reference::parse(image).is_err()) {
-        return Ok(());
+    if !pull_it || (local.is_none() && Reference::parse(image).is_err()) {
+        return Ok(local.unwrap_or_else(|| image.to_string()));
     }
-    pull(engine, image, registry, &PullOptions::default(), false)?;
-    Ok(())
+    let pulled = pull(engine, image, registry, &PullOptions::default(), false)?;
+    Ok(pulled.name.to_string())
+}
+
+/// The local image `image` names: itself, or for a short name the first
+/// name registries.conf resolves it to that is in the store.
+fn local_name(engine: &Engine, image: &str, registry: &RegistryArgs) -> Option<String> {
+    if engine.images().get(image).is_ok() {
+        return Some(image.to_string());
+    }
+    let conf = RegistriesConf::load(registry.registries_conf.as_deref()).ok()?;
+    conf.resolve(image)
+        .ok()?
+        .into_iter()
+        .map(|r| r.to_string())
+        .find(|name| engine.images().get(name).is_ok())
 }
 
 /// The async runtime of one client command.
@@ -177,6 +205,7 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
             Ok(0)
         }
         Command::Push(args) => crate::push::run(args, global),
+        Command::Artifact { command } => crate::artifact::run(command),
         Command::Login(args) => login(args),
         Command::Logout(args) => {
             let host = server_host(&args.server)?;
@@ -242,15 +271,17 @@ pub fn pull(
     options: &PullOptions,
     quiet: bool,
 ) -> Result<berth_distribution::Pulled> {
-    let reference = Reference::parse(image)?;
     let client_options = registry.options()?;
     let display = Display::new(quiet);
-    let pulled = runtime()?.block_on(async {
-        let registry = Registry::connect(reference.domain(), &client_options).await?;
-        berth_distribution::pull(engine, &registry, &reference, options, &display).await
-    });
+    let pulled = runtime()?.block_on(berth_distribution::pull_name(
+        engine,
+        image,
+        &client_options,
+        options,
+        &display,
+    ));
     display.finish();
-    pulled.with_context(|| format!("pulling {reference}"))
+    pulled.with_context(|| format!("pulling {image}"))
 }
 
 /// Progress on stderr: bars on a terminal, one line per blob event

@@ -36,7 +36,17 @@ pub fn run(args: PushArgs, global: &Global) -> Result<i32> {
     let images = Images::open(&global.root)?;
     let dest = match &args.dest {
         Some(d) => Reference::parse(d)?,
-        None => images.get(&args.image)?.name,
+        None => {
+            let name = images.get(&args.image)?.name;
+            if name.is_unnamed() {
+                anyhow::bail!(
+                    "image {} has no name: give where to push it (berth push {} REGISTRY/REPO:TAG)",
+                    args.image,
+                    args.image
+                );
+            }
+            name
+        }
     };
     let options = PushOptions {
         extra_tags: args.tags.clone(),

@@ -185,7 +185,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
     }
     let outcome = overrides(&args).and_then(|overrides| {
         let engine = Engine::open(&global.root)?;
-        crate::pull::ensure_image(&engine, &args.image, args.pull, &args.registry)?;
+        let image = crate::pull::ensure_image(&engine, &args.image, args.pull, &args.registry)?;
         let opts = ContainerOptions {
             name: args.name.clone(),
             overrides,
@@ -198,7 +198,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             interactive: args.interactive,
             stop_timeout: Duration::from_secs(args.stop_timeout),
         };
-        Ok(engine.run(&args.image, &opts, &attach)?)
+        Ok(engine.run(&image, &opts, &attach)?)
     });
     match outcome {
         Ok(code) => Ok(code),
@@ -219,6 +219,7 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
             bail!("--rm and --restart {restart}: a removed container cannot restart; choose one");
         }
         let engine = Engine::open(&global.root)?;
+        let image = crate::pull::ensure_image(&engine, &args.image, args.pull, &args.registry)?;
         let opts = ContainerOptions {
             name: args.name.clone(),
             overrides: overrides(args)?,
@@ -227,7 +228,7 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
             state_root: args.state_root.clone(),
             restart,
         };
-        let record = engine.create(&args.image, &opts)?.detach()?;
+        let record = engine.create(&image, &opts)?.detach()?;
         if let Err(e) = engine.start_detached(&record, &crate::containers::monitor_program()) {
             let _ = engine.remove_container(&record, true);
             let _ = engine.remove_anonymous_volumes(&record);

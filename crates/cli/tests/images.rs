@@ -1160,3 +1160,110 @@ fn non_root_users_get_a_store_under_their_home() {
     assert_eq!(images[0]["name"], "docker.io/library/mine:latest");
     assert!(home.join(".local/share/berth/content/oci-layout").is_file());
 }
+
+#[test]
+fn an_unnamed_image_loads_and_is_listed_by_digest() {
+    let env = Env::new();
+    let layout = skopeo_layout(&env, "bb");
+    // Drop the name: skopeo copies to `oci:DIR` without a reference do the same.
+    let mut index = read_json(&layout.join("index.json"));
+    index["manifests"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let (digest, _) = layout_manifest(&layout);
+
+    let other = Env::new();
+    let out = other.ok(&["load", layout.to_str().unwrap()]);
+    assert_eq!(out, format!("Loaded image: {digest}\n"));
+    let table = other.ok(&["images"]);
+    let row = table.lines().nth(1).expect("one image row");
+    assert!(
+        row.starts_with("<none>") && row.contains("<none>"),
+        "{table}"
+    );
+    let listed = other.images_json();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    other.assert_fsck_clean();
+    // Found by digest; named later, it is no longer listed as <none>.
+    other.ok(&["inspect", &digest]);
+    other.ok(&["tag", &digest, "example.com/now/named:1"]);
+    let table = other.ok(&["images"]);
+    assert!(
+        table.contains("example.com/now/named") && !table.contains("<none>"),
+        "{table}"
+    );
+    other.ok(&["rmi", "example.com/now/named:1"]);
+    assert!(other.images_json().is_empty());
+
+    // Removed by ID like any image.
+    let third = Env::new();
+    third.ok(&["load", layout.to_str().unwrap()]);
+    third.ok(&["rmi", &id]);
+    assert!(third.images_json().is_empty());
+}
+
+#[test]
+fn load_and_save_take_skopeo_style_oci_names() {
+    let env = Env::new();
+    env.import_busybox("example.com/app:1");
+    let dir = env.path("layout");
+    let archive = env.path("app.tar");
+    env.ok(&[
+        "save",
+        "example.com/app:1",
+        "-o",
+        &format!("oci:{}:stable", dir.display()),
+    ]);
+    env.ok(&[
+        "save",
+        "example.com/app:1",
+        "-o",
+        &format!("oci-archive:{}:edge", archive.display()),
+    ]);
+    // skopeo reads both under the reference given.
+    let skopeo = require_peer("skopeo");
+    for image in [
+        format!("oci:{}:stable", dir.display()),
+        format!("oci-archive:{}:edge", archive.display()),
+    ] {
+        run(Command::new(&skopeo).args(["inspect", &image]));
+    }
+    // skopeo adds a second image to the layout; berth loads the one asked for.
+    run(Command::new(&skopeo)
+        .arg("copy")
+        .arg(format!("oci:{}:stable", dir.display()))
+        .arg(format!("oci:{}:other", dir.display())));
+    let other = Env::new();
+    let out = other.ok(&[
+        "load",
+        "--name",
+        "example.com/picked",
+        &format!("oci:{}:other", dir.display()),
+    ]);
+    assert_eq!(out, "Loaded image: example.com/picked:other\n");
+    // berth's own archive also carries the full name, which wins.
+    let out = other.ok(&["load", &format!("oci-archive:{}:edge", archive.display())]);
+    assert_eq!(out, "Loaded image: example.com/app:1\n");
+    let err = other.fails(&["load", &format!("oci:{}:missing", dir.display())]);
+    assert!(
+        err.contains("\"missing\"") && err.contains("stable") && err.contains("other"),
+        "{err}"
+    );
+    let err = other.fails(&["load", &format!("oci:{}", archive.display())]);
+    assert!(err.contains("not an OCI layout directory"), "{err}");
+    let err = other.fails(&[
+        "save",
+        "example.com/app:1",
+        "example.com/picked:other",
+        "-o",
+        &format!("oci:{}:x", env.path("two").display()),
+    ]);
+    assert!(err.contains("one reference names one image"), "{err}");
+}

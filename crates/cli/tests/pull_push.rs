@@ -367,10 +367,16 @@ impl CuttingProxy {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                    // A TLS handshake (berth tries HTTPS first) is closed at once.
+                    if client.read(&mut byte).unwrap_or(0) == 0
+                        || (head.is_empty() && byte[0] == 0x16)
+                    {
                         break;
                     }
                     head.push(byte[0]);
+                }
+                if !head.ends_with(b"\r\n\r\n") {
+                    continue;
                 }
                 let text = String::from_utf8_lossy(&head).to_string();
                 let is_blob =
@@ -523,4 +529,27 @@ fn a_registry_over_tls_with_its_own_ca() {
     other.ok(&["pull", "--cert-dir", certs, &dest]);
     let out = other.ok(&["run", "--rm", "--pull", "never", &dest, "echo", "tls"]);
     assert_eq!(out, "tls\n");
+    // A CA in the system's trust store (here $SSL_CERT_FILE, which replaces
+    // /etc/ssl/certs/ca-certificates.crt) is trusted without certs.d.
+    let third = Env::new();
+    let out = third
+        .command(&["pull", &dest])
+        .env("SSL_CERT_FILE", pki.join("ca.crt"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", third.describe(&out));
+    let out = third
+        .command(&["pull", &dest])
+        .env("SSL_CERT_FILE", pki.join("server.key"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("server.key")
+            && err.contains("not a PEM certificate"),
+        "{err}"
+    );
 }

@@ -251,9 +251,12 @@ fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>> {
         .spawn()
         .map_err(|e| Error::io(&program, e))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(registry.as_bytes())
-            .map_err(|e| Error::io(&program, e))?;
+        match stdin.write_all(registry.as_bytes()) {
+            // A helper may answer without reading (e.g. "not found"): its
+            // exit status and output decide.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            r => r.map_err(|e| Error::io(&program, e))?,
+        }
     }
     let out = child
         .wait_with_output()

@@ -42,6 +42,8 @@ pub struct Options {
     /// Directories holding `HOST[:PORT]/*.crt` CA certificates; default
     /// `/etc/containers/certs.d` and `/etc/docker/certs.d`.
     pub cert_dirs: Vec<PathBuf>,
+    /// The registries.conf to read instead of the usual ones.
+    pub registries_conf: Option<PathBuf>,
 }
 
 impl Options {
@@ -129,12 +131,25 @@ pub struct Registry {
     credentials: Option<Credentials>,
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<Scope, Token>>,
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Registry({})", self.base)
     }
+}
+
+/// The PEM certificates in the file at `path`.
+fn pem_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |why: String| Error::invalid(path.display().to_string(), why);
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("not a PEM certificate: no CERTIFICATE block".into()));
+    }
+    Ok(certs)
 }
 
 /// Reads the CA certificates `DIR/HOST/*.crt` for `host`.
@@ -148,18 +163,39 @@ fn host_cas(host: &str, dirs: &[PathBuf]) -> Result<Vec<reqwest::Certificate>> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "crt") {
-                let pem = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    Error::invalid(
-                        path.display().to_string(),
-                        format!("not a PEM certificate: {e}"),
-                    )
-                })?;
-                out.extend(certs);
+                out.extend(pem_certificates(&path)?);
             }
         }
     }
     Ok(out)
+}
+
+/// Where distributions keep the system's CA bundle (Debian and Arch,
+/// Fedora and RHEL, openSUSE, Alpine).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's trusted CAs: `$SSL_CERT_FILE` (an error if unreadable),
+/// else the first system bundle that exists (skipped with a warning if it
+/// does not parse). They are trusted besides webpki's Mozilla roots.
+fn system_cas() -> Result<Vec<reqwest::Certificate>> {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        return pem_certificates(Path::new(&file));
+    }
+    for bundle in SYSTEM_BUNDLES {
+        let path = Path::new(bundle);
+        if path.exists() {
+            return Ok(pem_certificates(path).unwrap_or_else(|e| {
+                tracing::warn!("ignoring the system CA bundle: {e}");
+                Vec::new()
+            }));
+        }
+    }
+    Ok(Vec::new())
 }
 
 impl Registry {
@@ -168,7 +204,7 @@ impl Registry {
     /// the authentication challenge. Credentials come from `options`, else
     /// from the auth files.
     pub async fn connect(host: &str, options: &Options) -> Result<Registry> {
-        let conf = crate::registries::RegistriesConf::load()?;
+        let conf = crate::registries::RegistriesConf::load(options.registries_conf.as_deref())?;
         conf.check_blocked(host)?;
         let insecure = options.is_insecure(host) || conf.insecure(host);
         let mut builder = reqwest::Client::builder()
@@ -177,7 +213,10 @@ impl Registry {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .danger_accept_invalid_certs(insecure);
-        for ca in host_cas(host, &options.cert_dirs())? {
+        for ca in system_cas()?
+            .into_iter()
+            .chain(host_cas(host, &options.cert_dirs())?)
+        {
             builder = builder.add_root_certificate(ca);
         }
         let http = builder.build().map_err(|e| Error::network(host, &e))?;
@@ -210,6 +249,7 @@ impl Registry {
                         credentials,
                         challenge: Mutex::new(challenge),
                         tokens: Mutex::new(HashMap::new()),
+                        fetching: tokio::sync::Mutex::new(()),
                     });
                 }
                 Err(e) => failures.push(format!("{url}: {}", berth_core::error_chain(&e))),
@@ -244,6 +284,9 @@ impl Registry {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic)),
             Some(Challenge::Bearer { realm, service, .. }) => {
+                // One fetch at a time: concurrent requests of one scope
+                // wait for the first one's token instead of each asking.
+                let _fetching = self.fetching.lock().await;
                 if let Some(t) = self.tokens.lock().expect("token cache").get(scope) {
                     if t.expires > Instant::now() {
                         return Ok(Some(t.header.clone()));
@@ -364,7 +407,8 @@ impl Registry {
                 .http
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
-            if let Some(a) = self.authorization(scope).await? {
+            let sent = self.authorization(scope).await?;
+            if let Some(a) = &sent {
                 req = req.header(AUTHORIZATION, a);
             }
             if let Some(b) = body()? {
@@ -377,7 +421,14 @@ impl Registry {
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            self.tokens.lock().expect("token cache").remove(scope);
+            {
+                // Drop the refused token, unless a concurrent request has
+                // already replaced it.
+                let mut tokens = self.tokens.lock().expect("token cache");
+                if tokens.get(scope).map(|t| &t.header) == sent.as_ref() {
+                    tokens.remove(scope);
+                }
+            }
             if attempt == 0 {
                 if let Some(fresh) = challenge_of(&resp) {
                     *self.challenge.lock().expect("auth state") = Some(fresh);
@@ -598,14 +649,15 @@ impl Registry {
     }
 
     /// PUTs a manifest or index under `reference` (tag or digest); returns
-    /// the digest the registry reports.
+    /// the answer's headers (`OCI-Subject` says the registry indexed the
+    /// manifest's subject for the referrers API).
     pub async fn put_manifest(
         &self,
         repo: &str,
         reference: &str,
         media_type: &str,
         data: &[u8],
-    ) -> Result<()> {
+    ) -> Result<HeaderMap> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -627,7 +679,45 @@ impl Registry {
         if !resp.status().is_success() {
             return Err(status_error(&format!("PUT {url}"), resp).await);
         }
-        Ok(())
+        Ok(resp.headers().clone())
+    }
+
+    /// GETs `/v2/<repo>/referrers/<subject>` (with `artifactType` as a
+    /// filter the registry may apply). `None` when the registry has no
+    /// referrers API (404), else the index's bytes and whether the registry
+    /// applied the filter (`OCI-Filters-Applied`).
+    pub async fn referrers_api(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<(Vec<u8>, bool)>> {
+        let mut url = self.url(&format!("v2/{repo}/referrers/{subject}"));
+        if let Some(t) = artifact_type {
+            url.query_pairs_mut().append_pair("artifactType", t);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+        );
+        let scope = Scope::repository(repo, "pull");
+        let resp = self
+            .send(&scope, Method::GET, url.clone(), headers, &|| Ok(None))
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(status_error(&format!("GET {url}"), resp).await);
+        }
+        let filtered = resp
+            .headers()
+            .get("oci-filters-applied")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
+        let data = read_limited(resp, MAX_MANIFEST, url.as_str()).await?;
+        Ok(Some((data, filtered)))
     }
 }
 

@@ -12,7 +12,10 @@
 //!   each layer as soon as it is in; the image record is written last.
 //! - [`push`]: HEAD, cross-repository mount, monolithic or chunked upload,
 //!   manifests and index, several tags.
-//! - [`registries`]: registries.conf's insecure and blocked registries.
+//! - [`referrers`]: the referrers API with the tag schema's fallback, and
+//!   artifacts attached to a manifest.
+//! - [`registries`]: registries.conf: insecure and blocked registries,
+//!   mirrors, short-name search and aliases.
 //! - [`progress`]: events for a progress display.
 //!
 //! Plain HTTP is used only for `localhost`, `127.0.0.0/8`, `[::1]` and
@@ -24,11 +27,12 @@ mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 pub mod registries;
 
 pub use auth::Credentials;
 pub use client::{Options, Registry};
 pub use error::{Error, Result};
 pub use progress::{Event, Progress, Silent, State};
-pub use pull::{pull, PullOptions, Pulled};
+pub use pull::{pull, pull_name, PullOptions, Pulled};
 pub use push::{push, PushOptions};

@@ -18,9 +18,10 @@ use berth_image::Reference;
 use futures::StreamExt;
 use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, MediaType};
 
-use crate::client::{transient, Manifest, Registry};
+use crate::client::{transient, Manifest, Options, Registry};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress, State};
+use crate::registries::RegistriesConf;
 
 /// How to pull.
 #[derive(Debug, Clone)]
@@ -59,6 +60,59 @@ pub struct Pulled {
     pub id: Digest,
 }
 
+/// Pulls the image `input` names as a user typed it: a short name is
+/// resolved by registries.conf's aliases and search registries, and each
+/// name is tried at its mirrors, then at its registry. The image is
+/// recorded under the resolved name.
+pub async fn pull_name(
+    engine: &Engine,
+    input: &str,
+    client: &Options,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let conf = RegistriesConf::load(client.registries_conf.as_deref())?;
+    let mut failures: Vec<(String, Error)> = Vec::new();
+    for reference in conf.resolve(input)? {
+        for source in conf.pull_sources(&reference) {
+            let attempt = async {
+                let registry = Registry::connect(&source.host, client).await?;
+                pull_from(
+                    engine,
+                    &registry,
+                    &source.repo,
+                    &reference,
+                    options,
+                    progress,
+                )
+                .await
+            };
+            match attempt.await {
+                Ok(pulled) => return Ok(pulled),
+                Err(e) => {
+                    tracing::debug!(
+                        "pulling {reference} from {}/{}: {e}",
+                        source.host,
+                        source.repo
+                    );
+                    failures.push((format!("{}/{}", source.host, source.repo), e));
+                }
+            }
+        }
+    }
+    if failures.len() == 1 {
+        return Err(failures.remove(0).1);
+    }
+    let tried: Vec<String> = failures
+        .iter()
+        .map(|(at, e)| format!("{at}: {}", berth_core::error_chain(e)))
+        .collect();
+    Err(Error::invalid(
+        format!("image {input:?}"),
+        format!("no source had it; tried {}", tried.join("; ")),
+    ))
+}
+
 /// Pulls `reference` from `registry` into `engine`'s store (and snapshots).
 pub async fn pull(
     engine: &Engine,
@@ -67,9 +121,29 @@ pub async fn pull(
     options: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled> {
+    pull_from(
+        engine,
+        registry,
+        reference.path(),
+        reference,
+        options,
+        progress,
+    )
+    .await
+}
+
+/// Pulls repository `repo` of `registry` (a mirror's, or `reference`'s
+/// own) at `reference`'s tag or digest, recorded as `reference`.
+pub async fn pull_from(
+    engine: &Engine,
+    registry: &Registry,
+    repo: &str,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
     let images = engine.images();
     let _lease = images.content().lease()?;
-    let repo = reference.path();
     let tag_or_digest = match (reference.digest(), reference.tag()) {
         (Some(d), _) => d.to_string(),
         (None, Some(t)) => t.to_string(),

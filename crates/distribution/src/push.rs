@@ -89,7 +89,6 @@ pub async fn push(
     };
     let up = Upload {
         registry,
-        images,
         repo,
         scope: &scope,
         mount_from: mount_from.as_deref(),
@@ -97,7 +96,10 @@ pub async fn push(
         progress,
     };
     let results: Vec<Result<()>> = futures::stream::iter(blobs.iter())
-        .map(|b| up.blob(b))
+        .map(|b| async {
+            let path = content.blob_path(b.digest())?;
+            up.blob(b, &path).await
+        })
         .buffer_unordered(options.max_concurrent.max(1))
         .collect()
         .await;
@@ -183,18 +185,19 @@ fn collect(
 }
 
 /// The blob uploads of one push.
-struct Upload<'a> {
-    registry: &'a Registry,
-    images: &'a Images,
-    repo: &'a str,
-    scope: &'a Scope,
-    mount_from: Option<&'a str>,
-    options: &'a PushOptions,
-    progress: &'a dyn Progress,
+pub(crate) struct Upload<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) repo: &'a str,
+    pub(crate) scope: &'a Scope,
+    pub(crate) mount_from: Option<&'a str>,
+    pub(crate) options: &'a PushOptions,
+    pub(crate) progress: &'a dyn Progress,
 }
 
 impl Upload<'_> {
-    async fn blob(&self, desc: &Descriptor) -> Result<()> {
+    /// Uploads the blob `desc` whose bytes are the file at `path`, unless
+    /// the repository has it or it can be mounted.
+    pub(crate) async fn blob(&self, desc: &Descriptor, path: &std::path::Path) -> Result<()> {
         let digest = desc.digest();
         let event = |state| {
             self.progress.event(Event::Blob {
@@ -221,10 +224,9 @@ impl Upload<'_> {
             return Ok(());
         };
         event(State::Transferring);
-        let path = self.images.content().blob_path(digest)?;
         let url = match self.options.chunk_size {
             Some(chunk) if desc.size() > chunk => {
-                self.chunks(url, &path, digest, desc.size(), chunk).await?
+                self.chunks(url, path, digest, desc.size(), chunk).await?
             }
             _ => url,
         };
@@ -245,7 +247,7 @@ impl Upload<'_> {
             .registry
             .send(self.scope, Method::PUT, put.clone(), headers, &|| {
                 if monolithic {
-                    file_body(&path).map(Some)
+                    file_body(path).map(Some)
                 } else {
                     Ok(None)
                 }
@@ -311,7 +313,13 @@ impl Upload<'_> {
                 }
                 Err(e) if transient(&e) && failures < self.options.retries => {
                     failures += 1;
-                    offset = self.upload_offset(&url).await?;
+                    (offset, url) = self.upload_offset(&url).await?;
+                    if offset > size {
+                        return Err(Error::invalid(
+                            format!("upload {url} of blob {digest}"),
+                            format!("the registry claims {offset} bytes of a {size}-byte blob"),
+                        ));
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -319,8 +327,9 @@ impl Upload<'_> {
         Ok(url)
     }
 
-    /// How much of an upload the server holds (GET on the session: `Range: 0-N`).
-    async fn upload_offset(&self, url: &Url) -> Result<u64> {
+    /// How much of an upload the server holds (GET on the session: `Range:
+    /// 0-N`), and where to continue it (its `Location`, else `url`).
+    async fn upload_offset(&self, url: &Url) -> Result<(u64, Url)> {
         let resp = self
             .registry
             .send(
@@ -334,6 +343,10 @@ impl Upload<'_> {
         if !resp.status().is_success() {
             return Err(status_error(&format!("GET {url}"), resp).await);
         }
+        let next = match resp.headers().contains_key(reqwest::header::LOCATION) {
+            true => self.registry.location(url, &resp)?,
+            false => url.clone(),
+        };
         let range = resp
             .headers()
             .get(RANGE)
@@ -344,6 +357,8 @@ impl Upload<'_> {
             .next()
             .and_then(|e| e.parse::<u64>().ok())
             .ok_or_else(|| Error::invalid(format!("GET {url}"), format!("bad Range {range:?}")))?;
-        Ok(if range == "0-0" { 0 } else { end + 1 })
+        let offset = if range == "0-0" { 0 } else { end + 1 };
+        tracing::debug!("upload {url} resumes at byte {offset}");
+        Ok((offset, next))
     }
 }

@@ -248,7 +248,7 @@ fn archives(rootfs_tar: &[u8]) -> Seeds {
     )
     .unwrap();
     let archive = dir.path().join("oci.tar");
-    berth_image::save::save(&images, &["seed/image:1".into()], &archive).unwrap();
+    berth_image::save::save(&images, &["seed/image:1".into()], None, &archive).unwrap();
     let oci = std::fs::read(&archive).unwrap();
     out.push(("oci-archive".into(), oci.clone()));
     out.push(("oci-archive-gzip".into(), gzip(&oci)));

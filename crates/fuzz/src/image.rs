@@ -161,6 +161,7 @@ pub fn image_load(data: &[u8]) {
     let (images, input) = store_and_input(dir.path(), data);
     let opts = LoadOptions {
         name: Some("fuzz/loaded".into()),
+        ..Default::default()
     };
     if let Ok(names) = load(&images, &input, &opts) {
         for name in names {

@@ -15,12 +15,14 @@
 //! on stable in `cargo test`.
 
 mod archive;
+mod client;
 mod image;
 mod registry;
 mod runtime;
 mod scratch;
 
 pub use archive::{layer_apply, layer_apply_overlay, tar_stream};
+pub use client::client_challenge;
 pub use image::{image_import, image_json, image_load, image_reference, layer_sniff};
 pub use registry::{
     hmac_sha256, registry_auth_header, registry_htpasswd, registry_jwt_claims, registry_manifest,
@@ -51,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("registry_htpasswd", registry_htpasswd),
     ("registry_manifest", registry_manifest),
     ("runtime_config", runtime_config),
+    ("client_challenge", client_challenge),
 ];
 
 /// The target called `name`.

@@ -36,6 +36,9 @@ pub struct LoadOptions {
     /// The repository for entries named only by a tag (skopeo's and
     /// umoci's `dir:tag`), or the full name for an entry with no name.
     pub name: Option<String>,
+    /// Only the index.json entry whose `ref.name` is this (skopeo's
+    /// `oci:DIR:REF`).
+    pub reference: Option<String>,
 }
 
 /// Where blobs come from.
@@ -290,7 +293,8 @@ fn entry_names(
         )),
         (Some(full), _) => Ok(vec![Reference::parse(full)?]),
         (None, Some(name)) => Ok(vec![Reference::parse(name)?]),
-        (None, None) => Err(Error::invalid(what, "the image has no name; pass --name NAME")),
+        // Loaded unnamed, listed by digest as podman lists `<none>`.
+        (None, None) => Ok(vec![Reference::unnamed(desc.digest().clone())]),
     }
 }
 
@@ -351,7 +355,36 @@ fn load_index(
     opts: &LoadOptions,
 ) -> Result<Vec<Reference>> {
     let mut records = Vec::new();
+    let ref_name = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+    };
+    if let Some(wanted) = &opts.reference {
+        if !index
+            .manifests()
+            .iter()
+            .any(|d| ref_name(d).as_ref() == Some(wanted))
+        {
+            let present: Vec<String> = index.manifests().iter().filter_map(ref_name).collect();
+            return Err(Error::invalid(
+                format!("{}: index.json", loader.input.display()),
+                format!(
+                    "no image named {wanted:?} (ref.name); it has {}",
+                    if present.is_empty() {
+                        "no named images".to_string()
+                    } else {
+                        present.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
     for (position, desc) in index.manifests().iter().enumerate() {
+        if opts.reference.is_some() && ref_name(desc) != opts.reference {
+            continue;
+        }
         let names = entry_names(desc, position, opts, &loader.input)?;
         loader.tree(desc, 0)?;
         let mut target = desc.clone();

@@ -101,6 +101,10 @@ impl Images {
         let mut out = Vec::new();
         for desc in index.manifests() {
             let Some(name) = desc.annotations().as_ref().and_then(|a| a.get(REF_NAME)) else {
+                out.push(Record {
+                    name: Reference::unnamed(desc.digest().clone()),
+                    target: desc.clone(),
+                });
                 continue;
             };
             let name = Reference::parse(name).map_err(|e| {
@@ -156,16 +160,35 @@ impl Images {
         Err(Error::NotFound(name.to_string()))
     }
 
-    /// Adds or replaces records (one atomic index.json update).
+    /// Adds or replaces records (one atomic index.json update). An
+    /// [unnamed](Reference::unnamed) record is an entry without a
+    /// `ref.name`; naming an image drops its unnamed record.
     pub fn put(&self, entries: &[(Reference, Descriptor)]) -> Result<()> {
         let _lock = self.records_lock()?;
         let dir = self.content.dir();
         let mut index = layout::read_index(dir)?;
         let mut manifests = index.manifests().clone();
         for (name, target) in entries {
+            let unnamed_of_target = |d: &Descriptor| {
+                d.digest() == target.digest()
+                    && d.annotations()
+                        .as_ref()
+                        .and_then(|a| a.get(REF_NAME))
+                        .is_none()
+            };
+            if name.is_unnamed() {
+                if !manifests.iter().any(|d| d.digest() == target.digest()) {
+                    let mut desc = target.clone();
+                    desc.set_annotations(None);
+                    manifests.push(desc);
+                }
+                continue;
+            }
             let text = name.to_string();
-            manifests
-                .retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&text));
+            manifests.retain(|d| {
+                d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&text)
+                    && !unnamed_of_target(d)
+            });
             let mut desc = target.clone();
             let mut annotations = desc.annotations().clone().unwrap_or_default();
             annotations.retain(|k, _| k != layout::CONTAINERD_IMAGE_NAME);
@@ -191,9 +214,15 @@ impl Images {
         let _lock = self.records_lock()?;
         let dir = self.content.dir();
         let mut index = layout::read_index(dir)?;
-        let text = record.name.to_string();
+        let text = (!record.name.is_unnamed()).then(|| record.name.to_string());
         let mut manifests = index.manifests().clone();
-        manifests.retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&text));
+        manifests.retain(|d| {
+            let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME));
+            match &text {
+                Some(t) => name != Some(t),
+                None => name.is_some() || d.digest() != record.target.digest(),
+            }
+        });
         index.set_manifests(manifests);
         layout::write_index(dir, &index)?;
         Ok(record)

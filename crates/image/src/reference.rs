@@ -179,9 +179,29 @@ impl Reference {
         })
     }
 
+    /// The record of an image loaded without a name (podman's
+    /// `<none>:<none>`), known by its manifest or index `digest`: no
+    /// domain, path or tag; it prints as the digest.
+    pub fn unnamed(digest: Digest) -> Reference {
+        Reference {
+            domain: String::new(),
+            path: String::new(),
+            tag: None,
+            digest: Some(digest),
+        }
+    }
+
+    /// Whether this is an [`unnamed`](Reference::unnamed) record's name.
+    pub fn is_unnamed(&self) -> bool {
+        self.domain.is_empty()
+    }
+
     /// The short form docker prints: `busybox`, `user/app`,
-    /// `localhost:5000/app` (without tag or digest).
+    /// `localhost:5000/app` (without tag or digest); `<none>` when unnamed.
     pub fn familiar_repository(&self) -> String {
+        if self.is_unnamed() {
+            return "<none>".to_string();
+        }
         if self.domain == DEFAULT_DOMAIN {
             self.path
                 .strip_prefix("library/")
@@ -196,6 +216,10 @@ impl Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (true, Some(d)) = (self.is_unnamed(), &self.digest) {
+            // An unnamed image is known by its digest, as podman prints it.
+            return write!(f, "{d}");
+        }
         write!(f, "{}/{}", self.domain, self.path)?;
         if let Some(t) = &self.tag {
             write!(f, ":{t}")?;

@@ -43,16 +43,32 @@ fn append_dir(builder: &mut tar::Builder<impl Write>, path: &str, out: &Path) ->
         .map_err(|e| Error::io(out, e))
 }
 
-/// Every blob the images `names` reach, and their index.json entries.
+/// Every blob the images `names` reach, and their index.json entries
+/// (`ref.name` = `ref_name` when given, for one image, else each tag).
 fn collect(
     images: &Images,
     names: &[String],
+    ref_name: Option<&str>,
 ) -> Result<(HashMap<Digest, Descriptor>, Vec<Descriptor>)> {
     if names.is_empty() {
         return Err(Error::invalid(
             "berth save",
             "name at least one image to save",
         ));
+    }
+    if let Some(r) = ref_name {
+        if names.len() > 1 {
+            return Err(Error::invalid(
+                format!("reference {r:?}"),
+                "one reference names one image: save the others separately",
+            ));
+        }
+        if r.is_empty() || r.len() > 255 || r.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(Error::invalid(
+                format!("reference {r:?}"),
+                "a ref.name is a tag or name without spaces, at most 255 characters",
+            ));
+        }
     }
     let mut blobs: HashMap<Digest, Descriptor> = HashMap::new();
     let mut entries = Vec::new();
@@ -68,8 +84,10 @@ fn collect(
         }
         let mut desc = record.target.clone();
         let mut annotations = std::collections::HashMap::new();
-        annotations.insert(CONTAINERD_IMAGE_NAME.to_string(), record.name.to_string());
-        if let Some(tag) = record.name.tag() {
+        if !record.name.is_unnamed() {
+            annotations.insert(CONTAINERD_IMAGE_NAME.to_string(), record.name.to_string());
+        }
+        if let Some(tag) = ref_name.or(record.name.tag()) {
             annotations.insert(REF_NAME.to_string(), tag.to_string());
         }
         desc.set_annotations(Some(annotations));
@@ -81,9 +99,15 @@ fn collect(
 /// Writes the images `names` into the OCI layout directory `dir` (created
 /// if needed; an existing layout keeps its other images, and entries with
 /// the same tag are replaced). Each blob is copied in with a durable
-/// atomic write; index.json is replaced atomically last.
-pub fn save_layout(images: &Images, names: &[String], dir: &Path) -> Result<()> {
-    let (blobs, entries) = collect(images, names)?;
+/// atomic write; index.json is replaced atomically last. `ref_name`
+/// (skopeo's `oci:DIR:REF`) names the one image instead of its tag.
+pub fn save_layout(
+    images: &Images,
+    names: &[String],
+    ref_name: Option<&str>,
+    dir: &Path,
+) -> Result<()> {
+    let (blobs, entries) = collect(images, names, ref_name)?;
     berth_content::layout::init(dir)?;
     for digest in blobs.keys() {
         let path = berth_content::layout::blob_path(dir, digest)?;
@@ -122,13 +146,14 @@ pub fn save_layout(images: &Images, names: &[String], dir: &Path) -> Result<()> 
 /// temporary file beside it, renamed when complete). Each image gets an
 /// index.json entry with `org.opencontainers.image.ref.name` = its tag and
 /// `io.containerd.image.name` = its full name, as containerd and docker
-/// write them.
-pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
+/// write them (`ref_name` instead of the tag, for one image).
+pub fn save(images: &Images, names: &[String], ref_name: Option<&str>, out: &Path) -> Result<()> {
     // save_to's own error (naming the image or blob) is kept aside; the
     // atomic write only needs to know that the archive is incomplete.
     let mut failed = None;
     let written = write_atomically(out, Durability::Durable, |file| {
-        match save_to(images, names, BufWriter::with_capacity(1 << 20, file), out) {
+        let writer = BufWriter::with_capacity(1 << 20, file);
+        match save_to(images, names, ref_name, writer, out) {
             Ok(w) => w.into_inner().map(drop).map_err(|e| e.into_error()),
             Err(e) => {
                 failed = Some(e);
@@ -144,8 +169,14 @@ pub fn save(images: &Images, names: &[String], out: &Path) -> Result<()> {
 
 /// Streams the OCI archive of `names` into `writer` (e.g. stdout); `out`
 /// names the destination in errors. Returns the writer.
-pub fn save_to<W: Write>(images: &Images, names: &[String], writer: W, out: &Path) -> Result<W> {
-    let (blobs, entries) = collect(images, names)?;
+pub fn save_to<W: Write>(
+    images: &Images,
+    names: &[String],
+    ref_name: Option<&str>,
+    writer: W,
+    out: &Path,
+) -> Result<W> {
+    let (blobs, entries) = collect(images, names, ref_name)?;
     let mut index = empty_index();
     index.set_manifests(entries);
     let index_json =

@@ -209,6 +209,18 @@ pub struct DockerRegistry {
 impl DockerRegistry {
     /// Starts it; with `htpasswd`, behind that file's Basic auth.
     pub fn start(dir: &Path, htpasswd: Option<&Path>) -> DockerRegistry {
+        let auth = htpasswd.map(|h| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                h.display()
+            )
+        });
+        DockerRegistry::start_with(dir, auth.as_deref().unwrap_or(""))
+    }
+
+    /// Starts it with `extra` (YAML, e.g. an `auth:` section) appended to
+    /// its configuration.
+    pub fn start_with(dir: &Path, extra: &str) -> DockerRegistry {
         let bin = require_peer("docker-registry");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -220,12 +232,7 @@ impl DockerRegistry {
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             storage.display()
         );
-        if let Some(h) = htpasswd {
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                h.display()
-            ));
-        }
+        config.push_str(extra);
         let cfg = dir.join("docker-registry.yml");
         std::fs::write(&cfg, config).unwrap();
         let child = Command::new(bin)
