@@ -38,6 +38,28 @@ pub fn is_rootless() -> bool {
     !nix::unistd::Uid::effective().is_root() || in_user_namespace()
 }
 
+/// The caller's effective uid as the parent user namespace sees it: the
+/// user's own uid when berth runs as root of its rootless user namespace.
+pub fn outer_uid() -> u32 {
+    let uid = nix::unistd::Uid::effective().as_raw();
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    map.lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            match f[..] {
+                [inside, outside, count] if uid >= inside && uid - inside < count => {
+                    Some(outside + (uid - inside))
+                }
+                _ => None,
+            }
+        })
+        .next()
+        .unwrap_or(uid)
+}
+
 /// The name of user `uid` in the password database, or the number when it
 /// has none (subordinate id files accept either).
 pub fn user_name(uid: u32) -> String {

@@ -130,7 +130,10 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if let Err(e) = nix::unistd::setsid() {
         ch.fail(&format!("setsid: {e}"));
     }
-    let userns = crate::spec::has_namespace(spec, LinuxNamespaceType::User);
+    // A new user namespace, or one inherited from a rootless caller: no
+    // device nodes can be made, the host's are bound instead.
+    let userns = crate::spec::has_namespace(spec, LinuxNamespaceType::User)
+        || berth_rootless::in_user_namespace();
     // Without a mount namespace of its own (inherited: the runtime's) the
     // container gets no mounts at all (spec::validate refused any asked
     // for): it is only chroot'ed into its rootfs.

@@ -44,7 +44,7 @@ pub(crate) fn limits_anything(r: &LinuxResources) -> bool {
 }
 
 fn not_delegated(resource: &str, dir: &Path) -> CgError {
-    let uid = nix::unistd::Uid::effective().as_raw();
+    let uid = berth_rootless::outer_uid();
     let how = match berth_cgroups::detect_hierarchy() {
         Ok(Hierarchy::V2) => {
             "delegate a cgroup v2 subtree to the user (systemd: run under `systemd-run --user --scope -p Delegate=yes`)"
@@ -80,7 +80,7 @@ pub(crate) fn container_cgroup(
     tracing::debug!(
         "rootless: container {id} runs without a cgroup: {} is not writable (cgroups not delegated to uid {}); no resource limits, `pause` and `events --stats` unavailable",
         dir.display(),
-        nix::unistd::Uid::effective()
+        berth_rootless::outer_uid()
     );
     Ok(Box::new(NoCgroup { init: 0 }))
 }
