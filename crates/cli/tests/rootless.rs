@@ -1,0 +1,196 @@
+//! `berth` as an unprivileged user (made with useradd, run through
+//! setpriv): berth runs itself again as root of a user namespace mapping
+//! the user's uid to root and its /etc/subuid range to ids 1.., loads an
+//! image, unpacks its layers with their owners (stored as the mapped host
+//! ids), mounts the overlay and runs the container under the user's ids;
+//! resource limits without delegated cgroups and a missing subuid range
+//! are clear errors.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use berth_testutil::user::TestUser;
+use berth_testutil::{busybox_layout, run_ok};
+
+fn berth(user: &TestUser, args: &[&str]) -> Output {
+    let root = user.dir().join("data");
+    // `run -d` starts the monitor found beside berth.
+    user.program(Path::new(env!("CARGO_BIN_EXE_berth-monitor")));
+    user.command(Path::new(env!("CARGO_BIN_EXE_berth")))
+        .arg("--root")
+        .arg(&root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth as the test user")
+}
+
+fn ok(user: &TestUser, args: &[&str]) -> String {
+    let out = berth(user, args);
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// busybox (one layer) plus a layer holding /home/u owned by 1000:1001,
+/// in an OCI layout the user can read.
+fn image(user: &TestUser) -> std::path::PathBuf {
+    let dir = user.dir().join("image");
+    std::fs::create_dir(&dir).unwrap();
+    let layout = busybox_layout(&dir);
+    let home = dir.join("u");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(1000), Some(1001)).unwrap();
+    run_ok(
+        Command::new("umoci")
+            .args(["insert", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&home)
+            .arg("/home/u"),
+    );
+    user.chown(&layout);
+    layout
+}
+
+#[test]
+fn an_unprivileged_user_runs_a_loaded_image_in_a_user_namespace() {
+    let user = TestUser::new(true);
+    let (su, sg) = (user.subid_start(false), user.subid_start(true));
+    let layout = image(&user);
+    ok(
+        &user,
+        &["load", layout.to_str().unwrap(), "--name", "busybox"],
+    );
+    let out = ok(
+        &user,
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "id -u; stat -c '%u %g' /home/u; cat /proc/self/uid_map /proc/self/gid_map",
+        ],
+    );
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "0".to_string(),
+            "1000 1001".into(),
+            format!("0 {} 1", user.uid),
+            format!("1 {su} 65536"),
+            format!("0 {} 1", user.gid),
+            format!("1 {sg} 65536"),
+        ]
+    );
+    // On the host the layer's files belong to the user's ids: root's to
+    // the user, 1000:1001 to the mapped subordinate ids; and the
+    // snapshotter runs overlay in the user namespace (Linux ≥ 5.11).
+    let snapshots = user.dir().join("data/snapshotter");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snapshots.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["driver"], "Overlay");
+    let found = run_ok(Command::new("find").arg(snapshots.join("snapshots")).args([
+        "-path",
+        "*/fs/home/u",
+        "-printf",
+        "%U %G\\n",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        format!("{} {}", su + 999, sg + 1000)
+    );
+    let found = run_ok(Command::new("find").arg(snapshots.join("snapshots")).args([
+        "-path",
+        "*/fs/bin/busybox",
+        "-printf",
+        "%U %G\\n",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        format!("{} {}", user.uid, user.gid)
+    );
+    // Without delegated cgroups, a limit is refused with what is missing.
+    let out = berth(
+        &user,
+        &["run", "--rm", "--memory", "64m", "busybox", "true"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "resource limits need a cgroup delegated to user {} (uid {})",
+            user.name, user.uid
+        )),
+        "{err}"
+    );
+    // The image and the layers owned by subordinate ids go away too.
+    ok(&user, &["rmi", "busybox"]);
+    ok(&user, &["gc"]);
+    let left = std::fs::read_dir(snapshots.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "snapshots left after rmi and gc");
+}
+
+#[test]
+fn without_a_subuid_range_berth_says_what_to_add() {
+    let user = TestUser::new(false);
+    let out = berth(&user, &["run", "--rm", "busybox", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "berth: no subuid range for user {0} in /etc/subuid: add one with `usermod --add-subuids 100000-165535 {0}` (as root)",
+            user.name
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_detached_rootless_container_is_listed_execed_into_stopped_and_removed() {
+    let user = TestUser::new(true);
+    let layout = image(&user);
+    ok(
+        &user,
+        &["load", layout.to_str().unwrap(), "--name", "busybox"],
+    );
+    let id = ok(
+        &user,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo up; while true; do sleep 1; done",
+        ],
+    );
+    let id = id.trim();
+    assert!(ok(&user, &["ps", "-q"]).contains(&id[..12]));
+    // exec joins the container's user namespace from the host side.
+    assert_eq!(ok(&user, &["exec", "web", "id", "-u"]).trim(), "0");
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&user, &["inspect", "web"])).unwrap();
+    let pid = inspect[0]["State"]["Pid"].as_i64().expect("a pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some(user.uid.to_string().as_str())
+    );
+    assert_eq!(ok(&user, &["logs", "web"]).trim(), "up");
+    ok(&user, &["stop", "web"]);
+    ok(&user, &["rm", "web"]);
+    assert!(ok(&user, &["ps", "-a", "-q"]).trim().is_empty());
+}
