@@ -26,8 +26,10 @@ use nix::unistd::Pid;
 use crate::idmap::{self, Kind};
 use crate::Error;
 
-/// The environment variable marking the child (internal).
-const MARK: &str = "_BERTH_USERNS_CHILD";
+/// The environment variable marking the child (internal): the parent's
+/// pid, so a stray copy of it in some other process's environment is
+/// ignored.
+const MARK: &str = "_BERTH_USERNS_PARENT";
 
 /// Where the command runs after [`reenter`].
 #[derive(Debug, PartialEq, Eq)]
@@ -43,9 +45,15 @@ pub enum Reentered {
 /// namespace (see the module docs). Call it only while the process has a
 /// single thread, and only when the caller is not root.
 pub fn reenter() -> Result<Reentered, Error> {
-    if std::env::var_os(MARK).is_some() {
-        enter_as_child()?;
-        return Ok(Reentered::Inside);
+    if let Some(parent) = std::env::var_os(MARK) {
+        // SAFETY: called while the process has one thread (see above), so
+        // no other thread reads the environment meanwhile.
+        unsafe { std::env::remove_var(MARK) };
+        let ppid = nix::unistd::getppid().as_raw().to_string();
+        if parent.to_str() == Some(ppid.as_str()) {
+            enter_as_child()?;
+            return Ok(Reentered::Inside);
+        }
     }
     let uid_maps = idmap::default_maps(Kind::Uid)?;
     let gid_maps = idmap::default_maps(Kind::Gid)?;
@@ -54,7 +62,7 @@ pub fn reenter() -> Result<Reentered, Error> {
     let child = Command::new("/proc/self/exe")
         .arg0(argv0)
         .args(args)
-        .env(MARK, "1")
+        .env(MARK, std::process::id().to_string())
         .spawn()
         .map_err(|e| Error::Io {
             what: "cannot start this command again in a user namespace".into(),
@@ -102,9 +110,6 @@ fn exit_code(s: WaitStatus) -> i32 {
 
 /// The child's side: unshare, wait for the maps, become root.
 fn enter_as_child() -> Result<(), Error> {
-    // SAFETY: called while the process has one thread (see `reenter`), so
-    // no other thread reads the environment meanwhile.
-    unsafe { std::env::remove_var(MARK) };
     let sys = |what: &'static str| {
         move |e| Error::Sys {
             what: what.into(),
@@ -114,7 +119,14 @@ fn enter_as_child() -> Result<(), Error> {
     nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(sys(
         "cannot create a user namespace (is kernel.unprivileged_userns_clone or user.max_user_namespaces 0?)",
     ))?;
+    // Stopped without a parent to continue it, it would wait forever.
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("PR_SET_PDEATHSIG"))?;
+    if nix::unistd::getppid() != parent {
+        std::process::exit(1);
+    }
     nix::sys::signal::raise(Signal::SIGSTOP).map_err(sys("cannot stop for the id maps"))?;
+    nix::sys::prctl::set_pdeathsig(None).map_err(sys("PR_SET_PDEATHSIG"))?;
     // The parent has written the maps: our ids are root's now.
     let root_g = nix::unistd::Gid::from_raw(0);
     let root_u = nix::unistd::Uid::from_raw(0);
