@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 
 use berth_testutil::runtime::{json, runtime_bin, Value};
 use berth_testutil::user::TestUser;
-use berth_testutil::{unique_id, Bundle};
+use berth_testutil::{busybox_layout, require_peer, run_ok, unique_id, Bundle};
 
 /// `runc spec --rootless` for `user`, running `args`, its rootfs the user's.
 fn rootless_bundle(user: &TestUser, args: &[&str]) -> Bundle {
@@ -265,4 +265,75 @@ fn without_xdg_runtime_dir_the_state_root_is_a_clear_error() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn rootless_podman_runs_its_containers_with_berth_runtime() {
+    let podman = require_peer("podman");
+    let user = TestUser::new(true);
+    let dir = user.dir().join("image");
+    std::fs::create_dir(&dir).unwrap();
+    let layout = busybox_layout(&dir);
+    let archive = user.dir().join("busybox.tar");
+    run_ok(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&archive)
+            .arg("."),
+    );
+    user.chown(&archive);
+    let runtime = user.program(&runtime_bin());
+    let podman_out = |args: &[&str]| -> String {
+        let out = user
+            .run_as(&podman)
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .arg("--runtime")
+            .arg(&runtime)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run podman as the test user");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let pulled = podman_out(&["pull", "-q", &format!("oci-archive:{}", archive.display())]);
+    let image = pulled
+        .lines()
+        .last()
+        .expect("podman pull prints the image id");
+    let out = podman_out(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map",
+    ]);
+    // podman's rootless pause process holds its user namespace: end it so
+    // the user can be removed.
+    let pause = user.runtime_dir().join("libpod/tmp/pause.pid");
+    if let Some(pid) = std::fs::read_to_string(&pause)
+        .ok()
+        .and_then(|p| p.trim().parse::<i64>().ok())
+    {
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        berth_testutil::runtime::wait_until("podman's pause process exits", || {
+            !berth_testutil::runtime::alive(pid)
+        });
+    }
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines[0], "0", "{out}");
+    assert!(lines.contains(&format!("0 {} 1", user.uid)), "{out}");
 }

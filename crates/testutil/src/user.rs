@@ -132,16 +132,22 @@ impl TestUser {
         copy
     }
 
-    /// `program` run as the user (no supplementary groups) with a clean
-    /// environment: HOME and XDG_RUNTIME_DIR in the user's directory, and
-    /// the host's PATH.
+    /// A copy of `program` ([`TestUser::program`]) run as the user: see
+    /// [`TestUser::run_as`].
     pub fn command(&self, program: &Path) -> Command {
+        self.run_as(&self.program(program))
+    }
+
+    /// `program` (one the user can reach, e.g. in /usr/bin) run as the
+    /// user (no supplementary groups) with a clean environment: HOME and
+    /// XDG_RUNTIME_DIR in the user's directory, and the host's PATH.
+    pub fn run_as(&self, program: &Path) -> Command {
         let mut cmd = Command::new("setpriv");
         cmd.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
             .arg("--clear-groups")
             .arg("--")
-            .arg(self.program(program))
+            .arg(program)
             .env_clear()
             .env("HOME", self.dir.path())
             .env("XDG_RUNTIME_DIR", self.runtime_dir())
