@@ -194,3 +194,49 @@ fn a_detached_rootless_container_is_listed_execed_into_stopped_and_removed() {
     ok(&user, &["rm", "web"]);
     assert!(ok(&user, &["ps", "-a", "-q"]).trim().is_empty());
 }
+
+#[test]
+fn a_store_made_with_the_copy_driver_works_rootless_too() {
+    // Where overlay cannot be mounted in a user namespace (Linux < 5.11),
+    // the store's trial mount picks the copy driver; made so here.
+    let user = TestUser::new(true);
+    let su = user.subid_start(false);
+    let layout = image(&user);
+    let snapshots = berth_engine::Layout::new(user.dir().join("data")).snapshotter();
+    berth_snapshot::Snapshotter::open(&snapshots, Some(berth_snapshot::Driver::Copy))
+        .expect("make a copy-driver store");
+    user.chown(&user.dir().join("data"));
+    ok(
+        &user,
+        &["load", layout.to_str().unwrap(), "--name", "busybox"],
+    );
+    let out = ok(
+        &user,
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "stat -c '%u %g' /home/u && touch /new && stat -c %u /new",
+        ],
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "1001", "0"]
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snapshots.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["driver"], "Copy");
+    let found = run_ok(Command::new("find").arg(snapshots.join("snapshots")).args([
+        "-path",
+        "*/fs/home/u",
+        "-printf",
+        "%U\\n",
+    ]));
+    let owners = String::from_utf8_lossy(&found.stdout).into_owned();
+    assert!(
+        !owners.is_empty() && owners.lines().all(|o| o == (su + 999).to_string()),
+        "{owners}"
+    );
+}
