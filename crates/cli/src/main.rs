@@ -85,7 +85,11 @@ fn main() {
         };
         std::process::exit(berth_runtime::mini_init::run(command));
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Container bundles name their rootfs by this path: make it absolute.
+    if let Ok(root) = std::path::absolute(&cli.global.root) {
+        cli.global.root = root;
+    }
     // Rootless: the command runs again as root of a user namespace mapping
     // the user's ids (see berth_rootless::userns); `exec` joins the
     // container's own, which the user owns.
