@@ -63,14 +63,15 @@ fn a_single_mapping_makes_the_user_root_inside_and_leaves_it_itself_outside() {
     let uid = user.uid.to_string();
     assert_eq!(lines, [vec!["root"], vec!["0", uid.as_str(), "1"]]);
 
-    // Detached: the state is under XDG_RUNTIME_DIR and the container's
-    // process runs under the user's uid on the host.
+    // Detached (and runc's spelling `--rootless true`): the state is under
+    // XDG_RUNTIME_DIR and the container's process runs under the user's uid
+    // on the host.
     let mut spec = spec_of(&bundle);
     spec["process"]["args"] = json!(["sleep", "600"]);
     write_spec(&user, &bundle, &spec);
     let out = user
         .command(&runtime_bin())
-        .args(["--rootless", "run", "-d", "--bundle", bpath, &id])
+        .args(["--rootless", "true", "run", "-d", "--bundle", bpath, &id])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -162,6 +163,30 @@ fn several_mappings_go_through_newuidmap_and_newgidmap() {
     // Outside, the file belongs to the mapped host ids.
     let meta = std::fs::metadata(bundle.rootfs().join("tmp/f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (su + 999, sg + 1000));
+
+    // Host ids beyond the user's range are refused before newuidmap runs.
+    spec["linux"]["uidMappings"][1]["size"] = json!(65537);
+    write_spec(&user, &bundle, &spec);
+    let out = runtime(
+        &user,
+        &[
+            "--rootless",
+            "run",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let want = format!(
+        "subuid mapping 1 {su} 65537: host ids {su}..{} are neither your own id {} nor in user {}'s ranges in /etc/subuid ({su}-{})",
+        su + 65536,
+        user.uid,
+        user.name,
+        su + 65535
+    );
+    assert!(err.contains(&want), "{err}");
 }
 
 #[test]
