@@ -12,15 +12,18 @@ use std::process::{Command, Output, Stdio};
 use berth_testutil::user::TestUser;
 use berth_testutil::{busybox_layout, run_ok};
 
-fn berth(user: &TestUser, args: &[&str]) -> Output {
+/// `berth --root DIR/data ARGS` as `user`, not yet run.
+fn command(user: &TestUser, args: &[&str]) -> Command {
     let root = user.dir().join("data");
     // `run -d` starts the monitor found beside berth.
     user.program(Path::new(env!("CARGO_BIN_EXE_berth-monitor")));
-    user.command(Path::new(env!("CARGO_BIN_EXE_berth")))
-        .arg("--root")
-        .arg(&root)
-        .args(args)
-        .stdin(Stdio::null())
+    let mut cmd = user.command(Path::new(env!("CARGO_BIN_EXE_berth")));
+    cmd.arg("--root").arg(&root).args(args).stdin(Stdio::null());
+    cmd
+}
+
+fn berth(user: &TestUser, args: &[&str]) -> Output {
+    command(user, args)
         .output()
         .expect("run berth as the test user")
 }
@@ -239,4 +242,39 @@ fn a_store_made_with_the_copy_driver_works_rootless_too() {
         !owners.is_empty() && owners.lines().all(|o| o == (su + 999).to_string()),
         "{owners}"
     );
+}
+
+#[test]
+fn a_signal_sent_to_a_rootless_berth_reaches_the_container() {
+    use std::io::BufRead;
+    let user = TestUser::new(true);
+    let layout = image(&user);
+    ok(
+        &user,
+        &["load", layout.to_str().unwrap(), "--name", "busybox"],
+    );
+    // setpriv execs berth: this pid is the user's berth, the parent of the
+    // one in the user namespace.
+    let mut child = command(
+        &user,
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 3' TERM; echo up; while true; do sleep 1; done",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("start berth as the test user");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "up\n");
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(3));
 }
