@@ -90,6 +90,18 @@ fn a_single_mapping_makes_the_user_root_inside_and_leaves_it_itself_outside() {
         host_uids.split_whitespace().skip(1).collect::<Vec<_>>(),
         [uid.as_str(); 4]
     );
+    // exec re-executes the runtime from a sealed memfd copy (a user may not
+    // make the read-only bind mount root's exec uses) and joins the
+    // container's user namespace.
+    let out = runtime(
+        &user,
+        &["exec", &id, "sh", "-c", "id -u; cat /proc/self/uid_map"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", uid.as_str(), "1"]
+    );
     let ps = runtime(&user, &["ps", "--format", "json", &id]);
     assert_eq!(
         serde_json::from_slice::<Vec<i64>>(&ps.stdout).unwrap(),
