@@ -242,6 +242,7 @@ impl Container {
         if self.record.no_cgroup {
             return Ok(Box::new(crate::rootless::NoCgroup {
                 init: self.record.init_pid,
+                start_time: self.record.init_start_time,
             }));
         }
         if !self.record.cgroup_paths.is_empty() {

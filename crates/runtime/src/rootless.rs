@@ -82,7 +82,10 @@ pub(crate) fn container_cgroup(
         dir.display(),
         berth_rootless::outer_uid()
     );
-    Ok(Box::new(NoCgroup { init: 0 }))
+    Ok(Box::new(NoCgroup {
+        init: 0,
+        start_time: 0,
+    }))
 }
 
 /// The cgroup manager of a rootless container without a cgroup: its
@@ -90,6 +93,8 @@ pub(crate) fn container_cgroup(
 pub(crate) struct NoCgroup {
     /// The container's init (0 while it is being created).
     pub(crate) init: i32,
+    /// The init's start time, to tell it from a later process with its pid.
+    pub(crate) start_time: u64,
 }
 
 impl NoCgroup {
@@ -124,8 +129,9 @@ impl Manager for NoCgroup {
         Ok(())
     }
     fn pids(&self) -> Result<Vec<i32>, CgError> {
-        if self.init <= 0 || !Path::new(&format!("/proc/{}", self.init)).exists() {
-            return Ok(Vec::new());
+        match crate::state::proc_start_time(self.init) {
+            Some((t, false)) if t == self.start_time => {}
+            _ => return Ok(Vec::new()),
         }
         let all: Vec<(i32, i32)> = std::fs::read_dir("/proc")
             .into_iter()
@@ -208,9 +214,21 @@ mod tests {
             .spawn()
             .unwrap();
         let me = std::process::id() as i32;
-        let pids = NoCgroup { init: me }.pids().unwrap();
+        let (start_time, _) = crate::state::proc_start_time(me).unwrap();
+        let pids = NoCgroup {
+            init: me,
+            start_time,
+        }
+        .pids()
+        .unwrap();
         assert_eq!(pids[0], me);
         assert!(pids.contains(&(child.id() as i32)));
+        // Another process that took the init's pid is not the container.
+        let reused = NoCgroup {
+            init: me,
+            start_time: start_time + 1,
+        };
+        assert!(reused.pids().unwrap().is_empty());
         child.kill().unwrap();
         child.wait().unwrap();
     }
