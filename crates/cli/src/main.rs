@@ -91,13 +91,22 @@ fn main() {
         cli.global.root = root;
     }
     // Rootless: the command runs again as root of a user namespace mapping
-    // the user's ids (see berth_rootless::userns); `exec` joins the
-    // container's own, which the user owns.
+    // the user's ids (see berth_rootless::userns), except those that touch
+    // no layer, mount or container, and `exec`, which joins the container's
+    // own namespace (the user's) from here.
     let host_only = matches!(
         cli.command,
         Command::Version
             | Command::Registry { .. }
             | Command::Container(containers::Command::Exec(_))
+            | Command::Distribution(
+                pull::Command::Push(_) | pull::Command::Login(_) | pull::Command::Logout(_)
+            )
+            | Command::Image(
+                images::Command::Images { .. }
+                    | images::Command::Tag { .. }
+                    | images::Command::Save { .. }
+            )
     );
     if !host_only && !nix::unistd::Uid::effective().is_root() {
         match berth_rootless::userns::reenter() {
