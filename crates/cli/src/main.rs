@@ -110,7 +110,12 @@ fn main() {
     );
     if !host_only && !nix::unistd::Uid::effective().is_root() {
         match berth_rootless::userns::reenter() {
-            Ok(berth_rootless::userns::Reentered::Inside) => {}
+            Ok(berth_rootless::userns::Reentered::Inside) => {
+                if let Err(e) = berth_rootless::userns::check_data_root(&cli.global.root) {
+                    eprintln!("berth: {}", berth_core::error_chain(&e));
+                    std::process::exit(1);
+                }
+            }
             Ok(berth_rootless::userns::Reentered::Exited(code)) => std::process::exit(code),
             Err(e) => {
                 eprintln!("berth: {}", berth_core::error_chain(&e));

@@ -280,3 +280,34 @@ fn a_signal_sent_to_a_rootless_berth_reaches_the_container() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(3));
 }
+
+#[test]
+fn a_data_root_refuses_changed_subordinate_ranges() {
+    let user = TestUser::new(true);
+    let su = user.subid_start(false);
+    ok(&user, &["ps"]);
+    let recorded = std::fs::read_to_string(user.dir().join("data/userns-maps")).unwrap();
+    assert!(
+        recorded.contains(&format!("uid_map 1 {su} 65536")),
+        "{recorded}"
+    );
+    // The administrator moves the user's uid range elsewhere.
+    let new = su + 3_000_000;
+    run_ok(
+        Command::new("usermod")
+            .arg("--del-subuids")
+            .arg(format!("{su}-{}", su + 65535))
+            .arg("--add-subuids")
+            .arg(format!("{new}-{}", new + 65535))
+            .arg(&user.name),
+    );
+    let out = berth(&user, &["ps"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("uid_map 1 {su} 65536"))
+            && err.contains(&format!("uid_map 1 {new} 65536"))
+            && err.contains("the user's ranges in /etc/subuid or /etc/subgid changed"),
+        "{err}"
+    );
+}

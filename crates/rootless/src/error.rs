@@ -60,6 +60,16 @@ pub enum Error {
         /// What it printed (or how it ended).
         stderr: String,
     },
+    /// A data root was made under other id maps than the current ones.
+    #[error("data root {root}: its files were stored under the id maps [{then}], and berth now runs under [{now}] (the user's ranges in /etc/subuid or /etc/subgid changed): restore the old ranges, or remove the data root (as root: its files belong to the old ids) and pull again")]
+    MapsChanged {
+        /// The data root.
+        root: PathBuf,
+        /// The recorded maps.
+        then: String,
+        /// The current maps.
+        now: String,
+    },
     /// No runtime directory for the user.
     #[error("XDG_RUNTIME_DIR is not set and /run/user/{uid} is not a directory of yours: set XDG_RUNTIME_DIR to a directory only you can write (a systemd login session sets /run/user/{uid}), or pass --root")]
     NoRuntimeDir {

@@ -147,6 +147,59 @@ fn enter_as_child() -> Result<(), Error> {
     Ok(())
 }
 
+/// The file in a data root that records the id maps of the user namespace
+/// its files were made in.
+pub const MAPS_FILE: &str = "userns-maps";
+
+/// This user namespace's uid and gid maps, one normalised line per range.
+fn current_maps() -> Result<String, Error> {
+    let mut out = String::new();
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/self/{file}");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+            what: format!("cannot read {path}"),
+            source: e,
+        })?;
+        for line in text.lines() {
+            out.push_str(file);
+            for field in line.split_whitespace() {
+                out.push(' ');
+                out.push_str(field);
+            }
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Checks, inside the namespace [`reenter`] made, that data root `root`
+/// is used with the id maps it was first used with (recorded in
+/// `root/userns-maps` then): its files are stored under the mapped host
+/// ids, so after a change of the user's ranges in /etc/subuid or
+/// /etc/subgid they would belong to ids the user no longer has (or that
+/// another user now has). A change is an error naming both maps.
+pub fn check_data_root(root: &std::path::Path) -> Result<(), Error> {
+    let now = current_maps()?;
+    let file = root.join(MAPS_FILE);
+    let io = |what: String| move |e| Error::Io { what, source: e };
+    match std::fs::read_to_string(&file) {
+        Ok(then) if then == now => Ok(()),
+        Ok(then) => Err(Error::MapsChanged {
+            root: root.to_path_buf(),
+            then: then.trim().replace('\n', "; "),
+            now: now.trim().replace('\n', "; "),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(root)
+                .map_err(io(format!("cannot create {}", root.display())))?;
+            let tmp = root.join(format!(".{MAPS_FILE}.{}", std::process::id()));
+            std::fs::write(&tmp, &now).map_err(io(format!("cannot write {}", tmp.display())))?;
+            std::fs::rename(&tmp, &file).map_err(io(format!("cannot write {}", file.display())))
+        }
+        Err(e) => Err(io(format!("cannot read {}", file.display()))(e)),
+    }
+}
+
 /// The child to forward signals to (0 until it runs).
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
