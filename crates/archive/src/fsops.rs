@@ -227,12 +227,4 @@ fn lset_xattr_c(p: &CString, key: &[u8], value: &[u8]) -> io::Result<()> {
 
 /// True when this process runs in a user namespace that does not map all ids
 /// (device nodes cannot be created there).
-pub fn in_user_namespace() -> bool {
-    match std::fs::read_to_string("/proc/self/uid_map") {
-        Ok(m) => {
-            let f: Vec<&str> = m.split_whitespace().collect();
-            f != ["0", "0", "4294967295"]
-        }
-        Err(_) => false,
-    }
-}
+pub use berth_rootless::in_user_namespace;

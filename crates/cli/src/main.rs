@@ -29,9 +29,9 @@ pub struct Global {
 }
 
 /// The data root when none is given: /var/lib/berth for root, else the
-/// user's data directory.
+/// user's data directory (also as root of berth's rootless user namespace).
 fn default_root() -> PathBuf {
-    if nix::unistd::Uid::effective().is_root() {
+    if !berth_rootless::is_rootless() {
         return PathBuf::from("/var/lib/berth");
     }
     match std::env::var_os("XDG_DATA_HOME") {
@@ -92,7 +92,44 @@ fn main() {
         };
         std::process::exit(berth_runtime::mini_init::run(command));
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Container bundles name their rootfs by this path: make it absolute.
+    if let Ok(root) = std::path::absolute(&cli.global.root) {
+        cli.global.root = root;
+    }
+    // Rootless: the command runs again as root of a user namespace mapping
+    // the user's ids (see berth_rootless::userns), except those that touch
+    // no layer, mount or container, and `exec`, which joins the container's
+    // own namespace (the user's) from here.
+    let host_only = matches!(
+        cli.command,
+        Command::Version
+            | Command::Registry { .. }
+            | Command::Container(containers::Command::Exec(_))
+            | Command::Distribution(
+                pull::Command::Push(_) | pull::Command::Login(_) | pull::Command::Logout(_)
+            )
+            | Command::Image(
+                images::Command::Images { .. }
+                    | images::Command::Tag { .. }
+                    | images::Command::Save { .. }
+            )
+    );
+    if !host_only && !nix::unistd::Uid::effective().is_root() {
+        match berth_rootless::userns::reenter() {
+            Ok(berth_rootless::userns::Reentered::Inside) => {
+                if let Err(e) = berth_rootless::userns::check_data_root(&cli.global.root) {
+                    eprintln!("berth: {}", berth_core::error_chain(&e));
+                    std::process::exit(1);
+                }
+            }
+            Ok(berth_rootless::userns::Reentered::Exited(code)) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("berth: {}", berth_core::error_chain(&e));
+                std::process::exit(1);
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(if cli.global.debug {

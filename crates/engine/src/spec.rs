@@ -177,7 +177,7 @@ fn resolve_groups(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>> {
             )),
             Err(_) if g.trim() == "keep-groups" => Err(Error::invalid(
                 "--group-add keep-groups",
-                "only for rootless containers, which berth does not run",
+                "not supported: berth does not pass the caller's supplementary groups into a container; give the groups by name or number",
             )),
             // "0:NAME" resolves NAME through the image's /etc/group.
             Err(_) => Ok(resolve_user(rootfs, &format!("0:{}", g.trim()))?.gid),

@@ -19,9 +19,10 @@ use oci_spec::runtime::Spec;
     about = "An OCI runtime with runc's command line"
 )]
 struct Cli {
-    /// Root directory for storage of container state.
-    #[arg(long, global = true, default_value = "/run/berth")]
-    root: PathBuf,
+    /// Root directory for storage of container state (default /run/berth,
+    /// or $XDG_RUNTIME_DIR/berth when rootless).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Append log lines to this file (default: stderr).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -34,8 +35,10 @@ struct Cli {
     /// Use systemd for cgroups (not supported yet: a clear error).
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
-    /// Ignore cgroup permission errors ('true', 'false', or 'auto').
-    #[arg(long = "rootless", id = "global_rootless", num_args = 0..=1, default_missing_value = "true")]
+    /// Rootless mode ('true', 'false', or 'auto': when not root): state
+    /// under $XDG_RUNTIME_DIR; cgroups are used only where delegated.
+    #[arg(long = "rootless", id = "global_rootless", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = ["true", "false", "auto"])]
     rootless: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
@@ -271,8 +274,44 @@ struct ExecArgs {
     apparmor: Option<String>,
 }
 
+/// The arguments, with runc's `--rootless VALUE` spelled `--rootless=VALUE`
+/// (so a bare `--rootless` before the command does not take it as a value).
+fn args() -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    for a in std::env::args_os() {
+        let value = matches!(a.to_str(), Some("true" | "false" | "auto"));
+        match out.last_mut() {
+            Some(prev) if value && prev == "--rootless" => {
+                prev.push("=");
+                prev.push(&a);
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+/// The state root: `--root`, else /run/berth for root and
+/// $XDG_RUNTIME_DIR/berth in rootless mode.
+fn state_root(cli: &Cli) -> Result<PathBuf> {
+    if let Some(root) = &cli.root {
+        return Ok(root.clone());
+    }
+    let rootless = match cli.rootless.as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        _ => berth_rootless::is_rootless(),
+    };
+    if !rootless {
+        return Ok(PathBuf::from("/run/berth"));
+    }
+    Ok(berth_rootless::dirs::runtime_dir()
+        .context("rootless mode keeps container state in the user's runtime directory")?
+        .join("berth"))
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     // Processes forked into the container must not expose the host's binary
     // writable through /proc/<pid>/exe (CVE-2019-5736 class): the library
     // decides whether to re-execute from a read-only mount first.
@@ -307,7 +346,8 @@ fn run(cli: Cli, spec: Option<Spec>) -> Result<i32> {
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver (podman: --cgroup-manager=cgroupfs; containerd: SystemdCgroup = false)");
     }
-    let rt = Runtime::new(&cli.root);
+    let root = state_root(&cli)?;
+    let rt = Runtime::new(&root);
     match cli.cmd {
         Cmd::Spec { bundle, rootless } => {
             let path = bundle.join("config.json");
@@ -361,7 +401,7 @@ fn run(cli: Cli, spec: Option<Spec>) -> Result<i32> {
             Err(berth_runtime::Error::NotExist { .. }) if force => {
                 // A create that died before writing its state leaves a bare
                 // directory: --force removes it, as runc does.
-                let dir = cli.root.join(&id);
+                let dir = root.join(&id);
                 if !id.contains('/') && id != "." && id != ".." && dir.is_dir() {
                     std::fs::remove_dir_all(&dir)
                         .with_context(|| format!("cannot remove {}", dir.display()))?;

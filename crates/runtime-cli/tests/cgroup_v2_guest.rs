@@ -109,6 +109,9 @@ const EXPECTED: &[&str] = &[
     "relative-cgroups-path",
     "relative-down",
     "busy-parent-refused-clearly",
+    "rootless-delegation",
+    "rootless-delegated-limits",
+    "rootless-undelegated-refused",
 ];
 
 /// The guest's bundles: name, process args, `linux.resources` added to the
@@ -231,6 +234,21 @@ fn spec(name: &str, args: &[&str], resources: &Value, linux: &Value) -> Value {
     spec
 }
 
+/// A rootless bundle (`runc spec --rootless` mapping root to uid and gid
+/// 1000) with a pids limit of 8 and its cgroup at `cgroups_path`, printing
+/// the limit and its uid map.
+fn rootless_spec(cgroups_path: &str) -> Value {
+    let mut spec = berth_runtime::spec_template::default_spec_json(true);
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = json!(["sh", "-c", "cat /sys/fs/cgroup/pids.max /proc/self/uid_map"]);
+    spec["root"] = json!({"path": "/rootfs", "readonly": true});
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    spec["linux"]["cgroupsPath"] = json!(cgroups_path);
+    spec["linux"]["resources"] = json!({"pids": {"limit": 8}});
+    spec
+}
+
 /// The kernel to boot: `$BERTH_V2_KERNEL`, else the newest /boot/vmlinuz-*.
 fn kernel() -> PathBuf {
     if let Some(k) = std::env::var_os("BERTH_V2_KERNEL") {
@@ -299,6 +317,15 @@ fn initramfs(dir: &Path, kernel: &Path) -> PathBuf {
         fs::create_dir_all(&bundle).expect("create bundle");
         let config =
             serde_json::to_vec_pretty(&spec(name, &args, &resources, &linux)).expect("json");
+        fs::write(bundle.join("config.json"), config).expect("write config.json");
+    }
+    for (name, path) in [
+        ("rootless", "/user1000/c"),
+        ("rootless-elsewhere", "/rl-elsewhere"),
+    ] {
+        let bundle = stage.join("bundles").join(name);
+        fs::create_dir_all(&bundle).expect("create bundle");
+        let config = serde_json::to_vec_pretty(&rootless_spec(path)).expect("json");
         fs::write(bundle.join("config.json"), config).expect("write config.json");
     }
     let cpio = dir.join("initramfs.cpio");

@@ -239,6 +239,12 @@ impl Container {
     /// relative cgroupsPath is not re-resolved against this caller's own
     /// cgroup), or for an older state the cgroupsPath resolved again.
     pub(crate) fn cgroup(&self) -> Result<Box<dyn berth_cgroups::Manager>> {
+        if self.record.no_cgroup {
+            return Ok(Box::new(crate::rootless::NoCgroup {
+                init: self.record.init_pid,
+                start_time: self.record.init_start_time,
+            }));
+        }
         if !self.record.cgroup_paths.is_empty() {
             return Ok(berth_cgroups::manager_from_paths(
                 &self.record.cgroup_paths,
@@ -569,6 +575,7 @@ mod tests {
             created: chrono::Utc::now(),
             cgroups_path: String::new(),
             cgroup_paths: Vec::new(),
+            no_cgroup: false,
             config: serde_json::from_value(serde_json::json!({"ociVersion": "1.0.2"})).unwrap(),
             creator,
         }

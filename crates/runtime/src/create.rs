@@ -125,7 +125,11 @@ impl Runtime {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let cg = berth_cgroups::manager(&cgroups_path, id)?;
+        let cg = crate::rootless::container_cgroup(
+            berth_cgroups::manager(&cgroups_path, id)?,
+            id,
+            linux.resources().as_ref(),
+        )?;
         // From here on `state` and `list` show the container as creating.
         // Not fsynced: after a crash there is nothing to come back to.
         let me = std::process::id() as i32;
@@ -140,6 +144,7 @@ impl Runtime {
             created: Utc::now(),
             cgroups_path,
             cgroup_paths: cg.paths(),
+            no_cgroup: cg.paths().is_empty(),
             config: spec.clone(),
             creator: Some((me, my_start)),
         };

@@ -76,6 +76,9 @@ pub enum Error {
     /// A console operation failed.
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
+    /// A rootless container's user namespace could not be set up.
+    #[error(transparent)]
+    Rootless(#[from] berth_rootless::Error),
 }
 
 impl From<berth_cgroups::Error> for Error {

@@ -73,8 +73,16 @@ pub(crate) fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     });
     namespaces::join_all(ch, std::mem::take(&mut plan.ns.joins), "namespace");
     if plan.ns.new_user {
+        // An unprivileged parent (or newuidmap running as it) opens our
+        // /proc files: only while we are dumpable are they its own.
+        let unprivileged = !nix::unistd::Uid::effective().is_root();
         if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
             ch.fail(&format!("cannot create a user namespace: {e}"));
+        }
+        if unprivileged {
+            if let Err(e) = nix::sys::prctl::set_dumpable(true) {
+                ch.fail(&format!("PR_SET_DUMPABLE: {e}"));
+            }
         }
         if ch.send(&Message::UserNsCreated).is_err() {
             crate::sys::exit_now(1);
@@ -82,6 +90,11 @@ pub(crate) fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         ch.expect("id maps written", |m| {
             (m == Message::IdMapsWritten).then_some(())
         });
+        if unprivileged {
+            if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+                ch.fail(&format!("PR_SET_DUMPABLE: {e}"));
+            }
+        }
         namespaces::become_ns_root(ch);
     }
     if !early {
@@ -117,7 +130,10 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     if let Err(e) = nix::unistd::setsid() {
         ch.fail(&format!("setsid: {e}"));
     }
-    let userns = crate::spec::has_namespace(spec, LinuxNamespaceType::User);
+    // A new user namespace, or one inherited from a rootless caller: no
+    // device nodes can be made, the host's are bound instead.
+    let userns = crate::spec::has_namespace(spec, LinuxNamespaceType::User)
+        || berth_rootless::in_user_namespace();
     // Without a mount namespace of its own (inherited: the runtime's) the
     // container gets no mounts at all (spec::validate refused any asked
     // for): it is only chroot'ed into its rootfs.

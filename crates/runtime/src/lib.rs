@@ -25,6 +25,7 @@ pub mod mounts;
 mod namespaces;
 mod process;
 pub mod reexec;
+mod rootless;
 mod seccomp;
 pub mod signal;
 pub mod spec;

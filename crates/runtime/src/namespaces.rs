@@ -5,8 +5,9 @@
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+use berth_rootless::idmap::IdMap;
 use nix::sched::CloneFlags;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use crate::channel::Channel;
 use crate::error::{io_err, Result};
@@ -153,29 +154,27 @@ pub(crate) fn become_ns_root(ch: &Channel) {
 }
 
 /// In the parent: writes the spec's uid and gid maps for the user
-/// namespace process `pid` has just created.
+/// namespace process `pid` has just created (through newuidmap and
+/// newgidmap when the caller is not root and maps more than its own ids).
 pub(crate) fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux().as_ref() else {
         return Ok(());
     };
-    for (file, maps) in [
-        ("uid_map", linux.uid_mappings()),
-        ("gid_map", linux.gid_mappings()),
-    ] {
-        let text: String = maps
-            .iter()
+    let maps = |m: &Option<Vec<LinuxIdMapping>>| -> Vec<IdMap> {
+        m.iter()
             .flatten()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect();
-        if text.is_empty() {
-            continue;
-        }
-        std::fs::write(format!("/proc/{pid}/{file}"), text.as_bytes()).map_err(io_err(format!(
-            "cannot write {file} {:?} (check linux.{}Mappings)",
-            text.trim(),
-            &file[..3]
-        )))?;
-    }
+            .map(|m| IdMap {
+                container: m.container_id(),
+                host: m.host_id(),
+                size: m.size(),
+            })
+            .collect()
+    };
+    berth_rootless::idmap::write(
+        pid,
+        &maps(linux.uid_mappings()),
+        &maps(linux.gid_mappings()),
+    )?;
     Ok(())
 }
 

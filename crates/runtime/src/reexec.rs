@@ -59,12 +59,24 @@ pub fn reexec_if_needed(intent: Intent<'_>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether the binary process `pid` (or "self") runs is on a read-only
-/// mount: re-executed by [`reexec_read_only`], installed that way, or a
-/// child's copy of either.
+/// Whether the binary process `pid` (or "self") runs cannot be rewritten:
+/// it is on a read-only mount (re-executed by [`reexec_read_only`],
+/// installed that way, or a child's copy of either) or is a memfd sealed
+/// against writes (the unprivileged fallback).
 pub(crate) fn exe_is_read_only(pid: &str) -> bool {
-    nix::sys::statvfs::statvfs(format!("/proc/{pid}/exe").as_str())
+    let exe = format!("/proc/{pid}/exe");
+    if nix::sys::statvfs::statvfs(exe.as_str())
         .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    {
+        return true;
+    }
+    let Ok(file) = std::fs::File::open(&exe) else {
+        return false;
+    };
+    // SAFETY: F_GET_SEALS only reads the seals of a file we opened; it
+    // fails (EINVAL) on files that are not memfds.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_WRITE != 0
 }
 
 const SEALED_ENV: &str = "_BERTH_RUNTIME_EXE_RO";
@@ -78,7 +90,10 @@ struct MountAttr {
 }
 
 /// Re-executes the running program from a private, read-only bind mount of
-/// its own binary (CVE-2019-5736 class), unless that was already done.
+/// its own binary (CVE-2019-5736 class), unless that was already done. A
+/// caller without the right to mount (an unprivileged user: open_tree
+/// fails with EPERM) re-executes from a sealed memfd copy of the binary
+/// instead, as runc 1.0 did.
 ///
 /// Every process the runtime forks into a container then has a
 /// `/proc/self/exe` on a read-only mount: a container process that gets
@@ -101,10 +116,17 @@ pub fn reexec_read_only() -> std::io::Result<()> {
     }
     if reexecuted {
         return Err(std::io::Error::other(
-            "re-executed from a read-only bind mount, but /proc/self/exe is still writable",
+            "re-executed from a read-only bind mount or sealed memfd, but /proc/self/exe is still writable",
         ));
     }
-    let fd = read_only_exe()?;
+    let fd = match read_only_exe() {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            crate::trampoline::sealed_memfd(c"berth-runtime", |f| {
+                std::io::copy(&mut std::fs::File::open("/proc/self/exe")?, f).map(drop)
+            })?
+        }
+        other => other?,
+    };
     let cstrs = |it: Vec<std::ffi::OsString>| -> Vec<CString> {
         it.into_iter()
             .filter_map(|s| CString::new(s.as_bytes()).ok())

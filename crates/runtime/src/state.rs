@@ -63,6 +63,10 @@ pub struct Record {
     /// Empty in states written before it was recorded.
     #[serde(default)]
     pub cgroup_paths: Vec<PathBuf>,
+    /// A rootless container without a cgroup (none was delegated to the
+    /// user): its processes are the init's descendants.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cgroup: bool,
     /// The whole runtime spec (hooks for delete, namespaces for exec, ...).
     pub config: Spec,
     /// While `create` runs: the process running it and its start time. The

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use nix::errno::Errno;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::error::{sys_err, Result};
+use crate::error::Result;
 use crate::hooks::HookStage;
 
 #[cfg(berth_trampoline)]
@@ -66,24 +66,13 @@ impl Trampoline {
         let image = IMAGE.ok_or_else(|| {
             crate::Error::Init("this build of berth-runtime has no exec trampoline".into())
         })?;
-        let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-        let fd = memfd(base | MFD_EXEC)
-            .or_else(|e| {
-                if e == Errno::EINVAL {
-                    memfd(base)
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(sys_err("memfd_create for the exec trampoline"))?;
-        nix::unistd::write(&fd, image).map_err(sys_err("writing the exec trampoline"))?;
-        let seals =
-            libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
-        // SAFETY: F_ADD_SEALS only changes the seals of our own memfd.
-        let sealed = |s: libc::c_int| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, s) };
-        if sealed(seals | F_SEAL_EXEC) < 0 && Errno::result(sealed(seals)).is_err() {
-            return Err(sys_err("sealing the exec trampoline")(Errno::last()));
-        }
+        let fd = sealed_memfd(c"berth-exec", |f| {
+            use std::io::Write;
+            f.write_all(image)
+        })
+        .map_err(crate::error::io_err(
+            "loading the exec trampoline into a sealed memfd",
+        ))?;
         Ok(Trampoline(fd))
     }
 
@@ -131,13 +120,40 @@ impl Trampoline {
     }
 }
 
-fn memfd(flags: libc::c_uint) -> nix::Result<OwnedFd> {
+fn memfd(name: &CStr, flags: libc::c_uint) -> nix::Result<OwnedFd> {
     // SAFETY: memfd_create takes a NUL-terminated name and flags and returns
     // a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"berth-exec".as_ptr(), flags) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     Errno::result(fd)?;
     // SAFETY: the kernel just returned this descriptor; we own it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A close-on-exec executable memfd named `name`, filled by `fill`, then
+/// sealed against writes, resizing, mode changes and further seals: a
+/// program exec'd from it has a `/proc/self/exe` nobody can rewrite.
+pub(crate) fn sealed_memfd(
+    name: &CStr,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<OwnedFd> {
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    let fd = memfd(name, base | MFD_EXEC).or_else(|e| {
+        if e == Errno::EINVAL {
+            memfd(name, base)
+        } else {
+            Err(e)
+        }
+    })?;
+    let mut file = std::fs::File::from(fd);
+    fill(&mut file)?;
+    let fd = OwnedFd::from(file);
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS only changes the seals of our own memfd.
+    let sealed = |s: libc::c_int| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, s) };
+    if sealed(seals | F_SEAL_EXEC) < 0 && Errno::result(sealed(seals)).is_err() {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 /// The error message for the trampoline's report that exec'ing `process`

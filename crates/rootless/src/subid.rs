@@ -1,0 +1,126 @@
+//! The subordinate id ranges of /etc/subuid and /etc/subgid (shadow's
+//! format: one `NAME_OR_UID:START:COUNT` a line), which newuidmap and
+//! newgidmap let a user map into its user namespaces.
+
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The file of subordinate uids.
+pub const SUBUID_FILE: &str = "/etc/subuid";
+/// The file of subordinate gids.
+pub const SUBGID_FILE: &str = "/etc/subgid";
+
+/// One range of host ids: `start .. start + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// The first host id.
+    pub start: u32,
+    /// How many ids.
+    pub count: u32,
+}
+
+impl Range {
+    /// Whether `host .. host + size` lies inside this range.
+    pub fn covers(&self, host: u32, size: u32) -> bool {
+        host >= self.start
+            && u64::from(host) + u64::from(size) <= u64::from(self.start) + u64::from(self.count)
+    }
+}
+
+/// The ranges of `file` that belong to the user named `user` or with uid
+/// `uid`, in file order. A missing file has none.
+pub fn ranges(file: &Path, user: &str, uid: u32) -> Result<Vec<Range>, Error> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Io {
+                what: format!("cannot read {}", file.display()),
+                source: e,
+            })
+        }
+    };
+    parse(&text, file, user, uid)
+}
+
+fn parse(text: &str, file: &Path, user: &str, uid: u32) -> Result<Vec<Range>, Error> {
+    let uid_text = uid.to_string();
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |reason: &str| Error::BadLine {
+            file: PathBuf::from(file),
+            line: n + 1,
+            reason: reason.to_string(),
+        };
+        let mut fields = line.split(':');
+        let owner = fields.next().unwrap_or_default();
+        if owner != user && owner != uid_text {
+            continue;
+        }
+        let (Some(start), Some(count), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad("not three fields"));
+        };
+        let start: u32 = start.parse().map_err(|_| bad("START is not an id"))?;
+        let count: u32 = count.parse().map_err(|_| bad("COUNT is not a number"))?;
+        if count == 0 || u64::from(start) + u64::from(count) > u64::from(u32::MAX) {
+            return Err(bad(
+                "the range is empty or runs past the last id 4294967294",
+            ));
+        }
+        out.push(Range { start, count });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_of_the_user_by_name_or_uid_in_file_order() {
+        let text = "# comment\nalice:100000:65536\nbob:165536:65536\n1000:300000:10\n";
+        let r = parse(text, Path::new("/etc/subuid"), "alice", 1000).unwrap();
+        assert_eq!(
+            r,
+            [
+                Range {
+                    start: 100000,
+                    count: 65536
+                },
+                Range {
+                    start: 300000,
+                    count: 10
+                }
+            ]
+        );
+        assert!(parse(text, Path::new("x"), "carol", 7).unwrap().is_empty());
+        assert!(r[0].covers(100000, 65536));
+        assert!(!r[0].covers(100000, 65537));
+        assert!(!r[0].covers(99999, 1));
+    }
+
+    #[test]
+    fn a_bad_line_of_the_user_names_the_file_and_line() {
+        for text in [
+            "alice:1:",
+            "alice:x:5",
+            "alice:4294967295:1",
+            "alice:1:0",
+            "alice",
+        ] {
+            let e = parse(text, Path::new("/etc/subuid"), "alice", 1).unwrap_err();
+            assert!(e.to_string().starts_with("/etc/subuid line 1: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_has_no_ranges() {
+        let r = ranges(Path::new("/nonexistent/subuid"), "alice", 1).unwrap();
+        assert!(r.is_empty());
+    }
+}
