@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod containers;
 mod images;
+mod network;
 mod pull;
 mod push;
 mod registry;
@@ -60,6 +61,11 @@ enum Command {
     Run(run::RunArgs),
     #[command(flatten)]
     Container(containers::Command),
+    /// Manage networks (CNI bridge networks).
+    Network {
+        #[command(subcommand)]
+        command: network::Command,
+    },
     /// Run a distribution-spec registry server.
     Registry {
         #[command(subcommand)]
@@ -103,6 +109,7 @@ fn main() {
         Command::Distribution(cmd) => pull::run(cmd, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
         Command::Container(cmd) => containers::run(cmd, &cli.global),
+        Command::Network { command } => network::run(command, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
     match result {

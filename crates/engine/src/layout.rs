@@ -5,7 +5,9 @@
 //! <root>/snapshotter/         layer and container snapshots (berth-snapshot)
 //! <root>/containers/.lock     held while names are claimed and records reaped
 //! <root>/containers/<id>/     container.json, volumes/
+//! <root>/networks/            CNI conflists, allocations, attachments (berth-network)
 //! <root>/run/                 the runtime's state root (default; --state-root)
+//! <root>/run/netns/<id>       a bridge container's pinned network namespace
 //! <root>/run/bundles/<id>/    the bundle while the container runs: rootfs/ mount
 //! ```
 
@@ -82,6 +84,11 @@ impl Layout {
     /// Where container `id`'s image volumes get their host directories.
     pub fn container_volumes(&self, id: &str) -> PathBuf {
         self.container(id).join("volumes")
+    }
+
+    /// The networks: CNI conflists, allocations, attachments (berth-network).
+    pub fn networks(&self) -> PathBuf {
+        self.root.join("networks")
     }
 
     /// The runtime state root when none is given.
