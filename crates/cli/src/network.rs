@@ -17,10 +17,19 @@ use crate::Global;
 pub struct NetworkArgs {
     /// bridge (the default network), none, host, container:NAME, ns:PATH
     /// or a network's name.
-    #[arg(long, visible_alias = "net", env = "BERTH_NETWORK", default_value = "bridge")]
+    #[arg(
+        long,
+        visible_alias = "net",
+        env = "BERTH_NETWORK",
+        default_value = "bridge"
+    )]
     pub network: String,
     /// Publish a container port: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], ranges as 8000-8001:80-81.
-    #[arg(long = "publish", short = 'p', value_name = "[IP:]HOST:CONTAINER[/PROTO]")]
+    #[arg(
+        long = "publish",
+        short = 'p',
+        value_name = "[IP:]HOST:CONTAINER[/PROTO]"
+    )]
     pub publish: Vec<String>,
     /// A name server for the container's /etc/resolv.conf (replaces the host's).
     #[arg(long = "dns", value_name = "IP")]

@@ -143,7 +143,8 @@ fn load(layout: &Layout, id: &str) -> Result<Option<Settings>> {
 
 fn save(layout: &Layout, id: &str, s: &Settings) -> Result<()> {
     let path = settings_path(layout, id);
-    let data = serde_json::to_vec(s).map_err(|e| Error::invalid("network settings", e.to_string()))?;
+    let data =
+        serde_json::to_vec(s).map_err(|e| Error::invalid("network settings", e.to_string()))?;
     atomic_write(&path, &data, Durability::Durable).map_err(|e| Error::io(&path, e))
 }
 
@@ -390,7 +391,11 @@ fn write_files(layout: &Layout, id: &str, s: &Settings) -> Result<()> {
 
 /// A container's hosts file: its own address (`own`: on a bridge
 /// network, with the gateway), `--add-host` entries and its peers.
-fn hosts_text(s: &Settings, own: Option<(Ipv4Addr, Option<Ipv4Addr>)>, peers: &[HostEntry]) -> String {
+fn hosts_text(
+    s: &Settings,
+    own: Option<(Ipv4Addr, Option<Ipv4Addr>)>,
+    peers: &[HostEntry],
+) -> String {
     let names = |s: &Settings| {
         let mut n = vec![s.hostname.clone()];
         if s.name != s.hostname {
@@ -407,7 +412,10 @@ fn hosts_text(s: &Settings, own: Option<(Ipv4Addr, Option<Ipv4Addr>)>, peers: &[
     }
     let mut entries = s.add_hosts.clone();
     let ip = own.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |(ip, _)| IpAddr::V4(ip));
-    entries.push(HostEntry { ip, names: names(s) });
+    entries.push(HostEntry {
+        ip,
+        names: names(s),
+    });
     if let Some((_, Some(gw))) = own {
         entries.push(HostEntry {
             ip: IpAddr::V4(gw),
@@ -423,7 +431,8 @@ fn hosts_text(s: &Settings, own: Option<(Ipv4Addr, Option<Ipv4Addr>)>, peers: &[
 fn refresh_hosts(layout: &Layout, net: &str) -> Result<()> {
     let nets = networks(layout);
     let lock = layout.networks().join(".hosts.lock");
-    let _lock = FileLock::acquire(&lock, LockMode::Exclusive).map_err(|e| Error::invalid("network lock", e.to_string()))?;
+    let _lock = FileLock::acquire(&lock, LockMode::Exclusive)
+        .map_err(|e| Error::invalid("network lock", e.to_string()))?;
     let mut members = Vec::new();
     for a in nets.attachments()?.into_iter().filter(|a| a.network == net) {
         let Some(addr) = a.ipv4() else { continue };
@@ -460,7 +469,10 @@ mod tests {
 
     #[test]
     fn network_modes_parse_as_podmans() {
-        assert_eq!("bridge".parse::<NetworkMode>().unwrap(), NetworkMode::default());
+        assert_eq!(
+            "bridge".parse::<NetworkMode>().unwrap(),
+            NetworkMode::default()
+        );
         assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
         assert_eq!("host".parse::<NetworkMode>().unwrap(), NetworkMode::Host);
         assert_eq!(
@@ -471,7 +483,10 @@ mod tests {
             "ns:/run/netns/x".parse::<NetworkMode>().unwrap(),
             NetworkMode::Ns("/run/netns/x".into())
         );
-        assert_eq!("mynet".parse::<NetworkMode>().unwrap(), NetworkMode::Bridge("mynet".into()));
+        assert_eq!(
+            "mynet".parse::<NetworkMode>().unwrap(),
+            NetworkMode::Bridge("mynet".into())
+        );
         for bad in ["ns:relative", "slirp4netns:x", "a/b", "container:"] {
             let err = bad.parse::<NetworkMode>().unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");

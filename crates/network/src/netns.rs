@@ -16,7 +16,7 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// Whether `path` is a namespace file (a bind-mounted one, or one of
 /// `/proc/PID/ns/`).
 pub fn is_namespace(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Creates a new network namespace and pins it at `path` (whose parent
