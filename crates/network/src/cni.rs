@@ -176,6 +176,7 @@ fn invoke(
     let exe = find_plugin(kind)?;
     let conf = stdin_config(conflist, plugin, target, prev);
     let fail = |message: String| plugin_error(conflist, plugin, command, &message);
+    let started = std::time::Instant::now();
     let mut child = Command::new(&exe)
         .env("CNI_COMMAND", command.as_str())
         .env("CNI_CONTAINERID", target.container_id)
@@ -196,6 +197,13 @@ fn invoke(
     let out = child
         .wait_with_output()
         .map_err(|e| fail(format!("waiting for {}: {e}", exe.display())))?;
+    // `berth -D` shows each plugin's time (bench/network.sh sums them).
+    tracing::debug!(
+        plugin = kind,
+        command = command.as_str(),
+        micros = started.elapsed().as_micros() as u64,
+        "CNI plugin ran"
+    );
     let answer: Option<Value> = serde_json::from_slice(&out.stdout).ok();
     if !out.status.success() {
         let message = match &answer {
