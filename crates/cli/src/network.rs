@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use berth_engine::{Engine, NetworkOptions};
-use berth_network::files::{parse_add_host, parse_dns_search, parse_dns_server};
+use berth_network::files::{parse_add_host, parse_dns_option, parse_dns_search, parse_dns_server};
 use berth_network::{parse_publish, CreateOptions, Dns, Networks};
 use serde_json::{json, Value};
 
@@ -66,7 +66,11 @@ impl NetworkArgs {
                     .iter()
                     .map(|s| parse_dns_search(s))
                     .collect::<berth_network::Result<_>>()?,
-                options: self.dns_option.clone(),
+                options: self
+                    .dns_option
+                    .iter()
+                    .map(|s| parse_dns_option(s))
+                    .collect::<berth_network::Result<_>>()?,
             },
             add_hosts: self
                 .add_host

@@ -275,6 +275,9 @@ impl Engine {
                 Ok(()) => Ok(()),
                 // It exited meanwhile: what the signal was for.
                 Err(berth_runtime::Error::BadState(_)) => Ok(()),
+                // It died while its cgroup was being frozen and signalled
+                // (the monitor removed the cgroup): what the signal was for.
+                Err(_) if c.status() == berth_runtime::Status::Stopped => Ok(()),
                 Err(e) => Err(e.into()),
             },
             // Between two runs (restarting) or gone: nothing to signal.

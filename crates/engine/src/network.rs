@@ -178,6 +178,14 @@ pub(crate) fn setup(
             .into_owned();
         spec.set_hostname(Some(host));
     }
+    if let Some(h) = spec.hostname().as_deref() {
+        if !files::valid_hostname(h) {
+            return Err(Error::invalid(
+                format!("hostname {h:?}"),
+                "use letters, digits and '-' in dot-separated labels of at most 63 characters",
+            ));
+        }
+    }
     let mut settings = Settings {
         mode: opts.mode.clone(),
         ports: opts.ports.clone(),
@@ -266,14 +274,21 @@ pub(crate) fn attach(layout: &Layout, id: &str) -> Result<()> {
     let (Some(net), Some(ns)) = (&s.network, &s.netns) else {
         return Ok(());
     };
-    if netns::is_namespace(ns) {
+    let nets = networks(layout);
+    let done = nets.attachment(id)?.is_some_and(|a| a.result.is_some());
+    if done && netns::is_namespace(ns) {
         return Ok(());
     }
+    // What a crash half-way through an attach or a detach left.
+    if let Err(e) = nets.detach(id) {
+        tracing::warn!("container {id}: detaching a stale attachment: {e}");
+    }
+    netns::remove(ns)?;
     if let Some(dir) = ns.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     netns::create(ns, berth_runtime::loopback_up)?;
-    if let Err(e) = networks(layout).attach(net, id, ns, &s.ports) {
+    if let Err(e) = nets.attach(net, id, ns, &s.ports) {
         let _ = netns::remove(ns);
         return Err(e.into());
     }
@@ -290,7 +305,16 @@ pub(crate) fn teardown(layout: &Layout, id: &str) -> Result<()> {
     let (Some(_), Some(ns)) = (&s.network, &s.netns) else {
         return Ok(());
     };
-    let detached = networks(layout).detach(id)?;
+    // A failed DEL keeps the attachment (and its address): `berth gc`
+    // tries again once the container is gone. Removing the container must
+    // not hang on it.
+    let detached = match networks(layout).detach(id) {
+        Ok(net) => net,
+        Err(e) => {
+            tracing::warn!("container {id}: detaching its network: {e}");
+            s.network.clone()
+        }
+    };
     netns::remove(ns)?;
     match detached {
         Some(net) => refresh_hosts(layout, &net),

@@ -165,6 +165,15 @@ fn stdin_config(
     conf
 }
 
+/// Whether `plugin` has nothing to do for `target`: portmap only acts on
+/// the `portMappings` it is given, so for a container without published
+/// ports it is skipped on ADD, CHECK and DEL alike (the ports are kept
+/// with the attachment, so DEL decides as ADD did). That saves a process
+/// and, on DEL, its iptables runs.
+fn idle(plugin: &Value, target: &Target<'_>) -> bool {
+    plugin["type"] == "portmap" && target.ports.is_empty()
+}
+
 fn invoke(
     conflist: &Value,
     plugin: &Value,
@@ -172,6 +181,9 @@ fn invoke(
     target: &Target<'_>,
     prev: Option<&Value>,
 ) -> Result<Option<Value>> {
+    if idle(plugin, target) && prev.is_some() {
+        return Ok(prev.cloned());
+    }
     let kind = plugin["type"].as_str().unwrap_or_default();
     let exe = find_plugin(kind)?;
     let conf = stdin_config(conflist, plugin, target, prev);

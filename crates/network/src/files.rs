@@ -96,6 +96,18 @@ pub fn parse_dns_search(text: &str) -> Result<String> {
     }
 }
 
+/// Parses `--dns-option OPTION` (one word, as `ndots:2`).
+pub fn parse_dns_option(text: &str) -> Result<String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(text.to_string())
+    } else {
+        Err(Error::invalid(
+            format!("--dns-option {text:?}"),
+            "expected one resolver option like ndots:2",
+        ))
+    }
+}
+
 /// `/etc/hosts`: the localhost lines, then `entries` in order.
 pub fn hosts_file(entries: &[HostEntry]) -> String {
     let mut out = String::from(
@@ -236,6 +248,8 @@ mod tests {
             assert!(parse_add_host(bad).is_err(), "{bad}");
         }
         assert!(valid_hostname("web-1.example"));
+        assert!(parse_dns_option("ndots:2").is_ok());
+        assert!(parse_dns_option("a\nnameserver 1.1.1.1").is_err());
         assert!(!valid_hostname("a/b") && !valid_hostname("") && !valid_hostname("a..b"));
         let hosts = hosts_file(&[e]);
         assert!(hosts.starts_with("127.0.0.1\tlocalhost"));

@@ -2,10 +2,12 @@
 //! (Debian's containernetworking-plugins in `/usr/lib/cni`):
 //!
 //! - [`Networks`]: the networks of a data root as CNI conflists (bridge,
-//!   portmap, firewall; host-local allocations under the data root), the
+//!   portmap; host-local allocations under the data root), the
 //!   default one created on first use, and each container's attachment
 //!   with ADD's cached result for DEL ([`store`]);
 //! - [`cni`]: the CNI exec protocol (ADD, DEL, CHECK);
+//! - [`rules`]: each network's masquerade and FORWARD rules, installed
+//!   once for the network instead of per container;
 //! - [`netns`]: persistent network namespaces, which exist before the
 //!   container so that CNI can set them up and the runtime join them;
 //! - [`ports`]: `-p` published ports; [`files`]: `/etc/hosts`,
@@ -19,6 +21,7 @@ mod error;
 pub mod files;
 pub mod netns;
 pub mod ports;
+pub mod rules;
 pub mod store;
 pub mod subnet;
 

@@ -5,7 +5,7 @@
 //! crash or a change of the network):
 //!
 //! ```text
-//! networks/<name>.conflist        bridge → portmap → firewall
+//! networks/<name>.conflist        bridge → portmap
 //! networks/ipam/<name>/           host-local's allocations (survive restarts)
 //! networks/attachments/<id>.json  one per attached container
 //! ```
@@ -27,6 +27,7 @@ use crate::cni::{self, Target, CNI_VERSION};
 use crate::error::{Error, Result};
 use crate::netns;
 use crate::ports::PortMapping;
+use crate::rules;
 use crate::subnet::{host_routes, Subnet};
 
 /// The network `--network bridge` means, created on first use.
@@ -295,6 +296,7 @@ impl Networks {
                 ids: users.join(", "),
             });
         }
+        rules::remove(&net)?;
         netns::delete_link(&net.bridge)?;
         let ipam = self.ipam_dir().join(name);
         match std::fs::remove_dir_all(&ipam) {
@@ -367,6 +369,7 @@ impl Networks {
         if !ports.is_empty() && id.len() < 12 {
             return Err(Error::invalid(format!("container id {id:?}"), "too short"));
         }
+        rules::ensure(&self.get(name)?)?;
         let mut a = Attachment {
             container_id: id.to_string(),
             network: name.to_string(),
@@ -415,6 +418,9 @@ impl Networks {
 }
 
 /// The conflist of `net`, whose addresses host-local keeps under `ipam`.
+/// Masquerading and FORWARD accepts are the network's own rules
+/// ([`crate::rules`]), not the bridge plugin's `ipMasq` or the firewall
+/// plugin's, which cost iptables runs on every attach and detach.
 fn conflist(net: &Network, ipam: &Path) -> Value {
     let mut range = json!({"subnet": net.subnet.to_string(), "gateway": net.gateway.to_string()});
     range["rangeStart"] = json!(net.subnet.host(2).to_string());
@@ -426,10 +432,9 @@ fn conflist(net: &Network, ipam: &Path) -> Value {
         "cniVersion": CNI_VERSION,
         "name": net.name,
         "plugins": [
-            {"type": "bridge", "bridge": net.bridge, "isGateway": true, "ipMasq": !net.internal,
+            {"type": "bridge", "bridge": net.bridge, "isGateway": true, "ipMasq": false,
              "hairpinMode": true, "ipam": ipam},
-            {"type": "portmap", "capabilities": {"portMappings": true}},
-            {"type": "firewall"}
+            {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
     })
 }
@@ -579,6 +584,10 @@ mod tests {
         };
         let list = conflist(&net, Path::new("/x/ipam"));
         assert_eq!(list["plugins"][0]["ipMasq"], false);
+        assert!(
+            list["plugins"][0]["ipam"]["routes"].is_null(),
+            "internal: no route out"
+        );
         assert_eq!(list["plugins"][0]["ipam"]["dataDir"], "/x/ipam");
         assert_eq!(describe("n1", &list, "/x/n1.conflist".into()).unwrap(), net);
         assert!(valid_name("web_net-1.a") && !valid_name("a/b") && !valid_name("-a"));

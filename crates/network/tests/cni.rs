@@ -13,7 +13,7 @@ fn require_root_and_plugins() {
         nix::unistd::Uid::effective().is_root(),
         "this test needs root (network namespaces, bridges)"
     );
-    for plugin in ["bridge", "host-local", "portmap", "firewall"] {
+    for plugin in ["bridge", "host-local", "portmap"] {
         assert!(
             Path::new("/usr/lib/cni").join(plugin).exists(),
             "this test needs the CNI plugin {plugin}: run scripts/install-test-deps"
