@@ -92,6 +92,7 @@ for _ in range(runs):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     total += time.perf_counter() - t
     for line in out.stderr.splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)  # the log's colours
         m = re.search(r'CNI plugin ran plugin="?([\w-]+)"? command="?(\w+)"? micros=(\d+)', line)
         if m:
             plugins += int(m[3]) / 1e6
