@@ -165,6 +165,26 @@ fn a_published_port_answers_on_the_hosts_loopback() {
         "/www",
     ]);
     let id = id_of(&env, "httpd");
+    // The same host port cannot be published twice.
+    let clash = env.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        &net.name,
+        "-p",
+        &publish,
+        "bb",
+        "true",
+    ]);
+    assert_eq!(clash.status.code(), Some(125), "{}", env.describe(&clash));
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        err.contains(&format!(
+            "host port {port} is already published by container {}",
+            &id[..12]
+        )),
+        "{err}"
+    );
     let body = curl_until_up(&format!("http://127.0.0.1:{port}/"));
     assert_eq!(body, "hello from httpd\n");
     let settings = network_of(&env, "httpd");

@@ -23,6 +23,16 @@ pub struct PortMapping {
     pub host_ip: Option<Ipv4Addr>,
 }
 
+impl PortMapping {
+    /// Whether this mapping and `other` want the same host port (same
+    /// protocol, and the same address or one of them on all addresses).
+    pub fn clashes(&self, other: &PortMapping) -> bool {
+        self.host_port == other.host_port
+            && self.protocol == other.protocol
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
 /// A transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

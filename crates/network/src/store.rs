@@ -369,6 +369,24 @@ impl Networks {
         if !ports.is_empty() && id.len() < 12 {
             return Err(Error::invalid(format!("container id {id:?}"), "too short"));
         }
+        for other in self.attachments()? {
+            if other.container_id == id {
+                continue;
+            }
+            if let Some(p) = ports
+                .iter()
+                .find(|p| other.ports.iter().any(|o| p.clashes(o)))
+            {
+                return Err(Error::invalid(
+                    format!("-p {}", p.host_port),
+                    format!(
+                        "host port {} is already published by container {} (choose another host port)",
+                        p.host_port,
+                        &other.container_id[..12.min(other.container_id.len())]
+                    ),
+                ));
+            }
+        }
         rules::ensure(&self.get(name)?)?;
         let mut a = Attachment {
             container_id: id.to_string(),
