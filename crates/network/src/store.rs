@@ -269,14 +269,7 @@ impl Networks {
         let data = serde_json::to_vec_pretty(&list)
             .map_err(|e| Error::invalid("conflist", e.to_string()))?;
         atomic_write(&path, &data, Durability::Durable).map_err(|e| Error::io(&path, e))?;
-        let reservation = Path::new(RESERVATIONS).join(&net.bridge);
-        let note = json!({"conflist": path, "subnet": subnet.to_string()});
-        atomic_write(
-            &reservation,
-            note.to_string().as_bytes(),
-            Durability::Volatile,
-        )
-        .map_err(|e| Error::io(&reservation, e))?;
+        reserve(&net)?;
         Ok(net)
     }
 
@@ -387,7 +380,9 @@ impl Networks {
                 ));
             }
         }
-        rules::ensure(&self.get(name)?)?;
+        let net = self.get(name)?;
+        reserve(&net)?;
+        rules::ensure(&net)?;
         let mut a = Attachment {
             container_id: id.to_string(),
             network: name.to_string(),
@@ -483,6 +478,24 @@ fn describe(name: &str, list: &Value, conflist: PathBuf) -> Result<Network> {
             .is_none_or(|r| r.is_empty()),
         conflist,
     })
+}
+
+/// Reserves `net`'s bridge and subnet host-wide (again after a reboot
+/// emptied /run: [`Networks::attach`] calls it too).
+fn reserve(net: &Network) -> Result<()> {
+    let reservation = Path::new(RESERVATIONS).join(&net.bridge);
+    // Ours already, or another live network's (not ours to take over).
+    if reserved_by(&reservation).is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(RESERVATIONS).map_err(|e| Error::io(RESERVATIONS, e))?;
+    let note = json!({"conflist": net.conflist, "subnet": net.subnet.to_string()});
+    atomic_write(
+        &reservation,
+        note.to_string().as_bytes(),
+        Durability::Volatile,
+    )
+    .map_err(|e| Error::io(&reservation, e))
 }
 
 /// The conflist a reservation file names, when that conflist still
