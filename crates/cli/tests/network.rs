@@ -575,3 +575,28 @@ fn the_default_network_is_made_on_first_use() {
     assert!(out.contains(&format!("inet {prefix}")), "{out}");
     assert_no_attachments(&env);
 }
+
+#[test]
+fn gc_detaches_an_attachment_whose_container_record_is_gone() {
+    // What a crash between CNI ADD and the container's record leaves.
+    let env = env_with_busybox();
+    let _net = Net::create(&env, "orphan", &[]);
+    let nets = berth_network::Networks::open(env.root().join("networks"));
+    let id = "0000000000000000000000000000abcd";
+    let ns = env.root().join("run/netns").join(id);
+    std::fs::create_dir_all(ns.parent().unwrap()).unwrap();
+    berth_network::netns::create(&ns, || Ok(())).unwrap();
+    let attached = nets.attach("orphan", id, &ns, &[]).unwrap();
+    let ip = attached.ipv4().unwrap().0.to_string();
+    let held = env.root().join("networks/ipam/orphan").join(&ip);
+    assert!(held.exists());
+    let out = env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!(
+            "detached the network of a removed container: {id}"
+        )),
+        "{out}"
+    );
+    assert!(!held.exists(), "address {ip} still allocated");
+    assert_no_attachments(&env);
+}
