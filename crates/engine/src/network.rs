@@ -141,11 +141,18 @@ fn load(layout: &Layout, id: &str) -> Result<Option<Settings>> {
     }
 }
 
-fn save(layout: &Layout, id: &str, s: &Settings) -> Result<()> {
+/// Writes the settings; `durable` for a kept container (a `--rm` one's,
+/// like its record, need not survive a power loss).
+fn save(layout: &Layout, id: &str, s: &Settings, durable: bool) -> Result<()> {
     let path = settings_path(layout, id);
     let data =
         serde_json::to_vec(s).map_err(|e| Error::invalid("network settings", e.to_string()))?;
-    atomic_write(&path, &data, Durability::Durable).map_err(|e| Error::io(&path, e))
+    let durability = if durable {
+        Durability::Durable
+    } else {
+        Durability::Volatile
+    };
+    atomic_write(&path, &data, durability).map_err(|e| Error::io(&path, e))
 }
 
 fn networks(layout: &Layout) -> Networks {
@@ -250,7 +257,7 @@ pub(crate) fn setup(
         set_netns(spec, Some(path));
     }
     // Written before anything is attached: teardown finds it after a failure.
-    save(layout, &record.id, &settings)?;
+    save(layout, &record.id, &settings, !record.auto_remove)?;
     let files_dir = match &settings.shares {
         Some(other) => layout.container(other),
         None => layout.container(&record.id),

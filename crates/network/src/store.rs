@@ -344,8 +344,10 @@ impl Networks {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let data =
             serde_json::to_vec(a).map_err(|e| Error::invalid("attachment", e.to_string()))?;
-        // Durable: after a crash gc must find it to give the address back.
-        atomic_write(&path, &data, Durability::Durable).map_err(|e| Error::io(&path, e))
+        // Volatile: a killed process leaves it in the page cache for gc; a
+        // power loss takes the namespace and the rules with it, and
+        // host-local does not fsync its own allocation files either.
+        atomic_write(&path, &data, Durability::Volatile).map_err(|e| Error::io(&path, e))
     }
 
     /// Attaches container `id`, whose network namespace is `netns`, to
