@@ -1,7 +1,7 @@
 //! `berth run`'s networks, end to end with the real CNI plugins
 //! (/usr/lib/cni), real bridges, veths and iptables rules: published
 //! ports answering on the host's loopback, containers reaching each
-//! other by address and by name, none / host / container: modes, the
+//! other by address and by name, none / host / container: / ns: modes, the
 //! hosts and resolv.conf files, address release over 300 runs, and gc
 //! after a crash. Traffic goes only to 127.0.0.1 and to addresses inside
 //! the namespaces the tests make. Each test creates its own network (its
@@ -302,7 +302,7 @@ fn containers_on_one_bridge_reach_each_other_by_address_and_by_name() {
 }
 
 #[test]
-fn network_none_has_only_lo_up_and_host_sees_the_hosts_interfaces() {
+fn none_has_only_lo_up_host_sees_the_hosts_interfaces_ns_joins_a_path() {
     let env = env_with_busybox();
     let out = env.ok(&["run", "--rm", "--network", "none", "bb", "ip", "-o", "link"]);
     let links: Vec<&str> = out.lines().collect();
@@ -340,6 +340,21 @@ fn network_none_has_only_lo_up_and_host_sees_the_hosts_interfaces() {
         "{seen:?}"
     );
     assert!(seen.contains("eth0") || seen.len() > 1, "{seen:?}");
+    // ns:PATH joins a namespace the test pinned (its lo left as it is: down).
+    let ns = env.path("pinned-ns");
+    berth_network::netns::create(&ns, || Ok(())).unwrap();
+    let spec = format!("ns:{}", ns.display());
+    let out = env.ok(&["run", "--rm", "--network", &spec, "bb", "ip", "-o", "link"]);
+    berth_network::netns::remove(&ns).unwrap();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("1: lo: <LOOPBACK>"), "{out}");
+    let not_ns = format!("ns:{}", env.root().display());
+    let err = env.berth(&["run", "--rm", "--network", &not_ns, "bb", "true"]);
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("not a namespace file"),
+        "{}",
+        env.describe(&err)
+    );
     let hostname = env.ok(&["run", "--rm", "--network", "host", "bb", "hostname"]);
     assert_eq!(
         hostname.trim(),
