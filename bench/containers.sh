@@ -2,8 +2,9 @@
 # Detached containers: `berth run -d` + `berth stop` + `berth rm` against
 # `podman run -d` + `podman stop` + `podman rm` (podman 4 with runc and
 # conmon), warm (the same busybox image in both, run once before measuring),
-# `--network none` and explicit rlimits on podman's side (berth gives
-# containers no network yet; see below for the rlimits), cgroupfs, no events. Both data roots on disk, both state
+# `--network none` on both sides (berth's through BERTH_NETWORK;
+# bench/network.sh measures the bridge) and explicit rlimits on podman's
+# side (see below), cgroupfs, no events. Both data roots on disk, both state
 # directories on a tmpfs. hyperfine measures both in one run and prints the
 # ratio (target <= 0.2). Then the resident memory (VmRSS, and Pss) of one
 # container's berth-monitor against its conmon (target <= 1).
@@ -28,6 +29,7 @@ STATE=$WORK/state
 mkdir -p "$STATE"
 mount -t tmpfs -o size=64m tmpfs "$STATE"
 B="$BERTH --root $WORK/berth"
+export BERTH_NETWORK=none
 export BERTH_STATE_ROOT=$STATE/berth
 # podman refuses a runroot path longer than 50 characters: /run (a tmpfs).
 PRUN=$(mktemp -d /run/berth-bench.XXXXXX)

@@ -4,8 +4,10 @@
 # and run once before measuring, so layers are unpacked already. containerd
 # is a private instance (scratch root, state and socket). Both data roots are
 # on disk, both state directories on a tmpfs (as /var/lib/* and /run/* on a
-# Debian machine). hyperfine measures both in one run and the ratio
-# berth/ctr is printed (target: <= 0.2).
+# Debian machine). Both containers get a network namespace with only lo
+# (ctr's default; berth's `--network none`, set through BERTH_NETWORK:
+# bench/network.sh measures the bridge). hyperfine measures both in one
+# run and the ratio berth/ctr is printed (target: <= 0.2).
 #
 #   bench/run.sh                                   # RUNS=30 WARMUP=3
 #   BERTH=target/x86_64-unknown-linux-gnu/release/berth RUNS=50 bench/run.sh
@@ -22,6 +24,7 @@ if [ ! -x "$BERTH" ]; then
 fi
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh needs root (namespaces, mounts, cgroups)" >&2; exit 1; }
 
+export BERTH_NETWORK=none
 WORK=$(mktemp -d /var/tmp/berth-bench-run.XXXXXX)
 STATE=$WORK/state
 mkdir -p "$STATE"

@@ -453,6 +453,7 @@ pub(crate) fn inspect_json(root: &Path, query: &str) -> Result<Option<Value>> {
         "ImageName": rec.image_ref,
         "RestartCount": rec.restart_count,
         "Mounts": mounts,
+        "NetworkSettings": berth_engine::network::inspect(engine.layout(), &rec.id)?,
         "LogPath": engine.layout().container_log(&rec.id),
         "HostConfig": {
             "RestartPolicy": rec.restart.to_string(),

@@ -206,6 +206,9 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             for d in &report.blobs.removed {
                 println!("deleted: {d}");
             }
+            for id in &report.networks {
+                println!("detached the network of a removed container: {id}");
+            }
             for s in &report.orphans {
                 println!("deleted snapshot of a removed container: {s}");
             }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod artifact;
 mod containers;
 mod images;
+mod network;
 mod pull;
 mod push;
 mod registry;
@@ -66,6 +67,11 @@ enum Command {
     Volume {
         #[command(subcommand)]
         command: volumes::Command,
+    },
+    /// Manage networks (CNI bridge networks).
+    Network {
+        #[command(subcommand)]
+        command: network::Command,
     },
     /// Run a distribution-spec registry server.
     Registry {
@@ -148,6 +154,8 @@ fn main() {
         Command::Run(args) => run::run(args, &cli.global),
         Command::Container(cmd) => containers::run(cmd, &cli.global),
         Command::Volume { command } => volumes::run(command, &cli.global),
+    },
+        Command::Network { command } => network::run(command, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
     match result {

@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// cgroup limits, rlimits, sysctls.
     #[command(flatten, next_help_heading = "Resources")]
     pub limits: Box<LimitArgs>,
+    /// --network, -p, --dns, --add-host.
+    #[command(flatten, next_help_heading = "Network")]
+    pub network: Box<crate::network::NetworkArgs>,
     /// How to reach the registry when the image is pulled.
     #[command(flatten, next_help_heading = "Registry")]
     pub registry: Box<crate::pull::RegistryArgs>,
@@ -193,6 +196,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             auto_remove: args.rm,
             state_root: args.state_root.clone(),
             restart: RestartPolicy::No,
+            network: Some(args.network.options()?),
         };
         let attach = Attach {
             interactive: args.interactive,
@@ -227,6 +231,7 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
             auto_remove: args.rm,
             state_root: args.state_root.clone(),
             restart,
+            network: Some(args.network.options()?),
         };
         let record = engine.create(&image, &opts)?.detach()?;
         if let Err(e) = engine.start_detached(&record, &crate::containers::monitor_program()) {

@@ -248,7 +248,7 @@ pub(crate) fn lock(layout: &Layout) -> Result<FileLock> {
 }
 
 /// Cleans up after owners that were killed (SIGKILL, OOM): kills and
-/// deletes their containers from the runtime, unmounts and removes their
+/// deletes their containers from the runtime, detaches their networks, unmounts and removes their
 /// bundles; `--rm` containers lose their snapshot and record, kept ones are
 /// marked exited with an unknown exit code. Call with [`lock`] held.
 /// Problems are returned as warnings, one per line: reaping is best effort
@@ -270,6 +270,9 @@ pub(crate) fn reap(
             if let Err(e) = c.delete(true) {
                 warn("deleting it from the runtime", &e);
             }
+        }
+        if let Err(e) = crate::network::teardown(layout, &rec.id) {
+            warn("detaching its network", &e);
         }
         let bundle = bundle_dir(&rec.state_root, &rec.id);
         let _ = berth_snapshot::unmount(&bundle.join("rootfs"));

@@ -22,6 +22,9 @@ pub enum Error {
     /// From the runtime.
     #[error(transparent)]
     Runtime(Box<berth_runtime::Error>),
+    /// From networking (CNI, networks, namespaces).
+    #[error(transparent)]
+    Network(Box<berth_network::Error>),
     /// A layer blob could not be opened.
     #[error("layer {index} ({digest}): cannot open its blob: {cause}")]
     Blob {
@@ -133,7 +136,8 @@ boxed_from!(
     Image(berth_image::Error),
     Content(berth_content::Error),
     Snapshot(berth_snapshot::SnapshotError),
-    Runtime(berth_runtime::Error)
+    Runtime(berth_runtime::Error),
+    Network(berth_network::Error)
 );
 
 impl Error {

@@ -1,6 +1,8 @@
 //! Garbage collection of the data root: containers whose owner was killed
-//! are reaped first (their snapshots and mounts are only free then), then
-//! anonymous volumes no container uses any more, then unreachable blobs (berth-image) and the committed layer snapshots no
+//! are reaped first (their snapshots and mounts are only free then),
+//! network attachments no container owns are detached, then anonymous
+//! volumes no container uses any more, then unreachable blobs (berth-image)
+//! and the committed layer snapshots no
 //! image needs, all under the content store's exclusive GC lock.
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +22,9 @@ pub struct GcReport {
     pub reaped: Vec<String>,
     /// Problems met while reaping (reaping goes on past them).
     pub warnings: Vec<String>,
+    /// Containers whose record is gone but whose network attachment was
+    /// left (a crash): detached (CNI DEL), their addresses freed.
+    pub networks: Vec<String>,
     /// Container snapshots whose record is gone (a crashed run, a record
     /// removed by hand), removed with their mounts.
     pub orphans: Vec<String>,
@@ -61,6 +66,7 @@ impl Engine {
     /// leases on the store.
     pub fn gc(&self) -> Result<GcReport> {
         let (reaped, warnings) = self.reap_abandoned()?;
+        let networks = crate::network::gc(self.layout())?;
         let orphans = self.remove_orphan_snapshots()?;
         let volumes = self.remove_unused_volumes(true)?;
         let images = self.images();
@@ -74,6 +80,7 @@ impl Engine {
         Ok(GcReport {
             reaped,
             warnings,
+            networks,
             orphans,
             volumes,
             blobs,

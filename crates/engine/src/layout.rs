@@ -7,7 +7,9 @@
 //! <root>/containers/<id>/     container.json, config.json, logs
 //! <root>/volumes/.lock        held while volumes are made, claimed, filled, removed
 //! <root>/volumes/<name>/      volume.json and _data/, the volume's content
+//! <root>/networks/            CNI conflists, allocations, attachments (berth-network)
 //! <root>/run/                 the runtime's state root (default; --state-root)
+//! <root>/run/netns/<id>       a bridge container's pinned network namespace
 //! <root>/run/bundles/<id>/    the bundle while the container runs: rootfs/ mount
 //! ```
 
@@ -104,6 +106,11 @@ impl Layout {
     /// Volume `name`'s content, what containers mount.
     pub fn volume_data(&self, name: &str) -> PathBuf {
         self.volume(name).join("_data")
+    }
+
+    /// The networks: CNI conflists, allocations, attachments (berth-network).
+    pub fn networks(&self) -> PathBuf {
+        self.root.join("networks")
     }
 
     /// The runtime state root when none is given.

@@ -123,7 +123,8 @@ impl Engine {
     }
 
     /// Mounts `record`'s snapshot at its bundle's rootfs unless it is
-    /// mounted already; returns the bundle.
+    /// mounted already, and attaches its network unless it is attached;
+    /// returns the bundle.
     pub fn mount_rootfs(&self, record: &ContainerRecord) -> Result<PathBuf> {
         let bundle = bundle_dir(&record.state_root, &record.id);
         let rootfs = bundle.join("rootfs");
@@ -132,15 +133,18 @@ impl Engine {
             let mounts = self.snapshotter()?.mounts(&record.snapshot)?;
             berth_snapshot::mount_all(&mounts, &rootfs)?;
         }
+        crate::network::attach(self.layout(), &record.id)?;
         Ok(bundle)
     }
 
     /// Deletes `record`'s container from the runtime (killing what is
-    /// left of it), unmounts its rootfs and removes its bundle.
+    /// left of it), detaches its network, unmounts its rootfs and removes
+    /// its bundle.
     pub fn release_rootfs(&self, record: &ContainerRecord) -> Result<()> {
         if let Ok(c) = berth_runtime::Runtime::new(&record.state_root).load(&record.id) {
             c.delete(true)?;
         }
+        crate::network::teardown(self.layout(), &record.id)?;
         let bundle = bundle_dir(&record.state_root, &record.id);
         let rootfs = bundle.join("rootfs");
         if rootfs.exists() && is_mount_point(&rootfs)? {
@@ -271,6 +275,9 @@ impl Engine {
                 Ok(()) => Ok(()),
                 // It exited meanwhile: what the signal was for.
                 Err(berth_runtime::Error::BadState(_)) => Ok(()),
+                // It died while its cgroup was being frozen and signalled
+                // (the monitor removed the cgroup): what the signal was for.
+                Err(_) if c.status() == berth_runtime::Status::Stopped => Ok(()),
                 Err(e) => Err(e.into()),
             },
             // Between two runs (restarting) or gone: nothing to signal.

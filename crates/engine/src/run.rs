@@ -41,6 +41,9 @@ pub struct ContainerOptions {
     pub state_root: Option<PathBuf>,
     /// What the monitor of a detached container does when it exits.
     pub restart: RestartPolicy,
+    /// The container's network (None: a namespace of its own with only
+    /// `lo`, and no files written; see [`crate::network`]).
+    pub network: Option<crate::NetworkOptions>,
 }
 
 /// How a foreground container is attached to this process's stdio.
@@ -158,6 +161,10 @@ impl Engine {
             ov.hostname.get_or_insert_with(|| id[..12].to_string());
             ov.mounts = claimed.mounts;
             new.spec = spec_from_config(&image.config, &ov, &rootfs)?;
+            if let Some(net) = &opts.network {
+                let default_hostname = opts.overrides.hostname.is_none();
+                crate::network::setup(self, &new.record, &mut new.spec, net, default_hostname)?;
+            }
             if let Some(p) = new.spec.process() {
                 make_workdir(&rootfs, &p.cwd().to_string_lossy())?;
             }
@@ -350,10 +357,11 @@ impl NewContainer<'_> {
         }
     }
 
-    /// Unmounts the rootfs and removes the bundle; with `remove` also
-    /// removes the active snapshot, the container's directory and its
-    /// anonymous volumes.
+    /// Detaches the network, unmounts the rootfs and removes the bundle;
+    /// with `remove` also removes the active snapshot, the container's
+    /// directory and its anonymous volumes.
     fn cleanup(&mut self, remove: bool) -> Result<()> {
+        crate::network::teardown(self.engine.layout(), &self.record.id)?;
         let rootfs = self.bundle.join("rootfs");
         if self.mounted {
             berth_snapshot::unmount(&rootfs)?;

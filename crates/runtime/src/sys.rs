@@ -228,7 +228,7 @@ pub(crate) fn exit_on_terminating_signals() {
 
 /// Brings the loopback interface of the calling process's network
 /// namespace up (runc does this for every new network namespace).
-pub(crate) fn loopback_up() -> nix::Result<()> {
+pub fn loopback_up() -> nix::Result<()> {
     // SAFETY: socket takes integers and returns a new descriptor or -1.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -66,6 +66,9 @@ impl Env {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.arg("--root").arg(self.root()).args(args);
         cmd.env_remove("BERTH_STATE_ROOT");
+        // Tests that do not ask for a network get a namespace with only lo:
+        // each data root's default bridge network would take a host bridge.
+        cmd.env("BERTH_NETWORK", "none");
         cmd
     }
 
@@ -157,10 +160,12 @@ impl Env {
         dirs.retain(|n| n != ".lock");
         assert!(dirs.is_empty(), "container directories left: {dirs:?}");
         let mut state = dir_names(&self.root().join("run"));
-        state.retain(|n| n != "bundles" && n != berth_runtime::CACHE_DIR);
+        state.retain(|n| n != "bundles" && n != "netns" && n != berth_runtime::CACHE_DIR);
         assert!(state.is_empty(), "runtime state left: {state:?}");
         let bundles = dir_names(&self.root().join("run/bundles"));
         assert!(bundles.is_empty(), "bundles left: {bundles:?}");
+        let netns = dir_names(&self.root().join("run/netns"));
+        assert!(netns.is_empty(), "network namespaces left: {netns:?}");
         let active: Vec<_> = self
             .snapshots()
             .into_iter()

@@ -1,0 +1,150 @@
+//! Published ports (`-p [IP:]HOST:CONTAINER[/tcp|udp]`, ranges as
+//! `8000-8002:80-82`), in the shape the portmap plugin's `portMappings`
+//! capability takes.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One host port forwarded to a container port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// The port on the host.
+    pub host_port: u16,
+    /// The port in the container.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+    /// Only this host address (all of the host's addresses when absent).
+    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
+}
+
+impl PortMapping {
+    /// Whether this mapping and `other` want the same host port (same
+    /// protocol, and the same address or one of them on all addresses).
+    pub fn clashes(&self, other: &PortMapping) -> bool {
+        self.host_port == other.host_port
+            && self.protocol == other.protocol
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
+/// A transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP (the default).
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Parses one `-p` value into its mappings (one per port of a range).
+pub fn parse_publish(text: &str) -> Result<Vec<PortMapping>> {
+    let bad = |why: &str| Error::invalid(format!("-p {text:?}"), why.to_string());
+    let (spec, protocol) = match text.rsplit_once('/') {
+        Some((s, "tcp")) => (s, Protocol::Tcp),
+        Some((s, "udp")) => (s, Protocol::Udp),
+        Some(_) => return Err(bad("the protocol must be tcp or udp")),
+        None => (text, Protocol::Tcp),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [h, c] => (None, *h, *c),
+        [ip, h, c] => (Some(*ip), *h, *c),
+        _ => {
+            return Err(bad(
+                "expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (HOST_PORT may be a range like 8000-8002)",
+            ))
+        }
+    };
+    let host_ip = match ip {
+        None | Some("") => None,
+        Some(ip) => Some(
+            ip.parse::<Ipv4Addr>()
+                .map_err(|_| bad(&format!("{ip:?} is not an IPv4 address of the host")))?,
+        ),
+    };
+    let hosts = range(host).map_err(|why| bad(&format!("host port: {why}")))?;
+    let containers = range(container).map_err(|why| bad(&format!("container port: {why}")))?;
+    if hosts.len() != containers.len() {
+        return Err(bad(&format!(
+            "the host range has {} ports and the container range {}: they must be as long",
+            hosts.len(),
+            containers.len()
+        )));
+    }
+    Ok(hosts
+        .zip(containers)
+        .map(|(host_port, container_port)| PortMapping {
+            host_port,
+            container_port,
+            protocol,
+            host_ip,
+        })
+        .collect())
+}
+
+/// `N` or `N-M` (1 to 65535, N ≤ M).
+fn range(text: &str) -> std::result::Result<std::ops::RangeInclusive<u16>, String> {
+    let port = |s: &str| match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{s:?} is not a port (1 to 65535)")),
+    };
+    let (a, b) = match text.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(text)?;
+            (p, p)
+        }
+    };
+    if a > b {
+        return Err(format!("{text:?}: the range runs backwards"));
+    }
+    Ok(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_ranges_parse_as_podmans() {
+        let one = parse_publish("127.0.0.1:8080:80").unwrap();
+        assert_eq!(
+            one,
+            [PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+                host_ip: Some(Ipv4Addr::LOCALHOST)
+            }]
+        );
+        let json = serde_json::to_value(one[0]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"})
+        );
+        let udp = parse_publish("5353:53/udp").unwrap();
+        assert_eq!((udp[0].protocol, udp[0].host_ip), (Protocol::Udp, None));
+        let r = parse_publish("8000-8002:80-82").unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[2].host_port, r[2].container_port), (8002, 82));
+        for bad in [
+            "80",
+            "0:80",
+            "8000-8001:80",
+            "x:80",
+            "1.2.3:80:80",
+            "80:80/sctp",
+            "9-8:9-8",
+        ] {
+            let err = parse_publish(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        }
+    }
+}
