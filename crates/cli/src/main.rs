@@ -154,7 +154,6 @@ fn main() {
         Command::Run(args) => run::run(args, &cli.global),
         Command::Container(cmd) => containers::run(cmd, &cli.global),
         Command::Volume { command } => volumes::run(command, &cli.global),
-    },
         Command::Network { command } => network::run(command, &cli.global),
         Command::Registry { command } => registry::run(command, &cli.global),
     };
