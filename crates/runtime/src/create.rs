@@ -170,7 +170,7 @@ impl Runtime {
                     .into(),
             ));
         };
-        let mut prepared = process::prepare(process_spec, opts.preserve_fds)?;
+        let mut prepared = process::prepare(process_spec, Some(linux), opts.preserve_fds)?;
         if console_size.is_some() {
             prepared.console_size = console_size;
         }
@@ -266,6 +266,9 @@ impl Runtime {
                 return Err(e.into());
             }
         }
+        // Not the runtime's own affinity, which its caller may have pinned:
+        // every CPU the container's cpuset allows (runc's reset).
+        crate::affinity::reset(p1);
         // The init needs the binds computed from the cgroup it was put in.
         let binds = mounts::cgroup_binds(&cg.paths());
         if let Err(e) = parent.send(&Message::Go(binds)) {
@@ -327,6 +330,9 @@ impl Runtime {
                 Message::Pid(pid) => {
                     *init_pid = pid;
                     reap_p1();
+                    // In the init's network namespace before the hooks run
+                    // and before `create` returns.
+                    crate::netdev::move_all(linux, pid)?;
                 }
                 Message::HooksWanted => {
                     let json = serde_json::to_vec(&creating(*init_pid)).unwrap_or_default();

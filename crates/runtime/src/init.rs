@@ -131,6 +131,7 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         devices: &devices,
         userns,
         cgroup_binds: &plan.cgroup_binds,
+        mount_label: linux.mount_label().as_deref(),
     };
     if own_mount_ns {
         if let Err(e) = mounts::prepare_rootfs(&rplan) {

@@ -275,6 +275,8 @@ pub(crate) struct RootfsPlan<'a> {
     pub userns: bool,
     /// (host directory of the container's cgroup, name under /sys/fs/cgroup)
     pub cgroup_binds: &'a [(PathBuf, String)],
+    /// linux.mountLabel: the SELinux context of new filesystems.
+    pub mount_label: Option<&'a str>,
 }
 
 /// Phase 1 of the rootfs (before createContainer hooks and pivot_root):
@@ -359,7 +361,14 @@ fn mount_one(root: &OwnedFd, m: &Mount, plan: &RootfsPlan<'_>) -> MResult<()> {
     } else {
         let target = create_in_root(root, dest, false)?;
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        let data = opts.data.join(",");
+        let mut data = opts.data.clone();
+        // runc's choice: proc, sysfs and mqueue keep the kernel's labels.
+        if let Some(label) = plan.mount_label {
+            if !matches!(typ, "proc" | "sysfs" | "mqueue") {
+                data.push(crate::lsm::mount_context(label));
+            }
+        }
+        let data = data.join(",");
         let data = if data.is_empty() {
             None
         } else {

@@ -166,6 +166,7 @@ pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<(
             }
         }
     }
+    crate::process_attrs::check_process(process, field).map_err(|m| bad(path, m))?;
     Ok(())
 }
 
@@ -281,6 +282,28 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
         }
     }
     validate_sysctls(linux, path)?;
+    crate::process_attrs::check_linux(linux).map_err(|m| bad(path, m))?;
+    let new_ns = |t: LinuxNamespaceType| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty())
+        && !new_ns(LinuxNamespaceType::Time)
+    {
+        return Err(bad(path, "field `linux.timeOffsets`: offsets need a new time namespace (their clocks can only be set before any process enters it); add {\"type\": \"time\"} without a path to linux.namespaces"));
+    }
+    // Devices move into the container's own network namespace, never the
+    // runtime's.
+    let own_netns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+        .is_some_and(|n| n.path().as_deref().is_none_or(|p| !is_own_netns(p)));
+    crate::netdev::check(linux, own_netns).map_err(|m| bad(path, m))?;
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         if !d.path().is_absolute() || !d.path().starts_with("/dev") {
             return Err(bad(
