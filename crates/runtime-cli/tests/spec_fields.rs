@@ -80,6 +80,13 @@ fn scheduler_policy_nice_and_priority_reach_the_process() {
     assert_eq!(rt.sh(spec.clone(), fields), "7 0 3\n");
     spec["process"]["scheduler"] = json!({"policy": "SCHED_IDLE"});
     assert_eq!(rt.sh(spec.clone(), fields), "0 0 5\n");
+    spec["process"]["scheduler"] = json!({
+        "policy": "SCHED_DEADLINE",
+        "runtime": 10_000_000,
+        "deadline": 30_000_000,
+        "period": 30_000_000
+    });
+    assert_eq!(rt.sh(spec.clone(), fields), "0 0 6\n");
     // A real-time policy needs a realtime budget in the container's cgroup
     // where the kernel has RT group scheduling (cgroup v1 cpu controller).
     spec["process"]["scheduler"] = json!({"policy": "SCHED_RR", "priority": 10});
