@@ -138,6 +138,7 @@ impl Runtime {
             cgroup_paths: cg.paths(),
             config: spec.clone(),
             creator: Some((me, my_start)),
+            host_mounts: Vec::new(),
         };
         record.save(&dir, false)?;
         let listener = bind_unix(&dir, EXEC_SOCK)?;
@@ -193,8 +194,22 @@ impl Runtime {
                 .transpose()?,
             trampoline,
         };
+        // Without a mount namespace of its own the container's mounts are
+        // made in this one: note what is there, to record what it adds.
+        let host_mounts =
+            (!crate::spec::has_namespace(&spec, oci_spec::runtime::LinuxNamespaceType::Mount))
+                .then(|| crate::host_mounts::Before::take(&rootfs));
         let mut init_pid = 0;
-        if let Err(e) = self.spawn_init(&mut record, plan, cg.as_ref(), &mut init_pid, &dir) {
+        let spawned = self
+            .spawn_init(&mut record, plan, cg.as_ref(), &mut init_pid, &dir)
+            .and_then(|()| match &host_mounts {
+                Some(before) => {
+                    record.host_mounts = before.new_mounts();
+                    record.save(&dir, true)
+                }
+                None => Ok(()),
+            });
+        if let Err(e) = spawned {
             if init_pid > 0 {
                 let _ = nix::sys::signal::kill(
                     Pid::from_raw(init_pid),
@@ -205,6 +220,9 @@ impl Runtime {
                 }
             }
             let _ = cg.destroy();
+            if let Some(before) = &host_mounts {
+                crate::host_mounts::unmount_all(&before.new_mounts(), &rootfs);
+            }
             return Err(e);
         }
         let container = Container::new(dir, record);

@@ -20,6 +20,7 @@ mod container;
 mod create;
 mod error;
 mod exec;
+mod host_mounts;
 mod idlist;
 mod init;
 mod lsm;

@@ -280,8 +280,8 @@ pub(crate) struct RootfsPlan<'a> {
 }
 
 /// Phase 1 of the rootfs (before createContainer hooks and pivot_root):
-/// makes the host's mounts slaves, binds the rootfs onto itself, makes every
-/// mount of the spec in order and populates /dev.
+/// makes the host's mounts slaves, binds the rootfs onto itself, then
+/// [`make_mounts`].
 pub(crate) fn prepare_rootfs(plan: &RootfsPlan<'_>) -> MResult<()> {
     set_propagation("/", MsFlags::MS_SLAVE | MsFlags::MS_REC)
         .map_err(e("cannot make / a recursive slave"))?;
@@ -296,6 +296,14 @@ pub(crate) fn prepare_rootfs(plan: &RootfsPlan<'_>) -> MResult<()> {
         "cannot bind the rootfs {} onto itself",
         plan.rootfs.display()
     )))?;
+    make_mounts(plan)
+}
+
+/// Makes every mount of the spec in order under the rootfs and populates
+/// /dev (unless the spec binds it). Alone (see `host_mounts.rs`): in the
+/// runtime's own mount namespace, for a container without one, where the
+/// propagation of the runtime's mounts is left as it is.
+pub(crate) fn make_mounts(plan: &RootfsPlan<'_>) -> MResult<()> {
     let root = nix::fcntl::open(
         plan.rootfs,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

@@ -319,29 +319,15 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
 }
 
 /// A container without a mount namespace of its own shares the runtime's
-/// (the Runtime Spec's "inherited"): it is only chroot'ed into root.path,
-/// and the runtime makes no mount for it. A mount would be the host's and
-/// outlive the container (runc 1.1 makes them anyway and leaves them
-/// behind), so a config asking for one is refused, naming the field.
+/// (the Runtime Spec's "inherited"): it is chroot'ed into root.path, and its
+/// `mounts`, masked and read-only paths are made under the rootfs in the
+/// runtime's namespace, recorded and removed at delete (host_mounts.rs).
+/// What would change the runtime's namespace beyond the rootfs is refused,
+/// naming the field: device nodes, a root propagation, a read-only root.
 fn validate_inherited_mount_ns(spec: &Spec, path: &Path) -> Result<()> {
     let fix = "add {\"type\": \"mount\"} to linux.namespaces, or remove the field";
     let linux = spec.linux().clone().unwrap_or_default();
     let asked = [
-        (
-            "mounts",
-            spec.mounts().as_ref().is_some_and(|m| !m.is_empty()),
-        ),
-        (
-            "linux.maskedPaths",
-            linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty()),
-        ),
-        (
-            "linux.readonlyPaths",
-            linux
-                .readonly_paths()
-                .as_ref()
-                .is_some_and(|m| !m.is_empty()),
-        ),
         (
             "linux.devices",
             linux.devices().as_ref().is_some_and(|m| !m.is_empty()),
@@ -511,39 +497,33 @@ mod tests {
     }
 
     #[test]
-    fn without_a_mount_namespace_no_mount_may_be_asked_for() {
+    fn without_a_mount_namespace_only_mounts_under_the_rootfs_are_allowed() {
         let no_mnt = |s: &mut serde_json::Value| {
             let ns = s["linux"]["namespaces"].as_array_mut().unwrap();
             ns.retain(|n| n["type"] != "mount");
-        };
-        let err = check(no_mnt).unwrap_err();
-        assert!(
-            err.contains("field `mounts`: needs a mount namespace"),
-            "{err}"
-        );
-        let bare = |s: &mut serde_json::Value| {
-            no_mnt(s);
-            s.as_object_mut().unwrap().remove("mounts");
-            let linux = s["linux"].as_object_mut().unwrap();
-            linux.remove("maskedPaths");
-            linux.remove("readonlyPaths");
             s["root"]["readonly"] = false.into();
         };
-        check(bare).unwrap();
+        // mounts, maskedPaths and readonlyPaths: made under the rootfs.
+        check(no_mnt).unwrap();
         for (field, value) in [
-            ("maskedPaths", serde_json::json!(["/proc/kcore"])),
-            ("readonlyPaths", serde_json::json!(["/proc/sys"])),
             ("rootfsPropagation", serde_json::json!("private")),
+            (
+                "devices",
+                serde_json::json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]),
+            ),
         ] {
             let err = check(|s| {
-                bare(s);
+                no_mnt(s);
                 s["linux"][field] = value.clone();
             })
             .unwrap_err();
-            assert!(err.contains(&format!("field `linux.{field}`")), "{err}");
+            assert!(
+                err.contains(&format!("field `linux.{field}`: needs a mount namespace")),
+                "{err}"
+            );
         }
         let err = check(|s| {
-            bare(s);
+            no_mnt(s);
             s["root"]["readonly"] = true.into();
         })
         .unwrap_err();
