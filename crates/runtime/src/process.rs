@@ -222,11 +222,21 @@ pub(crate) fn apply(p: &Prepared, seccomp: Option<&Filter>) -> CResult<Option<Ow
     // The cwd must be inside the container's root (CVE-2024-21626 class: a
     // cwd like /proc/self/fd/N could name a directory outside it). getcwd
     // fails with ENOENT for a directory unreachable from the root.
-    if nix::unistd::getcwd().is_err() {
-        return Err(format!(
-            "process cwd {} is outside the container's root filesystem",
-            p.cwd.display()
-        ));
+    match nix::unistd::getcwd() {
+        Ok(_) => {}
+        Err(Errno::ENOENT) => {
+            return Err(format!(
+                "process cwd {} is outside the container's root filesystem",
+                p.cwd.display()
+            ))
+        }
+        // Without no_new_privs the seccomp filter is already loaded here.
+        Err(e) => {
+            return Err(format!(
+                "cannot check the process cwd {} with getcwd: {e} (without process.noNewPrivileges the seccomp filter is loaded before this check: a profile denying getcwd needs noNewPrivileges)",
+                p.cwd.display()
+            ))
+        }
     }
     // With no_new_privs: as late as possible, so the profile needs to allow
     // few of the runtime's own syscalls.
