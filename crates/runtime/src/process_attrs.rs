@@ -211,7 +211,7 @@ pub(crate) fn check_linux(linux: &Linux) -> Result<(), String> {
     }
     for (clock, o) in linux.time_offsets().iter().flatten() {
         if clock != "monotonic" && clock != "boottime" {
-            return Err(format!("field `linux.timeOffsets`: {clock:?} is not a clock a time namespace offsets (use monotonic or boottime)"));
+            return Err(format!("field `linux.timeOffsets`: {clock:?} is not a clock a time namespace can offset (use monotonic or boottime)"));
         }
         let ns = o.nanosecs().unwrap_or(0);
         if ns >= 1_000_000_000 {
