@@ -444,8 +444,13 @@ impl Drop for Veth {
 fn net_devices_move_into_the_container_renamed_up_and_addressed() {
     let rt = Rt::new();
     let veth = Veth::new("10.231.7.2/24");
+    let numbered = Veth::new("10.231.6.2/24");
     let mut spec = sleeper();
-    spec["linux"]["netDevices"] = json!({ veth.name.clone(): {"name": "ctr0"} });
+    // A fixed name, and a template the kernel numbers.
+    spec["linux"]["netDevices"] = json!({
+        veth.name.clone(): {"name": "ctr0"},
+        numbered.name.clone(): {"name": "eth%d"}
+    });
     let bundle = Bundle::new(&spec);
     let id = unique_id("netdev");
     rt.start_new(&id, bundle.path());
@@ -455,14 +460,18 @@ fn net_devices_move_into_the_container_renamed_up_and_addressed() {
     assert!(inside.contains("inet 10.231.7.2/24"), "{inside}");
     assert!(inside.contains(",UP"), "{inside}");
     let names = exec_sh(&rt, &id, "ls /sys/class/net");
-    assert!(!names.contains(&veth.name), "{names}");
+    assert_eq!(names, "ctr0\neth0\nlo\n");
+    let eth0 = exec_sh(&rt, &id, "ip addr show eth0");
+    assert!(eth0.contains("inet 10.231.6.2/24"), "{eth0}");
     // Deleting the container frees its network namespace: the kernel
     // destroys a virtual device there, and a veth with its peer (a physical
     // one would go back to the host); the runtime moves nothing out itself,
     // as the spec requires.
     rt.ok(&["delete", "--force", &id]);
     wait_until("the veth pair to go with the namespace", || {
-        !on_host(&veth.name) && !on_host(&veth.peer)
+        [&veth, &numbered]
+            .iter()
+            .all(|v| !on_host(&v.name) && !on_host(&v.peer))
     });
 
     // A device that is not there, and no network namespace to move to.
