@@ -1,7 +1,8 @@
 //! Namespaces per the Runtime Spec: a type left out of linux.namespaces is
 //! inherited from the runtime (no new namespace), the mount namespace
-//! included: such a container is chroot'ed into its rootfs and the runtime
-//! makes no mount for it.
+//! included: such a container is chroot'ed into its rootfs, and its mounts
+//! are made under the rootfs in the runtime's namespace and removed at
+//! delete.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -73,10 +74,50 @@ fn namespaces_left_out_are_the_runtimes_own_mount_included() {
 }
 
 #[test]
-fn a_mount_without_a_mount_namespace_is_refused_naming_the_field() {
+fn without_a_mount_namespace_mounts_go_under_the_rootfs_and_leave_with_the_container() {
     let rt = Rt::new();
     let mut spec = pid_ns_only(sleeper());
-    spec["mounts"] = json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
+    spec["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+    ]);
+    spec["linux"]["maskedPaths"] = json!(["/proc/timer_list"]);
+    let bundle = berth_testutil::Bundle::new(&spec);
+    let id = unique_id("inherit");
+    rt.up(&bundle, &id, false);
+    let pid = rt.state(&id)["pid"].to_string();
+    assert_eq!(
+        ns_of(&pid, "mnt"),
+        ns_of("self", "mnt"),
+        "mount namespace not inherited"
+    );
+    rt.ok(&["start", &id]);
+    // The container's proc (of its pid namespace), its tmpfs, the mask.
+    assert_eq!(
+        rt.ok(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "cat /proc/1/comm; stat -f -c %T /tmp; wc -c < /proc/timer_list"
+        ]),
+        "sleep\ntmpfs\n0\n"
+    );
+    let root = bundle.rootfs().canonicalize().unwrap();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(root.to_str().unwrap()))
+            .count()
+    };
+    assert_eq!(mounted(), 3, "proc, tmpfs and the mask on the host");
+    rt.ok(&["delete", "--force", &id]);
+    assert_eq!(mounted(), 0, "mounts left under the rootfs after delete");
+
+    // What would reach beyond the rootfs is still refused.
+    spec["linux"]["devices"] =
+        json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]);
     let bundle = berth_testutil::Bundle::new(&spec);
     let err = rt.fails(&[
         "create",
@@ -85,7 +126,7 @@ fn a_mount_without_a_mount_namespace_is_refused_naming_the_field() {
         &unique_id("inherit"),
     ]);
     assert!(
-        err.contains("field `mounts`: needs a mount namespace of the container's own"),
+        err.contains("field `linux.devices`: needs a mount namespace of the container's own"),
         "{err}"
     );
     assert!(rt.leftovers().is_empty());

@@ -342,3 +342,27 @@ fn a_notify_listener_reaches_the_agent_and_answers_for_the_container() {
     assert_ne!(exec_state["pid"], init, "exec's process is not the init");
     rt.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn a_profile_denying_getcwd_without_no_new_privileges_is_named_not_called_an_escape() {
+    // runtime-tools' linux_seccomp: without noNewPrivileges the filter is
+    // loaded before the runtime checks the cwd (CVE-2024-21626) with getcwd.
+    let rt = Rt::new();
+    let mut spec = default_spec(&["true"]);
+    spec["process"]["noNewPrivileges"] = json!(false);
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    let (code, _, err) = rt.run_bundle(&Bundle::new(&spec));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot check the process cwd / with getcwd: EPERM")
+            && err.contains("needs noNewPrivileges"),
+        "{err}"
+    );
+    assert!(!err.contains("outside the container's root"), "{err}");
+    spec["process"]["noNewPrivileges"] = json!(true);
+    let (code, _, err) = rt.run_bundle(&Bundle::new(&spec));
+    assert_eq!(code, 0, "{err}");
+}

@@ -510,6 +510,7 @@ impl Container {
         }
         let cg = self.cgroup()?;
         cg.destroy()?;
+        crate::host_mounts::unmount_all(&self.record.host_mounts, &self.record.rootfs);
         run_hooks_warn(&self.record.config, HookStage::Poststop, || {
             self.state_json("stopped")
         });
@@ -557,6 +558,7 @@ impl Container {
     pub(crate) fn destroy_after_failure(&self, cg: &dyn berth_cgroups::Manager) -> Result<()> {
         let _ = self.kill_and_wait();
         let _ = cg.destroy();
+        crate::host_mounts::unmount_all(&self.record.host_mounts, &self.record.rootfs);
         std::fs::remove_dir_all(&self.dir).map_err(io_err("cannot remove the state directory"))
     }
 }
@@ -567,6 +569,7 @@ mod tests {
 
     fn record(creator: Option<(i32, u64)>) -> Record {
         Record {
+            host_mounts: Vec::new(),
             id: "c1".into(),
             init_pid: 0,
             init_start_time: 0,

@@ -147,6 +147,7 @@ impl Runtime {
             no_cgroup: cg.paths().is_empty(),
             config: spec.clone(),
             creator: Some((me, my_start)),
+            host_mounts: Vec::new(),
         };
         record.save(&dir, false)?;
         let listener = bind_unix(&dir, EXEC_SOCK)?;
@@ -179,7 +180,7 @@ impl Runtime {
                     .into(),
             ));
         };
-        let mut prepared = process::prepare(process_spec, opts.preserve_fds)?;
+        let mut prepared = process::prepare(process_spec, Some(linux), opts.preserve_fds)?;
         if console_size.is_some() {
             prepared.console_size = console_size;
         }
@@ -202,16 +203,30 @@ impl Runtime {
                 .transpose()?,
             trampoline,
         };
+        // Without a mount namespace of its own the container's mounts are
+        // made in this one: note what is there, to record what it adds.
+        let host_mounts =
+            (!crate::spec::has_namespace(&spec, oci_spec::runtime::LinuxNamespaceType::Mount))
+                .then(|| crate::host_mounts::Before::take(&rootfs));
         let mut init_pid = 0;
         let stdio = opts.stdio.clone();
-        if let Err(e) = self.spawn_init(
-            &mut record,
-            plan,
-            cg.as_ref(),
-            &mut init_pid,
-            &dir,
-            stdio.as_deref(),
-        ) {
+        let spawned = self
+            .spawn_init(
+                &mut record,
+                plan,
+                cg.as_ref(),
+                &mut init_pid,
+                &dir,
+                stdio.as_deref(),
+            )
+            .and_then(|()| match &host_mounts {
+                Some(before) => {
+                    record.host_mounts = before.new_mounts();
+                    record.save(&dir, true)
+                }
+                None => Ok(()),
+            });
+        if let Err(e) = spawned {
             if init_pid > 0 {
                 let _ = nix::sys::signal::kill(
                     Pid::from_raw(init_pid),
@@ -222,6 +237,9 @@ impl Runtime {
                 }
             }
             let _ = cg.destroy();
+            if let Some(before) = &host_mounts {
+                crate::host_mounts::unmount_all(&before.new_mounts(), &rootfs);
+            }
             return Err(e);
         }
         let container = Container::new(dir, record);
@@ -289,6 +307,9 @@ impl Runtime {
                 return Err(e.into());
             }
         }
+        // Not the runtime's own affinity, which its caller may have pinned:
+        // every CPU the container's cpuset allows (runc's reset).
+        crate::affinity::reset(p1);
         // The init needs the binds computed from the cgroup it was put in.
         let binds = mounts::cgroup_binds(&cg.paths());
         if let Err(e) = parent.send(&Message::Go(binds)) {
@@ -350,6 +371,9 @@ impl Runtime {
                 Message::Pid(pid) => {
                     *init_pid = pid;
                     reap_p1();
+                    // In the init's network namespace before the hooks run
+                    // and before `create` returns.
+                    crate::netdev::move_all(linux, pid)?;
                 }
                 Message::HooksWanted => {
                     let json = serde_json::to_vec(&creating(*init_pid)).unwrap_or_default();

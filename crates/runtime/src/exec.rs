@@ -95,7 +95,11 @@ impl Container {
         if !self.alive() {
             return Err(Error::BadState("cannot exec in a stopped container".into()));
         }
-        let prepared = process::prepare(process, opts.preserve_fds)?;
+        let prepared = process::prepare(
+            process,
+            self.record.config.linux().as_ref(),
+            opts.preserve_fds,
+        )?;
         let console = match (&opts.console_socket, terminal) {
             (Some(p), true) => Some(crate::console::connect_console_socket(p)?),
             _ => None,
@@ -117,6 +121,15 @@ impl Container {
             })
             .transpose()?;
         let stdio = opts.stdio.as_deref();
+        // This process's own execCPUAffinity, else the container's.
+        let affinity = process.exec_cpu_affinity().clone().or_else(|| {
+            self.record
+                .config
+                .process()
+                .as_ref()
+                .and_then(|p| p.exec_cpu_affinity().clone())
+        });
+        let pinned = crate::affinity::Pinned::initial(affinity.as_ref())?;
         let p1 = join.spawn(&parent, &child, || {
             if let Some(Err(e)) = stdio.map(crate::sys::dup_stdio) {
                 child.fail(&e);
@@ -130,10 +143,12 @@ impl Container {
                 console.as_ref(),
             )
         })?;
+        drop(pinned);
         drop(join);
         drop(child);
         drop(console);
         let setup = (|| -> Result<()> {
+            crate::affinity::finish(p1, affinity.as_ref())?;
             if let Some(adj) = process.oom_score_adj() {
                 std::fs::write(format!("/proc/{p1}/oom_score_adj"), adj.to_string())
                     .map_err(io_err(format!("cannot set oomScoreAdj {adj}")))?;

@@ -80,6 +80,24 @@ pub const NAMESPACES: &[&str] = &[
     "cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts",
 ];
 
+/// `linux.memoryPolicy.mode` values berth passes to set_mempolicy.
+pub const MEMORY_POLICY_MODES: &[&str] = &[
+    "MPOL_BIND",
+    "MPOL_DEFAULT",
+    "MPOL_INTERLEAVE",
+    "MPOL_LOCAL",
+    "MPOL_PREFERRED",
+    "MPOL_PREFERRED_MANY",
+    "MPOL_WEIGHTED_INTERLEAVE",
+];
+
+/// `linux.memoryPolicy.flags` values berth passes to set_mempolicy.
+pub const MEMORY_POLICY_FLAGS: &[&str] = &[
+    "MPOL_F_NUMA_BALANCING",
+    "MPOL_F_RELATIVE_NODES",
+    "MPOL_F_STATIC_NODES",
+];
+
 /// Annotation under which berth reports its version.
 pub const VERSION_ANNOTATION: &str = "org.berth.runtime.version";
 
@@ -104,8 +122,7 @@ pub fn features() -> Value {
                 "systemdUser": false
             },
             // linux.seccomp (seccomp/): every action, all operators, the
-            // filter flags this kernel takes (probed). No AppArmor or
-            // SELinux (process.apparmorProfile, selinuxLabel).
+            // filter flags this kernel takes (probed).
             "seccomp": {
                 "enabled": true,
                 "actions": [
@@ -124,8 +141,17 @@ pub fn features() -> Value {
                 "knownFlags": crate::seccomp::FLAGS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
                 "supportedFlags": crate::seccomp::supported_flags()
             },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false}
+            // Labels are applied where the kernel runs the LSM and refused
+            // otherwise (lsm.rs), so support follows the kernel.
+            "apparmor": {"enabled": crate::lsm::apparmor_enabled()},
+            "selinux": {"enabled": crate::lsm::selinux_enabled()},
+            // linux.memoryPolicy (process_attrs.rs), passed to set_mempolicy.
+            "memoryPolicy": {
+                "modes": MEMORY_POLICY_MODES,
+                "flags": MEMORY_POLICY_FLAGS
+            },
+            // linux.netDevices (netdev.rs).
+            "netDevices": {"enabled": true}
         },
         "annotations": {
             VERSION_ANNOTATION: env!("CARGO_PKG_VERSION")
@@ -238,8 +264,43 @@ mod tests {
     }
 
     #[test]
+    fn memory_policy_lists_are_the_specs_names() {
+        // Each listed mode and flag parses as oci-spec's type, and every
+        // mode oci-spec knows is listed.
+        for mode in MEMORY_POLICY_MODES {
+            let m: oci_spec::runtime::MemoryPolicyModeType =
+                serde_json::from_value(json!(mode)).unwrap();
+            assert_eq!(&m.to_string(), mode);
+        }
+        for flag in MEMORY_POLICY_FLAGS {
+            let f: oci_spec::runtime::MemoryPolicyFlagType =
+                serde_json::from_value(json!(flag)).unwrap();
+            assert_eq!(&f.to_string(), flag);
+        }
+        let parsed: oci_spec::runtime::Features = serde_json::from_value(features()).unwrap();
+        let linux = parsed.linux().as_ref().unwrap();
+        assert_eq!(
+            linux
+                .memory_policy()
+                .as_ref()
+                .unwrap()
+                .modes()
+                .as_ref()
+                .unwrap()
+                .len(),
+            MEMORY_POLICY_MODES.len()
+        );
+        assert_eq!(linux.net_devices().as_ref().unwrap().enabled(), &Some(true));
+    }
+
+    #[test]
     fn lists_are_sorted_and_unique() {
-        for list in [MOUNT_OPTIONS, NAMESPACES] {
+        for list in [
+            MOUNT_OPTIONS,
+            NAMESPACES,
+            MEMORY_POLICY_MODES,
+            MEMORY_POLICY_FLAGS,
+        ] {
             let mut sorted = list.to_vec();
             sorted.sort();
             sorted.dedup();

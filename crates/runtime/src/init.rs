@@ -135,8 +135,8 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
     let userns = crate::spec::has_namespace(spec, LinuxNamespaceType::User)
         || berth_rootless::in_user_namespace();
     // Without a mount namespace of its own (inherited: the runtime's) the
-    // container gets no mounts at all (spec::validate refused any asked
-    // for): it is only chroot'ed into its rootfs.
+    // container is chroot'ed into its rootfs, and its mounts are made under
+    // the rootfs in the runtime's namespace.
     let own_mount_ns = crate::spec::has_namespace(spec, LinuxNamespaceType::Mount);
     let mounts_list = spec.mounts().clone().unwrap_or_default();
     let devices = linux.devices().clone().unwrap_or_default();
@@ -147,11 +147,19 @@ fn init_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
         devices: &devices,
         userns,
         cgroup_binds: &plan.cgroup_binds,
+        mount_label: linux.mount_label().as_deref(),
     };
-    if own_mount_ns {
-        if let Err(e) = mounts::prepare_rootfs(&rplan) {
-            ch.fail(&e);
-        }
+    let prepared = if own_mount_ns {
+        mounts::prepare_rootfs(&rplan)
+    } else if !mounts_list.is_empty() {
+        // In the runtime's namespace, under the rootfs; `create` records
+        // them for `delete` (host_mounts.rs).
+        mounts::make_mounts(&rplan)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = prepared {
+        ch.fail(&e);
     }
     // The parent runs the prestart and createRuntime hooks now and sends the
     // state the hooks get; without any such hook there is nothing to wait

@@ -275,11 +275,13 @@ pub(crate) struct RootfsPlan<'a> {
     pub userns: bool,
     /// (host directory of the container's cgroup, name under /sys/fs/cgroup)
     pub cgroup_binds: &'a [(PathBuf, String)],
+    /// linux.mountLabel: the SELinux context of new filesystems.
+    pub mount_label: Option<&'a str>,
 }
 
 /// Phase 1 of the rootfs (before createContainer hooks and pivot_root):
-/// makes the host's mounts slaves, binds the rootfs onto itself, makes every
-/// mount of the spec in order and populates /dev.
+/// makes the host's mounts slaves, binds the rootfs onto itself, then
+/// [`make_mounts`].
 pub(crate) fn prepare_rootfs(plan: &RootfsPlan<'_>) -> MResult<()> {
     set_propagation("/", MsFlags::MS_SLAVE | MsFlags::MS_REC)
         .map_err(e("cannot make / a recursive slave"))?;
@@ -294,6 +296,14 @@ pub(crate) fn prepare_rootfs(plan: &RootfsPlan<'_>) -> MResult<()> {
         "cannot bind the rootfs {} onto itself",
         plan.rootfs.display()
     )))?;
+    make_mounts(plan)
+}
+
+/// Makes every mount of the spec in order under the rootfs and populates
+/// /dev (unless the spec binds it). Alone (see `host_mounts.rs`): in the
+/// runtime's own mount namespace, for a container without one, where the
+/// propagation of the runtime's mounts is left as it is.
+pub(crate) fn make_mounts(plan: &RootfsPlan<'_>) -> MResult<()> {
     let root = nix::fcntl::open(
         plan.rootfs,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -359,7 +369,14 @@ fn mount_one(root: &OwnedFd, m: &Mount, plan: &RootfsPlan<'_>) -> MResult<()> {
     } else {
         let target = create_in_root(root, dest, false)?;
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        let data = opts.data.join(",");
+        let mut data = opts.data.clone();
+        // runc's choice: proc, sysfs and mqueue keep the kernel's labels.
+        if let Some(label) = plan.mount_label {
+            if !matches!(typ, "proc" | "sysfs" | "mqueue") {
+                data.push(crate::lsm::mount_context(label));
+            }
+        }
+        let data = data.join(",");
         let data = if data.is_empty() {
             None
         } else {

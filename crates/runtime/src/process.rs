@@ -44,6 +44,8 @@ pub(crate) struct Prepared {
     /// process.consoleSize as (rows, cols), when both are non-zero.
     pub console_size: Option<(u16, u16)>,
     pub preserve_fds: u32,
+    /// I/O priority, scheduler, personality, memory policy, LSM labels.
+    pub attrs: crate::process_attrs::Attrs,
 }
 
 fn cstr(s: &str, what: &str) -> Result<CString> {
@@ -85,8 +87,13 @@ fn capset(set: &Option<oci_spec::runtime::Capabilities>, field: &str) -> Result<
     Ok(out)
 }
 
-/// Turns a spec process into what the child applies.
-pub(crate) fn prepare(p: &Process, preserve_fds: u32) -> Result<Prepared> {
+/// Turns a spec process (in a container configured by `linux`) into what
+/// the child applies.
+pub(crate) fn prepare(
+    p: &Process,
+    linux: Option<&oci_spec::runtime::Linux>,
+    preserve_fds: u32,
+) -> Result<Prepared> {
     let args = p.args().clone().unwrap_or_default();
     let env = p.env().clone().unwrap_or_default();
     let path_env = env
@@ -139,17 +146,20 @@ pub(crate) fn prepare(p: &Process, preserve_fds: u32) -> Result<Prepared> {
             .filter(|(r, c)| *r > 0 && *c > 0),
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         preserve_fds,
+        attrs: crate::process_attrs::Attrs::prepare(p, linux),
     })
 }
 
 type CResult<T> = std::result::Result<T, String>;
 
-/// Applies rlimits, then the bounding set, groups, gid, uid, the other
+/// Applies the scheduling and LSM attributes (see `process_attrs.rs`), the
+/// rlimits, then the bounding set, groups, gid, uid, the other
 /// capability sets, umask, no_new_privs and the cwd (in that order: each
 /// step needs the privileges the next one drops). Returns the seccomp
 /// listener when the filter has SCMP_ACT_NOTIFY rules.
 pub(crate) fn apply(p: &Prepared, seccomp: Option<&Filter>) -> CResult<Option<OwnedFd>> {
     let mut listener = None;
+    p.attrs.apply()?;
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it
     // while the capabilities are still there (as runc does).
     if let (Some(f), false) = (seccomp, p.no_new_privs) {
@@ -212,11 +222,21 @@ pub(crate) fn apply(p: &Prepared, seccomp: Option<&Filter>) -> CResult<Option<Ow
     // The cwd must be inside the container's root (CVE-2024-21626 class: a
     // cwd like /proc/self/fd/N could name a directory outside it). getcwd
     // fails with ENOENT for a directory unreachable from the root.
-    if nix::unistd::getcwd().is_err() {
-        return Err(format!(
-            "process cwd {} is outside the container's root filesystem",
-            p.cwd.display()
-        ));
+    match nix::unistd::getcwd() {
+        Ok(_) => {}
+        Err(Errno::ENOENT) => {
+            return Err(format!(
+                "process cwd {} is outside the container's root filesystem",
+                p.cwd.display()
+            ))
+        }
+        // Without no_new_privs the seccomp filter is already loaded here.
+        Err(e) => {
+            return Err(format!(
+                "cannot check the process cwd {} with getcwd: {e} (without process.noNewPrivileges the seccomp filter is loaded before this check: a profile denying getcwd needs noNewPrivileges)",
+                p.cwd.display()
+            ))
+        }
     }
     // With no_new_privs: as late as possible, so the profile needs to allow
     // few of the runtime's own syscalls.

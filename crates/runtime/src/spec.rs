@@ -166,6 +166,7 @@ pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<(
             }
         }
     }
+    crate::process_attrs::check_process(process, field).map_err(|m| bad(path, m))?;
     Ok(())
 }
 
@@ -281,6 +282,28 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
         }
     }
     validate_sysctls(linux, path)?;
+    crate::process_attrs::check_linux(linux).map_err(|m| bad(path, m))?;
+    let new_ns = |t: LinuxNamespaceType| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty())
+        && !new_ns(LinuxNamespaceType::Time)
+    {
+        return Err(bad(path, "field `linux.timeOffsets`: offsets need a new time namespace (their clocks can only be set before any process enters it); add {\"type\": \"time\"} without a path to linux.namespaces"));
+    }
+    // Devices move into the container's own network namespace, never the
+    // runtime's.
+    let own_netns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+        .is_some_and(|n| n.path().as_deref().is_none_or(|p| !is_own_netns(p)));
+    crate::netdev::check(linux, own_netns).map_err(|m| bad(path, m))?;
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         if !d.path().is_absolute() || !d.path().starts_with("/dev") {
             return Err(bad(
@@ -296,29 +319,15 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
 }
 
 /// A container without a mount namespace of its own shares the runtime's
-/// (the Runtime Spec's "inherited"): it is only chroot'ed into root.path,
-/// and the runtime makes no mount for it. A mount would be the host's and
-/// outlive the container (runc 1.1 makes them anyway and leaves them
-/// behind), so a config asking for one is refused, naming the field.
+/// (the Runtime Spec's "inherited"): it is chroot'ed into root.path, and its
+/// `mounts`, masked and read-only paths are made under the rootfs in the
+/// runtime's namespace, recorded and removed at delete (host_mounts.rs).
+/// What would change the runtime's namespace beyond the rootfs is refused,
+/// naming the field: device nodes, a root propagation, a read-only root.
 fn validate_inherited_mount_ns(spec: &Spec, path: &Path) -> Result<()> {
     let fix = "add {\"type\": \"mount\"} to linux.namespaces, or remove the field";
     let linux = spec.linux().clone().unwrap_or_default();
     let asked = [
-        (
-            "mounts",
-            spec.mounts().as_ref().is_some_and(|m| !m.is_empty()),
-        ),
-        (
-            "linux.maskedPaths",
-            linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty()),
-        ),
-        (
-            "linux.readonlyPaths",
-            linux
-                .readonly_paths()
-                .as_ref()
-                .is_some_and(|m| !m.is_empty()),
-        ),
         (
             "linux.devices",
             linux.devices().as_ref().is_some_and(|m| !m.is_empty()),
@@ -488,39 +497,33 @@ mod tests {
     }
 
     #[test]
-    fn without_a_mount_namespace_no_mount_may_be_asked_for() {
+    fn without_a_mount_namespace_only_mounts_under_the_rootfs_are_allowed() {
         let no_mnt = |s: &mut serde_json::Value| {
             let ns = s["linux"]["namespaces"].as_array_mut().unwrap();
             ns.retain(|n| n["type"] != "mount");
-        };
-        let err = check(no_mnt).unwrap_err();
-        assert!(
-            err.contains("field `mounts`: needs a mount namespace"),
-            "{err}"
-        );
-        let bare = |s: &mut serde_json::Value| {
-            no_mnt(s);
-            s.as_object_mut().unwrap().remove("mounts");
-            let linux = s["linux"].as_object_mut().unwrap();
-            linux.remove("maskedPaths");
-            linux.remove("readonlyPaths");
             s["root"]["readonly"] = false.into();
         };
-        check(bare).unwrap();
+        // mounts, maskedPaths and readonlyPaths: made under the rootfs.
+        check(no_mnt).unwrap();
         for (field, value) in [
-            ("maskedPaths", serde_json::json!(["/proc/kcore"])),
-            ("readonlyPaths", serde_json::json!(["/proc/sys"])),
             ("rootfsPropagation", serde_json::json!("private")),
+            (
+                "devices",
+                serde_json::json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]),
+            ),
         ] {
             let err = check(|s| {
-                bare(s);
+                no_mnt(s);
                 s["linux"][field] = value.clone();
             })
             .unwrap_err();
-            assert!(err.contains(&format!("field `linux.{field}`")), "{err}");
+            assert!(
+                err.contains(&format!("field `linux.{field}`: needs a mount namespace")),
+                "{err}"
+            );
         }
         let err = check(|s| {
-            bare(s);
+            no_mnt(s);
             s["root"]["readonly"] = true.into();
         })
         .unwrap_err();

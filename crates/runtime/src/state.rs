@@ -74,6 +74,10 @@ pub struct Record {
     /// died before finishing. None once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<(i32, u64)>,
+    /// Without a mount namespace of its own: the mounts `create` made under
+    /// the rootfs in the runtime's namespace, which `delete` removes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_mounts: Vec<PathBuf>,
 }
 
 impl Record {
