@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use berth_engine::{Engine, NetworkOptions};
+use berth_engine::{Engine, NetworkMode, NetworkOptions};
 use berth_network::files::{parse_add_host, parse_dns_option, parse_dns_search, parse_dns_server};
 use berth_network::{parse_publish, CreateOptions, Dns, Networks};
 use serde_json::{json, Value};
@@ -15,15 +15,10 @@ use crate::Global;
 /// `berth run`'s network options (podman's names).
 #[derive(Debug, clap::Args)]
 pub struct NetworkArgs {
-    /// bridge (the default network), none, host, container:NAME, ns:PATH
-    /// or a network's name.
-    #[arg(
-        long,
-        visible_alias = "net",
-        env = "BERTH_NETWORK",
-        default_value = "bridge"
-    )]
-    pub network: String,
+    /// bridge (the default network; for a rootless user: none), none,
+    /// host, container:NAME, ns:PATH or a network's name.
+    #[arg(long, visible_alias = "net", env = "BERTH_NETWORK")]
+    pub network: Option<String>,
     /// Publish a container port: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], ranges as 8000-8001:80-81.
     #[arg(
         long = "publish",
@@ -52,8 +47,24 @@ impl NetworkArgs {
         for p in &self.publish {
             ports.extend(parse_publish(p)?);
         }
+        let rootless = berth_rootless::is_rootless();
+        let mode: NetworkMode = match &self.network {
+            Some(name) => name.parse()?,
+            // Bridges and their rules live in the host's network namespace,
+            // out of a rootless user's reach: podman gives such containers
+            // slirp4netns or pasta; berth their own loopback for now.
+            None if rootless => NetworkMode::None,
+            None => NetworkMode::default(),
+        };
+        if rootless && matches!(mode, NetworkMode::Bridge(_)) {
+            bail!(
+                "--network {}: bridge networks need root (a rootless container gets its own \
+                 loopback: use --network none, host, container:NAME or ns:PATH)",
+                self.network.as_deref().unwrap_or("bridge")
+            );
+        }
         Ok(NetworkOptions {
-            mode: self.network.parse()?,
+            mode,
             ports,
             dns: Dns {
                 servers: self

@@ -1129,36 +1129,30 @@ fn zstd_layers_load_with_their_diff_ids_checked() {
 #[test]
 fn non_root_users_get_a_store_under_their_home() {
     let env = Env::new();
-    let tar = env.rootfs_tar("bb", None);
-    let home = env.path("home");
-    std::fs::create_dir(&home).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let as_nobody = |args: &[&str], stdin: Stdio| {
-        Command::new(require_peer("setpriv"))
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_berth"))
+    let user = berth_testutil::user::TestUser::new(true);
+    let tar = user.dir().join("bb.tar");
+    std::fs::copy(env.rootfs_tar("bb", None), &tar).unwrap();
+    user.chown(&tar);
+    let as_user = |args: &[&str]| {
+        let out = user
+            .command(Path::new(env!("CARGO_BIN_EXE_berth")))
             .args(args)
-            .env_clear()
-            .env("HOME", &home)
-            .stdin(stdin)
+            .stdin(Stdio::null())
             .output()
-            .expect("run berth as nobody")
+            .expect("run berth as the test user");
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     };
-    let out = as_nobody(
-        &["import", "-", "mine"],
-        std::fs::File::open(&tar).unwrap().into(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = as_nobody(&["images", "--format", "json"], Stdio::null());
+    as_user(&["import", tar.to_str().unwrap(), "mine"]);
+    let out = as_user(&["images", "--format", "json"]);
     let images: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(images[0]["name"], "docker.io/library/mine:latest");
-    assert!(home.join(".local/share/berth/content/oci-layout").is_file());
+    let store = user.dir().join(".local/share/berth/content/oci-layout");
+    assert!(store.is_file(), "{} is missing", store.display());
 }
 
 #[test]
