@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod attach;
 mod containers;
 mod images;
 mod pull;

@@ -375,3 +375,146 @@ fn gc_frees_the_snapshot_of_a_container_whose_record_is_gone() {
     );
     env.assert_no_containers_left();
 }
+
+#[test]
+fn attach_forwards_stdin_of_a_detached_i_container_and_streams_its_output() {
+    use std::io::Write;
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "-i", "--name", "cat", "bb", "cat"]);
+    let mut attach = env
+        .command(&["attach", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn attach");
+    let mut input = attach.stdin.take().unwrap();
+    let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
+    input.write_all(b"first line\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "first line");
+    input.write_all(b"second\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    // The end of attach's input ends the container's: cat exits 0, and
+    // attach with it, with its exit code.
+    drop(input);
+    assert!(lines.next().is_none());
+    let status = attach.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(env.ok(&["wait", "cat"]), "0\n");
+    assert_eq!(env.ok(&["logs", "cat"]), "first line\nsecond\n");
+    // start -a attaches before the container starts: stdin again, and
+    // attach's exit code is the container's.
+    let mut start = env
+        .command(&["start", "-a", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn start -a");
+    start.stdin.take().unwrap().write_all(b"again\n").unwrap();
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(env.stdout_of(&out, 0), "again\n");
+    // Without -i nothing is forwarded: attach only streams.
+    env.ok(&["run", "-d", "--name", "noin", "bb", "sh", "-c", "cat; echo done; exit 4"]);
+    assert_eq!(env.ok(&["wait", "noin"]), "4\n");
+    let mut start = env
+        .command(&["start", "-a", "noin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn start -a");
+    start.stdin.take().unwrap().write_all(b"not for it\n").unwrap();
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(env.stdout_of(&out, 4), "done\n", "stdin was /dev/null, not attach's");
+    env.ok(&["rm", "cat", "noin"]);
+    env.assert_no_containers_left();
+}
+
+/// A pty whose slave is the controlling terminal of a new session for a
+/// command: what a user's terminal is to berth.
+struct Terminal {
+    master: std::fs::File,
+    seen: String,
+}
+
+impl Terminal {
+    /// Spawns `cmd` on a new pty (24 rows, 80 columns).
+    fn spawn(mut cmd: std::process::Command) -> (Terminal, std::process::Child) {
+        let size = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let slave = pty.slave;
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        // SAFETY: between fork and exec the closure only calls the
+        // async-signal-safe setsid and ioctl.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on the pty");
+        drop(cmd);
+        drop(slave);
+        let master = std::fs::File::from(pty.master);
+        (
+            Terminal {
+                master,
+                seen: String::new(),
+            },
+            child,
+        )
+    }
+
+    fn type_in(&mut self, text: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(text).expect("write the pty");
+    }
+
+    /// Reads the terminal until `want` shows (panics at its end first).
+    fn expect(&mut self, want: &str) {
+        use std::io::Read;
+        let mut buf = [0u8; 1024];
+        while !self.seen.contains(want) {
+            let n = self.master.read(&mut buf).unwrap_or(0);
+            assert!(n > 0, "the terminal ended before {want:?}: {:?}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        self.seen = self.seen.split_once(want).unwrap().1.to_string();
+    }
+}
+
+#[test]
+fn attach_to_an_it_container_is_a_terminal_and_ctrl_p_ctrl_q_detaches() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "-it", "--name", "sh", "bb", "sh"]);
+    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]));
+    // The size of attach's terminal reaches the container's.
+    term.type_in(b"stty size; echo x$((6*7))\r");
+    term.expect("24 80");
+    term.expect("x42");
+    // ctrl-p ctrl-q: attach ends, the container runs on.
+    term.type_in(b"\x10\x11");
+    assert_eq!(attach.wait().unwrap().code(), Some(0));
+    let json: Value = serde_json::from_str(&env.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["State"], "running");
+    // Attach again: the same shell; its exit is attach's exit code.
+    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]));
+    term.type_in(b"echo again$((1+1)); exit 7\r");
+    term.expect("again2");
+    assert_eq!(attach.wait().unwrap().code(), Some(7));
+    assert_eq!(env.ok(&["wait", "sh"]), "7\n");
+    env.ok(&["rm", "sh"]);
+    env.assert_no_containers_left();
+}

@@ -73,6 +73,13 @@ pub struct ContainerRecord {
     /// When it last exited, or was found dead (RFC 3339).
     #[serde(default)]
     pub finished: Option<String>,
+    /// Its stdin stays open for attach clients (`-i`).
+    #[serde(default)]
+    pub stdin_open: bool,
+    /// Its log file is rotated past this many bytes (`--log-opt
+    /// max-size`; none: [`crate::logs::DEFAULT_MAX_SIZE`]).
+    #[serde(default)]
+    pub log_max_size: Option<u64>,
 }
 
 /// What the monitor does when a container exits (podman's `--restart`).

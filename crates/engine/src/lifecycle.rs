@@ -9,7 +9,8 @@
 //! its record, which tells the monitor not to apply the restart policy.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -154,6 +155,25 @@ impl Engine {
     /// session, creates and starts the container, and this call returns
     /// once the container runs, or with the monitor's error.
     pub fn start_detached(&self, record: &ContainerRecord, monitor: &Path) -> Result<()> {
+        self.spawn_monitor(record, monitor, None)
+    }
+
+    /// As [`Engine::start_detached`], with an attach client connected
+    /// before the container starts (`berth start -a`: no output is missed);
+    /// returns its end, which speaks [`crate::attach`]'s protocol.
+    pub fn start_attached(&self, record: &ContainerRecord, monitor: &Path) -> Result<UnixStream> {
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| Error::io("an attach socket pair", e))?;
+        self.spawn_monitor(record, monitor, Some(theirs.into()))?;
+        Ok(ours)
+    }
+
+    fn spawn_monitor(
+        &self,
+        record: &ContainerRecord,
+        monitor: &Path,
+        client: Option<OwnedFd>,
+    ) -> Result<()> {
         let layout = self.layout();
         let _ = std::fs::remove_file(layout.stop_marker(&record.id));
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -168,17 +188,29 @@ impl Engine {
         cmd.arg("--root")
             .arg(layout.root())
             .arg("--ready-fd")
-            .arg("3")
-            .arg(&record.id)
+            .arg("3");
+        if client.is_some() {
+            cmd.arg("--client-fd").arg("4");
+        }
+        cmd.arg(&record.id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(errors);
         let fd = ready_w.as_raw_fd();
-        // SAFETY: between fork and exec the closure only calls dup2 and
-        // setsid, both async-signal-safe, and touches no Rust state.
+        let client_fd = client.as_ref().map_or(-1, |c| c.as_raw_fd());
+        // SAFETY: between fork and exec the closure only calls fcntl, dup2
+        // and setsid, all async-signal-safe, and touches no Rust state.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 || libc::setsid() < 0 {
+                // Out of the way first (either may be 3 or 4 already), then
+                // down to 3 and 4 without close-on-exec.
+                let high = |fd: i32| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                let (ready, client) = (high(fd), if client_fd >= 0 { high(client_fd) } else { -1 });
+                if ready < 0
+                    || libc::dup2(ready, 3) < 0
+                    || (client_fd >= 0 && (client < 0 || libc::dup2(client, 4) < 0))
+                    || libc::setsid() < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -190,6 +222,7 @@ impl Engine {
             .status()
             .map_err(|e| Error::io(format!("starting the monitor {}", monitor.display()), e))?;
         drop(ready_w);
+        drop(client);
         if !status.success() {
             return Err(self.monitor_failed(record, &log, String::new()));
         }

@@ -38,6 +38,10 @@ pub struct ContainerOptions {
     pub state_root: Option<PathBuf>,
     /// What the monitor of a detached container does when it exits.
     pub restart: RestartPolicy,
+    /// A detached container's stdin stays open for attach clients (`-i`).
+    pub interactive: bool,
+    /// A detached container's log is rotated past this many bytes.
+    pub log_max_size: Option<u64>,
 }
 
 /// How a foreground container is attached to this process's stdio.
@@ -133,6 +137,8 @@ impl Engine {
                 pid: 0,
                 started: None,
                 finished: None,
+                stdin_open: opts.interactive,
+                log_max_size: opts.log_max_size,
             },
         };
         let result = (|| {
