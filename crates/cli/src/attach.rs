@@ -84,8 +84,10 @@ pub(crate) fn attach(mut sock: UnixStream, tty: bool, stdin: bool) -> Result<Out
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGWINCH);
         mask.thread_block().context("blocking SIGWINCH")?;
-        Some(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .context("a signalfd for SIGWINCH")?)
+        Some(
+            SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+                .context("a signalfd for SIGWINCH")?,
+        )
     } else {
         None
     };

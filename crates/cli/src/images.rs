@@ -182,6 +182,9 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             for d in &report.blobs.removed {
                 println!("deleted: {d}");
             }
+            for id in &report.bundles {
+                println!("unmounted the rootfs of a stopped container: {id}");
+            }
             for s in &report.orphans {
                 println!("deleted snapshot of a removed container: {s}");
             }

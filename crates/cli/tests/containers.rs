@@ -416,7 +416,16 @@ fn attach_forwards_stdin_of_a_detached_i_container_and_streams_its_output() {
     let out = start.wait_with_output().unwrap();
     assert_eq!(env.stdout_of(&out, 0), "again\n");
     // Without -i nothing is forwarded: attach only streams.
-    env.ok(&["run", "-d", "--name", "noin", "bb", "sh", "-c", "cat; echo done; exit 4"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "noin",
+        "bb",
+        "sh",
+        "-c",
+        "cat; echo done; exit 4",
+    ]);
     assert_eq!(env.ok(&["wait", "noin"]), "4\n");
     let mut start = env
         .command(&["start", "-a", "noin"])
@@ -425,9 +434,18 @@ fn attach_forwards_stdin_of_a_detached_i_container_and_streams_its_output() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn start -a");
-    start.stdin.take().unwrap().write_all(b"not for it\n").unwrap();
+    start
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not for it\n")
+        .unwrap();
     let out = start.wait_with_output().unwrap();
-    assert_eq!(env.stdout_of(&out, 4), "done\n", "stdin was /dev/null, not attach's");
+    assert_eq!(
+        env.stdout_of(&out, 4),
+        "done\n",
+        "stdin was /dev/null, not attach's"
+    );
     env.ok(&["rm", "cat", "noin"]);
     env.assert_no_containers_left();
 }
@@ -516,5 +534,104 @@ fn attach_to_an_it_container_is_a_terminal_and_ctrl_p_ctrl_q_detaches() {
     assert_eq!(attach.wait().unwrap().code(), Some(7));
     assert_eq!(env.ok(&["wait", "sh"]), "7\n");
     env.ok(&["rm", "sh"]);
+    env.assert_no_containers_left();
+}
+
+/// SIGKILL to `pid`, then waits until it is gone (reaped by its parent).
+fn kill_and_wait(pid: i64) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    while alive(pid) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn after_a_simulated_reboot_records_say_exited_and_nothing_stays_mounted() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "--name", "boot", "bb", "sleep", "1000"]);
+    env.ok(&["run", "-d", "--name", "crash", "bb", "sleep", "1000"]);
+    let records = env.container_records();
+    let rec = |name: &str| records.iter().find(|r| r["name"] == name).unwrap().clone();
+    let (boot, crash) = (rec("boot"), rec("crash"));
+    let id = |r: &Value| r["id"].as_str().unwrap().to_string();
+    let rootfs = |r: &Value| env.root().join("run/bundles").join(id(r)).join("rootfs");
+
+    // A reboot: every process gone, every mount gone, the runtime's state
+    // (on a tmpfs) gone.
+    kill_and_wait(boot["owner"][0].as_i64().unwrap());
+    kill_and_wait(boot["pid"].as_i64().unwrap());
+    nix::mount::umount2(&rootfs(&boot), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_dir_all(env.root().join("run").join(id(&boot))).unwrap();
+    // A killed monitor whose runtime state was lost too: its container
+    // still runs, its rootfs is still mounted.
+    let crash_pid = crash["pid"].as_i64().unwrap();
+    kill_and_wait(crash["owner"][0].as_i64().unwrap());
+    std::fs::remove_dir_all(env.root().join("run").join(id(&crash))).unwrap();
+    assert!(alive(crash_pid));
+
+    let ps = env.ok(&["ps", "-a"]);
+    assert_eq!(ps.matches("Exited (exit code unknown)").count(), 2, "{ps}");
+    let json: Value = serde_json::from_str(&env.ok(&["ps", "-a", "--format", "json"])).unwrap();
+    assert!(json
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["State"] == "exited"));
+    assert!(
+        !alive(crash_pid),
+        "the unsupervised container was killed through its cgroup"
+    );
+    env.assert_no_mounts();
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids").join(id(&crash));
+    assert!(!cgroup.exists(), "its cgroup is gone: {}", cgroup.display());
+
+    // They start again on their snapshots, and rm cleans up.
+    env.ok(&["start", "boot"]);
+    assert_eq!(inspect(&env, "boot")["State"]["Running"], true);
+    env.ok(&["rm", "-f", "boot", "crash"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn gc_unmounts_what_a_killed_monitor_left_of_an_exited_container() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "--name", "left", "bb", "sleep", "1000"]);
+    let rec = env.container_records().pop().unwrap();
+    let id = rec["id"].as_str().unwrap().to_string();
+    kill_and_wait(rec["owner"][0].as_i64().unwrap());
+    kill_and_wait(rec["pid"].as_i64().unwrap());
+    // What a monitor killed between recording the exit and unmounting
+    // leaves: an exited record and a mounted rootfs.
+    let path = env
+        .root()
+        .join("containers")
+        .join(&id)
+        .join("container.json");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["status"] = "exited".into();
+    json["exit_code"] = 0.into();
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    std::fs::remove_dir_all(env.root().join("run").join(&id)).unwrap();
+    let out = env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!(
+            "unmounted the rootfs of a stopped container: {id}"
+        )),
+        "{out}"
+    );
+    env.assert_no_mounts();
+    assert_eq!(inspect(&env, "left")["State"]["ExitCode"], 0);
+    env.ok(&["rm", "left"]);
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids").join(&id);
+    assert!(
+        !cgroup.exists(),
+        "rm removed its cgroup: {}",
+        cgroup.display()
+    );
     env.assert_no_containers_left();
 }

@@ -129,7 +129,10 @@ pub fn exit_code(data: &[u8]) -> Option<i32> {
 /// The rows and columns a [`Kind::Resize`] frame carries.
 pub fn window_size(data: &[u8]) -> Option<(u16, u16)> {
     match data {
-        [r0, r1, c0, c1] => Some((u16::from_be_bytes([*r0, *r1]), u16::from_be_bytes([*c0, *c1]))),
+        [r0, r1, c0, c1] => Some((
+            u16::from_be_bytes([*r0, *r1]),
+            u16::from_be_bytes([*c0, *c1]),
+        )),
         _ => None,
     }
 }
@@ -146,7 +149,12 @@ fn short_address(path: &Path) -> Result<(File, String)> {
     use std::os::unix::fs::OpenOptionsExt;
     let (dir, name) = match (path.parent(), path.file_name()) {
         (Some(d), Some(n)) => (d, n),
-        _ => return Err(Error::invalid(format!("socket path {}", path.display()), "no file name")),
+        _ => {
+            return Err(Error::invalid(
+                format!("socket path {}", path.display()),
+                "no file name",
+            ))
+        }
     };
     let handle = std::fs::OpenOptions::new()
         .read(true)

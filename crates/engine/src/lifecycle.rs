@@ -139,8 +139,10 @@ impl Engine {
     /// Deletes `record`'s container from the runtime (killing what is
     /// left of it), unmounts its rootfs and removes its bundle.
     pub fn release_rootfs(&self, record: &ContainerRecord) -> Result<()> {
-        if let Ok(c) = berth_runtime::Runtime::new(&record.state_root).load(&record.id) {
-            c.delete(true)?;
+        match berth_runtime::Runtime::new(&record.state_root).load(&record.id) {
+            Ok(c) => c.delete(true)?,
+            // Deleted already, or its state was lost (a reboot).
+            Err(_) => container::kill_cgroup(self.layout(), record)?,
         }
         let bundle = bundle_dir(&record.state_root, &record.id);
         let rootfs = bundle.join("rootfs");

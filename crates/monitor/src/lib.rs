@@ -387,8 +387,8 @@ fn run_once(
     io: Io,
     server: &mut Server,
 ) -> Result<i32, String> {
-    let mut log = LogWriter::open(log, max_size.unwrap_or(DEFAULT_MAX_SIZE))
-        .map_err(|e| e.to_string())?;
+    let mut log =
+        LogWriter::open(log, max_size.unwrap_or(DEFAULT_MAX_SIZE)).map_err(|e| e.to_string())?;
     Ok(supervise(pid, io, &mut log, server))
 }
 

@@ -322,8 +322,7 @@ pub(crate) fn supervise(pid: i32, io: Io, log: &mut LogWriter, server: &mut Serv
         drop(fds);
         let mut i = 0;
         sources.retain(|(fd, stream)| {
-            let keep = !ready[i]
-                || !matches!(copy(fd, *stream, &mut buf, log, server), Read1::End);
+            let keep = !ready[i] || !matches!(copy(fd, *stream, &mut buf, log, server), Read1::End);
             i += 1;
             keep
         });
