@@ -175,6 +175,29 @@ pub(crate) fn attach(mut sock: UnixStream, tty: bool, stdin: bool) -> Result<Out
     }
 }
 
+/// Waits for the exit code the monitor behind `sock` sends when its
+/// container exits (output is skipped); None when it closes without one.
+pub(crate) fn exit_code(mut sock: UnixStream) -> Result<Option<i32>> {
+    let mut decoder = Decoder::default();
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        let n = match sock.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        decoder.push(&buf[..n]);
+        while let Some((kind, data)) = decoder.next_frame()? {
+            if kind == Kind::Exit {
+                return Ok(attach::exit_code(&data));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

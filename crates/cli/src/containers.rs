@@ -229,6 +229,16 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
             Ok(code)
         }
         Command::Wait { containers } => each(&engine, &containers, |rec| {
+            let socket = engine.layout().attach_socket(&rec.id);
+            if rec.auto_remove {
+                // Its record goes with its exit: the monitor tells the code.
+                if let Ok(sock) = berth_engine::attach::connect(&socket) {
+                    if let Some(code) = crate::attach::exit_code(sock)? {
+                        println!("{code}");
+                        return Ok(0);
+                    }
+                }
+            }
             engine.wait_monitor(&rec.id, None)?;
             let rec = engine.container_record(&rec.id)?;
             println!("{}", rec.exit_code.unwrap_or(-1));

@@ -635,3 +635,174 @@ fn gc_unmounts_what_a_killed_monitor_left_of_an_exited_container() {
     );
     env.assert_no_containers_left();
 }
+
+/// Polls `cond` (every 20 ms, at most 30 s) until it holds; the test
+/// fails with `what` otherwise.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{what} did not happen within 30 s");
+}
+
+#[test]
+fn restart_always_and_unless_stopped_restart_after_exits_but_not_after_stop() {
+    let env = setup();
+    let _c = Containers(&env);
+    // always: a clean exit restarts it too.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--restart",
+        "always",
+        "bb",
+        "sh",
+        "-c",
+        "echo run; exit 0",
+    ]);
+    eventually("three runs of --restart always", || {
+        inspect(&env, "a")["RestartCount"].as_i64() >= Some(2)
+    });
+    env.ok(&["stop", "a"]);
+    let state = inspect(&env, "a");
+    assert_eq!(state["State"]["Status"], "exited");
+    let count = state["RestartCount"].clone();
+    // stop returns once the monitor is gone: nothing can restart it now.
+    assert_eq!(env.ok(&["wait", "a"]), "0\n");
+    assert_eq!(inspect(&env, "a")["RestartCount"], count);
+    assert_eq!(env.ok(&["ps", "-q"]), "", "not restarted after stop");
+
+    // unless-stopped: a process killed from outside comes back, a stopped
+    // container does not.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "--restart",
+        "unless-stopped",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    let first = inspect(&env, "u")["State"]["Pid"].as_i64().unwrap();
+    kill_and_wait(first);
+    eventually("the restart after a kill", || {
+        let s = inspect(&env, "u");
+        s["RestartCount"] == 1 && s["State"]["Running"] == true
+    });
+    let second = inspect(&env, "u")["State"]["Pid"].as_i64().unwrap();
+    assert_ne!(first, second);
+    assert!(alive(second));
+    env.ok(&["stop", "-t", "0", "u"]);
+    assert!(!alive(second));
+    let s = inspect(&env, "u");
+    assert_eq!(
+        (s["State"]["Status"].as_str(), s["RestartCount"].as_i64()),
+        (Some("exited"), Some(1))
+    );
+    assert_eq!(env.ok(&["ps", "-q"]), "", "not restarted after stop");
+    env.ok(&["rm", "a", "u"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn rm_d_removes_record_and_snapshot_when_the_container_exits() {
+    let env = setup();
+    let _c = Containers(&env);
+    let script = "trap 'exit 6' HUP; while true; do sleep 0.1; done";
+    env.ok(&[
+        "run", "-d", "--rm", "--name", "gone", "bb", "sh", "-c", script,
+    ]);
+    let records = env.container_records();
+    assert_eq!(records.len(), 1, "it runs: its record stays");
+    // wait tells the exit code of a container whose record goes with it,
+    // when it waited before the exit (as podman's).
+    let monitor = records[0]["owner"][0].as_i64().unwrap();
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{monitor}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = sockets();
+    let wait = env
+        .command(&["wait", "gone"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wait");
+    eventually("wait's connection to the monitor", || sockets() > before);
+    env.ok(&["kill", "-s", "HUP", "gone"]);
+    let out = wait.wait_with_output().unwrap();
+    assert_eq!(env.stdout_of(&out, 0), "6\n");
+    env.assert_no_containers_left();
+    let out = env.berth(&["inspect", "gone"]);
+    assert_ne!(out.status.code(), Some(0), "{}", env.describe(&out));
+}
+
+#[test]
+fn logs_rotate_past_max_size_and_still_give_the_tail() {
+    let env = setup();
+    let _c = Containers(&env);
+    let script = "i=0; while [ $i -lt 600 ]; do echo line-$i; i=$((i+1)); done";
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "big",
+        "--log-opt",
+        "max-size=4k",
+        "bb",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(env.ok(&["wait", "big"]), "0\n");
+    let log = env
+        .root()
+        .join("containers")
+        .join(id.trim())
+        .join("ctr.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        size <= 4096,
+        "the current file stays under the limit: {size}"
+    );
+    assert!(
+        env.root()
+            .join("containers")
+            .join(id.trim())
+            .join("ctr.log.1")
+            .exists(),
+        "a rotated file"
+    );
+    assert_eq!(
+        env.ok(&["logs", "--tail", "3", "big"]),
+        "line-597\nline-598\nline-599\n"
+    );
+    // All that is kept is the end of the output, without a gap.
+    let all = env.ok(&["logs", "big"]);
+    let lines: Vec<&str> = all.lines().collect();
+    let first: usize = lines[0].strip_prefix("line-").unwrap().parse().unwrap();
+    assert!(first > 0, "the oldest output was dropped");
+    let want: Vec<String> = (first..600).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, want);
+    let out = env.berth(&["run", "-d", "--log-opt", "max-size=1", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max-size=1"));
+    env.ok(&["rm", "big"]);
+    env.assert_no_containers_left();
+}

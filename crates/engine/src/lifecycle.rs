@@ -305,7 +305,9 @@ impl Engine {
             Ok(c) => match c.kill(signal, all) {
                 Ok(()) => Ok(()),
                 // It exited meanwhile: what the signal was for.
-                Err(berth_runtime::Error::BadState(_)) => Ok(()),
+                Err(
+                    berth_runtime::Error::BadState(_) | berth_runtime::Error::NotRunning { .. },
+                ) => Ok(()),
                 Err(e) => Err(e.into()),
             },
             // Between two runs (restarting) or gone: nothing to signal.
