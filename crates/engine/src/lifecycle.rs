@@ -9,7 +9,9 @@
 //! its record, which tells the monitor not to apply the restart policy.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -112,6 +114,16 @@ impl Engine {
             return Ok(true);
         };
         let deadline = Instant::now() + timeout;
+        // The monitor's exit wakes this wait through a pidfd; the lock is
+        // looked at again after it (a new monitor may have the lock).
+        if let Some(pidfd) = self.monitor_pidfd(id) {
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                Ok(0) => return Ok(false),
+                Ok(_) | Err(_) => {}
+            }
+        }
         loop {
             if FileLock::try_acquire(&path, LockMode::Shared)?.is_some() {
                 return Ok(true);
@@ -121,6 +133,14 @@ impl Engine {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// A pidfd of container `id`'s monitor (its record's owner, checked by
+    /// its start time so a reused pid is not taken for it).
+    fn monitor_pidfd(&self, id: &str) -> Option<OwnedFd> {
+        let (pid, start) = self.container_record(id).ok()?.owner;
+        let fd = berth_runtime::pidfd_open(pid).filter(|_| pid > 0)?;
+        (berth_runtime::state::proc_start_time(pid) == Some((start, false))).then_some(fd)
     }
 
     /// Mounts `record`'s snapshot at its bundle's rootfs unless it is
