@@ -119,7 +119,10 @@ impl Engine {
         if let Some(pidfd) = self.monitor_pidfd(id) {
             let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
                 Ok(0) => return Ok(false),
                 Ok(_) | Err(_) => {}
             }
