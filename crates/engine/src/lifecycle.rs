@@ -119,12 +119,9 @@ impl Engine {
         if let Some(pidfd) = self.monitor_pidfd(id) {
             let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(0) => return Ok(false),
-                Ok(_) | Err(_) => {}
+            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            if let Ok(0) = poll(&mut fds, timeout) {
+                return Ok(false);
             }
         }
         loop {
