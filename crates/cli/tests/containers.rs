@@ -160,7 +160,9 @@ fn logs_follow_new_lines_and_exec_runs_in_the_container() {
         "f",
         "sh",
         "-c",
-        "touch /go; echo $HOSTNAME; ps -o comm | head -3",
+        // /go last: the container's init exits after it, killing the
+        // exec'd process if it still ran.
+        "echo $HOSTNAME; ps -o comm | head -3; touch /go",
     ]);
     let text = env.stdout_of(&out, 0);
     assert!(text.contains("sh"), "{text}");
