@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 
-use common::Env;
+use common::{Env, Terminal};
 use serde_json::Value;
 
 /// Removes (killing) every container of the test's data root when the test
@@ -452,74 +452,12 @@ fn attach_forwards_stdin_of_a_detached_i_container_and_streams_its_output() {
     env.assert_no_containers_left();
 }
 
-/// A pty whose slave is the controlling terminal of a new session for a
-/// command: what a user's terminal is to berth.
-struct Terminal {
-    master: std::fs::File,
-    seen: String,
-}
-
-impl Terminal {
-    /// Spawns `cmd` on a new pty (24 rows, 80 columns).
-    fn spawn(mut cmd: std::process::Command) -> (Terminal, std::process::Child) {
-        let size = nix::pty::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
-        let slave = pty.slave;
-        cmd.stdin(slave.try_clone().unwrap())
-            .stdout(slave.try_clone().unwrap())
-            .stderr(slave.try_clone().unwrap());
-        // SAFETY: between fork and exec the closure only calls the
-        // async-signal-safe setsid and ioctl.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn on the pty");
-        drop(cmd);
-        drop(slave);
-        let master = std::fs::File::from(pty.master);
-        (
-            Terminal {
-                master,
-                seen: String::new(),
-            },
-            child,
-        )
-    }
-
-    fn type_in(&mut self, text: &[u8]) {
-        use std::io::Write;
-        self.master.write_all(text).expect("write the pty");
-    }
-
-    /// Reads the terminal until `want` shows (panics at its end first).
-    fn expect(&mut self, want: &str) {
-        use std::io::Read;
-        let mut buf = [0u8; 1024];
-        while !self.seen.contains(want) {
-            let n = self.master.read(&mut buf).unwrap_or(0);
-            assert!(n > 0, "the terminal ended before {want:?}: {:?}", self.seen);
-            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        self.seen = self.seen.split_once(want).unwrap().1.to_string();
-    }
-}
-
 #[test]
 fn attach_to_an_it_container_is_a_terminal_and_ctrl_p_ctrl_q_detaches() {
     let env = setup();
     let _c = Containers(&env);
     env.ok(&["run", "-d", "-it", "--name", "sh", "bb", "sh"]);
-    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]));
+    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]), 24, 80);
     // The size of attach's terminal reaches the container's.
     term.type_in(b"stty size; echo x$((6*7))\r");
     term.expect("24 80");
@@ -530,7 +468,7 @@ fn attach_to_an_it_container_is_a_terminal_and_ctrl_p_ctrl_q_detaches() {
     let json: Value = serde_json::from_str(&env.ok(&["ps", "--format", "json"])).unwrap();
     assert_eq!(json[0]["State"], "running");
     // Attach again: the same shell; its exit is attach's exit code.
-    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]));
+    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]), 24, 80);
     term.type_in(b"echo again$((1+1)); exit 7\r");
     term.expect("again2");
     assert_eq!(attach.wait().unwrap().code(), Some(7));
