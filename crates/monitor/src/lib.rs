@@ -304,8 +304,9 @@ fn run(
         rec.exit_code = Some(code);
         rec.pid = 0;
         rec.finished = Some(chrono::Utc::now().to_rfc3339());
+        // A `--rm` container's record goes at once (it never restarts).
         engine
-            .save_container(&rec, true)
+            .save_container(&rec, !rec.auto_remove)
             .map_err(|e| e.to_string())?;
         if marker.exists() || !rec.restart.restarts(code, rec.restart_count) {
             let done = finish(&engine, &rec, lock);
