@@ -49,7 +49,7 @@ trap cleanup EXIT
 ROOTFS=$WORK/rootfs
 mkdir -p "$ROOTFS/bin" "$ROOTFS/etc" "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/dev" "$ROOTFS/tmp"
 cp "$(command -v busybox)" "$ROOTFS/bin/busybox"
-for applet in sh sleep true echo; do ln -s busybox "$ROOTFS/bin/$applet"; done
+for applet in sh sleep true echo touch; do ln -s busybox "$ROOTFS/bin/$applet"; done
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$ROOTFS/etc/passwd"
 printf 'root:x:0:\n' > "$ROOTFS/etc/group"
 tar -C "$ROOTFS" -cf "$WORK/busybox.tar" .
@@ -67,20 +67,27 @@ PN="--network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
 [ "$($B run --rm $IMG echo berth-ok)" = berth-ok ]
 [ "$($P run --rm $PN $IMG echo podman-ok)" = podman-ok ]
 
-cat > "$WORK/berth-cycle" <<EOF
+# Each cycle waits until the container's shell has set its trap (it
+# touches a file in a bind-mounted directory; the script spins on the
+# shell's builtin test): a stop that came before would find pid 1 without
+# a SIGTERM handler, the kernel would drop the signal, and stop would wait
+# its full 10 s timeout.
+SYNC=$WORK/sync
+mkdir -p "$SYNC"
+READY='trap "exit 0" TERM; touch /sync/ready; sleep 1000 & wait'
+for side in berth podman; do
+    if [ $side = berth ]; then RUN="$B run -d"; STOP="$B stop"; RM="$B rm"
+    else RUN="$P run -d $PN"; STOP="$P stop"; RM="$P rm"; fi
+    cat > "$WORK/$side-cycle" <<EOF
 #!/bin/sh
 set -e
-$B run -d --name c $IMG sh -c 'trap "exit 0" TERM; sleep 1000 & wait' >/dev/null
-$B stop c >/dev/null
-$B rm c >/dev/null
+rm -f $SYNC/ready
+$RUN -v $SYNC:/sync --name c $IMG sh -c '$READY' >/dev/null
+while [ ! -e $SYNC/ready ]; do :; done
+$STOP c >/dev/null
+$RM c >/dev/null
 EOF
-cat > "$WORK/podman-cycle" <<EOF
-#!/bin/sh
-set -e
-$P run -d $PN --name c $IMG sh -c 'trap "exit 0" TERM; sleep 1000 & wait' >/dev/null
-$P stop c >/dev/null
-$P rm c >/dev/null
-EOF
+done
 chmod +x "$WORK/berth-cycle" "$WORK/podman-cycle"
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/result.json" \
     -n "berth run -d + stop + rm" "$WORK/berth-cycle" \

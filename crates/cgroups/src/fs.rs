@@ -162,7 +162,11 @@ impl Manager for Cgroup {
             }
         }
         if frozen {
-            self.thaw()?;
+            match self.thaw() {
+                // Its processes exited and their owner removed it meanwhile.
+                Err(_) if !matches!(self.freezer(), Ok(Loc::V1(d) | Loc::V2(d)) if d.exists()) => {}
+                thawed => thawed?,
+            }
         }
         result
     }

@@ -69,7 +69,7 @@ pub enum Command {
     },
     /// Start stopped containers again, on their existing snapshot.
     Start {
-        /// Print the container's output until it exits; exit with its code.
+        /// Attach to the container (as `berth attach`) until it exits; exit with its code.
         #[arg(long, short = 'a')]
         attach: bool,
         /// The containers (names or id prefixes).
@@ -103,8 +103,13 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Print a running container's output until it exits (stdin is not attached).
+    /// Connect this terminal to a running container through its monitor:
+    /// its output, and stdin when it was run with -i (ctrl-p ctrl-q
+    /// detaches from a -t container).
     Attach {
+        /// Do not forward stdin.
+        #[arg(long)]
+        no_stdin: bool,
         /// The container (name or id prefix).
         container: String,
     },
@@ -186,11 +191,11 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
                 println!("{}", rec.name);
                 return Ok(0);
             }
-            let (_, offset) = log_end(&engine, rec);
-            engine.start_detached(rec, &monitor_program())?;
             if attach {
-                return follow_until_exit(&engine, rec, offset);
+                let sock = engine.start_attached(rec, &monitor_program())?;
+                return attach_to(&engine, rec, sock, true);
             }
+            engine.start_detached(rec, &monitor_program())?;
             println!("{}", rec.name);
             Ok(0)
         }),
@@ -228,20 +233,34 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
             Ok(code)
         }
         Command::Wait { containers } => each(&engine, &containers, |rec| {
+            let socket = engine.layout().attach_socket(&rec.id);
+            if rec.auto_remove {
+                // Its record goes with its exit: the monitor tells the code.
+                if let Ok(sock) = berth_engine::attach::connect(&socket) {
+                    if let Some(code) = crate::attach::exit_code(sock)? {
+                        println!("{code}");
+                        return Ok(0);
+                    }
+                }
+            }
             engine.wait_monitor(&rec.id, None)?;
             let rec = engine.container_record(&rec.id)?;
             println!("{}", rec.exit_code.unwrap_or(-1));
             Ok(0)
         }),
-        Command::Attach { container } => each(&engine, &[container], |rec| {
-            if !engine.monitor_alive(&rec.id) {
+        Command::Attach {
+            no_stdin,
+            container,
+        } => each(&engine, &[container], |rec| {
+            let socket = engine.layout().attach_socket(&rec.id);
+            if !engine.monitor_alive(&rec.id) || !socket.exists() {
                 bail!(
                     "container {}: it is not running (start it with `berth start -a`)",
                     rec.name
                 );
             }
-            let (_, offset) = log_end(&engine, rec);
-            follow_until_exit(&engine, rec, offset)
+            let sock = berth_engine::attach::connect(&socket)?;
+            attach_to(&engine, rec, sock, !no_stdin)
         }),
         Command::Container {
             command: ContainerCommand::Prune { force: _ },
@@ -553,22 +572,35 @@ fn print_logs(
     Ok(0)
 }
 
-/// Prints `rec`'s output from `pos` on until its monitor exits; returns
-/// its exit code.
-fn follow_until_exit(engine: &Engine, rec: &ContainerRecord, mut pos: LogPos) -> Result<i32> {
-    let path = engine.layout().container_log(&rec.id);
-    loop {
-        let alive = engine.monitor_alive(&rec.id);
-        print_entries(&pos.read_new(&path)?, false)?;
-        if !alive {
-            break;
+/// Attaches this terminal to `rec`'s container through `sock` (stdin
+/// too when `stdin` and the container keeps its stdin open); returns its
+/// exit code, 0 when the user detached.
+fn attach_to(
+    engine: &Engine,
+    rec: &ContainerRecord,
+    sock: std::os::unix::net::UnixStream,
+    stdin: bool,
+) -> Result<i32> {
+    let tty = engine
+        .container_spec(&rec.id)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false);
+    match crate::attach::attach(sock, tty, stdin && rec.stdin_open)? {
+        crate::attach::Outcome::Exited(code) => Ok(code),
+        crate::attach::Outcome::Detached => Ok(0),
+        crate::attach::Outcome::Lost => {
+            engine.wait_monitor(&rec.id, None)?;
+            let rec = engine.find_container(&rec.id)?;
+            match rec.exit_code {
+                Some(code) => Ok(code),
+                None => bail!(
+                    "container {}: lost its monitor; its exit code is unknown",
+                    rec.name
+                ),
+            }
         }
-        std::thread::sleep(FOLLOW_POLL);
     }
-    Ok(engine
-        .container_record(&rec.id)?
-        .exit_code
-        .unwrap_or(BERTH_ERROR))
 }
 
 /// `berth exec`: the container's process settings (env, cwd, user) with

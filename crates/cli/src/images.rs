@@ -209,6 +209,9 @@ pub fn run(command: Command, global: &Global) -> Result<i32> {
             for id in &report.networks {
                 println!("detached the network of a removed container: {id}");
             }
+            for id in &report.bundles {
+                println!("unmounted the rootfs of a stopped container: {id}");
+            }
             for s in &report.orphans {
                 println!("deleted snapshot of a removed container: {s}");
             }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod artifact;
+mod attach;
 mod containers;
 mod images;
 mod network;

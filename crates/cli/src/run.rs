@@ -97,6 +97,9 @@ pub struct ConfigArgs {
     /// Restart policy of a detached container: no, on-failure[:MAX], always, unless-stopped.
     #[arg(long, default_value = "no")]
     pub restart: String,
+    /// Log option of a detached container: max-size=SIZE (rotate its log past SIZE).
+    #[arg(long = "log-opt", value_name = "max-size=SIZE")]
+    pub log_opts: Vec<String>,
     /// Read environment variables from a file (`KEY=value` lines; `-e` wins).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
@@ -180,6 +183,10 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
         eprintln!("berth: --restart needs -d (a foreground container is not restarted)");
         return Ok(BERTH_ERROR);
     }
+    if !args.config.log_opts.is_empty() {
+        eprintln!("berth: --log-opt needs -d (a foreground container's output is not logged)");
+        return Ok(BERTH_ERROR);
+    }
     if !berth_runtime::trampoline::available() {
         if let Err(e) = berth_runtime::reexec_read_only() {
             eprintln!("berth: cannot re-execute from a read-only copy of berth: {e}");
@@ -197,6 +204,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<i32> {
             state_root: args.state_root.clone(),
             restart: RestartPolicy::No,
             network: Some(args.network.options()?),
+            ..Default::default()
         };
         let attach = Attach {
             interactive: args.interactive,
@@ -232,6 +240,8 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
             state_root: args.state_root.clone(),
             restart,
             network: Some(args.network.options()?),
+            interactive: args.interactive,
+            log_max_size: log_max_size(&args.config.log_opts)?,
         };
         let record = engine.create(&image, &opts)?.detach()?;
         if let Err(e) = engine.start_detached(&record, &crate::containers::monitor_program()) {
@@ -252,6 +262,24 @@ fn detached(args: &RunArgs, global: &Global) -> Result<i32> {
             Ok(berth_engine::command_failure_code(&text).unwrap_or(BERTH_ERROR))
         }
     }
+}
+
+/// The log size limit `--log-opt max-size=SIZE` asks for.
+fn log_max_size(opts: &[String]) -> Result<Option<u64>> {
+    let mut max = None;
+    for opt in opts {
+        match opt.split_once('=') {
+            Some(("max-size", size)) => {
+                let n = limits::parse_size("--log-opt max-size", size)?;
+                if n < 1024 {
+                    bail!("--log-opt {opt:?}: a log needs at least 1k before it is rotated");
+                }
+                max = Some(n);
+            }
+            _ => bail!("--log-opt {opt:?}: berth knows max-size=SIZE only"),
+        }
+    }
+    Ok(max)
 }
 
 /// Builds the spec overrides from the command line.

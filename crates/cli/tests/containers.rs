@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 
-use common::Env;
+use common::{Env, Terminal};
 use serde_json::Value;
 
 /// Removes (killing) every container of the test's data root when the test
@@ -160,7 +160,9 @@ fn logs_follow_new_lines_and_exec_runs_in_the_container() {
         "f",
         "sh",
         "-c",
-        "touch /go; echo $HOSTNAME; ps -o comm | head -3",
+        // /go last: the container's init exits after it, killing the
+        // exec'd process if it still ran.
+        "echo $HOSTNAME; ps -o comm | head -3; touch /go",
     ]);
     let text = env.stdout_of(&out, 0);
     assert!(text.contains("sh"), "{text}");
@@ -373,5 +375,374 @@ fn gc_frees_the_snapshot_of_a_container_whose_record_is_gone() {
         )),
         "{out}"
     );
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn attach_forwards_stdin_of_a_detached_i_container_and_streams_its_output() {
+    use std::io::Write;
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "-i", "--name", "cat", "bb", "cat"]);
+    let mut attach = env
+        .command(&["attach", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn attach");
+    let mut input = attach.stdin.take().unwrap();
+    let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
+    input.write_all(b"first line\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "first line");
+    input.write_all(b"second\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    // The end of attach's input ends the container's: cat exits 0, and
+    // attach with it, with its exit code.
+    drop(input);
+    assert!(lines.next().is_none());
+    let status = attach.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(env.ok(&["wait", "cat"]), "0\n");
+    assert_eq!(env.ok(&["logs", "cat"]), "first line\nsecond\n");
+    // start -a attaches before the container starts: stdin again, and
+    // attach's exit code is the container's.
+    let mut start = env
+        .command(&["start", "-a", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn start -a");
+    start.stdin.take().unwrap().write_all(b"again\n").unwrap();
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(env.stdout_of(&out, 0), "again\n");
+    // Without -i nothing is forwarded: attach only streams.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "noin",
+        "bb",
+        "sh",
+        "-c",
+        "cat; echo done; exit 4",
+    ]);
+    assert_eq!(env.ok(&["wait", "noin"]), "4\n");
+    let mut start = env
+        .command(&["start", "-a", "noin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn start -a");
+    start
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not for it\n")
+        .unwrap();
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(
+        env.stdout_of(&out, 4),
+        "done\n",
+        "stdin was /dev/null, not attach's"
+    );
+    env.ok(&["rm", "cat", "noin"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn attach_to_an_it_container_is_a_terminal_and_ctrl_p_ctrl_q_detaches() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "-it", "--name", "sh", "bb", "sh"]);
+    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]), 24, 80);
+    // The size of attach's terminal reaches the container's.
+    term.type_in(b"stty size; echo x$((6*7))\r");
+    term.expect("24 80");
+    term.expect("x42");
+    // ctrl-p ctrl-q: attach ends, the container runs on.
+    term.type_in(b"\x10\x11");
+    assert_eq!(attach.wait().unwrap().code(), Some(0));
+    let json: Value = serde_json::from_str(&env.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["State"], "running");
+    // Attach again: the same shell; its exit is attach's exit code.
+    let (mut term, mut attach) = Terminal::spawn(env.command(&["attach", "sh"]), 24, 80);
+    term.type_in(b"echo again$((1+1)); exit 7\r");
+    term.expect("again2");
+    assert_eq!(attach.wait().unwrap().code(), Some(7));
+    assert_eq!(env.ok(&["wait", "sh"]), "7\n");
+    env.ok(&["rm", "sh"]);
+    env.assert_no_containers_left();
+}
+
+/// SIGKILL to `pid`, then waits until it is gone (reaped by its parent).
+fn kill_and_wait(pid: i64) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    while alive(pid) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn after_a_simulated_reboot_records_say_exited_and_nothing_stays_mounted() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "--name", "boot", "bb", "sleep", "1000"]);
+    env.ok(&["run", "-d", "--name", "crash", "bb", "sleep", "1000"]);
+    let records = env.container_records();
+    let rec = |name: &str| records.iter().find(|r| r["name"] == name).unwrap().clone();
+    let (boot, crash) = (rec("boot"), rec("crash"));
+    let id = |r: &Value| r["id"].as_str().unwrap().to_string();
+    let rootfs = |r: &Value| env.root().join("run/bundles").join(id(r)).join("rootfs");
+
+    // A reboot: every process gone, every mount gone, the runtime's state
+    // (on a tmpfs) gone.
+    kill_and_wait(boot["owner"][0].as_i64().unwrap());
+    kill_and_wait(boot["pid"].as_i64().unwrap());
+    nix::mount::umount2(&rootfs(&boot), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_dir_all(env.root().join("run").join(id(&boot))).unwrap();
+    // A killed monitor whose runtime state was lost too: its container
+    // still runs, its rootfs is still mounted.
+    let crash_pid = crash["pid"].as_i64().unwrap();
+    kill_and_wait(crash["owner"][0].as_i64().unwrap());
+    std::fs::remove_dir_all(env.root().join("run").join(id(&crash))).unwrap();
+    assert!(alive(crash_pid));
+
+    let ps = env.ok(&["ps", "-a"]);
+    assert_eq!(ps.matches("Exited (exit code unknown)").count(), 2, "{ps}");
+    let json: Value = serde_json::from_str(&env.ok(&["ps", "-a", "--format", "json"])).unwrap();
+    assert!(json
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["State"] == "exited"));
+    assert!(
+        !alive(crash_pid),
+        "the unsupervised container was killed through its cgroup"
+    );
+    env.assert_no_mounts();
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids").join(id(&crash));
+    assert!(!cgroup.exists(), "its cgroup is gone: {}", cgroup.display());
+
+    // They start again on their snapshots, and rm cleans up.
+    env.ok(&["start", "boot"]);
+    assert_eq!(inspect(&env, "boot")["State"]["Running"], true);
+    env.ok(&["rm", "-f", "boot", "crash"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn gc_unmounts_what_a_killed_monitor_left_of_an_exited_container() {
+    let env = setup();
+    let _c = Containers(&env);
+    env.ok(&["run", "-d", "--name", "left", "bb", "sleep", "1000"]);
+    let rec = env.container_records().pop().unwrap();
+    let id = rec["id"].as_str().unwrap().to_string();
+    kill_and_wait(rec["owner"][0].as_i64().unwrap());
+    kill_and_wait(rec["pid"].as_i64().unwrap());
+    // What a monitor killed between recording the exit and unmounting
+    // leaves: an exited record and a mounted rootfs.
+    let path = env
+        .root()
+        .join("containers")
+        .join(&id)
+        .join("container.json");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["status"] = "exited".into();
+    json["exit_code"] = 0.into();
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    std::fs::remove_dir_all(env.root().join("run").join(&id)).unwrap();
+    let out = env.ok(&["gc"]);
+    assert!(
+        out.contains(&format!(
+            "unmounted the rootfs of a stopped container: {id}"
+        )),
+        "{out}"
+    );
+    env.assert_no_mounts();
+    assert_eq!(inspect(&env, "left")["State"]["ExitCode"], 0);
+    env.ok(&["rm", "left"]);
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids").join(&id);
+    assert!(
+        !cgroup.exists(),
+        "rm removed its cgroup: {}",
+        cgroup.display()
+    );
+    env.assert_no_containers_left();
+}
+
+/// Polls `cond` (every 20 ms, at most 30 s) until it holds; the test
+/// fails with `what` otherwise.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{what} did not happen within 30 s");
+}
+
+#[test]
+fn restart_always_and_unless_stopped_restart_after_exits_but_not_after_stop() {
+    let env = setup();
+    let _c = Containers(&env);
+    // always: a clean exit restarts it too.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--restart",
+        "always",
+        "bb",
+        "sh",
+        "-c",
+        "echo run; exit 0",
+    ]);
+    eventually("three runs of --restart always", || {
+        inspect(&env, "a")["RestartCount"].as_i64() >= Some(2)
+    });
+    env.ok(&["stop", "a"]);
+    let state = inspect(&env, "a");
+    assert_eq!(state["State"]["Status"], "exited");
+    let count = state["RestartCount"].clone();
+    // stop returns once the monitor is gone: nothing can restart it now.
+    assert_eq!(env.ok(&["wait", "a"]), "0\n");
+    assert_eq!(inspect(&env, "a")["RestartCount"], count);
+    assert_eq!(env.ok(&["ps", "-q"]), "", "not restarted after stop");
+
+    // unless-stopped: a process killed from outside comes back, a stopped
+    // container does not.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "--restart",
+        "unless-stopped",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    let first = inspect(&env, "u")["State"]["Pid"].as_i64().unwrap();
+    kill_and_wait(first);
+    eventually("the restart after a kill", || {
+        let s = inspect(&env, "u");
+        s["RestartCount"] == 1 && s["State"]["Running"] == true
+    });
+    let second = inspect(&env, "u")["State"]["Pid"].as_i64().unwrap();
+    assert_ne!(first, second);
+    assert!(alive(second));
+    env.ok(&["stop", "-t", "0", "u"]);
+    assert!(!alive(second));
+    let s = inspect(&env, "u");
+    assert_eq!(
+        (s["State"]["Status"].as_str(), s["RestartCount"].as_i64()),
+        (Some("exited"), Some(1))
+    );
+    assert_eq!(env.ok(&["ps", "-q"]), "", "not restarted after stop");
+    env.ok(&["rm", "a", "u"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
+fn rm_d_removes_record_and_snapshot_when_the_container_exits() {
+    let env = setup();
+    let _c = Containers(&env);
+    let script = "trap 'exit 6' HUP; while true; do sleep 0.1; done";
+    env.ok(&[
+        "run", "-d", "--rm", "--name", "gone", "bb", "sh", "-c", script,
+    ]);
+    let records = env.container_records();
+    assert_eq!(records.len(), 1, "it runs: its record stays");
+    // wait tells the exit code of a container whose record goes with it,
+    // when it waited before the exit (as podman's).
+    let monitor = records[0]["owner"][0].as_i64().unwrap();
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{monitor}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = sockets();
+    let wait = env
+        .command(&["wait", "gone"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wait");
+    eventually("wait's connection to the monitor", || sockets() > before);
+    env.ok(&["kill", "-s", "HUP", "gone"]);
+    let out = wait.wait_with_output().unwrap();
+    assert_eq!(env.stdout_of(&out, 0), "6\n");
+    env.assert_no_containers_left();
+    let out = env.berth(&["inspect", "gone"]);
+    assert_ne!(out.status.code(), Some(0), "{}", env.describe(&out));
+}
+
+#[test]
+fn logs_rotate_past_max_size_and_still_give_the_tail() {
+    let env = setup();
+    let _c = Containers(&env);
+    let script = "i=0; while [ $i -lt 600 ]; do echo line-$i; i=$((i+1)); done";
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "big",
+        "--log-opt",
+        "max-size=4k",
+        "bb",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(env.ok(&["wait", "big"]), "0\n");
+    let log = env
+        .root()
+        .join("containers")
+        .join(id.trim())
+        .join("ctr.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        size <= 4096,
+        "the current file stays under the limit: {size}"
+    );
+    assert!(
+        env.root()
+            .join("containers")
+            .join(id.trim())
+            .join("ctr.log.1")
+            .exists(),
+        "a rotated file"
+    );
+    assert_eq!(
+        env.ok(&["logs", "--tail", "3", "big"]),
+        "line-597\nline-598\nline-599\n"
+    );
+    // All that is kept is the end of the output, without a gap.
+    let all = env.ok(&["logs", "big"]);
+    let lines: Vec<&str> = all.lines().collect();
+    let first: usize = lines[0].strip_prefix("line-").unwrap().parse().unwrap();
+    assert!(first > 0, "the oldest output was dropped");
+    let want: Vec<String> = (first..600).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, want);
+    let out = env.berth(&["run", "-d", "--log-opt", "max-size=1", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max-size=1"));
+    env.ok(&["rm", "big"]);
     env.assert_no_containers_left();
 }

@@ -377,19 +377,9 @@ fn unknown_image_is_a_clear_error() {
 
 #[test]
 fn tty_window_size_changes_reach_the_container() {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
     let env = Env::new();
     env.import_busybox("bb", &[]);
-    let size = |rows, cols| nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size(20, 50)), None).expect("openpty");
-    let slave = pty.slave;
-    let mut cmd = env.command(&[
+    let cmd = env.command(&[
         "run",
         "--rm",
         "-t",
@@ -400,56 +390,14 @@ fn tty_window_size_changes_reach_the_container() {
         "trap 'stty size; exit 0' WINCH; stty size; echo ready; i=0; \
          while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 9",
     ]);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
-    // SAFETY: between fork and exec the closure only calls the
-    // async-signal-safe setsid and ioctl.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn berth run -t");
-    drop(cmd);
-    drop(slave);
-    let mut master = std::fs::File::from(pty.master);
-    let mut seen = String::new();
-    let mut buf = [0u8; 1024];
-    while !seen.contains("ready") {
-        let n = master.read(&mut buf).expect("read the pty");
-        assert!(
-            n > 0,
-            "berth ended before the container was ready: {seen:?}"
-        );
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(seen.contains("20 50"), "initial size: {seen:?}");
+    let (mut term, mut child) = common::Terminal::spawn(cmd, 20, 50);
+    term.expect("20 50");
+    term.expect("ready");
     // Resizing the terminal sends SIGWINCH to berth, which resizes the
     // container's pty: the container's trap prints the new size.
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass.
-    let rc = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&master),
-            libc::TIOCSWINSZ,
-            &size(30, 70),
-        )
-    };
-    assert_eq!(rc, 0, "TIOCSWINSZ");
-    loop {
-        match master.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-        if seen.contains("30 70") {
-            break;
-        }
-    }
+    term.resize(30, 70);
+    term.expect("30 70");
     let status = child.wait().expect("wait berth");
-    assert!(seen.contains("30 70"), "resized: {seen:?}");
     assert_eq!(status.code(), Some(0));
     env.assert_no_containers_left();
 }

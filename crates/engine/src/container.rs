@@ -76,6 +76,13 @@ pub struct ContainerRecord {
     /// The volumes it mounts, named and anonymous.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// Its stdin stays open for attach clients (`-i`).
+    #[serde(default)]
+    pub stdin_open: bool,
+    /// Its log file is rotated past this many bytes (`--log-opt
+    /// max-size`; none: [`crate::logs::DEFAULT_MAX_SIZE`]).
+    #[serde(default)]
+    pub log_max_size: Option<u64>,
 }
 
 /// What the monitor does when a container exits (podman's `--restart`).
@@ -170,10 +177,14 @@ impl ContainerRecord {
     /// Whether the process that owns this container is gone while the
     /// record still says created or running (it was killed).
     pub fn abandoned(&self) -> bool {
+        self.status != Status::Exited && self.owner_gone()
+    }
+
+    /// Whether the process that owns (or last owned) this container is
+    /// gone.
+    pub fn owner_gone(&self) -> bool {
         let (pid, start) = self.owner;
-        self.status != Status::Exited
-            && pid > 0
-            && berth_runtime::state::proc_start_time(pid) != Some((start, false))
+        pid > 0 && berth_runtime::state::proc_start_time(pid) != Some((start, false))
     }
 }
 
@@ -266,9 +277,18 @@ pub(crate) fn reap(
                 rec.name, rec.id
             ));
         };
-        if let Ok(c) = berth_runtime::Runtime::new(&rec.state_root).load(&rec.id) {
-            if let Err(e) = c.delete(true) {
-                warn("deleting it from the runtime", &e);
+        match berth_runtime::Runtime::new(&rec.state_root).load(&rec.id) {
+            Ok(c) => {
+                if let Err(e) = c.delete(true) {
+                    warn("deleting it from the runtime", &e);
+                }
+            }
+            // Its runtime state is gone too (a reboot, a wiped state root):
+            // its cgroup still names what is left of it.
+            Err(_) => {
+                if let Err(e) = kill_cgroup(layout, rec) {
+                    warn("killing what is left in its cgroup", &e);
+                }
             }
         }
         if let Err(e) = crate::network::teardown(layout, &rec.id) {
@@ -302,6 +322,39 @@ pub(crate) fn reap(
         }
     }
     warnings
+}
+
+/// Kills every process left in `rec`'s cgroup (found from the spec it
+/// was created with) and removes the cgroup: what the runtime's delete
+/// does, for a container whose runtime state is lost.
+pub(crate) fn kill_cgroup(layout: &Layout, rec: &ContainerRecord) -> Result<()> {
+    let path = layout.container_spec(&rec.id);
+    let cgroups_path = std::fs::read(&path)
+        .ok()
+        .and_then(|d| serde_json::from_slice::<oci_spec::runtime::Spec>(&d).ok())
+        .and_then(|s| s.linux().clone())
+        .and_then(|l| l.cgroups_path().clone())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let what = || format!("cgroup of container {}", rec.id);
+    let cg = berth_cgroups::manager(&cgroups_path, &rec.id)
+        .map_err(|e| Error::invalid(what(), e.to_string()))?;
+    if !cg.paths().iter().any(|p| p.exists()) {
+        return Ok(());
+    }
+    let cg_err = |e: berth_cgroups::Error| Error::invalid(what(), e.to_string());
+    // A killed process leaves the cgroup once it is reaped (by its
+    // subreaper or init): wait for that, a little.
+    for attempt in 0..200 {
+        if cg.pids().map_err(cg_err)?.is_empty() {
+            break;
+        }
+        if attempt % 20 == 0 {
+            cg.kill_all(libc::SIGKILL).map_err(cg_err)?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cg.destroy().map_err(cg_err)
 }
 
 /// Removes a directory tree; one already gone is fine.

@@ -31,6 +31,9 @@ pub struct GcReport {
     /// Anonymous volumes no container uses (their container was removed
     /// without `-v`, or its create crashed).
     pub volumes: Vec<String>,
+    /// Container bundles (rootfs mounts) left by a crashed run or monitor
+    /// that no running container needs: unmounted and removed (ids).
+    pub bundles: Vec<String>,
     /// Blobs and ingests removed from the image store.
     pub blobs: berth_image::gc::GcReport,
     /// Committed layer snapshots (chain IDs) no image needs any more.
@@ -66,6 +69,7 @@ impl Engine {
     /// leases on the store.
     pub fn gc(&self) -> Result<GcReport> {
         let (reaped, warnings) = self.reap_abandoned()?;
+        let bundles = self.remove_stale_bundles()?;
         let networks = crate::network::gc(self.layout())?;
         let orphans = self.remove_orphan_snapshots()?;
         let volumes = self.remove_unused_volumes(true)?;
@@ -83,6 +87,7 @@ impl Engine {
             networks,
             orphans,
             volumes,
+            bundles,
             blobs,
             snapshots,
         })
@@ -90,6 +95,34 @@ impl Engine {
 }
 
 impl Engine {
+    /// Unmounts and removes the bundles under the default state root that
+    /// no record owns, or whose container exited and whose owner (its
+    /// monitor, or a foreground `berth run`) is gone. Returns their ids.
+    fn remove_stale_bundles(&self) -> Result<Vec<String>> {
+        let layout = self.layout();
+        let dir = crate::layout::bundle_dir(&layout.default_state_root(), "");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let _names = container::lock(layout)?;
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let stale = match self.container_record(&id) {
+                Ok(rec) => rec.status == container::Status::Exited && rec.owner_gone(),
+                Err(crate::Error::NoSuchContainer { .. }) => true,
+                Err(_) => false,
+            };
+            if stale {
+                let bundle = entry.path();
+                let _ = berth_snapshot::unmount(&bundle.join("rootfs"));
+                container::remove_dir(&bundle)?;
+                removed.push(id);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes the active container snapshots (`container-<id>`) no
     /// container record owns, unmounting them from the default state
     /// root's bundle first. Returns their names.

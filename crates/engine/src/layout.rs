@@ -72,6 +72,11 @@ impl Layout {
         self.container(id).join("monitor.lock")
     }
 
+    /// The socket container `id`'s monitor listens on for attach clients.
+    pub fn attach_socket(&self, id: &str) -> PathBuf {
+        self.container(id).join("attach.sock")
+    }
+
     /// Where container `id`'s monitor writes its own errors.
     pub fn monitor_log(&self, id: &str) -> PathBuf {
         self.container(id).join("monitor.log")

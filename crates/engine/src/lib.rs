@@ -12,6 +12,7 @@
 //! A reference goes down through the crates and never back up: engine →
 //! image (records, content) / snapshot / archive / runtime.
 
+pub mod attach;
 mod container;
 mod error;
 mod gc;

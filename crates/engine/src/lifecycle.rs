@@ -9,7 +9,10 @@
 //! its record, which tells the monitor not to apply the restart policy.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -111,6 +114,16 @@ impl Engine {
             return Ok(true);
         };
         let deadline = Instant::now() + timeout;
+        // The monitor's exit wakes this wait through a pidfd; the lock is
+        // looked at again after it (a new monitor may have the lock).
+        if let Some(pidfd) = self.monitor_pidfd(id) {
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            if let Ok(0) = poll(&mut fds, timeout) {
+                return Ok(false);
+            }
+        }
         loop {
             if FileLock::try_acquire(&path, LockMode::Shared)?.is_some() {
                 return Ok(true);
@@ -120,6 +133,14 @@ impl Engine {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// A pidfd of container `id`'s monitor (its record's owner, checked by
+    /// its start time so a reused pid is not taken for it).
+    fn monitor_pidfd(&self, id: &str) -> Option<OwnedFd> {
+        let (pid, start) = self.container_record(id).ok()?.owner;
+        let fd = berth_runtime::pidfd_open(pid).filter(|_| pid > 0)?;
+        (berth_runtime::state::proc_start_time(pid) == Some((start, false))).then_some(fd)
     }
 
     /// Mounts `record`'s snapshot at its bundle's rootfs unless it is
@@ -141,8 +162,10 @@ impl Engine {
     /// left of it), detaches its network, unmounts its rootfs and removes
     /// its bundle.
     pub fn release_rootfs(&self, record: &ContainerRecord) -> Result<()> {
-        if let Ok(c) = berth_runtime::Runtime::new(&record.state_root).load(&record.id) {
-            c.delete(true)?;
+        match berth_runtime::Runtime::new(&record.state_root).load(&record.id) {
+            Ok(c) => c.delete(true)?,
+            // Deleted already, or its state was lost (a reboot).
+            Err(_) => container::kill_cgroup(self.layout(), record)?,
         }
         crate::network::teardown(self.layout(), &record.id)?;
         let bundle = bundle_dir(&record.state_root, &record.id);
@@ -158,6 +181,25 @@ impl Engine {
     /// session, creates and starts the container, and this call returns
     /// once the container runs, or with the monitor's error.
     pub fn start_detached(&self, record: &ContainerRecord, monitor: &Path) -> Result<()> {
+        self.spawn_monitor(record, monitor, None)
+    }
+
+    /// As [`Engine::start_detached`], with an attach client connected
+    /// before the container starts (`berth start -a`: no output is missed);
+    /// returns its end, which speaks [`crate::attach`]'s protocol.
+    pub fn start_attached(&self, record: &ContainerRecord, monitor: &Path) -> Result<UnixStream> {
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| Error::io("an attach socket pair", e))?;
+        self.spawn_monitor(record, monitor, Some(theirs.into()))?;
+        Ok(ours)
+    }
+
+    fn spawn_monitor(
+        &self,
+        record: &ContainerRecord,
+        monitor: &Path,
+        client: Option<OwnedFd>,
+    ) -> Result<()> {
         let layout = self.layout();
         let _ = std::fs::remove_file(layout.stop_marker(&record.id));
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -172,17 +214,29 @@ impl Engine {
         cmd.arg("--root")
             .arg(layout.root())
             .arg("--ready-fd")
-            .arg("3")
-            .arg(&record.id)
+            .arg("3");
+        if client.is_some() {
+            cmd.arg("--client-fd").arg("4");
+        }
+        cmd.arg(&record.id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(errors);
         let fd = ready_w.as_raw_fd();
-        // SAFETY: between fork and exec the closure only calls dup2 and
-        // setsid, both async-signal-safe, and touches no Rust state.
+        let client_fd = client.as_ref().map_or(-1, |c| c.as_raw_fd());
+        // SAFETY: between fork and exec the closure only calls fcntl, dup2
+        // and setsid, all async-signal-safe, and touches no Rust state.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 || libc::setsid() < 0 {
+                // Out of the way first (either may be 3 or 4 already), then
+                // down to 3 and 4 without close-on-exec.
+                let high = |fd: i32| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                let (ready, client) = (high(fd), if client_fd >= 0 { high(client_fd) } else { -1 });
+                if ready < 0
+                    || libc::dup2(ready, 3) < 0
+                    || (client_fd >= 0 && (client < 0 || libc::dup2(client, 4) < 0))
+                    || libc::setsid() < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -194,6 +248,7 @@ impl Engine {
             .status()
             .map_err(|e| Error::io(format!("starting the monitor {}", monitor.display()), e))?;
         drop(ready_w);
+        drop(client);
         if !status.success() {
             return Err(self.monitor_failed(record, &log, String::new()));
         }
@@ -274,10 +329,9 @@ impl Engine {
             Ok(c) => match c.kill(signal, all) {
                 Ok(()) => Ok(()),
                 // It exited meanwhile: what the signal was for.
-                Err(berth_runtime::Error::BadState(_)) => Ok(()),
-                // It died while its cgroup was being frozen and signalled
-                // (the monitor removed the cgroup): what the signal was for.
-                Err(_) if c.status() == berth_runtime::Status::Stopped => Ok(()),
+                Err(
+                    berth_runtime::Error::BadState(_) | berth_runtime::Error::NotRunning { .. },
+                ) => Ok(()),
                 Err(e) => Err(e.into()),
             },
             // Between two runs (restarting) or gone: nothing to signal.

@@ -44,6 +44,10 @@ pub struct ContainerOptions {
     /// The container's network (None: a namespace of its own with only
     /// `lo`, and no files written; see [`crate::network`]).
     pub network: Option<crate::NetworkOptions>,
+    /// A detached container's stdin stays open for attach clients (`-i`).
+    pub interactive: bool,
+    /// A detached container's log is rotated past this many bytes.
+    pub log_max_size: Option<u64>,
 }
 
 /// How a foreground container is attached to this process's stdio.
@@ -140,6 +144,8 @@ impl Engine {
                 started: None,
                 finished: None,
                 volumes: Vec::new(),
+                stdin_open: opts.interactive,
+                log_max_size: opts.log_max_size,
             },
         };
         let result = (|| {

@@ -1,18 +1,21 @@
 //! The per-container monitor (see README.md): [`main`] is the whole
-//! program; `supervise` is its poll loop.
+//! program; `session` is its poll loop and attach server.
+
+mod session;
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_engine::logs::{LogWriter, Stream, DEFAULT_MAX_SIZE};
+use berth_engine::logs::{LogWriter, DEFAULT_MAX_SIZE};
 use berth_engine::{ContainerRecord, Engine, Status};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::ForkResult;
+
+use session::{handover_args, send_exit, supervise, Io, Server, Stdin};
 
 /// What the monitor is asked to do.
 struct Args {
@@ -23,13 +26,27 @@ struct Args {
 }
 
 /// The three lives of a monitor process (see the crate's README): berth
-/// starts it in `Start`; once the container runs it re-executes itself in
-/// `Watch`, which touches little memory while the container runs; at the
-/// exit it re-executes itself in `Exited` to record it and restart it.
+/// starts it in `Start` (with the client of `start -a`, if any); once the
+/// container runs it re-executes itself in `Watch`, which touches little
+/// memory while the container runs; at the exit it re-executes itself in
+/// `Exited` to record it, tell the attached clients and restart it.
 enum Mode {
-    Start,
-    Watch { pid: i32, lock: File, io: Io },
-    Exited { code: i32, lock: File },
+    Start {
+        clients: Vec<UnixStream>,
+    },
+    Watch {
+        pid: i32,
+        max_size: Option<u64>,
+        lock: File,
+        io: Io,
+        server: Server,
+    },
+    Exited {
+        code: i32,
+        lock: File,
+        listener: UnixListener,
+        clients: Vec<UnixStream>,
+    },
 }
 
 /// Takes the descriptor number `fd` handed over by the previous program
@@ -48,20 +65,25 @@ fn inherited(fd: Option<i32>, what: &str) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The flags that hand a descriptor over.
-const FD_FLAGS: [&str; 5] = [
+/// The flags that hand a descriptor over (`--client-fd` may repeat).
+const FD_FLAGS: [&str; 8] = [
     "--ready-fd",
     "--lock-fd",
     "--out-fd",
     "--err-fd",
     "--pty-fd",
+    "--listen-fd",
+    "--stdin-fd",
+    "--client-fd",
 ];
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args_os().skip(1);
     let (mut root, mut id) = (None, None);
     let mut fds: std::collections::HashMap<&'static str, i32> = Default::default();
-    let (mut watch, mut pid, mut code) = (false, None, None);
+    let mut clients = Vec::new();
+    let (mut watch, mut stdin_pty, mut pid, mut code) = (false, false, None, None);
+    let mut max_size = None;
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> Result<i32, String> {
             args.next()
@@ -77,11 +99,20 @@ fn parse_args() -> Result<Args, String> {
                     .find(|f| **f == flag)
                     .copied()
                     .unwrap_or_default();
-                fds.insert(name, n);
+                if name == "--client-fd" {
+                    clients.push(UnixStream::from(inherited(Some(n), name)?));
+                } else if fds.insert(name, n).is_some() {
+                    return Err(format!("{flag} given twice"));
+                }
             }
             Some("--watch") => watch = true,
+            Some("--stdin-pty") => stdin_pty = true,
             Some("--pid") => pid = Some(number("--pid")?),
             Some("--exit-code") => code = Some(number("--exit-code")?),
+            Some("--log-max-size") => {
+                let n = args.next().and_then(|v| v.to_str()?.parse().ok());
+                max_size = Some(n.ok_or("--log-max-size: expected a number of bytes")?);
+            }
             Some(a) if !a.starts_with('-') && id.is_none() => id = Some(a.to_string()),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
@@ -92,23 +123,34 @@ fn parse_args() -> Result<Args, String> {
         return Err(format!("container id {id:?}: expected 32 hex digits"));
     }
     let fd = |name: &str| inherited(fds.get(name).copied(), name);
-    let ready = match fds.contains_key("--ready-fd") {
-        true => Some(File::from(fd("--ready-fd")?)),
-        false => None,
-    };
+    let optional = |name: &str| fds.contains_key(name).then(|| fd(name)).transpose();
+    let ready = optional("--ready-fd")?.map(File::from);
     let mode = match (watch, code) {
-        (false, None) => Mode::Start,
-        (true, None) => Mode::Watch {
-            pid: pid.filter(|p| *p > 0).ok_or("--watch needs --pid")?,
-            lock: File::from(fd("--lock-fd")?),
-            io: match fds.contains_key("--pty-fd") {
+        (false, None) => Mode::Start { clients },
+        (true, None) => {
+            let io = match fds.contains_key("--pty-fd") {
                 true => Io::Pty(fd("--pty-fd")?),
                 false => Io::Pipes(fd("--out-fd")?, fd("--err-fd")?),
-            },
-        },
+            };
+            let stdin = match (optional("--stdin-fd")?, stdin_pty) {
+                (Some(pipe), _) => Stdin::Pipe(pipe),
+                (None, true) => Stdin::Pty,
+                (None, false) => Stdin::Closed,
+            };
+            let listener = UnixListener::from(fd("--listen-fd")?);
+            Mode::Watch {
+                pid: pid.filter(|p| *p > 0).ok_or("--watch needs --pid")?,
+                max_size,
+                lock: File::from(fd("--lock-fd")?),
+                io,
+                server: Server::new(listener, stdin, clients),
+            }
+        }
         (false, Some(code)) => Mode::Exited {
             code,
             lock: File::from(fd("--lock-fd")?),
+            listener: UnixListener::from(fd("--listen-fd")?),
+            clients,
         },
         (true, Some(_)) => return Err("--watch and --exit-code exclude each other".into()),
     };
@@ -138,7 +180,7 @@ pub fn main() -> i32 {
         mode,
     } = args;
     let outcome = match mode {
-        Mode::Start => {
+        Mode::Start { clients } => {
             // CVE-2019-5736: the containers are forked from this process.
             if let Err(e) = berth_runtime::reexec_if_needed(berth_runtime::Intent::CreateIsolated) {
                 fail(&mut ready, &format!("cannot seal the monitor binary: {e}"));
@@ -156,10 +198,29 @@ pub fn main() -> i32 {
                     return 1;
                 }
             }
-            run(&root, &id, &mut ready, None)
+            run(&root, &id, &mut ready, Resume::Start(clients))
         }
-        Mode::Watch { pid, lock, io } => watch(&root, &id, pid, lock, io),
-        Mode::Exited { code, lock } => run(&root, &id, &mut ready, Some((code, lock))),
+        Mode::Watch {
+            pid,
+            max_size,
+            lock,
+            io,
+            server,
+        } => watch(&root, &id, pid, max_size, lock, io, server),
+        Mode::Exited {
+            code,
+            lock,
+            listener,
+            clients,
+        } => {
+            let exited = Exited {
+                code,
+                lock,
+                listener,
+                clients,
+            };
+            run(&root, &id, &mut ready, Resume::Exited(exited))
+        }
     };
     match outcome {
         Ok(()) => 0,
@@ -194,20 +255,41 @@ fn take_lock(path: &std::path::Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Starts the container (after recording the previous run's exit `code`
-/// and applying the restart policy, when resumed with one) and re-executes
+/// Where [`run`] begins: a new monitor (with the client that attached
+/// before the start, if any), or the exit of the previous run.
+enum Resume {
+    Start(Vec<UnixStream>),
+    Exited(Exited),
+}
+
+/// A run that ended: its exit code, the monitor's lock, the attach socket
+/// and the clients attached at the exit.
+struct Exited {
+    code: i32,
+    lock: File,
+    listener: UnixListener,
+    clients: Vec<UnixStream>,
+}
+
+/// Starts the container (after recording the previous run's exit code and
+/// applying the restart policy, when resumed after one) and re-executes
 /// into the watch mode; returns when the container is done for good.
 fn run(
     root: &std::path::Path,
     id: &str,
     ready: &mut Option<File>,
-    resumed: Option<(i32, File)>,
+    resume: Resume,
 ) -> Result<(), String> {
     let engine = Engine::open(root).map_err(|e| e.to_string())?;
     let layout = engine.layout();
-    let (exited, lock) = match resumed {
-        Some((code, lock)) => (Some(code), lock),
-        None => (None, take_lock(&layout.monitor_lock(id))?),
+    let (exited, lock, listener, mut clients) = match resume {
+        Resume::Exited(e) => (Some(e.code), e.lock, e.listener, e.clients),
+        Resume::Start(clients) => {
+            let lock = take_lock(&layout.monitor_lock(id))?;
+            let listener = berth_engine::attach::listen(&layout.attach_socket(id))
+                .map_err(|e| e.to_string())?;
+            (None, lock, listener, clients)
+        }
     };
     berth_runtime::set_child_subreaper().map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let mut rec = engine.container_record(id).map_err(|e| e.to_string())?;
@@ -222,12 +304,17 @@ fn run(
         rec.exit_code = Some(code);
         rec.pid = 0;
         rec.finished = Some(chrono::Utc::now().to_rfc3339());
+        // A `--rm` container's record goes at once (it never restarts).
         engine
-            .save_container(&rec, true)
+            .save_container(&rec, !rec.auto_remove)
             .map_err(|e| e.to_string())?;
         if marker.exists() || !rec.restart.restarts(code, rec.restart_count) {
-            return finish(&engine, &rec, lock);
+            let done = finish(&engine, &rec, lock);
+            send_exit(clients, code);
+            return done;
         }
+        // Attach ends at each exit, as podman's.
+        send_exit(std::mem::take(&mut clients), code);
         // docker's back-off: 100 ms, doubling, at most 6.4 s.
         std::thread::sleep(Duration::from_millis(100 << rec.restart_count.min(6)));
         if marker.exists() {
@@ -235,7 +322,7 @@ fn run(
         }
         rec.restart_count += 1;
     }
-    let (container, io) = match start(&engine, &mut rec, &spec) {
+    let (container, io, stdin) = match start(&engine, &mut rec, &spec) {
         Ok(s) => s,
         Err(e) => {
             rec.status = Status::Exited;
@@ -244,6 +331,7 @@ fn run(
             rec.finished = Some(chrono::Utc::now().to_rfc3339());
             let _ = engine.save_container(&rec, true);
             let _ = engine.release_rootfs(&rec);
+            let _ = std::fs::remove_file(layout.attach_socket(id));
             return Err(e);
         }
     };
@@ -255,7 +343,15 @@ fn run(
         "--pid".into(),
         container.pid().to_string(),
     ];
-    let mut keep = vec![lock.as_fd()];
+    if let Some(max) = rec.log_max_size {
+        args.extend(["--log-max-size".into(), max.to_string()]);
+    }
+    args.extend(handover_args(&listener, &clients, &stdin));
+    let mut keep = vec![lock.as_fd(), listener.as_fd()];
+    if let Stdin::Pipe(fd) = &stdin {
+        keep.push(fd.as_fd());
+    }
+    keep.extend(clients.iter().map(|c| c.as_fd()));
     match &io {
         Io::Pipes(out, err) => {
             args.extend(["--out-fd".into(), out.as_raw_fd().to_string()]);
@@ -270,10 +366,31 @@ fn run(
     let e = reexec(root, id, &lock, &keep, &args);
     // Without the watch mode, watch here (more memory, same outcome).
     eprintln!("berth-monitor {id}: {e}; watching without re-executing");
+    let mut server = Server::new(listener, stdin, clients);
+    let log = layout.container_log(id);
+    let code = run_once(&log, rec.log_max_size, container.pid(), io, &mut server)?;
+    let (listener, clients) = server.hand_over();
+    let exited = Exited {
+        code,
+        lock,
+        listener,
+        clients,
+    };
+    run(root, id, ready, Resume::Exited(exited))
+}
+
+/// Supervises one run of the container (process `pid`) with its log at
+/// `log` and the attach `server`; returns its exit code.
+fn run_once(
+    log: &std::path::Path,
+    max_size: Option<u64>,
+    pid: i32,
+    io: Io,
+    server: &mut Server,
+) -> Result<i32, String> {
     let mut log =
-        LogWriter::open(&layout.container_log(id), DEFAULT_MAX_SIZE).map_err(|e| e.to_string())?;
-    let code = supervise(container.pid(), io, &mut log);
-    run(root, id, ready, Some((code, lock)))
+        LogWriter::open(log, max_size.unwrap_or(DEFAULT_MAX_SIZE)).map_err(|e| e.to_string())?;
+    Ok(supervise(pid, io, &mut log, server))
 }
 
 /// Re-executes this process's program (`/proc/self/exe`, so the same
@@ -307,22 +424,33 @@ fn reexec(
     format!("re-executing the monitor: {err}")
 }
 
-/// The watch mode: logs the output of the container's process `pid` until
-/// it exits, then re-executes into the exited mode with its exit code.
-fn watch(root: &std::path::Path, id: &str, pid: i32, lock: File, io: Io) -> Result<(), String> {
+/// The watch mode: logs the output of the container's process `pid` and
+/// serves attach clients until it exits, then re-executes into the exited
+/// mode with its exit code.
+fn watch(
+    root: &std::path::Path,
+    id: &str,
+    pid: i32,
+    max_size: Option<u64>,
+    lock: File,
+    io: Io,
+    mut server: Server,
+) -> Result<(), String> {
     let layout = berth_engine::Layout::new(root);
-    let mut log =
-        LogWriter::open(&layout.container_log(id), DEFAULT_MAX_SIZE).map_err(|e| e.to_string())?;
-    let code = supervise(pid, io, &mut log);
-    drop(log);
-    let args = ["--exit-code".to_string(), code.to_string()];
-    Err(reexec(root, id, &lock, &[lock.as_fd()], &args))
+    let code = run_once(&layout.container_log(id), max_size, pid, io, &mut server)?;
+    let mut args = vec!["--exit-code".to_string(), code.to_string()];
+    let (listener, clients) = server.hand_over();
+    args.extend(handover_args(&listener, &clients, &Stdin::Closed));
+    let mut keep = vec![lock.as_fd(), listener.as_fd()];
+    keep.extend(clients.iter().map(|c| c.as_fd()));
+    Err(reexec(root, id, &lock, &keep, &args))
 }
 
-/// Removes the container's rootfs mount and bundle, lets go of the lock,
-/// and removes a `--rm` container.
+/// Removes the container's rootfs mount, bundle and attach socket, lets
+/// go of the lock, and removes a `--rm` container.
 fn finish(engine: &Engine, rec: &ContainerRecord, lock: File) -> Result<(), String> {
     engine.release_rootfs(rec).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(engine.layout().attach_socket(&rec.id));
     drop(lock);
     if rec.auto_remove {
         engine
@@ -332,21 +460,14 @@ fn finish(engine: &Engine, rec: &ContainerRecord, lock: File) -> Result<(), Stri
     Ok(())
 }
 
-/// Where the container's output comes from.
-enum Io {
-    /// stdout and stderr pipes.
-    Pipes(OwnedFd, OwnedFd),
-    /// A pty master (`-t`).
-    Pty(OwnedFd),
-}
-
 /// Mounts the rootfs if needed, creates the container with its output
-/// going to new pipes (or a pty) and starts it; records it running.
+/// going to new pipes (or a pty) and its stdin from a new pipe (`-i`) or
+/// /dev/null, and starts it; records it running.
 fn start(
     engine: &Engine,
     rec: &mut ContainerRecord,
     spec: &oci_spec::runtime::Spec,
-) -> Result<(berth_runtime::Container, Io), String> {
+) -> Result<(berth_runtime::Container, Io, Stdin), String> {
     let bundle = engine.mount_rootfs(rec).map_err(|e| e.to_string())?;
     let tty = spec
         .process()
@@ -354,30 +475,49 @@ fn start(
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     let created = if tty {
+        let stdin = match rec.stdin_open {
+            true => Stdin::Pty,
+            false => Stdin::Closed,
+        };
         berth_engine::create_in_runtime(rec, spec, &bundle)
-            .map(|(c, m)| (c, m.map(Io::Pty)))
+            .map(|(c, m)| (c, m.map(Io::Pty), stdin))
             .map_err(|e| e.to_string())?
     } else {
-        // The init inherits fds 1 and 2 at its fork: point them at new
-        // pipes for the create, then back (stdout at /dev/null, stderr at
-        // the monitor's log).
+        // The init inherits fds 0-2 at its fork: point them at new pipes
+        // for the create, then back (stdin and stdout at /dev/null, stderr
+        // at the monitor's log).
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
+        let stdin = match rec.stdin_open {
+            true => Some(pipe()?),
+            false => None,
+        };
         let saved_err =
             nix::unistd::dup(std::io::stderr().as_fd()).map_err(|e| format!("dup stderr: {e}"))?;
+        if let Some((r, _)) = &stdin {
+            redirect(r, 0)?;
+        }
         redirect(&out_w, 1)?;
         redirect(&err_w, 2)?;
         let created = berth_engine::create_in_runtime(rec, spec, &bundle);
         let null = File::options()
+            .read(true)
             .write(true)
             .open("/dev/null")
             .map_err(|e| format!("/dev/null: {e}"))?;
+        if stdin.is_some() {
+            redirect(&null, 0)?;
+        }
         redirect(&null, 1)?;
         redirect(&saved_err, 2)?;
         let (c, _) = created.map_err(|e| e.to_string())?;
-        (c, Some(Io::Pipes(out_r, err_r)))
+        let stdin = match stdin {
+            Some((_, w)) => Stdin::Pipe(w),
+            None => Stdin::Closed,
+        };
+        (c, Some(Io::Pipes(out_r, err_r)), stdin)
     };
-    let (container, io) = created;
+    let (container, io, stdin) = created;
     let io = io.ok_or("the runtime gave the container no terminal")?;
     if let Err(e) = container.start() {
         let _ = container.delete(true);
@@ -391,7 +531,7 @@ fn start(
     engine
         .save_container(rec, false)
         .map_err(|e| e.to_string())?;
-    Ok((container, io))
+    Ok((container, io, stdin))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -405,89 +545,4 @@ fn redirect(fd: &impl AsFd, target: i32) -> Result<(), String> {
         return Err(format!("dup2 onto fd {target}: {}", Errno::last()));
     }
     Ok(())
-}
-
-/// Logs the output of process `pid` (this process's child) until it
-/// exits; reaps it and every other child that ends meanwhile. Returns its
-/// exit code, 128+signal when it was killed.
-fn supervise(pid: i32, io: Io, log: &mut LogWriter) -> i32 {
-    let mut sources = match io {
-        Io::Pipes(out, err) => vec![(out, Stream::Stdout), (err, Stream::Stderr)],
-        Io::Pty(m) => vec![(m, Stream::Stdout)],
-    };
-    let pidfd = berth_runtime::pidfd_open(pid);
-    // Without a pidfd (Linux < 5.3) the loop looks for the exit 10 times
-    // a second.
-    let timeout = match pidfd {
-        Some(_) => PollTimeout::NONE,
-        None => PollTimeout::from(100u16),
-    };
-    let mut buf = vec![0u8; 32 << 10];
-    let code = loop {
-        if let Some(code) = reap(pid) {
-            break code;
-        }
-        let mut fds: Vec<PollFd<'_>> = sources
-            .iter()
-            .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
-            .collect();
-        if let Some(p) = &pidfd {
-            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-        let ready: Vec<bool> = fds[..sources.len()]
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        let mut i = 0;
-        sources.retain(|(fd, stream)| {
-            let keep = !ready[i] || copy(fd, *stream, &mut buf, log);
-            i += 1;
-            keep
-        });
-    };
-    // What the container left in its pipes or pty.
-    for (fd, stream) in &sources {
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        );
-        while copy(fd, *stream, &mut buf, log) {}
-    }
-    let _ = log.flush_partial();
-    code
-}
-
-/// Copies one read of `fd` to the log; false at its end (EOF, EIO: no pty
-/// slave left) or when nothing is left to read without waiting.
-fn copy(fd: &OwnedFd, stream: Stream, buf: &mut [u8], log: &mut LogWriter) -> bool {
-    match nix::unistd::read(fd, buf) {
-        Ok(0) => false,
-        Ok(n) => {
-            if let Err(e) = log.write(stream, &buf[..n]) {
-                eprintln!("berth-monitor: {e}");
-            }
-            true
-        }
-        Err(Errno::EINTR) => true,
-        Err(_) => false,
-    }
-}
-
-/// The exit code of `pid` if it has exited; other children that exited
-/// (the container's orphans, handed to this subreaper) are reaped too.
-fn reap(pid: i32) -> Option<i32> {
-    let mut code = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(p, c)) if p.as_raw() == pid => code = Some(c),
-            Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => code = Some(128 + s as i32),
-            Ok(WaitStatus::StillAlive) | Err(_) => return code,
-            Ok(_) => {}
-        }
-    }
 }

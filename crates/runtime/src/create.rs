@@ -415,7 +415,10 @@ impl Runtime {
         record.init_pid = *init_pid;
         record.init_start_time = start_time;
         record.creator = None;
-        record.save(dir, true)
+        // Not fsynced either: the state of a container dies with the
+        // machine (runc keeps it on a tmpfs), and after a crash the engine
+        // finds the container dead whatever the file holds.
+        record.save(dir, false)
     }
 
     /// `run`: create, start, supervise the init in the foreground

@@ -276,12 +276,14 @@ impl Pump<'_> {
 
 /// The host terminal (stdin) in raw mode; restored on drop. Nothing
 /// happens when stdin is not a terminal.
-struct RawMode {
+#[derive(Debug)]
+pub struct RawMode {
     saved: Option<termios::Termios>,
 }
 
 impl RawMode {
-    fn enter() -> RawMode {
+    /// Puts stdin in raw mode if it is a terminal.
+    pub fn enter() -> RawMode {
         let stdin = std::io::stdin();
         let saved = termios::tcgetattr(&stdin).ok();
         if let Some(t) = &saved {

@@ -250,3 +250,86 @@ pub fn tar_dir(dir: &Path, tar: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A pty whose slave is the controlling terminal of a new session for a
+/// command: what a user's terminal is to berth (`-t`, attach).
+pub struct Terminal {
+    master: std::fs::File,
+    seen: String,
+}
+
+impl Terminal {
+    /// Spawns `cmd` on a new pty of `rows` and `cols`.
+    pub fn spawn(mut cmd: Command, rows: u16, cols: u16) -> (Terminal, std::process::Child) {
+        use std::os::unix::process::CommandExt;
+        let size = winsize(rows, cols);
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let slave = pty.slave;
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        // SAFETY: between fork and exec the closure only calls the
+        // async-signal-safe setsid and ioctl.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on the pty");
+        drop(cmd);
+        drop(slave);
+        let master = std::fs::File::from(pty.master);
+        (
+            Terminal {
+                master,
+                seen: String::new(),
+            },
+            child,
+        )
+    }
+
+    /// Types `text` on the terminal.
+    pub fn type_in(&mut self, text: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(text).expect("write the pty");
+    }
+
+    /// Reads the terminal until `want` shows (panics at its end first);
+    /// what came after `want` is kept for the next call.
+    pub fn expect(&mut self, want: &str) {
+        use std::io::Read;
+        let mut buf = [0u8; 1024];
+        while !self.seen.contains(want) {
+            let n = self.master.read(&mut buf).unwrap_or(0);
+            assert!(n > 0, "the terminal ended before {want:?}: {:?}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        self.seen = self.seen.split_once(want).unwrap().1.to_string();
+    }
+
+    /// Resizes the terminal (its foreground process gets SIGWINCH).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass.
+        let rc = unsafe {
+            libc::ioctl(
+                self.master.as_raw_fd(),
+                libc::TIOCSWINSZ,
+                &winsize(rows, cols),
+            )
+        };
+        assert_eq!(rc, 0, "TIOCSWINSZ");
+    }
+}
+
+fn winsize(rows: u16, cols: u16) -> nix::pty::Winsize {
+    nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
