@@ -129,6 +129,8 @@ pub struct Service {
     /// Held while a start and its event happen, so that a process's exit
     /// event never overtakes its start event.
     order: Mutex<()>,
+    /// Keeps the reaper off children the runtime waits for itself.
+    pub(crate) gate: crate::reaper::Gate,
 }
 
 /// The ttrpc face of [`Service`].
@@ -150,7 +152,24 @@ impl Service {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             order: Mutex::new(()),
+            gate: crate::reaper::Gate::default(),
         }
+    }
+
+    /// The pids of the container processes (inits and execs) that have
+    /// not exited yet.
+    pub fn live_pids(&self) -> Vec<i32> {
+        let st = self.lock();
+        let mut pids = Vec::new();
+        for t in st.tasks.values() {
+            let procs = std::iter::once(&t.init).chain(t.execs.values().map(|(p, _)| p));
+            pids.extend(
+                procs
+                    .filter(|p| p.pid > 0 && p.exit.is_none())
+                    .map(|p| p.pid),
+            );
+        }
+        pids
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -311,6 +330,7 @@ impl Service {
             terminal: req.terminal,
         };
         let t0 = std::time::Instant::now();
+        let own_waits = self.gate.own_waits();
         let created = self.create_container(&req.id, &bundle, opts, &io);
         log::debug!("runtime step create {}: {:.3} ms", req.id, ms(t0));
         let (container, handles) = match created {
@@ -337,6 +357,8 @@ impl Service {
                 oom_reported: 0,
             },
         );
+        // An init that died meanwhile is reaped now that it is known.
+        drop(own_waits);
         if let Some(dir) = memory {
             let service = Arc::downgrade(self);
             let id = req.id.clone();
@@ -413,6 +435,8 @@ impl Service {
 
     fn start(&self, req: StartRequest) -> ttrpc::Result<StartResponse> {
         let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        // Poststart hooks, and the intermediate process of an exec.
+        let _own_waits = self.gate.own_waits();
         if req.exec_id.is_empty() {
             let container = Self::task(&self.lock(), &req.id)?.container.clone();
             let t0 = std::time::Instant::now();
@@ -689,7 +713,11 @@ impl Service {
         let t = st.tasks.remove(&req.id).expect("checked above");
         drop(st);
         let t0 = std::time::Instant::now();
-        t.container.delete(true).map_err(|e| rt_err("delete", e))?;
+        {
+            // Poststop hooks.
+            let _own_waits = self.gate.own_waits();
+            t.container.delete(true).map_err(|e| rt_err("delete", e))?;
+        }
         log::debug!("runtime step delete {}: {:.3} ms", req.id, ms(t0));
         unmount_rootfs(&t.bundle);
         let e = t.init.exit.unwrap_or_else(|| Exited {

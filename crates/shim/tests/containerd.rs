@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth_testutil::{
-    require_peer, require_root, run_ok, unique_id, Containerd, ContainerdOptions,
+    default_spec, require_peer, require_root, run_ok, unique_id, Bundle, Containerd,
+    ContainerdOptions,
 };
 
 const RUNTIME: &str = "io.containerd.berth.v2";
@@ -532,4 +533,52 @@ fn containers_of_one_sandbox_share_one_shim() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The runtime waits for its hook processes itself while the shim reaps
+/// every child it has: each hook must still get its own exit status, on
+/// every run (a hook reaped by the shim first failed with ECHILD).
+#[test]
+fn hooks_run_under_the_shim_get_their_own_exit_status() {
+    let s = Setup::new();
+    let mut spec = default_spec(&["echo", "hooked"]);
+    let bundle = Bundle::new(&spec);
+    let log = bundle.path().join("hooks.log");
+    let hook = |stage: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("sleep 0.05; echo {stage} >> {}", log.display())],
+        })
+    };
+    spec["root"]["path"] = bundle.rootfs().to_string_lossy().into_owned().into();
+    spec["hooks"] = serde_json::json!({
+        "createRuntime": [hook("createRuntime")],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")],
+    });
+    let config = bundle.path().join("ctr-spec.json");
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    for round in 0..5 {
+        let id = unique_id("hooks");
+        let out =
+            s.cd.ctr(&["run", "--rm", "--runtime", RUNTIME, "--config"])
+                .arg(&config)
+                .arg(&id)
+                .output()
+                .expect("run ctr");
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            s.problems()
+        );
+        assert_eq!(text(&out.stdout), "hooked\n");
+    }
+    let ran = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        ran,
+        "createRuntime\npoststart\npoststop\n".repeat(5),
+        "every hook of every round ran, in order"
+    );
 }
