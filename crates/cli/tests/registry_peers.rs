@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -420,51 +420,41 @@ fn serve_refuses_a_bad_config_naming_the_field() {
     assert!(err.contains("bad.yml") && err.contains("grace"), "{err}");
 }
 
-/// `berth import` of the host's busybox as `bb` in a fresh data root under `dir`.
-fn berth_busybox(dir: &Path) -> PathBuf {
-    let root = dir.join("berth-root");
-    let rootfs = dir.join("bb-rootfs");
-    berth_testutil::busybox_rootfs(&rootfs);
-    let tar = dir.join("bb.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .args(["-cf"])
-        .arg(&tar)
-        .arg("."));
-    run(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--root")
-        .arg(&root)
-        .arg("import")
-        .arg(&tar)
-        .arg("bb"));
-    root
-}
-
+/// The interop the registry client owes its peers: what `berth push` puts
+/// on Debian's docker-registry, containerd's ctr and podman pull and run.
 #[test]
-fn an_image_pushed_by_berth_is_pulled_by_podman_and_run_by_ctr() {
+fn an_image_pushed_by_berth_is_pulled_and_run_by_ctr_and_podman() {
     require_root();
-    require_peer("podman");
-    require_peer("containerd");
-    require_peer("ctr");
-    let dir = tempfile::tempdir().unwrap();
-    let root = berth_busybox(dir.path());
-    let reg = Serve::start(&dir.path().join("storage"), &[]);
-    let image = format!("{}/berth/bb:1", reg.addr);
-    run(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--root")
-        .arg(&root)
-        .args(["push", "bb", &image]));
+    for peer in ["containerd", "ctr", "runc", "podman"] {
+        require_peer(peer);
+    }
+    let env = common::Env::new();
+    env.import_busybox("bb", &["ENV GREETING=pushed-by-berth"]);
+    let reg = DockerRegistry::start(&env.path(""), None);
+    let image = format!("{}/interop/bb:v1", reg.addr);
+    env.ok(&["push", "bb", &image]);
+    let say = ["/bin/sh", "-c", "echo $GREETING"];
 
-    let podman = |args: &[&str]| podman_in(dir.path(), args);
-    podman(&["pull", "--tls-verify=false", &image]);
-    // (podman run is not asserted: on these machines its default rlimits are
-    // refused by the sandbox the tests run in, whatever the image.)
-    let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    assert!(images.contains("berth/bb:1"), "{images}");
-
-    let cd = Containerd::start(dir.path());
+    let cd = Containerd::start(&env.path("containerd"));
     run(&mut cd.ctr(&["images", "pull", "--plain-http", &image]));
-    let out = run(&mut cd.ctr(&["run", "--rm", &image, "berth-interop", "echo", "ctr ran it"]));
-    assert_eq!(out.trim(), "ctr ran it");
+    let out = run(cd.ctr(&["run", "--rm", &image, "interop-ctr"]).args(say));
+    assert_eq!(out, "pushed-by-berth\n", "ctr runs berth's push");
+
+    let dir = env.path("podman");
+    podman_in(&dir, &["pull", "--tls-verify=false", &image]);
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    // podman's default rlimits are above what this machine lets it set.
+    args.extend([
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ]);
+    args.push(&image);
+    args.extend(say);
+    assert_eq!(
+        podman_in(&dir, &args),
+        "pushed-by-berth\n",
+        "podman runs berth's push"
+    );
 }
