@@ -108,8 +108,10 @@ impl Mounts {
             if pre.len() < 5 || post.len() < 3 {
                 continue;
             }
-            let root = unescape(pre[3]);
-            let mountpoint = PathBuf::from(unescape(pre[4]));
+            let root = berth_core::mountinfo::unescape(pre[3])
+                .to_string_lossy()
+                .into_owned();
+            let mountpoint = berth_core::mountinfo::unescape(pre[4]);
             match post[0] {
                 "cgroup2" if v2.is_none() => v2 = Some(V2Mount { mountpoint, root }),
                 "cgroup" => {
@@ -145,28 +147,6 @@ impl Mounts {
             (false, false) => Hierarchy::V1,
         }
     }
-}
-
-/// Decodes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let code = std::str::from_utf8(&bytes[i + 1..i + 4])
-                .ok()
-                .and_then(|oct| u8::from_str_radix(oct, 8).ok());
-            if let Some(v) = code {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Our own cgroup per hierarchy, from /proc/self/cgroup: v1 entries keyed by

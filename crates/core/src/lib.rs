@@ -12,6 +12,7 @@
 pub mod digest;
 mod error;
 pub mod fs;
+pub mod mountinfo;
 pub mod name;
 
 pub use error::error_chain;

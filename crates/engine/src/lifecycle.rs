@@ -389,43 +389,8 @@ fn is_mount_point(path: &Path) -> Result<bool> {
     let info = "/proc/self/mountinfo";
     let text = std::fs::read_to_string(info).map_err(|e| Error::io(info, e))?;
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let want = path.to_string_lossy();
     Ok(text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| unescape_mountinfo(p) == want))
-}
-
-/// Decodes mountinfo's `\NNN` octal escapes (space, tab, newline, `\\`).
-fn unescape_mountinfo(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), "/a b\\c");
-        assert_eq!(unescape_mountinfo("/plain\\x"), "/plain\\x");
-    }
+        .any(|p| berth_core::mountinfo::unescape(p) == path))
 }

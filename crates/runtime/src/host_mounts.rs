@@ -8,29 +8,6 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(field: &str) -> PathBuf {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
-}
-
 /// The mounts of the calling process's namespace at or under `rootfs`, as
 /// (mount id, mount point), in mountinfo's order (parents first).
 fn under(rootfs: &Path) -> Vec<(u64, PathBuf)> {
@@ -39,7 +16,7 @@ fn under(rootfs: &Path) -> Vec<(u64, PathBuf)> {
         .filter_map(|l| {
             let mut f = l.split(' ');
             let id = f.next()?.parse().ok()?;
-            let point = unescape(f.nth(3)?);
+            let point = berth_core::mountinfo::unescape(f.nth(3)?);
             point.starts_with(rootfs).then_some((id, point))
         })
         .collect()
@@ -80,17 +57,5 @@ pub(crate) fn unmount_all(mounts: &[PathBuf], rootfs: &Path) {
                 tracing::warn!("cannot unmount {}: {e}", m.display());
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape("/a\\040b/c"), PathBuf::from("/a b/c"));
-        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
-        assert_eq!(unescape("/x\\134y"), PathBuf::from("/x\\y"));
     }
 }
