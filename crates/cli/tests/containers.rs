@@ -91,6 +91,11 @@ fn a_detached_container_outlives_its_cli_and_shows_in_ps_logs_and_inspect() {
     assert_eq!(json[0]["State"], "running");
     assert_eq!(json[0]["Names"][0], "web");
 
+    // run -d returns once the process started, not once it printed.
+    eventually("both lines in the log", || {
+        let logs = env.berth(&["logs", "web"]);
+        !logs.stdout.is_empty() && !logs.stderr.is_empty()
+    });
     let logs = env.berth(&["logs", "web"]);
     assert_eq!(env.stdout_of(&logs, 0), "hello\n");
     assert_eq!(String::from_utf8_lossy(&logs.stderr), "oops\n");
