@@ -1,15 +1,18 @@
 //! The shim's log: logrus-style lines (`time=... level=... msg=...`) written
 //! to the `log` FIFO containerd opens in the bundle directory (it copies
 //! them into its own log). Writes never block: when containerd is not
-//! reading (it restarts), lines are dropped.
+//! reading (it restarts), lines are dropped. No lock either: the runtime
+//! forks from this multithreaded process, and a child that logged while
+//! another thread held a lock at the fork would wait forever (seen: a
+//! stuck child, and the container it was working for never reaped). Each
+//! line is one write(2), whole on a FIFO up to PIPE_BUF bytes.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Mutex;
 
 struct FifoLogger {
-    out: Mutex<Option<File>>,
+    out: Option<File>,
     level: log::LevelFilter,
 }
 
@@ -35,10 +38,8 @@ impl log::Log for FifoLogger {
             "time=\"{time}\" level={level} msg=\"{msg}\" runtime={}\n",
             crate::RUNTIME_NAME
         );
-        if let Ok(mut out) = self.out.lock() {
-            if let Some(f) = out.as_mut() {
-                let _ = f.write_all(line.as_bytes());
-            }
+        if let Some(mut f) = self.out.as_ref() {
+            let _ = f.write(line.as_bytes());
         }
     }
 
@@ -57,10 +58,7 @@ pub fn init(debug: bool) {
     } else {
         log::LevelFilter::Info
     };
-    let logger = Box::leak(Box::new(FifoLogger {
-        out: Mutex::new(out),
-        level,
-    }));
+    let logger = Box::leak(Box::new(FifoLogger { out, level }));
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
     }
