@@ -15,6 +15,8 @@ fn a_relative_data_root_runs_containers() {
             Command::new(env!("CARGO_BIN_EXE_berth"))
                 .args(["--root", "data"])
                 .args(args)
+                // No bridge: the temporary data root goes without `network rm`.
+                .env("BERTH_NETWORK", "none")
                 .current_dir(dir.path()),
         )
     };

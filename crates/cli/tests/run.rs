@@ -321,6 +321,8 @@ fn tty_gives_the_container_a_terminal_with_the_hosts_size() {
     );
     let out = Command::new(script)
         .args(["-qec", &cmd, "/dev/null"])
+        // As Env's commands: no bridge left behind by a temporary data root.
+        .env("BERTH_NETWORK", "none")
         .stdin(Stdio::null())
         .output()
         .expect("run script");
