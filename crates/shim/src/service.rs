@@ -613,7 +613,8 @@ impl Service {
             (None, false) => Status::CREATED,
             (None, true) if req.exec_id.is_empty() => match t.container.status() {
                 berth_runtime::Status::Paused => Status::PAUSED,
-                berth_runtime::Status::Stopped => Status::STOPPED,
+                // STOPPED only once the reaper recorded the exit: a delete
+                // that follows a STOPPED state then finds it.
                 _ => Status::RUNNING,
             },
             (None, true) => Status::RUNNING,
@@ -670,9 +671,6 @@ impl Service {
 
     fn delete(&self, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let mut st = self.lock();
-        if req.exec_id.is_empty() {
-            st = self.settle(st, &req.id);
-        }
         let t = st.tasks.get_mut(&req.id).ok_or_else(|| {
             err(
                 Code::NOT_FOUND,
@@ -768,30 +766,6 @@ impl Service {
                 });
             }
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Waits (at most 5 s) while task `id`'s init has ended by the
-    /// runtime's account (so `state` says STOPPED) but the reaper has not
-    /// recorded its exit yet: a delete that follows a STOPPED state then
-    /// finds the exit, as containerd expects.
-    fn settle<'a>(&self, mut st: MutexGuard<'a, State>, id: &str) -> MutexGuard<'a, State> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let pending = st.tasks.get(id).is_some_and(|t| {
-                t.init.started
-                    && t.init.exit.is_none()
-                    && matches!(t.container.status(), berth_runtime::Status::Stopped)
-            });
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if !pending || left.is_zero() {
-                return st;
-            }
-            st = self
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
     }
 
