@@ -164,6 +164,19 @@ impl Snapshotter {
 
     /// Turns active snapshot `key` into committed snapshot `name`.
     pub fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
+        // Make the layer durable before it becomes visible under its name,
+        // outside the lock: a syncfs can take a while, and other layers of
+        // the same pull commit meanwhile. The record is checked again below.
+        let id = {
+            let l = metadata::lock(&self.root)?;
+            l.load()?.snapshots.get(key).map(|r| r.id)
+        };
+        if let Some(id) = id {
+            let fsdir = self.dir(id).join("fs");
+            if let Ok(f) = File::open(&fsdir) {
+                nix::unistd::syncfs(&f).map_err(|e| io_err(&fsdir, "syncfs")(e.into()))?;
+            }
+        }
         let l = metadata::lock(&self.root)?;
         let mut db = l.load()?;
         if db.snapshots.contains_key(name) {
@@ -181,10 +194,8 @@ impl Snapshotter {
                 expected: "active",
             });
         }
-        // Make the layer durable before it becomes visible under its name.
-        let fsdir = self.dir(r.id).join("fs");
-        if let Ok(f) = File::open(&fsdir) {
-            nix::unistd::syncfs(&f).map_err(|e| io_err(&fsdir, "syncfs")(e.into()))?;
+        if Some(r.id) != id {
+            return Err(SnapshotError::NotFound(key.to_string()));
         }
         db.snapshots.remove(key);
         r.kind = Kind::Committed;
