@@ -230,7 +230,7 @@ pub async fn attach(
 
 /// Adds `referrer` to the fallback tag's index of `subject` (read, add
 /// unless present, put back).
-async fn add_to_fallback(
+pub(crate) async fn add_to_fallback(
     registry: &Registry,
     repo: &str,
     subject: &Digest,

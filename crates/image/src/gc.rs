@@ -19,7 +19,8 @@ pub struct GcReport {
     pub ingests: usize,
 }
 
-/// Deletes every blob no image record reaches, and abandoned ingests.
+/// Deletes every blob no image record reaches (directly or through the
+/// referrers of what it reaches), and abandoned ingests.
 /// Holds the store's exclusive GC lock, so it waits for running loads,
 /// imports, pulls and unpacks (which hold leases) and they wait for it.
 pub fn gc(images: &Images) -> Result<GcReport> {
@@ -36,6 +37,7 @@ pub fn gc_locked(images: &Images) -> Result<GcReport> {
     for record in images.list()? {
         images.reachable(&record.target, &mut marked, &mut problems);
     }
+    images.mark_referrers(&mut marked, &mut problems)?;
     let mut report = GcReport::default();
     for info in store.walk()? {
         if !marked.contains_key(&info.digest) {
