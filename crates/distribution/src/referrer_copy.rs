@@ -90,6 +90,12 @@ async fn fetch_referrer(
         }
         Kind::Index => {
             let index = media::parse_index(&doc.data, &what)?;
+            if index.manifests().len() > MAX_REFERRERS {
+                return Err(Error::invalid(
+                    what,
+                    format!("an index of more than {MAX_REFERRERS} manifests; refused"),
+                ));
+            }
             for child in index.manifests() {
                 let child_what = format!("manifest {} of {what}", child.digest());
                 if media::kind(child.media_type()) != Kind::Manifest {

@@ -51,8 +51,9 @@ pub fn gc_locked(images: &Images) -> Result<GcReport> {
 }
 
 /// Verifies every blob (see [`berth_content::Store::fsck`]) and that every
-/// image record reaches complete, parseable content. Returns the blob
-/// report and the record problems, each naming the image and blob.
+/// image record and referrer reaches complete, parseable content. Returns
+/// the blob report and the record problems, each naming the image (or
+/// referrer) and blob.
 pub fn fsck(images: &Images) -> Result<(FsckReport, Vec<String>)> {
     let report = images.content().fsck()?;
     let mut problems = Vec::new();
@@ -66,5 +67,6 @@ pub fn fsck(images: &Images) -> Result<(FsckReport, Vec<String>)> {
                 .map(|p| format!("image {}: {p}", record.name)),
         );
     }
+    images.check_referrers(&mut problems)?;
     Ok((report, problems))
 }

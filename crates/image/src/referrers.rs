@@ -87,6 +87,26 @@ impl Images {
         Ok(layout::write_index(dir, &index)?)
     }
 
+    /// For fsck: adds a problem for each referrer that does not reach
+    /// complete, parseable content, naming it and its subject.
+    pub(crate) fn check_referrers(&self, problems: &mut Vec<String>) -> Result<()> {
+        let index = layout::read_index(self.content().dir())?;
+        for entry in index.manifests() {
+            let Some(subject) = subject_of(entry) else {
+                continue;
+            };
+            let mut seen = HashMap::new();
+            let mut found = Vec::new();
+            self.reachable(&without_subject(entry), &mut seen, &mut found);
+            problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| format!("referrer {} of {subject}: {p}", entry.digest())),
+            );
+        }
+        Ok(())
+    }
+
     /// For garbage collection: marks (with all they reach) the referrers
     /// whose subject is in `marked`, and theirs in turn, and removes from
     /// `index.json` the referrer entries whose subject is not kept.
@@ -163,6 +183,14 @@ mod tests {
         assert_eq!(images.referrers(&subject.digest).unwrap(), vec![sbom_desc]);
         assert_eq!(images.referrers(&sbom.digest).unwrap(), vec![sig_desc]);
         assert_eq!(images.list().unwrap().len(), 1, "referrers are not images");
+        // fsck follows referrers: the test manifests are not parseable.
+        let (_, problems) = crate::gc::fsck(&images).unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("referrer {} of {}", sig.digest, sbom.digest))),
+            "{problems:?}"
+        );
 
         let report = crate::gc::gc(&images).unwrap();
         assert!(report.removed.is_empty(), "{:?}", report.removed);
