@@ -34,10 +34,15 @@ pub struct PullArgs {
     /// Print nothing but the paths written.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Write the files of an artifact kept in the local store (fetched by
+    /// `berth pull --referrers`) instead.
+    #[arg(long)]
+    pub local: bool,
     /// How to reach the registry.
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// The artifact, e.g. 127.0.0.1:5000/app@sha256:….
+    /// The artifact, e.g. 127.0.0.1:5000/app@sha256:… (with --local also
+    /// its sha256:… alone).
     pub artifact: String,
 }
 
@@ -92,8 +97,30 @@ pub fn run(cmd: Command, global: &crate::Global) -> Result<i32> {
         Command::Attach(args) => attach(args),
         Command::Ls(args) if args.local => ls_local(args, global),
         Command::Ls(args) => ls(args),
+        Command::Pull(args) if args.local => pull_local(args, global),
         Command::Pull(args) => pull(args),
     }
+}
+
+/// Writes the files of an artifact in the local store.
+fn pull_local(args: PullArgs, global: &crate::Global) -> Result<i32> {
+    let text = args
+        .artifact
+        .rsplit_once('@')
+        .map_or(args.artifact.as_str(), |(_, d)| d);
+    let digest = berth_core::digest::parse(text).with_context(|| {
+        format!(
+            "artifact {:?}: give its digest (sha256:…) as `berth artifact ls --local` lists it",
+            args.artifact
+        )
+    })?;
+    let images = berth_image::Images::open(&global.root)?;
+    let written = referrers::local_files(&images, &digest, &args.output)
+        .with_context(|| format!("writing the files of artifact {digest}"))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(0)
 }
 
 fn pull(args: PullArgs) -> Result<i32> {

@@ -188,6 +188,21 @@ fn referrers_travel(seed: &str, via: &str, via_native: bool) {
         .trim(),
         sig
     );
+    // The SBOM's file, from the local store alone.
+    let out_dir = b.path("sbom-out");
+    let written = b.ok(&[
+        "artifact",
+        "pull",
+        "--local",
+        "-o",
+        out_dir.to_str().unwrap(),
+        &format!("{via}/copy/bb@{sbom}"),
+    ]);
+    assert_eq!(written.trim(), out_dir.join("sbom.json").to_str().unwrap());
+    assert_eq!(
+        std::fs::read(out_dir.join("sbom.json")).unwrap(),
+        br#"{"spdxVersion":"SPDX-2.3"}"#
+    );
     let fsck = b.ok(&["fsck"]);
     assert!(fsck.contains(": ok"), "{fsck}");
 
