@@ -203,8 +203,11 @@ impl RegistriesConf {
     /// these, its aliases are added.
     fn merge(&mut self, other: RegistriesConf) {
         for entry in other.registry {
-            let key = |r: &RegistryEntry| r.prefix.clone().unwrap_or_else(|| r.location.clone());
-            match self.registry.iter_mut().find(|r| key(r) == key(&entry)) {
+            match self
+                .registry
+                .iter_mut()
+                .find(|r| key_of(r) == key_of(&entry))
+            {
                 Some(existing) => *existing = entry,
                 None => self.registry.push(entry),
             }
@@ -388,11 +391,13 @@ fn split_suffix(input: &str) -> (&str, &str) {
     input.split_at(end)
 }
 
-/// An entry's prefix (its location when it has none), without a final `/`.
+/// An entry's prefix (its location when it has none or an empty one),
+/// without a final `/`.
 fn key_of(entry: &RegistryEntry) -> &str {
     entry
         .prefix
         .as_deref()
+        .filter(|p| !p.is_empty())
         .unwrap_or(&entry.location)
         .trim_end_matches('/')
 }
@@ -690,6 +695,13 @@ blocked = true
             err.contains("n.conf") && err.contains("entry 1") && err.contains("neither"),
             "{err}"
         );
+        // An empty prefix is the location's.
+        let conf = RegistriesConf::parse(
+            "[[registry]]\nprefix = \"\"\nlocation = \"r.test\"\ninsecure = true\n",
+            Path::new("e.conf"),
+        )
+        .unwrap();
+        assert!(conf.insecure("r.test"));
         // A wildcard may also have a location, which replaces the host.
         let conf = RegistriesConf::parse(
             "[[registry]]\nprefix = \"*.corp.test\"\nlocation = \"127.0.0.1:5000/corp\"\n",
