@@ -512,11 +512,21 @@ fn containers_of_one_sandbox_share_one_shim() {
     }
     let shims = s.cd.shim_pids();
     assert_eq!(shims.len(), 1, "one shim for the sandbox, not {shims:?}");
-    // Deleting one container leaves the shim serving the other.
-    s.kill_and_remove(&a);
-    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e", &b, "echo", "in b"]);
+    // An exec in B, then deleting its sibling A, leaves the shim serving B.
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e1", &b, "echo", "in b"]);
     assert_eq!(text(&out.stdout), "in b\n");
+    s.kill_and_remove(&a);
     assert_eq!(s.cd.shim_pids(), shims);
+    // The shim was started for A and logs into A's log FIFO, which
+    // containerd stops reading once A is gone: what the shim logs from now
+    // on (C's create and start) must not keep it from recording exits.
+    let c = unique_id("pod-c");
+    run_ok(&mut s.run(&["-d", "--annotation", &annotation], &c, &["sleep", "1000"]));
+    s.wait_status(&c, "RUNNING");
+    assert_eq!(s.cd.shim_pids(), shims, "C is served by the sandbox's shim");
+    s.kill_and_remove(&c);
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e2", &b, "echo", "in b"]);
+    assert_eq!(text(&out.stdout), "in b\n");
     assert_eq!(
         s.task_line(&b)
             .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
