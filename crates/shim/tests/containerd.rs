@@ -229,6 +229,37 @@ fn ctr_run_in_the_foreground_prints_the_output_and_returns_the_exit_code() {
     assert!(!text(&listed.stdout).contains(&id));
 }
 
+/// The shim catches SIGPIPE (a log line into a FIFO containerd no longer
+/// reads raises it): a container's processes still start with SIGPIPE at
+/// its default, not ignored, so a pipeline like `yes | head` ends as usual.
+#[test]
+fn container_processes_start_with_sigpipe_not_ignored() {
+    let s = Setup::new();
+    let id = unique_id("sigpipe");
+    let out = s
+        .run(&["--rm"], &id, &["grep", "SigIgn", "/proc/self/status"])
+        .output()
+        .expect("run ctr");
+    let shown = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}{}\n{}",
+        text(&out.stderr),
+        s.problems()
+    );
+    let ignored = shown
+        .split_whitespace()
+        .nth(1)
+        .and_then(|m| u64::from_str_radix(m, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn mask in {shown:?}"));
+    let sigpipe = 1u64 << (nix::sys::signal::Signal::SIGPIPE as i32 - 1);
+    assert_eq!(
+        ignored & sigpipe,
+        0,
+        "SIGPIPE is ignored in the container: {shown}"
+    );
+}
+
 #[test]
 fn stdin_reaches_the_process_and_its_end_is_an_eof() {
     let s = Setup::new();
