@@ -229,6 +229,37 @@ fn ctr_run_in_the_foreground_prints_the_output_and_returns_the_exit_code() {
     assert!(!text(&listed.stdout).contains(&id));
 }
 
+/// The shim catches SIGPIPE (a log line into a FIFO containerd no longer
+/// reads raises it): a container's processes still start with SIGPIPE at
+/// its default, not ignored, so a pipeline like `yes | head` ends as usual.
+#[test]
+fn container_processes_start_with_sigpipe_not_ignored() {
+    let s = Setup::new();
+    let id = unique_id("sigpipe");
+    let out = s
+        .run(&["--rm"], &id, &["grep", "SigIgn", "/proc/self/status"])
+        .output()
+        .expect("run ctr");
+    let shown = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}{}\n{}",
+        text(&out.stderr),
+        s.problems()
+    );
+    let ignored = shown
+        .split_whitespace()
+        .nth(1)
+        .and_then(|m| u64::from_str_radix(m, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn mask in {shown:?}"));
+    let sigpipe = 1u64 << (nix::sys::signal::Signal::SIGPIPE as i32 - 1);
+    assert_eq!(
+        ignored & sigpipe,
+        0,
+        "SIGPIPE is ignored in the container: {shown}"
+    );
+}
+
 #[test]
 fn stdin_reaches_the_process_and_its_end_is_an_eof() {
     let s = Setup::new();
@@ -512,11 +543,21 @@ fn containers_of_one_sandbox_share_one_shim() {
     }
     let shims = s.cd.shim_pids();
     assert_eq!(shims.len(), 1, "one shim for the sandbox, not {shims:?}");
-    // Deleting one container leaves the shim serving the other.
-    s.kill_and_remove(&a);
-    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e", &b, "echo", "in b"]);
+    // An exec in B, then deleting its sibling A, leaves the shim serving B.
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e1", &b, "echo", "in b"]);
     assert_eq!(text(&out.stdout), "in b\n");
+    s.kill_and_remove(&a);
     assert_eq!(s.cd.shim_pids(), shims);
+    // The shim was started for A and logs into A's log FIFO, which
+    // containerd stops reading once A is gone: what the shim logs from now
+    // on (C's create and start) must not keep it from recording exits.
+    let c = unique_id("pod-c");
+    run_ok(&mut s.run(&["-d", "--annotation", &annotation], &c, &["sleep", "1000"]));
+    s.wait_status(&c, "RUNNING");
+    assert_eq!(s.cd.shim_pids(), shims, "C is served by the sandbox's shim");
+    s.kill_and_remove(&c);
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e2", &b, "echo", "in b"]);
+    assert_eq!(text(&out.stdout), "in b\n");
     assert_eq!(
         s.task_line(&b)
             .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
