@@ -44,6 +44,7 @@ impl Setup {
             ContainerdOptions {
                 path_prefix: Some(shim_dir()),
                 namespace: namespace.clone(),
+                ..ContainerdOptions::default()
             },
         );
         let image = cd.import_busybox(dir.path());
