@@ -364,6 +364,16 @@ impl Cri {
         }
         let mounts = mounts_under(self.dir.path());
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+        // The pods' cgroups are the kubelet's to remove; the containers'
+        // (named by their 64-hex ids) go with them.
+        let mut left = Vec::new();
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let parent = h.path().join(self.cgroup_parent.trim_start_matches('/'));
+                container_cgroups(&parent, &mut left);
+            }
+        }
+        assert!(left.is_empty(), "container cgroups left: {left:?}");
     }
 }
 
@@ -394,6 +404,21 @@ impl Drop for Cri {
             for h in hierarchies.flatten() {
                 remove_cgroup_tree(&h.path().join(self.cgroup_parent.trim_start_matches('/')));
             }
+        }
+    }
+}
+
+/// Adds the cgroups under `dir` named like a CRI container id (64 hex
+/// digits) to `found`.
+fn container_cgroups(dir: &Path, found: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                found.push(e.path());
+            }
+            container_cgroups(&e.path(), found);
         }
     }
 }
