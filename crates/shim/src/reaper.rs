@@ -67,7 +67,13 @@ pub fn start(service: Arc<Service>) -> Result<()> {
     std::thread::spawn(move || {
         for sig in signals.forever() {
             if sig != SIGCHLD {
-                log::debug!("received signal {sig}");
+                // A SIGPIPE comes from a log line written after containerd
+                // closed the log FIFO (the first container's bundle was
+                // deleted): logging it would raise it again, for ever, and
+                // no SIGCHLD would be handled any more.
+                if sig != SIGPIPE {
+                    log::debug!("received signal {sig}");
+                }
                 continue;
             }
             for (pid, code) in reap(&service) {
