@@ -216,8 +216,8 @@ impl Containerd {
         let state = dir.join("containerd-state");
         let socket = dir.join("containerd.sock");
         let config = dir.join("containerd.toml");
-        // Without CRI nothing else is needed; with it, the snapshotters
-        // that cannot work here are left out (they only fail to load).
+        // With the CRI plugin on, the snapshotters it cannot use here are
+        // left out (each would only probe the machine and fail to load).
         let disabled = match opts.cri {
             None => "\"io.containerd.grpc.v1.cri\"",
             Some(_) => "\"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.zfs\"",
