@@ -4,8 +4,10 @@
 //! host's busybox-static) and containerd 1.6 with its CRI plugin on, a
 //! runtime handler `berth` (`runtime_type = "io.containerd.berth.v2"`) and
 //! `sandbox_image` in that registry, then talks CRI `runtime.v1` gRPC to it
-//! (berth-cri-client). Pods use the host's network (NamespaceMode NODE), so
-//! no CNI plugin runs; containerd's CNI directories are private and empty.
+//! (berth-cri-client). Pods use the host's network (NamespaceMode NODE), with
+//! containerd's CNI directories private and empty, or, in one test, a CNI
+//! ptp network of their own (Debian's plugins, a private conflist and IPAM
+//! directory).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,9 @@ use v1::runtime_service_client::RuntimeServiceClient;
 
 type RuntimeClient = RuntimeServiceClient<tonic::transport::Channel>;
 type ImageClient = ImageServiceClient<tonic::transport::Channel>;
+
+/// Debian's CNI ptp plugin (containernetworking-plugins).
+const CNI_PTP: &str = "/usr/lib/cni/ptp";
 
 /// The runtime handler the containerd config names for berth's shim.
 const HANDLER: &str = "berth";
@@ -46,11 +51,20 @@ struct Cri {
     busybox: String,
     /// The pods' cgroup parent (as the kubelet's `/kubepods/...`).
     cgroup_parent: String,
+    /// The pods' network: the host's (NODE) or a CNI network (POD).
+    network: v1::NamespaceMode,
     dir: tempfile::TempDir,
 }
 
 impl Cri {
+    /// For host-network pods: containerd's CNI directories are empty.
     fn new() -> Cri {
+        Cri::start(None)
+    }
+
+    /// With `subnet` (a /30), pods get a network namespace of their own on
+    /// a CNI ptp network (Debian's plugins) with that subnet.
+    fn start(subnet: Option<&str>) -> Cri {
         require_root();
         for peer in ["containerd", "docker-registry", "skopeo", "umoci"] {
             require_peer(peer);
@@ -66,7 +80,7 @@ impl Cri {
             ContainerdOptions {
                 path_prefix: Some(shim_dir()),
                 namespace: "k8s.io".into(),
-                cri: Some(cri_config(dir.path(), &registry.addr, &pause)),
+                cri: Some(cri_config(dir.path(), &registry.addr, &pause, subnet)),
             },
         );
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -84,6 +98,10 @@ impl Cri {
             _registry: registry,
             busybox,
             cgroup_parent: format!("/{}", unique_id("berth-cri")),
+            network: match subnet {
+                None => v1::NamespaceMode::Node,
+                Some(_) => v1::NamespaceMode::Pod,
+            },
             dir,
         };
         cri.wait_cri_ready();
@@ -179,7 +197,7 @@ impl Cri {
             .image_ref
     }
 
-    /// A host-network pod's config, as the kubelet sends it.
+    /// A pod's config, as the kubelet sends it.
     fn pod_config(&self, name: &str) -> v1::PodSandboxConfig {
         let uid = unique_id("uid");
         let log_directory = self.dir.path().join("pods").join(&uid);
@@ -193,11 +211,15 @@ impl Cri {
             }),
             // The kubelet sends no hostname for a host-network pod (its
             // UTS namespace is the host's, so the OCI spec may not set one).
+            hostname: match self.network {
+                v1::NamespaceMode::Node => String::new(),
+                _ => name.into(),
+            },
             log_directory: log_directory.to_string_lossy().into_owned(),
             linux: Some(v1::LinuxPodSandboxConfig {
                 cgroup_parent: format!("{}/{uid}", self.cgroup_parent),
                 security_context: Some(v1::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespaces()),
+                    namespace_options: Some(namespaces(self.network)),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -250,7 +272,7 @@ impl Cri {
                         ..Default::default()
                     }),
                     security_context: Some(v1::LinuxContainerSecurityContext {
-                        namespace_options: Some(namespaces()),
+                        namespace_options: Some(namespaces(self.network)),
                         ..Default::default()
                     }),
                 }),
@@ -435,11 +457,12 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// Host network, a pid namespace per container, the pod's IPC namespace:
-/// the kubelet's choice for a `hostNetwork: true` pod.
-fn namespaces() -> v1::NamespaceOption {
+/// The `network` namespace mode (NODE: the host's, POD: the pod's own), a
+/// pid namespace per container, the pod's IPC namespace: the kubelet's
+/// choice.
+fn namespaces(network: v1::NamespaceMode) -> v1::NamespaceOption {
     v1::NamespaceOption {
-        network: v1::NamespaceMode::Node as i32,
+        network: network as i32,
         pid: v1::NamespaceMode::Container as i32,
         ipc: v1::NamespaceMode::Pod as i32,
         ..Default::default()
@@ -493,7 +516,7 @@ fn push_images(dir: &Path, addr: &str) -> (String, String) {
 /// OOM score adjustments are kept at or above containerd's own (the
 /// kubelet's -998 for a sandbox needs CAP_SYS_RESOURCE, which a test
 /// machine inside a container may lack).
-fn cri_config(dir: &Path, registry: &str, pause: &str) -> String {
+fn cri_config(dir: &Path, registry: &str, pause: &str, subnet: Option<&str>) -> String {
     let hosts = dir.join("certs.d").join(registry);
     std::fs::create_dir_all(&hosts).expect("create the registry hosts directory");
     std::fs::write(
@@ -506,15 +529,42 @@ fn cri_config(dir: &Path, registry: &str, pause: &str) -> String {
     for d in ["cni/bin", "cni/conf"] {
         std::fs::create_dir_all(dir.join(d)).expect("create a CNI directory");
     }
+    let bin_dir = match subnet {
+        None => dir.join("cni/bin"),
+        Some(subnet) => {
+            let ptp = require_peer(CNI_PTP);
+            let conflist = serde_json::json!({
+                "cniVersion": "0.4.0",
+                "name": "berth-cri",
+                "plugins": [{
+                    "type": "ptp",
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": subnet}]],
+                        "dataDir": dir.join("cni/ipam"),
+                    },
+                }],
+            });
+            std::fs::write(
+                dir.join("cni/conf/10-berth-cri.conflist"),
+                conflist.to_string(),
+            )
+            .expect("write the CNI conflist");
+            ptp.parent()
+                .expect("the CNI plugins' directory")
+                .to_path_buf()
+        }
+    };
     let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
     format!(
-        "{cri}]\n  sandbox_image = \"{pause}\"\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n  disable_apparmor = true\n  enable_selinux = false\n  restrict_oom_score_adj = true\n\
+        "{cri}]\n  sandbox_image = \"{pause}\"\n  netns_mounts_under_state_dir = true\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n  disable_apparmor = true\n  enable_selinux = false\n  restrict_oom_score_adj = true\n\
          {cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n\
          {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
          {cri}.containerd.runtimes.{HANDLER}]\n  runtime_type = \"io.containerd.berth.v2\"\n\
          {cri}.cni]\n  bin_dir = \"{}\"\n  conf_dir = \"{}\"\n\
          {cri}.registry]\n  config_path = \"{}\"\n",
-        dir.join("cni/bin").display(),
+        bin_dir.display(),
         dir.join("cni/conf").display(),
         dir.join("certs.d").display(),
     )
@@ -761,4 +811,59 @@ fn a_container_that_exits_reports_its_exit_code() {
     wait_log_line(&log_path, "stderr", "done");
     cri.remove_pod(&pod, &[&job]);
     cri.assert_nothing_left();
+}
+
+#[test]
+fn a_pod_on_a_cni_network_shares_its_network_namespace_with_its_containers() {
+    // A /30 of its own (the pod gets .2, the host side of the ptp link
+    // .1), away from berth's 10.89.N.0/24 bridges.
+    let third = std::process::id() % 256;
+    let subnet = format!("10.251.{third}.0/30");
+    let pod_ip = format!("10.251.{third}.2");
+    let cri = Cri::start(Some(&subnet));
+    cri.pull_busybox();
+    let pod_config = cri.pod_config("net");
+    let pod = cri.run_pod(&pod_config);
+    let req = v1::PodSandboxStatusRequest {
+        pod_sandbox_id: pod.clone(),
+        verbose: true,
+    };
+    let pod_status = cri.runtime("PodSandboxStatus", |mut c| async move {
+        c.pod_sandbox_status(req).await
+    });
+    let ip = pod_status
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .map(|n| n.ip.clone());
+    assert_eq!(ip.as_deref(), Some(pod_ip.as_str()), "{pod_status:?}");
+    let sandbox_pid = info_pid(&pod_status.info);
+
+    let app = cri.start_container(&pod, &pod_config, "app", &["sleep", "1000"], 0);
+    let app_pid = info_pid(&cri.container_status(&app).info);
+    // The container joined the sandbox's network namespace, not the host's.
+    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("netns");
+    assert_eq!(netns(&app_pid.to_string()), netns(&sandbox_pid.to_string()));
+    assert_ne!(netns(&app_pid.to_string()), netns("self"));
+    // ... where the CNI plugin put the pod's address.
+    let req = v1::ExecSyncRequest {
+        container_id: app.clone(),
+        cmd: ["ip", "-4", "-o", "addr", "show", "eth0"]
+            .map(String::from)
+            .to_vec(),
+        timeout: 0,
+    };
+    let exec = cri.runtime("ExecSync", |mut c| async move { c.exec_sync(req).await });
+    let shown = String::from_utf8_lossy(&exec.stdout).into_owned();
+    assert!(
+        exec.exit_code == 0 && shown.contains(&format!(" {pod_ip}/30 ")),
+        "{exec:?}"
+    );
+
+    cri.remove_pod(&pod, &[&app]);
+    cri.assert_nothing_left();
+    // StopPodSandbox ran the CNI DEL: the host's route to the pod is gone.
+    let routes = run_ok(Command::new(require_peer("ip")).args(["-4", "route", "show"]));
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(!routes.contains(&pod_ip), "{routes}");
 }
