@@ -136,13 +136,15 @@ impl Cri {
         }
     }
 
-    /// containerd's warnings and errors and its shims' lines.
+    /// containerd's warnings and errors and the berth shim's lines.
     fn problems(&self) -> String {
         self.cd
             .log_text()
             .lines()
             .filter(|l| {
-                l.contains("level=error") || l.contains("level=warn") || l.contains("berth")
+                l.contains("level=error")
+                    || l.contains("level=warn")
+                    || l.contains("runtime=io.containerd.berth.v2")
             })
             .collect::<Vec<_>>()
             .join("\n")
