@@ -44,6 +44,7 @@ impl Setup {
             ContainerdOptions {
                 path_prefix: Some(shim_dir()),
                 namespace: namespace.clone(),
+                ..ContainerdOptions::default()
             },
         );
         let image = cd.import_busybox(dir.path());
@@ -622,4 +623,42 @@ fn hooks_run_under_the_shim_get_their_own_exit_status() {
         "createRuntime\npoststart\npoststop\n".repeat(5),
         "every hook of every round ran, in order"
     );
+}
+
+/// The shim logs into the first container's bundle (its working
+/// directory); once that container is deleted containerd stops reading
+/// it. A log line then fails with EPIPE and raises SIGPIPE: the reaper
+/// must not log that signal (which raised it again, for ever, so that no
+/// exit was reaped any more: a task killed then never stopped).
+#[test]
+fn the_shim_still_reaps_after_its_first_containers_log_is_closed() {
+    let s = Setup::new();
+    let pod = unique_id("pod");
+    let annotation = format!("io.kubernetes.cri.sandbox-id={pod}");
+    let (a, b) = (unique_id("first"), unique_id("second"));
+    for id in [&a, &b] {
+        run_ok(&mut s.run(&["-d", "--annotation", &annotation], id, &["sleep", "1000"]));
+        s.wait_status(id, "RUNNING");
+    }
+    let shims = s.cd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the sandbox, not {shims:?}");
+    s.kill_and_remove(&a);
+    // containerd closes its reader of the first bundle's log when it drops
+    // that task's connection (a readiness wait).
+    let closed = format!("msg=\"shim disconnected\" id={a}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.cd.log_text().contains(&closed) {
+        assert!(
+            Instant::now() < deadline,
+            "containerd kept {a}'s connection"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A signal the shim logs (SIGTERM is only logged) writes a log line.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the shim");
+    s.kill_and_remove(&b);
 }
