@@ -169,9 +169,15 @@ struct CloneArgs {
 /// moment would stay locked in the child, which allocates (and forks
 /// again) before it execs, and would wait on it forever.
 pub(crate) fn fork_into_cgroup(cgroup: Option<BorrowedFd<'_>>) -> nix::Result<(ForkResult, bool)> {
-    let Some(cg) = cgroup.filter(|_| single_threaded()) else {
-        return fork().map(|r| (r, false));
-    };
+    match cgroup.filter(|_| single_threaded()) {
+        Some(cg) => clone_into_cgroup(cg),
+        None => fork().map(|r| (r, false)),
+    }
+}
+
+/// [`fork_into_cgroup`] for a caller known to be single-threaded (a forked
+/// child, which may not even see its own /proc entry to count its threads).
+pub(crate) fn clone_into_cgroup(cg: BorrowedFd<'_>) -> nix::Result<(ForkResult, bool)> {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
@@ -207,7 +213,7 @@ pub(crate) fn fork_into_cgroup(cgroup: Option<BorrowedFd<'_>>) -> nix::Result<(F
 /// Whether this process runs one thread only (`num_threads` in
 /// /proc/self/stat; false when unreadable). A single-threaded process
 /// cannot gain a thread while it asks: only its own thread could start one.
-fn single_threaded() -> bool {
+pub(crate) fn single_threaded() -> bool {
     std::fs::read_to_string("/proc/self/stat").is_ok_and(|stat| {
         // Fields after the command name, which ends at the last ')':
         // state is field 3, num_threads field 20.

@@ -662,3 +662,51 @@ fn the_shim_still_reaps_after_its_first_containers_log_is_closed() {
     .expect("signal the shim");
     s.kill_and_remove(&b);
 }
+
+/// The shim is multithreaded, so its runtime forks with glibc's fork and
+/// the process that runs in the container is cloned into the cgroup v2
+/// directory by the runtime's single-threaded child: the init and an exec'd
+/// process must both end up in the container's cgroup in every hierarchy,
+/// the unified one included.
+#[test]
+fn the_task_and_its_execs_are_in_the_containers_cgroup_in_every_hierarchy() {
+    let s = Setup::new();
+    let id = unique_id("cgroups");
+    run_ok(&mut s.run(&["-d"], &id, &["sleep", "1000"]));
+    s.wait_status(&id, "RUNNING");
+    let want = format!("/{}/{}", s.namespace, id);
+    let check = |what: &str, lines: &str| {
+        let lines: Vec<&str> = lines.lines().filter(|l| !l.is_empty()).collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with("0::")),
+            "{what}: no cgroup v2 line in {lines:?}"
+        );
+        for l in &lines {
+            assert!(
+                l.ends_with(&want),
+                "{what}: {l:?} is not in the container's cgroup {want}\n{}",
+                s.problems()
+            );
+        }
+    };
+    let pid = s.task_pid(&id);
+    check(
+        "the init",
+        &std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read the init's cgroups"),
+    );
+    let out =
+        s.cd.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "cg",
+            &id,
+            "cat",
+            "/proc/self/cgroup",
+        ])
+        .output()
+        .expect("ctr task exec");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    check("an exec'd process", &text(&out.stdout));
+    s.kill_and_remove(&id);
+}
