@@ -5,6 +5,12 @@
 #
 #   bench/unpack.sh              # WORK=/var/tmp/berth-bench-unpack RUNS=5
 #   MINBASE=/path/to/rootfs bench/unpack.sh   # reuse an existing rootfs
+#   MINBASE_TAR=/path/rootfs.tar bench/unpack.sh   # or a rootfs tarball
+#   MINBASE_TAR=host bench/unpack.sh   # no network: minbase's packages
+#                                      # copied from this Debian host
+#                                      # (as bench/pull.sh does)
+# The layer is made once and kept in WORK; delete WORK/layer.tar.gz to
+# change it.
 #
 # Leave ~2 minutes between two runs: see "recently deleted" below.
 set -euo pipefail
@@ -18,20 +24,24 @@ need_tools hyperfine umoci tar python3
 
 LAYER=$WORK/layer.tar.gz
 if [ ! -f "$LAYER" ]; then
-    SRC=${MINBASE:-$WORK/minbase}
-    if [ ! -d "$SRC/usr" ]; then
-        if debootstrap --variant=minbase bookworm "$SRC" http://deb.debian.org/debian; then
-            echo "built $SRC with debootstrap"
-        else
-            # No mirror: a similar tree (~7k files) from the host's own /usr.
-            echo "debootstrap failed; using a subset of the host's /usr instead" >&2
-            rm -rf "$SRC" && mkdir -p "$SRC"
-            tar -C / -cf - usr/lib/x86_64-linux-gnu usr/share/perl usr/bin 2>/dev/null | tar -C "$SRC" -xf -
-        fi
+    TAR=${MINBASE_TAR:-}
+    if [ "$TAR" = host ]; then
+        TAR=$WORK/minbase.tar
+        host_minbase_tar "$TAR" "$WORK"
     fi
-    # Like the official images: no downloaded .debs or apt lists in the layer.
-    rm -rf "$SRC"/var/cache/apt/archives/*.deb "$SRC"/var/lib/apt/lists/*
-    tar --numeric-owner --xattrs -C "$SRC" -czf "$LAYER.tmp" . && mv "$LAYER.tmp" "$LAYER"
+    if [ -n "$TAR" ]; then
+        gzip -c "$TAR" >"$LAYER.tmp"
+    else
+        SRC=${MINBASE:-$WORK/minbase}
+        if [ ! -d "$SRC/usr" ]; then
+            debootstrap --variant=minbase bookworm "$SRC" http://deb.debian.org/debian ||
+                { echo "debootstrap failed: without a mirror use MINBASE_TAR=host" >&2; exit 1; }
+        fi
+        # Like the official images: no downloaded .debs or apt lists in the layer.
+        rm -rf "$SRC"/var/cache/apt/archives/*.deb "$SRC"/var/lib/apt/lists/*
+        tar --numeric-owner --xattrs -C "$SRC" -czf "$LAYER.tmp" .
+    fi
+    mv "$LAYER.tmp" "$LAYER"
 fi
 
 # An OCI layout holding that layer, for umoci.

@@ -50,6 +50,9 @@ fn main() -> Result<()> {
     let reader = (&magic[..n]).chain(f);
     let applied = apply_layer(reader, compression, target, &opts)
         .with_context(|| format!("apply {} to {}", blob.display(), target.display()))?;
-    println!("{} {}", applied.diff_id, applied.size);
+    println!(
+        "{} {} writers={}",
+        applied.diff_id, applied.size, applied.writers
+    );
     Ok(())
 }

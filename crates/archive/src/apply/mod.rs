@@ -1,5 +1,6 @@
-//! The layer applier: one thread inflates, hashes and parses; a small pool
-//! creates regular files. Ordering rules: directories, links, devices and
+//! The layer applier: one thread inflates; the parsing thread hashes,
+//! parses and applies; while creates are slow, a pool that grows as it falls
+//! behind writes small regular files. Ordering rules: directories, links, devices and
 //! whiteouts are done by the parsing thread; an operation on a path (or below
 //! a path, or a hardlink to a path) still being written by the pool waits for
 //! it; removals of whole trees wait for the pool to drain; directory times are
@@ -11,7 +12,7 @@
 //! | `stream.rs` | the reading side: counting and size/ratio-limited readers, the inflater thread and its chunks |
 //! | `entry.rs` | the parsing thread's `Applier`: one tar entry at a time, parent directories, copy-up, the end pass |
 //! | `whiteouts.rs` | `.wh.` whiteouts and opaque directories, in both whiteout modes |
-//! | `pool.rs` | the writer pool: jobs, pending paths and who waits for them, the shared error |
+//! | `pool.rs` | the writer pool: jobs, the writer loop, pending paths and who waits for them, the shared error, create latency |
 //! | `files.rs` | one file's metadata (`Meta`) and creating and setting it |
 //! | `paths.rs` | entry names: normalisation, joining, parents, opening inside the root, error naming |
 
@@ -25,7 +26,7 @@ mod whiteouts;
 use std::collections::HashSet;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use nix::fcntl::OFlag;
@@ -35,12 +36,14 @@ use sha2::{Digest, Sha256};
 use crate::tarstream::TarStream;
 use crate::{Applied, ApplyError, ApplyOptions, Compression, WhiteoutMode};
 use entry::Applier;
-use pool::{write_job, Job, Pending, Shared};
+use pool::{writer, Job, Pending, Shared};
 use stream::{inflate, Chunks, Counting, Limited, CHUNKS_IN_FLIGHT};
 
 /// Files up to this size are handed to the writer pool; larger ones are
 /// streamed by the parsing thread.
 const POOL_FILE_MAX: u64 = 1 << 20;
+/// Batches queued for the writers; a full queue starts one more writer.
+const WRITER_QUEUE: usize = 2;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
@@ -120,6 +123,9 @@ pub fn apply_layer<R: Read + Send>(
         create_ns: AtomicU64::new(0),
     };
 
+    let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(WRITER_QUEUE);
+    let rx = &Mutex::new(rx);
+    let shared = &shared;
     std::thread::scope(|scope| -> Result<Applied, ApplyError> {
         // One thread inflates while this one hashes, parses and applies
         // (inflating is the larger half of the CPU work).
@@ -133,37 +139,15 @@ pub fn apply_layer<R: Read + Send>(
             cur: Vec::new(),
             pos: 0,
         });
-        let tx = if options.threads > 0 {
-            let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(4);
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..options.threads {
-                let rx = rx.clone();
-                let shared = &shared;
-                scope.spawn(move || loop {
-                    let job = {
-                        let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
-                        guard.recv()
-                    };
-                    let Ok(batch) = job else { break };
-                    for job in &batch {
-                        if shared.failed.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        if let Err(e) = write_job(shared, job) {
-                            shared.fail(e);
-                        }
-                    }
-                    shared.done_pending(batch.iter().map(|j| j.path.as_slice()));
-                });
-            }
-            Some(tx)
-        } else {
-            None
+        // Writers are started by the parsing thread once creates turn out
+        // slow, one more each time those running fall behind (see flush_batch).
+        let spawn_writer = || {
+            scope.spawn(|| writer(shared, rx));
         };
         let mut applier = Applier {
-            shared: &shared,
+            shared,
             opts: options,
-            tx,
+            tx: (options.threads > 0).then_some(tx),
             batch: Vec::new(),
             batch_bytes: 0,
             written: HashSet::new(),
@@ -171,6 +155,9 @@ pub fn apply_layer<R: Read + Send>(
             dir_times: Vec::new(),
             opaque: Vec::new(),
             lowers,
+            spawn_writer: &spawn_writer,
+            writers: 0,
+            parent_cache: None,
         };
         let run = (|| {
             while let Some(entry) = stream.next_entry()? {
@@ -180,6 +167,7 @@ pub fn apply_layer<R: Read + Send>(
             applier.finish()
         })();
         applier.tx = None;
+        let writers = applier.writers;
         shared.drain();
         // Hash whatever follows the end-of-archive marker too: the diff_id covers the whole stream.
         let mut chunks = stream.into_inner();
@@ -207,6 +195,7 @@ pub fn apply_layer<R: Read + Send>(
         Ok(Applied {
             diff_id,
             size: limited.total,
+            writers,
         })
     })
 }

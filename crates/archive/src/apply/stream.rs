@@ -2,7 +2,7 @@
 //! compressed and inflated bytes, and the inflater thread handing chunks to
 //! the parser.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -104,8 +104,10 @@ pub(super) struct Chunks {
     pub(super) pos: usize,
 }
 
-impl Read for Chunks {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl Chunks {
+    /// Moves on to the next chunk once the current one is used up; `false`
+    /// at the end of the stream.
+    fn refill(&mut self) -> io::Result<bool> {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
@@ -118,12 +120,36 @@ impl Read for Chunks {
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(false),
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(true)
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let have = self.fill_buf()?;
+            let n = buf.len().min(have.len());
+            buf[..n].copy_from_slice(&have[..n]);
+            n
+        };
+        self.consume(n);
         Ok(n)
+    }
+}
+
+/// The parser reads file contents straight out of the chunks.
+impl BufRead for Chunks {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if !self.refill()? {
+            return Ok(&[]);
+        }
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.cur.len());
     }
 }
