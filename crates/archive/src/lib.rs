@@ -5,10 +5,10 @@
 //! entries under a target directory. Every parent directory is resolved with
 //! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` against the target and
 //! final components are never followed, so no entry can write outside it.
-//! A second thread inflates while the calling thread hashes, parses and
-//! creates files; while creating a file is slow, a pool that grows as it
-//! falls behind ([`ApplyOptions::threads`]) writes small regular files in
-//! parallel.
+//! One thread inflates, a second hashes, the calling thread parses and
+//! creates files; while creating files is what holds the pipeline up, a
+//! pool that grows as it falls behind ([`ApplyOptions::threads`]) writes
+//! small regular files in parallel.
 //!
 //! On any error (including [`ApplyError::DiffIdMismatch`]) the target holds a
 //! partially applied layer: the caller must discard it (the snapshot crate
@@ -101,15 +101,16 @@ pub struct ApplyOptions {
     pub max_ratio: u64,
     /// At most this many threads write small regular files while the
     /// parsing thread goes on (0: the parsing thread writes everything).
-    /// They are started only when creates are slow (see
-    /// `pool_above_create_ns`): the first then, one more each time those
+    /// Files go to them only while creates are slow (see
+    /// `pool_above_create_ns`) or inflated data queues up before the
+    /// parsing thread; the first starts then, one more each time those
     /// running fall behind. Default 4.
     pub threads: usize,
-    /// Hand files to those threads only while creating a file takes at least
-    /// this long on average (nanoseconds; 0: always). On a quiet, warm disk
-    /// creates take microseconds and one thread is fastest; when inode
-    /// creation blocks (a cold or busy disk) they take hundreds and
-    /// parallel writers overlap the waits. Default 50 µs.
+    /// Hand files to those threads while creating a file takes at least this
+    /// long on average (nanoseconds; 0: always), whether or not the parsing
+    /// thread is behind. On a quiet, warm disk creates take microseconds;
+    /// when inode creation blocks (a cold or busy disk) they take hundreds
+    /// and parallel writers overlap the waits. Default 50 µs.
     pub pool_above_create_ns: u64,
     /// Overlay mode only: the parent layers' directories, topmost first. A
     /// directory the layer implies but does not list is created in the upper

@@ -277,10 +277,13 @@ impl Applier<'_> {
                 }
                 self.record(&path);
                 let parent = self.parent_dir(&parent_rel, &entry)?;
-                // The pool pays off only when creating a file blocks (a busy
-                // or cold disk); when creates are quick, one thread is faster.
-                let slow =
-                    self.shared.create_ns.load(Ordering::Relaxed) >= self.opts.pool_above_create_ns;
+                // The pool pays off when creating files is what holds the
+                // pipeline up: creates block (a busy or cold disk), or the
+                // inflated chunks queue up before this thread. Otherwise one
+                // thread writing is cheaper.
+                let slow = self.shared.create_ns.load(Ordering::Relaxed)
+                    >= self.opts.pool_above_create_ns
+                    || self.shared.parser_behind.load(Ordering::Relaxed);
                 if e.size <= POOL_FILE_MAX && self.tx.is_some() && slow {
                     let mut data = Vec::with_capacity(e.size as usize);
                     stream.read_data(e.size, &entry, &mut |b| {

@@ -1,6 +1,7 @@
-//! The layer applier: one thread inflates; the parsing thread hashes,
-//! parses and applies; while creates are slow, a pool that grows as it falls
-//! behind writes small regular files. Ordering rules: directories, links, devices and
+//! The layer applier: one thread inflates, one hashes, the parsing thread
+//! parses and applies; while creates are slow or the parsing thread is the
+//! slowest stage, a pool that grows as it falls behind writes small regular
+//! files. Ordering rules: directories, links, devices and
 //! whiteouts are done by the parsing thread; an operation on a path (or below
 //! a path, or a hardlink to a path) still being written by the pool waits for
 //! it; removals of whole trees wait for the pool to drain; directory times are
@@ -9,7 +10,7 @@
 //! | file | job |
 //! |---|---|
 //! | `mod.rs` | `apply_layer`: the pipeline (inflater thread → parser → writer pool) and the diff_id check |
-//! | `stream.rs` | the reading side: counting and size/ratio-limited readers, the inflater thread and its chunks |
+//! | `stream.rs` | the reading side: counting and size/ratio-limited readers, the inflater and hasher threads, the chunks and whether the parser is behind |
 //! | `entry.rs` | the parsing thread's `Applier`: one tar entry at a time, parent directories, copy-up, the end pass |
 //! | `whiteouts.rs` | `.wh.` whiteouts and opaque directories, in both whiteout modes |
 //! | `pool.rs` | the writer pool: jobs, the writer loop, pending paths and who waits for them, the shared error, create latency |
@@ -31,13 +32,13 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use crate::tarstream::TarStream;
 use crate::{Applied, ApplyError, ApplyOptions, Compression, WhiteoutMode};
 use entry::Applier;
 use pool::{writer, Job, Pending, Shared};
-use stream::{inflate, Chunks, Counting, Limited, CHUNKS_IN_FLIGHT};
+use stream::{hash_chunks, inflate, Chunks, Counting, Limited, CHUNKS_IN_FLIGHT};
 
 /// Files up to this size are handed to the writer pool; larger ones are
 /// streamed by the parsing thread.
@@ -121,23 +122,27 @@ pub fn apply_layer<R: Read + Send>(
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
         create_ns: AtomicU64::new(0),
+        parser_behind: AtomicBool::new(false),
     };
 
     let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(WRITER_QUEUE);
     let rx = &Mutex::new(rx);
     let shared = &shared;
     std::thread::scope(|scope| -> Result<Applied, ApplyError> {
-        // One thread inflates while this one hashes, parses and applies
-        // (inflating is the larger half of the CPU work).
+        // One thread inflates, one hashes, this one parses and applies.
+        let (inflated_tx, inflated_rx) =
+            mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
         let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
         let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
-        let inflater = scope.spawn(move || inflate(limited, chunk_tx, spare_rx));
+        let inflater = scope.spawn(move || inflate(limited, inflated_tx, spare_rx));
+        let hasher = scope.spawn(move || hash_chunks(inflated_rx, chunk_tx));
         let mut stream = TarStream::new(Chunks {
             rx: chunk_rx,
             spare: spare_tx,
-            hasher: Sha256::new(),
             cur: Vec::new(),
             pos: 0,
+            ready: 0,
+            behind: &shared.parser_behind,
         });
         // Writers are started by the parsing thread once creates turn out
         // slow, one more each time those running fall behind (see flush_batch).
@@ -176,9 +181,11 @@ pub fn apply_layer<R: Read + Send>(
                 .map(|_| ())
                 .map_err(|e| ApplyError::from_stream(e, "end of archive"))
         });
-        let hasher = chunks.hasher;
         // On error the receiver is gone, so the inflater stops at its next send.
         drop(chunks.rx);
+        let hasher = hasher
+            .join()
+            .map_err(|_| ApplyError::io("", "hash", io::Error::other("hash thread panicked")))?;
         let limited = inflater.join().map_err(|_| {
             ApplyError::io("", "inflate", io::Error::other("inflate thread panicked"))
         })?;

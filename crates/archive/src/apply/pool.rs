@@ -43,6 +43,8 @@ pub(super) struct Shared {
     pub(super) failed: AtomicBool,
     /// Moving average of how long creating a file takes, in nanoseconds.
     pub(super) create_ns: AtomicU64,
+    /// The parser is the slowest stage: inflated chunks wait for it.
+    pub(super) parser_behind: AtomicBool,
 }
 
 impl Shared {
