@@ -91,8 +91,8 @@ hyperfine --warmup 1 --runs "$RUNS" --export-json "$WORK/unpack.json" \
     -n "tar -xzf" "mkdir $OUT && tar -xzf $LAYER -C $OUT" \
     -n "umoci unpack" "umoci unpack --image $LAYOUT:bench $OUT" \
     -n "berth apply" "$BERTH $LAYER $OUT" \
-    -n "berth apply, 2 writers when creates are slow" "$BERTH $LAYER $OUT --threads 2" \
-    -n "berth apply, 2 writers always" "$BERTH $LAYER $OUT --threads 2 --pool-above-ns 0"
+    -n "berth apply, one writer" "$BERTH $LAYER $OUT --threads 0" \
+    -n "berth apply, writer pool always" "$BERTH $LAYER $OUT --pool-above-ns 0"
 
 python3 - "$WORK/unpack.json" <<'PY'
 import json, sys
@@ -111,6 +111,7 @@ layer, out, berth, rounds, prepare = sys.argv[1], sys.argv[2], sys.argv[3], int(
 cmds = {
     "tar -xzf": f"mkdir {out} && tar -xzf {layer} -C {out}",
     "berth apply": f"{berth} {layer} {out} >/dev/null",
+    "berth apply, one writer": f"{berth} {layer} {out} --threads 0 >/dev/null",
 }
 times = {k: [] for k in cmds}
 for _ in range(rounds):
@@ -120,6 +121,7 @@ for _ in range(rounds):
         subprocess.run(cmd, shell=True, check=True)
         times[name].append(time.monotonic() - t)
 med = {k: statistics.median(v) for k, v in times.items()}
-print(f"interleaved, {rounds} rounds: tar median {med['tar -xzf']:.3f} s, berth median "
-      f"{med['berth apply']:.3f} s, ratio {med['berth apply'] / med['tar -xzf']:.2f}x")
+print(f"interleaved, {rounds} rounds, medians:")
+for name, m in med.items():
+    print(f"  {name:30s} {m:.3f} s  ratio to tar {m / med['tar -xzf']:.2f}x")
 PY
