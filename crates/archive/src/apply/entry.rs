@@ -43,6 +43,8 @@ pub(super) struct Applier<'a> {
     pub(super) lowers: Vec<OwnedFd>,
     /// Starts one more writer thread (the pool grows while creates are slow).
     pub(super) spawn_writer: &'a dyn Fn(),
+    /// Data buffers the writers are done with, for the next files.
+    pub(super) spare_data: mpsc::Receiver<Vec<u8>>,
     /// Writer threads started so far (at most `opts.threads`).
     pub(super) writers: usize,
     /// The last parent directory opened for an entry: entries come grouped
@@ -285,7 +287,9 @@ impl Applier<'_> {
                     >= self.opts.pool_above_create_ns
                     || self.shared.parser_behind.load(Ordering::Relaxed);
                 if e.size <= POOL_FILE_MAX && self.tx.is_some() && slow {
-                    let mut data = Vec::with_capacity(e.size as usize);
+                    let mut data = self.spare_data.try_recv().unwrap_or_default();
+                    data.clear();
+                    data.reserve(e.size as usize);
                     stream.read_data(e.size, &entry, &mut |b| {
                         data.extend_from_slice(b);
                         Ok(())

@@ -146,8 +146,10 @@ pub fn apply_layer<R: Read + Send>(
         });
         // Writers are started by the parsing thread once creates turn out
         // slow, one more each time those running fall behind (see flush_batch).
+        let (spare_data_tx, spare_data) = mpsc::channel::<Vec<u8>>();
         let spawn_writer = || {
-            scope.spawn(|| writer(shared, rx));
+            let spare = spare_data_tx.clone();
+            scope.spawn(move || writer(shared, rx, spare));
         };
         let mut applier = Applier {
             shared,
@@ -161,6 +163,7 @@ pub fn apply_layer<R: Read + Send>(
             opaque: Vec::new(),
             lowers,
             spawn_writer: &spawn_writer,
+            spare_data,
             writers: 0,
             parent_cache: None,
         };
@@ -181,7 +184,8 @@ pub fn apply_layer<R: Read + Send>(
                 .map(|_| ())
                 .map_err(|e| ApplyError::from_stream(e, "end of archive"))
         });
-        // On error the receiver is gone, so the inflater stops at its next send.
+        // On error the receiver is gone, so the hasher and then the inflater
+        // stop at their next send.
         drop(chunks.rx);
         let hasher = hasher
             .join()

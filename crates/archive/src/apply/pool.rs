@@ -132,8 +132,17 @@ pub(super) fn write_job(shared: &Shared, job: &Job) -> Result<(), ApplyError> {
     set_meta_fd(f.as_fd(), &job.meta, &job.display, true)
 }
 
-/// A writer: takes batches until the parsing thread closes the channel.
-pub(super) fn writer(shared: &Shared, rx: &Mutex<mpsc::Receiver<Vec<Job>>>) {
+/// Files' data buffers up to this capacity go back to the parsing thread
+/// for reuse (fewer allocations and page faults; bounded memory).
+pub(super) const SPARE_DATA_MAX: usize = 64 << 10;
+
+/// A writer: takes batches until the parsing thread closes the channel, and
+/// hands the small data buffers back through `spare`.
+pub(super) fn writer(
+    shared: &Shared,
+    rx: &Mutex<mpsc::Receiver<Vec<Job>>>,
+    spare: mpsc::Sender<Vec<u8>>,
+) {
     loop {
         let job = {
             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -149,5 +158,11 @@ pub(super) fn writer(shared: &Shared, rx: &Mutex<mpsc::Receiver<Vec<Job>>>) {
             }
         }
         shared.done_pending(batch.iter().map(|j| j.path.as_slice()));
+        for job in batch {
+            if job.data.capacity() <= SPARE_DATA_MAX {
+                // The parsing thread may be gone already: nothing to reuse then.
+                let _ = spare.send(job.data);
+            }
+        }
     }
 }
