@@ -178,11 +178,20 @@ fn in_terminal(cmd: &Command) -> Output {
         .map(quote)
         .collect::<Vec<_>>()
         .join(" ");
-    Command::new("script")
+    // The terminal's input stays open until the command ends, as a user's
+    // does: at an EOF on its stdin script ends the session early, and under
+    // load that could come before the container's output had been copied.
+    let mut child = Command::new("script")
         .args(["-qefc", &line, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run script")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script");
+    let input = child.stdin.take();
+    let out = child.wait_with_output().expect("wait for script");
+    drop(input);
+    out
 }
 
 fn alive(pid: i32) -> bool {
