@@ -11,3 +11,86 @@ need_tools() {
         }
     done
 }
+
+# minbase_tar WORK: prints the path of a Debian minbase rootfs tarball.
+# MINBASE_TAR=/path/rootfs.tar names one; MINBASE_TAR=host makes a stand-in
+# without network in WORK (the files of this Debian host's Priority required
+# + important packages, apt, and their dependencies); unset, debootstrap
+# builds bookworm minbase in WORK (needs deb.debian.org).
+minbase_tar() {
+    local work=$1 out=${MINBASE_TAR:-}
+    if [ "$out" = host ]; then
+        out=$work/minbase.tar
+        python3 - >"$work/packages" <<'EOP'
+import re, subprocess
+fmt = "${db:Status-Abbrev}\t${Package}\t${Priority}\t${Depends},${Pre-Depends}\t${Provides}\n"
+rows = subprocess.run(["dpkg-query", "-W", "-f=" + fmt], capture_output=True, text=True, check=True).stdout
+deps, priority, provider = {}, {}, {}
+for row in rows.splitlines():
+    status, name, prio, dep, prov = row.split("\t")
+    if not status.startswith("ii"):
+        continue
+    priority[name] = prio
+    deps[name] = [re.split(r"[ :(]", g.split("|")[0].strip())[0] for g in dep.split(",") if g.strip()]
+    for p in prov.split(","):
+        if p.strip():
+            provider.setdefault(p.strip().split(" ")[0], name)
+todo = [p for p, pr in priority.items() if pr in ("required", "important")] + ["apt"]
+seen = set()
+while todo:
+    p = todo.pop()
+    if p in seen:
+        continue
+    if p not in deps:
+        todo.extend([provider[p]] if p in provider else [])
+        continue
+    seen.add(p)
+    todo.extend(deps[p])
+print("\n".join(sorted(seen)))
+EOP
+        # Paths under /bin, /lib… are usr-merged: list them under /usr once.
+        { xargs dpkg -L <"$work/packages" 2>/dev/null || true; } | grep '^/' |
+            sed -E 's#^/(bin|sbin|lib|lib32|lib64|libx32)/#/usr/\1/#' >"$work/files"
+        for l in bin sbin lib lib64; do [ -L "/$l" ] && echo "/$l" >>"$work/files"; done
+        sort -u -o "$work/files" "$work/files"
+        tar -C / --no-recursion -cf "$out" -T "$work/files" 2>/dev/null || true
+    elif [ -z "$out" ]; then
+        debootstrap --variant=minbase bookworm "$work/minbase" http://deb.debian.org/debian >/dev/null
+        out=$work/minbase.tar
+        tar -C "$work/minbase" -cf "$out" .
+        rm -rf "$work/minbase"
+    fi
+    echo "$out"
+}
+
+# start_docker_registry WORK PORT: starts Debian's docker-registry on
+# 127.0.0.1:PORT (storage and log in WORK, access log off), waits until it
+# answers and appends its pid to the caller's PIDS array.
+start_docker_registry() {
+    local work=$1 port=$2
+    cat >"$work/dist.yml" <<EOC
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/dist-storage
+http:
+  addr: 127.0.0.1:$port
+EOC
+    docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench/$(basename "$0"): docker-registry did not answer on 127.0.0.1:$port (see $work/dist.log)" >&2
+    exit 1
+}
+
+# umount_under DIR: lazily unmounts every mount at or below DIR, deepest first.
+umount_under() {
+    { grep -o " $1[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}

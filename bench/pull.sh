@@ -29,72 +29,14 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    { grep -o " $WORK[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    umount_under "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 # The image: a Debian minbase rootfs, imported into berth and pushed.
-TAR=${MINBASE_TAR:-}
-if [ "$TAR" = host ]; then
-    TAR=$WORK/minbase.tar
-    python3 - >"$WORK/packages" <<'EOP'
-import re, subprocess
-fmt = "${db:Status-Abbrev}\t${Package}\t${Priority}\t${Depends},${Pre-Depends}\t${Provides}\n"
-rows = subprocess.run(["dpkg-query", "-W", "-f=" + fmt], capture_output=True, text=True, check=True).stdout
-deps, priority, provider = {}, {}, {}
-for row in rows.splitlines():
-    status, name, prio, dep, prov = row.split("\t")
-    if not status.startswith("ii"):
-        continue
-    priority[name] = prio
-    deps[name] = [re.split(r"[ :(]", g.split("|")[0].strip())[0] for g in dep.split(",") if g.strip()]
-    for p in prov.split(","):
-        if p.strip():
-            provider.setdefault(p.strip().split(" ")[0], name)
-todo = [p for p, pr in priority.items() if pr in ("required", "important")] + ["apt"]
-seen = set()
-while todo:
-    p = todo.pop()
-    if p in seen:
-        continue
-    if p not in deps:
-        todo.extend([provider[p]] if p in provider else [])
-        continue
-    seen.add(p)
-    todo.extend(deps[p])
-print("\n".join(sorted(seen)))
-EOP
-    # Paths under /bin, /lib… are usr-merged: list them under /usr once.
-    { xargs dpkg -L <"$WORK/packages" 2>/dev/null || true; } | grep '^/' |
-        sed -E 's#^/(bin|sbin|lib|lib32|lib64|libx32)/#/usr/\1/#' >"$WORK/files"
-    for l in bin sbin lib lib64; do [ -L "/$l" ] && echo "/$l" >>"$WORK/files"; done
-    sort -u -o "$WORK/files" "$WORK/files"
-    tar -C / --no-recursion -cf "$TAR" -T "$WORK/files" 2>/dev/null || true
-elif [ -z "$TAR" ]; then
-    debootstrap --variant=minbase bookworm "$WORK/minbase" http://deb.debian.org/debian >/dev/null
-    TAR=$WORK/minbase.tar
-    tar -C "$WORK/minbase" -cf "$TAR" .
-    rm -rf "$WORK/minbase"
-fi
-cat > "$WORK/dist.yml" <<EOC
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/dist-storage
-http:
-  addr: 127.0.0.1:$PORT
-EOC
-docker-registry serve "$WORK/dist.yml" >"$WORK/dist.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
+TAR=$(minbase_tar "$WORK")
+start_docker_registry "$WORK" "$PORT"
 REF=127.0.0.1:$PORT/bench/minbase:latest
 $BERTH --root "$WORK/seed" import "$TAR" minbase >/dev/null
 $BERTH --root "$WORK/seed" push -q minbase "$REF" >/dev/null
