@@ -556,6 +556,7 @@ impl BlobProvider for Arrivals {
                     let growing = Growing {
                         arrivals: self,
                         digest: desc.digest().clone(),
+                        size: desc.size(),
                         data: data.try_clone()?,
                         generation: *generation,
                         read: 0,
@@ -579,12 +580,14 @@ impl BlobProvider for Arrivals {
 }
 
 /// A blob read while it downloads: each read waits until the download has
-/// written past what was read, and ends where the finished blob ends. The
-/// bytes are unverified until the download commits; the unpacker checks
-/// what it applies against the layer's diff_id either way.
+/// written past what was read, and ends at the descriptor's size (without
+/// waiting for the download's commit and fsync) or where the finished blob
+/// ends. The bytes are unverified until the download commits; the unpacker
+/// checks what it applies against the layer's diff_id either way.
 struct Growing<'a> {
     arrivals: &'a Arrivals,
     digest: Digest,
+    size: u64,
     data: std::fs::File,
     generation: u32,
     read: u64,
@@ -592,6 +595,9 @@ struct Growing<'a> {
 
 impl Read for Growing<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.size {
+            return Ok(0);
+        }
         let mut s = self.arrivals.state.lock().expect("arrivals");
         let available = loop {
             match s.get(&self.digest) {
@@ -624,6 +630,7 @@ impl Read for Growing<'_> {
             s = self.arrivals.changed.wait(s).expect("arrivals");
         };
         drop(s);
+        let available = available.min(self.size - self.read);
         let want = buf
             .len()
             .min(usize::try_from(available).unwrap_or(usize::MAX));
