@@ -342,9 +342,8 @@ impl Snapshotter {
             .iter()
             .filter(|(k, r)| {
                 (r.kind == Kind::Active && crate::chain::owner_is_dead(k))
-                    || r.unsynced
-                        .as_ref()
-                        .is_some_and(|b| Some(b) != boot.as_ref())
+                    // Without this boot's id there is no telling: keep it.
+                    || matches!((&r.unsynced, &boot), (Some(then), Some(now)) if then != now)
             })
             .map(|(k, _)| k.clone())
             .collect();
