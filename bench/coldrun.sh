@@ -120,12 +120,14 @@ exec podman --root $WORK/runs/podman-\$n --runroot $STATE/podman-\$n --tmpdir $S
 EOF
 chmod +x "$WORK/next" "$WORK/berth-cold" "$WORK/podman-cold"
 
-# A run of this script right after the last one would start inside the
-# 60 s in which ext4 skips the inodes that run deleted: wait that out.
+# A run of this script soon after the last one would allocate its inodes
+# among the ones that run deleted, which ext4 skips for 60 s, and for 360 s
+# while their inode-table block is dirty (which allocating next to them
+# makes it): wait that out.
 if [ -f "$STAMP" ]; then
-    wait_s=$(( $(cat "$STAMP") + 61 - $(date +%s) ))
+    wait_s=$(( $(cat "$STAMP") + 361 - $(date +%s) ))
     if [ "$wait_s" -gt 0 ]; then
-        echo "waiting $wait_s s: the last run's trees were deleted less than 61 s ago" >&2
+        echo "waiting $wait_s s: the last run's trees were deleted less than 361 s ago" >&2
         sleep "$wait_s"
     fi
 fi
