@@ -5,6 +5,12 @@
 #
 #   bench/unpack.sh              # WORK=/var/tmp/berth-bench-unpack RUNS=5
 #   MINBASE=/path/to/rootfs bench/unpack.sh   # reuse an existing rootfs
+#   MINBASE_TAR=/path/rootfs.tar bench/unpack.sh   # or a rootfs tarball
+#   MINBASE_TAR=host bench/unpack.sh   # no network: minbase's packages
+#                                      # copied from this Debian host
+#                                      # (as bench/pull.sh does)
+# The layer is made once and kept in WORK; delete WORK/layer.tar.gz to
+# change it.
 #
 # Leave ~2 minutes between two runs: see "recently deleted" below.
 set -euo pipefail
@@ -18,20 +24,23 @@ need_tools hyperfine umoci tar python3
 
 LAYER=$WORK/layer.tar.gz
 if [ ! -f "$LAYER" ]; then
-    SRC=${MINBASE:-$WORK/minbase}
-    if [ ! -d "$SRC/usr" ]; then
-        if debootstrap --variant=minbase bookworm "$SRC" http://deb.debian.org/debian; then
-            echo "built $SRC with debootstrap"
-        else
-            # No mirror: a similar tree (~7k files) from the host's own /usr.
-            echo "debootstrap failed; using a subset of the host's /usr instead" >&2
-            rm -rf "$SRC" && mkdir -p "$SRC"
-            tar -C / -cf - usr/lib/x86_64-linux-gnu usr/share/perl usr/bin 2>/dev/null | tar -C "$SRC" -xf -
-        fi
+    TAR=
+    if [ -n "${MINBASE_TAR:-}" ]; then
+        TAR=$(minbase_tar "$WORK")
     fi
-    # Like the official images: no downloaded .debs or apt lists in the layer.
-    rm -rf "$SRC"/var/cache/apt/archives/*.deb "$SRC"/var/lib/apt/lists/*
-    tar --numeric-owner --xattrs -C "$SRC" -czf "$LAYER.tmp" . && mv "$LAYER.tmp" "$LAYER"
+    if [ -n "$TAR" ]; then
+        gzip -c "$TAR" >"$LAYER.tmp"
+    else
+        SRC=${MINBASE:-$WORK/minbase}
+        if [ ! -d "$SRC/usr" ]; then
+            debootstrap --variant=minbase bookworm "$SRC" http://deb.debian.org/debian ||
+                { echo "debootstrap failed: without a mirror use MINBASE_TAR=host" >&2; exit 1; }
+        fi
+        # Like the official images: no downloaded .debs or apt lists in the layer.
+        rm -rf "$SRC"/var/cache/apt/archives/*.deb "$SRC"/var/lib/apt/lists/*
+        tar --numeric-owner --xattrs -C "$SRC" -czf "$LAYER.tmp" .
+    fi
+    mv "$LAYER.tmp" "$LAYER"
 fi
 
 # An OCI layout holding that layer, for umoci.
@@ -81,8 +90,8 @@ hyperfine --warmup 1 --runs "$RUNS" --export-json "$WORK/unpack.json" \
     -n "tar -xzf" "mkdir $OUT && tar -xzf $LAYER -C $OUT" \
     -n "umoci unpack" "umoci unpack --image $LAYOUT:bench $OUT" \
     -n "berth apply" "$BERTH $LAYER $OUT" \
-    -n "berth apply, 2 writers when creates are slow" "$BERTH $LAYER $OUT --threads 2" \
-    -n "berth apply, 2 writers always" "$BERTH $LAYER $OUT --threads 2 --pool-above-ns 0"
+    -n "berth apply, one writer" "$BERTH $LAYER $OUT --threads 0" \
+    -n "berth apply, writer pool always" "$BERTH $LAYER $OUT --pool-above-ns 0"
 
 python3 - "$WORK/unpack.json" <<'PY'
 import json, sys
@@ -101,6 +110,7 @@ layer, out, berth, rounds, prepare = sys.argv[1], sys.argv[2], sys.argv[3], int(
 cmds = {
     "tar -xzf": f"mkdir {out} && tar -xzf {layer} -C {out}",
     "berth apply": f"{berth} {layer} {out} >/dev/null",
+    "berth apply, one writer": f"{berth} {layer} {out} --threads 0 >/dev/null",
 }
 times = {k: [] for k in cmds}
 for _ in range(rounds):
@@ -110,6 +120,7 @@ for _ in range(rounds):
         subprocess.run(cmd, shell=True, check=True)
         times[name].append(time.monotonic() - t)
 med = {k: statistics.median(v) for k, v in times.items()}
-print(f"interleaved, {rounds} rounds: tar median {med['tar -xzf']:.3f} s, berth median "
-      f"{med['berth apply']:.3f} s, ratio {med['berth apply'] / med['tar -xzf']:.2f}x")
+print(f"interleaved, {rounds} rounds, medians:")
+for name, m in med.items():
+    print(f"  {name:30s} {m:.3f} s  ratio to tar {m / med['tar -xzf']:.2f}x")
 PY

@@ -1,7 +1,10 @@
 //! Applies one layer blob to a directory: the tool bench/unpack.sh times.
 //!
 //! usage: unpack BLOB TARGET_DIR [--threads N] [--pool-above-ns NS] [--diff-id sha256:...]
-//! The compression is detected from the blob's first bytes.
+//! The compression is detected from the blob's first bytes. Prints the
+//! diff_id, the tar stream's size and how many writer threads the pool
+//! started (`--threads 0`: none, the parsing thread writes every file;
+//! `--pool-above-ns 0`: the pool takes every small file).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -50,6 +53,9 @@ fn main() -> Result<()> {
     let reader = (&magic[..n]).chain(f);
     let applied = apply_layer(reader, compression, target, &opts)
         .with_context(|| format!("apply {} to {}", blob.display(), target.display()))?;
-    println!("{} {}", applied.diff_id, applied.size);
+    println!(
+        "{} {} writers={}",
+        applied.diff_id, applied.size, applied.writers
+    );
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! entries under a target directory. Every parent directory is resolved with
 //! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` against the target and
 //! final components are never followed, so no entry can write outside it.
-//! A second thread inflates and hashes while the calling thread parses and
-//! creates files; an optional pool ([`ApplyOptions::threads`]) can write
+//! One thread inflates, a second hashes, the calling thread parses and
+//! creates files; while creating files is what holds the pipeline up, a
+//! pool that grows as it falls behind ([`ApplyOptions::threads`]) writes
 //! small regular files in parallel.
 //!
 //! On any error (including [`ApplyError::DiffIdMismatch`]) the target holds a
@@ -98,14 +99,18 @@ pub struct ApplyOptions {
     /// Refuse compressed layers that inflate more than this many times
     /// (checked once 16 MiB have been inflated; 0 disables).
     pub max_ratio: u64,
-    /// Threads that write small regular files while the parsing thread goes
-    /// on (0, the default: the parsing thread writes everything; measured
-    /// fastest here, see bench/README.md).
+    /// At most this many threads write small regular files while the
+    /// parsing thread goes on (0: the parsing thread writes everything).
+    /// Files go to them only while creates are slow (see
+    /// `pool_above_create_ns`) or inflated data queues up before the
+    /// parsing thread; the first starts then, one more each time those
+    /// running fall behind. Default 4.
     pub threads: usize,
-    /// Hand files to those threads only while creating a file takes at least
-    /// this long on average (nanoseconds; 0: always). On a quiet disk creates
-    /// take microseconds and one thread is fastest; when the disk or journal
-    /// is busy they block for hundreds and parallel writers overlap the waits.
+    /// Hand files to those threads while creating a file takes at least this
+    /// long on average (nanoseconds; 0: always), whether or not the parsing
+    /// thread is behind. On a quiet, warm disk creates take microseconds;
+    /// when inode creation blocks (a cold or busy disk) they take hundreds
+    /// and parallel writers overlap the waits. Default 50 µs.
     pub pool_above_create_ns: u64,
     /// Overlay mode only: the parent layers' directories, topmost first. A
     /// directory the layer implies but does not list is created in the upper
@@ -121,7 +126,7 @@ impl Default for ApplyOptions {
             expected_diff_id: None,
             max_size: 64 << 30,
             max_ratio: 1000,
-            threads: 0,
+            threads: 4,
             pool_above_create_ns: 50_000,
             lowers: Vec::new(),
         }
@@ -135,6 +140,9 @@ pub struct Applied {
     pub diff_id: String,
     /// Length of the uncompressed tar stream in bytes.
     pub size: u64,
+    /// Writer threads the pool started (0: creates were quick enough for
+    /// the parsing thread to write every file itself).
+    pub writers: usize,
 }
 
 /// Why a layer could not be applied.

@@ -4,7 +4,7 @@
 //! can refuse ambiguous archives (a PAX `size` that disagrees with the header,
 //! data attached to entries that carry none) instead of guessing.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead};
 
 use crate::ApplyError;
 
@@ -92,7 +92,7 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-impl<R: Read> TarStream<R> {
+impl<R: BufRead> TarStream<R> {
     pub fn new(inner: R) -> Self {
         TarStream {
             inner,
@@ -155,37 +155,37 @@ impl<R: Read> TarStream<R> {
         Ok(v)
     }
 
-    /// Streams `size` bytes of entry data (plus block padding) to `sink`.
+    /// Streams `size` bytes of entry data (plus block padding) to `sink`,
+    /// straight from the reader's buffer (no copy on the way).
     pub fn read_data(
         &mut self,
         size: u64,
         entry: &str,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), ApplyError>,
     ) -> Result<(), ApplyError> {
-        let mut buf = [0u8; 64 * 1024];
-        let padded = size.div_ceil(512) * 512;
-        let mut left = padded;
+        let mut left = size.div_ceil(512) * 512;
         let mut data_left = size;
         while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = match self.inner.read(&mut buf[..want]) {
-                Ok(0) => {
+            let buf = match self.inner.fill_buf() {
+                Ok([]) => {
                     return Err(ApplyError::Truncated {
                         entry: entry.to_string(),
                         offset: self.offset,
                     })
                 }
-                Ok(n) => n,
+                Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.stream_err(e, entry)),
             };
-            self.offset += n as u64;
-            left -= n as u64;
+            let n = (buf.len() as u64).min(left) as usize;
             let data = (n as u64).min(data_left) as usize;
             if data > 0 {
                 sink(&buf[..data])?;
                 data_left -= data as u64;
             }
+            self.inner.consume(n);
+            self.offset += n as u64;
+            left -= n as u64;
         }
         Ok(())
     }

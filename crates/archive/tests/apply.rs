@@ -399,6 +399,160 @@ fn parallel_and_inline_writers_agree_on_overwrites_and_links() {
     }
 }
 
+/// Everything a user can see of a tree: per path (sorted) the type, owner,
+/// mode, mtime, content or link target, user xattrs, and which earlier
+/// path it shares an inode with.
+fn tree_snapshot(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, inodes: &mut Vec<(u64, String)>, out: &mut Vec<String>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let p = dir.join(&name);
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_dir() {
+                "dir".to_string()
+            } else if m.file_type().is_symlink() {
+                format!("symlink -> {}", fs::read_link(&p).unwrap().display())
+            } else {
+                format!("file sha {}", sha(&fs::read(&p).unwrap()))
+            };
+            let link = if m.is_file() && m.nlink() > 1 {
+                match inodes.iter().find(|(ino, _)| *ino == m.ino()) {
+                    Some((_, first)) => format!(" same inode as {first}"),
+                    None => {
+                        inodes.push((m.ino(), rel.clone()));
+                        String::new()
+                    }
+                }
+            } else {
+                String::new()
+            };
+            let xattr = fsops::lget_xattr(&p, b"user.k")
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            out.push(format!(
+                "{rel}: {what}{link} owner {}:{} mode {:o} mtime {}.{} xattr {xattr:?}",
+                m.uid(),
+                m.gid(),
+                m.mode() & 0o7777,
+                m.mtime(),
+                m.mtime_nsec(),
+            ));
+            if m.is_dir() {
+                walk(root, &p, inodes, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut Vec::new(), &mut out);
+    out
+}
+
+#[test]
+fn the_writer_pool_gives_the_same_tree_as_one_writer() {
+    // A rootfs-like layer: directories of many small files with varied
+    // owners, modes (setuid, read-only, none), times and xattrs, hardlinks
+    // within and across directories, symlinks, files replaced later in the
+    // stream, and files too big for the pool.
+    let mut t = Tar::new();
+    t.dir("usr/", 0o755);
+    for d in 0..12 {
+        t.pax(&[("mtime", format!("1500000{d:03}.5").as_bytes())]);
+        t.dir(&format!("usr/d{d}/"), [0o755, 0o700, 0o2775][d % 3]);
+        for f in 0..60 {
+            let i = d * 60 + f;
+            let mode = [0o644, 0o755, 0o4755, 0o444, 0o600, 0o000, 0o2711][i % 7];
+            let mut pax = vec![
+                ("uid".to_string(), (i % 5 * 1000).to_string().into_bytes()),
+                ("gid".to_string(), (i % 3 * 1000).to_string().into_bytes()),
+                (
+                    "mtime".to_string(),
+                    format!("{}.{:09}", 1_600_000_000 + i, i * 7).into_bytes(),
+                ),
+            ];
+            if i % 11 == 0 {
+                pax.push((
+                    "SCHILY.xattr.user.k".to_string(),
+                    format!("v{i}").into_bytes(),
+                ));
+            }
+            let pax: Vec<(&str, &[u8])> = pax.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+            t.pax(&pax);
+            let size = [0, 1, 100, 4096, 70_000][i % 5] + i;
+            let data: Vec<u8> = (0..size).map(|b| (b * 31 + i) as u8).collect();
+            t.file(&format!("usr/d{d}/f{f}"), &data, mode);
+            if i % 13 == 0 {
+                t.hardlink(&format!("usr/d{d}/h{f}"), &format!("usr/d{d}/f{f}"));
+                t.hardlink(&format!("usr/x{i}"), &format!("usr/d{d}/f{f}"));
+            }
+            if i % 17 == 0 {
+                t.symlink(&format!("usr/d{d}/s{f}"), &format!("f{f}"));
+            }
+        }
+        // Replaced after the pool may have been handed the first version.
+        t.file(
+            &format!("usr/d{d}/f3"),
+            format!("again {d}").as_bytes(),
+            0o640,
+        );
+        t.file(
+            &format!("usr/d{d}/big"),
+            &vec![d as u8; (1 << 20) + 1],
+            0o644,
+        );
+    }
+    let tar = t.finish();
+    let run = |threads: usize, pool_above_create_ns: u64| {
+        let sb = Sandbox::new();
+        let applied = sb
+            .apply(
+                &tar,
+                &ApplyOptions {
+                    threads,
+                    pool_above_create_ns,
+                    ..opts()
+                },
+            )
+            .unwrap();
+        sb.assert_outside_untouched();
+        (tree_snapshot(&sb.root()), applied.writers)
+    };
+    let (serial, writers) = run(0, 0);
+    assert_eq!(writers, 0, "threads: 0 starts no writer");
+    assert!(serial.len() > 12 * 60, "{} entries", serial.len());
+    assert!(serial
+        .iter()
+        .any(|l| l.starts_with("usr/d0/f2: ") && l.contains("mode 4755")));
+    let same = |other: &[String], how: &str| {
+        let diff: Vec<_> = serial
+            .iter()
+            .zip(other)
+            .filter(|(a, b)| a != b)
+            .take(3)
+            .collect();
+        assert!(
+            diff.is_empty() && serial.len() == other.len(),
+            "{how}: {} entries against {} serially; first differences (serial, {how}): {diff:#?}",
+            other.len(),
+            serial.len()
+        );
+    };
+    let (pooled, writers) = run(4, 0);
+    assert!(
+        (1..=4).contains(&writers),
+        "pool forced on: 1 to 4 writers, got {writers}"
+    );
+    same(&pooled, "pool forced on");
+    let (adaptive, _) = run(4, u64::MAX);
+    same(&adaptive, "pool only while the parser is behind");
+    let (default, _) = run(ApplyOptions::default().threads, opts().pool_above_create_ns);
+    same(&default, "defaults");
+}
+
 // ---- errors a user sees ----
 
 #[test]

@@ -18,7 +18,8 @@ use crate::pull::{runtime, Display, RegistryArgs};
 pub enum Command {
     /// Push files as an artifact whose subject is IMAGE (in IMAGE's repository).
     Attach(AttachArgs),
-    /// List the artifacts attached to IMAGE (its referrers).
+    /// List the artifacts attached to IMAGE (its referrers) in a registry,
+    /// or with --local in the local store.
     Ls(LsArgs),
     /// Download the files of an artifact (REPO@DIGEST as `ls` lists it) into a directory.
     Pull(PullArgs),
@@ -33,10 +34,15 @@ pub struct PullArgs {
     /// Print nothing but the paths written.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Write the files of an artifact kept in the local store (fetched by
+    /// `berth pull --referrers`) instead.
+    #[arg(long)]
+    pub local: bool,
     /// How to reach the registry.
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// The artifact, e.g. 127.0.0.1:5000/app@sha256:….
+    /// The artifact, e.g. 127.0.0.1:5000/app@sha256:… (with --local also
+    /// its sha256:… alone).
     pub artifact: String,
 }
 
@@ -73,20 +79,48 @@ pub struct LsArgs {
     /// `table` or `json` (the referrers index).
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
+    /// List the referrers kept in the local store (fetched by `berth pull
+    /// --referrers`) of a local image, or of a manifest digest.
+    #[arg(long)]
+    pub local: bool,
     /// How to reach the registry.
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// The image in a registry, e.g. 127.0.0.1:5000/app:v1.
+    /// The image in a registry, e.g. 127.0.0.1:5000/app:v1 (with --local:
+    /// a local image, or sha256:… of a manifest in the store).
     pub image: String,
 }
 
 /// Runs an artifact subcommand.
-pub fn run(cmd: Command) -> Result<i32> {
+pub fn run(cmd: Command, global: &crate::Global) -> Result<i32> {
     match cmd {
         Command::Attach(args) => attach(args),
+        Command::Ls(args) if args.local => ls_local(args, global),
         Command::Ls(args) => ls(args),
+        Command::Pull(args) if args.local => pull_local(args, global),
         Command::Pull(args) => pull(args),
     }
+}
+
+/// Writes the files of an artifact in the local store.
+fn pull_local(args: PullArgs, global: &crate::Global) -> Result<i32> {
+    let text = args
+        .artifact
+        .rsplit_once('@')
+        .map_or(args.artifact.as_str(), |(_, d)| d);
+    let digest = berth_core::digest::parse(text).with_context(|| {
+        format!(
+            "artifact {:?}: give its digest (sha256:…) as `berth artifact ls --local` lists it",
+            args.artifact
+        )
+    })?;
+    let images = berth_image::Images::open(&global.root)?;
+    let written = referrers::local_files(&images, &digest, &args.output)
+        .with_context(|| format!("writing the files of artifact {digest}"))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(0)
 }
 
 fn pull(args: PullArgs) -> Result<i32> {
@@ -201,6 +235,27 @@ fn attach(args: AttachArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The referrers of a local image (or manifest digest) in the store.
+fn ls_local(args: LsArgs, global: &crate::Global) -> Result<i32> {
+    let images = berth_image::Images::open(&global.root)?;
+    let subject = match images.get(&args.image) {
+        Ok(record) => record.target.digest().clone(),
+        Err(e) => match berth_core::digest::parse(&args.image) {
+            Ok(d) if images.content().exists(&d) => d,
+            _ => {
+                return Err(e).context(
+                    "give a local image or the sha256:… digest of a manifest in the store",
+                )
+            }
+        },
+    };
+    let mut manifests = images.referrers(&subject)?;
+    if let Some(t) = &args.artifact_type {
+        manifests.retain(|d| d.artifact_type().as_ref().is_some_and(|a| a.as_ref() == t));
+    }
+    print_referrers(&args, &manifests)
+}
+
 fn ls(args: LsArgs) -> Result<i32> {
     let reference = Reference::parse(&args.image)?;
     let options = args.registry.options()?;
@@ -217,15 +272,20 @@ fn ls(args: LsArgs) -> Result<i32> {
         Ok::<_, anyhow::Error>(found)
     });
     let found = found.with_context(|| format!("listing the referrers of {reference}"))?;
+    print_referrers(&args, &found.manifests)
+}
+
+/// Prints referrers as `ls` asks: digests, the index as JSON, or a table.
+fn print_referrers(args: &LsArgs, manifests: &[Descriptor]) -> Result<i32> {
     if args.quiet {
-        for d in &found.manifests {
+        for d in manifests {
             println!("{}", d.digest());
         }
     } else if args.format == "json" {
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": found.manifests,
+            "manifests": manifests,
         });
         println!("{}", serde_json::to_string_pretty(&index)?);
     } else {
@@ -234,7 +294,7 @@ fn ls(args: LsArgs) -> Result<i32> {
             "ARTIFACT TYPE".to_string(),
             "SIZE".to_string(),
         ]];
-        for d in &found.manifests {
+        for d in manifests {
             rows.push(vec![
                 d.digest().to_string(),
                 d.artifact_type()

@@ -89,6 +89,12 @@ pub struct PullArgs {
     /// is first run.
     #[arg(long)]
     pub download_only: bool,
+    /// Also fetch the image's referrers (signatures, SBOMs: artifacts whose
+    /// subject is the pulled index or manifest) and theirs, listed by
+    /// `berth artifact ls --local` and sent on by `berth push --referrers`.
+    /// Off by default, as with skopeo, podman and `oras cp` (without -r).
+    #[arg(long)]
+    pub referrers: bool,
     /// How to reach the registry.
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -191,6 +197,7 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
                 platform,
                 max_concurrent: args.max_concurrent_downloads.into(),
                 unpack: !args.download_only,
+                referrers: args.referrers,
                 ..Default::default()
             };
             let pulled = pull(&engine, &args.image, &args.registry, &options, args.quiet)?;
@@ -201,11 +208,14 @@ pub fn run(cmd: Command, global: &Global) -> Result<i32> {
                     "pulled {} (digest {}, image id {})",
                     pulled.name, pulled.digest, pulled.id
                 );
+                if args.referrers {
+                    eprintln!("pulled {} referrers", pulled.referrers);
+                }
             }
             Ok(0)
         }
         Command::Push(args) => crate::push::run(args, global),
-        Command::Artifact { command } => crate::artifact::run(command),
+        Command::Artifact { command } => crate::artifact::run(command, global),
         Command::Login(args) => login(args),
         Command::Logout(args) => {
             let host = server_host(&args.server)?;

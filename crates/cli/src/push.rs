@@ -22,6 +22,12 @@ pub struct PushArgs {
     /// Platform pushed when the image is an index only partly present locally.
     #[arg(long)]
     pub platform: Option<String>,
+    /// Also push the local referrers (signatures, SBOMs fetched by `berth
+    /// pull --referrers`) of what is pushed, after it: through the
+    /// registry's referrers API, or the `sha256-<hex>` fallback tag's index
+    /// where the registry has none. Off by default.
+    #[arg(long)]
+    pub referrers: bool,
     /// How to reach the registry.
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -51,6 +57,7 @@ pub fn run(args: PushArgs, global: &Global) -> Result<i32> {
     let options = PushOptions {
         extra_tags: args.tags.clone(),
         chunk_size: args.chunk_size,
+        referrers: args.referrers,
         platform: match &args.platform {
             Some(p) => PlatformSpec::parse(p)?,
             None => PlatformSpec::host(),
@@ -69,6 +76,12 @@ pub fn run(args: PushArgs, global: &Global) -> Result<i32> {
         println!("{digest}");
     } else {
         eprintln!("pushed {dest} (digest {digest})");
+        let local = images.referrers(&digest)?.len();
+        if local > 0 && !args.referrers {
+            eprintln!(
+                "{local} local referrers of {digest} not pushed (give --referrers to push them)"
+            );
+        }
     }
     Ok(0)
 }

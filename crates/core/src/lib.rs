@@ -5,6 +5,7 @@
 //! - [`digest`]: strict parsing of the digests berth can verify (sha256,
 //!   sha512) into oci-spec's `Digest`, and a streaming [`digest::Hasher`].
 //! - [`name`]: the distribution spec's repository name and tag grammar.
+//! - [`rtnetlink`]: a NETLINK_ROUTE socket for link and address requests.
 //! - [`error_chain`]: an error and its causes on one line, each said once.
 //!
 //! A leaf: it depends on no other berth crate.
@@ -14,5 +15,6 @@ mod error;
 pub mod fs;
 pub mod mountinfo;
 pub mod name;
+pub mod rtnetlink;
 
 pub use error::error_chain;

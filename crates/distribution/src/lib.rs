@@ -14,6 +14,8 @@
 //!   manifests and index, several tags.
 //! - [`referrers`]: the referrers API with the tag schema's fallback, and
 //!   artifacts attached to a manifest.
+//! - `referrer_copy`: an image's referrers fetched with it by pull and
+//!   sent after it by push.
 //! - [`registries`]: registries.conf: insecure and blocked registries,
 //!   mirrors, short-name search and aliases.
 //! - [`progress`]: events for a progress display.
@@ -27,6 +29,7 @@ mod error;
 pub mod progress;
 pub mod pull;
 pub mod push;
+mod referrer_copy;
 pub mod referrers;
 pub mod registries;
 

@@ -34,6 +34,9 @@ pub struct PullOptions {
     pub retries: u32,
     /// Unpack the layers into snapshots (as `berth run` needs).
     pub unpack: bool,
+    /// Also fetch the referrers of the pulled index and manifest
+    /// (signatures, SBOMs) and theirs into the store.
+    pub referrers: bool,
 }
 
 impl Default for PullOptions {
@@ -43,6 +46,7 @@ impl Default for PullOptions {
             max_concurrent: 3,
             retries: 5,
             unpack: true,
+            referrers: false,
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct Pulled {
     pub manifest: Digest,
     /// The image ID (config digest).
     pub id: Digest,
+    /// Referrers fetched with it (with [`PullOptions::referrers`]).
+    pub referrers: usize,
 }
 
 /// Pulls the image `input` names as a user typed it: a short name is
@@ -294,12 +300,24 @@ pub async fn pull_from(
         }
         _ => reference.clone(),
     };
+    // The referrers asked for, fetched before the record is written.
+    let referrers = match options.referrers {
+        true => {
+            let subjects: Vec<Digest> = documents.iter().map(|d| d.digest.clone()).collect();
+            crate::referrer_copy::pull_referrers(&fetch, &subjects).await?
+        }
+        false => Vec::new(),
+    };
     images.put(&[(name.clone(), descriptor_of(&top))])?;
+    for (subject, referrer) in &referrers {
+        images.put_referrer(subject, referrer)?;
+    }
     Ok(Pulled {
         name,
         digest: top.digest.clone(),
         manifest: current.digest.clone(),
         id: config_desc.digest().clone(),
+        referrers: referrers.len(),
     })
 }
 
@@ -333,7 +351,7 @@ pub(crate) fn descriptor_of(doc: &Manifest) -> Descriptor {
         .expect("a descriptor with media type, digest and size always builds")
 }
 
-fn put_document(store: &Store, doc: &Manifest, reference: &Reference) -> Result<()> {
+pub(crate) fn put_document(store: &Store, doc: &Manifest, reference: &Reference) -> Result<()> {
     let expected = Expected {
         digest: Some(doc.digest.clone()),
         size: Some(doc.data.len() as u64),
@@ -344,11 +362,11 @@ fn put_document(store: &Store, doc: &Manifest, reference: &Reference) -> Result<
 }
 
 /// Downloads of one pull.
-struct Fetch<'a> {
-    registry: &'a Registry,
-    store: &'a Store,
-    repo: &'a str,
-    reference: &'a Reference,
+pub(crate) struct Fetch<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) store: &'a Store,
+    pub(crate) repo: &'a str,
+    pub(crate) reference: &'a Reference,
     retries: u32,
     progress: &'a dyn Progress,
     arrivals: &'a Arrivals,
@@ -358,7 +376,7 @@ impl Fetch<'_> {
     /// Makes sure the blob `desc` is in the store: downloads it (resuming
     /// a dropped connection by Range, with backoff) verified while it
     /// streams; `role` names it in errors ("layer 2").
-    async fn blob(&self, desc: &Descriptor, role: &str) -> Result<()> {
+    pub(crate) async fn blob(&self, desc: &Descriptor, role: &str) -> Result<()> {
         let digest = desc.digest();
         if self.store.exists(digest) {
             return Ok(());

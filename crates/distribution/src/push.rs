@@ -30,6 +30,9 @@ pub struct PushOptions {
     pub platform: PlatformSpec,
     /// Times a failed chunk is resumed from the server's Range.
     pub retries: u32,
+    /// Also push the local referrers (signatures, SBOMs) of every pushed
+    /// manifest and index, and theirs, after them.
+    pub referrers: bool,
 }
 
 impl Default for PushOptions {
@@ -40,19 +43,21 @@ impl Default for PushOptions {
             max_concurrent: 3,
             platform: PlatformSpec::host(),
             retries: 3,
+            referrers: false,
         }
     }
 }
 
 /// A document to PUT: its descriptor and bytes.
-struct Document {
-    desc: Descriptor,
-    data: Vec<u8>,
+pub(crate) struct Document {
+    pub(crate) desc: Descriptor,
+    pub(crate) data: Vec<u8>,
 }
 
 /// Pushes the local image `source` to `dest` (whose tag, plus
-/// `extra_tags`, it is put under); returns the pushed manifest or index
-/// digest.
+/// `extra_tags`, it is put under), then, with [`PushOptions::referrers`],
+/// the local referrers of what it pushed; returns the pushed manifest or
+/// index digest.
 pub async fn push(
     images: &Images,
     registry: &Registry,
@@ -132,11 +137,19 @@ pub async fn push(
             .put_manifest(repo, tag, top.desc.media_type().as_ref(), &top.data)
             .await?;
     }
+    if options.referrers {
+        let subjects: Vec<Digest> = manifests
+            .iter()
+            .chain(std::iter::once(&top))
+            .map(|m| m.desc.digest().clone())
+            .collect();
+        crate::referrer_copy::push_referrers(images, &up, &subjects).await?;
+    }
     Ok(top.desc.digest().clone())
 }
 
 /// Adds `desc`'s manifests (children before parents, `desc` last) and blobs.
-fn collect(
+pub(crate) fn collect(
     images: &Images,
     desc: &Descriptor,
     manifests: &mut Vec<Document>,

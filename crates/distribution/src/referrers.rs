@@ -4,7 +4,8 @@
 //! - [`list`] asks `GET /v2/<name>/referrers/<digest>`; a registry without
 //!   that API (404) is read through the tag schema's fallback: the index
 //!   tagged `<alg>-<hex>` of the subject's digest.
-//! - [`fetch_files`] downloads an artifact's files (oras's `pull`).
+//! - [`fetch_files`] downloads an artifact's files (oras's `pull`);
+//!   [`local_files`] writes those of one in the local store.
 //! - [`attach`] pushes an artifact (files as blobs, an empty config, the
 //!   subject) and, when the registry does not answer `OCI-Subject` to the
 //!   manifest's PUT, adds it to that fallback index itself, as the spec
@@ -18,6 +19,8 @@ use oci_spec::image::{
     Descriptor, DescriptorBuilder, Digest, ImageIndex, ImageIndexBuilder, ImageManifestBuilder,
     MediaType, ANNOTATION_TITLE,
 };
+
+use berth_image::Images;
 
 use crate::client::{Registry, Scope};
 use crate::error::{Error, Result};
@@ -230,7 +233,7 @@ pub async fn attach(
 
 /// Adds `referrer` to the fallback tag's index of `subject` (read, add
 /// unless present, put back).
-async fn add_to_fallback(
+pub(crate) async fn add_to_fallback(
     registry: &Registry,
     repo: &str,
     subject: &Digest,
@@ -271,42 +274,7 @@ pub async fn fetch_files(
         .manifest(repo, reference, expected.as_ref())
         .await?;
     let what = format!("artifact {}/{repo}@{}", registry.host(), m.digest);
-    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&m.data)
-        .map_err(|e| Error::invalid(&what, format!("not an OCI image manifest: {e}")))?;
-    if manifest.layers().len() > MAX_ARTIFACT_FILES {
-        return Err(Error::invalid(&what, "more than 1000 files"));
-    }
-    // Every name is checked before anything is written.
-    let mut files = Vec::new();
-    for layer in manifest.layers() {
-        let Some(title) = layer
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_TITLE))
-        else {
-            continue; // e.g. the empty blob of an artifact without files
-        };
-        let plain = !title.is_empty()
-            && title.len() <= 255
-            && title != "."
-            && title != ".."
-            && !title.contains(['/', '\0']);
-        if !plain {
-            return Err(Error::invalid(
-                &what,
-                format!(
-                    "file name {title:?} of {} is not a plain file name; refused",
-                    layer.digest()
-                ),
-            ));
-        }
-        if files.iter().any(|(t, _): &(String, Descriptor)| t == title) {
-            return Err(Error::invalid(&what, format!("two files named {title:?}")));
-        }
-        berth_core::digest::check_supported(layer.digest())
-            .map_err(|e| Error::invalid(&what, e.to_string()))?;
-        files.push((title.clone(), layer.clone()));
-    }
+    let files = artifact_files(&m.data, &what)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
     for (title, layer) in files {
@@ -320,10 +288,7 @@ pub async fn fetch_files(
         };
         event(crate::progress::State::Transferring);
         let (resp, _) = registry.blob(repo, digest, 0).await?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".berth-artifact-")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(dir, e))?;
+        let mut tmp = file_in(dir)?;
         let mut hasher = berth_core::digest::Hasher::new(digest.algorithm())
             .map_err(|e| Error::invalid(&what, e.to_string()))?;
         let mut size = 0u64;
@@ -351,16 +316,92 @@ pub async fn fetch_files(
                 format!("digest mismatch: the registry sent {size} bytes hashing to {actual}; nothing written"),
             ));
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(tmp.path(), e))?;
-        let path = dir.join(&title);
-        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        written.push(persist(tmp, dir, &title)?);
         event(crate::progress::State::Done);
-        written.push(path);
     }
     berth_core::fs::fsync_dir(dir).map_err(|e| Error::io(dir, e))?;
     Ok(written)
+}
+
+/// Writes the files of the artifact manifest `digest` kept in the local
+/// store (a referrer `berth pull --referrers` fetched) into `dir`, each
+/// under its title annotation, renamed into place only when whole.
+/// Returns the paths written.
+pub fn local_files(images: &Images, digest: &Digest, dir: &Path) -> Result<Vec<PathBuf>> {
+    let data = images
+        .content()
+        .read_blob(digest, crate::client::MAX_MANIFEST as u64)?;
+    let files = artifact_files(&data, &format!("artifact {digest} in the local store"))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+    for (title, layer) in files {
+        let mut tmp = file_in(dir)?;
+        let mut blob = images.content().reader(layer.digest())?;
+        std::io::copy(&mut blob, tmp.as_file_mut()).map_err(|e| Error::io(tmp.path(), e))?;
+        written.push(persist(tmp, dir, &title)?);
+    }
+    berth_core::fs::fsync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(written)
+}
+
+/// A temporary file in `dir` for one artifact file.
+fn file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".berth-artifact-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Syncs `tmp` and renames it to `dir/title`.
+fn persist(tmp: tempfile::NamedTempFile, dir: &Path, title: &str) -> Result<PathBuf> {
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    let path = dir.join(title);
+    tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+    Ok(path)
+}
+
+/// The files of the artifact manifest `data`: each titled layer with its
+/// title, every name checked (a plain file name, no two alike) before
+/// anything is written; `what` names the artifact in errors.
+fn artifact_files(data: &[u8], what: &str) -> Result<Vec<(String, Descriptor)>> {
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(data)
+        .map_err(|e| Error::invalid(what, format!("not an OCI image manifest: {e}")))?;
+    if manifest.layers().len() > MAX_ARTIFACT_FILES {
+        return Err(Error::invalid(what, "more than 1000 files"));
+    }
+    let mut files = Vec::new();
+    for layer in manifest.layers() {
+        let Some(title) = layer
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_TITLE))
+        else {
+            continue; // e.g. the empty blob of an artifact without files
+        };
+        let plain = !title.is_empty()
+            && title.len() <= 255
+            && title != "."
+            && title != ".."
+            && !title.contains(['/', '\0']);
+        if !plain {
+            return Err(Error::invalid(
+                what,
+                format!(
+                    "file name {title:?} of {} is not a plain file name; refused",
+                    layer.digest()
+                ),
+            ));
+        }
+        if files.iter().any(|(t, _): &(String, Descriptor)| t == title) {
+            return Err(Error::invalid(what, format!("two files named {title:?}")));
+        }
+        berth_core::digest::check_supported(layer.digest())
+            .map_err(|e| Error::invalid(what, e.to_string()))?;
+        files.push((title.clone(), layer.clone()));
+    }
+    Ok(files)
 }
 
 /// A media type as RFC 6838 shapes it: `type/subtype`, restricted characters.

@@ -5,6 +5,12 @@
 //! there) and `[[registry.mirror]]` locations (tried in order before the
 //! registry itself, for pulls); `unqualified-search-registries` with
 //! `short-name-mode`, and `[aliases]`, for short names such as `busybox`.
+//! A `prefix` may be a wildcard, `*.example.com`: it matches any host under
+//! example.com (`a.example.com`, `a.b.example.com:5000`), with an empty
+//! `location` (names are used as they are; only the other settings apply)
+//! or a location the host is replaced by. Of the entries that match a name
+//! the one with the longest prefix wins, a plain prefix before a wildcard
+//! of the same length.
 //! Read from `--registries-conf`, else `$CONTAINERS_REGISTRIES_CONF` (that
 //! file alone), else the first of `~/.config/containers/registries.conf`
 //! and `/etc/containers/registries.conf` that exists, with the `*.conf`
@@ -25,7 +31,8 @@ pub struct RegistryEntry {
     /// `host[:port]` (a path after it is allowed and ignored here).
     #[serde(default)]
     pub location: String,
-    /// `prefix` (defaults to `location`).
+    /// `prefix` (defaults to `location`): `host[:port][/path]`, or a
+    /// wildcard `*.host` matching every host under `host`.
     #[serde(default)]
     pub prefix: Option<String>,
     /// Plain HTTP / unverified TLS allowed.
@@ -102,7 +109,8 @@ impl RegistriesConf {
                 )));
             }
         }
-        for r in &conf.registry {
+        for (i, r) in conf.registry.iter().enumerate() {
+            check_prefix(r).map_err(|e| bad(format!("[[registry]] entry {}: {e}", i + 1)))?;
             for m in &r.mirror {
                 check_location(&m.location).map_err(|e| bad(format!("mirror {e}")))?;
                 if let Some(p) = &m.pull_from_mirror {
@@ -195,8 +203,11 @@ impl RegistriesConf {
     /// these, its aliases are added.
     fn merge(&mut self, other: RegistriesConf) {
         for entry in other.registry {
-            let key = |r: &RegistryEntry| r.prefix.clone().unwrap_or_else(|| r.location.clone());
-            match self.registry.iter_mut().find(|r| key(r) == key(&entry)) {
+            match self
+                .registry
+                .iter_mut()
+                .find(|r| key_of(r) == key_of(&entry))
+            {
                 Some(existing) => *existing = entry,
                 None => self.registry.push(entry),
             }
@@ -213,11 +224,25 @@ impl RegistriesConf {
         }
     }
 
+    /// The entry for the registry `host` (`host[:port]`): the first whose
+    /// prefix is that host, else the longest wildcard matching it, else the
+    /// first with a prefix on that host and a path.
     fn entry(&self, host: &str) -> Option<&RegistryEntry> {
-        self.registry.iter().find(|r| {
-            let key = r.prefix.as_deref().unwrap_or(&r.location);
-            key.split('/').next() == Some(host)
-        })
+        self.registry
+            .iter()
+            .rev()
+            .filter_map(|r| {
+                let key = key_of(r);
+                let score = match key.strip_prefix('*') {
+                    Some(domain) => wildcard_match(domain, host).map(|_| (1, key.len())),
+                    None if key == host => Some((2, 0)),
+                    None if key.split('/').next() == Some(host) => Some((0, 0)),
+                    None => None,
+                };
+                score.map(|s| (r, s))
+            })
+            .max_by_key(|(_, score)| *score)
+            .map(|(r, _)| r)
     }
 
     /// Whether `host` is marked insecure (as a registry or as a mirror).
@@ -230,20 +255,25 @@ impl RegistriesConf {
             })
     }
 
-    /// The entry whose prefix is the longest that `name` (`host/path`)
-    /// starts with, at a `/` boundary.
+    /// The entry whose prefix matches `name` (`host/path`): a plain prefix
+    /// `name` starts with at a `/` boundary, or a wildcard matching its host;
+    /// the longest prefix wins, a plain one before a wildcard. Also returns
+    /// how much of `name` the prefix matched (what a `location` replaces).
     fn entry_for(&self, name: &str) -> Option<(&RegistryEntry, usize)> {
         self.registry
             .iter()
             .filter_map(|r| {
-                let key = r.prefix.as_deref().unwrap_or(&r.location);
-                let key = key.trim_end_matches('/');
-                let hit = !key.is_empty()
-                    && name.starts_with(key)
-                    && (name.len() == key.len() || name.as_bytes()[key.len()] == b'/');
-                hit.then_some((r, key.len()))
+                let key = key_of(r);
+                let matched = match key.strip_prefix('*') {
+                    Some(domain) => wildcard_match(domain, name),
+                    None => (!key.is_empty()
+                        && name.starts_with(key)
+                        && (name.len() == key.len() || name.as_bytes()[key.len()] == b'/'))
+                        .then_some(key.len()),
+                };
+                matched.map(|len| (r, len))
             })
-            .max_by_key(|(_, len)| *len)
+            .max_by_key(|(r, _)| rank(key_of(r)))
     }
 
     /// Where to pull `reference` from, in order: its registry entry's
@@ -359,6 +389,69 @@ fn split_suffix(input: &str) -> (&str, &str) {
         .map(|i| slash + i)
         .unwrap_or(end);
     input.split_at(end)
+}
+
+/// An entry's prefix (its location when it has none or an empty one),
+/// without a final `/`.
+fn key_of(entry: &RegistryEntry) -> &str {
+    entry
+        .prefix
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&entry.location)
+        .trim_end_matches('/')
+}
+
+/// How a matching prefix ranks: the longer first, a plain prefix before a
+/// wildcard of the same length.
+fn rank(key: &str) -> (usize, bool) {
+    (key.len(), !key.starts_with('*'))
+}
+
+/// Whether the host name of `name` (`host[:port][/path]`) ends with
+/// `domain` (`.example.com`, from the wildcard `*.example.com`) after at
+/// least one label of its own, whatever the port; the length of
+/// `host[:port]`, the part a `location` replaces.
+fn wildcard_match(domain: &str, name: &str) -> Option<usize> {
+    let host_end = name.find('/').unwrap_or(name.len());
+    let host = &name[..host_end];
+    let hostname = host.split(':').next().unwrap_or(host);
+    let sub = hostname.strip_suffix(domain)?;
+    (!sub.is_empty() && !sub.ends_with('.')).then_some(host_end)
+}
+
+/// Checks an entry's prefix: a wildcard is `*.` and a host name (no port,
+/// path, tag or digest); a `*` anywhere else is refused; an entry needs a
+/// location or a prefix.
+fn check_prefix(entry: &RegistryEntry) -> std::result::Result<(), String> {
+    let Some(prefix) = entry.prefix.as_deref().filter(|p| !p.is_empty()) else {
+        return match entry.location.is_empty() {
+            true => Err("neither location nor prefix is set; give at least one".into()),
+            false => Ok(()),
+        };
+    };
+    if !prefix.contains('*') {
+        return Ok(());
+    }
+    let wrong = || {
+        format!(
+            "prefix {prefix:?}: a wildcard prefix is *.DOMAIN (e.g. *.example.com), with the * only at the start and no port, path, tag or digest"
+        )
+    };
+    let domain = prefix.strip_prefix("*.").ok_or_else(wrong)?;
+    let labels_ok = domain.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if domain.is_empty() || domain.len() > 253 || !labels_ok {
+        return Err(wrong());
+    }
+    Ok(())
 }
 
 /// A registries.conf location: `host[:port][/path]` as references spell it.
@@ -493,6 +586,133 @@ location = "new.example/team"
                 .to_string();
             assert!(err.contains("bad.conf"), "{err}");
         }
+    }
+
+    #[test]
+    fn wildcard_prefixes_match_subdomains_and_the_longest_prefix_wins() {
+        let conf = RegistriesConf::parse(
+            r#"
+[[registry]]
+prefix = "*.example.com"
+insecure = true
+[[registry.mirror]]
+location = "mirror.local/cache"
+[[registry]]
+prefix = "*.b.example.com"
+location = "deep.local"
+[[registry]]
+prefix = "x.example.com/team"
+location = "team.local/t"
+[[registry]]
+prefix = "p.example.com"
+location = "plain.local"
+[[registry]]
+prefix = "*.blocked.test"
+blocked = true
+"#,
+            Path::new("w.conf"),
+        )
+        .unwrap();
+        let hosts = |s: &str| -> Vec<String> {
+            conf.pull_sources(&Reference::parse(s).unwrap())
+                .iter()
+                .map(|x| format!("{}/{}", x.host, x.repo))
+                .collect()
+        };
+        // An empty location: the name as it is, after the entry's mirrors.
+        assert_eq!(
+            hosts("a.example.com/ns/app:1"),
+            ["mirror.local/cache/ns/app", "a.example.com/ns/app"]
+        );
+        assert_eq!(
+            hosts("a.example.com:5000/app"),
+            ["mirror.local/cache/app", "a.example.com:5000/app"]
+        );
+        // Any depth of subdomains; the longer wildcard wins.
+        assert_eq!(hosts("c.a.example.com/app")[1], "c.a.example.com/app");
+        assert_eq!(hosts("a.b.example.com/app"), ["deep.local/app"]);
+        // A longer plain prefix wins over the wildcard; a plain prefix of
+        // the same length too.
+        assert_eq!(hosts("x.example.com/team/app"), ["team.local/t/app"]);
+        assert_eq!(hosts("x.example.com/other/app").len(), 2);
+        assert_eq!(hosts("p.example.com/app"), ["plain.local/app"]);
+        // Not the domain itself, nor a look-alike.
+        for other in [
+            "example.com/app",
+            "notexample.com/app",
+            "a.example.com.evil.org/app",
+            "evil.org/a.example.com/app",
+        ] {
+            assert_eq!(hosts(other), [other], "{other}");
+        }
+        assert!(conf.insecure("a.example.com") && conf.insecure("a.c.example.com:5000"));
+        // The longer wildcard's entry, which is not insecure, wins.
+        assert!(!conf.insecure("a.b.example.com"));
+        assert!(!conf.insecure("example.com") && !conf.insecure("x.example.com.org"));
+        let err = conf
+            .check_blocked("r.blocked.test")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("r.blocked.test") && err.contains("blocked"),
+            "{err}"
+        );
+        assert!(conf.check_blocked("blocked.test").is_ok());
+    }
+
+    #[test]
+    fn invalid_wildcards_are_refused_naming_the_file_and_entry() {
+        for (prefix, entry) in [
+            ("example.*.com", 2),
+            ("*.example.com/foo", 2),
+            ("*.example.com:5000", 2),
+            ("*.example.com:5000/foo/bar:baz", 2),
+            ("*example.com", 2),
+            ("**.example.com", 2),
+            ("*.", 2),
+            ("*", 2),
+            ("*.a..b", 2),
+            ("*.-a.com", 2),
+        ] {
+            let text = format!(
+                "[[registry]]\nlocation = \"ok.example\"\n[[registry]]\nprefix = \"{prefix}\"\n"
+            );
+            let err = RegistriesConf::parse(&text, Path::new("/etc/w.conf"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("/etc/w.conf")
+                    && err.contains(&format!("[[registry]] entry {entry}"))
+                    && err.contains(&format!("{prefix:?}"))
+                    && err.contains("*.example.com"),
+                "{prefix}: {err}"
+            );
+        }
+        let err = RegistriesConf::parse("[[registry]]\ninsecure = true", Path::new("n.conf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("n.conf") && err.contains("entry 1") && err.contains("neither"),
+            "{err}"
+        );
+        // An empty prefix is the location's.
+        let conf = RegistriesConf::parse(
+            "[[registry]]\nprefix = \"\"\nlocation = \"r.test\"\ninsecure = true\n",
+            Path::new("e.conf"),
+        )
+        .unwrap();
+        assert!(conf.insecure("r.test"));
+        // A wildcard may also have a location, which replaces the host.
+        let conf = RegistriesConf::parse(
+            "[[registry]]\nprefix = \"*.corp.test\"\nlocation = \"127.0.0.1:5000/corp\"\n",
+            Path::new("l.conf"),
+        )
+        .unwrap();
+        let sources = conf.pull_sources(&Reference::parse("r.corp.test:443/app:1").unwrap());
+        assert_eq!(
+            (sources[0].host.as_str(), sources[0].repo.as_str()),
+            ("127.0.0.1:5000", "corp/app")
+        );
     }
 
     #[test]

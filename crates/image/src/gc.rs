@@ -19,7 +19,8 @@ pub struct GcReport {
     pub ingests: usize,
 }
 
-/// Deletes every blob no image record reaches, and abandoned ingests.
+/// Deletes every blob no image record reaches (directly or through the
+/// referrers of what it reaches), and abandoned ingests.
 /// Holds the store's exclusive GC lock, so it waits for running loads,
 /// imports, pulls and unpacks (which hold leases) and they wait for it.
 pub fn gc(images: &Images) -> Result<GcReport> {
@@ -36,6 +37,7 @@ pub fn gc_locked(images: &Images) -> Result<GcReport> {
     for record in images.list()? {
         images.reachable(&record.target, &mut marked, &mut problems);
     }
+    images.mark_referrers(&mut marked, &mut problems)?;
     let mut report = GcReport::default();
     for info in store.walk()? {
         if !marked.contains_key(&info.digest) {
@@ -49,8 +51,9 @@ pub fn gc_locked(images: &Images) -> Result<GcReport> {
 }
 
 /// Verifies every blob (see [`berth_content::Store::fsck`]) and that every
-/// image record reaches complete, parseable content. Returns the blob
-/// report and the record problems, each naming the image and blob.
+/// image record and referrer reaches complete, parseable content. Returns
+/// the blob report and the record problems, each naming the image (or
+/// referrer) and blob.
 pub fn fsck(images: &Images) -> Result<(FsckReport, Vec<String>)> {
     let report = images.content().fsck()?;
     let mut problems = Vec::new();
@@ -64,5 +67,6 @@ pub fn fsck(images: &Images) -> Result<(FsckReport, Vec<String>)> {
                 .map(|p| format!("image {}: {p}", record.name)),
         );
     }
+    images.check_referrers(&mut problems)?;
     Ok((report, problems))
 }

@@ -13,6 +13,7 @@ pub mod load;
 pub mod media;
 mod records;
 pub mod reference;
+pub mod referrers;
 pub mod save;
 mod sniff;
 

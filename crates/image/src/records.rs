@@ -88,18 +88,22 @@ impl Images {
         &self.content
     }
 
-    fn records_lock(&self) -> Result<FileLock> {
+    pub(crate) fn records_lock(&self) -> Result<FileLock> {
         Ok(FileLock::acquire(
             &self.content.dir().join("records.lock"),
             LockMode::Exclusive,
         )?)
     }
 
-    /// Every record, sorted by name.
+    /// Every record, sorted by name (referrers are not records: see
+    /// [`Images::referrers`]).
     pub fn list(&self) -> Result<Vec<Record>> {
         let index = layout::read_index(self.content.dir())?;
         let mut out = Vec::new();
         for desc in index.manifests() {
+            if crate::referrers::subject_of(desc).is_some() {
+                continue; // a referrer, not an image
+            }
             let Some(name) = desc.annotations().as_ref().and_then(|a| a.get(REF_NAME)) else {
                 out.push(Record {
                     name: Reference::unnamed(desc.digest().clone()),
@@ -171,6 +175,7 @@ impl Images {
         for (name, target) in entries {
             let unnamed_of_target = |d: &Descriptor| {
                 d.digest() == target.digest()
+                    && crate::referrers::subject_of(d).is_none()
                     && d.annotations()
                         .as_ref()
                         .and_then(|a| a.get(REF_NAME))

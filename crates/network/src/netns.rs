@@ -3,9 +3,9 @@
 //! set it up before the container exists and the runtime can join it by
 //! path; and the removal of host links (a network's bridge).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use berth_core::rtnetlink::{ifinfo, Rtnl};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
@@ -78,54 +78,12 @@ pub fn delete_link(name: &str) -> Result<()> {
             .map_err(|_| Error::invalid(index_file.display().to_string(), "not an index"))?,
         Err(_) => return Ok(()),
     };
-    let what = || format!("deleting interface {name}");
-    // SAFETY: socket takes integers and returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(Error::sys(what(), nix::errno::Errno::last()));
+    match Rtnl::open().and_then(|r| r.request(libc::RTM_DELLINK, 0, &ifinfo(index, 0, 0), 0)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(Error::sys(
+            format!("deleting interface {name}"),
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )),
     }
-    // SAFETY: the kernel just returned this descriptor; it is ours alone.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes).
-    let mut msg = [0u8; 32];
-    msg[0..4].copy_from_slice(&32u32.to_ne_bytes());
-    msg[4..6].copy_from_slice(&libc::RTM_DELLINK.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    msg[16] = libc::AF_UNSPEC as u8;
-    msg[20..24].copy_from_slice(&index.to_ne_bytes());
-    // SAFETY: `msg` is a live buffer of the length given; the kernel
-    // reads it only during the call.
-    if unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
-        return Err(Error::sys(what(), nix::errno::Errno::last()));
-    }
-    let mut answer = [0u8; 1024];
-    // SAFETY: `answer` is a live, writable buffer of the length given.
-    let n = unsafe {
-        libc::recv(
-            sock.as_raw_fd(),
-            answer.as_mut_ptr().cast(),
-            answer.len(),
-            0,
-        )
-    };
-    if n < 0 {
-        return Err(Error::sys(what(), nix::errno::Errno::last()));
-    }
-    // NLMSG_ERROR carries a negative errno after the header (0: the ack).
-    let kind = u16::from_ne_bytes([answer[4], answer[5]]);
-    if n >= 20 && kind == libc::NLMSG_ERROR as u16 {
-        let code = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
-        if code != 0 && code != -libc::ENODEV {
-            return Err(Error::sys(what(), nix::errno::Errno::from_raw(-code)));
-        }
-    }
-    Ok(())
 }

@@ -2,8 +2,17 @@
 //! joins the container's cgroup without the global lock a `cgroup.procs`
 //! write takes: it is cloned straight into the v2 cgroup and moves itself
 //! into each v1 one by writing "0" to `tasks`.
+//!
+//! The clone into the v2 cgroup is a raw clone3, safe only in a
+//! single-threaded process (see [`crate::sys::fork_into_cgroup`]). A
+//! multithreaded caller (the containerd shim) forks its child P1 with
+//! glibc's fork instead, and P1, single-threaded, clones the process that
+//! runs in the container into the v2 cgroup ([`fork_final`]): the lock and
+//! its RCU grace period (about 20 ms here) are avoided there too. Where P1
+//! could not (it enters a user or cgroup namespace first, whose view the
+//! clone is checked against), the parent moves P1 with a write.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::unistd::{ForkResult, Pid};
@@ -15,11 +24,20 @@ use crate::error::{io_err, sys_err, Result};
 pub(crate) struct CgroupJoin {
     v1: Vec<PathBuf>,
     v2: Option<(PathBuf, OwnedFd)>,
+    /// P1 clones its child into the v2 cgroup (this process is
+    /// multithreaded and P1 enters no user or cgroup namespace).
+    defer_v2: bool,
 }
 
 impl CgroupJoin {
     /// Creates the cgroup (if `create`) and opens what the child needs.
-    pub(crate) fn prepare(cg: &dyn berth_cgroups::Manager, create: bool) -> Result<CgroupJoin> {
+    /// `deferrable`: P1 enters no user or cgroup namespace, so it may clone
+    /// its child into the v2 cgroup itself.
+    pub(crate) fn prepare(
+        cg: &dyn berth_cgroups::Manager,
+        create: bool,
+        deferrable: bool,
+    ) -> Result<CgroupJoin> {
         if create {
             cg.create()?;
         }
@@ -37,12 +55,16 @@ impl CgroupJoin {
                 v1.push(p);
             }
         }
-        Ok(CgroupJoin { v1, v2 })
+        let defer_v2 = deferrable && v2.is_some() && !crate::sys::single_threaded();
+        Ok(CgroupJoin { v1, v2, defer_v2 })
     }
 
     /// Forks the child into the v2 cgroup; after a fallback plain fork the
     /// parent moves it with a cgroup.procs write.
     fn fork(&self) -> Result<ForkResult> {
+        if self.defer_v2 {
+            return crate::sys::fork().map_err(sys_err("fork"));
+        }
         let (r, into) = crate::sys::fork_into_cgroup(self.v2.as_ref().map(|(_, fd)| fd.as_fd()))
             .map_err(|e| match (&self.v2, e) {
                 // The kernel's answer when the cgroup's parent holds processes.
@@ -70,12 +92,14 @@ impl CgroupJoin {
 
     /// Forks a child that joins the cgroup, closes the parent's end of the
     /// sync socket and the cgroup descriptors (no host directory may stay
-    /// open in the container), then runs `body`, which never returns.
+    /// open in the container), then runs `body`, which never returns. When
+    /// the v2 join is deferred, `body` gets the v2 cgroup's descriptor for
+    /// [`fork_final`], which closes it.
     pub(crate) fn spawn(
         &self,
         parent_end: &Channel,
         child_end: &Channel,
-        body: impl FnOnce(),
+        body: impl FnOnce(Option<RawFd>),
     ) -> Result<Pid> {
         match self.fork()? {
             ForkResult::Parent { child } => Ok(child),
@@ -86,10 +110,15 @@ impl CgroupJoin {
                 if let Err(e) = self.join_self() {
                     child_end.fail(&e);
                 }
+                let mut deferred = None;
                 if let Some((_, fd)) = &self.v2 {
-                    let _ = nix::unistd::close(fd.as_raw_fd());
+                    if self.defer_v2 {
+                        deferred = Some(fd.as_raw_fd());
+                    } else {
+                        let _ = nix::unistd::close(fd.as_raw_fd());
+                    }
                 }
-                body();
+                body(deferred);
                 crate::sys::exit_now(1)
             }
         }
@@ -105,4 +134,38 @@ impl CgroupJoin {
         }
         Ok(())
     }
+}
+
+/// P1's fork of the process that runs in the container. With `v2` (a
+/// deferred join, see [`CgroupJoin`]) the child is cloned into that cgroup
+/// (P1 is single-threaded: the raw clone3 is safe), or, on a kernel without
+/// CLONE_INTO_CGROUP, moved there by a cgroup.procs write before this
+/// returns; `v2` is closed in both processes.
+pub(crate) fn fork_final(v2: Option<RawFd>) -> std::result::Result<ForkResult, String> {
+    let Some(fd) = v2 else {
+        return crate::sys::fork().map_err(|e| format!("cannot fork: {e}"));
+    };
+    // SAFETY: `fd` is the v2 cgroup's descriptor, inherited from the parent
+    // and open in this process until the close below.
+    let cgroup = unsafe { BorrowedFd::borrow_raw(fd) };
+    let forked = crate::sys::clone_into_cgroup(cgroup);
+    let moved = match &forked {
+        Ok((ForkResult::Parent { child }, false)) => {
+            // By the descriptor: P1 may already see the container's /proc.
+            nix::fcntl::openat(
+                cgroup,
+                "cgroup.procs",
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .and_then(|procs| nix::unistd::write(&procs, child.to_string().as_bytes()))
+            .map(drop)
+            .map_err(|e| format!("cannot move process {child} into its cgroup: {e}"))
+        }
+        _ => Ok(()),
+    };
+    let _ = nix::unistd::close(fd);
+    let (r, _) = forked.map_err(|e| format!("cannot fork into the container's cgroup: {e}"))?;
+    moved?;
+    Ok(r)
 }

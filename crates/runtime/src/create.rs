@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
+use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
@@ -202,6 +203,7 @@ impl Runtime {
                 .map(|s| crate::seccomp::Filter::prepare(s, &crate::seccomp::cache_dir(&self.root)))
                 .transpose()?,
             trampoline,
+            cgroup_v2: None,
         };
         // Without a mount namespace of its own the container's mounts are
         // made in this one: note what is there, to record what it adds.
@@ -270,11 +272,17 @@ impl Runtime {
             .linux()
             .as_ref()
             .ok_or_else(|| Error::Init("no linux section".into()))?;
-        let join = CgroupJoin::prepare(cg, true)?;
-        let p1 = join.spawn(&parent, &child, || {
+        let enters_user_or_cgroup_ns = plan.ns.new_user
+            || plan.ns.new_flags.contains(CloneFlags::CLONE_NEWCGROUP)
+            || plan.ns.joins.iter().any(|(f, _)| {
+                f.intersects(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP)
+            });
+        let join = CgroupJoin::prepare(cg, true, !enters_user_or_cgroup_ns)?;
+        let p1 = join.spawn(&parent, &child, |cgroup_v2| {
             if let Some(Err(e)) = stdio.map(crate::sys::dup_stdio) {
                 child.fail(&e);
             }
+            plan.cgroup_v2 = cgroup_v2;
             p1_main(&child, &mut plan)
         })?;
         drop(join);

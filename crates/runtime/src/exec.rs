@@ -105,7 +105,10 @@ impl Container {
             _ => None,
         };
         let cg = self.cgroup()?;
-        let join = CgroupJoin::prepare(cg.as_ref(), false)?;
+        let enters_user_or_cgroup_ns = joins
+            .iter()
+            .any(|(f, _)| f.intersects(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP));
+        let join = CgroupJoin::prepare(cg.as_ref(), false, !enters_user_or_cgroup_ns)?;
         let (parent, child) = channel::pair().map_err(sys_err("socketpair"))?;
         let seccomp = self
             .record
@@ -130,12 +133,13 @@ impl Container {
                 .and_then(|p| p.exec_cpu_affinity().clone())
         });
         let pinned = crate::affinity::Pinned::initial(affinity.as_ref())?;
-        let p1 = join.spawn(&parent, &child, || {
+        let p1 = join.spawn(&parent, &child, |cgroup_v2| {
             if let Some(Err(e)) = stdio.map(crate::sys::dup_stdio) {
                 child.fail(&e);
             }
             exec_p1(
                 &child,
+                cgroup_v2,
                 joins,
                 chroot.as_ref(),
                 &prepared,
@@ -256,6 +260,7 @@ impl Container {
 
 fn exec_p1(
     ch: &Channel,
+    cgroup_v2: Option<std::os::fd::RawFd>,
     joins: Vec<(CloneFlags, OwnedFd)>,
     chroot: Option<&OwnedFd>,
     p: &Prepared,
@@ -272,12 +277,12 @@ fn exec_p1(
             ch.fail(&format!("cannot chroot into the container's root: {e}"));
         }
     }
-    match crate::sys::fork() {
+    match crate::cgroup_join::fork_final(cgroup_v2) {
         Ok(ForkResult::Parent { child }) => {
             let _ = ch.send(&Message::Pid(child.as_raw()));
             crate::sys::exit_now(0)
         }
-        Err(e) => ch.fail(&format!("cannot fork: {e}")),
+        Err(e) => ch.fail(&e),
         Ok(ForkResult::Child) => {}
     }
     if let Err(e) = nix::unistd::setsid() {

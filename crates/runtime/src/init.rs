@@ -53,6 +53,9 @@ pub(crate) struct InitPlan<'a> {
     /// Set when the runtime's binary is writable: the init execs the
     /// process through it (CVE-2019-5736 class).
     pub trampoline: Option<Trampoline>,
+    /// In P1: the v2 cgroup to clone the init into (a deferred join, see
+    /// `cgroup_join`).
+    pub cgroup_v2: Option<std::os::fd::RawFd>,
 }
 
 /// P1: joins and creates the namespaces, forks the init, exits.
@@ -105,13 +108,13 @@ pub(crate) fn p1_main(ch: &Channel, plan: &mut InitPlan<'_>) -> ! {
             ch.fail(&format!("cannot write linux.timeOffsets: {e}"));
         }
     }
-    match crate::sys::fork() {
+    match crate::cgroup_join::fork_final(plan.cgroup_v2.take()) {
         Ok(ForkResult::Child) => init_main(ch, plan),
         Ok(ForkResult::Parent { child }) => {
             let _ = ch.send(&Message::Pid(child.as_raw()));
             crate::sys::exit_now(0)
         }
-        Err(e) => ch.fail(&format!("cannot fork the container init: {e}")),
+        Err(e) => ch.fail(&format!("the container init: {e}")),
     }
 }
 

@@ -162,11 +162,22 @@ struct CloneArgs {
 /// Like [`fork`], but the child starts in the cgroup2 directory `cgroup`
 /// (clone3 with CLONE_INTO_CGROUP): no migration, so none of the global
 /// lock and RCU grace period a cgroup.procs write costs. Falls back to a
-/// plain fork (returning `false`) on kernels without it.
+/// plain fork (returning `false`) on kernels without it, and in a
+/// multithreaded caller (the containerd shim): a raw clone3 skips what
+/// glibc's fork does there, taking the malloc arena locks before the fork
+/// and resetting them in the child, so a lock another thread held at that
+/// moment would stay locked in the child, which allocates (and forks
+/// again) before it execs, and would wait on it forever.
 pub(crate) fn fork_into_cgroup(cgroup: Option<BorrowedFd<'_>>) -> nix::Result<(ForkResult, bool)> {
-    let Some(cg) = cgroup else {
-        return fork().map(|r| (r, false));
-    };
+    match cgroup.filter(|_| single_threaded()) {
+        Some(cg) => clone_into_cgroup(cg),
+        None => fork().map(|r| (r, false)),
+    }
+}
+
+/// [`fork_into_cgroup`] for a caller known to be single-threaded (a forked
+/// child, which may not even see its own /proc entry to count its threads).
+pub(crate) fn clone_into_cgroup(cg: BorrowedFd<'_>) -> nix::Result<(ForkResult, bool)> {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
@@ -197,6 +208,19 @@ pub(crate) fn fork_into_cgroup(cgroup: Option<BorrowedFd<'_>>) -> nix::Result<(F
             e => Err(e),
         },
     }
+}
+
+/// Whether this process runs one thread only (`num_threads` in
+/// /proc/self/stat; false when unreadable). A single-threaded process
+/// cannot gain a thread while it asks: only its own thread could start one.
+pub(crate) fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/stat").is_ok_and(|stat| {
+        // Fields after the command name, which ends at the last ')':
+        // state is field 3, num_threads field 20.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+            == Some("1")
+    })
 }
 
 extern "C" fn exit_handler(sig: libc::c_int) {
@@ -253,4 +277,31 @@ pub fn loopback_up() -> nix::Result<()> {
         return Err(nix::errno::Errno::last());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A raw clone3 is only used where it is safe: the test harness runs
+    /// more than one thread, a forked child of it runs one.
+    #[test]
+    fn single_threaded_counts_the_threads_of_this_process() {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || stopped.recv());
+        assert!(!single_threaded(), "two threads run here");
+        match fork().expect("fork") {
+            ForkResult::Child => exit_now(if single_threaded() { 0 } else { 1 }),
+            ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "the forked child runs a single thread"
+                );
+            }
+        }
+        drop(stop);
+        let _ = other.join();
+    }
 }

@@ -1,11 +1,13 @@
 //! The shim's log: logrus-style lines (`time=... level=... msg=...`) written
 //! to the `log` FIFO containerd opens in the bundle directory (it copies
 //! them into its own log). Writes never block: when containerd is not
-//! reading (it restarts), lines are dropped. No lock either: the runtime
-//! forks from this multithreaded process, and a child that logged while
-//! another thread held a lock at the fork would wait forever (seen: a
-//! stuck child, and the container it was working for never reaped). Each
-//! line is one write(2), whole on a FIFO up to PIPE_BUF bytes.
+//! reading (it restarts, or the bundle is that of the group's first
+//! container, deleted since), lines are dropped: the write fails with
+//! EPIPE, and the SIGPIPE it raises is caught and ignored (see `reaper`).
+//! No lock either: the runtime forks from this multithreaded process, and
+//! a child that logged while another thread held a lock at the fork would
+//! wait forever. Each line is one write(2), whole on a FIFO up to PIPE_BUF
+//! bytes.
 
 use std::fs::File;
 use std::io::Write;

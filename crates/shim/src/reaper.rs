@@ -8,13 +8,20 @@
 //! away (a hook would then fail with ECHILD), so while one runs the reaper
 //! reaps only the container processes the service knows, by pid, and
 //! reaps everything once the last such call has returned.
+//!
+//! SIGPIPE is caught by a handler that does nothing, not iterated here: a
+//! log line written after containerd stopped reading the log FIFO raises
+//! it in the writing thread, and a reaper that logged each SIGPIPE raised
+//! the next one itself, forever, while signal-hook hands out the lowest
+//! pending signal first (13 before SIGCHLD's 17): exits were never reaped.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context as _, Result};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGPIPE, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::service::Service;
@@ -60,21 +67,41 @@ impl Drop for OwnWaits<'_> {
 }
 
 /// Starts the reaping thread. SIGTERM and SIGINT are caught and only logged
-/// (containerd stops the shim through `shutdown`), SIGPIPE is ignored.
+/// (containerd stops the shim through `shutdown`); SIGPIPE is caught and
+/// does nothing (a write to a closed pipe or FIFO fails with EPIPE).
 pub fn start(service: Arc<Service>) -> Result<()> {
+    catch_sigpipe()?;
     let mut signals =
-        Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGPIPE]).context("install signal handlers")?;
+        Signals::new([SIGCHLD, SIGTERM, SIGINT]).context("install signal handlers")?;
     std::thread::spawn(move || {
         for sig in signals.forever() {
             if sig != SIGCHLD {
                 log::debug!("received signal {sig}");
-                continue;
             }
+            // On every wakeup, not only for SIGCHLD: signals keep coming
+            // lowest number first, so a SIGCHLD could wait behind others.
             for (pid, code) in reap(&service) {
                 service.reaped(pid, code);
             }
         }
     });
+    Ok(())
+}
+
+/// The SIGPIPE handler: nothing to do.
+extern "C" fn on_sigpipe(_: libc::c_int) {}
+
+/// Catches SIGPIPE with a handler that does nothing. Not SIG_IGN: an
+/// ignored signal stays ignored across execve, so every container process
+/// would start with SIGPIPE ignored; a caught one is back to its default.
+fn catch_sigpipe() -> Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigpipe),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, which is async-signal-safe.
+    unsafe { sigaction(Signal::SIGPIPE, &action) }.context("catch SIGPIPE")?;
     Ok(())
 }
 

@@ -44,6 +44,7 @@ impl Setup {
             ContainerdOptions {
                 path_prefix: Some(shim_dir()),
                 namespace: namespace.clone(),
+                ..ContainerdOptions::default()
             },
         );
         let image = cd.import_busybox(dir.path());
@@ -227,6 +228,37 @@ fn ctr_run_in_the_foreground_prints_the_output_and_returns_the_exit_code() {
     assert!(s.task_line(&id).is_none());
     let listed = s.ctr_ok(&["container", "ls", "-q"]);
     assert!(!text(&listed.stdout).contains(&id));
+}
+
+/// The shim catches SIGPIPE (a log line into a FIFO containerd no longer
+/// reads raises it): a container's processes still start with SIGPIPE at
+/// its default, not ignored, so a pipeline like `yes | head` ends as usual.
+#[test]
+fn container_processes_start_with_sigpipe_not_ignored() {
+    let s = Setup::new();
+    let id = unique_id("sigpipe");
+    let out = s
+        .run(&["--rm"], &id, &["grep", "SigIgn", "/proc/self/status"])
+        .output()
+        .expect("run ctr");
+    let shown = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}{}\n{}",
+        text(&out.stderr),
+        s.problems()
+    );
+    let ignored = shown
+        .split_whitespace()
+        .nth(1)
+        .and_then(|m| u64::from_str_radix(m, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn mask in {shown:?}"));
+    let sigpipe = 1u64 << (nix::sys::signal::Signal::SIGPIPE as i32 - 1);
+    assert_eq!(
+        ignored & sigpipe,
+        0,
+        "SIGPIPE is ignored in the container: {shown}"
+    );
 }
 
 #[test]
@@ -512,11 +544,21 @@ fn containers_of_one_sandbox_share_one_shim() {
     }
     let shims = s.cd.shim_pids();
     assert_eq!(shims.len(), 1, "one shim for the sandbox, not {shims:?}");
-    // Deleting one container leaves the shim serving the other.
-    s.kill_and_remove(&a);
-    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e", &b, "echo", "in b"]);
+    // An exec in B, then deleting its sibling A, leaves the shim serving B.
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e1", &b, "echo", "in b"]);
     assert_eq!(text(&out.stdout), "in b\n");
+    s.kill_and_remove(&a);
     assert_eq!(s.cd.shim_pids(), shims);
+    // The shim was started for A and logs into A's log FIFO, which
+    // containerd stops reading once A is gone: what the shim logs from now
+    // on (C's create and start) must not keep it from recording exits.
+    let c = unique_id("pod-c");
+    run_ok(&mut s.run(&["-d", "--annotation", &annotation], &c, &["sleep", "1000"]));
+    s.wait_status(&c, "RUNNING");
+    assert_eq!(s.cd.shim_pids(), shims, "C is served by the sandbox's shim");
+    s.kill_and_remove(&c);
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e2", &b, "echo", "in b"]);
+    assert_eq!(text(&out.stdout), "in b\n");
     assert_eq!(
         s.task_line(&b)
             .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
@@ -581,4 +623,90 @@ fn hooks_run_under_the_shim_get_their_own_exit_status() {
         "createRuntime\npoststart\npoststop\n".repeat(5),
         "every hook of every round ran, in order"
     );
+}
+
+/// The shim logs into the first container's bundle (its working
+/// directory); once that container is deleted containerd stops reading
+/// it. A log line then fails with EPIPE and raises SIGPIPE: the reaper
+/// must not log that signal (which raised it again, for ever, so that no
+/// exit was reaped any more: a task killed then never stopped).
+#[test]
+fn the_shim_still_reaps_after_its_first_containers_log_is_closed() {
+    let s = Setup::new();
+    let pod = unique_id("pod");
+    let annotation = format!("io.kubernetes.cri.sandbox-id={pod}");
+    let (a, b) = (unique_id("first"), unique_id("second"));
+    for id in [&a, &b] {
+        run_ok(&mut s.run(&["-d", "--annotation", &annotation], id, &["sleep", "1000"]));
+        s.wait_status(id, "RUNNING");
+    }
+    let shims = s.cd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the sandbox, not {shims:?}");
+    s.kill_and_remove(&a);
+    // containerd closes its reader of the first bundle's log when it drops
+    // that task's connection (a readiness wait).
+    let closed = format!("msg=\"shim disconnected\" id={a}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.cd.log_text().contains(&closed) {
+        assert!(
+            Instant::now() < deadline,
+            "containerd kept {a}'s connection"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A signal the shim logs (SIGTERM is only logged) writes a log line.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the shim");
+    s.kill_and_remove(&b);
+}
+
+/// The shim is multithreaded, so its runtime forks with glibc's fork and
+/// the process that runs in the container is cloned into the cgroup v2
+/// directory by the runtime's single-threaded child: the init and an exec'd
+/// process must both end up in the container's cgroup in every hierarchy,
+/// the unified one included.
+#[test]
+fn the_task_and_its_execs_are_in_the_containers_cgroup_in_every_hierarchy() {
+    let s = Setup::new();
+    let id = unique_id("cgroups");
+    run_ok(&mut s.run(&["-d"], &id, &["sleep", "1000"]));
+    s.wait_status(&id, "RUNNING");
+    let want = format!("/{}/{}", s.namespace, id);
+    let check = |what: &str, lines: &str| {
+        let lines: Vec<&str> = lines.lines().filter(|l| !l.is_empty()).collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with("0::")),
+            "{what}: no cgroup v2 line in {lines:?}"
+        );
+        for l in &lines {
+            assert!(
+                l.ends_with(&want),
+                "{what}: {l:?} is not in the container's cgroup {want}\n{}",
+                s.problems()
+            );
+        }
+    };
+    let pid = s.task_pid(&id);
+    check(
+        "the init",
+        &std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read the init's cgroups"),
+    );
+    let out =
+        s.cd.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "cg",
+            &id,
+            "cat",
+            "/proc/self/cgroup",
+        ])
+        .output()
+        .expect("ctr task exec");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    check("an exec'd process", &text(&out.stdout));
+    s.kill_and_remove(&id);
 }

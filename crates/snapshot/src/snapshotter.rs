@@ -189,6 +189,23 @@ impl Snapshotter {
             Durability::Durable => None,
             Durability::Volatile => metadata::boot_id(),
         };
+        // A durable commit syncs the layer before it becomes visible under
+        // its name, outside the lock: a syncfs can take a while, and other
+        // layers of the same pull commit meanwhile. The record is checked
+        // again below.
+        let synced = match boot {
+            Some(_) => None,
+            None => {
+                let id = {
+                    let l = metadata::lock(&self.root)?;
+                    l.load()?.snapshots.get(key).map(|r| r.id)
+                };
+                if let Some(id) = id {
+                    syncfs(&self.dir(id).join("fs"))?;
+                }
+                id
+            }
+        };
         let l = metadata::lock(&self.root)?;
         let mut db = l.load()?;
         if db.snapshots.contains_key(name) {
@@ -206,9 +223,8 @@ impl Snapshotter {
                 expected: "active",
             });
         }
-        if boot.is_none() {
-            // Make the layer durable before it becomes visible under its name.
-            syncfs(&self.dir(r.id).join("fs"))?;
+        if boot.is_none() && Some(r.id) != synced {
+            return Err(SnapshotError::NotFound(key.to_string()));
         }
         db.snapshots.remove(key);
         r.kind = Kind::Committed;

@@ -8,6 +8,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod registry;
 pub mod runtime;
 pub mod user;
 
@@ -183,6 +184,10 @@ pub struct ContainerdOptions {
     pub path_prefix: Option<PathBuf>,
     /// The namespace `ctr` works in.
     pub namespace: String,
+    /// With `Some(toml)`, containerd's CRI plugin is on and `toml` (its
+    /// `[plugins."io.containerd.grpc.v1.cri"]` tables) ends the config;
+    /// with `None` (the default) the CRI plugin is disabled.
+    pub cri: Option<String>,
 }
 
 impl Default for ContainerdOptions {
@@ -190,6 +195,7 @@ impl Default for ContainerdOptions {
         ContainerdOptions {
             path_prefix: None,
             namespace: "berth-test".into(),
+            cri: None,
         }
     }
 }
@@ -210,14 +216,21 @@ impl Containerd {
         let state = dir.join("containerd-state");
         let socket = dir.join("containerd.sock");
         let config = dir.join("containerd.toml");
+        // With the CRI plugin on, the snapshotters it cannot use here are
+        // left out (each would only probe the machine and fail to load).
+        let disabled = match opts.cri {
+            None => "\"io.containerd.grpc.v1.cri\"",
+            Some(_) => "\"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.zfs\"",
+        };
         fs::write(
             &config,
             format!(
-                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n  level = \"debug\"\n[metrics]\n  address = \"\"\n",
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [{disabled}]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n  level = \"debug\"\n[metrics]\n  address = \"\"\n{}",
                 root.display(),
                 state.display(),
                 socket.display(),
-                socket.display()
+                socket.display(),
+                opts.cri.as_deref().unwrap_or("")
             ),
         )
         .expect("write containerd config");
@@ -290,6 +303,11 @@ impl Containerd {
         let _ = self.child.wait();
         self.child = Containerd::spawn(&self.dir, &self.opts);
         self.wait_ready();
+    }
+
+    /// The socket containerd serves its gRPC API on (the CRI's too).
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// containerd's log so far (its own lines and its shims').

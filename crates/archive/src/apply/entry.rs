@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -41,6 +41,15 @@ pub(super) struct Applier<'a> {
     /// Opaque directories (remove mode: cleaned at the end).
     pub(super) opaque: Vec<(Vec<u8>, String)>,
     pub(super) lowers: Vec<OwnedFd>,
+    /// Starts one more writer thread (the pool grows while creates are slow).
+    pub(super) spawn_writer: &'a dyn Fn(),
+    /// Data buffers the writers are done with, for the next files.
+    pub(super) spare_data: mpsc::Receiver<Vec<u8>>,
+    /// Writer threads started so far (at most `opts.threads`).
+    pub(super) writers: usize,
+    /// The last parent directory opened for an entry: entries come grouped
+    /// by directory, so most reuse it instead of resolving it again.
+    pub(super) parent_cache: Option<(Vec<u8>, Arc<OwnedFd>)>,
 }
 
 impl Applier<'_> {
@@ -110,7 +119,38 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Hands the batch to the pool.
+    /// The parent directory `rel` of an entry at `path`, from the cache
+    /// when the previous entry had the same parent.
+    pub(super) fn parent_dir(
+        &mut self,
+        rel: &[u8],
+        entry: &str,
+    ) -> Result<Arc<OwnedFd>, ApplyError> {
+        if let Some((p, fd)) = &self.parent_cache {
+            if p == rel {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = Arc::new(self.ensure_dir(rel, entry)?);
+        self.parent_cache = Some((rel.to_vec(), fd.clone()));
+        Ok(fd)
+    }
+
+    /// Forgets the cached parent directory if an entry at `path` could
+    /// replace it or one of its ancestors (or removes other paths).
+    pub(super) fn invalidate_parent(&mut self, path: &[u8], name: &[u8]) {
+        let stale = self.parent_cache.as_ref().is_some_and(|(p, _)| {
+            name.starts_with(WHITEOUT_PREFIX)
+                || p.strip_prefix(path)
+                    .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+        });
+        if stale {
+            self.parent_cache = None;
+        }
+    }
+
+    /// Hands the batch to the pool, starting a writer if none runs yet or
+    /// if those running are all busy and the queue is full.
     pub(super) fn flush_batch(&mut self) -> Result<(), ApplyError> {
         if self.batch.is_empty() {
             return Ok(());
@@ -120,6 +160,21 @@ impl Applier<'_> {
         self.shared
             .add_pending(batch.iter().map(|j| j.path.as_slice()));
         if let Some(tx) = &self.tx {
+            if self.writers == 0 {
+                (self.spawn_writer)();
+                self.writers = 1;
+            }
+            let batch = match tx.try_send(batch) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::TrySendError::Full(batch)) => {
+                    if self.writers < self.opts.threads {
+                        (self.spawn_writer)();
+                        self.writers += 1;
+                    }
+                    batch
+                }
+                Err(mpsc::TrySendError::Disconnected(batch)) => batch,
+            };
             if let Err(mpsc::SendError(batch)) = tx.send(batch) {
                 self.shared
                     .done_pending(batch.iter().map(|j| j.path.as_slice()));
@@ -165,7 +220,7 @@ impl Applier<'_> {
         Ok(())
     }
 
-    pub(super) fn apply_entry<R: Read>(
+    pub(super) fn apply_entry<R: BufRead>(
         &mut self,
         e: &Entry,
         stream: &mut TarStream<R>,
@@ -188,6 +243,7 @@ impl Applier<'_> {
         }
         let (parent_rel, name) = split_parent(&path);
         let (parent_rel, name) = (parent_rel.to_vec(), name.to_vec());
+        self.invalidate_parent(&path, &name);
 
         // Whiteouts (and aufs bookkeeping): markers whose content, if any, is ignored.
         if name.starts_with(WHITEOUT_PREFIX) && e.size > 0 {
@@ -222,20 +278,25 @@ impl Applier<'_> {
                     self.drain()?;
                 }
                 self.record(&path);
-                // The pool pays off only when creating a file blocks (a busy
-                // disk or journal); when creates are quick, one thread is faster.
-                let slow =
-                    self.shared.create_ns.load(Ordering::Relaxed) >= self.opts.pool_above_create_ns;
+                let parent = self.parent_dir(&parent_rel, &entry)?;
+                // The pool pays off when creating files is what holds the
+                // pipeline up: creates block (a busy or cold disk), or the
+                // inflated chunks queue up before this thread. Otherwise one
+                // thread writing is cheaper.
+                let slow = self.shared.create_ns.load(Ordering::Relaxed)
+                    >= self.opts.pool_above_create_ns
+                    || self.shared.parser_behind.load(Ordering::Relaxed);
                 if e.size <= POOL_FILE_MAX && self.tx.is_some() && slow {
-                    let mut data = Vec::with_capacity(e.size as usize);
+                    let mut data = self.spare_data.try_recv().unwrap_or_default();
+                    data.clear();
+                    data.reserve(e.size as usize);
                     stream.read_data(e.size, &entry, &mut |b| {
                         data.extend_from_slice(b);
                         Ok(())
                     })?;
-                    // Make sure the parent exists before a writer needs it.
-                    self.ensure_dir(&parent_rel, &entry)?;
                     self.batch_bytes += data.len();
                     self.batch.push(Job {
+                        parent,
                         path,
                         display: entry,
                         data,
@@ -246,31 +307,34 @@ impl Applier<'_> {
                     }
                     return Ok(());
                 }
-                let parent = self.ensure_dir(&parent_rel, &entry)?;
-                let mut f = self.shared.timed_create(parent.as_fd(), &name, &entry)?;
-                let mut buf = std::io::BufWriter::with_capacity(256 << 10, &mut f);
+                let mut f = self
+                    .shared
+                    .timed_create(parent.as_fd(), &name, meta.mode, &entry)?;
+                // Straight from the inflated chunks to the file, no buffer between.
                 stream.read_data(e.size, &entry, &mut |b| {
-                    buf.write_all(b)
+                    f.write_all(b)
                         .map_err(|x| ApplyError::io(&entry, "write", x))
                 })?;
-                buf.flush()
-                    .map_err(|x| ApplyError::io(&entry, "write", x))?;
-                drop(buf);
                 set_meta_fd(f.as_fd(), &meta, &entry, true)
             }
             Kind::Dir => {
                 self.record(&path);
-                let parent = self.ensure_dir(&parent_rel, &entry)?;
-                match lstat_at(parent.as_fd(), &name) {
-                    Ok(st) if is_dir(&st) => {}
-                    Ok(_) => {
-                        clear_slot(parent.as_fd(), &name, &entry)?;
-                        fsops::mkdir_at(parent.as_fd(), &name, 0o700)
-                            .map_err(|x| ApplyError::io(&entry, "mkdir", x))?;
-                    }
-                    Err(Errno::ENOENT) => fsops::mkdir_at(parent.as_fd(), &name, 0o700)
-                        .map_err(|x| ApplyError::io(&entry, "mkdir", x))?,
-                    Err(x) => return Err(ApplyError::io(&entry, "stat", x)),
+                let parent = self.parent_dir(&parent_rel, &entry)?;
+                // Created with its final permission bits where they let the
+                // owner in (the chmod below is then usually not needed).
+                let mode = (meta.mode & 0o777) | 0o700;
+                match fsops::mkdir_at(parent.as_fd(), &name, mode) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => match lstat_at(parent.as_fd(), &name) {
+                        Ok(st) if is_dir(&st) => {}
+                        Ok(_) => {
+                            clear_slot(parent.as_fd(), &name, &entry)?;
+                            fsops::mkdir_at(parent.as_fd(), &name, mode)
+                                .map_err(|x| ApplyError::io(&entry, "mkdir", x))?;
+                        }
+                        Err(x) => return Err(ApplyError::io(&entry, "stat", x)),
+                    },
+                    Err(x) => return Err(ApplyError::io(&entry, "mkdir", x)),
                 }
                 let d = fsops::open_subdir(parent.as_fd(), &name)
                     .map_err(|x| ApplyError::io(&entry, "open directory", x))?;
@@ -280,7 +344,7 @@ impl Applier<'_> {
             }
             Kind::Symlink => {
                 self.record(&path);
-                let parent = self.ensure_dir(&parent_rel, &entry)?;
+                let parent = self.parent_dir(&parent_rel, &entry)?;
                 let target = os(&e.link);
                 match symlinkat(target, parent.as_fd(), os(&name)) {
                     Ok(()) => {}
@@ -424,7 +488,7 @@ impl Applier<'_> {
             .map_err(|x| ApplyError::io(entry, "read xattrs in lower layer", x))?;
         xattrs.retain(|(k, _)| !k.starts_with(b"trusted.overlay."));
         let dir = self.ensure_dir(parent, entry)?;
-        let mut f = create_file(dir.as_fd(), name, entry)?;
+        let mut f = create_file(dir.as_fd(), name, st.st_mode, entry)?;
         io::copy(&mut File::from(src), &mut f).map_err(|x| ApplyError::io(entry, "copy up", x))?;
         let meta = Meta::from_stat(&st, xattrs);
         set_meta_fd(f.as_fd(), &meta, entry, true)?;

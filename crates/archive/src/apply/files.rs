@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fchmodat, utimensat, FchmodatFlags, Mode, UtimensatFlags};
+use nix::sys::stat::{fchmod, fchmodat, fstat, utimensat, FchmodatFlags, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, Gid, Uid};
 
@@ -65,16 +65,26 @@ impl Meta {
     }
 }
 
-/// Sets owner, then mode (so setuid bits survive), xattrs and times on an open fd.
+/// Sets owner, then mode (so setuid bits survive), xattrs and times on an
+/// open fd. Owner and mode are only changed where they differ (a file this
+/// process creates usually has both right already).
 pub(super) fn set_meta_fd(
     fd: BorrowedFd<'_>,
     m: &Meta,
     entry: &str,
     times: bool,
 ) -> Result<(), ApplyError> {
-    fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
-        .map_err(|e| ApplyError::io(entry, "chown", e))?;
-    fchmod(fd, Mode::from_bits_truncate(m.mode)).map_err(|e| ApplyError::io(entry, "chmod", e))?;
+    let st = fstat(fd).map_err(|e| ApplyError::io(entry, "stat", e))?;
+    let chown = st.st_uid != m.uid || st.st_gid != m.gid;
+    if chown {
+        fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
+            .map_err(|e| ApplyError::io(entry, "chown", e))?;
+    }
+    // A chown may have cleared setuid/setgid bits: set the mode again then.
+    if chown || st.st_mode & 0o7777 != m.mode & 0o7777 {
+        fchmod(fd, Mode::from_bits_truncate(m.mode))
+            .map_err(|e| ApplyError::io(entry, "chmod", e))?;
+    }
     for (k, v) in &m.xattrs {
         fsops::fset_xattr(fd, k, v).map_err(|e| ApplyError::io(entry, "setxattr", e))?;
     }
@@ -130,15 +140,18 @@ pub(super) fn clear_slot(
     remove_all_at(parent, name).map_err(|e| ApplyError::io(entry, "replace existing entry", e))
 }
 
-/// Creates a regular file (replacing what is there) and returns it open for writing.
+/// Creates a regular file (replacing what is there) with permission bits
+/// `mode` (before umask; the fd is writable whatever they say) and returns
+/// it open for writing.
 pub(super) fn create_file(
     parent: BorrowedFd<'_>,
     name: &[u8],
+    mode: u32,
     entry: &str,
 ) -> Result<File, ApplyError> {
     let flags =
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mode = Mode::from_bits_truncate(0o600);
+    let mode = Mode::from_bits_truncate(mode & 0o777);
     let fd = match openat(parent, os(name), flags, mode) {
         Ok(fd) => fd,
         Err(Errno::EEXIST) => {

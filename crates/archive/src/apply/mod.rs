@@ -1,5 +1,7 @@
-//! The layer applier: one thread inflates, hashes and parses; a small pool
-//! creates regular files. Ordering rules: directories, links, devices and
+//! The layer applier: one thread inflates, one hashes, the parsing thread
+//! parses and applies; while creates are slow or the parsing thread is the
+//! slowest stage, a pool that grows as it falls behind writes small regular
+//! files. Ordering rules: directories, links, devices and
 //! whiteouts are done by the parsing thread; an operation on a path (or below
 //! a path, or a hardlink to a path) still being written by the pool waits for
 //! it; removals of whole trees wait for the pool to drain; directory times are
@@ -8,10 +10,10 @@
 //! | file | job |
 //! |---|---|
 //! | `mod.rs` | `apply_layer`: the pipeline (inflater thread → parser → writer pool) and the diff_id check |
-//! | `stream.rs` | the reading side: counting and size/ratio-limited readers, the inflater thread and its chunks |
+//! | `stream.rs` | the reading side: counting and size/ratio-limited readers, the inflater and hasher threads, the chunks and whether the parser is behind |
 //! | `entry.rs` | the parsing thread's `Applier`: one tar entry at a time, parent directories, copy-up, the end pass |
 //! | `whiteouts.rs` | `.wh.` whiteouts and opaque directories, in both whiteout modes |
-//! | `pool.rs` | the writer pool: jobs, pending paths and who waits for them, the shared error |
+//! | `pool.rs` | the writer pool: jobs, the writer loop, pending paths and who waits for them, the shared error, create latency |
 //! | `files.rs` | one file's metadata (`Meta`) and creating and setting it |
 //! | `paths.rs` | entry names: normalisation, joining, parents, opening inside the root, error naming |
 
@@ -25,22 +27,24 @@ mod whiteouts;
 use std::collections::HashSet;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use crate::tarstream::TarStream;
 use crate::{Applied, ApplyError, ApplyOptions, Compression, WhiteoutMode};
 use entry::Applier;
-use pool::{write_job, Job, Pending, Shared};
-use stream::{inflate, Chunks, Counting, Limited, CHUNKS_IN_FLIGHT};
+use pool::{writer, Job, Pending, Shared};
+use stream::{hash_chunks, inflate, Chunks, Counting, Limited, CHUNKS_IN_FLIGHT};
 
 /// Files up to this size are handed to the writer pool; larger ones are
 /// streamed by the parsing thread.
 const POOL_FILE_MAX: u64 = 1 << 20;
+/// Batches queued for the writers; a full queue starts one more writer.
+const WRITER_QUEUE: usize = 2;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
@@ -118,52 +122,39 @@ pub fn apply_layer<R: Read + Send>(
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
         create_ns: AtomicU64::new(0),
+        parser_behind: AtomicBool::new(false),
     };
 
+    let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(WRITER_QUEUE);
+    let rx = &Mutex::new(rx);
+    let shared = &shared;
     std::thread::scope(|scope| -> Result<Applied, ApplyError> {
-        // One thread inflates while this one hashes, parses and applies
-        // (inflating is the larger half of the CPU work).
+        // One thread inflates, one hashes, this one parses and applies.
+        let (inflated_tx, inflated_rx) =
+            mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
         let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
         let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
-        let inflater = scope.spawn(move || inflate(limited, chunk_tx, spare_rx));
+        let inflater = scope.spawn(move || inflate(limited, inflated_tx, spare_rx));
+        let hasher = scope.spawn(move || hash_chunks(inflated_rx, chunk_tx));
         let mut stream = TarStream::new(Chunks {
             rx: chunk_rx,
             spare: spare_tx,
-            hasher: Sha256::new(),
             cur: Vec::new(),
             pos: 0,
+            ready: 0,
+            behind: &shared.parser_behind,
         });
-        let tx = if options.threads > 0 {
-            let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(4);
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..options.threads {
-                let rx = rx.clone();
-                let shared = &shared;
-                scope.spawn(move || loop {
-                    let job = {
-                        let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
-                        guard.recv()
-                    };
-                    let Ok(batch) = job else { break };
-                    for job in &batch {
-                        if shared.failed.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        if let Err(e) = write_job(shared, job) {
-                            shared.fail(e);
-                        }
-                    }
-                    shared.done_pending(batch.iter().map(|j| j.path.as_slice()));
-                });
-            }
-            Some(tx)
-        } else {
-            None
+        // Writers are started by the parsing thread once creates turn out
+        // slow, one more each time those running fall behind (see flush_batch).
+        let (spare_data_tx, spare_data) = mpsc::channel::<Vec<u8>>();
+        let spawn_writer = || {
+            let spare = spare_data_tx.clone();
+            scope.spawn(move || writer(shared, rx, spare));
         };
         let mut applier = Applier {
-            shared: &shared,
+            shared,
             opts: options,
-            tx,
+            tx: (options.threads > 0).then_some(tx),
             batch: Vec::new(),
             batch_bytes: 0,
             written: HashSet::new(),
@@ -171,6 +162,10 @@ pub fn apply_layer<R: Read + Send>(
             dir_times: Vec::new(),
             opaque: Vec::new(),
             lowers,
+            spawn_writer: &spawn_writer,
+            spare_data,
+            writers: 0,
+            parent_cache: None,
         };
         let run = (|| {
             while let Some(entry) = stream.next_entry()? {
@@ -180,6 +175,7 @@ pub fn apply_layer<R: Read + Send>(
             applier.finish()
         })();
         applier.tx = None;
+        let writers = applier.writers;
         shared.drain();
         // Hash whatever follows the end-of-archive marker too: the diff_id covers the whole stream.
         let mut chunks = stream.into_inner();
@@ -188,9 +184,12 @@ pub fn apply_layer<R: Read + Send>(
                 .map(|_| ())
                 .map_err(|e| ApplyError::from_stream(e, "end of archive"))
         });
-        let hasher = chunks.hasher;
-        // On error the receiver is gone, so the inflater stops at its next send.
+        // On error the receiver is gone, so the hasher and then the inflater
+        // stop at their next send.
         drop(chunks.rx);
+        let hasher = hasher
+            .join()
+            .map_err(|_| ApplyError::io("", "hash", io::Error::other("hash thread panicked")))?;
         let limited = inflater.join().map_err(|_| {
             ApplyError::io("", "inflate", io::Error::other("inflate thread panicked"))
         })?;
@@ -207,6 +206,7 @@ pub fn apply_layer<R: Read + Send>(
         Ok(Applied {
             diff_id,
             size: limited.total,
+            writers,
         })
     })
 }
