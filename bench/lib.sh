@@ -12,12 +12,16 @@ need_tools() {
     done
 }
 
-# host_minbase_tar TAR DIR: writes to TAR a stand-in for a Debian minbase
-# rootfs when no mirror is reachable: the files of this Debian host's
-# required and important packages, apt, and their dependencies (DIR holds
-# the lists it makes).
-host_minbase_tar() {
-    python3 - >"$2/packages" <<'EOP'
+# minbase_tar WORK: prints the path of a Debian minbase rootfs tarball.
+# MINBASE_TAR=/path/rootfs.tar names one; MINBASE_TAR=host makes a stand-in
+# without network in WORK (the files of this Debian host's Priority required
+# + important packages, apt, and their dependencies); unset, debootstrap
+# builds bookworm minbase in WORK (needs deb.debian.org).
+minbase_tar() {
+    local work=$1 out=${MINBASE_TAR:-}
+    if [ "$out" = host ]; then
+        out=$work/minbase.tar
+        python3 - >"$work/packages" <<'EOP'
 import re, subprocess
 fmt = "${db:Status-Abbrev}\t${Package}\t${Priority}\t${Depends},${Pre-Depends}\t${Provides}\n"
 rows = subprocess.run(["dpkg-query", "-W", "-f=" + fmt], capture_output=True, text=True, check=True).stdout
@@ -44,10 +48,49 @@ while todo:
     todo.extend(deps[p])
 print("\n".join(sorted(seen)))
 EOP
-    # Paths under /bin, /lib… are usr-merged: list them under /usr once.
-    { xargs dpkg -L <"$2/packages" 2>/dev/null || true; } | grep '^/' |
-        sed -E 's#^/(bin|sbin|lib|lib32|lib64|libx32)/#/usr/\1/#' >"$2/files"
-    for l in bin sbin lib lib64; do [ -L "/$l" ] && echo "/$l" >>"$2/files"; done
-    sort -u -o "$2/files" "$2/files"
-    tar -C / --no-recursion -cf "$1" -T "$2/files" 2>/dev/null || true
+        # Paths under /bin, /lib… are usr-merged: list them under /usr once.
+        { xargs dpkg -L <"$work/packages" 2>/dev/null || true; } | grep '^/' |
+            sed -E 's#^/(bin|sbin|lib|lib32|lib64|libx32)/#/usr/\1/#' >"$work/files"
+        for l in bin sbin lib lib64; do [ -L "/$l" ] && echo "/$l" >>"$work/files"; done
+        sort -u -o "$work/files" "$work/files"
+        tar -C / --no-recursion -cf "$out" -T "$work/files" 2>/dev/null || true
+    elif [ -z "$out" ]; then
+        debootstrap --variant=minbase bookworm "$work/minbase" http://deb.debian.org/debian >/dev/null
+        out=$work/minbase.tar
+        tar -C "$work/minbase" -cf "$out" .
+        rm -rf "$work/minbase"
+    fi
+    echo "$out"
+}
+
+# start_docker_registry WORK PORT: starts Debian's docker-registry on
+# 127.0.0.1:PORT (storage and log in WORK, access log off), waits until it
+# answers and appends its pid to the caller's PIDS array.
+start_docker_registry() {
+    local work=$1 port=$2
+    cat >"$work/dist.yml" <<EOC
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/dist-storage
+http:
+  addr: 127.0.0.1:$port
+EOC
+    docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench/$(basename "$0"): docker-registry did not answer on 127.0.0.1:$port (see $work/dist.log)" >&2
+    exit 1
+}
+
+# umount_under DIR: lazily unmounts every mount at or below DIR, deepest first.
+umount_under() {
+    { grep -o " $1[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }

@@ -30,40 +30,14 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     [ ! -e "$WORK/containerd.pid" ] || kill "$(cat "$WORK/containerd.pid")" 2>/dev/null || true
     wait 2>/dev/null || true
-    { grep -o " $WORK[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    umount_under "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 # The image: a Debian minbase rootfs, imported into berth and pushed.
-TAR=${MINBASE_TAR:-}
-if [ "$TAR" = host ]; then
-    TAR=$WORK/minbase.tar
-    host_minbase_tar "$TAR" "$WORK"
-elif [ -z "$TAR" ]; then
-    debootstrap --variant=minbase bookworm "$WORK/minbase" http://deb.debian.org/debian >/dev/null
-    TAR=$WORK/minbase.tar
-    tar -C "$WORK/minbase" -cf "$TAR" .
-    rm -rf "$WORK/minbase"
-fi
-cat > "$WORK/dist.yml" <<EOC
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/dist-storage
-http:
-  addr: 127.0.0.1:$PORT
-EOC
-docker-registry serve "$WORK/dist.yml" >"$WORK/dist.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
+TAR=$(minbase_tar "$WORK")
+start_docker_registry "$WORK" "$PORT"
 REF=127.0.0.1:$PORT/bench/minbase:latest
 $BERTH --root "$WORK/seed" import "$TAR" minbase >/dev/null
 $BERTH --root "$WORK/seed" push -q minbase "$REF" >/dev/null

@@ -24,10 +24,9 @@ need_tools hyperfine umoci tar python3
 
 LAYER=$WORK/layer.tar.gz
 if [ ! -f "$LAYER" ]; then
-    TAR=${MINBASE_TAR:-}
-    if [ "$TAR" = host ]; then
-        TAR=$WORK/minbase.tar
-        host_minbase_tar "$TAR" "$WORK"
+    TAR=
+    if [ -n "${MINBASE_TAR:-}" ]; then
+        TAR=$(minbase_tar "$WORK")
     fi
     if [ -n "$TAR" ]; then
         gzip -c "$TAR" >"$LAYER.tmp"

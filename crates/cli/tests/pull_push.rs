@@ -345,9 +345,25 @@ fn a_blob_with_the_wrong_digest_is_refused_and_nothing_is_stored() {
     assert!(other.snapshots().is_empty(), "{:?}", other.snapshots());
 }
 
+/// Reads an HTTP request head (up to the blank line) from `client`; None for
+/// a TLS handshake (berth tries HTTPS first), closed at once, or a closed
+/// connection.
+fn request_head(client: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).unwrap_or(0) == 0 || (head.is_empty() && byte[0] == 0x16) {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_string())
+}
+
 /// A proxy in front of `upstream` that cuts the first response to a GET of
 /// `/blobs/<digest>` after `cut` bytes, and records whether a later request
-/// asked for a `Range`. One request per connection (it adds
+/// asked for a `Range` (which it drops with `ignore_range`, as a server
+/// without Range support would). One request per connection (it adds
 /// `Connection: close`).
 struct CuttingProxy {
     addr: String,
@@ -355,7 +371,7 @@ struct CuttingProxy {
 }
 
 impl CuttingProxy {
-    fn start(upstream: String, digest: String, cut: usize) -> CuttingProxy {
+    fn start(upstream: String, digest: String, cut: usize, ignore_range: bool) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let ranged = Arc::new(AtomicBool::new(false));
@@ -364,25 +380,20 @@ impl CuttingProxy {
             let mut cut_done = false;
             for client in listener.incoming() {
                 let Ok(mut client) = client else { return };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    // A TLS handshake (berth tries HTTPS first) is closed at once.
-                    if client.read(&mut byte).unwrap_or(0) == 0
-                        || (head.is_empty() && byte[0] == 0x16)
-                    {
-                        break;
-                    }
-                    head.push(byte[0]);
-                }
-                if !head.ends_with(b"\r\n\r\n") {
+                let Some(text) = request_head(&mut client) else {
                     continue;
-                }
-                let text = String::from_utf8_lossy(&head).to_string();
+                };
                 let is_blob =
                     text.starts_with("GET ") && text.contains(&format!("/blobs/{digest}"));
+                let mut text = text;
                 if is_blob && text.to_ascii_lowercase().contains("\r\nrange: bytes=") {
                     seen.store(true, Ordering::SeqCst);
+                    if ignore_range {
+                        text = text
+                            .split_inclusive("\r\n")
+                            .filter(|l| !l.to_ascii_lowercase().starts_with("range:"))
+                            .collect();
+                    }
                 }
                 let request = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
                 let Ok(mut up) = TcpStream::connect(&upstream) else {
@@ -414,7 +425,7 @@ fn a_dropped_connection_is_resumed_by_range() {
     let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
     let size = m["layers"][0]["size"].as_u64().unwrap();
     assert!(size > 200_000, "the layer is big enough to cut: {size}");
-    let proxy = CuttingProxy::start(reg.addr.clone(), layer.clone(), 100_000);
+    let proxy = CuttingProxy::start(reg.addr.clone(), layer.clone(), 100_000, false);
     let other = Env::new();
     let image = format!("{}/test/resume:1", proxy.addr);
     let log = ok_stderr(&other, &["pull", &image]);
@@ -425,6 +436,136 @@ fn a_dropped_connection_is_resumed_by_range() {
     );
     let out = other.ok(&["run", "--rm", &image, "echo", "resumed"]);
     assert_eq!(out, "resumed\n");
+
+    // A server that ignores Range sends the whole blob again: the download
+    // starts over under the unpacker reading it, which then reads the blob
+    // from the store.
+    let proxy = CuttingProxy::start(reg.addr.clone(), layer, 100_000, true);
+    let third = Env::new();
+    let image = format!("{}/test/resume:1", proxy.addr);
+    ok_stderr(&third, &["pull", &image]);
+    assert!(proxy.ranged.load(Ordering::SeqCst), "a Range was asked for");
+    let out = third.ok(&["run", "--rm", &image, "echo", "restarted"]);
+    assert_eq!(out, "restarted\n");
+    assert_eq!(third.snapshots().len(), 1, "{:?}", third.snapshots());
+}
+
+/// A proxy in front of `upstream` that sends the first response to a GET of
+/// `/blobs/<digest>` up to `held` bytes, then holds the rest back until
+/// `ready()` (polled) is true or 60 s have passed; `seen` records whether
+/// `ready()` came true. One request per connection (`Connection: close`).
+struct HoldingProxy {
+    addr: String,
+    seen: Arc<AtomicBool>,
+}
+
+impl HoldingProxy {
+    fn start(
+        upstream: String,
+        digest: String,
+        held: usize,
+        ready: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> HoldingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(AtomicBool::new(false));
+        let saw = seen.clone();
+        let ready = Arc::new(ready);
+        std::thread::spawn(move || {
+            let held_once = Arc::new(AtomicBool::new(false));
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let (upstream, digest, held_once) =
+                    (upstream.clone(), digest.clone(), held_once.clone());
+                let (ready, saw) = (ready.clone(), saw.clone());
+                // A thread per connection: the config is fetched while the
+                // layer is held back.
+                std::thread::spawn(move || {
+                    let Some(text) = request_head(&mut client) else {
+                        return;
+                    };
+                    let is_blob =
+                        text.starts_with("GET ") && text.contains(&format!("/blobs/{digest}"));
+                    let request = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    let Ok(mut up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    up.write_all(request.as_bytes()).unwrap();
+                    let mut response = Vec::new();
+                    let _ = up.read_to_end(&mut response);
+                    if is_blob && response.len() > held && !held_once.swap(true, Ordering::SeqCst) {
+                        let _ = client.write_all(&response[..held]);
+                        let _ = client.flush();
+                        let deadline =
+                            std::time::Instant::now() + std::time::Duration::from_secs(60);
+                        while std::time::Instant::now() < deadline {
+                            if ready() {
+                                saw.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                        let _ = client.write_all(&response[held..]);
+                    } else {
+                        let _ = client.write_all(&response);
+                    }
+                });
+            }
+        });
+        HoldingProxy { addr, seen }
+    }
+}
+
+#[test]
+fn a_layer_is_unpacked_while_it_downloads() {
+    let env = Env::new();
+    let reg = DockerRegistry::start(&env.path(""), None);
+    // One layer: a directory, then 8 MiB that gzip cannot shrink.
+    let dir = env.path("streamed");
+    std::fs::create_dir_all(dir.join("early")).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("noise"), &noise).unwrap();
+    let tar = env.path("streamed.tar");
+    run(Command::new(require_peer("tar"))
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .args(["early", "noise"]));
+    env.ok(&["import", tar.to_str().unwrap(), "streamed"]);
+    env.ok(&["push", "streamed", &format!("{}/test/streamed:1", reg.addr)]);
+    let (m, _) = manifest(&reg.addr, "test/streamed", "1");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+
+    // The registry sends 6 MiB of the layer, then waits until early/ is
+    // in the snapshot being unpacked.
+    let other = Env::new();
+    let snapshots = other.root().join("snapshotter/snapshots");
+    let proxy = HoldingProxy::start(reg.addr.clone(), layer, 6 << 20, move || {
+        std::fs::read_dir(&snapshots)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| d.path().join("fs/early").is_dir())
+    });
+    ok_stderr(
+        &other,
+        &["pull", &format!("{}/test/streamed:1", proxy.addr)],
+    );
+    assert!(
+        proxy.seen.load(Ordering::SeqCst),
+        "early/ was unpacked while the rest of its layer was still held back"
+    );
+    let snaps = other.snapshots();
+    assert_eq!(snaps.len(), 1, "the layer, committed: {snaps:?}");
 }
 
 /// `openssl` with `args` in `dir`.

@@ -573,3 +573,41 @@ fn the_harness_detaches_mounts_a_failed_test_left() {
     );
     assert!(!dir.exists(), "{dir:?} not removed");
 }
+
+/// Makes the data root look as after a crash and a new boot: the layers
+/// committed unsynced in this boot are from an earlier one. Returns how
+/// many there were.
+fn crash_and_reboot(env: &Env) -> usize {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let path = env.root().join("snapshotter/metadata.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(boot.trim(), "an-earlier-boot")).unwrap();
+    text.matches(boot.trim()).count()
+}
+
+#[test]
+fn after_a_crash_layers_are_unpacked_again_and_kept_containers_keep_theirs() {
+    let env = Env::new();
+    env.import_busybox("bb", &[]);
+    let out = env.berth(&["run", "--rm", "bb", "echo", "first"]);
+    assert_eq!(env.stdout_of(&out, 0), "first\n");
+    let layers = env.snapshots();
+    assert_eq!(layers.len(), 1, "{layers:?}");
+    assert_eq!(crash_and_reboot(&env), 1, "the layer is committed unsynced");
+    assert_eq!(env.snapshots(), Vec::<String>::new(), "lost in the crash");
+    let out = env.berth(&["run", "--rm", "bb", "echo", "again"]);
+    assert_eq!(env.stdout_of(&out, 0), "again\n", "unpacked again");
+    assert_eq!(env.snapshots(), layers);
+
+    // A container kept across boots makes its image's layers durable.
+    env.ok(&["run", "--name", "kept", "bb", "true"]);
+    assert_eq!(crash_and_reboot(&env), 0, "nothing unsynced left");
+    let snapshots = env.snapshots();
+    assert_eq!(
+        snapshots.len(),
+        2,
+        "the layer and the container's: {snapshots:?}"
+    );
+    assert!(snapshots.contains(&layers[0]), "{snapshots:?}");
+    env.ok(&["rm", "kept"]);
+}

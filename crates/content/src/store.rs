@@ -435,6 +435,14 @@ impl Writer {
         self.written
     }
 
+    /// Opens the data written so far for reading, as it grows: a reader
+    /// may follow the download (what [`Writer::offset`] says is there is
+    /// there). The data is unverified until [`Writer::commit`], and a
+    /// [`Writer::restart`] truncates it.
+    pub fn data_reader(&self) -> Result<File> {
+        File::open(&self.data_path).map_err(|e| Error::io(&self.data_path, e))
+    }
+
     /// Discards what was written and starts from byte 0.
     pub fn restart(&mut self) -> Result<()> {
         self.file

@@ -212,6 +212,7 @@ pub async fn pull_from(
         reference,
         retries: options.retries,
         progress,
+        arrivals: &arrivals,
     };
     // The config first among equals: the unpacker needs its diff_ids.
     let config_and_unpack = async {
@@ -225,18 +226,11 @@ pub async fn pull_from(
         if !options.unpack {
             return Ok::<_, Error>(None);
         }
-        let snapshotter = engine.snapshotter()?;
-        let layers = manifest.layers().clone();
-        let provider = arrivals.clone();
-        Ok(Some(tokio::task::spawn_blocking(move || {
-            berth_engine::unpack(
-                &snapshotter,
-                &*provider,
-                &layers,
-                &diff_ids,
-                &berth_archive::ApplyOptions::default(),
-            )
-        })))
+        let provider: Arc<dyn BlobProvider + Send + Sync> = arrivals.clone();
+        Ok(Some((
+            unpack_task(engine, provider, manifest.layers(), &diff_ids)?,
+            diff_ids,
+        )))
     };
     let layers = manifest.layers().clone();
     let downloads = async {
@@ -275,10 +269,7 @@ pub async fn pull_from(
         arrivals.fail_all(&e.to_string());
     }
     let unpacked = match unpacker {
-        Ok(Some(task)) => Some(
-            task.await
-                .map_err(|e| Error::invalid("unpacking", e.to_string())),
-        ),
+        Ok(Some((task, diff_ids))) => Some((task.await, diff_ids)),
         Ok(None) => None,
         Err(e) => {
             arrivals.fail_all(&e.to_string());
@@ -286,8 +277,18 @@ pub async fn pull_from(
         }
     };
     downloaded?;
-    if let Some(u) = unpacked {
-        u??;
+    if let Some((result, diff_ids)) = unpacked {
+        let result = result.map_err(|e| Error::invalid("unpacking", e.to_string()))?;
+        if result.is_err() && arrivals.restarted() {
+            // A download started over under the unpacker (the server
+            // ignored Range): every blob is in the store now, read it there.
+            let provider: Arc<dyn BlobProvider + Send + Sync> = Arc::new(store.clone());
+            unpack_task(engine, provider, manifest.layers(), &diff_ids)?
+                .await
+                .map_err(|e| Error::invalid("unpacking", e.to_string()))??;
+        } else {
+            result?;
+        }
     }
     // Every blob is in; the documents last, then the record.
     for doc in documents.iter().rev() {
@@ -320,6 +321,26 @@ pub async fn pull_from(
     })
 }
 
+/// Unpacks `layers` from `blobs` on the blocking pool.
+fn unpack_task(
+    engine: &Engine,
+    blobs: Arc<dyn BlobProvider + Send + Sync>,
+    layers: &[Descriptor],
+    diff_ids: &[String],
+) -> Result<tokio::task::JoinHandle<berth_engine::Result<Option<String>>>> {
+    let snapshotter = engine.snapshotter()?;
+    let (layers, diff_ids) = (layers.to_vec(), diff_ids.to_vec());
+    Ok(tokio::task::spawn_blocking(move || {
+        berth_engine::unpack(
+            &snapshotter,
+            &*blobs,
+            &layers,
+            &diff_ids,
+            &berth_archive::ApplyOptions::default(),
+        )
+    }))
+}
+
 /// The descriptor of a fetched manifest or index.
 pub(crate) fn descriptor_of(doc: &Manifest) -> Descriptor {
     DescriptorBuilder::default()
@@ -348,6 +369,7 @@ pub(crate) struct Fetch<'a> {
     pub(crate) reference: &'a Reference,
     retries: u32,
     progress: &'a dyn Progress,
+    arrivals: &'a Arrivals,
 }
 
 impl Fetch<'_> {
@@ -376,6 +398,7 @@ impl Fetch<'_> {
             })
         };
         event(State::Transferring);
+        self.arrivals.streaming(digest, &writer)?;
         let mut failures = 0;
         loop {
             let offset = writer.offset();
@@ -415,6 +438,7 @@ impl Fetch<'_> {
         let (mut resp, partial) = self.registry.blob(self.repo, digest, offset).await?;
         if offset > 0 && !partial {
             writer.restart()?;
+            self.arrivals.streaming(digest, writer)?;
         }
         let url = resp.url().to_string();
         while let Some(chunk) = resp.chunk().await.map_err(|e| Error::network(&url, &e))? {
@@ -424,6 +448,7 @@ impl Fetch<'_> {
                     .map(Error::from)
                     .unwrap_or_else(|| Error::io(self.store.dir(), e))
             })?;
+            self.arrivals.grown(digest, writer.offset());
             self.progress.event(Event::Bytes {
                 digest: digest.clone(),
                 done: writer.offset(),
@@ -433,13 +458,32 @@ impl Fetch<'_> {
     }
 }
 
-/// The blobs of one pull as they arrive: the unpacker waits here for each
-/// layer in turn while later ones are still downloading.
+/// The blobs of one pull as they arrive: the unpacker reads each layer in
+/// turn while it downloads (from the ingest file, as far as it has been
+/// written), or from the store once it is in.
 struct Arrivals {
     store: Store,
-    state: Mutex<HashMap<Digest, std::result::Result<(), String>>>,
+    state: Mutex<HashMap<Digest, Slot>>,
     changed: Condvar,
     failed: Mutex<Option<String>>,
+    /// A download started over from byte 0 under its readers.
+    restarted: std::sync::atomic::AtomicBool,
+}
+
+/// Where one blob of the pull stands.
+enum Slot {
+    /// Downloading into `data`, which holds `written` bytes; `generation`
+    /// counts restarts from byte 0 (a reader of an earlier one must stop).
+    Streaming {
+        data: std::fs::File,
+        written: u64,
+        generation: u32,
+    },
+    /// In the store, or failed, after `generation` restarts.
+    Done {
+        result: std::result::Result<(), String>,
+        generation: u32,
+    },
 }
 
 impl Arrivals {
@@ -449,12 +493,52 @@ impl Arrivals {
             state: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
             failed: Mutex::new(None),
+            restarted: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// `writer` starts (or starts over) downloading `digest`.
+    fn streaming(&self, digest: &Digest, writer: &berth_content::Writer) -> Result<()> {
+        let data = writer.data_reader()?;
+        let mut s = self.state.lock().expect("arrivals");
+        let generation = match s.get(digest) {
+            Some(Slot::Streaming { generation, .. }) => {
+                self.restarted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                generation + 1
+            }
+            _ => 0,
+        };
+        let written = writer.offset();
+        s.insert(
+            digest.clone(),
+            Slot::Streaming {
+                data,
+                written,
+                generation,
+            },
+        );
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// `digest`'s download holds `written` bytes now.
+    fn grown(&self, digest: &Digest, written: u64) {
+        let mut s = self.state.lock().expect("arrivals");
+        if let Some(Slot::Streaming { written: w, .. }) = s.get_mut(digest) {
+            *w = written;
+            self.changed.notify_all();
         }
     }
 
     fn arrived(&self, digest: &Digest, error: Option<String>) {
         let mut s = self.state.lock().expect("arrivals");
-        s.insert(digest.clone(), error.map_or(Ok(()), Err));
+        let generation = match s.get(digest) {
+            Some(Slot::Streaming { generation, .. }) => *generation,
+            _ => 0,
+        };
+        let result = error.map_or(Ok(()), Err);
+        s.insert(digest.clone(), Slot::Done { result, generation });
         self.changed.notify_all();
     }
 
@@ -463,25 +547,113 @@ impl Arrivals {
         let _s = self.state.lock().expect("arrivals");
         self.changed.notify_all();
     }
+
+    /// Whether a download started over from byte 0 during the pull.
+    fn restarted(&self) -> bool {
+        self.restarted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn failure(&self) -> Option<std::io::Error> {
+        let why = self.failed.lock().expect("arrivals").clone()?;
+        Some(std::io::Error::other(format!("the pull failed: {why}")))
+    }
 }
 
 impl BlobProvider for Arrivals {
     fn open_blob(&self, desc: &Descriptor) -> std::io::Result<Box<dyn Read + Send + '_>> {
         let mut s = self.state.lock().expect("arrivals");
         loop {
-            if let Some(r) = s.get(desc.digest()) {
-                r.clone().map_err(std::io::Error::other)?;
-                break;
+            match s.get(desc.digest()) {
+                Some(Slot::Done { result, .. }) => {
+                    result.clone().map_err(std::io::Error::other)?;
+                    break;
+                }
+                Some(Slot::Streaming {
+                    data, generation, ..
+                }) => {
+                    let growing = Growing {
+                        arrivals: self,
+                        digest: desc.digest().clone(),
+                        size: desc.size(),
+                        data: data.try_clone()?,
+                        generation: *generation,
+                        read: 0,
+                    };
+                    return Ok(Box::new(std::io::BufReader::with_capacity(
+                        256 << 10,
+                        growing,
+                    )));
+                }
+                None if self.store.exists(desc.digest()) => break,
+                None => {}
             }
-            if self.store.exists(desc.digest()) {
-                break;
-            }
-            if let Some(why) = self.failed.lock().expect("arrivals").clone() {
-                return Err(std::io::Error::other(format!("the pull failed: {why}")));
+            if let Some(e) = self.failure() {
+                return Err(e);
             }
             s = self.changed.wait(s).expect("arrivals");
         }
         drop(s);
         self.store.open_blob(desc)
+    }
+}
+
+/// A blob read while it downloads: each read waits until the download has
+/// written past what was read, and ends at the descriptor's size (without
+/// waiting for the download's commit and fsync) or where the finished blob
+/// ends. The bytes are unverified until the download commits; the unpacker
+/// checks what it applies against the layer's diff_id either way.
+struct Growing<'a> {
+    arrivals: &'a Arrivals,
+    digest: Digest,
+    size: u64,
+    data: std::fs::File,
+    generation: u32,
+    read: u64,
+}
+
+impl Read for Growing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.size {
+            return Ok(0);
+        }
+        let mut s = self.arrivals.state.lock().expect("arrivals");
+        let available = loop {
+            match s.get(&self.digest) {
+                Some(Slot::Streaming {
+                    written,
+                    generation,
+                    ..
+                }) if *generation == self.generation => {
+                    if *written > self.read {
+                        break *written - self.read;
+                    }
+                }
+                Some(Slot::Done {
+                    result: Ok(()),
+                    generation,
+                }) if *generation == self.generation => break u64::MAX,
+                Some(Slot::Done { result: Err(e), .. }) => {
+                    return Err(std::io::Error::other(e.clone()))
+                }
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "the download of {} started over",
+                        self.digest
+                    )))
+                }
+            }
+            if let Some(e) = self.arrivals.failure() {
+                return Err(e);
+            }
+            s = self.arrivals.changed.wait(s).expect("arrivals");
+        };
+        drop(s);
+        let available = available.min(self.size - self.read);
+        let want = buf
+            .len()
+            .min(usize::try_from(available).unwrap_or(usize::MAX));
+        let n = self.data.read(&mut buf[..want])?;
+        self.read += n as u64;
+        Ok(n)
     }
 }

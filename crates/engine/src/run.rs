@@ -94,6 +94,11 @@ impl Engine {
         let image = self.images().image(image_name, &PlatformSpec::host())?;
         let snapshotter = self.snapshotter()?;
         let parent = self.unpack_image(&snapshotter, &image)?;
+        if let (false, Some(parent)) = (opts.auto_remove, &parent) {
+            // A container kept across boots needs its image's layers after
+            // a crash: they were committed unsynced.
+            snapshotter.sync(parent)?;
+        }
 
         let layout = self.layout();
         let names = container::lock(layout)?;

@@ -8,6 +8,7 @@
 use std::io::Read;
 
 use berth_archive::{apply_layer, ApplyOptions, Compression, WhiteoutMode};
+use berth_core::fs::Durability;
 use berth_snapshot::{chain_ids, Driver, Kind, SnapshotError, Snapshotter, EXTRACT_PREFIX};
 use oci_spec::image::Descriptor;
 
@@ -31,7 +32,11 @@ impl BlobProvider for berth_content::Store {
 /// config's `diff_ids`) is a committed snapshot named by its chain ID,
 /// applying only the missing ones, and returns the top chain ID: the parent
 /// of a container's snapshot (`None` for an image without layers). Layers
-/// shared with other images are unpacked once. On failure the half-applied
+/// shared with other images are unpacked once. Layers are committed without
+/// a sync ([`Durability::Volatile`]): a layer's snapshot is a cache of its
+/// blob (which is durable), so a crash of the machine drops it and the next
+/// unpack applies it again; a container kept across boots syncs its layers
+/// (`Engine::create`). On failure the half-applied
 /// snapshot is removed; one left by a killed process is removed by
 /// [`Snapshotter::open`].
 pub fn unpack(
@@ -72,11 +77,13 @@ pub fn unpack(
             &diff_ids[i],
             options,
         )
-        .and_then(|()| match snapshotter.commit(id, &key) {
-            // Another unpack committed the same layer first: use theirs.
-            Err(SnapshotError::AlreadyExists(_)) => Ok(snapshotter.remove(&key)?),
-            other => Ok(other?),
-        });
+        .and_then(
+            |()| match snapshotter.commit_with(id, &key, Durability::Volatile) {
+                // Another unpack committed the same layer first: use theirs.
+                Err(SnapshotError::AlreadyExists(_)) => Ok(snapshotter.remove(&key)?),
+                other => Ok(other?),
+            },
+        );
         if let Err(e) = result {
             let _ = snapshotter.remove(&key);
             return Err(e);

@@ -15,7 +15,7 @@
 //!
 //! | file | job |
 //! |---|---|
-//! | `snapshotter.rs` | [`Snapshotter`]: open and the operations (prepare, view, commit, mounts, stat, walk, remove, usage, cleanup) |
+//! | `snapshotter.rs` | [`Snapshotter`]: open and the operations (prepare, view, commit, commit_with, sync, mounts, stat, walk, remove, usage, cleanup) |
 //! | `metadata.rs` | the metadata database: [`Kind`], [`Info`], records, the `flock`, atomic load/save of `metadata.json` |
 //! | `driver.rs` | [`Driver`]: overlay or copy for a new store, each driver's directories and mounts |
 //! | `usage.rs` | [`Usage`]: disk use of a snapshot's directory |

@@ -68,6 +68,10 @@ pub(crate) struct Record {
     pub kind: Kind,
     pub parent: Option<String>,
     pub created: u64,
+    /// Set on a snapshot committed without a sync: the boot id of the
+    /// machine then (its files may be lost if that boot ended in a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<String>,
 }
 
 impl Db {
@@ -158,6 +162,14 @@ impl Locked {
         })?;
         atomic_write(&p, &data, Durability::Durable).map_err(io_err(&p, "replace"))
     }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), or None when it
+/// cannot be read.
+pub(crate) fn boot_id() -> Option<String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// Seconds since the epoch (0 if the clock is before it).

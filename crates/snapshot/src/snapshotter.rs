@@ -6,6 +6,8 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use berth_core::fs::Durability;
+
 use crate::error::io_err;
 use crate::metadata::{self, Db, Record};
 use crate::{usage, Driver, Info, Kind, Mount, SnapshotError, Usage};
@@ -143,6 +145,7 @@ impl Snapshotter {
                 kind,
                 parent: parent.map(str::to_string),
                 created: metadata::now(),
+                unsynced: None,
             },
         );
         if let Err(e) = l.save(&db) {
@@ -162,21 +165,47 @@ impl Snapshotter {
         self.create(key, parent, Kind::View)
     }
 
-    /// Turns active snapshot `key` into committed snapshot `name`.
+    /// Turns active snapshot `key` into committed snapshot `name`, its
+    /// files made durable first (`syncfs`).
     pub fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
-        // Make the layer durable before it becomes visible under its name,
-        // outside the lock: a syncfs can take a while, and other layers of
-        // the same pull commit meanwhile. The record is checked again below.
-        let id = {
-            let l = metadata::lock(&self.root)?;
-            l.load()?.snapshots.get(key).map(|r| r.id)
+        self.commit_with(name, key, Durability::Durable)
+    }
+
+    /// [`Snapshotter::commit`] with `durability`: `Volatile` skips the
+    /// `syncfs` and records the snapshot as unsynced in this boot. Such a
+    /// snapshot is what the page cache holds: it survives any process's
+    /// death but not a machine crash, so [`Snapshotter::open`] after a later
+    /// boot removes it and every snapshot on top of it (a layer is unpacked
+    /// again from its blob). [`Snapshotter::sync`] makes it durable, for a
+    /// snapshot something durable comes to depend on. Without a readable
+    /// boot id the commit is durable.
+    pub fn commit_with(
+        &self,
+        name: &str,
+        key: &str,
+        durability: Durability,
+    ) -> Result<(), SnapshotError> {
+        let boot = match durability {
+            Durability::Durable => None,
+            Durability::Volatile => metadata::boot_id(),
         };
-        if let Some(id) = id {
-            let fsdir = self.dir(id).join("fs");
-            if let Ok(f) = File::open(&fsdir) {
-                nix::unistd::syncfs(&f).map_err(|e| io_err(&fsdir, "syncfs")(e.into()))?;
+        // A durable commit syncs the layer before it becomes visible under
+        // its name, outside the lock: a syncfs can take a while, and other
+        // layers of the same pull commit meanwhile. The record is checked
+        // again below.
+        let synced = match boot {
+            Some(_) => None,
+            None => {
+                let id = {
+                    let l = metadata::lock(&self.root)?;
+                    l.load()?.snapshots.get(key).map(|r| r.id)
+                };
+                if let Some(id) = id {
+                    syncfs(&self.dir(id).join("fs"))?;
+                }
+                id
             }
-        }
+        };
         let l = metadata::lock(&self.root)?;
         let mut db = l.load()?;
         if db.snapshots.contains_key(name) {
@@ -194,12 +223,46 @@ impl Snapshotter {
                 expected: "active",
             });
         }
-        if Some(r.id) != id {
+        if boot.is_none() && Some(r.id) != synced {
             return Err(SnapshotError::NotFound(key.to_string()));
         }
         db.snapshots.remove(key);
         r.kind = Kind::Committed;
+        r.unsynced = boot;
         db.snapshots.insert(name.to_string(), r);
+        l.save(&db)
+    }
+
+    /// Makes committed snapshot `name` and its ancestors durable: one
+    /// `syncfs` if any of them was committed unsynced (which makes every
+    /// snapshot committed before it durable too), none otherwise.
+    pub fn sync(&self, name: &str) -> Result<(), SnapshotError> {
+        let unsynced: Vec<(String, u64)> = {
+            let l = metadata::lock(&self.root)?;
+            let db = l.load()?;
+            if db
+                .lineage(name)?
+                .iter()
+                .all(|(k, _)| db.snapshots[k].unsynced.is_none())
+            {
+                return Ok(());
+            }
+            db.snapshots
+                .iter()
+                .filter(|(_, r)| r.kind == Kind::Committed && r.unsynced.is_some())
+                .map(|(k, r)| (k.clone(), r.id))
+                .collect()
+        };
+        // Outside the lock: other operations go on while the disk catches
+        // up. What was committed before this point is on disk after it.
+        syncfs(&self.root.join("snapshots"))?;
+        let l = metadata::lock(&self.root)?;
+        let mut db = l.load()?;
+        for (k, id) in &unsynced {
+            if let Some(r) = db.snapshots.get_mut(k).filter(|r| r.id == *id) {
+                r.unsynced = None;
+            }
+        }
         l.save(&db)
     }
 
@@ -283,16 +346,38 @@ impl Snapshotter {
     }
 
     /// Removes unreferenced snapshot directories (a crash between creating
-    /// and recording them) and active snapshots of unpacks whose process died.
+    /// and recording them), active snapshots of unpacks whose process died,
+    /// and snapshots committed unsynced in an earlier boot with every
+    /// snapshot on top of them (their files may not have reached the disk).
     pub fn cleanup(&self) -> Result<(), SnapshotError> {
+        let boot = metadata::boot_id();
         let l = metadata::lock(&self.root)?;
         let mut db = l.load()?;
-        let dead: Vec<String> = db
+        let mut dead: std::collections::BTreeSet<String> = db
             .snapshots
             .iter()
-            .filter(|(k, r)| r.kind == Kind::Active && crate::chain::owner_is_dead(k))
+            .filter(|(k, r)| {
+                (r.kind == Kind::Active && crate::chain::owner_is_dead(k))
+                    // Without this boot's id there is no telling: keep it.
+                    || matches!((&r.unsynced, &boot), (Some(then), Some(now)) if then != now)
+            })
             .map(|(k, _)| k.clone())
             .collect();
+        // Snapshots on top of a lost one go with it.
+        loop {
+            let above: Vec<String> = db
+                .snapshots
+                .iter()
+                .filter(|(k, r)| {
+                    !dead.contains(*k) && r.parent.as_ref().is_some_and(|p| dead.contains(p))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if above.is_empty() {
+                break;
+            }
+            dead.extend(above);
+        }
         if !dead.is_empty() {
             for k in &dead {
                 db.snapshots.remove(k);
@@ -326,6 +411,12 @@ impl Snapshotter {
         }
         Ok(())
     }
+}
+
+/// `syncfs` of the file system holding `dir`.
+fn syncfs(dir: &Path) -> Result<(), SnapshotError> {
+    let f = File::open(dir).map_err(io_err(dir, "open"))?;
+    nix::unistd::syncfs(&f).map_err(|e| io_err(dir, "syncfs")(e.into()))
 }
 
 fn remove_tree(dir: &Path) -> Result<(), SnapshotError> {

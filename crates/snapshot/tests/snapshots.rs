@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use berth_core::fs::Durability;
 use berth_snapshot::{
     mount_all, unmount, Driver, Kind, SnapshotError, Snapshotter, EXTRACT_PREFIX,
 };
@@ -146,4 +147,69 @@ fn open_removes_extract_snapshots_of_dead_processes_and_stray_dirs() {
     s.walk(|i| left.push(i.name.clone())).unwrap();
     assert_eq!(left, vec!["ctr".to_string(), alive], "{dead} removed");
     assert_eq!(fs::read_dir(s.root().join("snapshots")).unwrap().count(), 2);
+}
+
+/// Rewrites the store's metadata as a later boot would find it: every
+/// unsynced snapshot recorded under this boot's id is from an earlier boot.
+/// Returns how many there were.
+fn as_after_a_reboot(s: &Snapshotter) -> usize {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let path = s.root().join("metadata.json");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace(boot.trim(), "an-earlier-boot")).unwrap();
+    text.matches(boot.trim()).count()
+}
+
+/// Commits snapshot `name` on `parent` holding one file, `name`.
+fn commit(s: &Snapshotter, name: &str, parent: Option<&str>, durability: Durability) {
+    let key = format!("{name}-key");
+    s.prepare(&key, parent).unwrap();
+    fs::write(s.fs_dir(&key).unwrap().join(name), name).unwrap();
+    s.commit_with(name, &key, durability).unwrap();
+}
+
+fn names(s: &Snapshotter) -> Vec<String> {
+    let mut names = Vec::new();
+    s.walk(|i| names.push(i.name.clone())).unwrap();
+    names
+}
+
+#[test]
+fn unsynced_commits_survive_in_this_boot_and_go_after_a_crash_with_what_is_on_them() {
+    let (_tmp, s) = store(Driver::Overlay);
+    commit(&s, "base", None, Durability::Durable);
+    commit(&s, "lost", Some("base"), Durability::Volatile);
+    commit(&s, "lost-child", Some("lost"), Durability::Volatile);
+    s.prepare("ctr-on-lost", Some("lost-child")).unwrap();
+    s.prepare("ctr-on-base", Some("base")).unwrap();
+    // The same boot: the page cache has every file.
+    let s = Snapshotter::open(s.root(), None).unwrap();
+    let all = ["base", "ctr-on-base", "ctr-on-lost", "lost", "lost-child"];
+    assert_eq!(names(&s), all);
+    let file = s.fs_dir("lost-child").unwrap().join("lost-child");
+    assert_eq!(fs::read_to_string(file).unwrap(), "lost-child");
+
+    assert_eq!(as_after_a_reboot(&s), 2, "the two unsynced commits");
+    let s = Snapshotter::open(s.root(), None).unwrap();
+    assert_eq!(
+        names(&s),
+        ["base", "ctr-on-base"],
+        "lost and all above it gone"
+    );
+    assert_eq!(fs::read_dir(s.root().join("snapshots")).unwrap().count(), 2);
+}
+
+#[test]
+fn sync_makes_a_snapshot_and_its_ancestors_survive_a_crash() {
+    let (_tmp, s) = store(Driver::Copy);
+    commit(&s, "lower", None, Durability::Volatile);
+    commit(&s, "upper", Some("lower"), Durability::Volatile);
+    s.sync("upper").unwrap();
+    assert_eq!(as_after_a_reboot(&s), 0, "nothing unsynced is left");
+    let s = Snapshotter::open(s.root(), None).unwrap();
+    assert_eq!(names(&s), ["lower", "upper"]);
+    let file = s.fs_dir("upper").unwrap().join("upper");
+    assert_eq!(fs::read_to_string(file).unwrap(), "upper");
+    // Durable already: nothing to do.
+    s.sync("lower").unwrap();
 }
