@@ -4,7 +4,7 @@
 //! into each v1 one by writing "0" to `tasks`.
 //!
 //! The clone into the v2 cgroup is a raw clone3, safe only in a
-//! single-threaded process (see [`crate::sys::fork_into_cgroup`]). A
+//! single-threaded process (see [`crate::sys::clone_into_cgroup`]). A
 //! multithreaded caller (the containerd shim) forks its child P1 with
 //! glibc's fork instead, and P1, single-threaded, clones the process that
 //! runs in the container into the v2 cgroup ([`fork_final`]): the lock and
@@ -24,9 +24,20 @@ use crate::error::{io_err, sys_err, Result};
 pub(crate) struct CgroupJoin {
     v1: Vec<PathBuf>,
     v2: Option<(PathBuf, OwnedFd)>,
-    /// P1 clones its child into the v2 cgroup (this process is
-    /// multithreaded and P1 enters no user or cgroup namespace).
-    defer_v2: bool,
+    how: V2Join,
+}
+
+/// How a new process gets into the v2 cgroup.
+#[derive(Clone, Copy, PartialEq)]
+enum V2Join {
+    /// This process is single-threaded: P1 is cloned into it.
+    Clone,
+    /// P1 clones its own child into it (this process is multithreaded and
+    /// P1 enters no user or cgroup namespace).
+    Defer,
+    /// The parent moves P1 with a cgroup.procs write (or there is no v2
+    /// cgroup).
+    Write,
 }
 
 impl CgroupJoin {
@@ -55,31 +66,38 @@ impl CgroupJoin {
                 v1.push(p);
             }
         }
-        let defer_v2 = deferrable && v2.is_some() && !crate::sys::single_threaded();
-        Ok(CgroupJoin { v1, v2, defer_v2 })
+        // /proc/self/stat is read only where there is a v2 cgroup.
+        let how = match &v2 {
+            Some(_) if crate::sys::single_threaded() => V2Join::Clone,
+            Some(_) if deferrable => V2Join::Defer,
+            _ => V2Join::Write,
+        };
+        Ok(CgroupJoin { v1, v2, how })
     }
 
     /// Forks the child into the v2 cgroup; after a fallback plain fork the
     /// parent moves it with a cgroup.procs write.
     fn fork(&self) -> Result<ForkResult> {
-        if self.defer_v2 {
-            return crate::sys::fork().map_err(sys_err("fork"));
+        let (r, into) = match (&self.v2, self.how) {
+            (Some((_, fd)), V2Join::Clone) => crate::sys::clone_into_cgroup(fd.as_fd()),
+            _ => crate::sys::fork().map(|r| (r, false)),
         }
-        let (r, into) = crate::sys::fork_into_cgroup(self.v2.as_ref().map(|(_, fd)| fd.as_fd()))
-            .map_err(|e| match (&self.v2, e) {
-                // The kernel's answer when the cgroup's parent holds processes.
-                (Some((path, _)), nix::Error::EOPNOTSUPP | nix::Error::EBUSY) => {
-                    sys_err(format!(
-                    "cannot start a process in cgroup {}: its parent cgroup holds processes, and \
+        .map_err(|e| match (&self.v2, e) {
+            // The kernel's answer when the cgroup's parent holds processes.
+            (Some((path, _)), nix::Error::EOPNOTSUPP | nix::Error::EBUSY) => sys_err(format!(
+                "cannot start a process in cgroup {}: its parent cgroup holds processes, and \
                      cgroup v2 lets only leaf cgroups hold them once controllers are enabled \
                      (the no internal processes rule): choose a cgroupsPath whose parent has no \
                      processes",
-                    path.display()
-                ))(e)
-                }
-                _ => sys_err("fork")(e),
-            })?;
-        if let (ForkResult::Parent { child }, false, Some((path, _))) = (&r, into, &self.v2) {
+                path.display()
+            ))(e),
+            _ => sys_err("fork")(e),
+        })?;
+        // A deferred join is made by P1, for its own child.
+        let moved_by_p1 = self.how == V2Join::Defer;
+        if let (ForkResult::Parent { child }, false, Some((path, _)), false) =
+            (&r, into, &self.v2, moved_by_p1)
+        {
             std::fs::write(path.join("cgroup.procs"), child.as_raw().to_string()).map_err(
                 io_err(format!(
                     "cannot move process {child} into {}",
@@ -112,7 +130,7 @@ impl CgroupJoin {
                 }
                 let mut deferred = None;
                 if let Some((_, fd)) = &self.v2 {
-                    if self.defer_v2 {
+                    if self.how == V2Join::Defer {
                         deferred = Some(fd.as_raw_fd());
                     } else {
                         let _ = nix::unistd::close(fd.as_raw_fd());

@@ -159,24 +159,15 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Like [`fork`], but the child starts in the cgroup2 directory `cgroup`
+/// Like [`fork`], but the child starts in the cgroup2 directory `cg`
 /// (clone3 with CLONE_INTO_CGROUP): no migration, so none of the global
 /// lock and RCU grace period a cgroup.procs write costs. Falls back to a
-/// plain fork (returning `false`) on kernels without it, and in a
-/// multithreaded caller (the containerd shim): a raw clone3 skips what
-/// glibc's fork does there, taking the malloc arena locks before the fork
-/// and resetting them in the child, so a lock another thread held at that
+/// plain fork (returning `false`) on kernels without it. Only for a
+/// single-threaded caller: a raw clone3 skips what glibc's fork does in a
+/// multithreaded process, taking the malloc arena locks before the fork and
+/// resetting them in the child, so a lock another thread held at that
 /// moment would stay locked in the child, which allocates (and forks
 /// again) before it execs, and would wait on it forever.
-pub(crate) fn fork_into_cgroup(cgroup: Option<BorrowedFd<'_>>) -> nix::Result<(ForkResult, bool)> {
-    match cgroup.filter(|_| single_threaded()) {
-        Some(cg) => clone_into_cgroup(cg),
-        None => fork().map(|r| (r, false)),
-    }
-}
-
-/// [`fork_into_cgroup`] for a caller known to be single-threaded (a forked
-/// child, which may not even see its own /proc entry to count its threads).
 pub(crate) fn clone_into_cgroup(cg: BorrowedFd<'_>) -> nix::Result<(ForkResult, bool)> {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let args = CloneArgs {
