@@ -52,11 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-TAR=$(minbase_tar "$WORK")
-start_docker_registry "$WORK" "$PORT"
-REF=127.0.0.1:$PORT/bench/minbase:latest
-$BERTH --root "$WORK/seed" import "$TAR" minbase >/dev/null
-$BERTH --root "$WORK/seed" push -q minbase "$REF" >/dev/null
+serve_minbase "$WORK" "$PORT"
 
 # podman's private configuration. Its default rlimits fail here: podman asks
 # for nofile 1048576 and nproc 4194304, and this machine gives root neither

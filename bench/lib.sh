@@ -94,3 +94,14 @@ EOC
 umount_under() {
     { grep -o " $1[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
+
+# serve_minbase WORK PORT: the Debian minbase image (see minbase_tar) in
+# Debian's docker-registry on 127.0.0.1:PORT, pushed by $BERTH from a seed
+# store in WORK; sets TAR (the rootfs tarball) and REF (the image's name).
+serve_minbase() {
+    TAR=$(minbase_tar "$1")
+    start_docker_registry "$1" "$2"
+    REF=127.0.0.1:$2/bench/minbase:latest
+    "$BERTH" --root "$1/seed" import "$TAR" minbase >/dev/null
+    "$BERTH" --root "$1/seed" push -q minbase "$REF" >/dev/null
+}

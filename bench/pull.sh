@@ -36,11 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The image: a Debian minbase rootfs, imported into berth and pushed.
-TAR=$(minbase_tar "$WORK")
-start_docker_registry "$WORK" "$PORT"
-REF=127.0.0.1:$PORT/bench/minbase:latest
-$BERTH --root "$WORK/seed" import "$TAR" minbase >/dev/null
-$BERTH --root "$WORK/seed" push -q minbase "$REF" >/dev/null
+serve_minbase "$WORK" "$PORT"
 
 # No timed run may follow a mass deletion: this ext4 has no journal, and ext4
 # then skips every inode deleted in the last 60 s when it allocates one
