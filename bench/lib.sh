@@ -12,6 +12,25 @@ need_tools() {
     done
 }
 
+# fresh_memory_probe WORK: prints the seconds this machine takes to write
+# 166 MiB into memory (a file on a private tmpfs), the size of the page cache
+# bench/unpack.sh's layer fills. On a VM whose host backs guest memory lazily
+# and takes back what the guest frees (virtio-balloon free page reporting),
+# the first touch of such a page costs a host page fault: 0.8 s here when
+# the free memory had been handed back, 0.1 s when it had been used moments
+# before. Every page-cache page an unpack writes pays the same, so the
+# figure tells which of the two machines a benchmark ran on.
+fresh_memory_probe() {
+    local dir=$1/memory-probe start end
+    mkdir -p "$dir"
+    mount -t tmpfs -o size=200m berth-bench-probe "$dir"
+    start=$(date +%s%N)
+    dd if=/dev/zero of="$dir/fill" bs=1M count=166 status=none
+    end=$(date +%s%N)
+    umount "$dir"
+    awk -v ns=$((end - start)) 'BEGIN { printf "%.2f\n", ns / 1e9 }'
+}
+
 # minbase_tar WORK: prints the path of a Debian minbase rootfs tarball.
 # MINBASE_TAR=/path/rootfs.tar names one; MINBASE_TAR=host makes a stand-in
 # without network in WORK (the files of this Debian host's Priority required

@@ -80,10 +80,24 @@ if [ -e "$TRASH" ] || [ -e "$OUT" ]; then
     sync
     sleep 61
 fi
+# Every run's tree stays until the end: hyperfine's 5 x (warm-up + RUNS)
+# and the interleaved loop's 3 x ROUNDS, each about the uncompressed layer
+# (+10 % for blocks and inodes).
+trees=$(( 5 * (RUNS + 1) + 3 * ${ROUNDS:-7} ))
+need_kib=$(( $(zcat "$LAYER" | wc -c) / 1024 * trees * 11 / 10 ))
+free_kib=$(df -k --output=avail "$WORK" | tail -1)
+if [ "$free_kib" -lt "$need_kib" ]; then
+    echo "bench/unpack.sh keeps every run's tree until it ends and needs $((need_kib >> 20)) GiB free in $WORK; $((free_kib >> 20)) GiB are: free some or set WORK" >&2
+    exit 1
+fi
 mkdir -p "$TRASH"
 trap 'rm -rf "$TRASH" "$OUT"' EXIT
 PREPARE="if [ -e $OUT ]; then mv $OUT $TRASH/\$(date +%s%N); fi; sync"
 echo "layer: $(stat -c %s "$LAYER") bytes gzip, $(zcat "$LAYER" | tar -tf - | wc -l) entries"
+# How dear fresh memory is right now (see fresh_memory_probe in lib.sh): both
+# tools write ~166 MB of page cache, and on a machine where first touches
+# fault in the host that alone adds ~0.7 s to either of them.
+echo "fresh memory before: $(fresh_memory_probe "$WORK") s to fill 166 MiB"
 
 hyperfine --warmup 1 --runs "$RUNS" --export-json "$WORK/unpack.json" \
     --prepare "$PREPARE" \
@@ -100,6 +114,8 @@ base = r["tar -xzf"]["mean"]
 for name, x in r.items():
     print(f"{name:46s} mean {x['mean']:.3f} s  ±{x['stddev']:.3f}  ratio to tar {x['mean'] / base:.2f}x")
 PY
+
+echo "fresh memory after hyperfine: $(fresh_memory_probe "$WORK") s to fill 166 MiB"
 
 # On a shared, noisy machine one command's runs can land in a quiet minute and
 # another's in a busy one: also run tar and berth interleaved, same prepare,
@@ -124,3 +140,4 @@ print(f"interleaved, {rounds} rounds, medians:")
 for name, m in med.items():
     print(f"  {name:30s} {m:.3f} s  ratio to tar {m / med['tar -xzf']:.2f}x")
 PY
+echo "fresh memory at the end: $(fresh_memory_probe "$WORK") s to fill 166 MiB"
