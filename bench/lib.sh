@@ -28,6 +28,7 @@ fresh_memory_probe() {
     dd if=/dev/zero of="$dir/fill" bs=1M count=166 status=none
     end=$(date +%s%N)
     umount "$dir"
+    rmdir "$dir"
     awk -v ns=$((end - start)) 'BEGIN { printf "%.2f\n", ns / 1e9 }'
 }
 
