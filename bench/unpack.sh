@@ -141,3 +141,5 @@ for name, m in med.items():
     print(f"  {name:30s} {m:.3f} s  ratio to tar {m / med['tar -xzf']:.2f}x")
 PY
 echo "fresh memory at the end: $(fresh_memory_probe "$WORK") s to fill 166 MiB"
+echo "(about 0.1 s: hot memory; 0.4 s or more: every page-cache page cost a host page fault," \
+    "which tar hides behind gzip and berth, using both vCPUs, cannot; see bench/README.md)"
