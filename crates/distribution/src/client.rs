@@ -345,28 +345,7 @@ impl Registry {
             return Err(status_error(&format!("GET {url}"), resp).await);
         }
         let body = read_limited(resp, 1 << 20, url.as_str()).await?;
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
-        let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            Error::invalid(format!("token from {url}"), format!("invalid JSON: {e}"))
-        })?;
-        let token = t
-            .token
-            .or(t.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::invalid(format!("token from {url}"), "no \"token\" in the answer")
-            })?;
-        // Refresh a little early; 60 s is the spec's default lifetime.
-        let life = t.expires_in.unwrap_or(60).max(10) - 5;
-        Ok(Token {
-            header: format!("Bearer {token}"),
-            expires: Instant::now() + Duration::from_secs(life),
-        })
+        token_from_answer(&body, &url)
     }
 
     fn unauthorized(&self, scope: &Scope, status: StatusCode) -> Error {
@@ -829,6 +808,31 @@ pub(crate) fn file_body(path: &Path) -> Result<reqwest::Body> {
     ))
 }
 
+/// The cached token of a token realm's answer (`token` or `access_token`,
+/// and `expires_in`, which the realm chooses: anything beyond a day is cut
+/// to a day, so no answer can overflow the expiry).
+fn token_from_answer(body: &[u8], url: &Url) -> Result<Token> {
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let t: TokenResponse = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid(format!("token from {url}"), format!("invalid JSON: {e}")))?;
+    let token = t
+        .token
+        .or(t.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::invalid(format!("token from {url}"), "no \"token\" in the answer"))?;
+    // Refresh a little early; 60 s is the spec's default lifetime.
+    let life = t.expires_in.unwrap_or(60).clamp(10, 86_400) - 5;
+    Ok(Token {
+        header: format!("Bearer {token}"),
+        expires: Instant::now() + Duration::from_secs(life),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,5 +857,26 @@ mod tests {
             ),
             "application/vnd.docker.distribution.manifest.v2+json"
         );
+    }
+
+    #[test]
+    fn a_token_realm_chooses_the_lifetime_within_a_day() {
+        let url = Url::parse("https://auth.example/token").unwrap();
+        let life = |body: &str| {
+            let t = token_from_answer(body.as_bytes(), &url).unwrap();
+            assert_eq!(t.header, "Bearer t");
+            t.expires.duration_since(Instant::now()).as_secs()
+        };
+        // A hostile or careless realm's u64::MAX must not overflow the expiry.
+        assert!(
+            (86_000..86_400).contains(&life(r#"{"token":"t","expires_in":18446744073709551615}"#))
+        );
+        assert!(life(r#"{"access_token":"t","expires_in":300}"#) >= 290);
+        assert!(life(r#"{"token":"t","expires_in":0}"#) <= 5);
+        assert!(life(r#"{"token":"t"}"#) >= 50);
+        let Err(err) = token_from_answer(br#"{"token":""}"#, &url) else {
+            panic!("an empty token was accepted");
+        };
+        assert!(err.to_string().contains("no \"token\""), "{err}");
     }
 }
