@@ -370,7 +370,12 @@ impl Upload<'_> {
             .next()
             .and_then(|e| e.parse::<u64>().ok())
             .ok_or_else(|| Error::invalid(format!("GET {url}"), format!("bad Range {range:?}")))?;
-        let offset = if range == "0-0" { 0 } else { end + 1 };
+        // Saturating: a claim of u64::MAX bytes fails the caller's size check.
+        let offset = if range == "0-0" {
+            0
+        } else {
+            end.saturating_add(1)
+        };
         tracing::debug!("upload {url} resumes at byte {offset}");
         Ok((offset, next))
     }
