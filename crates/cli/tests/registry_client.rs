@@ -964,6 +964,35 @@ fn a_chunked_push_resumes_where_the_registry_says() {
 }
 
 #[test]
+fn an_upload_state_claiming_more_than_the_blob_is_refused() {
+    let env = Env::new();
+    let reg = Serve::start(&env.path("storage"), &[]);
+    let cut_once = Arc::new(AtomicBool::new(false));
+    let cut = cut_once.clone();
+    // The first chunk's answer is lost, and the upload's state then claims
+    // u64::MAX bytes: an error naming the claim, not an overflow.
+    let proxy = Proxy::start("127.0.0.1:0", reg.addr.clone(), move |head| {
+        if head.starts_with("PATCH ") && !cut.swap(true, Ordering::SeqCst) {
+            Action::ForwardThenCut
+        } else if head.starts_with("GET ") && head.contains("/blobs/uploads/") {
+            Action::Answer(
+                b"HTTP/1.1 204 No Content\r\nRange: 0-18446744073709551615\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Action::Forward
+        }
+    });
+    env.import_busybox("bb", &[]);
+    let image = format!("{}/test/claims:1", proxy.addr);
+    let err = fails(&env, &["push", "--chunk-size", "65536", "bb", &image]);
+    assert!(
+        err.contains("the registry claims 18446744073709551615 bytes of a"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_credential_helper_gives_the_credentials() {
     let env = Env::new();
     let htpasswd = alice_htpasswd(&env.path(""));
