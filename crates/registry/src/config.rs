@@ -65,6 +65,11 @@ fn default_addr() -> String {
     "127.0.0.1:5000".into()
 }
 
+/// The longest duration a `*_secs` setting takes: ten years. Larger values
+/// would overflow the deadlines computed from them (checked by
+/// [`Config::load`]).
+pub const MAX_SECONDS: u64 = 10 * 365 * 86_400;
+
 /// Where content lives.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,10 +278,54 @@ impl Config {
         } else {
             serde_yaml::from_str(&text).map_err(|e| e.to_string())
         };
-        parsed.map_err(|message| ConfigError::Parse {
+        let config: Config = parsed.map_err(|message| ConfigError::Parse {
             path: path.display().to_string(),
             message,
-        })
+        })?;
+        config
+            .check_durations()
+            .map_err(|message| ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Refuses a `*_secs` setting above [`MAX_SECONDS`], naming it.
+    fn check_durations(&self) -> Result<(), String> {
+        let mut settings = vec![
+            ("gc.interval_secs", self.gc.interval_secs),
+            ("gc.grace_secs", self.gc.grace_secs),
+            ("gc.upload_grace_secs", self.gc.upload_grace_secs),
+            (
+                "limits.upload_idle_timeout_secs",
+                self.limits.upload_idle_timeout_secs,
+            ),
+            (
+                "limits.header_timeout_secs",
+                self.limits.header_timeout_secs,
+            ),
+            (
+                "limits.body_idle_timeout_secs",
+                self.limits.body_idle_timeout_secs,
+            ),
+            (
+                "limits.request_timeout_secs",
+                self.limits.request_timeout_secs,
+            ),
+        ];
+        if let Some(token) = &self.auth.token {
+            settings.push(("auth.token.expiry_secs", token.expiry_secs));
+        }
+        if let Some(s3) = &self.storage.s3 {
+            settings.push(("storage.s3.timeout_secs", s3.timeout_secs));
+        }
+        match settings.into_iter().find(|(_, secs)| *secs > MAX_SECONDS) {
+            Some((name, secs)) => Err(format!(
+                "{name} is {secs} seconds, more than ten years ({MAX_SECONDS}): give a smaller number"
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -329,5 +378,32 @@ mod tests {
         std::fs::write(&y, "bogus: 1\n").unwrap();
         let e = Config::load(&y).unwrap_err().to_string();
         assert!(e.contains("bogus") && e.contains("c.yml"), "{e}");
+    }
+
+    #[test]
+    fn a_duration_beyond_ten_years_is_refused_with_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("c.yml");
+        for section in [
+            "gc:\n  interval_secs",
+            "gc:\n  grace_secs",
+            "gc:\n  upload_grace_secs",
+            "limits:\n  upload_idle_timeout_secs",
+            "limits:\n  header_timeout_secs",
+            "limits:\n  body_idle_timeout_secs",
+            "limits:\n  request_timeout_secs",
+            "auth:\n  token:\n    expiry_secs",
+            "storage:\n  s3:\n    endpoint: http://127.0.0.1:1\n    bucket: b\n    access_key_id: a\n    secret_access_key: s\n    timeout_secs",
+        ] {
+            std::fs::write(&y, format!("{section}: 18446744073709551615\n")).unwrap();
+            let err = Config::load(&y).unwrap_err().to_string();
+            let field = section.rsplit(' ').next().unwrap();
+            assert!(
+                err.contains("more than ten years") && err.contains(&format!(".{field} is ")),
+                "{section}: {err}"
+            );
+            std::fs::write(&y, format!("{section}: {MAX_SECONDS}\n")).unwrap();
+            Config::load(&y).unwrap_or_else(|e| panic!("{section}: {e}"));
+        }
     }
 }
