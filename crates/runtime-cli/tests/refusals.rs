@@ -1,6 +1,7 @@
 //! What the runtime refuses because it would reach the host: sysctls outside
-//! the namespaces the container owns, and user or group ids the kernel would
-//! read as "unchanged" (so the process would stay root). Each test shows the
+//! the namespaces the container owns, user or group ids the kernel would
+//! read as "unchanged" (so the process would stay root), and device numbers
+//! that would wrap to another device. Each test shows the
 //! refusal names the field and that nothing changed on the host.
 //!
 //! History: before these checks a spec's `kernel.printk_ratelimit_burst`
@@ -150,6 +151,42 @@ fn ids_the_kernel_reads_as_unchanged_are_refused_in_the_spec() {
     let mut spec = default_spec(&[]);
     spec["process"]["user"] = json!({"uid": 2147483647u32, "gid": 2147483647u32});
     assert_eq!(rt.sh(spec, "id -u; id -g"), "2147483647\n2147483647\n");
+}
+
+#[test]
+fn device_numbers_beyond_the_kernels_range_are_refused() {
+    let rt = Rt::new();
+    // 4294967297:1 would wrap to 1:1, /dev/mem, in mknod's 32-bit number.
+    let devices = [
+        (
+            json!({"major": 4294967297u64, "minor": 1}),
+            "linux.devices[0].major",
+        ),
+        (json!({"major": 4096, "minor": 0}), "linux.devices[0].major"),
+        (json!({"major": -1, "minor": 3}), "linux.devices[0].major"),
+        (
+            json!({"major": 1, "minor": 1048576}),
+            "linux.devices[0].minor",
+        ),
+    ];
+    for (numbers, field) in devices {
+        let mut spec = default_spec(&[]);
+        let mut device = json!({"path": "/dev/x", "type": "c"});
+        device["major"] = numbers["major"].clone();
+        device["minor"] = numbers["minor"].clone();
+        spec["linux"]["devices"] = json!([device]);
+        let err = refused(&rt, spec);
+        assert!(
+            err.contains(field) && err.contains("out of range"),
+            "{numbers}: the error should name {field}: {err}"
+        );
+    }
+    // The top of the range is made as given.
+    let mut spec = default_spec(&[]);
+    spec["linux"]["devices"] =
+        json!([{"path": "/dev/x", "type": "c", "major": 4095, "minor": 1048575}]);
+    let out = rt.sh(spec, "stat -c '%t %T' /dev/x");
+    assert_eq!(out, "fff fffff\n");
 }
 
 #[test]

@@ -170,6 +170,11 @@ pub fn validate_process(process: &Process, path: &Path, field: &str) -> Result<(
     Ok(())
 }
 
+/// The largest device major number the kernel encodes (12 bits).
+const DEV_MAJOR_MAX: i64 = (1 << 12) - 1;
+/// The largest device minor number the kernel encodes (20 bits).
+const DEV_MINOR_MAX: i64 = (1 << 20) - 1;
+
 /// Checks a parsed spec: the things runc refuses before it starts anything.
 pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
     let root = spec.root().as_ref().ok_or_else(|| {
@@ -313,6 +318,22 @@ pub fn validate(spec: &Spec, bundle: &Path, path: &Path) -> Result<()> {
                     d.path()
                 ),
             ));
+        }
+        // mknod takes a 32-bit device number: beyond 12 bits of major and 20
+        // of minor a number would wrap to another device (4294967297:1 is
+        // /dev/mem's 1:1).
+        for (name, number, max) in [
+            ("major", d.major(), DEV_MAJOR_MAX),
+            ("minor", d.minor(), DEV_MINOR_MAX),
+        ] {
+            if !(0..=max).contains(&number) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "field `linux.devices[{i}].{name}`: {number} is out of range (0 to {max})"
+                    ),
+                ));
+            }
         }
     }
     Ok(())
