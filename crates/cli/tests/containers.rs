@@ -145,6 +145,18 @@ fn stop_kills_a_process_that_ignores_sigterm_after_the_timeout() {
 }
 
 #[test]
+fn stop_with_a_timeout_too_long_for_a_clock_waits_without_a_deadline() {
+    let env = setup();
+    let _c = Containers(&env);
+    let script = "trap 'exit 7' TERM; while true; do sleep 0.1; done";
+    env.ok(&["run", "-d", "--name", "patient", "bb", "sh", "-c", script]);
+    env.ok(&["stop", "-t", "18446744073709551615", "patient"]);
+    assert_eq!(inspect(&env, "patient")["State"]["ExitCode"], 7);
+    env.ok(&["rm", "patient"]);
+    env.assert_no_containers_left();
+}
+
+#[test]
 fn logs_follow_new_lines_and_exec_runs_in_the_container() {
     let env = setup();
     let _c = Containers(&env);

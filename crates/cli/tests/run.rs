@@ -255,6 +255,16 @@ fn sigterm_to_berth_stops_the_container() {
         &["--stop-timeout", "1"],
     );
     assert_eq!(code, Some(137));
+    // A timeout past what a clock holds means no deadline, not a panic.
+    let code = env.run_then_signal(
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 43' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+        &["--stop-timeout", "18446744073709551615"],
+    );
+    assert_eq!(code, Some(43));
     env.assert_no_containers_left();
 }
 

@@ -109,11 +109,14 @@ impl Engine {
         if !path.exists() {
             return Ok(true);
         }
-        let Some(timeout) = timeout else {
+        // No timeout, or one past what an Instant holds (`stop -t
+        // 18446744073709551615`): wait for as long as it takes.
+        let Some((timeout, deadline)) =
+            timeout.and_then(|t| Some((t, Instant::now().checked_add(t)?)))
+        else {
             FileLock::acquire(&path, LockMode::Shared)?;
             return Ok(true);
         };
-        let deadline = Instant::now() + timeout;
         // The monitor's exit wakes this wait through a pidfd; the lock is
         // looked at again after it (a new monitor may have the lock).
         if let Some(pidfd) = self.monitor_pidfd(id) {

@@ -153,7 +153,8 @@ impl Foreground {
                             let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
                             if matches!(sig, Signal::SIGINT | Signal::SIGTERM) && kill_at.is_none()
                             {
-                                kill_at = stop_timeout.map(|t| Instant::now() + t);
+                                // A timeout past what an Instant holds never kills.
+                                kill_at = stop_timeout.and_then(|t| Instant::now().checked_add(t));
                             }
                         }
                     }
