@@ -349,3 +349,25 @@ fn hook_timeout_kills_the_hook_and_fails_create() {
     assert!(!alive(pid), "hook {pid} still running after its timeout");
     assert!(rt.try_state(&id).is_none());
 }
+
+#[test]
+fn a_hook_timeout_past_what_a_clock_holds_means_no_deadline() {
+    let rt = Rt::new();
+    let dir = rt.scratch.path().to_path_buf();
+    let hook = dir.join("quick.sh");
+    script(&hook, &format!("touch {}", dir.join("ran").display()));
+    let bundle = bundle_with(
+        &rt,
+        &["true"],
+        json!({ "createRuntime": [{"path": hook, "timeout": i64::MAX}] }),
+    );
+    let id = berth_testutil::unique_id("hooks-long");
+    let out = rt.create(&id, bundle.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("ran").exists(), "the hook did not run");
+    rt.ok(&["delete", "-f", &id]);
+}

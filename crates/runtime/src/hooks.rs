@@ -267,7 +267,9 @@ fn run_one(stage: HookStage, hook: &Hook, state_json: &[u8]) -> Result<(), HookE
         }
     };
 
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
+    // A timeout past what a clock holds (i64::MAX seconds) has no deadline.
+    let deadline =
+        timeout.and_then(|t| Instant::now().checked_add(Duration::from_secs(t.unsigned_abs())));
     let outcome = pump(&mut child, state_json, deadline);
     let (stderr, timed_out) = match outcome {
         Ok(v) => v,
