@@ -641,7 +641,11 @@ fn parse_bytes(flag: &str, v: &str) -> Result<i64> {
     let n: i64 = num
         .parse()
         .with_context(|| format!("{flag} {v:?}: not a size (use bytes or a k/m/g suffix)"))?;
-    Ok(if n < 0 { n } else { n * mult })
+    if n < 0 {
+        return Ok(n);
+    }
+    n.checked_mul(mult)
+        .with_context(|| format!("{flag} {v:?}: more bytes than fit in 63 bits"))
 }
 
 fn update(rt: &Runtime, a: UpdateArgs) -> Result<()> {
@@ -703,7 +707,7 @@ fn parse_interval(v: &str) -> Result<std::time::Duration> {
     Ok(match unit {
         "ms" => std::time::Duration::from_millis(n),
         "s" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_secs(n * 60),
+        "m" => std::time::Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
         _ => return Err(bad()),
     })
 }
@@ -721,24 +725,28 @@ fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> {
         Ok(())
     };
     let mut oom_kills = c.oom_kills()?;
-    let mut next_stats = std::time::Instant::now();
+    let mut next_stats = Some(std::time::Instant::now());
     loop {
         let now = std::time::Instant::now();
-        if now >= next_stats {
+        if next_stats.is_some_and(|t| now >= t) {
             let stats = c.stats()?;
             print(serde_json::json!({"type": "stats", "id": id, "data": stats}))?;
             if once {
                 return Ok(());
             }
-            next_stats = now + every;
+            // An interval past what a clock holds: stats once, then OOM events.
+            next_stats = now.checked_add(every);
         }
         let kills = c.oom_kills()?;
         if kills > oom_kills {
             print(serde_json::json!({"type": "oom", "id": id}))?;
         }
         oom_kills = kills;
-        let wait = next_stats.saturating_duration_since(std::time::Instant::now());
-        std::thread::sleep(wait.min(std::time::Duration::from_millis(100)));
+        let tick = std::time::Duration::from_millis(100);
+        let wait = next_stats.map_or(tick, |t| {
+            t.saturating_duration_since(std::time::Instant::now())
+        });
+        std::thread::sleep(wait.min(tick));
     }
 }
 
@@ -777,6 +785,15 @@ mod tests {
             std::time::Duration::from_secs(5)
         );
         assert!(parse_interval("soon").is_err());
+        // Too large for the arithmetic: an error naming the value, no overflow.
+        assert!(parse_interval("18446744073709551615m")
+            .unwrap_err()
+            .to_string()
+            .contains("18446744073709551615m"));
+        assert!(parse_bytes("--memory", "9223372036854775807g")
+            .unwrap_err()
+            .to_string()
+            .contains("63 bits"));
     }
 
     #[test]

@@ -537,6 +537,29 @@ fn update_changes_limits_and_events_reports_stats() {
     assert_eq!(ev["type"], "stats");
     assert_eq!(ev["id"], id.as_str());
     assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
+    // An interval past what a clock holds: the stats once, then it keeps
+    // watching for OOM kills (no overflow).
+    let mut events = rt
+        .command(&["events", "--interval", "18446744073709551615s", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn events");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(events.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains(r#""type":"stats""#), "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        events.try_wait().unwrap().is_none(),
+        "events stopped: {:?}",
+        events.wait_with_output()
+    );
+    events.kill().unwrap();
+    events.wait().unwrap();
     rt.ok(&["delete", "--force", &id]);
 }
 
