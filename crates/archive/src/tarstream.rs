@@ -76,7 +76,8 @@ fn parse_time(v: &[u8]) -> Option<(i64, i64)> {
         nanos += d * 10i64.pow(8 - i as u32);
     }
     if secs < 0 && nanos > 0 {
-        return Some((secs - 1, 1_000_000_000 - nanos));
+        // i64::MIN with a fraction has no second before it: malformed.
+        return Some((secs.checked_sub(1)?, 1_000_000_000 - nanos));
     }
     Some((secs, nanos))
 }
@@ -163,7 +164,14 @@ impl<R: BufRead> TarStream<R> {
         entry: &str,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), ApplyError>,
     ) -> Result<(), ApplyError> {
-        let mut left = size.div_ceil(512) * 512;
+        // Within 511 bytes of u64::MAX a size has no padded length; wrapping
+        // it would read the data as headers, where other readers refuse.
+        let mut left = size.div_ceil(512).checked_mul(512).ok_or_else(|| {
+            malformed(
+                self.offset,
+                format!("entry {entry:?}: size {size} is beyond any archive"),
+            )
+        })?;
         let mut data_left = size;
         while left > 0 {
             let buf = match self.inner.fill_buf() {
@@ -420,5 +428,7 @@ mod tests {
         assert_eq!(parse_time(b"12.5"), Some((12, 500_000_000)));
         assert_eq!(parse_time(b"7"), Some((7, 0)));
         assert_eq!(parse_time(b"x"), None);
+        assert_eq!(parse_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_time(b"-9223372036854775808.5"), None);
     }
 }

@@ -718,6 +718,19 @@ fn hostile_pax_size_desync_is_refused() {
 }
 
 #[test]
+fn hostile_sizes_at_the_top_of_u64_are_refused() {
+    let sb = Sandbox::new();
+    // In the header (base-256) and in a PAX record beside a zeroed header.
+    let mut t = Tar::new();
+    t.raw(b"huge", b'0', b"", b"", 0o644, Some(u64::MAX));
+    assert_refused(&sb, &t.finish(), "huge", "size");
+    let mut t = Tar::new();
+    t.pax(&[("size", b"18446744073709551615")]);
+    t.raw(b"paxhuge", b'0', b"", b"", 0o644, Some(0));
+    assert_refused(&sb, &t.finish(), "paxhuge", "size");
+}
+
+#[test]
 fn hostile_data_on_a_symlink_is_refused() {
     let sb = Sandbox::new();
     let mut t = Tar::new();
