@@ -993,6 +993,39 @@ fn an_upload_state_claiming_more_than_the_blob_is_refused() {
 }
 
 #[test]
+fn a_config_claiming_gigabytes_is_refused_before_it_is_fetched() {
+    let env = Env::new();
+    let reg = Serve::start(&env.path("storage"), &[]);
+    let zero = format!("sha256:{}", "0".repeat(64));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": zero, "size": 10u64 << 30},
+        "layers": [],
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{manifest}",
+        manifest.len()
+    );
+    let proxy = Proxy::start("127.0.0.1:0", reg.addr.clone(), move |head| {
+        if head.contains("/manifests/") {
+            Action::Answer(answer.clone().into_bytes())
+        } else {
+            Action::Forward
+        }
+    });
+    let err = fails(&env, &["pull", &format!("{}/test/big:1", proxy.addr)]);
+    assert!(err.contains("claims 10737418240 bytes"), "{err}");
+    assert!(
+        !proxy.heads().iter().any(|h| h.contains("/blobs/")),
+        "the config was asked for: {:?}",
+        proxy.heads()
+    );
+}
+
+#[test]
 fn a_credential_helper_gives_the_credentials() {
     let env = Env::new();
     let htpasswd = alice_htpasswd(&env.path(""));

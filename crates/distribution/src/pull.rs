@@ -202,9 +202,21 @@ pub async fn pull_from(
         }
     }
 
+    let config_desc = manifest.config().clone();
+    // Refused before a byte is fetched: a config is read whole into memory.
+    if config_desc.size() > media::MAX_JSON {
+        return Err(Error::invalid(
+            &what,
+            format!(
+                "its config {} claims {} bytes, more than the {} a config may have",
+                config_desc.digest(),
+                config_desc.size(),
+                media::MAX_JSON
+            ),
+        ));
+    }
     let store = images.content().clone();
     let arrivals = Arc::new(Arrivals::new(store.clone()));
-    let config_desc = manifest.config().clone();
     let fetch = Fetch {
         registry,
         store: &store,
