@@ -897,6 +897,17 @@ fn mutated_archives_never_panic_or_escape() {
                 _ => next() as u8,
             };
         }
+        if round % 7 == 3 {
+            // A numeric field at the top of its range (base-256): the size
+            // of u64::MAX once overflowed the padded length.
+            let h = headers[(next() as usize) % headers.len()];
+            let (field, len) = [(124, 12), (136, 12), (108, 8), (116, 8)][(next() % 4) as usize];
+            bad[h + field] = 0x80;
+            let top = &mut bad[h + field + 1..h + field + len];
+            let zeros = top.len().saturating_sub(8);
+            top[..zeros].fill(0);
+            top[zeros..].fill(0xff);
+        }
         for &h in &headers {
             let mut hdr = tar::Header::new_old();
             hdr.as_mut_bytes().copy_from_slice(&bad[h..h + 512]);
