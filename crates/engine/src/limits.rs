@@ -254,6 +254,12 @@ pub fn parse_oom_score_adj(what: &str, text: &str) -> Result<i32> {
     }
 }
 
+/// Memory plus swap when only `--memory` is given: twice the limit, as
+/// podman; twice a limit past i64::MAX / 2 is no limit (-1).
+fn default_swap(memory: i64) -> i64 {
+    memory.checked_mul(2).unwrap_or(-1)
+}
+
 /// Whether this host limits swap in memory cgroups (cgroup v1
 /// `memory.memsw.*`, which needs swapaccount=1; cgroup v2 `memory.swap.max`).
 fn host_accounts_swap() -> bool {
@@ -318,7 +324,7 @@ impl Limits {
             resources["memory"]["limit"] = json!(m);
             let swap = match self.memory_swap {
                 Some(s) if s != 0 => Some(s),
-                _ if host_accounts_swap() => Some(2 * m),
+                _ if host_accounts_swap() => Some(default_swap(m)),
                 _ => None,
             };
             if let Some(s) = swap {
@@ -460,6 +466,11 @@ mod tests {
             let err = l.validate().unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
+        // Without --memory-swap: twice the limit, and twice a limit past
+        // i64::MAX / 2 is unlimited rather than an overflow.
+        assert_eq!(default_swap(64 << 20), 128 << 20);
+        let huge = parse_size("--memory", "5000p").unwrap() as i64;
+        assert_eq!(default_swap(huge), -1);
     }
 
     #[test]
