@@ -916,20 +916,28 @@ fn a_redirect_to_another_host_drops_the_authorization_header() {
     );
 }
 
+/// A proxy in front of `upstream` that forwards the first PATCH but drops
+/// its answer; `other` answers the rest (`None`: forward).
+fn losing_the_first_patch_answer(
+    upstream: &str,
+    other: impl Fn(&str) -> Option<Action> + Send + 'static,
+) -> Proxy {
+    let cut = AtomicBool::new(false);
+    Proxy::start("127.0.0.1:0", upstream.to_string(), move |head| {
+        if head.starts_with("PATCH ") && !cut.swap(true, Ordering::SeqCst) {
+            Action::ForwardThenCut
+        } else {
+            other(head).unwrap_or(Action::Forward)
+        }
+    })
+}
+
 #[test]
 fn a_chunked_push_resumes_where_the_registry_says() {
     let env = Env::new();
     let reg = Serve::start(&env.path("storage"), &[]);
-    let cut_once = Arc::new(AtomicBool::new(false));
-    let cut = cut_once.clone();
     // The registry receives the first chunk, but its answer is lost.
-    let proxy = Proxy::start("127.0.0.1:0", reg.addr.clone(), move |head| {
-        if head.starts_with("PATCH ") && !cut.swap(true, Ordering::SeqCst) {
-            Action::ForwardThenCut
-        } else {
-            Action::Forward
-        }
-    });
+    let proxy = losing_the_first_patch_answer(&reg.addr, |_| None);
     env.import_busybox("bb", &[]);
     let image = format!("{}/test/chunked:1", proxy.addr);
     env.ok(&["push", "--chunk-size", "65536", "bb", &image]);
@@ -967,21 +975,15 @@ fn a_chunked_push_resumes_where_the_registry_says() {
 fn an_upload_state_claiming_more_than_the_blob_is_refused() {
     let env = Env::new();
     let reg = Serve::start(&env.path("storage"), &[]);
-    let cut_once = Arc::new(AtomicBool::new(false));
-    let cut = cut_once.clone();
     // The first chunk's answer is lost, and the upload's state then claims
     // u64::MAX bytes: an error naming the claim, not an overflow.
-    let proxy = Proxy::start("127.0.0.1:0", reg.addr.clone(), move |head| {
-        if head.starts_with("PATCH ") && !cut.swap(true, Ordering::SeqCst) {
-            Action::ForwardThenCut
-        } else if head.starts_with("GET ") && head.contains("/blobs/uploads/") {
+    let proxy = losing_the_first_patch_answer(&reg.addr, |head| {
+        (head.starts_with("GET ") && head.contains("/blobs/uploads/")).then(|| {
             Action::Answer(
                 b"HTTP/1.1 204 No Content\r\nRange: 0-18446744073709551615\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     .to_vec(),
             )
-        } else {
-            Action::Forward
-        }
+        })
     });
     env.import_busybox("bb", &[]);
     let image = format!("{}/test/claims:1", proxy.addr);
