@@ -86,7 +86,24 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 /// Longest option string `mount(2)` accepts (one page, with its NUL).
 const PAGE_LIMIT: usize = 4095;
 
+/// Most lower layers one overlay mount stacks (the kernel's OVL_MAX_STACK).
+const MAX_LOWERS: usize = 500;
+
 fn mount_overlay(options: &[String], target: &Path) -> Result<(), SnapshotError> {
+    let lowers = options
+        .iter()
+        .filter_map(|o| o.strip_prefix("lowerdir="))
+        .map(|v| v.split(':').count())
+        .sum::<usize>();
+    if lowers > MAX_LOWERS {
+        return Err(err(
+            target,
+            "overlay mount",
+            format!(
+                "{lowers} layers, and overlayfs stacks at most {MAX_LOWERS}: rebuild the image with fewer layers"
+            ),
+        ));
+    }
     let data = options.join(",");
     if data.len() <= PAGE_LIMIT {
         return mount(

@@ -168,6 +168,37 @@ fn commit(s: &Snapshotter, name: &str, parent: Option<&str>, durability: Durabil
     s.commit_with(name, &key, durability).unwrap();
 }
 
+#[test]
+fn layers_beyond_a_page_of_options_mount_and_beyond_overlays_limit_are_named() {
+    let (tmp, s) = store(Driver::Overlay);
+    let mut parent: Option<String> = None;
+    for i in 0..501 {
+        let name = format!("layer-{i:03}");
+        commit(&s, &name, parent.as_deref(), Durability::Volatile);
+        parent = Some(name);
+    }
+    // 120 lowers are ~10 KB of options, more than mount(2) takes in one
+    // page: each lower goes to the new mount API on its own.
+    s.prepare("c120", Some("layer-119")).unwrap();
+    let mnt = tmp.path().join("mnt");
+    {
+        let _m = Mounted::new(&s, "c120", &mnt);
+        for seen in ["layer-000", "layer-059", "layer-119"] {
+            assert_eq!(fs::read_to_string(mnt.join(seen)).unwrap(), seen);
+        }
+    }
+    // 501 lowers: more than overlayfs stacks, said as such.
+    s.prepare("c501", parent.as_deref()).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    let err = mount_all(&s.mounts("c501").unwrap(), &mnt)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("501 layers") && err.contains("at most 500"),
+        "{err}"
+    );
+}
+
 fn names(s: &Snapshotter) -> Vec<String> {
     let mut names = Vec::new();
     s.walk(|i| names.push(i.name.clone())).unwrap();
