@@ -364,6 +364,19 @@ impl Networks {
         if !ports.is_empty() && id.len() < 12 {
             return Err(Error::invalid(format!("container id {id:?}"), "too short"));
         }
+        // Two of its own mappings on one host port: portmap would install
+        // both and the first would silently win.
+        for (i, p) in ports.iter().enumerate() {
+            if let Some(q) = ports[..i].iter().find(|q| p.clashes(q)) {
+                return Err(Error::invalid(
+                    format!("-p {}", p.host_port),
+                    format!(
+                        "host port {} is published twice (to container ports {} and {}): give each mapping its own host port",
+                        p.host_port, q.container_port, p.container_port
+                    ),
+                ));
+            }
+        }
         for other in self.attachments()? {
             if other.container_id == id {
                 continue;
@@ -625,6 +638,31 @@ mod tests {
         assert_eq!(describe("n1", &list, "/x/n1.conflist".into()).unwrap(), net);
         assert!(valid_name("web_net-1.a") && !valid_name("a/b") && !valid_name("-a"));
         assert!(!valid_bridge("a-very-long-bridge") && !valid_bridge(".."));
+    }
+
+    #[test]
+    fn one_container_cannot_publish_a_host_port_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let nets = Networks::open(dir.path());
+        let mut ports = crate::ports::parse_publish("8000-8002:80-82").unwrap();
+        ports.extend(crate::ports::parse_publish("127.0.0.1:8001:90").unwrap());
+        let err = nets
+            .attach("n1", "0123456789abcdef", Path::new("/x"), &ports)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("host port 8001 is published twice"),
+            "{err}"
+        );
+        // Another protocol or two distinct addresses are not the same port.
+        let mut ok = crate::ports::parse_publish("8001:80").unwrap();
+        ok.extend(crate::ports::parse_publish("8001:80/udp").unwrap());
+        ok.extend(crate::ports::parse_publish("127.0.0.1:8002:80").unwrap());
+        ok.extend(crate::ports::parse_publish("127.0.0.2:8002:80").unwrap());
+        let err = nets
+            .attach("n1", "0123456789abcdef", Path::new("/x"), &ok)
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err}");
     }
 
     #[test]
