@@ -29,7 +29,8 @@ impl Range {
 }
 
 /// The ranges of `file` that belong to the user named `user` or with uid
-/// `uid`, in file order. A missing file has none.
+/// `uid`, in file order, each id once (a line's ids that an earlier line
+/// gave are left out). A missing file has none.
 pub fn ranges(file: &Path, user: &str, uid: u32) -> Result<Vec<Range>, Error> {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -72,9 +73,33 @@ fn parse(text: &str, file: &Path, user: &str, uid: u32) -> Result<Vec<Range>, Er
                 "the range is empty or runs past the last id 4294967294",
             ));
         }
-        out.push(Range { start, count });
+        add_new_ids(&mut out, Range { start, count });
     }
     Ok(out)
+}
+
+/// Appends the ids of `range` that `ranges` lacks (none, the whole range,
+/// or the pieces around what it shares with them): a user's lines may
+/// overlap (one by name, one by uid), and a map of one host id twice is
+/// one the kernel refuses.
+fn add_new_ids(ranges: &mut Vec<Range>, range: Range) {
+    let mut pieces = vec![(
+        u64::from(range.start),
+        u64::from(range.start) + u64::from(range.count),
+    )];
+    for r in ranges.iter() {
+        let (a, b) = (u64::from(r.start), u64::from(r.start) + u64::from(r.count));
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(s, e)| [(s, e.min(a)), (s.max(b), e)])
+            .filter(|(s, e)| s < e)
+            .collect();
+    }
+    // The pieces lie inside `range`: they fit in u32.
+    ranges.extend(pieces.into_iter().map(|(s, e)| Range {
+        start: s as u32,
+        count: (e - s) as u32,
+    }));
 }
 
 #[cfg(test)]
@@ -102,6 +127,24 @@ mod tests {
         assert!(r[0].covers(100000, 65536));
         assert!(!r[0].covers(100000, 65537));
         assert!(!r[0].covers(99999, 1));
+    }
+
+    #[test]
+    fn overlapping_lines_of_the_user_give_each_id_once() {
+        let r = |start, count| Range { start, count };
+        let text = "alice:100000:65536\n1000:100000:65536\n\
+                    alice:160000:10000\nalice:90000:200000\nalice:4294967290:5\n";
+        let ranges = parse(text, Path::new("/etc/subuid"), "alice", 1000).unwrap();
+        assert_eq!(
+            ranges,
+            [
+                r(100000, 65536),
+                r(165536, 4464),
+                r(90000, 10000),
+                r(170000, 120000),
+                r(4294967290, 5)
+            ]
+        );
     }
 
     #[test]
