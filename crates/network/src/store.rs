@@ -450,8 +450,9 @@ impl Networks {
 /// ([`crate::rules`]), not the bridge plugin's `ipMasq` or the firewall
 /// plugin's, which cost iptables runs on every attach and detach.
 fn conflist(net: &Network, ipam: &Path) -> Value {
-    let mut range = json!({"subnet": net.subnet.to_string(), "gateway": net.gateway.to_string()});
-    range["rangeStart"] = json!(net.subnet.host(2).to_string());
+    // No rangeStart: host-local hands out every host address but the
+    // gateway's (wherever the gateway is), from the first.
+    let range = json!({"subnet": net.subnet.to_string(), "gateway": net.gateway.to_string()});
     let mut ipam = json!({"type": "host-local", "ranges": [[range]], "dataDir": ipam});
     if !net.internal {
         ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);

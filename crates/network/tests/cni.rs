@@ -60,3 +60,28 @@ fn add_check_del_with_the_real_plugins() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn every_host_address_but_the_gateway_is_handed_out() {
+    require_root_and_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let nets = Networks::open(dir.path().join("networks"));
+    // A /30 has two host addresses: the gateway is the second.
+    let opts = CreateOptions {
+        subnet: Some("10.231.77.0/30".parse().unwrap()),
+        gateway: Some("10.231.77.2".parse().unwrap()),
+        ..CreateOptions::default()
+    };
+    let net = nets.create("gw2", &opts).unwrap();
+    let ns = dir.path().join("ns");
+    netns::create(&ns, || Ok(())).unwrap();
+    let id = "fedcba9876543210fedcba9876543210";
+    let attached = nets.attach("gw2", id, &ns, &[]);
+    let _ = nets.detach(id);
+    netns::remove(&ns).unwrap();
+    nets.remove("gw2").unwrap();
+    assert!(!netns::link_exists(&net.bridge));
+    let (ip, gw) = attached.unwrap().ipv4().expect("an address");
+    assert_eq!(ip.to_string(), "10.231.77.1");
+    assert_eq!(gw.map(|g| g.to_string()).as_deref(), Some("10.231.77.2"));
+}
