@@ -25,11 +25,13 @@ pub struct PortMapping {
 
 impl PortMapping {
     /// Whether this mapping and `other` want the same host port (same
-    /// protocol, and the same address or one of them on all addresses).
+    /// protocol, and the same address or one of them on all addresses:
+    /// none given, or 0.0.0.0, which portmap takes as none).
     pub fn clashes(&self, other: &PortMapping) -> bool {
+        let all = |ip: Option<Ipv4Addr>| ip.is_none_or(|ip| ip.is_unspecified());
         self.host_port == other.host_port
             && self.protocol == other.protocol
-            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+            && (all(self.host_ip) || all(other.host_ip) || self.host_ip == other.host_ip)
     }
 }
 
@@ -111,6 +113,18 @@ fn range(text: &str) -> std::result::Result<std::ops::RangeInclusive<u16>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_on_0_0_0_0_clashes_with_one_on_any_address() {
+        let one = |spec: &str| parse_publish(spec).unwrap()[0];
+        let all = one("0.0.0.0:8080:80");
+        assert!(all.clashes(&one("127.0.0.1:8080:81")));
+        assert!(one("127.0.0.1:8080:81").clashes(&all));
+        assert!(all.clashes(&one("8080:82")));
+        assert!(!all.clashes(&one("127.0.0.1:8081:80")));
+        assert!(!all.clashes(&one("127.0.0.1:8080:80/udp")));
+        assert!(!one("127.0.0.1:8080:80").clashes(&one("127.0.0.2:8080:80")));
+    }
 
     #[test]
     fn ports_and_ranges_parse_as_podmans() {
