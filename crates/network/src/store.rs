@@ -37,6 +37,10 @@ pub const DEFAULT_NETWORK: &str = "berth";
 /// subnet (`<bridge>` files naming their conflist), host-wide.
 pub const RESERVATIONS: &str = "/run/berth/bridges";
 
+/// What `--network` takes as a mode, not as a network's name (podman
+/// refuses them as names too).
+pub const MODE_NAMES: [&str; 3] = ["bridge", "none", "host"];
+
 /// The interface name a container gets in its namespace.
 pub const IFNAME: &str = "eth0";
 
@@ -227,6 +231,12 @@ impl Networks {
     /// any data root on this host, reserves them and writes its conflist.
     pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<Network> {
         Self::check_name(name)?;
+        if MODE_NAMES.contains(&name) {
+            return Err(Error::invalid(
+                format!("network name {name:?}"),
+                format!("--network {name} means another network mode: choose another name"),
+            ));
+        }
         if let Some(b) = &opts.bridge {
             if !valid_bridge(b) {
                 return Err(Error::invalid(
@@ -639,6 +649,20 @@ mod tests {
         assert_eq!(describe("n1", &list, "/x/n1.conflist".into()).unwrap(), net);
         assert!(valid_name("web_net-1.a") && !valid_name("a/b") && !valid_name("-a"));
         assert!(!valid_bridge("a-very-long-bridge") && !valid_bridge(".."));
+    }
+
+    #[test]
+    fn a_network_cannot_take_the_name_of_a_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let nets = Networks::open(dir.path());
+        for name in MODE_NAMES {
+            let err = nets.create(name, &CreateOptions::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("means another network mode"),
+                "{name}: {err}"
+            );
+            assert!(!dir.path().join(format!("{name}.conflist")).exists());
+        }
     }
 
     #[test]
