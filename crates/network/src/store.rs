@@ -299,16 +299,22 @@ impl Networks {
                 ids: users.join(", "),
             });
         }
-        rules::remove(&net)?;
-        netns::delete_link(&net.bridge)?;
+        let reservation = Path::new(RESERVATIONS).join(&net.bridge);
+        let owner = reserved_by(&reservation);
+        // The bridge and its rules are another data root's now (see
+        // `reserve`): only this network's files go.
+        let theirs = owner.as_ref().is_some_and(|c| !same_file(c, &net.conflist));
+        if !theirs {
+            rules::remove(&net)?;
+            netns::delete_link(&net.bridge)?;
+        }
         let ipam = self.ipam_dir().join(name);
         match std::fs::remove_dir_all(&ipam) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&ipam, e)),
         }
-        let reservation = Path::new(RESERVATIONS).join(&net.bridge);
-        if reserved_by(&reservation).as_deref() == Some(net.conflist.as_path()) {
+        if owner.is_some() && !theirs {
             let _ = std::fs::remove_file(&reservation);
         }
         std::fs::remove_file(&net.conflist).map_err(|e| Error::io(&net.conflist, e))
@@ -510,9 +516,22 @@ fn describe(name: &str, list: &Value, conflist: PathBuf) -> Result<Network> {
 /// emptied /run: [`Networks::attach`] calls it too).
 fn reserve(net: &Network) -> Result<()> {
     let reservation = Path::new(RESERVATIONS).join(&net.bridge);
-    // Ours already, or another live network's (not ours to take over).
-    if reserved_by(&reservation).is_some() {
-        return Ok(());
+    match reserved_by(&reservation) {
+        Some(c) if same_file(&c, &net.conflist) => return Ok(()),
+        // Another data root's network took the bridge while /run had
+        // forgotten ours (a reboot): sharing it would hand out its
+        // addresses twice.
+        Some(other) => {
+            return Err(Error::invalid(
+                format!("network {}", net.name),
+                format!(
+                    "its bridge {} is the bridge of network {} now: remove this network and create it again",
+                    net.bridge,
+                    other.display()
+                ),
+            ))
+        }
+        None => {}
     }
     std::fs::create_dir_all(RESERVATIONS).map_err(|e| Error::io(RESERVATIONS, e))?;
     let note = json!({"conflist": net.conflist, "subnet": net.subnet.to_string()});
@@ -522,6 +541,15 @@ fn reserve(net: &Network) -> Result<()> {
         Durability::Volatile,
     )
     .map_err(|e| Error::io(&reservation, e))
+}
+
+/// Whether paths `a` and `b` name one file (however each is spelt).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// The conflist a reservation file names, when that conflist still

@@ -85,3 +85,52 @@ fn every_host_address_but_the_gateway_is_handed_out() {
     assert_eq!(ip.to_string(), "10.231.77.1");
     assert_eq!(gw.map(|g| g.to_string()).as_deref(), Some("10.231.77.2"));
 }
+
+#[test]
+fn a_network_whose_bridge_another_data_root_took_is_not_attached() {
+    require_root_and_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        Networks::open(dir.path().join("a/networks")),
+        Networks::open(dir.path().join("b/networks")),
+    );
+    let opts = CreateOptions {
+        subnet: Some("10.231.78.0/24".parse().unwrap()),
+        bridge: Some("bthdup0".into()),
+        ..CreateOptions::default()
+    };
+    a.create("one", &opts).unwrap();
+    // A reboot empties /run: data root b, unaware of a's network, takes
+    // the same bridge and subnet.
+    let reservation = Path::new(berth_network::store::RESERVATIONS).join("bthdup0");
+    std::fs::remove_file(&reservation).unwrap();
+    b.create("two", &opts).unwrap();
+    let (ns_a, ns_b) = (dir.path().join("ns-a"), dir.path().join("ns-b"));
+    netns::create(&ns_a, || Ok(())).unwrap();
+    netns::create(&ns_b, || Ok(())).unwrap();
+    let (id_a, id_b) = (
+        "00112233445566778899aabbccddeeff",
+        "ffeeddccbbaa99887766554433221100",
+    );
+    let in_b = b.attach("two", id_b, &ns_b, &[]).map(|_| ());
+    let in_a = a.attach("one", id_a, &ns_a, &[]).map(|_| ());
+    let _ = a.detach(id_a);
+    // Removing a's network leaves b's bridge and reservation alone.
+    let removed = a.remove("one");
+    let bridge_kept = netns::link_exists("bthdup0");
+    let kept = std::fs::read_to_string(&reservation).unwrap_or_default();
+    let _ = b.detach(id_b);
+    netns::remove(&ns_a).unwrap();
+    netns::remove(&ns_b).unwrap();
+    b.remove("two").unwrap();
+    in_b.unwrap();
+    removed.unwrap();
+    let err = in_a.unwrap_err().to_string();
+    assert!(
+        err.contains("bridge bthdup0") && err.contains("two.conflist"),
+        "{err}"
+    );
+    assert!(bridge_kept, "a's rm deleted b's bridge");
+    assert!(kept.contains("two.conflist"), "{kept:?}");
+    assert!(!reservation.exists() && !netns::link_exists("bthdup0"));
+}
