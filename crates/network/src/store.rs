@@ -393,6 +393,10 @@ impl Networks {
                 ));
             }
         }
+        // Held until this container's record (with its ports) is written:
+        // two containers attaching at once must not both find a port free.
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let ports_lock = FileLock::acquire(&self.dir.join(".ports.lock"), LockMode::Exclusive)?;
         for other in self.attachments()? {
             if other.container_id == id {
                 continue;
@@ -423,6 +427,7 @@ impl Networks {
             result: None,
         };
         self.save(&a)?;
+        drop(ports_lock);
         match cni::add(&a.conflist, &a.target()) {
             Ok(result) => {
                 a.result = Some(result);

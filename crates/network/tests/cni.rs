@@ -134,3 +134,47 @@ fn a_network_whose_bridge_another_data_root_took_is_not_attached() {
     assert!(kept.contains("two.conflist"), "{kept:?}");
     assert!(!reservation.exists() && !netns::link_exists("bthdup0"));
 }
+
+#[test]
+fn of_containers_publishing_one_port_at_once_one_gets_it() {
+    require_root_and_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let nets = Networks::open(dir.path().join("networks"));
+    let opts = CreateOptions {
+        subnet: Some("10.231.79.0/24".parse().unwrap()),
+        ..CreateOptions::default()
+    };
+    nets.create("race", &opts).unwrap();
+    let ports = berth_network::parse_publish("127.0.0.1:18431:80").unwrap();
+    let ids: Vec<String> = (0..6)
+        .map(|n| format!("{n:02}{}", "ab".repeat(15)))
+        .collect();
+    for id in &ids {
+        netns::create(&dir.path().join(id), || Ok(())).unwrap();
+    }
+    let start = std::sync::Barrier::new(ids.len());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (nets, start, ports) = (&nets, &start, &ports);
+                let ns = dir.path().join(id);
+                s.spawn(move || {
+                    start.wait();
+                    nets.attach("race", id, &ns, ports).map(|_| ())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for id in &ids {
+        let _ = nets.detach(id);
+        netns::remove(&dir.path().join(id)).unwrap();
+    }
+    nets.remove("race").unwrap();
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(err.to_string().contains("already published"), "{err}");
+    }
+}
