@@ -7,6 +7,32 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
+/// The blocks no network may overlap: addresses a host never gives an
+/// interface of a bridge network (RFC 6890).
+const SPECIAL: [(Subnet, &str); 3] = [
+    (
+        Subnet {
+            addr: Ipv4Addr::new(0, 0, 0, 0),
+            prefix: 8,
+        },
+        "\"this network\"",
+    ),
+    (
+        Subnet {
+            addr: Ipv4Addr::new(127, 0, 0, 0),
+            prefix: 8,
+        },
+        "the loopback addresses",
+    ),
+    (
+        Subnet {
+            addr: Ipv4Addr::new(224, 0, 0, 0),
+            prefix: 3,
+        },
+        "the multicast and reserved addresses",
+    ),
+];
+
 /// An IPv4 network: its address (host bits zero) and prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subnet {
@@ -31,6 +57,12 @@ impl Subnet {
             return Err(Error::invalid(
                 what(),
                 format!("host bits are set: did you mean {base}/{prefix}?"),
+            ));
+        }
+        if let Some((block, kind)) = SPECIAL.iter().find(|(block, _)| net.overlaps(block)) {
+            return Err(Error::invalid(
+                what(),
+                format!("it overlaps {block}, {kind}: no bridge can have such addresses"),
             ));
         }
         Ok(net)
@@ -140,6 +172,24 @@ mod tests {
         assert!("10.89.0.0/31".parse::<Subnet>().is_err());
         assert!("10.89.0.0".parse::<Subnet>().is_err());
         assert!("fd00::/64".parse::<Subnet>().is_err());
+        for special in [
+            "127.0.0.0/8",
+            "127.89.0.0/24",
+            "0.0.0.0/8",
+            "224.0.0.0/24",
+            "239.255.0.0/16",
+            "240.0.0.0/8",
+            "255.255.255.0/24",
+        ] {
+            let err = special.parse::<Subnet>().unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("no bridge can have such addresses"),
+                "{special}: {err}"
+            );
+        }
+        assert!("126.0.0.0/8".parse::<Subnet>().is_ok());
+        assert!("223.255.255.0/24".parse::<Subnet>().is_ok());
         let wide: Subnet = "10.88.0.0/16".parse().unwrap();
         assert!(wide.overlaps(&"10.88.3.0/24".parse().unwrap()));
         assert!(!wide.overlaps(&s));
