@@ -35,6 +35,47 @@ impl PortMapping {
     }
 }
 
+/// Refuses mappings whose host port a socket of the host holds (a
+/// listening TCP socket, a bound UDP one: its traffic would go to the
+/// container instead) or whose host address is not one of the host's.
+/// The port is bound for an instant, as a server would bind it (TCP with
+/// SO_REUSEADDR, so connections closing in TIME_WAIT do not count).
+pub fn check_host_free(ports: &[PortMapping]) -> Result<()> {
+    for p in ports {
+        let addr = (p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), p.host_port);
+        let bound = match p.protocol {
+            Protocol::Tcp => std::net::TcpListener::bind(addr).map(drop),
+            Protocol::Udp => std::net::UdpSocket::bind(addr).map(drop),
+        };
+        let what = || {
+            let ip = p.host_ip.map(|ip| format!("{ip}:")).unwrap_or_default();
+            let proto = match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            format!("-p {ip}{}:{}/{proto}", p.host_port, p.container_port)
+        };
+        match bound {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(Error::invalid(
+                what(),
+                format!(
+                    "host port {} is in use by a process of the host (choose another host port)",
+                    p.host_port
+                ),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                return Err(Error::invalid(
+                    what(),
+                    "the host address is not one of this host's (see `ip addr`)",
+                ))
+            }
+            Err(e) => return Err(Error::io(format!("binding {}:{}", addr.0, addr.1), e)),
+        }
+    }
+    Ok(())
+}
+
 /// A transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

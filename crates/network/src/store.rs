@@ -415,6 +415,7 @@ impl Networks {
                 ));
             }
         }
+        crate::ports::check_host_free(ports)?;
         let net = self.get(name)?;
         reserve(&net)?;
         rules::ensure(&net)?;

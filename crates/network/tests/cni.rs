@@ -178,3 +178,50 @@ fn of_containers_publishing_one_port_at_once_one_gets_it() {
         assert!(err.to_string().contains("already published"), "{err}");
     }
 }
+
+#[test]
+fn a_host_port_a_host_process_holds_or_a_foreign_address_is_refused() {
+    require_root_and_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let nets = Networks::open(dir.path().join("networks"));
+    let opts = CreateOptions {
+        subnet: Some("10.231.80.0/24".parse().unwrap()),
+        ..CreateOptions::default()
+    };
+    nets.create("held", &opts).unwrap();
+    let ns = dir.path().join("ns");
+    netns::create(&ns, || Ok(())).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (t, u) = (
+        tcp.local_addr().unwrap().port(),
+        udp.local_addr().unwrap().port(),
+    );
+    let id = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let specs = [
+        format!("127.0.0.1:{t}:80"),
+        format!("{t}:80"),
+        format!("127.0.0.1:{u}:53/udp"),
+        "192.0.2.77:18432:80".to_string(),
+    ];
+    let results: Vec<_> = specs
+        .iter()
+        .map(|spec| {
+            let ports = berth_network::parse_publish(spec).unwrap();
+            let r = nets.attach("held", id, &ns, &ports).map(|_| ());
+            let _ = nets.detach(id);
+            r
+        })
+        .collect();
+    netns::remove(&ns).unwrap();
+    nets.remove("held").unwrap();
+    for (spec, r) in specs.iter().zip(&results) {
+        let err = r.as_ref().map(|_| ()).unwrap_err().to_string();
+        let why = if spec.starts_with("192.0.2.77") {
+            "not one of this host's"
+        } else {
+            "in use by a process of the host"
+        };
+        assert!(err.contains(why), "-p {spec}: {err}");
+    }
+}
