@@ -57,13 +57,15 @@ pub fn check_host_free(ports: &[PortMapping]) -> Result<()> {
         };
         match bound {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(Error::invalid(
-                what(),
-                format!(
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(Error::invalid(
+                    what(),
+                    format!(
                     "host port {} is in use by a process of the host (choose another host port)",
                     p.host_port
                 ),
-            )),
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
                 return Err(Error::invalid(
                     what(),

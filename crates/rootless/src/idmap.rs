@@ -146,7 +146,7 @@ fn check_delegated(kind: Kind, maps: &[IdMap]) -> Result<(), Error> {
     let user = crate::user_name(nix::unistd::Uid::effective().as_raw());
     for m in maps {
         let mine = m.size == 1 && m.host == own;
-        if mine || ranges.iter().any(|r| r.covers(m.host, m.size)) {
+        if mine || subid::covered(&ranges, m.host, m.size) {
             continue;
         }
         if ranges.is_empty() {

@@ -20,12 +20,21 @@ pub struct Range {
     pub count: u32,
 }
 
-impl Range {
-    /// Whether `host .. host + size` lies inside this range.
-    pub fn covers(&self, host: u32, size: u32) -> bool {
-        host >= self.start
-            && u64::from(host) + u64::from(size) <= u64::from(self.start) + u64::from(self.count)
+/// Whether every id of `host .. host + size` lies in one of `ranges`
+/// (one map may span adjacent ranges, as newuidmap allows).
+pub fn covered(ranges: &[Range], host: u32, size: u32) -> bool {
+    let end = u64::from(host) + u64::from(size);
+    let mut next = u64::from(host);
+    while next < end {
+        let holding = ranges
+            .iter()
+            .find(|r| u64::from(r.start) <= next && next < u64::from(r.start) + u64::from(r.count));
+        match holding {
+            Some(r) => next = u64::from(r.start) + u64::from(r.count),
+            None => return false,
+        }
     }
+    true
 }
 
 /// The ranges of `file` that belong to the user named `user` or with uid
@@ -124,9 +133,9 @@ mod tests {
             ]
         );
         assert!(parse(text, Path::new("x"), "carol", 7).unwrap().is_empty());
-        assert!(r[0].covers(100000, 65536));
-        assert!(!r[0].covers(100000, 65537));
-        assert!(!r[0].covers(99999, 1));
+        assert!(covered(&r, 100000, 65536));
+        assert!(!covered(&r, 100000, 65537));
+        assert!(!covered(&r, 99999, 1));
     }
 
     #[test]
@@ -145,6 +154,20 @@ mod tests {
                 r(4294967290, 5)
             ]
         );
+    }
+
+    #[test]
+    fn a_map_may_span_adjacent_or_overlapping_lines() {
+        let text = "alice:100000:65536\nalice:165536:65536\nalice:300000:10\n\
+                    alice:400000:100\nalice:390000:200000\n";
+        let r = parse(text, Path::new("/etc/subuid"), "alice", 1000).unwrap();
+        assert!(covered(&r, 100000, 131072));
+        assert!(covered(&r, 150000, 20000));
+        assert!(!covered(&r, 100000, 131073));
+        assert!(!covered(&r, 299999, 2));
+        // The last line alone grants this; the one before split it.
+        assert!(covered(&r, 390000, 200000));
+        assert!(!covered(&r, 390000, 200001));
     }
 
     #[test]
