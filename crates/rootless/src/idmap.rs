@@ -233,13 +233,27 @@ pub fn default_maps(kind: Kind) -> Result<Vec<IdMap>, Error> {
             file: kind.sub_file().to_path_buf(),
         });
     }
+    Ok(maps_for(kind.own_id(), &ranges))
+}
+
+/// Root as `own`, container ids 1.. as `ranges` in order; an id given
+/// twice (the user's own within a range) is mapped once: the kernel
+/// refuses a map naming a host id twice.
+fn maps_for(own: u32, ranges: &[Range]) -> Vec<IdMap> {
+    let mut ids = vec![Range {
+        start: own,
+        count: 1,
+    }];
+    for r in ranges {
+        subid::add_new_ids(&mut ids, *r);
+    }
     let mut maps = vec![IdMap {
         container: 0,
-        host: kind.own_id(),
+        host: own,
         size: 1,
     }];
     let mut next: u64 = 1;
-    for r in ranges {
+    for r in &ids[1..] {
         // Container ids stop at 4294967294 (4294967295 is "no id").
         let room = u64::from(u32::MAX) - next;
         let size = u64::from(r.count).min(room);
@@ -253,5 +267,28 @@ pub fn default_maps(kind: Kind) -> Result<Vec<IdMap>, Error> {
         });
         next += size;
     }
-    Ok(maps)
+    maps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_own_id_in_its_range_is_mapped_once() {
+        let r = |start, count| Range { start, count };
+        let m = |container, host, size| IdMap {
+            container,
+            host,
+            size,
+        };
+        assert_eq!(
+            maps_for(1000, &[r(100000, 65536)]),
+            [m(0, 1000, 1), m(1, 100000, 65536)]
+        );
+        assert_eq!(
+            maps_for(1000, &[r(0, 65536)]),
+            [m(0, 1000, 1), m(1, 0, 1000), m(1001, 1001, 64535)]
+        );
+    }
 }

@@ -91,7 +91,7 @@ fn parse(text: &str, file: &Path, user: &str, uid: u32) -> Result<Vec<Range>, Er
 /// or the pieces around what it shares with them): a user's lines may
 /// overlap (one by name, one by uid), and a map of one host id twice is
 /// one the kernel refuses.
-fn add_new_ids(ranges: &mut Vec<Range>, range: Range) {
+pub(crate) fn add_new_ids(ranges: &mut Vec<Range>, range: Range) {
     let mut pieces = vec![(
         u64::from(range.start),
         u64::from(range.start) + u64::from(range.count),
