@@ -129,14 +129,17 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// Whether `name` can name a bridge: an interface name of the kernel
+/// (at most 15 bytes) that is none of "." and "..", nor "all" and
+/// "default", which the kernel refuses (they name its per-interface
+/// settings in /proc/sys/net/*/conf/).
 fn valid_bridge(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && name != "."
-        && name != ".."
+        && ![".", "..", "all", "default"].contains(&name)
 }
 
 impl Networks {
@@ -241,7 +244,7 @@ impl Networks {
             if !valid_bridge(b) {
                 return Err(Error::invalid(
                     format!("bridge name {b:?}"),
-                    "use at most 15 letters, digits, '_', '.' and '-'",
+                    "use at most 15 letters, digits, '_', '.' and '-' (not all or default)",
                 ));
             }
         }
@@ -683,6 +686,8 @@ mod tests {
         assert_eq!(describe("n1", &list, "/x/n1.conflist".into()).unwrap(), net);
         assert!(valid_name("web_net-1.a") && !valid_name("a/b") && !valid_name("-a"));
         assert!(!valid_bridge("a-very-long-bridge") && !valid_bridge(".."));
+        assert!(!valid_bridge("all") && !valid_bridge("default"));
+        assert!(valid_bridge("berth0") && valid_bridge("all0"));
     }
 
     #[test]
