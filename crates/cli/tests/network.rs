@@ -626,3 +626,39 @@ fn gc_detaches_an_attachment_whose_container_record_is_gone() {
     assert!(!held.exists(), "address {ip} still allocated");
     assert_no_attachments(&env);
 }
+
+#[test]
+fn a_hostname_longer_than_the_kernel_takes_is_refused_before_the_run() {
+    let env = env_with_busybox();
+    // Labels of 32: a valid DNS name, one byte past the kernel's 64.
+    let long = format!("{}.{}", "h".repeat(32), "h".repeat(32));
+    let out = env.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--hostname",
+        &long,
+        "bb",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", env.describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("hostname \"{long}\"")) && err.contains("64"),
+        "{err}"
+    );
+    let most = format!("{}.{}", "h".repeat(32), "h".repeat(31));
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--hostname",
+        &most,
+        "bb",
+        "hostname",
+    ]);
+    assert_eq!(out.trim(), most);
+    env.assert_no_containers_left();
+}

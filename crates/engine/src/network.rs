@@ -186,10 +186,11 @@ pub(crate) fn setup(
         spec.set_hostname(Some(host));
     }
     if let Some(h) = spec.hostname().as_deref() {
-        if !files::valid_hostname(h) {
+        // The kernel's host names are at most 64 bytes (HOST_NAME_MAX).
+        if !files::valid_hostname(h) || h.len() > 64 {
             return Err(Error::invalid(
                 format!("hostname {h:?}"),
-                "use letters, digits and '-' in dot-separated labels of at most 63 characters",
+                "use at most 64 characters: letters, digits and '-' in dot-separated labels of at most 63",
             ));
         }
     }
