@@ -248,6 +248,9 @@ impl Networks {
                 ));
             }
         }
+        if let Some(s) = &opts.subnet {
+            s.check_usable()?;
+        }
         std::fs::create_dir_all(RESERVATIONS).map_err(|e| Error::io(RESERVATIONS, e))?;
         let _host = FileLock::acquire(&Path::new(RESERVATIONS).join(".lock"), LockMode::Exclusive)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
@@ -702,6 +705,33 @@ mod tests {
             );
             assert!(!dir.path().join(format!("{name}.conflist")).exists());
         }
+    }
+
+    #[test]
+    fn a_network_on_loopback_addresses_is_refused_but_an_old_one_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let nets = Networks::open(dir.path());
+        let opts = CreateOptions {
+            subnet: Some("127.89.0.0/24".parse().unwrap()),
+            ..CreateOptions::default()
+        };
+        let err = nets.create("lo-net", &opts).unwrap_err();
+        assert!(err.to_string().contains("overlaps 127.0.0.0/8"), "{err}");
+        assert!(!dir.path().join("lo-net.conflist").exists());
+        // One made before the check is listed and removed all the same.
+        let old = Network {
+            name: "old".into(),
+            bridge: "bthold0".into(),
+            subnet: opts.subnet.unwrap(),
+            gateway: "127.89.0.1".parse().unwrap(),
+            internal: true,
+            conflist: dir.path().join("old.conflist"),
+        };
+        let list = conflist(&old, &dir.path().join("ipam"));
+        std::fs::write(&old.conflist, list.to_string()).unwrap();
+        assert_eq!(nets.list().unwrap(), [old]);
+        nets.remove("old").unwrap();
+        assert!(nets.list().unwrap().is_empty());
     }
 
     #[test]

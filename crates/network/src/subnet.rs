@@ -59,13 +59,21 @@ impl Subnet {
                 format!("host bits are set: did you mean {base}/{prefix}?"),
             ));
         }
-        if let Some((block, kind)) = SPECIAL.iter().find(|(block, _)| net.overlaps(block)) {
-            return Err(Error::invalid(
-                what(),
-                format!("it overlaps {block}, {kind}: no bridge can have such addresses"),
-            ));
-        }
         Ok(net)
+    }
+
+    /// Refuses a subnet overlapping addresses no bridge can have
+    /// (loopback, 0.0.0.0/8, multicast and reserved), for a new network;
+    /// those of existing networks are read as they are, so that they can
+    /// still be listed and removed.
+    pub fn check_usable(&self) -> Result<()> {
+        match SPECIAL.iter().find(|(block, _)| self.overlaps(block)) {
+            Some((block, kind)) => Err(Error::invalid(
+                format!("subnet {self}"),
+                format!("it overlaps {block}, {kind}: no bridge can have such addresses"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The network address.
@@ -181,15 +189,20 @@ mod tests {
             "240.0.0.0/8",
             "255.255.255.0/24",
         ] {
-            let err = special.parse::<Subnet>().unwrap_err();
+            let err = special
+                .parse::<Subnet>()
+                .unwrap()
+                .check_usable()
+                .unwrap_err();
             assert!(
                 err.to_string()
                     .contains("no bridge can have such addresses"),
                 "{special}: {err}"
             );
         }
-        assert!("126.0.0.0/8".parse::<Subnet>().is_ok());
-        assert!("223.255.255.0/24".parse::<Subnet>().is_ok());
+        for usable in ["126.0.0.0/8", "223.255.255.0/24", "10.89.0.0/24"] {
+            assert!(usable.parse::<Subnet>().unwrap().check_usable().is_ok());
+        }
         let wide: Subnet = "10.88.0.0/16".parse().unwrap();
         assert!(wide.overlaps(&"10.88.3.0/24".parse().unwrap()));
         assert!(!wide.overlaps(&s));
