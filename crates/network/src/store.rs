@@ -348,13 +348,22 @@ impl Networks {
         Ok(out)
     }
 
-    /// Container `id`'s attachment record, if it has one.
+    /// Container `id`'s attachment record, if it has a readable one. One
+    /// that does not parse (what a power loss can leave of a record
+    /// written without fsync) says nothing usable: it is logged and taken
+    /// as none, so that it blocks neither other containers' attachments
+    /// nor this one's next (which rewrites it); [`Networks::detach`]
+    /// removes it.
     pub fn attachment(&self, id: &str) -> Result<Option<Attachment>> {
         let path = self.attachment_path(id);
         match std::fs::read(&path) {
-            Ok(data) => serde_json::from_slice(&data)
-                .map(Some)
-                .map_err(|e| Error::invalid(path.display().to_string(), e.to_string())),
+            Ok(data) => match serde_json::from_slice(&data) {
+                Ok(a) => Ok(Some(a)),
+                Err(e) => {
+                    tracing::warn!("{}: unreadable, ignored: {e}", path.display());
+                    Ok(None)
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&path, e)),
         }
@@ -463,11 +472,16 @@ impl Networks {
     /// Detaches container `id` (CNI DEL with ADD's result) and forgets its
     /// attachment; returns the network it was attached to, if any.
     pub fn detach(&self, id: &str) -> Result<Option<String>> {
+        let path = self.attachment_path(id);
         let Some(a) = self.attachment(id)? else {
-            return Ok(None);
+            // None, or an unreadable one: nothing to run DEL with.
+            return match std::fs::remove_file(&path) {
+                Ok(()) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(&path, e)),
+            };
         };
         cni::del(&a.conflist, &a.target(), a.result.as_ref())?;
-        let path = self.attachment_path(id);
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Some(a.network))
     }
@@ -732,6 +746,26 @@ mod tests {
         assert_eq!(nets.list().unwrap(), [old]);
         nets.remove("old").unwrap();
         assert!(nets.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_attachment_record_blocks_no_other_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let nets = Networks::open(dir.path());
+        // What a power loss can leave of a record written without fsync.
+        let lost = "0123456789abcdef0123456789abcdef";
+        std::fs::create_dir_all(dir.path().join("attachments")).unwrap();
+        let record = nets.attachment_path(lost);
+        std::fs::write(&record, "").unwrap();
+        assert!(nets.attachments().unwrap().is_empty());
+        let ports = crate::ports::parse_publish("127.0.0.1:18433:80").unwrap();
+        let err = nets
+            .attach("n1", "fedcba9876543210", Path::new("/x"), &ports)
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err}");
+        assert!(nets.attachment(lost).unwrap().is_none());
+        assert_eq!(nets.detach(lost).unwrap(), None);
+        assert!(!record.exists(), "detach removes the unreadable record");
     }
 
     #[test]
