@@ -318,6 +318,14 @@ impl Store {
                 )
             })?
             .to_string();
+        // Served back as the GET's Content-Type: a value no header can
+        // carry would make the manifest unreadable.
+        if !berth_core::name::valid_media_type(&media_type) {
+            return Err(Error::new(
+                Code::ManifestInvalid,
+                format!("manifest media type {media_type:?} is invalid: a media type is TYPE/SUBTYPE of letters, digits and !#$&-^_.+ (e.g. application/vnd.oci.image.manifest.v1+json)"),
+            ));
+        }
         let mut digest = sha256_of(&body);
         if reference.contains(':') {
             let given = digest::parse(reference)?;

@@ -693,3 +693,35 @@ async fn metrics_count_requests() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_manifest_media_type_that_cannot_be_a_header_is_refused() {
+    let reg = TestRegistry::start().await;
+    // No Content-Type header, so only the body names the type; a control
+    // character or a non-ASCII letter cannot go into the Content-Type of
+    // the GET that serves it back.
+    for (tag, media_type) in [
+        ("ctl", "application/x\u{1}y"),
+        ("utf8", "application/caf\u{e9}"),
+        ("shape", "no-slash"),
+    ] {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+        }))
+        .unwrap();
+        let r = reg
+            .client
+            .put(reg.url(&format!("/v2/app/manifests/{tag}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{media_type:?}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("MANIFEST_INVALID"), "{text}");
+        assert!(text.contains("TYPE/SUBTYPE"), "{text}");
+        let r = reg.get(&format!("/v2/app/manifests/{tag}")).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{media_type:?}");
+    }
+}
