@@ -145,6 +145,10 @@ pub enum AuthError {
     Config(String),
 }
 
+/// The highest bcrypt cost an htpasswd hash may have (`htpasswd -C`'s
+/// range ends there; each step doubles the time of a login).
+const MAX_BCRYPT_COST: u32 = 17;
+
 /// Users from an htpasswd file, with a cache of verified passwords so bcrypt
 /// runs once per user and password, not once per request.
 struct Users {
@@ -173,6 +177,25 @@ impl Users {
                     "line {}: user {user:?} has a non-bcrypt hash; create it with `htpasswd -B`",
                     n + 1
                 )));
+            }
+            // A hash that cannot parse would fail every login as a wrong
+            // password; one past htpasswd's highest cost (17) would make a
+            // single login attempt run for hours.
+            match hash.parse::<bcrypt::HashParts>() {
+                Err(e) => {
+                    return Err(err(format!(
+                        "line {}: user {user:?} has a hash that is not a bcrypt hash ({e}); create it with `htpasswd -B`",
+                        n + 1
+                    )))
+                }
+                Ok(parts) if parts.get_cost() > MAX_BCRYPT_COST => {
+                    return Err(err(format!(
+                        "line {}: user {user:?} has a hash of bcrypt cost {}, more than {MAX_BCRYPT_COST}; create it with `htpasswd -B -C 10`",
+                        n + 1,
+                        parts.get_cost()
+                    )))
+                }
+                Ok(_) => {}
             }
             hashes.insert(user.to_string(), hash.to_string());
         }

@@ -620,3 +620,42 @@ async fn htpasswd_alone_keeps_the_automatic_cross_mount() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+/// A hash that is not a whole bcrypt hash, or one whose cost no login
+/// could afford (2^31 rounds would hold a worker for days, for any client
+/// that merely names the user), is refused when the file is loaded, with
+/// its line, rather than failing every login as a wrong password.
+#[test]
+fn htpasswd_hashes_are_checked_when_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    let good = bcrypt::hash("pw", 4).unwrap();
+    // Same salt and hash, cost 31.
+    let costly = format!("$2y$31${}", &good[7..]);
+    for (line, want) in [
+        ("alice:$2y$10$truncated".to_string(), "not a bcrypt hash"),
+        (format!("alice:{}", &good[..59]), "not a bcrypt hash"),
+        (format!("alice:{costly}"), "cost 31"),
+    ] {
+        std::fs::write(&path, format!("bob:{good}\n{line}\n")).unwrap();
+        let cfg = AuthConfig {
+            htpasswd: Some(path.clone()),
+            token: None,
+        };
+        let err = match berth_registry::auth::Auth::from_config(&cfg) {
+            Ok(_) => panic!("{line} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("line 2") && err.contains("\"alice\"") && err.contains(want),
+            "{err}"
+        );
+        assert!(err.contains("htpasswd -B"), "{err}");
+    }
+    std::fs::write(&path, format!("bob:{good}\n")).unwrap();
+    let cfg = AuthConfig {
+        htpasswd: Some(path.clone()),
+        token: None,
+    };
+    assert!(berth_registry::auth::Auth::from_config(&cfg).is_ok());
+}
