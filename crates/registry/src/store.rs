@@ -413,6 +413,19 @@ impl Store {
                 format!("manifest type {media_type} (Docker schema 1) is not supported: push an OCI or Docker schema 2 manifest"),
             ));
         }
+        // The subject is indexed after the manifest is stored: a digest
+        // that cannot be indexed is refused before anything is written.
+        let subject_digest = subject
+            .as_deref()
+            .map(|s| {
+                digest::parse(s).map_err(|e| {
+                    Error::new(
+                        Code::ManifestInvalid,
+                        format!("manifest subject has an unusable digest: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
         // Content and revision link are written side by side (their fsyncs
         // overlap); tags and referrers only once both are durable, so a tag
         // never names a manifest a crash could lose.
@@ -431,8 +444,7 @@ impl Store {
         let (stored, revised) = tokio::join!(store_blob, store_revision);
         stored?;
         revised?;
-        if let Some(s) = &subject {
-            let sd = digest::parse(s)?;
+        if let Some(sd) = &subject_digest {
             let mut desc = serde_json::json!({
                 "mediaType": media_type,
                 "digest": digest.to_string(),
@@ -448,7 +460,7 @@ impl Store {
                 .put(
                     &format!(
                         "{}/{}-{}",
-                        referrers_dir(repo, &sd),
+                        referrers_dir(repo, sd),
                         digest.algorithm(),
                         digest.digest()
                     ),
