@@ -2,9 +2,9 @@
 //!
 //! Repository names contain `/`, so routing is done by hand on the path:
 //! the last `/blobs/uploads/`, `/blobs/`, `/manifests/`, `/referrers/` or
-//! `/tags/list` splits the name from the rest. Authorisation comes first,
-//! then the read-only check and the repository name, then the resource's
-//! handler.
+//! `/tags/list` splits the name from the rest. The repository name is
+//! checked first, then authorisation and the read-only check, then the
+//! resource's handler.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -228,7 +228,13 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
         method,
         Method::PUT | Method::POST | Method::PATCH | Method::DELETE
     );
-    // Authorisation first, so an anonymous client learns nothing else.
+    // The name first: its validity says nothing about what is stored, and
+    // an invalid one must not reach the token challenge's `scope` (a `"`
+    // in it would add parameters to the challenge).
+    if let Some(repo) = route.repository() {
+        validate_name(repo)?;
+    }
+    // Authorisation next, so an anonymous client learns nothing else.
     let needed = match &route {
         Route::Metrics | Route::Token | Route::Health | Route::Ready => None,
         Route::Base => Some(vec![]),
@@ -263,9 +269,6 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
                 "this registry is read-only: pushes and deletes are refused",
             ));
         }
-    }
-    if let Some(repo) = route.repository() {
-        validate_name(repo)?;
     }
     match route {
         Route::Metrics => base::metrics(app, req),
