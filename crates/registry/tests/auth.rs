@@ -687,3 +687,33 @@ async fn an_invalid_repository_name_gets_no_token_challenge() {
     assert!(!answer.contains("www-authenticate"), "{answer}");
     assert!(!answer.contains("evil.example/x:pull"), "{answer}");
 }
+
+/// The default token realm comes from the Host header; a Host that is not
+/// host[:port] cannot add parameters to the challenge.
+#[tokio::test]
+async fn a_hostile_host_header_cannot_shape_the_token_challenge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = token_config(dir.path());
+    let reg = TestRegistry::start_in(dir, c).await;
+    let addr = reg.base.strip_prefix("http://").unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        b"GET /v2/public/a/tags/list HTTP/1.1\r\n\
+          Host: evil\",scope=\"repository:alice/x:push\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let challenge = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("www-authenticate: "))
+        .unwrap_or_else(|| panic!("no challenge in {answer}"));
+    assert_eq!(
+        challenge,
+        "Bearer realm=\"http://localhost/token\",service=\"test-registry\",scope=\"repository:public/a:pull\""
+    );
+}

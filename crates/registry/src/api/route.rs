@@ -194,9 +194,17 @@ pub(super) fn check_auth(
     wanted: &[Access],
 ) -> Result<(), Box<Response>> {
     let scheme = if app.tls { "https" } else { "http" };
+    // The default realm is built from the Host header: one that is not
+    // host[:port] (a `"` in it would add parameters to the challenge) is
+    // not used.
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
         .unwrap_or("localhost");
     app.auth
         .check(headers, needed, wanted, &format!("{scheme}://{host}"))
