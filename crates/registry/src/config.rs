@@ -70,6 +70,10 @@ fn default_addr() -> String {
 /// [`Config::load`]).
 pub const MAX_SECONDS: u64 = 10 * 365 * 86_400;
 
+/// The shortest token lifetime (`auth.token.expiry_secs`): clients keep
+/// a token for at least this long.
+pub const MIN_TOKEN_SECONDS: u64 = 60;
+
 /// Where content lives.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,11 +324,20 @@ impl Config {
         if let Some(s3) = &self.storage.s3 {
             settings.push(("storage.s3.timeout_secs", s3.timeout_secs));
         }
-        match settings.into_iter().find(|(_, secs)| *secs > MAX_SECONDS) {
-            Some((name, secs)) => Err(format!(
+        if let Some((name, secs)) = settings.into_iter().find(|(_, secs)| *secs > MAX_SECONDS) {
+            return Err(format!(
                 "{name} is {secs} seconds, more than ten years ({MAX_SECONDS}): give a smaller number"
+            ));
+        }
+        // Clients (Docker, containers/image) use a token for at least a
+        // minute whatever `expires_in` says: a shorter-lived one is refused
+        // part way through their pulls and pushes.
+        match &self.auth.token {
+            Some(t) if t.expiry_secs < MIN_TOKEN_SECONDS => Err(format!(
+                "auth.token.expiry_secs is {} seconds, less than {MIN_TOKEN_SECONDS}: clients keep using a token for at least a minute, so give {MIN_TOKEN_SECONDS} or more",
+                t.expiry_secs
             )),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 }
@@ -405,5 +418,23 @@ mod tests {
             std::fs::write(&y, format!("{section}: {MAX_SECONDS}\n")).unwrap();
             Config::load(&y).unwrap_or_else(|e| panic!("{section}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_token_lifetime_under_a_minute_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("c.yml");
+        for secs in [0, 1, 59] {
+            std::fs::write(&y, format!("auth:\n  token:\n    expiry_secs: {secs}\n")).unwrap();
+            let err = Config::load(&y).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "auth.token.expiry_secs is {secs} seconds, less than 60"
+                )),
+                "{err}"
+            );
+        }
+        std::fs::write(&y, "auth:\n  token:\n    expiry_secs: 60\n").unwrap();
+        Config::load(&y).unwrap();
     }
 }
