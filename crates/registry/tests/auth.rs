@@ -717,3 +717,52 @@ async fn a_hostile_host_header_cannot_shape_the_token_challenge() {
         "Bearer realm=\"http://localhost/token\",service=\"test-registry\",scope=\"repository:public/a:pull\""
     );
 }
+
+/// bcrypt runs off the runtime's threads: while a login with a wrong
+/// password is being checked, other requests are served. (The test runs
+/// the registry on a single-threaded runtime; checked on it, the login
+/// would hold every other request until bcrypt ends.)
+#[tokio::test]
+async fn a_wrong_password_does_not_stall_other_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    // A cost-4 hash relabelled cost 14: a well formed hash that takes
+    // 2^14 rounds to check (and matches no password).
+    let quick = bcrypt::hash("pw", 4).unwrap();
+    let slow = format!("$2y$14${}", &quick[7..]);
+    std::fs::write(&path, format!("slow:{slow}\n")).unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth.htpasswd = Some(path);
+    let reg = TestRegistry::start_in(dir, c).await;
+
+    let login = reg
+        .client
+        .get(reg.url("/v2/"))
+        .basic_auth("slow", Some("wrong"))
+        .send();
+    let login = tokio::spawn(login);
+    loop {
+        let metrics = reg.get("/metrics").await.text().await.unwrap();
+        assert!(
+            !login.is_finished(),
+            "the login was checked before any other request was served"
+        );
+        let in_flight: i64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("berth_registry_requests_in_flight "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // This /metrics request and the login.
+        if in_flight >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let r = reg.get("/healthz").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        login.await.unwrap().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -88,7 +88,7 @@ pub(super) async fn token(app: &App, req: Request) -> Result<Response> {
     } else {
         req.uri().query().unwrap_or("").to_string()
     };
-    match app.auth.issue_token(&headers, &params) {
+    match app.auth.issue_token(&headers, &params).await {
         Ok(v) => Ok(json_response(StatusCode::OK, "application/json", &v)),
         Err(d) => {
             let mut r = error_response(&Error::with_status(

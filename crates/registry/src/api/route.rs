@@ -187,7 +187,7 @@ pub(super) fn needs(repo: &str, action: Action) -> Vec<Access> {
 
 /// Checks that the request's credentials grant `needed` (and asks for
 /// `wanted` too in a token challenge); the refusal is the response to send.
-pub(super) fn check_auth(
+pub(super) async fn check_auth(
     app: &App,
     headers: &HeaderMap,
     needed: &[Access],
@@ -208,6 +208,7 @@ pub(super) fn check_auth(
         .unwrap_or("localhost");
     app.auth
         .check(headers, needed, wanted, &format!("{scheme}://{host}"))
+        .await
         .map_err(|d| {
             let (code, status) = if d.denied && d.challenge.is_none() {
                 (Code::Denied, StatusCode::FORBIDDEN)
@@ -268,7 +269,7 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        if let Err(resp) = check_auth(app, req.headers(), &needed, &wanted) {
+        if let Err(resp) = check_auth(app, req.headers(), &needed, &wanted).await {
             return Ok(*resp);
         }
         if app.read_only && writes {
