@@ -192,7 +192,7 @@ pub struct Limits {
     /// Seconds a request body may stall before the request is aborted.
     #[serde(default = "sixty")]
     pub body_idle_timeout_secs: u64,
-    /// Seconds a manifest PUT's body may take to arrive.
+    /// Seconds a manifest PUT's body, or a `POST /token` form, may take to arrive.
     #[serde(default = "sixty")]
     pub request_timeout_secs: u64,
     /// Requests served at once; more get 429 TOOMANYREQUESTS (no limit by default).
