@@ -287,7 +287,7 @@ impl Config {
             message,
         })?;
         config
-            .check_durations()
+            .check_ranges()
             .map_err(|message| ConfigError::Parse {
                 path: path.display().to_string(),
                 message,
@@ -295,8 +295,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses a `*_secs` setting above [`MAX_SECONDS`], naming it.
-    fn check_durations(&self) -> Result<(), String> {
+    /// Refuses, naming it, a `*_secs` setting above [`MAX_SECONDS`], a
+    /// zero limit, or a token lifetime under [`MIN_TOKEN_SECONDS`].
+    fn check_ranges(&self) -> Result<(), String> {
         let mut settings = vec![
             ("gc.interval_secs", self.gc.interval_secs),
             ("gc.grace_secs", self.gc.grace_secs),
@@ -328,6 +329,33 @@ impl Config {
             return Err(format!(
                 "{name} is {secs} seconds, more than ten years ({MAX_SECONDS}): give a smaller number"
             ));
+        }
+        // A zero limit is a common way to write "no limit"; here it would
+        // refuse every request, upload or non-empty blob.
+        let zero = [
+            (
+                "limits.max_in_flight",
+                self.limits.max_in_flight,
+                "every request",
+                "give a positive number, or null for no limit",
+            ),
+            (
+                "limits.max_uploads_per_repo",
+                Some(self.limits.max_uploads_per_repo),
+                "every upload",
+                "give a positive number",
+            ),
+            (
+                "limits.max_blob_size",
+                self.limits.max_blob_size,
+                "every blob but the empty one",
+                "give a positive number, or null for no limit",
+            ),
+        ]
+        .into_iter()
+        .find(|(_, v, _, _)| *v == Some(0));
+        if let Some((name, _, refused, fix)) = zero {
+            return Err(format!("{name} is 0, which would refuse {refused}: {fix}"));
         }
         // Clients (Docker, containers/image) use a token for at least a
         // minute whatever `expires_in` says: a shorter-lived one is refused
@@ -417,6 +445,23 @@ mod tests {
             );
             std::fs::write(&y, format!("{section}: {MAX_SECONDS}\n")).unwrap();
             Config::load(&y).unwrap_or_else(|e| panic!("{section}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused_with_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("c.yml");
+        for field in ["max_in_flight", "max_uploads_per_repo", "max_blob_size"] {
+            std::fs::write(&y, format!("limits:\n  {field}: 0\n")).unwrap();
+            let err = Config::load(&y).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("limits.{field} is 0, which would refuse"))
+                    && err.contains("give a positive number"),
+                "{err}"
+            );
+            std::fs::write(&y, format!("limits:\n  {field}: 1\n")).unwrap();
+            Config::load(&y).unwrap();
         }
     }
 
