@@ -49,6 +49,20 @@ pub fn valid_tag(tag: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// Whether `text` is a media type as RFC 6838 shapes it: `type/subtype`,
+/// each at most 127 of the restricted characters (letters, digits and
+/// `!#$&-^_.+`), so it also fits in a `Content-Type` header.
+pub fn valid_media_type(text: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 127
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    text.split_once('/')
+        .is_some_and(|(t, s)| part(t) && part(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +90,29 @@ mod tests {
         assert!(!valid_repository(&"a".repeat(256)));
         assert!(valid_tag("latest") && valid_tag("_x.Y-1") && !valid_tag(".x") && !valid_tag(""));
         assert!(valid_tag(&"a".repeat(128)) && !valid_tag(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn media_types() {
+        for ok in [
+            "application/vnd.oci.image.manifest.v1+json",
+            "a/b",
+            "x-y/z.w_1",
+        ] {
+            assert!(valid_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a/",
+            "/b",
+            "a/b/c",
+            "a/b c",
+            "a/b;x=y",
+            "a/caf\u{e9}",
+            "a/x\u{1}",
+        ] {
+            assert!(!valid_media_type(bad), "{bad}");
+        }
     }
 }

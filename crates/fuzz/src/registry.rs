@@ -218,7 +218,12 @@ fn check_all(auth: &Auth, headers: &HeaderMap) {
         needs("public", Action::Push),
         needs("", Action::Catalog),
     ] {
-        let _ = auth.check(headers, &needed, &needs("other", Action::Pull), "http://h");
+        let _ = runtime().block_on(auth.check(
+            headers,
+            &needed,
+            &needs("other", Action::Pull),
+            "http://h",
+        ));
     }
 }
 
@@ -236,10 +241,10 @@ pub fn registry_auth_header(data: &[u8]) {
     check_all(&modes.basic, &headers);
     check_all(&modes.token, &headers);
     let _ = berth_registry::auth::bearer_is(&headers, "metrics-token-0123456789");
-    let _ = modes.token.issue_token(
+    let _ = runtime().block_on(modes.token.issue_token(
         &headers,
         "service=berth-fuzz&scope=repository:team/app:pull",
-    );
+    ));
 }
 
 /// HMAC-SHA256 (RFC 2104) with a key of at most 64 bytes.
@@ -285,8 +290,8 @@ pub fn registry_jwt_claims(data: &[u8]) {
     headers.insert(header::AUTHORIZATION, value);
     let auth = &modes().token;
     check_all(auth, &headers);
-    if auth
-        .check(&headers, &needs("team/app", Action::Pull), &[], "http://h")
+    if runtime()
+        .block_on(auth.check(&headers, &needs("team/app", Action::Pull), &[], "http://h"))
         .is_ok()
     {
         let claims: serde_json::Value =
@@ -325,7 +330,7 @@ pub fn registry_token_request(data: &[u8]) {
         headers.insert(header::AUTHORIZATION, value);
     }
     let auth = &modes().token;
-    let Ok(body) = auth.issue_token(&headers, params) else {
+    let Ok(body) = runtime().block_on(auth.issue_token(&headers, params)) else {
         return;
     };
     let token = body["token"].as_str().expect("a token in the reply");
@@ -334,7 +339,8 @@ pub fn registry_token_request(data: &[u8]) {
         header::AUTHORIZATION,
         HeaderValue::from_str(&format!("Bearer {token}")).expect("a token is a header value"),
     );
-    auth.check(&bearer, &[], &[], "http://h")
+    runtime()
+        .block_on(auth.check(&bearer, &[], &[], "http://h"))
         .unwrap_or_else(|d| panic!("an issued token is refused: {}", d.message));
     let payload = token.split('.').nth(1).expect("a JWT has a payload");
     let claims: serde_json::Value = URL_SAFE_NO_PAD

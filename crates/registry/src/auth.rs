@@ -145,6 +145,10 @@ pub enum AuthError {
     Config(String),
 }
 
+/// The highest bcrypt cost an htpasswd hash may have (`htpasswd -C`'s
+/// range ends there; each step doubles the time of a login).
+const MAX_BCRYPT_COST: u32 = 17;
+
 /// Users from an htpasswd file, with a cache of verified passwords so bcrypt
 /// runs once per user and password, not once per request.
 struct Users {
@@ -174,6 +178,25 @@ impl Users {
                     n + 1
                 )));
             }
+            // A hash that cannot parse would fail every login as a wrong
+            // password; one past htpasswd's highest cost (17) would make a
+            // single login attempt run for hours.
+            match hash.parse::<bcrypt::HashParts>() {
+                Err(e) => {
+                    return Err(err(format!(
+                        "line {}: user {user:?} has a hash that is not a bcrypt hash ({e}); create it with `htpasswd -B`",
+                        n + 1
+                    )))
+                }
+                Ok(parts) if parts.get_cost() > MAX_BCRYPT_COST => {
+                    return Err(err(format!(
+                        "line {}: user {user:?} has a hash of bcrypt cost {}, more than {MAX_BCRYPT_COST}; create it with `htpasswd -B -C 10`",
+                        n + 1,
+                        parts.get_cost()
+                    )))
+                }
+                Ok(_) => {}
+            }
             hashes.insert(user.to_string(), hash.to_string());
         }
         Ok(Users {
@@ -182,20 +205,29 @@ impl Users {
         })
     }
 
-    fn verify(&self, user: &str, password: &str) -> bool {
+    /// Whether `password` is `user`'s. bcrypt runs on the blocking pool:
+    /// on a runtime worker, a few clients sending wrong passwords would
+    /// stall every other request (health checks included).
+    async fn verify(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self.hashes.get(user) else {
             return false;
         };
         let fp: [u8; 32] = Sha256::digest(format!("{hash}\0{password}")).into();
-        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.get(user) == Some(&fp) {
+        let cached = |cache: &HashMap<String, [u8; 32]>| cache.get(user) == Some(&fp);
+        if cached(&self.verified.lock().unwrap_or_else(|p| p.into_inner())) {
             return true;
         }
-        if bcrypt::verify(password, hash).unwrap_or(false) {
-            cache.insert(user.to_string(), fp);
-            return true;
+        let (hash, password) = (hash.clone(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .is_ok_and(|r| r.unwrap_or(false));
+        if ok {
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(user.to_string(), fp);
         }
-        false
+        ok
     }
 }
 
@@ -388,7 +420,7 @@ impl Auth {
     /// asks for `wanted`, access the request can use but does without (a
     /// blob mount's source). `realm_base` is `scheme://host` for the
     /// default token realm.
-    pub fn check(
+    pub async fn check(
         &self,
         headers: &HeaderMap,
         needed: &[Access],
@@ -398,7 +430,7 @@ impl Auth {
         match &self.mode {
             Mode::Open => Ok(()),
             Mode::Basic(users) => match basic_credentials(headers) {
-                Some((u, p)) if users.verify(&u, &p) => Ok(()),
+                Some((u, p)) if users.verify(&u, &p).await => Ok(()),
                 Some((u, _)) => Err(Denial {
                     challenge: Some("Basic realm=\"berth-registry\"".into()),
                     denied: false,
@@ -466,7 +498,7 @@ impl Auth {
     /// /token?service=…&scope=…` or the form body of the OAuth2 `POST
     /// /token` (`grant_type=password&username=…&password=…&scope=…`).
     /// Returns the JSON body, or the denial.
-    pub fn issue_token(
+    pub async fn issue_token(
         &self,
         headers: &HeaderMap,
         params: &str,
@@ -490,7 +522,11 @@ impl Auth {
         };
         let account = match basic_credentials(headers).or_else(form_credentials) {
             Some((u, p)) => {
-                if users.as_ref().is_some_and(|us| us.verify(&u, &p)) {
+                let valid = match users {
+                    Some(us) => us.verify(&u, &p).await,
+                    None => false,
+                };
+                if valid {
                     Some(u)
                 } else {
                     return Err(Denial {

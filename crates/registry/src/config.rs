@@ -70,6 +70,10 @@ fn default_addr() -> String {
 /// [`Config::load`]).
 pub const MAX_SECONDS: u64 = 10 * 365 * 86_400;
 
+/// The shortest token lifetime (`auth.token.expiry_secs`): clients keep
+/// a token for at least this long.
+pub const MIN_TOKEN_SECONDS: u64 = 60;
+
 /// Where content lives.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +192,7 @@ pub struct Limits {
     /// Seconds a request body may stall before the request is aborted.
     #[serde(default = "sixty")]
     pub body_idle_timeout_secs: u64,
-    /// Seconds a manifest PUT's body may take to arrive.
+    /// Seconds a manifest PUT's body, or a `POST /token` form, may take to arrive.
     #[serde(default = "sixty")]
     pub request_timeout_secs: u64,
     /// Requests served at once; more get 429 TOOMANYREQUESTS (no limit by default).
@@ -283,7 +287,7 @@ impl Config {
             message,
         })?;
         config
-            .check_durations()
+            .check_ranges()
             .map_err(|message| ConfigError::Parse {
                 path: path.display().to_string(),
                 message,
@@ -291,8 +295,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses a `*_secs` setting above [`MAX_SECONDS`], naming it.
-    fn check_durations(&self) -> Result<(), String> {
+    /// Refuses, naming it, a `*_secs` setting above [`MAX_SECONDS`], a
+    /// zero limit, or a token lifetime under [`MIN_TOKEN_SECONDS`].
+    fn check_ranges(&self) -> Result<(), String> {
         let mut settings = vec![
             ("gc.interval_secs", self.gc.interval_secs),
             ("gc.grace_secs", self.gc.grace_secs),
@@ -320,11 +325,47 @@ impl Config {
         if let Some(s3) = &self.storage.s3 {
             settings.push(("storage.s3.timeout_secs", s3.timeout_secs));
         }
-        match settings.into_iter().find(|(_, secs)| *secs > MAX_SECONDS) {
-            Some((name, secs)) => Err(format!(
+        if let Some((name, secs)) = settings.into_iter().find(|(_, secs)| *secs > MAX_SECONDS) {
+            return Err(format!(
                 "{name} is {secs} seconds, more than ten years ({MAX_SECONDS}): give a smaller number"
+            ));
+        }
+        // A zero limit is a common way to write "no limit"; here it would
+        // refuse every request, upload or non-empty blob.
+        let zero = [
+            (
+                "limits.max_in_flight",
+                self.limits.max_in_flight,
+                "every request",
+                "give a positive number, or null for no limit",
+            ),
+            (
+                "limits.max_uploads_per_repo",
+                Some(self.limits.max_uploads_per_repo),
+                "every upload",
+                "give a positive number",
+            ),
+            (
+                "limits.max_blob_size",
+                self.limits.max_blob_size,
+                "every blob but the empty one",
+                "give a positive number, or null for no limit",
+            ),
+        ]
+        .into_iter()
+        .find(|(_, v, _, _)| *v == Some(0));
+        if let Some((name, _, refused, fix)) = zero {
+            return Err(format!("{name} is 0, which would refuse {refused}: {fix}"));
+        }
+        // Clients (Docker, containers/image) use a token for at least a
+        // minute whatever `expires_in` says: a shorter-lived one is refused
+        // part way through their pulls and pushes.
+        match &self.auth.token {
+            Some(t) if t.expiry_secs < MIN_TOKEN_SECONDS => Err(format!(
+                "auth.token.expiry_secs is {} seconds, less than {MIN_TOKEN_SECONDS}: clients keep using a token for at least a minute, so give {MIN_TOKEN_SECONDS} or more",
+                t.expiry_secs
             )),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 }
@@ -405,5 +446,40 @@ mod tests {
             std::fs::write(&y, format!("{section}: {MAX_SECONDS}\n")).unwrap();
             Config::load(&y).unwrap_or_else(|e| panic!("{section}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused_with_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("c.yml");
+        for field in ["max_in_flight", "max_uploads_per_repo", "max_blob_size"] {
+            std::fs::write(&y, format!("limits:\n  {field}: 0\n")).unwrap();
+            let err = Config::load(&y).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("limits.{field} is 0, which would refuse"))
+                    && err.contains("give a positive number"),
+                "{err}"
+            );
+            std::fs::write(&y, format!("limits:\n  {field}: 1\n")).unwrap();
+            Config::load(&y).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_token_lifetime_under_a_minute_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("c.yml");
+        for secs in [0, 1, 59] {
+            std::fs::write(&y, format!("auth:\n  token:\n    expiry_secs: {secs}\n")).unwrap();
+            let err = Config::load(&y).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "auth.token.expiry_secs is {secs} seconds, less than 60"
+                )),
+                "{err}"
+            );
+        }
+        std::fs::write(&y, "auth:\n  token:\n    expiry_secs: 60\n").unwrap();
+        Config::load(&y).unwrap();
     }
 }

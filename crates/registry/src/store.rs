@@ -318,6 +318,14 @@ impl Store {
                 )
             })?
             .to_string();
+        // Served back as the GET's Content-Type: a value no header can
+        // carry would make the manifest unreadable.
+        if !berth_core::name::valid_media_type(&media_type) {
+            return Err(Error::new(
+                Code::ManifestInvalid,
+                format!("manifest media type {media_type:?} is invalid: a media type is TYPE/SUBTYPE of letters, digits and !#$&-^_.+ (e.g. application/vnd.oci.image.manifest.v1+json)"),
+            ));
+        }
         let mut digest = sha256_of(&body);
         if reference.contains(':') {
             let given = digest::parse(reference)?;
@@ -405,6 +413,19 @@ impl Store {
                 format!("manifest type {media_type} (Docker schema 1) is not supported: push an OCI or Docker schema 2 manifest"),
             ));
         }
+        // The subject is indexed after the manifest is stored: a digest
+        // that cannot be indexed is refused before anything is written.
+        let subject_digest = subject
+            .as_deref()
+            .map(|s| {
+                digest::parse(s).map_err(|e| {
+                    Error::new(
+                        Code::ManifestInvalid,
+                        format!("manifest subject has an unusable digest: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
         // Content and revision link are written side by side (their fsyncs
         // overlap); tags and referrers only once both are durable, so a tag
         // never names a manifest a crash could lose.
@@ -423,8 +444,7 @@ impl Store {
         let (stored, revised) = tokio::join!(store_blob, store_revision);
         stored?;
         revised?;
-        if let Some(s) = &subject {
-            let sd = digest::parse(s)?;
+        if let Some(sd) = &subject_digest {
             let mut desc = serde_json::json!({
                 "mediaType": media_type,
                 "digest": digest.to_string(),
@@ -440,7 +460,7 @@ impl Store {
                 .put(
                     &format!(
                         "{}/{}-{}",
-                        referrers_dir(repo, &sd),
+                        referrers_dir(repo, sd),
                         digest.algorithm(),
                         digest.digest()
                     ),

@@ -693,3 +693,72 @@ async fn metrics_count_requests() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_manifest_media_type_that_cannot_be_a_header_is_refused() {
+    let reg = TestRegistry::start().await;
+    // No Content-Type header, so only the body names the type; a control
+    // character or a non-ASCII letter cannot go into the Content-Type of
+    // the GET that serves it back.
+    for (tag, media_type) in [
+        ("ctl", "application/x\u{1}y"),
+        ("utf8", "application/caf\u{e9}"),
+        ("shape", "no-slash"),
+    ] {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+        }))
+        .unwrap();
+        let r = reg
+            .client
+            .put(reg.url(&format!("/v2/app/manifests/{tag}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{media_type:?}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("MANIFEST_INVALID"), "{text}");
+        assert!(text.contains("TYPE/SUBTYPE"), "{text}");
+        let r = reg.get(&format!("/v2/app/manifests/{tag}")).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{media_type:?}");
+    }
+}
+
+/// A subject the registry cannot index (a digest algorithm it does not
+/// verify) refuses the whole PUT before anything is stored: a refused
+/// manifest must not be readable by its digest afterwards.
+#[tokio::test]
+async fn a_manifest_refused_for_its_subject_leaves_nothing_behind() {
+    let reg = TestRegistry::start().await;
+    let empty = reg.push_blob("r", b"{}").await;
+    for subject in [format!("sha384:{}", "a".repeat(96)), "foo:bar".to_string()] {
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 100},
+        });
+        let body = m.to_string();
+        let d = sha256(body.as_bytes());
+        for reference in [d.as_str(), "tagged"] {
+            let r = reg
+                .put_manifest(
+                    &format!("/v2/r/manifests/{reference}"),
+                    common::OCI_MANIFEST,
+                    body.clone(),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{subject}");
+            let text = r.text().await.unwrap();
+            assert!(text.contains("subject"), "{text}");
+            assert!(text.contains(&subject), "{text}");
+        }
+        let r = reg.get(&format!("/v2/r/manifests/{d}")).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{subject}");
+        let r = reg.get("/v2/r/manifests/tagged").await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{subject}");
+    }
+}

@@ -620,3 +620,149 @@ async fn htpasswd_alone_keeps_the_automatic_cross_mount() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+/// A hash that is not a whole bcrypt hash, or one whose cost no login
+/// could afford (2^31 rounds would hold a worker for days, for any client
+/// that merely names the user), is refused when the file is loaded, with
+/// its line, rather than failing every login as a wrong password.
+#[test]
+fn htpasswd_hashes_are_checked_when_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    let good = bcrypt::hash("pw", 4).unwrap();
+    // Same salt and hash, cost 31.
+    let costly = format!("$2y$31${}", &good[7..]);
+    for (line, want) in [
+        ("alice:$2y$10$truncated".to_string(), "not a bcrypt hash"),
+        (format!("alice:{}", &good[..59]), "not a bcrypt hash"),
+        (format!("alice:{costly}"), "cost 31"),
+    ] {
+        std::fs::write(&path, format!("bob:{good}\n{line}\n")).unwrap();
+        let cfg = AuthConfig {
+            htpasswd: Some(path.clone()),
+            token: None,
+        };
+        let err = match berth_registry::auth::Auth::from_config(&cfg) {
+            Ok(_) => panic!("{line} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("line 2") && err.contains("\"alice\"") && err.contains(want),
+            "{err}"
+        );
+        assert!(err.contains("htpasswd -B"), "{err}");
+    }
+    std::fs::write(&path, format!("bob:{good}\n")).unwrap();
+    let cfg = AuthConfig {
+        htpasswd: Some(path.clone()),
+        token: None,
+    };
+    assert!(berth_registry::auth::Auth::from_config(&cfg).is_ok());
+}
+
+/// A path whose repository name is invalid is refused as NAME_INVALID
+/// before the token challenge: echoed into the challenge's `scope`, a `"`
+/// in the raw path would add parameters (another realm) to it.
+#[tokio::test]
+async fn an_invalid_repository_name_gets_no_token_challenge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = token_config(dir.path());
+    let reg = TestRegistry::start_in(dir, c).await;
+    let addr = reg.base.strip_prefix("http://").unwrap();
+    // reqwest would percent-encode the quotes; a hostile client need not.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        b"GET /v2/public/a\",realm=\"http://evil.example/x/tags/list HTTP/1.1\r\n\
+          Host: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("name_invalid"), "{answer}");
+    assert!(!answer.contains("www-authenticate"), "{answer}");
+    assert!(!answer.contains("evil.example/x:pull"), "{answer}");
+}
+
+/// The default token realm comes from the Host header; a Host that is not
+/// host[:port] cannot add parameters to the challenge.
+#[tokio::test]
+async fn a_hostile_host_header_cannot_shape_the_token_challenge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth = token_config(dir.path());
+    let reg = TestRegistry::start_in(dir, c).await;
+    let addr = reg.base.strip_prefix("http://").unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        b"GET /v2/public/a/tags/list HTTP/1.1\r\n\
+          Host: evil\",scope=\"repository:alice/x:push\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let challenge = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("www-authenticate: "))
+        .unwrap_or_else(|| panic!("no challenge in {answer}"));
+    assert_eq!(
+        challenge,
+        "Bearer realm=\"http://localhost/token\",service=\"test-registry\",scope=\"repository:public/a:pull\""
+    );
+}
+
+/// bcrypt runs off the runtime's threads: while a login with a wrong
+/// password is being checked, other requests are served. (The test runs
+/// the registry on a single-threaded runtime; checked on it, the login
+/// would hold every other request until bcrypt ends.)
+#[tokio::test]
+async fn a_wrong_password_does_not_stall_other_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    // A cost-4 hash relabelled cost 14: a well formed hash that takes
+    // 2^14 rounds to check (and matches no password).
+    let quick = bcrypt::hash("pw", 4).unwrap();
+    let slow = format!("$2y$14${}", &quick[7..]);
+    std::fs::write(&path, format!("slow:{slow}\n")).unwrap();
+    let mut c = common::config_for(dir.path());
+    c.auth.htpasswd = Some(path);
+    let reg = TestRegistry::start_in(dir, c).await;
+
+    let login = reg
+        .client
+        .get(reg.url("/v2/"))
+        .basic_auth("slow", Some("wrong"))
+        .send();
+    let login = tokio::spawn(login);
+    loop {
+        let metrics = reg.get("/metrics").await.text().await.unwrap();
+        assert!(
+            !login.is_finished(),
+            "the login was checked before any other request was served"
+        );
+        let in_flight: i64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("berth_registry_requests_in_flight "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // This /metrics request and the login.
+        if in_flight >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let r = reg.get("/healthz").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        login.await.unwrap().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

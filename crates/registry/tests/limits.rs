@@ -567,3 +567,23 @@ async fn an_upload_session_left_from_before_a_restart_expires() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(common::error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
 }
+
+/// The token endpoint's form body is read within `request_timeout` like a
+/// manifest's: an anonymous client trickling it cannot hold a request
+/// slot (and, under `max_in_flight`, lock everyone out) for ever.
+#[tokio::test]
+async fn a_stalled_token_form_is_answered_408() {
+    let reg = TestRegistry::start_with(|c| c.limits.request_timeout_secs = 1).await;
+    let mut s = TcpStream::connect(reg.server.as_ref().unwrap().addr())
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 100\r\n\r\ngrant_type",
+    )
+    .await
+    .unwrap();
+    let answer = read_until_closed(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("token request form"), "{answer}");
+}

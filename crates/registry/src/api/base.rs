@@ -75,20 +75,32 @@ pub(super) async fn token(app: &App, req: Request) -> Result<Response> {
     let method = req.method().clone();
     let headers = req.headers().clone();
     let params = if method == Method::POST {
-        let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
-            .await
-            .map_err(|_| {
-                Error::with_status(
-                    Code::Unsupported,
-                    StatusCode::BAD_REQUEST,
-                    "token request form is larger than 64 KiB",
-                )
-            })?;
+        // Read within `request_timeout`, as a manifest is: anyone may
+        // call this endpoint, and a trickled body would hold its slot.
+        let body = tokio::time::timeout(
+            app.request_timeout,
+            axum::body::to_bytes(req.into_body(), 64 * 1024),
+        )
+        .await
+        .map_err(|_| {
+            Error::with_status(
+                Code::Unsupported,
+                StatusCode::REQUEST_TIMEOUT,
+                "token request form was not received in time (limits.request_timeout_secs)",
+            )
+        })?
+        .map_err(|_| {
+            Error::with_status(
+                Code::Unsupported,
+                StatusCode::BAD_REQUEST,
+                "token request form is larger than 64 KiB",
+            )
+        })?;
         String::from_utf8_lossy(&body).into_owned()
     } else {
         req.uri().query().unwrap_or("").to_string()
     };
-    match app.auth.issue_token(&headers, &params) {
+    match app.auth.issue_token(&headers, &params).await {
         Ok(v) => Ok(json_response(StatusCode::OK, "application/json", &v)),
         Err(d) => {
             let mut r = error_response(&Error::with_status(

@@ -2,9 +2,9 @@
 //!
 //! Repository names contain `/`, so routing is done by hand on the path:
 //! the last `/blobs/uploads/`, `/blobs/`, `/manifests/`, `/referrers/` or
-//! `/tags/list` splits the name from the rest. Authorisation comes first,
-//! then the read-only check and the repository name, then the resource's
-//! handler.
+//! `/tags/list` splits the name from the rest. The repository name is
+//! checked first, then authorisation and the read-only check, then the
+//! resource's handler.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -187,19 +187,28 @@ pub(super) fn needs(repo: &str, action: Action) -> Vec<Access> {
 
 /// Checks that the request's credentials grant `needed` (and asks for
 /// `wanted` too in a token challenge); the refusal is the response to send.
-pub(super) fn check_auth(
+pub(super) async fn check_auth(
     app: &App,
     headers: &HeaderMap,
     needed: &[Access],
     wanted: &[Access],
 ) -> Result<(), Box<Response>> {
     let scheme = if app.tls { "https" } else { "http" };
+    // The default realm is built from the Host header: one that is not
+    // host[:port] (a `"` in it would add parameters to the challenge) is
+    // not used.
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
         .unwrap_or("localhost");
     app.auth
         .check(headers, needed, wanted, &format!("{scheme}://{host}"))
+        .await
         .map_err(|d| {
             let (code, status) = if d.denied && d.challenge.is_none() {
                 (Code::Denied, StatusCode::FORBIDDEN)
@@ -228,7 +237,13 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
         method,
         Method::PUT | Method::POST | Method::PATCH | Method::DELETE
     );
-    // Authorisation first, so an anonymous client learns nothing else.
+    // The name first: its validity says nothing about what is stored, and
+    // an invalid one must not reach the token challenge's `scope` (a `"`
+    // in it would add parameters to the challenge).
+    if let Some(repo) = route.repository() {
+        validate_name(repo)?;
+    }
+    // Authorisation next, so an anonymous client learns nothing else.
     let needed = match &route {
         Route::Metrics | Route::Token | Route::Health | Route::Ready => None,
         Route::Base => Some(vec![]),
@@ -254,7 +269,7 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        if let Err(resp) = check_auth(app, req.headers(), &needed, &wanted) {
+        if let Err(resp) = check_auth(app, req.headers(), &needed, &wanted).await {
             return Ok(*resp);
         }
         if app.read_only && writes {
@@ -263,9 +278,6 @@ async fn route(app: &Arc<App>, req: Request) -> Result<Response> {
                 "this registry is read-only: pushes and deletes are refused",
             ));
         }
-    }
-    if let Some(repo) = route.repository() {
-        validate_name(repo)?;
     }
     match route {
         Route::Metrics => base::metrics(app, req),

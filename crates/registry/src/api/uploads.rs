@@ -62,7 +62,9 @@ pub(super) async fn start(app: &App, repo: &str, req: Request) -> Result<Respons
         let from_ok = match &from {
             Some(f) => {
                 validate_name(f).is_ok()
-                    && check_auth(app, req.headers(), &needs(f, Action::Pull), &[]).is_ok()
+                    && check_auth(app, req.headers(), &needs(f, Action::Pull), &[])
+                        .await
+                        .is_ok()
             }
             // The automatic cross-mount: any repository holding the blob.
             None => app.auth.grants_every_pull(),
