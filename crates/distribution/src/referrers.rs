@@ -406,19 +406,13 @@ fn artifact_files(data: &[u8], what: &str) -> Result<Vec<(String, Descriptor)>> 
 
 /// A media type as RFC 6838 shapes it: `type/subtype`, restricted characters.
 fn check_media_type(text: &str, what: &str) -> Result<()> {
-    let ok_part = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 127
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
-    match text.split_once('/') {
-        Some((t, s)) if ok_part(t) && ok_part(s) => Ok(()),
-        _ => Err(Error::invalid(
-            format!("{what} {text:?}"),
-            "a media type is TYPE/SUBTYPE of letters, digits and !#$&-^_.+ (e.g. application/spdx+json)",
-        )),
+    if berth_core::name::valid_media_type(text) {
+        return Ok(());
     }
+    Err(Error::invalid(
+        format!("{what} {text:?}"),
+        "a media type is TYPE/SUBTYPE of letters, digits and !#$&-^_.+ (e.g. application/spdx+json)",
+    ))
 }
 
 /// A temporary file holding `data`.
