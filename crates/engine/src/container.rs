@@ -197,6 +197,11 @@ pub(crate) fn new_id() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Whether `id` has the shape of a container id ([`new_id`]'s).
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Whether `name` is a valid container name (docker's rule).
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -219,16 +224,26 @@ pub fn list(layout: &Layout) -> Result<Vec<ContainerRecord>> {
             continue;
         }
         let path = entry.path().join("container.json");
-        match std::fs::read(&path) {
-            Ok(data) => out.push(serde_json::from_slice(&data).map_err(|e| {
-                Error::invalid(
-                    format!("container record {}", path.display()),
-                    format!("{e}; remove the container's directory if it is left over"),
-                )
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let bad = |reason: String| {
+            Error::invalid(
+                format!("container record {}", path.display()),
+                format!("{reason}; remove the container's directory if it is left over"),
+            )
+        };
+        let rec: ContainerRecord = match std::fs::read(&path) {
+            Ok(data) => serde_json::from_slice(&data).map_err(|e| bad(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&path, e)),
+        };
+        // Every path of the container is built from its id: one that is not
+        // its directory's name (32 hex digits) would lead elsewhere.
+        if !valid_id(&rec.id) || entry.file_name() != rec.id.as_str() {
+            return Err(bad(format!(
+                "its id {:?} is not its directory's name of 32 hex digits",
+                rec.id
+            )));
         }
+        out.push(rec);
     }
     Ok(out)
 }
@@ -398,6 +413,37 @@ mod tests {
         assert!(!two.restarts(0, 0));
         assert!(RestartPolicy::Always.restarts(0, 100));
         assert!(!RestartPolicy::No.restarts(1, 0));
+    }
+
+    #[test]
+    fn a_record_whose_id_is_not_its_directory_is_refused_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::Engine::open(dir.path()).unwrap();
+        let record = |id: &str| {
+            serde_json::json!({
+                "id": id, "name": format!("n{}", id.len()), "image": "i",
+                "image_ref": "i", "image_id": "sha256:0", "snapshot": "s",
+                "args": [], "created": "2026-01-01T00:00:00Z",
+                "status": "exited", "exit_code": 0,
+            })
+        };
+        let write = |dir: &str, id: &str| {
+            let d = engine.layout().container(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("container.json"), record(id).to_string()).unwrap();
+        };
+        let good = "ab".repeat(16);
+        write(&good, &good);
+        // A short id that prefixes the good one: the ambiguity's message
+        // cut every id to 12 characters.
+        write("short", "ab");
+        let err = engine.find_container("a").unwrap_err().to_string();
+        assert!(err.contains("\"ab\"") && err.contains("short"), "{err}");
+        std::fs::remove_dir_all(engine.layout().container("short")).unwrap();
+        // An id leading out of the containers directory.
+        write(&"cd".repeat(16), "../../etc");
+        let err = engine.containers().unwrap_err().to_string();
+        assert!(err.contains("../../etc"), "{err}");
     }
 
     #[test]

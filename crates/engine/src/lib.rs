@@ -33,7 +33,7 @@ use berth_image::Images;
 use berth_snapshot::Snapshotter;
 
 pub use container::{
-    this_process, valid_name, ContainerRecord, RestartPolicy, Status, SNAPSHOT_PREFIX,
+    this_process, valid_id, valid_name, ContainerRecord, RestartPolicy, Status, SNAPSHOT_PREFIX,
 };
 pub use error::{command_failure_code, Error, Result};
 pub use gc::GcReport;

@@ -119,7 +119,7 @@ fn parse_args() -> Result<Args, String> {
     }
     let root = root.ok_or("--root is required")?;
     let id = id.ok_or("the container id is required")?;
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !berth_engine::valid_id(&id) {
         return Err(format!("container id {id:?}: expected 32 hex digits"));
     }
     let fd = |name: &str| inherited(fds.get(name).copied(), name);

@@ -697,6 +697,9 @@ impl Service {
                 ));
             }
             let (p, _) = t.execs.remove(&req.exec_id).expect("checked above");
+            drop(st);
+            // A wait on it (one that never started) ends: it is gone.
+            self.changed.notify_all();
             let e = p.exit.unwrap_or_else(|| Exited { code: 0, at: now() });
             return Ok(DeleteResponse {
                 pid: p.pid.max(0) as u32,
@@ -713,6 +716,8 @@ impl Service {
         }
         let t = st.tasks.remove(&req.id).expect("checked above");
         drop(st);
+        // Waits on it or its execs end: they are gone.
+        self.changed.notify_all();
         let t0 = std::time::Instant::now();
         {
             // Poststop hooks.

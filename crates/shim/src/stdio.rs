@@ -35,6 +35,24 @@ pub struct Handles {
     stdin: Arc<Mutex<Option<File>>>,
     /// The pty master, for `resize_pty`.
     pub master: Option<Arc<OwnedFd>>,
+    /// The stdin FIFO a thread copies from (it may still wait in its open).
+    stdin_fifo: Option<String>,
+}
+
+impl Drop for Handles {
+    /// Ends the stdin thread's wait for a writer on the FIFO when nobody
+    /// ever came (the process failed to start, or its client went away
+    /// first): it opens as that writer and goes, so the thread reads its
+    /// end of input and ends instead of waiting forever.
+    fn drop(&mut self) {
+        if let Some(fifo) = &self.stdin_fifo {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo);
+        }
+    }
 }
 
 impl Handles {
@@ -72,9 +90,12 @@ fn open_output(path: &str) -> Result<File> {
         .with_context(|| format!("open the stdio FIFO {path}"))
 }
 
-/// Copies the stdin FIFO into `dest` until EOF or `close_io`, in a thread
-/// (opening the FIFO blocks until containerd's writer is there).
-fn feed_stdin(path: String, dest: Arc<Mutex<Option<File>>>) {
+/// Copies the stdin FIFO `path` into `handles`' stdin until EOF or
+/// `close_io`, in a thread (opening the FIFO blocks until containerd's
+/// writer is there, or until the handles are dropped).
+fn feed_stdin(path: String, handles: &mut Handles) {
+    let dest = handles.stdin.clone();
+    handles.stdin_fifo = Some(path.clone());
     std::thread::spawn(move || {
         let Ok(mut fifo) = File::open(&path) else {
             dest.lock().map(|mut d| d.take()).ok();
@@ -99,13 +120,13 @@ fn feed_stdin(path: String, dest: Arc<Mutex<Option<File>>>) {
 /// Descriptors for a process without a terminal: what it gets as fds 0, 1
 /// and 2, and what the shim keeps.
 pub fn pipes(paths: &Paths) -> Result<(Arc<[OwnedFd; 3]>, Handles)> {
-    let handles = Handles::default();
+    let mut handles = Handles::default();
     let stdin: OwnedFd = if paths.stdin.is_empty() {
         File::open("/dev/null").context("/dev/null")?.into()
     } else {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
         *handles.stdin.lock().expect("new lock") = Some(File::from(w));
-        feed_stdin(paths.stdin.clone(), handles.stdin.clone());
+        feed_stdin(paths.stdin.clone(), &mut handles);
         r
     };
     let stdout = open_output(&paths.stdout)?.into();
@@ -161,14 +182,12 @@ impl ConsoleSocket {
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut from, &mut out);
         });
-        let handles = Handles {
-            master: Some(master.clone()),
-            ..Handles::default()
-        };
+        let mut handles = Handles::default();
+        handles.master = Some(master.clone());
         if !paths.stdin.is_empty() {
             *handles.stdin.lock().expect("new lock") =
                 Some(File::from(master.as_fd().try_clone_to_owned()?));
-            feed_stdin(paths.stdin.clone(), handles.stdin.clone());
+            feed_stdin(paths.stdin.clone(), &mut handles);
         }
         Ok(handles)
     }

@@ -719,3 +719,51 @@ fn the_task_and_its_execs_are_in_the_containers_cgroup_in_every_hierarchy() {
     check("an exec'd process", &text(&out.stdout));
     s.kill_and_remove(&id);
 }
+
+/// How many threads process `pid` has.
+fn threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn execs_that_fail_to_start_leave_no_shim_thread_behind() {
+    let s = Setup::new();
+    let id = unique_id("execfail");
+    run_ok(&mut s.run(&["-d"], &id, &["sleep", "1000"]));
+    s.wait_status(&id, "RUNNING");
+    let shims = s.cd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim: {shims:?}");
+    // ctr waits for an exec before it starts it and deletes it when the
+    // start fails: that wait must end then, and the thread that would copy
+    // its stdin FIFO (whose writer never comes) too, not wait forever.
+    let fail = |n: usize| {
+        let out =
+            s.cd.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &format!("bad{n}"),
+                &id,
+                "/no/such/program",
+            ])
+            .output()
+            .expect("ctr task exec");
+        assert!(!out.status.success(), "{}", text(&out.stdout));
+    };
+    fail(0);
+    let before = threads(shims[0]);
+    for n in 1..=12 {
+        fail(n);
+    }
+    let after = threads(shims[0]);
+    eprintln!("shim threads: {before} -> {after}");
+    assert!(
+        after < before + 6,
+        "the shim went from {before} to {after} threads over 12 failed execs"
+    );
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "good", &id, "true"]);
+    assert!(out.status.success());
+    s.kill_and_remove(&id);
+}
