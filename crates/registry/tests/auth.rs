@@ -660,28 +660,33 @@ fn htpasswd_hashes_are_checked_when_loaded() {
     assert!(berth_registry::auth::Auth::from_config(&cfg).is_ok());
 }
 
-/// A path whose repository name is invalid is refused as NAME_INVALID
-/// before the token challenge: echoed into the challenge's `scope`, a `"`
-/// in the raw path would add parameters (another realm) to it.
-#[tokio::test]
-async fn an_invalid_repository_name_gets_no_token_challenge() {
+/// Sends `request` as raw bytes (reqwest would percent-encode the quotes a
+/// hostile client need not) to a registry in token mode; returns the answer.
+async fn raw_answer_in_token_mode(request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let mut c = common::config_for(dir.path());
     c.auth = token_config(dir.path());
     let reg = TestRegistry::start_in(dir, c).await;
     let addr = reg.base.strip_prefix("http://").unwrap();
-    // reqwest would percent-encode the quotes; a hostile client need not.
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(
+    conn.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+/// A path whose repository name is invalid is refused as NAME_INVALID
+/// before the token challenge: echoed into the challenge's `scope`, a `"`
+/// in the raw path would add parameters (another realm) to it.
+#[tokio::test]
+async fn an_invalid_repository_name_gets_no_token_challenge() {
+    let answer = raw_answer_in_token_mode(
         b"GET /v2/public/a\",realm=\"http://evil.example/x/tags/list HTTP/1.1\r\n\
           Host: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .await
-    .unwrap();
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    .to_lowercase();
     assert!(answer.starts_with("http/1.1 400"), "{answer}");
     assert!(answer.contains("name_invalid"), "{answer}");
     assert!(!answer.contains("www-authenticate"), "{answer}");
@@ -692,22 +697,11 @@ async fn an_invalid_repository_name_gets_no_token_challenge() {
 /// host[:port] cannot add parameters to the challenge.
 #[tokio::test]
 async fn a_hostile_host_header_cannot_shape_the_token_challenge() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = common::config_for(dir.path());
-    c.auth = token_config(dir.path());
-    let reg = TestRegistry::start_in(dir, c).await;
-    let addr = reg.base.strip_prefix("http://").unwrap();
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(
+    let answer = raw_answer_in_token_mode(
         b"GET /v2/public/a/tags/list HTTP/1.1\r\n\
           Host: evil\",scope=\"repository:alice/x:push\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_string();
+    .await;
     let challenge = answer
         .lines()
         .find_map(|l| l.strip_prefix("www-authenticate: "))
