@@ -2,7 +2,7 @@
 //! shim's group, each carried out with berth's runtime library in this
 //! process, and the exits the reaper hands in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -115,6 +115,9 @@ struct State {
     /// Exits of pids no process was registered for yet (an exec'd process
     /// that ended before `exec` returned; the runtime's helper processes).
     unclaimed: HashMap<i32, Exited>,
+    /// Ids whose create is under way: a second create of one is refused
+    /// (its failure path would unmount the first one's rootfs).
+    creating: HashSet<String>,
     shutdown: bool,
 }
 
@@ -281,6 +284,23 @@ impl Service {
     }
 
     fn create(self: &Arc<Self>, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+        {
+            let mut st = self.lock();
+            if st.tasks.contains_key(&req.id) || !st.creating.insert(req.id.clone()) {
+                return Err(err(
+                    Code::ALREADY_EXISTS,
+                    format!("container {} exists in this shim already", req.id),
+                ));
+            }
+        }
+        let id = req.id.clone();
+        let created = self.create_new(req);
+        self.lock().creating.remove(&id);
+        created
+    }
+
+    /// Creates a task whose id no other task or create holds.
+    fn create_new(self: &Arc<Self>, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
             return Err(err(
                 Code::UNIMPLEMENTED,

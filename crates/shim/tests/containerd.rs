@@ -354,6 +354,55 @@ fn a_detached_task_runs_execs_lists_pids_and_is_killed_and_deleted() {
     assert!(!alive(init), "the container's init {init} outlived delete");
 }
 
+/// containerd never sends a second create for a running task, but a direct
+/// ttrpc caller can: it is refused before anything is mounted, and the
+/// task's rootfs (which the failure path used to unmount) stays.
+#[test]
+fn a_second_create_of_a_running_task_is_refused_and_its_rootfs_stays() {
+    use containerd_shim_protos::shim::shim::CreateTaskRequest;
+    use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+    use containerd_shim_protos::ttrpc;
+    use containerd_shim_protos::types::mount::Mount;
+    let s = Setup::new();
+    let id = unique_id("dup");
+    run_ok(&mut s.run(&["-d"], &id, &["sleep", "1000"]));
+    s.wait_status(&id, "RUNNING");
+    let bundle = s
+        ._dir
+        .path()
+        .join("containerd-state/io.containerd.runtime.v2.task")
+        .join(&s.namespace)
+        .join(&id);
+    let rootfs = bundle.join("rootfs").to_string_lossy().into_owned();
+    let mounted = || {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mountinfo
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(rootfs.as_str()))
+    };
+    assert!(mounted(), "the task's rootfs is not mounted at {rootfs}");
+    let address = std::fs::read_to_string(bundle.join("address")).expect("shim address");
+    let client = ttrpc::Client::connect(address.trim()).expect("connect to the shim");
+    let task = TaskClient::new(client);
+    let other = tempfile::tempdir().unwrap();
+    let mut mount = Mount::new();
+    mount.type_ = "bind".into();
+    mount.source = other.path().to_string_lossy().into_owned();
+    mount.options = vec!["rbind".into()];
+    let mut req = CreateTaskRequest::new();
+    req.id = id.clone();
+    req.bundle = bundle.to_string_lossy().into_owned();
+    req.rootfs.push(mount);
+    let err = task
+        .create(ttrpc::context::with_timeout(10_000_000_000), &req)
+        .expect_err("a second create of a running task succeeded");
+    assert!(format!("{err:?}").contains("exists"), "{err:?}");
+    assert!(mounted(), "the running task's rootfs was unmounted");
+    let out = s.ctr_ok(&["task", "exec", "--exec-id", "e1", &id, "ls", "/bin/sh"]);
+    assert_eq!(text(&out.stdout), "/bin/sh\n");
+    s.kill_and_remove(&id);
+}
+
 #[test]
 fn pause_freezes_and_resume_thaws_the_task() {
     let s = Setup::new();
