@@ -50,4 +50,4 @@ pub use exec::ExecOptions;
 pub use foreground::{wait_exit, Foreground, FORWARDED_SIGNALS};
 pub use reexec::{reexec_if_needed, reexec_read_only, Intent};
 pub use state::{State, Status};
-pub use sys::{loopback_up, pidfd_open, set_child_subreaper};
+pub use sys::{loopback_up, pidfd_open, pidfd_send_signal, set_child_subreaper};

@@ -106,7 +106,7 @@ pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 }
 
 /// Sends `sig` through a pidfd (immune to pid reuse).
-pub(crate) fn pidfd_send_signal(pidfd: impl AsFd, sig: i32) -> nix::Result<()> {
+pub fn pidfd_send_signal(pidfd: impl AsFd, sig: i32) -> nix::Result<()> {
     // SAFETY: the pidfd is a live descriptor; no siginfo is passed.
     let ret = unsafe {
         libc::syscall(

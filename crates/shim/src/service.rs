@@ -682,10 +682,17 @@ impl Service {
         if p.exit.is_some() || p.pid <= 0 {
             return Err(err(Code::NOT_FOUND, "process already finished"));
         }
-        let sig = nix::sys::signal::Signal::try_from(signal)
-            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("signal {signal}: {e}")))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig)
-            .map_err(|e| other(&format!("signal exec {}", req.exec_id), e))?;
+        // The raw number, as for the init: 0 and the real-time signals
+        // too, which nix's Signal does not name. The pid is not reused: the
+        // shim has not reaped it (no exit recorded).
+        let pidfd = berth_runtime::pidfd_open(p.pid)
+            .ok_or_else(|| err(Code::NOT_FOUND, "process already finished"))?;
+        berth_runtime::pidfd_send_signal(&pidfd, signal).map_err(|e| match e {
+            nix::errno::Errno::EINVAL => {
+                err(Code::INVALID_ARGUMENT, format!("signal {signal}: {e}"))
+            }
+            e => other(&format!("signal exec {}", req.exec_id), e),
+        })?;
         Ok(Empty::new())
     }
 

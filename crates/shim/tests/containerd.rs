@@ -403,6 +403,51 @@ fn a_second_create_of_a_running_task_is_refused_and_its_rootfs_stays() {
     s.kill_and_remove(&id);
 }
 
+/// `kill` of an exec takes the raw signal number, as for the init: a
+/// real-time signal (40 here), which nix's `Signal` does not name, reaches
+/// the exec'd process.
+#[test]
+fn a_real_time_signal_reaches_an_exec() {
+    let s = Setup::new();
+    let id = unique_id("rtsig");
+    run_ok(&mut s.run(&["-d"], &id, &["sleep", "1000"]));
+    s.wait_status(&id, "RUNNING");
+    let script =
+        "trap 'echo got > /tmp/rt; exit 0' 40; echo > /tmp/ready; while :; do sleep 0.1; done";
+    s.ctr_ok(&[
+        "task",
+        "exec",
+        "--detach",
+        "--exec-id",
+        "rt",
+        &id,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let read = |file: &str| {
+        let out =
+            s.cd.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &unique_id("cat"),
+                &id,
+                "cat",
+                file,
+            ])
+            .output()
+            .expect("ctr task exec");
+        text(&out.stdout)
+    };
+    berth_testutil::runtime::wait_until("the exec's trap to be set", || read("/tmp/ready") == "\n");
+    s.ctr_ok(&["task", "kill", "--exec-id", "rt", "-s", "40", &id]);
+    berth_testutil::runtime::wait_until("the exec to catch signal 40", || {
+        read("/tmp/rt") == "got\n"
+    });
+    s.kill_and_remove(&id);
+}
+
 #[test]
 fn pause_freezes_and_resume_thaws_the_task() {
     let s = Setup::new();
