@@ -16,28 +16,6 @@ use common::registry::*;
 use common::Env;
 use serde_json::Value;
 
-/// Runs berth, asserts it failed, returns its stderr.
-fn fails(env: &Env, args: &[&str]) -> String {
-    let out = env.berth(args);
-    assert!(
-        !out.status.success(),
-        "berth {args:?} should fail: {}",
-        env.describe(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs berth, asserts success, returns stderr (where progress goes).
-fn ok_stderr(env: &Env, args: &[&str]) -> String {
-    let out = env.berth(args);
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        env.describe(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// The manifest `reference` of `repo` on the registry at `addr`, as JSON.
 fn manifest(addr: &str, repo: &str, reference: &str) -> (Value, Vec<u8>) {
     let (status, _, body) = http(
@@ -68,7 +46,7 @@ fn push_pull_and_run_through_docker_registry() {
         .to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
     // Pushing again uploads nothing: the registry has every blob.
-    let again = ok_stderr(&env, &["push", "bb", &dest]);
+    let again = env.ok_stderr(&["push", "bb", &dest]);
     assert!(
         again.contains("exists") && !again.contains("done"),
         "{again}"
@@ -88,7 +66,7 @@ fn push_pull_and_run_through_docker_registry() {
     let out = other.ok(&["run", "--rm", &dest, "sh", "-c", "echo $GREETING"]);
     assert_eq!(out, "hi\n");
     // A second pull finds every layer present.
-    let again = ok_stderr(&other, &["pull", &dest]);
+    let again = other.ok_stderr(&["pull", &dest]);
     assert!(
         again.contains("exists") && !again.contains("transferring"),
         "{again}"
@@ -102,7 +80,7 @@ fn push_pull_and_run_through_docker_registry() {
     assert_eq!(image_count(&third), 1);
     // --pull never does not.
     let fourth = Env::new();
-    let err = fails(&fourth, &["run", "--rm", "--pull", "never", &v2, "true"]);
+    let err = fourth.fails(&["run", "--rm", "--pull", "never", &v2, "true"]);
     assert!(err.contains("not found"), "{err}");
     assert_eq!(image_count(&fourth), 0);
     // registries.conf can block a registry.
@@ -153,9 +131,9 @@ fn htpasswd_login_logout_and_wrong_credentials() {
     let authfile = env.path("auth.json");
     let authfile = authfile.to_str().unwrap();
 
-    let err = fails(&env, &["push", "--authfile", authfile, "bb", &dest]);
+    let err = env.fails(&["push", "--authfile", authfile, "bb", &dest]);
     assert!(err.contains("401") && err.contains("berth login"), "{err}");
-    let err = fails(&env, &["push", "--creds", "alice:wrong", "bb", &dest]);
+    let err = env.fails(&["push", "--creds", "alice:wrong", "bb", &dest]);
     assert!(
         err.contains("401") && err.contains("refused the credentials of user \"alice\""),
         "{err}"
@@ -188,20 +166,17 @@ fn htpasswd_login_logout_and_wrong_credentials() {
 
     env.ok(&["push", "--authfile", authfile, "bb", &dest]);
     let other = Env::new();
-    let err = fails(
-        &other,
-        &[
-            "pull",
-            "--authfile",
-            &other.path("none.json").display().to_string(),
-            &dest,
-        ],
-    );
+    let err = other.fails(&[
+        "pull",
+        "--authfile",
+        &other.path("none.json").display().to_string(),
+        &dest,
+    ]);
     assert!(err.contains("401"), "{err}");
     other.ok(&["pull", "--authfile", authfile, &dest]);
     env.ok(&["logout", "--authfile", authfile, &reg.addr]);
     let third = Env::new();
-    let err = fails(&third, &["pull", "--authfile", authfile, &dest]);
+    let err = third.fails(&["pull", "--authfile", authfile, &dest]);
     assert!(err.contains("401"), "{err}");
 }
 
@@ -227,7 +202,7 @@ fn bearer_tokens_and_cross_repository_mounts() {
     let reg = token_registry(&env);
     env.import_busybox("bb", &[]);
     let dest = format!("{}/alice/bb:1", reg.addr);
-    let err = fails(&env, &["push", "bb", &dest]);
+    let err = env.fails(&["push", "bb", &dest]);
     assert!(
         err.contains("401") && err.contains("needs credentials"),
         "{err}"
@@ -235,16 +210,16 @@ fn bearer_tokens_and_cross_repository_mounts() {
     env.ok(&["push", "--creds", "alice:s3cret", "bb", &dest]);
 
     let other = Env::new();
-    let err = fails(&other, &["pull", &dest]);
+    let err = other.fails(&["pull", &dest]);
     assert!(err.contains("401") && err.contains("alice/bb"), "{err}");
-    let err = fails(&other, &["pull", "--creds", "alice:wrong", &dest]);
+    let err = other.fails(&["pull", "--creds", "alice:wrong", &dest]);
     assert!(err.contains("refused the credentials"), "{err}");
     other.ok(&["pull", "--creds", "alice:s3cret", &dest]);
     let out = other.ok(&["run", "--rm", "--pull", "never", &dest, "echo", "ok"]);
     assert_eq!(out, "ok\n");
     // Pushed to another repository of the same registry: mounted, not uploaded.
     let copy = format!("{}/alice/copy:1", reg.addr);
-    let log = ok_stderr(&other, &["push", "--creds", "alice:s3cret", &dest, &copy]);
+    let log = other.ok_stderr(&["push", "--creds", "alice:s3cret", &dest, &copy]);
     assert!(log.contains("mounted") && !log.contains(": done"), "{log}");
     let third = Env::new();
     third.ok(&["pull", "--creds", "alice:s3cret", &copy]);
@@ -310,7 +285,7 @@ fn a_multi_platform_index_gives_the_platform_asked_for() {
         !blob(&arm, &entries[0]["digest"]),
         "the amd64 manifest was not"
     );
-    let err = fails(&Env::new(), &["pull", "--platform", "linux/s390x", &image]);
+    let err = Env::new().fails(&["pull", "--platform", "linux/s390x", &image]);
     assert!(
         err.contains("linux/arm64") && err.contains("--platform"),
         "{err}"
@@ -334,7 +309,7 @@ fn a_blob_with_the_wrong_digest_is_refused_and_nothing_is_stored() {
     std::fs::write(&path, &data).unwrap();
 
     let other = Env::new();
-    let err = fails(&other, &["pull", &dest]);
+    let err = other.fails(&["pull", &dest]);
     assert!(
         err.contains("digest mismatch") && err.contains(&layer),
         "{err}"
@@ -428,7 +403,7 @@ fn a_dropped_connection_is_resumed_by_range() {
     let proxy = CuttingProxy::start(reg.addr.clone(), layer.clone(), 100_000, false);
     let other = Env::new();
     let image = format!("{}/test/resume:1", proxy.addr);
-    let log = ok_stderr(&other, &["pull", &image]);
+    let log = other.ok_stderr(&["pull", &image]);
     assert!(log.contains("resumed at byte"), "{log}");
     assert!(
         proxy.ranged.load(Ordering::SeqCst),
@@ -443,7 +418,7 @@ fn a_dropped_connection_is_resumed_by_range() {
     let proxy = CuttingProxy::start(reg.addr.clone(), layer, 100_000, true);
     let third = Env::new();
     let image = format!("{}/test/resume:1", proxy.addr);
-    ok_stderr(&third, &["pull", &image]);
+    third.ok_stderr(&["pull", &image]);
     assert!(proxy.ranged.load(Ordering::SeqCst), "a Range was asked for");
     let out = third.ok(&["run", "--rm", &image, "echo", "restarted"]);
     assert_eq!(out, "restarted\n");
@@ -556,10 +531,7 @@ fn a_layer_is_unpacked_while_it_downloads() {
             .flatten()
             .any(|d| d.path().join("fs/early").is_dir())
     });
-    ok_stderr(
-        &other,
-        &["pull", &format!("{}/test/streamed:1", proxy.addr)],
-    );
+    other.ok_stderr(&["pull", &format!("{}/test/streamed:1", proxy.addr)]);
     assert!(
         proxy.seen.load(Ordering::SeqCst),
         "early/ was unpacked while the rest of its layer was still held back"
@@ -660,7 +632,7 @@ fn a_registry_over_tls_with_its_own_ca() {
 
     env.import_busybox("bb", &[]);
     let dest = format!("{}/tls/bb:1", reg.addr);
-    let err = fails(&env, &["push", "bb", &dest]);
+    let err = env.fails(&["push", "bb", &dest]);
     assert!(
         err.contains("https://") && err.to_lowercase().contains("certificate"),
         "{err}"

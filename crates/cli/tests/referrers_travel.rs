@@ -12,17 +12,6 @@ use serde_json::Value;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// Runs berth, asserts success, returns stderr.
-fn ok_err(env: &Env, args: &[&str]) -> String {
-    let out = env.berth(args);
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        env.describe(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// The digests an index at `path` on `addr` lists, or `None` on a 404.
 fn listed(addr: &str, path: &str) -> Option<Vec<String>> {
     let (status, _, body) = http(addr, "GET", path, &[("Accept", OCI_INDEX)], b"");
@@ -111,7 +100,7 @@ fn referrers_travel(seed: &str, via: &str, via_native: bool) {
     let a = Env::new();
     a.ok(&["pull", "-q", &origin]);
     assert_eq!(a.ok(&["artifact", "ls", "--local", "-q", &origin]), "");
-    let err = ok_err(&a, &["pull", "--referrers", &origin]);
+    let err = a.ok_stderr(&["pull", "--referrers", &origin]);
     assert!(err.contains("pulled 2 referrers"), "{err}");
     assert_eq!(
         a.ok(&["artifact", "ls", "--local", "-q", &origin]).trim(),
@@ -130,7 +119,7 @@ fn referrers_travel(seed: &str, via: &str, via_native: bool) {
 
     // A plain push sends the image alone and says what it left behind.
     let copy = format!("{via}/copy/bb:1");
-    let err = ok_err(&a, &["push", &origin, &copy]);
+    let err = a.ok_stderr(&["push", &origin, &copy]);
     assert!(
         err.contains(&format!("1 local referrers of {subject} not pushed"))
             && err.contains("--referrers"),
@@ -153,7 +142,7 @@ fn referrers_travel(seed: &str, via: &str, via_native: bool) {
 
     // Store B pulls the copy with its referrers, intact.
     let b = Env::new();
-    let err = ok_err(&b, &["pull", "--referrers", &copy]);
+    let err = b.ok_stderr(&["pull", "--referrers", &copy]);
     assert!(err.contains("pulled 2 referrers"), "{err}");
     let table = b.ok(&["artifact", "ls", "--local", &copy]);
     assert!(

@@ -18,31 +18,6 @@ use common::registry::*;
 use common::Env;
 use serde_json::Value;
 
-/// Runs berth, asserts success, returns (stdout, stderr).
-fn ok_both(env: &Env, args: &[&str]) -> (String, String) {
-    let out = env.berth(args);
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        env.describe(&out)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs berth, asserts it failed, returns its stderr.
-fn fails(env: &Env, args: &[&str]) -> String {
-    let out = env.berth(args);
-    assert!(
-        !out.status.success(),
-        "berth {args:?} should fail: {}",
-        env.describe(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// GETs `path` on `addr` with `accept`; asserts 200 and returns the JSON.
 fn get_json(addr: &str, path: &str, accept: &str) -> Value {
     let (status, _, body) = http(addr, "GET", path, &[("Accept", accept)], b"");
@@ -74,19 +49,16 @@ fn attach_and_list(env: &Env, addr: &str, native: bool) {
     let sig = env.path("sig.txt");
     std::fs::write(&sig, b"signed by a test\n").unwrap();
 
-    let (out, err) = ok_both(
-        env,
-        &[
-            "artifact",
-            "attach",
-            "--artifact-type",
-            "application/spdx+json",
-            "--annotation",
-            "made-by=test",
-            &image,
-            &format!("{}:application/spdx+json", sbom.display()),
-        ],
-    );
+    let (out, err) = env.ok_both(&[
+        "artifact",
+        "attach",
+        "--artifact-type",
+        "application/spdx+json",
+        "--annotation",
+        "made-by=test",
+        &image,
+        &format!("{}:application/spdx+json", sbom.display()),
+    ]);
     let sbom_digest = out.trim().to_string();
     let hex = subject.trim_start_matches("sha256:");
     if native {
@@ -215,16 +187,13 @@ fn attach_and_list(env: &Env, addr: &str, native: bool) {
         &evil,
     );
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    let err = fails(
-        env,
-        &[
-            "artifact",
-            "pull",
-            "-o",
-            out_dir.to_str().unwrap(),
-            &format!("{addr}/test/bb:evil"),
-        ],
-    );
+    let err = env.fails(&[
+        "artifact",
+        "pull",
+        "-o",
+        out_dir.to_str().unwrap(),
+        &format!("{addr}/test/bb:evil"),
+    ]);
     assert!(
         err.contains("\"../evil\"") && err.contains("not a plain file name"),
         "{err}"
@@ -232,32 +201,26 @@ fn attach_and_list(env: &Env, addr: &str, native: bool) {
     assert!(!env.path("evil").exists());
 
     // Bad input is refused before anything is sent.
-    let err = fails(
-        env,
-        &[
-            "artifact",
-            "attach",
-            "--artifact-type",
-            "nonsense",
-            &image,
-            sig.to_str().unwrap(),
-        ],
-    );
+    let err = env.fails(&[
+        "artifact",
+        "attach",
+        "--artifact-type",
+        "nonsense",
+        &image,
+        sig.to_str().unwrap(),
+    ]);
     assert!(
         err.contains("\"nonsense\"") && err.contains("TYPE/SUBTYPE"),
         "{err}"
     );
-    let err = fails(
-        env,
-        &[
-            "artifact",
-            "attach",
-            "--artifact-type",
-            "a/b",
-            &image,
-            "/no/such/file",
-        ],
-    );
+    let err = env.fails(&[
+        "artifact",
+        "attach",
+        "--artifact-type",
+        "a/b",
+        &image,
+        "/no/such/file",
+    ]);
     assert!(err.contains("/no/such/file"), "{err}");
 }
 
@@ -514,7 +477,7 @@ fn token_auth_in_front_of_docker_registry() {
     let image = format!("{}/test/bb:1", reg.addr);
 
     // Anonymous: a token that grants nothing, so the registry refuses.
-    let err = fails(&env, &["push", "bb", &image]);
+    let err = env.fails(&["push", "bb", &image]);
     assert!(
         err.contains("401") && err.contains("needs credentials"),
         "{err}"
@@ -530,9 +493,9 @@ fn token_auth_in_front_of_docker_registry() {
     assert_eq!(asked[0].scopes, ["repository:test/bb:pull,push"]);
 
     let other = Env::new();
-    let err = fails(&other, &["pull", &image]);
+    let err = other.fails(&["pull", &image]);
     assert!(err.contains("401") && err.contains("test/bb"), "{err}");
-    let err = fails(&other, &["pull", "--creds", "alice:wrong", &image]);
+    let err = other.fails(&["pull", "--creds", "alice:wrong", &image]);
     assert!(
         err.contains("refused the credentials of user \"alice\""),
         "{err}"
@@ -668,15 +631,12 @@ fn registries_conf_mirrors_search_registries_and_aliases() {
         "primary\n",
         "tag 2 from the registry itself"
     );
-    let err = fails(
-        &other,
-        &[
-            "pull",
-            "--registries-conf",
-            conf,
-            &format!("{}/seed/bb:3", primary.addr),
-        ],
-    );
+    let err = other.fails(&[
+        "pull",
+        "--registries-conf",
+        conf,
+        &format!("{}/seed/bb:3", primary.addr),
+    ]);
     assert!(
         err.contains(&dead) && err.contains(&mirror.addr) && err.contains(&primary.addr),
         "every source named: {err}"
@@ -736,15 +696,12 @@ fn registries_conf_mirrors_search_registries_and_aliases() {
         ),
     )
     .unwrap();
-    let err = fails(
-        &Env::new(),
-        &[
-            "pull",
-            "--registries-conf",
-            both.to_str().unwrap(),
-            "seed/bb:1",
-        ],
-    );
+    let err = Env::new().fails(&[
+        "pull",
+        "--registries-conf",
+        both.to_str().unwrap(),
+        "seed/bb:1",
+    ]);
     assert!(
         err.contains(&format!("{}/seed/bb:1", primary.addr))
             && err.contains(&format!("{}/seed/bb:1", mirror.addr))
@@ -987,7 +944,7 @@ fn an_upload_state_claiming_more_than_the_blob_is_refused() {
     });
     env.import_busybox("bb", &[]);
     let image = format!("{}/test/claims:1", proxy.addr);
-    let err = fails(&env, &["push", "--chunk-size", "65536", "bb", &image]);
+    let err = env.fails(&["push", "--chunk-size", "65536", "bb", &image]);
     assert!(
         err.contains("the registry claims 18446744073709551615 bytes of a"),
         "{err}"
@@ -1018,7 +975,7 @@ fn a_config_claiming_gigabytes_is_refused_before_it_is_fetched() {
             Action::Forward
         }
     });
-    let err = fails(&env, &["pull", &format!("{}/test/big:1", proxy.addr)]);
+    let err = env.fails(&["pull", &format!("{}/test/big:1", proxy.addr)]);
     assert!(err.contains("claims 10737418240 bytes"), "{err}");
     assert!(
         !proxy.heads().iter().any(|h| h.contains("/blobs/")),
@@ -1120,9 +1077,6 @@ fn a_detached_run_pulls_a_missing_image() {
         .ok(&["images"])
         .contains(&format!("{}/test/detached", reg.addr)));
     other.ok(&["rm", &id]);
-    let err = fails(
-        &Env::new(),
-        &["run", "-d", "--pull", "never", &image, "true"],
-    );
+    let err = Env::new().fails(&["run", "-d", "--pull", "never", &image, "true"]);
     assert!(err.contains(&image), "{err}");
 }

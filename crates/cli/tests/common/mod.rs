@@ -82,13 +82,37 @@ impl Env {
 
     /// Runs berth, asserts success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_both(args).0
+    }
+
+    /// Runs berth, asserts success, returns stderr (where progress goes).
+    pub fn ok_stderr(&self, args: &[&str]) -> String {
+        self.ok_both(args).1
+    }
+
+    /// Runs berth, asserts success, returns (stdout, stderr).
+    pub fn ok_both(&self, args: &[&str]) -> (String, String) {
         let out = self.berth(args);
         assert!(
             out.status.success(),
             "berth {args:?}: {}",
             self.describe(&out)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs berth, asserts it failed, returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            !out.status.success(),
+            "berth {args:?} should fail: {}",
+            self.describe(&out)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Exit status, stdout and stderr, for assertion messages.
